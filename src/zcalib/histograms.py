@@ -48,7 +48,7 @@ class MassBinning:
     hi: float = 120.0
 
     def axis(self) -> hist.axis.Regular:
-        """The ``mass`` axis (no under/overflow: pairs outside [lo, hi) are not kept)."""
+        """The ``mass`` axis (pairs outside [lo, hi) land in flow bins, which fits ignore)."""
         return hist.axis.Regular(
             self.n_bins,
             self.lo,
@@ -56,8 +56,6 @@ class MassBinning:
             transform=hist.axis.transform.log,
             name="mass",
             label="$m_{ee}$ [GeV]",
-            underflow=False,
-            overflow=False,
         )
 
 
