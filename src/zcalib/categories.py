@@ -65,6 +65,8 @@ Kind = Literal["scale", "smear"]
 class Category:
     """One single-lepton category: half-open ranges ``[lo, hi)`` per variable.
 
+    Run ranges are inclusive ``[min, max]`` in files and stored here as ``[min, max + 1)``.
+
     ``eta`` is a range in |η| (supercluster η when available). A range of
     ``(-inf, inf)`` means no cut; ``gain`` is ``None`` for no cut or one of 12, 6, 1.
     """
@@ -101,7 +103,7 @@ class Category:
 
         return [
             lim(self.run[0]),
-            lim(self.run[1]),
+            lim(self.run[1] - 1),
             lim(self.eta[0]),
             lim(self.eta[1]),
             lim(self.r9[0]),
@@ -124,7 +126,7 @@ class Category:
         mask = (abs_eta >= self.eta[0]) & (abs_eta < self.eta[1])
         mask &= (r9 >= self.r9[0]) & (r9 < self.r9[1])
         mask &= (et >= self.et[0]) & (et < self.et[1])
-        mask &= (run >= self.run[0]) & (run < self.run[1] + 1)  # run ranges are inclusive
+        mask &= (run >= self.run[0]) & (run < self.run[1])
         if self.gain is not None:
             mask &= gain == self.gain
         return mask
@@ -227,7 +229,8 @@ class CategoryScheme:
             d: dict[str, Any] = {}
             for name, rng in c.ranges().items():
                 if rng != (-_INF, _INF):
-                    d[name] = [_json_num(rng[0]), _json_num(rng[1])]
+                    hi = rng[1] - 1 if name == "run" else rng[1]  # runs: inclusive in files
+                    d[name] = [_json_num(rng[0]), _json_num(hi)]
             if c.gain is not None:
                 d["gain"] = c.gain
             return d
@@ -391,7 +394,7 @@ def _categories_from_dict(raw: Any, *, source: str) -> tuple[list[Category], lis
                 Category(
                     kind=kind,
                     index=i,
-                    run=(float(m.run[0]), float(m.run[1])) if m.run else (-_INF, _INF),
+                    run=(float(m.run[0]), float(m.run[1]) + 1) if m.run else (-_INF, _INF),
                     eta=m.eta if m.eta else (-_INF, _INF),
                     r9=m.r9 if m.r9 else (-_INF, _INF),
                     et=m.et if m.et else (-_INF, _INF),
@@ -437,6 +440,7 @@ def _parse_tsv(text: str, p: Path) -> tuple[list[Category], list[Category]]:
         run: tuple[float, float] = (-_INF, _INF)
         if has_run:
             run = _rng(nums[0], nums[1])
+            run = (run[0], run[1] + 1)  # inclusive run ranges are stored half-open
             nums = nums[2:]
         gain_raw = nums[4]
         gain: int | None = None if gain_raw == -1 else int(gain_raw)

@@ -1,0 +1,254 @@
+"""The dielectron processor: select pairs, categorise leptons, weight MC, fill mass histograms.
+
+:class:`ZeeProcessor` is a coffea :class:`~coffea.processor.ProcessorABC`; it runs unchanged
+on the iterative, futures and Dask executors of :class:`coffea.processor.Runner`. Its output
+per chunk is::
+
+    {"hist": hist.Hist(dataset, variation, region, mass),
+     "cutflow": {dataset: {cut: n_events}},
+     "sumw": {dataset: Σ generator weights before selection},
+     "errors": {one-line error messages}}
+
+Bad *content* (NaN/inf energies, unreadable baskets) is reported through ``errors`` rather
+than raised, so that the message survives every executor unchanged; the runner turns a
+non-empty ``errors`` set into an :class:`~zcalib.exceptions.InputError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from coffea import processor
+from coffea.analysis_tools import PackedSelection
+from numpy.typing import NDArray
+
+from zcalib.categories import CRACK, CategoryScheme, _categories_from_dict, build_scheme, region_code
+from zcalib.config import SelectionConfig
+from zcalib.histograms import MassBinning, empty_hist
+from zcalib.io.formats import ColumnMap, Leptons, extract_leptons
+from zcalib.physics import pair_mass
+
+__all__ = ["CUTS", "WeightSpec", "ZeeProcessor"]
+
+log = logging.getLogger(__name__)
+
+#: Selection steps, in cutflow order.
+CUTS: tuple[str, ...] = ("two_leptons", "id", "eta", "et", "charge", "categorised", "mass")
+
+#: Branch that feeds each checked lepton quantity, per format (for error messages).
+_SOURCES = {
+    "ecalelf": {"energy": "energy_ECAL_ele", "eta": "etaEle", "phi": "phiEle", "r9": "R9Ele"},
+    "nanoaod": {"energy": "Electron_pt", "eta": "Electron_eta", "phi": "Electron_phi",
+                "r9": "Electron_r9"},
+}
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """An MC event weight evaluated with correctionlib, with its up/down variations.
+
+    Attributes:
+        name: variation prefix on the histogram axis (``pileup`` gives ``pileup_up``...).
+        payload: the correctionlib JSON text (shipped to workers with the processor).
+        correction: name of the correction in the payload.
+        variable: lepton-record attribute fed as the first input (``npu``).
+        keys: ``(nominal, up, down)`` values of the string input.
+        source: where the payload came from (for messages).
+    """
+
+    name: str
+    payload: str
+    correction: str
+    variable: str = "npu"
+    keys: tuple[str, str, str] = ("nominal", "up", "down")
+    source: str = "<memory>"
+
+
+@dataclass
+class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
+    """Fill per-category-pair invariant-mass histograms from dielectron events.
+
+    Args:
+        fmt: input format (``ecalelf``, ``nanoaod``, ``flat``).
+        categories: category scheme as its YAML dict (portable to workers).
+        kinds: ``{dataset: "data" | "mc"}``.
+        available: optional branches present per dataset, ``{dataset: {role: branch}}``.
+        selection: the pair selection.
+        binning: the fine mass binning.
+        column_map: branch names for the ``flat`` format.
+        weights: MC weights (correctionlib) with up/down variations.
+    """
+
+    fmt: str
+    categories: dict[str, Any]
+    kinds: dict[str, str]
+    available: dict[str, dict[str, str]] = field(default_factory=dict)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    binning: MassBinning = field(default_factory=MassBinning)
+    column_map: ColumnMap | None = None
+    weights: tuple[WeightSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        self._scheme: CategoryScheme | None = None
+        self._csets: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_scheme"] = None
+        state["_csets"] = {}
+        return state
+
+    @property
+    def scheme(self) -> CategoryScheme:
+        """The category scheme (rebuilt lazily on each worker)."""
+        if self._scheme is None:
+            scale, smear = _categories_from_dict(self.categories, source="processor")
+            self._scheme = build_scheme(scale, smear, source="processor")
+        return self._scheme
+
+    def _evaluator(self, spec: WeightSpec) -> Any:
+        if spec.name not in self._csets:
+            import correctionlib
+
+            cset = correctionlib.CorrectionSet.from_string(spec.payload)
+            self._csets[spec.name] = cset[spec.correction]
+        return self._csets[spec.name]
+
+    def process(self, events: Any) -> dict[str, Any]:
+        """Process one chunk of events (called by coffea)."""
+        meta = events.metadata
+        dataset = meta["dataset"]
+        where = f"{meta.get('filename', '?')} (entries {meta.get('entrystart')}-{meta.get('entrystop')})"
+        kind = self.kinds[dataset]
+        out: dict[str, Any] = {
+            "hist": empty_hist(self.binning),
+            "cutflow": {dataset: {"all": len(events)}},
+            "sumw": {dataset: 0.0},
+            "errors": set(),
+        }
+        try:
+            lep = extract_leptons(
+                events,
+                self.fmt,
+                id_level=self.selection.id_level,
+                available=self.available.get(dataset, {}),
+                column_map=self.column_map,
+            )
+        except Exception as err:  # noqa: BLE001  (unreadable baskets surface here)
+            out["errors"].add(f"{where}: cannot read events ({err.__class__.__name__}: {err})")
+            return out
+        bad = self._check_finite(lep, where, int(meta.get("entrystart") or 0))
+        if bad:
+            out["errors"].add(bad)
+            return out
+        out["sumw"][dataset] = float(lep.weight.sum()) if kind == "mc" else float(len(lep))
+
+        cells, mass, sel = self._select(lep)
+        cut = np.ones(len(lep), dtype=bool)
+        for name in CUTS:
+            cut = cut & sel.all(name)
+            out["cutflow"][dataset][name] = int(cut.sum())
+        region = region_code(cells[cut, 0], cells[cut, 1], self.scheme.n_cells)
+        mass = mass[cut]
+        h = out["hist"]
+        if kind == "data":
+            h.fill(dataset=dataset, variation="nominal", region=region, mass=mass)
+            return out
+        w = lep.weight[cut]
+        nominal = w.copy()
+        variations: dict[str, NDArray[np.float64]] = {}
+        for spec in self.weights:
+            x = self._weight_input(lep, spec, where)[cut]
+            ev = self._evaluator(spec)
+            wn, wu, wd = (np.asarray(ev.evaluate(x, k), dtype=np.float64) for k in spec.keys)
+            nominal = nominal * wn
+            ratio_u = np.divide(wu, wn, out=np.zeros_like(wu), where=wn != 0)
+            ratio_d = np.divide(wd, wn, out=np.zeros_like(wd), where=wn != 0)
+            variations[f"{spec.name}_up"] = ratio_u
+            variations[f"{spec.name}_down"] = ratio_d
+        h.fill(dataset=dataset, variation="nominal", region=region, mass=mass, weight=nominal)
+        for vname, ratio in variations.items():
+            h.fill(dataset=dataset, variation=vname, region=region, mass=mass,
+                   weight=nominal * ratio)
+        return out
+
+    def postprocess(self, accumulator: Any) -> Any:
+        """Nothing to do: histograms are final once accumulated."""
+        return accumulator
+
+    # ------------------------------------------------------------------ helpers
+    def _weight_input(self, lep: Leptons, spec: WeightSpec, where: str) -> NDArray[np.float64]:
+        x = getattr(lep, spec.variable, None)
+        if x is None:
+            msg = f"{where}: MC weight '{spec.name}' needs the '{spec.variable}' branch"
+            raise ValueError(msg)
+        return np.asarray(x, dtype=np.float64)
+
+    def _check_finite(self, lep: Leptons, where: str, start: int) -> str | None:
+        sources = _SOURCES.get(self.fmt, {})
+        for role in ("energy", "eta", "phi", "r9"):
+            values = getattr(lep, role)
+            bad = ~np.isfinite(values) & lep.valid
+            if bad.any():
+                row = int(np.nonzero(bad.any(axis=1))[0][0])
+                branch = sources.get(role, role)
+                if self.fmt == "flat" and self.column_map is not None:
+                    names = getattr(self.column_map, role) or (role, role)
+                    branch = "/".join(names)
+                return (
+                    f"{where}: branch '{branch}' has {int(bad.sum())} non-finite value(s) "
+                    f"(NaN/inf), first at entry {start + row}; {role} values must be finite"
+                )
+        return None
+
+    def _select(
+        self, lep: Leptons
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64], PackedSelection]:
+        cfg = self.selection
+        et = lep.et
+        abs_eta = np.abs(lep.sc_eta)
+        lead = np.maximum(et[:, 0], et[:, 1])
+        sub = np.minimum(et[:, 0], et[:, 1])
+        in_eta = abs_eta < cfg.max_abs_eta
+        if cfg.exclude_crack:
+            in_eta &= ~((abs_eta > CRACK[0]) & (abs_eta < CRACK[1]))
+        n = len(lep)
+        cells = self.scheme.assign(
+            abs_eta=abs_eta.ravel(),
+            r9=lep.r9.ravel(),
+            et=et.ravel(),
+            gain=lep.gain.ravel(),
+            run=np.repeat(lep.run, 2),
+        ).reshape(n, 2)
+        with np.errstate(invalid="ignore"):
+            mass = pair_mass(
+                lep.energy[:, 0], lep.eta[:, 0], lep.phi[:, 0],
+                lep.energy[:, 1], lep.eta[:, 1], lep.phi[:, 1],
+            )
+        sel = PackedSelection()
+        sel.add("two_leptons", lep.valid.all(axis=1))
+        sel.add("id", lep.id_pass.all(axis=1))
+        sel.add("eta", in_eta.all(axis=1))
+        sel.add("et", (lead >= cfg.min_et_lead) & (sub >= cfg.min_et_sublead))
+        charge_ok = (
+            lep.charge[:, 0] * lep.charge[:, 1] < 0
+            if cfg.opposite_charge
+            else np.ones(n, dtype=bool)
+        )
+        sel.add("charge", charge_ok)
+        sel.add("categorised", (cells >= 0).all(axis=1))
+        lo, hi = self.binning.lo, self.binning.hi
+        sel.add("mass", (mass >= lo) & (mass < hi))
+        return cells, mass, sel
+
+
+def merge_cutflows(cutflows: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    """Order each dataset's cutflow as ``all`` then :data:`CUTS`."""
+    order = ("all", *CUTS)
+    return {
+        ds: {k: int(cf[k]) for k in order if k in cf} for ds, cf in cutflows.items()
+    }

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zcalib.categories import load_categories, region_code, region_pair
+from zcalib.exceptions import InvalidCategories
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _tsv(tmp_path: Path, rows: list[str], name: str = "cats.tsv") -> Path:
+    p = tmp_path / name
+    p.write_text("#type\tetaMin\tetaMax\tr9Min\tr9Max\tgain\tetMin\tetMax\n" + "\n".join(rows) + "\n")
+    return p
+
+
+def test_seed_scheme_tsv_and_yaml_are_equivalent():
+    tsv = load_categories(CONFIGS / "cats_eta_r9.tsv")
+    yml = load_categories(CONFIGS / "cats_eta_r9.yaml")
+    assert (len(tsv.scale), len(tsv.smear), tsv.n_cells, tsv.n_regions) == (8, 8, 8, 36)
+    assert tsv.to_yaml_dict() == yml.to_yaml_dict()
+    assert [c.scale for c in tsv.cells] == list(range(8))
+    assert [c.smear for c in tsv.cells] == list(range(8))
+
+
+def test_assign_cells_and_crack():
+    s = load_categories(CONFIGS / "cats_eta_r9.tsv")
+    cells = s.assign(
+        abs_eta=np.array([0.5, 1.2, 1.5, 2.2, 2.6, 0.99999, 1.0]),
+        r9=np.array([0.9, 0.97, 0.9, 0.99, 0.9, 0.96, 0.95999]),
+        et=np.full(7, 40.0),
+    )
+    # crack (1.5) and |eta| > 2.5 are outside every category; edges are half-open [lo, hi)
+    assert cells.tolist() == [0, 5, -1, 7, -1, 4, 1]
+
+
+def test_region_code_roundtrip():
+    ci = np.array([3, 1, -1, 7])
+    cj = np.array([1, 1, 2, 7])
+    codes = region_code(ci, cj, 8)
+    assert codes.tolist() == [1 * 8 + 3, 9, -1, 63]
+    assert region_pair(codes[0], 8) == (1, 3)
+
+
+def test_gap_is_an_error_naming_the_range(tmp_path):
+    p = _tsv(tmp_path, ["scale\t0.\t1.\t-1\t-1\t-1\t-1\t-1", "scale\t1.2\t2.5\t-1\t-1\t-1\t-1\t-1"])
+    with pytest.raises(InvalidCategories) as err:
+        load_categories(p)
+    assert str(err.value) == f"{p}: gap in scale categories: no category covers |eta| [1, 1.2)"
+
+
+def test_overlap_is_an_error_naming_categories_and_range(tmp_path):
+    p = _tsv(tmp_path, ["scale\t0.\t1.\t-1\t-1\t-1\t-1\t-1", "scale\t0.8\t2.5\t-1\t-1\t-1\t-1\t-1"])
+    with pytest.raises(InvalidCategories) as err:
+        load_categories(p)
+    assert str(err.value) == f"{p}: scale categories 0, 1 overlap in |eta| [0.8, 1)"
+
+
+def test_crack_may_stay_uncovered(tmp_path):
+    p = _tsv(tmp_path, ["scale\t0.\t1.4442\t-1\t-1\t-1\t-1\t-1",
+                        "scale\t1.566\t2.5\t-1\t-1\t-1\t-1\t-1"])
+    s = load_categories(p)
+    assert s.n_cells == 2
+    assert len(s.smear) == 1  # one inclusive smear category when none is given
+
+
+def test_gain_categories_must_cover_every_gain(tmp_path):
+    p = _tsv(tmp_path, ["scale\t0.\t2.5\t-1\t-1\t12\t-1\t-1", "scale\t0.\t2.5\t-1\t-1\t6\t-1\t-1"])
+    with pytest.raises(InvalidCategories, match=r"no category covers \|eta\| \[0, 2.5\), gain 1$"):
+        load_categories(p)
+
+
+def test_bad_gain_value(tmp_path):
+    p = _tsv(tmp_path, ["scale\t0.\t2.5\t-1\t-1\t3\t-1\t-1"])
+    with pytest.raises(InvalidCategories) as err:
+        load_categories(p)
+    assert str(err.value) == f"{p}:2: column 'gain' is 3; allowed: 12, 6, 1 or -1 (no cut)"
+
+
+def test_wrong_column_count(tmp_path):
+    p = _tsv(tmp_path, ["scale\t0.\t2.5\t-1\t-1\t-1"])
+    with pytest.raises(InvalidCategories, match=r":2: expected 8 columns .* got 6$"):
+        load_categories(p)
+
+
+def test_inverted_range(tmp_path):
+    p = _tsv(tmp_path, ["scale\t2.5\t0.\t-1\t-1\t-1\t-1\t-1"])
+    with pytest.raises(InvalidCategories) as err:
+        load_categories(p)
+    assert str(err.value) == (
+        f"{p}: scale category 0 has an empty or inverted eta range [2.5, 0); min must be < max"
+    )
+
+
+def test_malformed_yaml(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("scale:\n  - {eta: [0, 1.4442], r9: [0, 0.96}\n")
+    with pytest.raises(InvalidCategories) as err:
+        load_categories(p)
+    assert str(err.value) == f"{p}: malformed YAML at line 2, column 36: expected ',' or ']', but got '}}'"
+
+
+def test_unknown_yaml_field(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("scale:\n  - {eta: [0, 2.5], foo: 3}\n")
+    with pytest.raises(InvalidCategories) as err:
+        load_categories(p)
+    assert str(err.value) == f"{p}: field 'scale.0.foo': Extra inputs are not permitted (got 3)"
+
+
+def test_scale_and_smear_must_cover_the_same_domain(tmp_path):
+    p = _tsv(tmp_path, ["scale\t0.\t2.5\t-1\t-1\t-1\t-1\t-1", "smear\t0.\t2.\t-1\t-1\t-1\t-1\t-1"])
+    with pytest.raises(InvalidCategories, match="both must cover the same range"):
+        load_categories(p)
+
+
+def test_finer_scale_than_smear_forms_cells(tmp_path):
+    rows = [f"scale\t{a}\t{b}\t-1\t-1\t-1\t-1\t-1" for a, b in
+            [(0, 0.5), (0.5, 1), (1, 1.4442), (1.566, 2), (2, 2.5)]]
+    rows += ["smear\t0\t1.4442\t-1\t-1\t-1\t-1\t-1", "smear\t1.566\t2.5\t-1\t-1\t-1\t-1\t-1"]
+    s = load_categories(_tsv(tmp_path, rows))
+    assert [(c.scale, c.smear) for c in s.cells] == [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1)]
+
+
+def test_run_ranges_are_inclusive(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("scale:\n  - {run: [1, 10], eta: [0, 2.5]}\n  - {run: [11, 20], eta: [0, 2.5]}\n")
+    s = load_categories(p)
+    cells = s.assign(abs_eta=np.full(3, 0.5), r9=np.ones(3), et=np.full(3, 40.0),
+                     run=np.array([10, 11, 20]))
+    assert cells.tolist() == [0, 1, 1]
