@@ -41,6 +41,7 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[str] | IO[byte
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        Path(tmp).chmod(0o666 & ~_umask())  # mkstemp creates 0600; use the usual mode
         Path(tmp).replace(p)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
@@ -49,6 +50,12 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[str] | IO[byte
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

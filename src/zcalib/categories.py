@@ -49,6 +49,7 @@ __all__ = [
     "load_categories",
     "region_code",
     "region_pair",
+    "scheme_from_dict",
 ]
 
 #: The ECAL barrel/endcap transition in |η|: electrons there are outside every category.
@@ -281,6 +282,12 @@ class _SchemeModel(BaseModel):
     smear: list[_CategoryModel] = Field(
         default_factory=list, description="Smear categories (derived for MC)."
     )
+
+
+def scheme_from_dict(raw: dict[str, Any], *, source: str = "<memory>") -> CategoryScheme:
+    """Build a validated scheme from its YAML dict (the inverse of ``to_yaml_dict``)."""
+    scale, smear = _categories_from_dict(raw, source=source)
+    return build_scheme(scale, smear, source=source)
 
 
 def load_categories(path: str | Path) -> CategoryScheme:

@@ -150,7 +150,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     res = generate(args.out, n_data=args.n_data, n_mc=args.n_mc, seed=args.seed, fmt=args.fmt,
                    drift=args.drift)
-    _echo(f"wrote {res.data_path}, {res.mc_path}, {res.truth_path} "
+    _echo(f"wrote {res.data}, {res.mc}, {res.truth} "
           f"in {time.perf_counter() - t0:.1f} s")
     return EXIT_OK
 

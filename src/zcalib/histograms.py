@@ -23,7 +23,7 @@ import hist
 import numpy as np
 from numpy.typing import NDArray
 
-from zcalib.categories import CategoryScheme, build_scheme
+from zcalib.categories import CategoryScheme, scheme_from_dict
 from zcalib._atomic import atomic_open
 from zcalib.exceptions import InputError
 
@@ -91,10 +91,9 @@ class HistogramSet:
 
     def scheme(self) -> CategoryScheme:
         """Rebuild the :class:`CategoryScheme` the histograms were filled with."""
-        from zcalib.categories import _categories_from_dict
-
-        scale, smear = _categories_from_dict(self.categories, source="histograms")
-        return build_scheme(scale, smear, source=self.metadata.get("categories_source", "hist"))
+        return scheme_from_dict(
+            self.categories, source=self.metadata.get("categories_source", "histograms")
+        )
 
     @property
     def datasets(self) -> list[str]:

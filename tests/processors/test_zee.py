@@ -15,7 +15,7 @@ PILEUP = ROOT / "corrections" / "pileup_demo.json"
 
 
 def _cfg(res, fmt="ecalelf") -> DatasetConfig:
-    return dataset_config_from_files(data=[str(res.data_path)], mc=[str(res.mc_path)], fmt=fmt)
+    return dataset_config_from_files(data=[str(res.data)], mc=[str(res.mc)], fmt=fmt)
 
 
 def _arrays(hs: HistogramSet, kind: str, variation: str = "nominal"):
@@ -89,7 +89,14 @@ def test_ecalelf_and_nanoaod_give_the_same_histograms(reference, demo_nanoaod, s
         _cfg(demo_nanoaod, "nanoaod"), scheme, weights=weights,
         options=RunOptions(executor="iterative", progress=False),
     )
-    assert nano.cutflow == reference.cutflow
+    # NanoAOD forms the pair from ID-passing electrons (the ECALELF pair is fixed), so an event
+    # whose pair electron fails the ID can still pair a soft extra electron there: counts agree
+    # from the Et cut on, where such pairs are gone.
+    for ds in ("data", "mc"):
+        a, b = reference.cutflow[ds], nano.cutflow[ds]
+        assert [a[c] for c in ("all", "et", "charge", "categorised", "mass")] == [
+            b[c] for c in ("all", "et", "charge", "categorised", "mass")]
+        assert b["id"] >= a["id"]
     for kind in ("data", "mc"):
         a, b = _arrays(reference, kind), _arrays(nano, kind)
         assert a.keys() == b.keys()
@@ -119,7 +126,7 @@ def test_nan_energy_is_an_error_naming_file_and_branch(tmp_path, scheme):
 
 
 def test_selection_id_level(demo_ecalelf, scheme):
-    cfg = dataset_config_from_files(data=[str(demo_ecalelf.data_path)])
+    cfg = dataset_config_from_files(data=[str(demo_ecalelf.data)])
     opts = RunOptions(executor="iterative", progress=False)
     loose = build_histograms(cfg, scheme, options=opts, selection=SelectionConfig(id_level="none"))
     tight = build_histograms(cfg, scheme, options=opts,

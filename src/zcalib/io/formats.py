@@ -20,7 +20,7 @@ leptons of the candidate pair), so selection, categorisation and filling are sha
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import awkward as ak
@@ -94,7 +94,8 @@ class Leptons:
     """The candidate lepton pair of each event, as flat numpy arrays of shape ``(n, 2)``.
 
     Attributes hold float64 (kinematics) or int64 (gain, charge, ids) arrays; ``valid``
-    marks leptons that exist (jagged inputs with fewer than two leptons).
+    marks pair slots that are filled (jagged inputs with fewer than two selected leptons);
+    ``has_pair`` marks events with at least two leptons before any ID (``None``: all).
     """
 
     energy: NDArray[np.float64]
@@ -111,7 +112,7 @@ class Leptons:
     event: NDArray[np.int64]
     weight: NDArray[np.float64]
     npu: NDArray[np.float64] | None = None
-    sources: dict[str, str] = field(default_factory=dict)
+    has_pair: NDArray[np.bool_] | None = None
 
     @property
     def et(self) -> NDArray[np.float64]:
@@ -230,12 +231,13 @@ def extract_leptons(
         )
     if fmt == "nanoaod":
         ele = events.Electron
-        good = ele.cutBased >= _NANO_ID[id_level]
-        ele = ele[good]
+        n_all = _np(ak.num(ele, axis=1), np.int64)
+        ele = ele[ele.cutBased >= _NANO_ID[id_level]]
         ele = ele[ak.argsort(ele.pt, axis=1, ascending=False)]
         padded = ak.pad_none(ele, 2, axis=1, clip=True)
-        valid = _np(ak.fill_none(ak.is_none(padded, axis=1), True), bool)
-        valid = ~valid
+        id_pass = ~_np(ak.fill_none(ak.is_none(padded, axis=1), True), bool)
+        # the pair is formed from electrons passing the ID; events with two electrons at all
+        # count for the "two_leptons" cut, those with two passing ones for "id"
 
         def col(name: str, dtype: Any, fill: float) -> NDArray[Any]:
             return _np(ak.fill_none(padded[name], fill), dtype)
@@ -250,9 +252,10 @@ def extract_leptons(
             phi=col("phi", np.float64, 0.0),
             r9=col("r9", np.float64, 0.0),
             gain=col("seedGain", np.int64, 12),
-            id_pass=valid.copy(),
+            id_pass=id_pass,
             charge=col("charge", np.int64, 0),
-            valid=valid,
+            valid=id_pass,
+            has_pair=n_all >= 2,
             run=_np(events.run, np.int64),
             lumi=_np(events.luminosityBlock, np.int64),
             event=_np(events.event, np.int64),

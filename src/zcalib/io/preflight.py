@@ -91,6 +91,15 @@ def _check_file(
         )
         raise InputError(msg) from None
     with fh:
+        if "://" not in path:
+            size = Path(path).stat().st_size
+            end = int(getattr(fh.file, "fEND", 0) or 0)
+            if end > size:
+                msg = (
+                    f"{path}: file is truncated or corrupt: {size} bytes on disk but the ROOT "
+                    f"header says {end}"
+                )
+                raise InputError(msg)
         try:
             obj = fh[tree]
         except Exception:  # noqa: BLE001

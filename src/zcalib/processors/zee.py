@@ -26,7 +26,7 @@ from coffea import processor
 from coffea.analysis_tools import PackedSelection
 from numpy.typing import NDArray
 
-from zcalib.categories import CRACK, CategoryScheme, _categories_from_dict, build_scheme, region_code
+from zcalib.categories import CRACK, CategoryScheme, region_code, scheme_from_dict
 from zcalib.config import SelectionConfig
 from zcalib.histograms import MassBinning, empty_hist
 from zcalib.io.formats import ColumnMap, Leptons, extract_leptons
@@ -106,8 +106,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
     def scheme(self) -> CategoryScheme:
         """The category scheme (rebuilt lazily on each worker)."""
         if self._scheme is None:
-            scale, smear = _categories_from_dict(self.categories, source="processor")
-            self._scheme = build_scheme(scale, smear, source="processor")
+            self._scheme = scheme_from_dict(self.categories, source="processor")
         return self._scheme
 
     def _evaluator(self, spec: WeightSpec) -> Any:
@@ -230,8 +229,9 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
                 lep.energy[:, 1], lep.eta[:, 1], lep.phi[:, 1],
             )
         sel = PackedSelection()
-        sel.add("two_leptons", lep.valid.all(axis=1))
-        sel.add("id", lep.id_pass.all(axis=1))
+        has_pair = lep.has_pair if lep.has_pair is not None else np.ones(n, dtype=bool)
+        sel.add("two_leptons", has_pair)
+        sel.add("id", lep.id_pass.all(axis=1) & lep.valid.all(axis=1))
         sel.add("eta", in_eta.all(axis=1))
         sel.add("et", (lead >= cfg.min_et_lead) & (sub >= cfg.min_et_sublead))
         charge_ok = (

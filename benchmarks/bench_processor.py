@@ -1,0 +1,103 @@
+"""Processor throughput vs. a raw uproot read of the same branches, and executor scaling.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_processor.py [--n-mc 2000000] [--out benchmarks/results/processor.json]
+
+Generates (once, cached in ``benchmarks/.data``) demo MC in ECALELF format, then measures in
+one run:
+
+* raw read: ``uproot`` reading exactly the branches the processor needs, in the same chunks;
+* the processor on the iterative executor (one process);
+* the processor on a local Dask cluster with 1 and 2 worker processes.
+
+Prints events/s and the ratios (processor / raw read, 2 workers / 1 worker), writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+from pathlib import Path
+
+import uproot
+
+from zcalib.categories import load_categories
+from zcalib.config import dataset_config_from_files
+from zcalib.generate import generate
+from zcalib.io.formats import optional_branches, required_branches
+from zcalib.runner import RunOptions, build_histograms, load_weight
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def raw_read(path: Path, branches: list[str], chunksize: int) -> float:
+    """Seconds to read ``branches`` of ``path`` with uproot in chunks (numpy arrays)."""
+    t0 = time.perf_counter()
+    for _ in uproot.iterate(f"{path}:selected", branches, step_size=chunksize, library="np"):
+        pass
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n-mc", type=int, default=2_000_000)
+    ap.add_argument("--chunksize", type=int, default=200_000)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "processor.json")
+    args = ap.parse_args()
+
+    data_dir = ROOT / "benchmarks" / ".data" / f"mc_{args.n_mc}"
+    mc = data_dir / "mc.root"
+    if not mc.is_file():
+        generate(data_dir, n_data=1000, n_mc=args.n_mc, seed=11, fmt="ecalelf")
+    n = uproot.open(mc)["selected"].num_entries
+    scheme = load_categories(ROOT / "configs" / "cats_eta_r9.tsv")
+    cfg = dataset_config_from_files(mc=[str(mc)])
+    weights = (load_weight("pileup", ROOT / "corrections" / "pileup_demo.json"),)
+    branches = required_branches("ecalelf") + [
+        b for role, b in optional_branches("ecalelf").items() if role in ("sc_eta", "weight", "npu")
+    ]
+
+    results: dict[str, float] = {}
+    results["raw_uproot_s"] = raw_read(mc, branches, args.chunksize)
+    for name, opts in [
+        ("iterative_s", RunOptions(executor="iterative", chunksize=args.chunksize, progress=False)),
+        ("dask_1w_s", RunOptions(executor="dask", workers=1, chunksize=args.chunksize,
+                                 progress=False)),
+        ("dask_2w_s", RunOptions(executor="dask", workers=2, chunksize=args.chunksize,
+                                 progress=False)),
+    ]:
+        t0 = time.perf_counter()
+        build_histograms(cfg, scheme, options=opts, weights=weights)
+        results[name] = time.perf_counter() - t0
+
+    rate = {k.replace("_s", "_events_per_s"): n / v for k, v in results.items()}
+    ratios = {
+        "iterative_vs_raw_read": results["raw_uproot_s"] / results["iterative_s"],
+        "dask_2w_vs_1w": results["dask_1w_s"] / results["dask_2w_s"],
+    }
+    report = {
+        "events": n,
+        "chunksize": args.chunksize,
+        "branches": branches,
+        "seconds": results,
+        "events_per_s": rate,
+        "ratios": ratios,
+        "peak_rss_client_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+    }
+    print(f"events: {n:,}  chunksize: {args.chunksize:,}")
+    for k, v in results.items():
+        print(f"  {k:<14} {v:8.2f} s   {n / v:12,.0f} events/s")
+    for k, v in ratios.items():
+        print(f"  {k:<24} {v:6.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

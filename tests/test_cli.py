@@ -1,0 +1,124 @@
+"""CLI contract: exit codes 0/1/2, one-line errors naming file and field, no partial outputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import CONFIGS
+from tests.processors.ntuples import write_ecalelf
+from zcalib.cli import main
+
+CATS = str(CONFIGS / "cats_eta_r9.tsv")
+
+
+def _run(argv, capsys):
+    rc = main(argv)
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_histograms_ok_and_reloadable(tmp_path, capsys):
+    from zcalib.histograms import load_histograms
+
+    data = write_ecalelf(tmp_path / "d.root", n=2000)
+    out = tmp_path / "h.npz"
+    rc, stdout, _ = _run(["histograms", "--data", str(data), "--mc", str(data), "--categories",
+                          CATS, "--out", str(out), "--executor", "iterative", "--no-progress"],
+                         capsys)
+    assert rc == 0
+    assert "wrote" in stdout
+    hs = load_histograms(out)
+    assert hs.cutflow["data"]["all"] == 2000
+    assert hs.kinds == {"data": "data", "mc": "mc"}
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("missing_branch", "lacks branch(es) R9Ele needed by the format"),
+        ("wrong_tree", "no tree 'selected' (trees in this file: other)"),
+        ("nan", "non-finite value(s) (NaN/inf), first at entry 17"),
+        ("not_root", "not a readable ROOT file"),
+        ("empty", "file is empty (0 bytes)"),
+    ],
+)
+def test_bad_input_exit_1_one_line_no_output(tmp_path, capsys, setup, expected):
+    p = tmp_path / "in.root"
+    if setup == "missing_branch":
+        write_ecalelf(p, drop=("R9Ele",))
+    elif setup == "wrong_tree":
+        write_ecalelf(p, tree="other")
+    elif setup == "nan":
+        write_ecalelf(p, nan_at=17)
+    elif setup == "not_root":
+        p.write_text("not root")
+    else:
+        p.touch()
+    out = tmp_path / "out" / "h.npz"
+    rc, _, err = _run(["histograms", "--data", str(p), "--categories", CATS, "--out", str(out),
+                       "--executor", "iterative", "--no-progress"], capsys)
+    assert rc == 1
+    assert err.startswith(f"zcalib: error: {p}")
+    assert expected in err
+    assert err.count("\n") == 1
+    assert not out.exists()
+    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+
+
+def test_malformed_dataset_yaml(tmp_path, capsys):
+    y = tmp_path / "ds.yaml"
+    y.write_text("format: ecalelf\ndatasets:\n  - name: data\n    files: [a.root\n")
+    rc, _, err = _run(["histograms", "--datasets", str(y), "--categories", CATS, "--out",
+                       str(tmp_path / "h.npz")], capsys)
+    assert rc == 1
+    assert err.startswith(f"zcalib: error: {y}: malformed YAML at line 5")
+
+
+def test_unknown_format_in_dataset_yaml(tmp_path, capsys):
+    y = tmp_path / "ds.yaml"
+    y.write_text("format: csv\ndatasets:\n  - {name: data, kind: data, files: [a.root]}\n")
+    rc, _, err = _run(["histograms", "--datasets", str(y), "--categories", CATS, "--out",
+                       str(tmp_path / "h.npz")], capsys)
+    assert rc == 1
+    assert err == (f"zcalib: error: {y}: field 'format': Input should be 'ecalelf', 'nanoaod' "
+                   "or 'flat' (got 'csv')\n")
+
+
+def test_dataset_yaml_relative_paths_and_missing_file(tmp_path, capsys):
+    y = tmp_path / "ds.yaml"
+    y.write_text("datasets:\n  - {name: data, kind: data, files: [missing.root]}\n")
+    rc, _, err = _run(["histograms", "--datasets", str(y), "--categories", CATS, "--out",
+                       str(tmp_path / "h.npz")], capsys)
+    assert rc == 1
+    assert err == (f"zcalib: error: {y}: dataset 'data': input file "
+                   f"{tmp_path / 'missing.root'} not found\n")
+
+
+def test_categories_with_gap(tmp_path, capsys):
+    c = tmp_path / "c.tsv"
+    c.write_text("scale\t0\t1\t-1\t-1\t-1\t-1\t-1\nscale\t1.1\t2.5\t-1\t-1\t-1\t-1\t-1\n")
+    data = write_ecalelf(tmp_path / "d.root", n=10)
+    rc, _, err = _run(["histograms", "--data", str(data), "--categories", str(c), "--out",
+                       str(tmp_path / "h.npz")], capsys)
+    assert rc == 1
+    assert err == f"zcalib: error: {c}: gap in scale categories: no category covers |eta| [1, 1.1)\n"
+
+
+def test_usage_error_is_exit_1(capsys):
+    rc = None
+    with pytest.raises(SystemExit) as exc:
+        main(["histograms", "--executor", "spark"])
+    rc = exc.value.code
+    assert rc == 1
+    assert "invalid choice: 'spark'" in capsys.readouterr().err
+
+
+def test_console_script_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "zcalib.cli", "--help"], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0
+    for sub in ("generate", "histograms", "fit", "demo", "inject"):
+        assert sub in proc.stdout
