@@ -61,7 +61,7 @@ def _umask() -> int:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically and return the path."""
     with atomic_open(path, "w") as fh:
-        fh.write(text)  # type: ignore[arg-type]
+        fh.write(text)  # type: ignore[call-overload]
     return Path(path)
 
 

@@ -209,7 +209,7 @@ class CategoryScheme:
             gain = np.full(n, 12, dtype=np.int64)
         if run is None:
             run = np.zeros(n, dtype=np.int64)
-        kw = {"abs_eta": abs_eta, "r9": r9, "et": et, "gain": gain, "run": run}
+        kw: dict[str, Any] = {"abs_eta": abs_eta, "r9": r9, "et": et, "gain": gain, "run": run}
         scale_idx = np.full(n, -1, dtype=np.int64)
         for cat in self.scale:
             scale_idx[cat.contains(**kw)] = cat.index
@@ -499,9 +499,10 @@ def _check_tiling(cats: Sequence[Category], source: str) -> None:
     )
     kind = cats[0].kind
     intervals = {n: list(itertools.pairwise(edges[n])) for n in names}
+    combo: Any
     for combo in itertools.product(*(intervals[n] for n in names), gains):
-        box = dict(zip(names, combo[:4], strict=True))
-        gain = combo[4]
+        box: dict[str, tuple[float, float]] = dict(zip(names, combo[:4], strict=True))
+        gain: int | None = combo[4]
         eta_lo, eta_hi = box["eta"]
         if eta_lo >= CRACK[0] and eta_hi <= CRACK[1]:
             continue  # the barrel/endcap crack may stay uncovered

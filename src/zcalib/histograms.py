@@ -23,8 +23,8 @@ import hist
 import numpy as np
 from numpy.typing import NDArray
 
-from zcalib.categories import CategoryScheme, scheme_from_dict
 from zcalib._atomic import atomic_open
+from zcalib.categories import CategoryScheme, scheme_from_dict
 from zcalib.exceptions import InputError
 
 __all__ = [
@@ -59,7 +59,7 @@ class MassBinning:
         )
 
 
-def empty_hist(binning: MassBinning | None = None) -> hist.Hist:
+def empty_hist(binning: MassBinning | None = None) -> hist.Hist[Any]:
     """An empty pair-mass histogram with the zcalib axes."""
     b = binning or MassBinning()
     return hist.Hist(
@@ -83,10 +83,10 @@ class HistogramSet:
         metadata: provenance (inputs and checksums, config, versions, timings).
     """
 
-    hist: hist.Hist
+    hist: hist.Hist[Any]
     categories: dict[str, Any]
     kinds: dict[str, str]
-    cutflow: dict[str, dict[str, float]] = field(default_factory=dict)
+    cutflow: dict[str, dict[str, int]] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def scheme(self) -> CategoryScheme:
@@ -127,7 +127,7 @@ class HistogramSet:
         sumw2 = np.zeros((len(regions), nmass))
         if variation not in self.variations:
             return regions, sumw, sumw2
-        view = h.view(flow=False)
+        view: Any = h.view(flow=False)
         vi = h.axes["variation"].index(variation)
         ridx = np.array([h.axes["region"].index(int(r)) for r in regions], dtype=np.int64)
         for name in names:
@@ -179,7 +179,7 @@ def save_histograms(hset: HistogramSet, path: str | Path) -> Path:
         "cutflow": hset.cutflow,
         "metadata": hset.metadata,
     }
-    view = h.view(flow=False)
+    view: Any = h.view(flow=False)
     arrays = {
         "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
         "sumw": np.ascontiguousarray(view["value"]),
@@ -225,7 +225,7 @@ def load_histograms(path: str | Path) -> HistogramSet:
     if sumw.shape != expected or sumw2.shape != expected:
         msg = f"{p}: array shape {sumw.shape} does not match the axes {expected}"
         raise InputError(msg)
-    view = h.view(flow=False)
+    view: Any = h.view(flow=False)
     view["value"] = sumw
     view["variance"] = sumw2
     return HistogramSet(

@@ -26,4 +26,4 @@ def pair_mass(e1: Array, eta1: Array, phi1: Array, e2: Array, eta2: Array, phi2:
     """
     cos12 = (np.cos(phi1 - phi2) + np.sinh(eta1) * np.sinh(eta2)) / (np.cosh(eta1) * np.cosh(eta2))
     m2 = 2.0 * e1 * e2 * (1.0 - cos12)
-    return np.sqrt(np.maximum(m2, 0.0))
+    return np.asarray(np.sqrt(np.maximum(m2, 0.0)), dtype=np.float64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import CONFIGS, ROOT, shared_file
+from tests.conftest import ROOT, shared_file
 from zcalib.config import DatasetConfig, SelectionConfig, dataset_config_from_files
 from zcalib.exceptions import InputError
 from zcalib.histograms import HistogramSet

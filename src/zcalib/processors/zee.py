@@ -87,7 +87,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
     categories: dict[str, Any]
     kinds: dict[str, str]
     available: dict[str, dict[str, str]] = field(default_factory=dict)
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    selection: SelectionConfig = field(default_factory=lambda: SelectionConfig())
     binning: MassBinning = field(default_factory=MassBinning)
     column_map: ColumnMap | None = None
     weights: tuple[WeightSpec, ...] = ()
@@ -243,7 +243,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         sel.add("categorised", (cells >= 0).all(axis=1))
         lo, hi = self.binning.lo, self.binning.hi
         sel.add("mass", (mass >= lo) & (mass < hi))
-        return cells, mass, sel
+        return cells, np.asarray(mass, dtype=np.float64), sel
 
 
 def merge_cutflows(cutflows: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:

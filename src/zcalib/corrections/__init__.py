@@ -1,0 +1,68 @@
+"""Correction payloads: correctionlib JSON (EGM conventions), legacy pymin text, evaluation.
+
+* :mod:`~zcalib.corrections.writer` builds and writes correctionlib schema-v2 payloads
+  (scale and smear steps, compound stacks, pile-up weights) and validates files;
+* :mod:`~zcalib.corrections.legacy` writes, reads, matches and combines pymin text files;
+* :mod:`~zcalib.corrections.apply` evaluates corrections on numpy arrays.
+
+Example:
+    >>> from zcalib.categories import Category
+    >>> corr = build_scale_correction("s", [Category("scale", 0, eta=(0, 2.5))], [1.01],
+    ...                               [0.001], description="demo")
+    >>> [v.name for v in corr.inputs]
+    ['AbsScEta', 'syst']
+"""
+
+from __future__ import annotations
+
+from zcalib.corrections.apply import (
+    PROVIDED_INPUTS,
+    evaluate_correction,
+    evaluate_scale,
+    evaluate_smear,
+    load_correction_set,
+)
+from zcalib.corrections.legacy import (
+    LegacyTable,
+    combine,
+    read_legacy,
+    read_legacy_for_scheme,
+    write_legacy,
+    write_only_step,
+)
+from zcalib.corrections.writer import (
+    INPUT_ORDER,
+    PILEUP_INPUTS,
+    SCALE_SYST_KEYS,
+    SMEAR_SYST_KEYS,
+    build_compound,
+    build_pileup_correction,
+    build_scale_correction,
+    build_smear_correction,
+    validate_file,
+    write_correction_set,
+)
+
+__all__ = [
+    "INPUT_ORDER",
+    "PILEUP_INPUTS",
+    "PROVIDED_INPUTS",
+    "SCALE_SYST_KEYS",
+    "SMEAR_SYST_KEYS",
+    "LegacyTable",
+    "build_compound",
+    "build_pileup_correction",
+    "build_scale_correction",
+    "build_smear_correction",
+    "combine",
+    "evaluate_correction",
+    "evaluate_scale",
+    "evaluate_smear",
+    "load_correction_set",
+    "read_legacy",
+    "read_legacy_for_scheme",
+    "validate_file",
+    "write_correction_set",
+    "write_legacy",
+    "write_only_step",
+]
