@@ -23,7 +23,7 @@ from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import HistogramSet, MassBinning
 from zcalib.io.formats import nanoaod_schema
 from zcalib.io.preflight import check_inputs
-from zcalib.processors.zee import WeightSpec, ZeeProcessor, merge_cutflows
+from zcalib.processors.zee import CorrectionStep, WeightSpec, ZeeProcessor, merge_cutflows
 
 __all__ = ["EXECUTORS", "RunOptions", "build_histograms", "file_fingerprint", "load_weight"]
 
@@ -105,6 +105,8 @@ def build_histograms(
     selection: SelectionConfig | None = None,
     binning: MassBinning | None = None,
     weights: tuple[WeightSpec, ...] = (),
+    corrections: tuple[CorrectionStep, ...] = (),
+    smear_seed: int = 0,
 ) -> HistogramSet:
     """Fill the pair-mass histograms of every dataset in ``cfg``.
 
@@ -115,6 +117,9 @@ def build_histograms(
         selection: pair selection (defaults: Et > 25/20 GeV, medium ID, |η_SC| < 2.5).
         binning: fine mass binning of the histograms.
         weights: MC weights evaluated with correctionlib (nominal, up, down in one pass).
+        corrections: prior scale (data) and smear (MC) steps; their variations
+            (``scale_up/down``, ``smear_up/down``, ``uncorrected``) are filled in the same pass.
+        smear_seed: seed of the counter-based random numbers used for MC smearing.
 
     Returns:
         The filled :class:`HistogramSet` (histogram, kinds, cutflow, provenance metadata).
@@ -163,6 +168,8 @@ def build_histograms(
         binning=mb,
         column_map=cfg.column_map,
         weights=weights,
+        corrections=corrections,
+        smear_seed=smear_seed,
     )
     fileset = {
         ds.name: {
@@ -197,6 +204,9 @@ def build_histograms(
         "binning": {"n_bins": mb.n_bins, "lo": mb.lo, "hi": mb.hi},
         "weights": [{"name": w.name, "source": w.source, "correction": w.correction}
                     for w in weights],
+        "corrections": [{"name": c.name, "kind": c.kind, "source": c.source}
+                        for c in corrections],
+        "smear_seed": smear_seed,
         "categories_source": scheme.source,
         "sumw": out["sumw"],
         "run": {

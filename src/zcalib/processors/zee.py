@@ -32,7 +32,7 @@ from zcalib.histograms import MassBinning, empty_hist
 from zcalib.io.formats import ColumnMap, Leptons, extract_leptons
 from zcalib.physics import pair_mass
 
-__all__ = ["CUTS", "WeightSpec", "ZeeProcessor"]
+__all__ = ["CUTS", "CorrectionStep", "WeightSpec", "ZeeProcessor"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,28 @@ class WeightSpec:
     source: str = "<memory>"
 
 
+@dataclass(frozen=True)
+class CorrectionStep:
+    """A prior correction applied to lepton energies in the processor (correctionlib).
+
+    Scale steps multiply DATA energies (``E *= scale``), evaluated per lepton with ``pt``
+    (Et) updated between steps like a compound correction with ``inputs_update: ["pt"]``.
+    Smear steps add Gaussian smearing to MC energies, ``E *= 1 + smear * z``, with ``z``
+    from :mod:`zcalib.rng` keyed on event identity (several smear steps add in quadrature).
+
+    Attributes:
+        name: correction name inside the payload.
+        payload: the correctionlib JSON text.
+        kind: ``scale`` (data) or ``smear`` (MC).
+        source: where the payload came from (for messages).
+    """
+
+    name: str
+    payload: str
+    kind: str
+    source: str = "<memory>"
+
+
 @dataclass
 class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
     """Fill per-category-pair invariant-mass histograms from dielectron events.
@@ -91,6 +113,8 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
     binning: MassBinning = field(default_factory=MassBinning)
     column_map: ColumnMap | None = None
     weights: tuple[WeightSpec, ...] = ()
+    corrections: tuple[CorrectionStep, ...] = ()
+    smear_seed: int = 0
 
     def __post_init__(self) -> None:
         self._scheme: CategoryScheme | None = None
@@ -110,12 +134,81 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         return self._scheme
 
     def _evaluator(self, spec: WeightSpec) -> Any:
-        if spec.name not in self._csets:
+        return self._cset(spec.payload)[spec.correction]
+
+    def _cset(self, payload: str) -> Any:
+        key = str(hash(payload))
+        if key not in self._csets:
             import correctionlib
 
-            cset = correctionlib.CorrectionSet.from_string(spec.payload)
-            self._csets[spec.name] = cset[spec.correction]
-        return self._csets[spec.name]
+            self._csets[key] = correctionlib.CorrectionSet.from_string(payload)
+        return self._csets[key]
+
+    def _energy_variations(
+        self, lep: Leptons, kind: str, meta: Mapping[str, Any]
+    ) -> dict[str, NDArray[np.float64]]:
+        """Corrected energies per variation (``nominal`` first); raw energies if no steps."""
+        raw = lep.energy
+        steps = [c for c in self.corrections if c.kind == ("scale" if kind == "data" else "smear")]
+        if not steps:
+            return {"nominal": raw}
+        if kind == "data":
+            out = {}
+            for variation, key in (("nominal", "scale"), ("scale_up", "scale_up"),
+                                   ("scale_down", "scale_down")):
+                energy = raw
+                for step in steps:
+                    energy = energy * self._eval_step(step, lep, energy, key)
+                out[variation] = energy
+            out["uncorrected"] = raw
+            return out
+        z = self._normals(lep, meta)
+        out = {}
+        for variation, key in (("nominal", "smear"), ("smear_up", "smear_up"),
+                               ("smear_down", "smear_down")):
+            var = np.zeros_like(raw)
+            for step in steps:
+                var = var + self._eval_step(step, lep, raw, key) ** 2
+            out[variation] = raw * (1.0 + np.sqrt(var) * z)
+        out["uncorrected"] = raw
+        return out
+
+    def _eval_step(
+        self, step: CorrectionStep, lep: Leptons, energy: NDArray[np.float64], key: str
+    ) -> NDArray[np.float64]:
+        from zcalib.corrections.apply import evaluate_correction
+
+        sc_eta = lep.sc_eta
+        arrays = {
+            "run": np.repeat(lep.run[:, None], 2, axis=1).ravel(),
+            "AbsScEta": np.abs(sc_eta).ravel(),
+            "ScEta": sc_eta.ravel(),
+            "r9": lep.r9.ravel(),
+            "pt": (energy / np.cosh(sc_eta)).ravel(),
+            "seedGain": np.where(lep.gain > 0, lep.gain, 12).ravel(),
+            "syst": key,
+        }
+        values = evaluate_correction(self._cset(step.payload), step.name, arrays)
+        values = values.reshape(energy.shape)
+        return np.where(lep.valid, values, 1.0 if step.kind == "scale" else 0.0)
+
+    def _normals(self, lep: Leptons, meta: Mapping[str, Any]) -> NDArray[np.float64]:
+        from zcalib.rng import entry_keys, event_keys, normal_from_keys
+
+        dataset = meta["dataset"]
+        has_ids = (
+            self.fmt == "nanoaod"
+            or (self.fmt == "flat" and self.column_map is not None and bool(self.column_map.event))
+            or "event" in self.available.get(dataset, {})
+        )
+        if has_ids:
+            keys = event_keys(self.smear_seed, lep.run, lep.lumi, lep.event)
+        else:
+            start = int(meta.get("entrystart") or 0)
+            entries = np.arange(start, start + len(lep), dtype=np.int64)
+            file_id = str(meta.get("fileuuid") or meta.get("filename"))
+            keys = entry_keys(self.smear_seed, file_id, entries)
+        return normal_from_keys(keys, 2)
 
     def process(self, events: Any) -> dict[str, Any]:
         """Process one chunk of events (called by coffea)."""
@@ -146,16 +239,21 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             return out
         out["sumw"][dataset] = float(lep.weight.sum()) if kind == "mc" else float(len(lep))
 
-        cells, mass, sel = self._select(lep)
+        energies = self._energy_variations(lep, kind, meta)
+        cells, mass, sel = self._select(lep, energies["nominal"])
         cut = np.ones(len(lep), dtype=bool)
         for name in CUTS:
             cut = cut & sel.all(name)
             out["cutflow"][dataset][name] = int(cut.sum())
         region = region_code(cells[cut, 0], cells[cut, 1], self.scheme.n_cells)
-        mass = mass[cut]
+        masses = {"nominal": mass[cut]}
+        for variation, energy in energies.items():
+            if variation != "nominal":
+                masses[variation] = _mass(lep, energy)[cut]
         h = out["hist"]
         if kind == "data":
-            h.fill(dataset=dataset, variation="nominal", region=region, mass=mass)
+            for variation, m in masses.items():
+                h.fill(dataset=dataset, variation=variation, region=region, mass=m)
             return out
         w = lep.weight[cut]
         nominal = w.copy()
@@ -169,9 +267,10 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             ratio_d = np.divide(wd, wn, out=np.zeros_like(wd), where=wn != 0)
             variations[f"{spec.name}_up"] = ratio_u
             variations[f"{spec.name}_down"] = ratio_d
-        h.fill(dataset=dataset, variation="nominal", region=region, mass=mass, weight=nominal)
+        for variation, m in masses.items():
+            h.fill(dataset=dataset, variation=variation, region=region, mass=m, weight=nominal)
         for vname, ratio in variations.items():
-            h.fill(dataset=dataset, variation=vname, region=region, mass=mass,
+            h.fill(dataset=dataset, variation=vname, region=region, mass=masses["nominal"],
                    weight=nominal * ratio)
         return out
 
@@ -205,10 +304,10 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         return None
 
     def _select(
-        self, lep: Leptons
+        self, lep: Leptons, energy: NDArray[np.float64]
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], PackedSelection]:
         cfg = self.selection
-        et = lep.et
+        et = energy / np.cosh(lep.sc_eta)
         abs_eta = np.abs(lep.sc_eta)
         lead = np.maximum(et[:, 0], et[:, 1])
         sub = np.minimum(et[:, 0], et[:, 1])
@@ -223,11 +322,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             gain=lep.gain.ravel(),
             run=np.repeat(lep.run, 2),
         ).reshape(n, 2)
-        with np.errstate(invalid="ignore"):
-            mass = pair_mass(
-                lep.energy[:, 0], lep.eta[:, 0], lep.phi[:, 0],
-                lep.energy[:, 1], lep.eta[:, 1], lep.phi[:, 1],
-            )
+        mass = _mass(lep, energy)
         sel = PackedSelection()
         has_pair = lep.has_pair if lep.has_pair is not None else np.ones(n, dtype=bool)
         sel.add("two_leptons", has_pair)
@@ -244,6 +339,14 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         lo, hi = self.binning.lo, self.binning.hi
         sel.add("mass", (mass >= lo) & (mass < hi))
         return cells, np.asarray(mass, dtype=np.float64), sel
+
+
+def _mass(lep: Leptons, energy: NDArray[np.float64]) -> NDArray[np.float64]:
+    with np.errstate(invalid="ignore"):
+        return pair_mass(
+            energy[:, 0], lep.eta[:, 0], lep.phi[:, 0],
+            energy[:, 1], lep.eta[:, 1], lep.phi[:, 1],
+        )
 
 
 def merge_cutflows(cutflows: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
