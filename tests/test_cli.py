@@ -83,8 +83,8 @@ def test_unknown_format_in_dataset_yaml(tmp_path, capsys):
     rc, _, err = _run(["histograms", "--datasets", str(y), "--categories", CATS, "--out",
                        str(tmp_path / "h.npz")], capsys)
     assert rc == 1
-    assert err == (f"zcalib: error: {y}: field 'format': Input should be 'ecalelf', 'nanoaod' "
-                   "or 'flat' (got 'csv')\n")
+    assert err == (f"zcalib: error: {y}: field 'format': Input should be 'ecalelf', 'nanoaod', "
+                   "'flat' or 'parquet' (got 'csv')\n")
 
 
 def test_dataset_yaml_relative_paths_and_missing_file(tmp_path, capsys):

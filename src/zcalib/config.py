@@ -3,7 +3,7 @@
 A dataset description lists the input files and how to read them::
 
     schema_version: 1
-    format: ecalelf            # ecalelf | nanoaod | flat
+    format: ecalelf            # ecalelf | nanoaod | flat | parquet (zcalib skims)
     treename: selected         # optional, default per format
     datasets:
       - name: data
@@ -68,7 +68,7 @@ class DatasetSpec(_Frozen):
 
     name: str = Field(min_length=1, description="Dataset name (histogram `dataset` axis).")
     kind: Literal["data", "mc"] = Field(description="`data` or `mc`.")
-    files: tuple[str, ...] = Field(min_length=1, description="Input ROOT files.")
+    files: tuple[str, ...] = Field(min_length=1, description="Input files (ROOT, or Parquet skims).")
     treename: str | None = Field(None, description="Tree name (overrides the global one).")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form metadata.")
 
@@ -77,8 +77,10 @@ class DatasetConfig(_Frozen):
     """The dataset description: input format and datasets."""
 
     schema_version: Literal[1] = Field(1, description="Version of this format.")
-    format: Literal["ecalelf", "nanoaod", "flat"] = Field(
-        "ecalelf", description="Input format: ecalelf, nanoaod or flat (needs column_map)."
+    format: Literal["ecalelf", "nanoaod", "flat", "parquet"] = Field(
+        "ecalelf",
+        description="Input format: ecalelf, nanoaod, flat (needs column_map) or parquet "
+        "(pair skims written by `zcalib skim`).",
     )
     treename: str | None = Field(None, description="Tree name; default depends on format.")
     column_map: ColumnMap | None = Field(None, description="Branch names for format 'flat'.")

@@ -3,34 +3,74 @@
 This is the event loop of a derivation step: set-up checks (every file, tree and branch) →
 coffea ``Runner`` on the iterative, futures or Dask executor → accumulated histograms,
 cutflow and metrics. Everything downstream works on the returned histograms only.
+
+Fault tolerance:
+
+* **retries**: failed tasks are retried (``RunOptions.retries``; Dask retries the task on
+  another worker, and recomputes the chunks a lost worker held — distributed does this).
+* **bad input files**: by default the run fails with one error listing *every* bad file.
+  With ``skip_bad_files`` the bad files (pre-flight failures, and files whose chunks cannot
+  be read during the run) are dropped, logged as warnings and listed in
+  ``HistogramSet.metadata["skipped_files"]`` as ``{"path", "dataset", "reason",
+  "entries_lost"}`` — never silently.
+* **resumable runs**: with ``checkpoint_dir`` every finished chunk is stored (atomically) as
+  a small ``.npz`` keyed by the file fingerprint, tree, entry range and a hash of the
+  processor configuration; ``resume=True`` reloads them instead of recomputing
+  (coffea ``Runner(checkpointer=...)``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 import time
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from coffea import processor
 from coffea.nanoevents import BaseSchema
+from coffea.processor.checkpointer import CheckpointerABC
+from coffea.processor.executor import WorkItem
+from pydantic import BaseModel
 
+from zcalib._atomic import atomic_open
 from zcalib.categories import CategoryScheme
 from zcalib.config import DatasetConfig, SelectionConfig
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import HistogramSet, MassBinning
 from zcalib.io.formats import nanoaod_schema
-from zcalib.io.preflight import check_inputs
+from zcalib.io.preflight import FileInfo, bad_files_message, preflight
+from zcalib.metrics import WORKERS_KEY, TrackedProcessor, build_metrics, write_metrics
 from zcalib.processors.zee import CorrectionStep, WeightSpec, ZeeProcessor, merge_cutflows
 
-__all__ = ["EXECUTORS", "RunOptions", "build_histograms", "file_fingerprint", "load_weight"]
+__all__ = [
+    "EXECUTORS",
+    "ChunkCheckpointer",
+    "ProcessorRun",
+    "RunOptions",
+    "build_histograms",
+    "file_fingerprint",
+    "load_weight",
+    "processor_hash",
+    "run_processor",
+]
 
 log = logging.getLogger(__name__)
 
 Executor = Literal["iterative", "futures", "dask"]
 EXECUTORS: tuple[str, ...] = ("iterative", "futures", "dask")
+
+#: Exceptions (anywhere in the cause chain) after which coffea may skip a chunk when
+#: ``skip_bad_files`` is set; errors inside the processor are reported through its output.
+_SKIPPABLE: tuple[type[BaseException], ...] = (OSError,)
+
+_ID_RANK = {"none": 0, "loose": 1, "medium": 2, "tight": 3}
 
 
 @dataclass(frozen=True)
@@ -45,6 +85,12 @@ class RunOptions:
         maxchunks: process at most this many chunks per file (debugging, like pymin --debug).
         progress: show progress bars.
         client: an existing ``distributed.Client`` to use (programmatic use).
+        recipe: a cluster recipe (YAML path or model, see ``dask_cluster/``; implies dask).
+        retries: retries of a failed task (chunk) before the run fails.
+        skip_bad_files: drop unreadable files and chunks, report them in the metadata.
+        checkpoint_dir: store every finished chunk here (resumable runs).
+        resume: reuse the chunks already stored in ``checkpoint_dir``.
+        metrics_path: write the run metrics JSON here.
     """
 
     executor: Executor = "dask"
@@ -54,6 +100,39 @@ class RunOptions:
     maxchunks: int | None = None
     progress: bool = True
     client: Any = field(default=None, compare=False)
+    recipe: Any = None
+    retries: int = 3
+    skip_bad_files: bool = False
+    checkpoint_dir: str | Path | None = None
+    resume: bool = False
+    metrics_path: str | Path | None = None
+
+    @property
+    def uses_dask(self) -> bool:
+        """Whether the run goes through a Dask client."""
+        return (self.executor == "dask" or bool(self.scheduler) or self.recipe is not None
+                or self.client is not None)
+
+    def check(self) -> None:
+        """Raise :class:`InvalidConfig` for inconsistent options (naming the option)."""
+        if self.executor not in EXECUTORS:
+            msg = f"unknown executor {self.executor!r}; allowed: {', '.join(EXECUTORS)}"
+            raise InvalidConfig(msg)
+        if self.chunksize <= 0:
+            msg = f"chunksize must be positive, got {self.chunksize}"
+            raise InvalidConfig(msg)
+        if self.workers < 1:
+            msg = f"workers must be >= 1, got {self.workers}"
+            raise InvalidConfig(msg)
+        if self.retries < 0:
+            msg = f"retries must be >= 0, got {self.retries}"
+            raise InvalidConfig(msg)
+        if self.resume and self.checkpoint_dir is None:
+            msg = "resume needs a checkpoint_dir (--checkpoint-dir) holding the finished chunks"
+            raise InvalidConfig(msg)
+        if self.scheduler and self.recipe is not None:
+            msg = "give either a scheduler address or a cluster recipe, not both"
+            raise InvalidConfig(msg)
 
 
 def load_weight(name: str, path: str | Path, correction: str | None = None) -> WeightSpec:
@@ -113,7 +192,7 @@ def build_histograms(
     Args:
         cfg: dataset description (files, format, data/MC).
         scheme: the category scheme leptons are assigned to.
-        options: executor and chunking.
+        options: executor, chunking, fault tolerance, checkpoints, metrics.
         selection: pair selection (defaults: Et > 25/20 GeV, medium ID, |η_SC| < 2.5).
         binning: fine mass binning of the histograms.
         weights: MC weights evaluated with correctionlib (nominal, up, down in one pass).
@@ -122,41 +201,51 @@ def build_histograms(
         smear_seed: seed of the counter-based random numbers used for MC smearing.
 
     Returns:
-        The filled :class:`HistogramSet` (histogram, kinds, cutflow, provenance metadata).
+        The filled :class:`HistogramSet` (histogram, kinds, cutflow, provenance metadata,
+        ``metadata["skipped_files"]`` and the run metrics in ``metadata["run"]``).
 
     Raises:
-        InputError: a file fails the set-up checks or holds bad values (NaN/inf).
-        InvalidConfig: bad options (unknown executor, ID level the format cannot express).
+        InputError: files fail the set-up checks (all are listed) or hold bad values
+            (NaN/inf); unreadable chunks unless ``skip_bad_files``.
+        InvalidConfig: bad options (unknown executor, ID level the format cannot express,
+            a selection looser than the one a Parquet skim was made with).
     """
+    t_start = time.perf_counter()
     opts = options or RunOptions()
     sel = selection or SelectionConfig()
     mb = binning or MassBinning()
-    if opts.executor not in EXECUTORS:
-        msg = f"unknown executor {opts.executor!r}; allowed: {', '.join(EXECUTORS)}"
-        raise InvalidConfig(msg)
+    opts.check()
     if cfg.format == "ecalelf" and sel.id_level == "loose":
         msg = "id_level 'loose' is not available in ECALELF eleID; allowed: none, medium, tight"
-        raise InvalidConfig(msg)
-    if opts.chunksize <= 0:
-        msg = f"chunksize must be positive, got {opts.chunksize}"
         raise InvalidConfig(msg)
     _check_scheme_inputs(cfg, scheme)
 
     t0 = time.perf_counter()
-    infos = check_inputs(cfg)
+    pre = preflight(cfg)
+    if pre.bad and not opts.skip_bad_files:
+        raise InputError(bad_files_message(pre.bad))
+    for b in pre.bad:
+        log.warning("skipping bad input file (skip_bad_files): %s", b.message)
+    infos = pre.files
+    if not infos:
+        msg = f"no readable input files: all {len(pre.bad)} failed the checks"
+        raise InputError(msg)
     available: dict[str, dict[str, str]] = {}
     for info in infos:
         available[info.dataset] = dict(info.optional)
     if weights:
         for ds in cfg.datasets:
-            if ds.kind == "mc":
+            if ds.kind == "mc" and ds.name in available:
+                first = next(i.path for i in infos if i.dataset == ds.name)
                 for spec in weights:
-                    if spec.variable not in available.get(ds.name, {}):
+                    if spec.variable not in available[ds.name]:
                         msg = (
                             f"dataset '{ds.name}': MC weight '{spec.name}' ({spec.source}) needs "
-                            f"the '{spec.variable}' branch, which {ds.files[0]} lacks"
+                            f"the '{spec.variable}' branch, which {first} lacks"
                         )
                         raise InputError(msg)
+    if cfg.format == "parquet":
+        _check_skims(infos, cfg, sel, mb, corrections)
     t_checks = time.perf_counter() - t0
 
     proc = ZeeProcessor(
@@ -171,24 +260,56 @@ def build_histograms(
         corrections=corrections,
         smear_seed=smear_seed,
     )
-    fileset = {
-        ds.name: {
-            "files": {f: cfg.tree_of(ds) for f in ds.files},
-            "metadata": {"kind": ds.kind, **ds.metadata},
-        }
-        for ds in cfg.datasets
-    }
+    fileset = _fileset(cfg, infos)
     schema = nanoaod_schema() if cfg.format == "nanoaod" else BaseSchema
+    checkpointer = None
+    if opts.checkpoint_dir is not None:
+        checkpointer = ChunkCheckpointer(opts.checkpoint_dir, processor_hash(proc), mb,
+                                         resume=opts.resume)
     t1 = time.perf_counter()
-    out, metrics = _run(fileset, proc, schema, opts)
+    run = run_processor(fileset, proc, fmt=cfg.format, schema=schema, options=opts,
+                        checkpointer=checkpointer)
     t_run = time.perf_counter() - t1
-    if out["errors"]:
-        errors = sorted(out["errors"])
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise InputError(errors[0] + more)
+    out = run.out
 
-    n_events = sum(i.entries for i in infos)
-    metadata = {
+    skipped = [b.record() for b in pre.bad]
+    lost_events = 0
+    errors = set(out["errors"])
+    if opts.skip_bad_files:
+        runtime, errors = _runtime_losses(run, infos, errors)
+        skipped += runtime
+        lost_events = sum(int(r["entries_lost"] or 0) for r in runtime)
+    if errors:
+        ordered = sorted(errors)
+        more = f" (and {len(ordered) - 1} more)" if len(ordered) > 1 else ""
+        raise InputError(ordered[0] + more)
+    if skipped:
+        lost = sum(int(r["entries_lost"] or 0) for r in skipped)
+        unknown = sum(r["entries_lost"] is None for r in skipped)
+        log.warning(
+            "skipped %d bad input file(s), %d events lost%s: %s", len(skipped), lost,
+            f" (+ {unknown} file(s) with unknown entries)" if unknown else "",
+            "; ".join(f"{r['path']} ({r['reason']})" for r in skipped),
+        )
+
+    n_events = int((run.metrics or {}).get("entries", 0)) - lost_events
+    sumw = dict(out["sumw"])
+    if cfg.format == "parquet":
+        sumw = _skim_sumw(infos, sumw, skipped)
+    metrics = build_metrics(
+        coffea_metrics=run.metrics,
+        workers=run.workers,
+        events=n_events,
+        wall_time_s=time.perf_counter() - t_start,
+        wall_time_checks_s=t_checks,
+        wall_time_fill_s=t_run,
+        executor=run.executor,
+        chunksize=opts.chunksize,
+        n_workers=run.n_workers,
+        dashboard=run.dashboard,
+        skipped_files=skipped,
+    )
+    metadata: dict[str, Any] = {
         "inputs": [
             {
                 "path": i.path,
@@ -199,6 +320,7 @@ def build_histograms(
             }
             for i in infos
         ],
+        "skipped_files": skipped,
         "format": cfg.format,
         "selection": sel.model_dump(),
         "binning": {"n_bins": mb.n_bins, "lo": mb.lo, "hi": mb.hi},
@@ -208,19 +330,29 @@ def build_histograms(
                         for c in corrections],
         "smear_seed": smear_seed,
         "categories_source": scheme.source,
-        "sumw": out["sumw"],
+        "sumw": sumw,
         "run": {
-            "executor": "dask" if opts.scheduler else opts.executor,
-            "workers": opts.workers,
+            "executor": run.executor,
+            "workers": run.n_workers if run.n_workers is not None else opts.workers,
             "chunksize": opts.chunksize,
             "events": n_events,
             "wall_time_checks_s": t_checks,
             "wall_time_fill_s": t_run,
             "events_per_s": n_events / t_run if t_run > 0 else None,
-            "coffea_metrics": {k: v for k, v in (metrics or {}).items()
+            "dashboard": run.dashboard,
+            "chunks": metrics["chunks"],
+            "chunks_from_checkpoint": metrics["chunks_from_checkpoint"],
+            "coffea_metrics": {k: v for k, v in (run.metrics or {}).items()
                                if isinstance(v, int | float)},
+            "metrics": metrics,
         },
     }
+    if cfg.format == "parquet":
+        metadata["skims"] = [
+            {"path": i.path, "source": (i.skim or {}).get("source")} for i in infos
+        ]
+    if opts.metrics_path is not None:
+        write_metrics(opts.metrics_path, metrics)
     log.info("filled histograms from %d events in %.2f s (%.0f events/s)",
              n_events, t_run, n_events / max(t_run, 1e-9))
     return HistogramSet(
@@ -230,6 +362,24 @@ def build_histograms(
         cutflow=merge_cutflows(out["cutflow"]),
         metadata=metadata,
     )
+
+
+def _fileset(cfg: DatasetConfig, infos: list[FileInfo]) -> dict[str, Any]:
+    """coffea fileset of the files that passed the checks (datasets without any are left out)."""
+    good: dict[str, list[str]] = {}
+    for i in infos:
+        good.setdefault(i.dataset, []).append(i.path)
+    fileset: dict[str, Any] = {}
+    for ds in cfg.datasets:
+        if ds.name not in good:
+            log.warning("dataset '%s': no readable file left; it is missing from the histograms",
+                        ds.name)
+            continue
+        fileset[ds.name] = {
+            "files": {f: cfg.tree_of(ds) for f in good[ds.name]},
+            "metadata": {"kind": ds.kind, **ds.metadata},
+        }
+    return fileset
 
 
 def _check_scheme_inputs(cfg: DatasetConfig, scheme: CategoryScheme) -> None:
@@ -248,10 +398,175 @@ def _check_scheme_inputs(cfg: DatasetConfig, scheme: CategoryScheme) -> None:
             raise InvalidConfig(msg)
 
 
-def _run(
-    fileset: dict[str, Any], proc: ZeeProcessor, schema: Any, opts: RunOptions
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    def runner(executor: Any) -> processor.Runner:
+def _check_skims(
+    infos: list[FileInfo],
+    cfg: DatasetConfig,
+    sel: SelectionConfig,
+    mb: MassBinning,
+    corrections: tuple[CorrectionStep, ...],
+) -> None:
+    """A selection over a Parquet skim may only be tighter than the skim's own."""
+    kinds = cfg.kinds()
+    for info in infos:
+        prov = info.skim
+        if prov is None:
+            continue
+        s = prov.get("selection", {})
+        source = prov.get("source", {})
+        problems: list[tuple[str, Any, Any]] = []
+        for name, looser in (("min_et_lead", lambda a, b: a < b),
+                             ("min_et_sublead", lambda a, b: a < b),
+                             ("max_abs_eta", lambda a, b: a > b),
+                             ("exclude_crack", lambda a, b: b and not a),
+                             ("opposite_charge", lambda a, b: b and not a)):
+            if name in s and looser(getattr(sel, name), s[name]):
+                problems.append((name, s[name], getattr(sel, name)))
+        if "id_level" in s and _ID_RANK[sel.id_level] < _ID_RANK.get(s["id_level"], 0):
+            problems.append(("id_level", s["id_level"], sel.id_level))
+        window = prov.get("mass_window")
+        if window and (mb.lo < window[0] or mb.hi > window[1]):
+            problems.append(("mass window", tuple(window), (mb.lo, mb.hi)))
+        if problems:
+            name, made, given = problems[0]
+            msg = (
+                f"{info.path}: skim made with {name}={made!r}; a selection over a skim can only "
+                f"be tighter (got {name}={given!r})"
+            )
+            raise InvalidConfig(msg)
+        if source.get("format") == "ecalelf" and sel.id_level == "loose":
+            msg = (f"{info.path}: skim of ECALELF input: id_level 'loose' is not available; "
+                   "allowed: none, medium, tight")
+            raise InvalidConfig(msg)
+        kind = source.get("kind")
+        if kind is not None and kind != kinds[info.dataset]:
+            msg = (f"{info.path}: skim of {kind} events listed in dataset '{info.dataset}' of "
+                   f"kind {kinds[info.dataset]}")
+            raise InvalidConfig(msg)
+        if (any(c.kind == "smear" for c in corrections) and kinds[info.dataset] == "mc"
+                and not prov.get("has_event_ids", True)):
+            log.warning("%s: skim without event ids: MC smearing uses random numbers keyed on "
+                        "skim rows, not those of the original files", info.path)
+
+
+def _skim_sumw(
+    infos: list[FileInfo], sumw: dict[str, float], skipped: list[dict[str, Any]]
+) -> dict[str, float]:
+    """Σw before selection from the skims' provenance (what the original files held)."""
+    out = dict(sumw)
+    lost = {r["dataset"] for r in skipped}
+    by_ds: dict[str, list[FileInfo]] = {}
+    for i in infos:
+        by_ds.setdefault(i.dataset, []).append(i)
+    for ds, files in by_ds.items():
+        if ds in lost or any(i.skim is None or "sumw" not in i.skim for i in files):
+            continue
+        out[ds] = float(sum(float(i.skim["sumw"]) for i in files if i.skim is not None))
+    return out
+
+
+def _runtime_losses(
+    run: ProcessorRun, infos: list[FileInfo], errors: set[str]
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """Skipped-file records for chunks that failed during the run, and the errors left.
+
+    A chunk is lost when the processor reported it unreadable (``failed``) or when coffea
+    skipped it (missing from the processed set); a file coffea could not open at all has no
+    chunks.
+    """
+    failed = run.out.get("failed", set())
+    lost: dict[str, dict[str, Any]] = {}
+
+    def add(path: str, dataset: str, n: int | None, reason: str) -> None:
+        rec = lost.setdefault(path, {"path": path, "dataset": dataset, "reason": [],
+                                     "entries_lost": 0})
+        if reason not in rec["reason"]:
+            rec["reason"].append(reason)
+        if n is None or rec["entries_lost"] is None:
+            rec["entries_lost"] = None
+        else:
+            rec["entries_lost"] += n
+
+    handled = set()
+    for dataset, filename, start, stop, reason in sorted(failed):
+        add(filename, dataset, stop - start, f"entries {start}-{stop}: {reason}")
+        handled.add(f"{filename} (entries {start}-{stop}): {reason}")
+    for item in sorted(set(run.chunks) - run.processed,
+                       key=lambda c: (c.filename, c.entrystart)):
+        add(item.filename, item.dataset, len(item),
+            f"entries {item.entrystart}-{item.entrystop}: chunk could not be read "
+            "(skipped by coffea after retries; see the warnings)")
+    chunked = {c.filename for c in run.chunks}
+    for info in infos:
+        if info.path not in chunked and run.maxchunks is None:
+            add(info.path, info.dataset, info.entries,
+                "file could not be opened during the run (after passing the set-up checks)")
+    records = []
+    for rec in lost.values():
+        rec["reason"] = "; ".join(rec["reason"])
+        log.warning("skipping unreadable input (skip_bad_files): %s: %s", rec["path"],
+                    rec["reason"])
+        records.append(rec)
+    return records, errors - handled
+
+
+# ------------------------------------------------------------------------ execution
+@dataclass
+class ProcessorRun:
+    """What :func:`run_processor` returns.
+
+    Attributes:
+        out: the accumulated processor output (per-worker statistics removed).
+        metrics: coffea's metrics (``entries``, ``processtime``, ``bytesread``, ``columns``,
+            ``chunks``) plus ``checkpointed`` (chunks restored from checkpoints).
+        chunks: every work item that was scheduled.
+        processed: the work items that returned an output.
+        workers: per-worker statistics (see :class:`zcalib.metrics.TrackedProcessor`).
+        executor: executor name.
+        n_workers: workers available (Dask), else the local worker count.
+        dashboard: the Dask dashboard link, if any.
+        maxchunks: the ``maxchunks`` limit used.
+    """
+
+    out: dict[str, Any]
+    metrics: dict[str, Any]
+    chunks: list[Any]
+    processed: set[Any]
+    workers: dict[str, dict[str, Any]]
+    executor: str
+    n_workers: int | None = None
+    dashboard: str | None = None
+    maxchunks: int | None = None
+
+
+def run_processor(
+    fileset: dict[str, Any],
+    proc: processor.ProcessorABC,
+    *,
+    fmt: str,
+    schema: Any,
+    options: RunOptions,
+    checkpointer: CheckpointerABC | None = None,
+) -> ProcessorRun:
+    """Run a processor with coffea's ``Runner`` on the executor ``options`` asks for.
+
+    Args:
+        fileset: coffea fileset ``{dataset: {"files": {path: tree}, "metadata": {...}}}``.
+        proc: the processor (its output must be a dict).
+        fmt: input format (``parquet`` uses coffea's Parquet reader, anything else ROOT).
+        schema: the NanoEvents schema class.
+        options: executor, workers, chunking, retries, skip_bad_files.
+        checkpointer: a coffea checkpointer (per-chunk outputs).
+
+    Returns:
+        The accumulated output, metrics, scheduled and processed chunks, worker statistics.
+
+    Raises:
+        InputError: a file could not be read (coffea's one-line cause).
+    """
+    opts = options
+    tracked = TrackedProcessor(proc)
+
+    def make_runner(executor: Any) -> processor.Runner:
         return processor.Runner(
             executor=executor,
             pre_executor=processor.IterativeExecutor(status=opts.progress, desc="Preprocessing"),
@@ -259,44 +574,242 @@ def _run(
             chunksize=opts.chunksize,
             maxchunks=opts.maxchunks,
             savemetrics=True,
+            skipbadfiles=_SKIPPABLE if opts.skip_bad_files else False,
+            format="parquet" if fmt == "parquet" else "root",
+            checkpointer=checkpointer,
         )
 
-    if opts.executor == "dask" or opts.scheduler:
+    if opts.uses_dask:
         from zcalib.cluster import dask_client
 
         if opts.client is not None:
-            ex = processor.DaskExecutor(client=opts.client, status=opts.progress)
-            return _call(runner(ex), fileset, proc)
-        with dask_client(scheduler=opts.scheduler, workers=opts.workers) as client:
-            ex = processor.DaskExecutor(client=client, status=opts.progress)
-            return _call(runner(ex), fileset, proc)
+            return _run_dask(make_runner, fileset, tracked, opts, opts.client)
+        with dask_client(recipe=opts.recipe, scheduler=opts.scheduler,
+                         workers=opts.workers) as client:
+            return _run_dask(make_runner, fileset, tracked, opts, client)
     if opts.executor == "futures":
-        ex = processor.FuturesExecutor(workers=opts.workers, status=opts.progress)
+        ex: Any = processor.FuturesExecutor(workers=opts.workers, status=opts.progress,
+                                            retries=opts.retries)
     else:
-        ex = processor.IterativeExecutor(status=opts.progress)
-    return _call(runner(ex), fileset, proc)
+        ex = processor.IterativeExecutor(status=opts.progress, retries=opts.retries)
+    run = _call(make_runner(ex), fileset, tracked, opts)
+    run.executor = opts.executor
+    run.n_workers = opts.workers if opts.executor == "futures" else 1
+    return run
+
+
+def _run_dask(
+    make_runner: Any, fileset: dict[str, Any], proc: Any, opts: RunOptions, client: Any
+) -> ProcessorRun:
+    ex = processor.DaskExecutor(client=client, status=opts.progress, retries=opts.retries)
+    n_start = len(client.scheduler_info()["workers"])
+    run = _call(make_runner(ex), fileset, proc, opts)
+    run.executor = "dask"
+    run.n_workers = max(n_start, len(client.scheduler_info()["workers"]))
+    run.dashboard = client.dashboard_link
+    return run
 
 
 def _call(
-    run: processor.Runner, fileset: dict[str, Any], proc: ZeeProcessor
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    run: processor.Runner, fileset: dict[str, Any], proc: Any, opts: RunOptions
+) -> ProcessorRun:
     try:
-        result = run(fileset, proc, treename=None)
+        chunks = list(run.preprocess(fileset, treename=None))
+        if not chunks:
+            msg = "no chunks to process: every input file failed to open"
+            raise InputError(msg)
+        wrapped = run.run(chunks, proc)
+    except InputError:
+        raise
     except Exception as err:
         msg = _find_message(err)
         if msg is not None:
             raise InputError(msg) from None
+        if opts.skip_bad_files and "No chunks returned results" in str(err):
+            msg = "no chunk could be read: every input file is unreadable (skip_bad_files)"
+            raise InputError(msg) from None
         raise
-    if isinstance(result, tuple):
-        out, metrics = result
-    else:
-        out, metrics = result, None
-    return out, metrics
+    out = wrapped["out"]
+    workers = out.pop(WORKERS_KEY, {}) if isinstance(out, dict) else {}
+    return ProcessorRun(
+        out=out,
+        metrics=dict(wrapped.get("metrics") or {}),
+        chunks=chunks,
+        processed=set(wrapped.get("processed") or ()),
+        workers=workers,
+        executor=opts.executor,
+        maxchunks=opts.maxchunks,
+    )
 
 
 def _find_message(err: BaseException) -> str | None:
     """The one-line cause of a failure inside coffea (file read errors), if recognisable."""
     text = str(err)
-    if "Failed processing file" in text or "Failed creating nanoevents" in text:
+    if ("Failed processing file" in text or "Failed creating nanoevents" in text
+            or "Failed to open file" in text):
         return text.splitlines()[0][:500]
     return None
+
+
+# ------------------------------------------------------------------------ checkpoints
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, set | frozenset):
+        return sorted(_jsonable(v) for v in obj)
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    return repr(obj)
+
+
+def processor_hash(proc: Any) -> str:
+    """A hash of everything that determines a processor's output (its dataclass fields).
+
+    Two processors with the same hash fill the same histograms from the same chunk, so a
+    stored chunk may be reused; any change (selection, categories, binning, weights,
+    corrections, seed, zcalib version) gives a new hash.
+    """
+    from zcalib.metrics import zcalib_version
+
+    state = {"processor": type(proc).__name__, "fields": _jsonable(proc),
+             "zcalib": zcalib_version(), "checkpoint_format": _CHECKPOINT_VERSION}
+    text = json.dumps(state, sort_keys=True, default=repr)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+_CHECKPOINT_VERSION = 1
+
+
+class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
+    """Per-chunk outputs stored as ``.npz`` files (no pickle), for resumable runs.
+
+    A chunk's key is its dataset, file (path, ROOT UUID and content fingerprint), tree,
+    entry range and the processor hash, so a stored chunk is only reused for exactly the same
+    work. Files are written atomically; unreadable ones are recomputed. Chunks that reported
+    errors are never stored.
+
+    Args:
+        directory: where the chunk files live (must be shared with the workers).
+        config_hash: :func:`processor_hash` of the processor.
+        binning: the mass binning of the histograms.
+        resume: load existing chunk files (otherwise they are only written).
+    """
+
+    def __init__(
+        self, directory: str | Path, config_hash: str, binning: MassBinning, *, resume: bool
+    ) -> None:
+        self.directory = str(Path(directory).resolve())
+        self.config_hash = config_hash
+        self.binning = binning
+        self.resume = resume
+        self._fingerprints: dict[str, str] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_fingerprints"] = {}
+        return state
+
+    def path(self, metadata: Mapping[str, Any]) -> Path:
+        """The chunk file of a work item (from coffea's per-chunk metadata)."""
+        filename = str(metadata["filename"])
+        fp = self._fingerprints.get(filename)
+        if fp is None:
+            fp = self._fingerprints[filename] = file_fingerprint(filename)
+        key = json.dumps([self.config_hash, metadata["dataset"], filename,
+                          metadata.get("fileuuid", ""), fp, metadata["treename"]])
+        digest = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+        name = (f"{Path(filename).stem}-{digest}-"
+                f"{metadata['entrystart']}-{metadata['entrystop']}.npz")
+        return Path(self.directory) / self.config_hash[:16] / name
+
+    def load(self, metadata: Any, processor_instance: Any) -> Any:
+        """The stored output of this chunk, or ``None`` to compute it."""
+        del processor_instance
+        if not self.resume:
+            return None
+        p = self.path(metadata)
+        if not p.is_file():
+            return None
+        try:
+            with np.load(p, allow_pickle=False) as npz:
+                header = json.loads(npz["header"].tobytes().decode())
+                values = npz["values"]
+                variances = npz["variances"]
+            return self._restore(header, values, variances, metadata)
+        except Exception as err:  # noqa: BLE001  (a damaged chunk file is recomputed)
+            log.warning("%s: unreadable checkpoint, recomputing the chunk (%s)", p, err)
+            return None
+
+    def save(self, output: Any, metadata: Any, processor_instance: Any) -> None:
+        """Store a finished chunk (not if it reported errors)."""
+        del processor_instance
+        out = output.get("out", {}) if isinstance(output, Mapping) else {}
+        if not isinstance(out, Mapping) or "hist" not in out:
+            return
+        if out.get("errors") or out.get("failed"):
+            return
+        h = out["hist"]
+        m = output.get("metrics", {})
+        header = {
+            "format": "zcalib-chunk",
+            "format_version": _CHECKPOINT_VERSION,
+            "config_hash": self.config_hash,
+            "datasets": [str(x) for x in h.axes["dataset"]],
+            "variations": [str(x) for x in h.axes["variation"]],
+            "regions": [int(x) for x in h.axes["region"]],
+            "cutflow": out.get("cutflow", {}),
+            "sumw": out.get("sumw", {}),
+            "entries": int(m.get("entries", int(metadata["entrystop"]) -
+                                 int(metadata["entrystart"]))),
+            "columns": sorted(str(c) for c in m.get("columns", ())),
+        }
+        view = h.view(flow=True)
+        p = self.path(metadata)
+        with atomic_open(p, "wb") as fh:
+            np.savez_compressed(fh, header=np.frombuffer(json.dumps(header).encode(), np.uint8),
+                                values=np.ascontiguousarray(view["value"]),
+                                variances=np.ascontiguousarray(view["variance"]))
+
+    def _restore(
+        self, header: dict[str, Any], values: Any, variances: Any, metadata: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        import hist
+
+        if header.get("format") != "zcalib-chunk" or header.get("config_hash") != self.config_hash:
+            msg = "not a chunk file of this configuration"
+            raise ValueError(msg)
+        h = hist.Hist(
+            hist.axis.StrCategory(header["datasets"], name="dataset", label="Dataset",
+                                  growth=True),
+            hist.axis.StrCategory(header["variations"], name="variation", label="Variation",
+                                  growth=True),
+            hist.axis.IntCategory(header["regions"], name="region", label="Pair region",
+                                  growth=True),
+            self.binning.axis(),
+            storage=hist.storage.Weight(),
+        )
+        view = h.view(flow=True)
+        if view.shape != values.shape:
+            msg = f"shape {values.shape} does not match the axes {view.shape}"
+            raise ValueError(msg)
+        view["value"] = values
+        view["variance"] = variances
+        fileuuid = str(metadata.get("fileuuid") or "")
+        item = WorkItem(
+            metadata["dataset"], metadata["filename"], metadata["treename"],
+            int(metadata["entrystart"]), int(metadata["entrystop"]),
+            uuid.UUID(fileuuid).bytes if fileuuid else b"",
+        )
+        return {
+            "out": {"hist": h, "cutflow": header["cutflow"], "sumw": header["sumw"],
+                    "errors": set(), "failed": set(), WORKERS_KEY: {}},
+            "metrics": {"entries": header["entries"], "processtime": 0.0,
+                        "columns": set(header["columns"]), "checkpointed": 1},
+            "processed": {item},
+        }

@@ -1,6 +1,6 @@
 """Input formats: which branches each format needs and how to turn events into leptons.
 
-Three formats are understood:
+Four formats are understood:
 
 ``ecalelf``
     ECALELF ``selected`` trees with fixed-size ``[3]`` per-electron arrays (slots 0 and 1
@@ -12,6 +12,11 @@ Three formats are understood:
 ``flat``
     Any flat ntuple with one branch per lepton and variable (``E1, eta1, ..., E2, ...``),
     described by a :class:`ColumnMap` in the dataset description.
+``parquet``
+    Pair skims written by :func:`zcalib.skim.skim` (one row per selected pair, columns
+    ``energy_1, energy_2, eta_1, ...`` as listed in :data:`SKIM_LEPTON_COLUMNS` and
+    :data:`SKIM_EVENT_COLUMNS`); read through coffea's ``format="parquet"``. The ``id_1/id_2``
+    columns hold the working points each lepton passes as :data:`ID_BITS`.
 
 Every format is reduced to the same :class:`Leptons` record (numpy arrays for the two
 leptons of the candidate pair), so selection, categorisation and filling are shared.
@@ -31,6 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "DEFAULT_TREES",
     "FORMATS",
+    "ID_BITS",
+    "SKIM_EVENT_COLUMNS",
+    "SKIM_LEPTON_COLUMNS",
     "ColumnMap",
     "FormatName",
     "IdLevel",
@@ -40,10 +48,22 @@ __all__ = [
     "required_branches",
 ]
 
-FormatName = Literal["ecalelf", "nanoaod", "flat"]
+FormatName = Literal["ecalelf", "nanoaod", "flat", "parquet"]
 IdLevel = Literal["none", "loose", "medium", "tight"]
-FORMATS: tuple[str, ...] = ("ecalelf", "nanoaod", "flat")
-DEFAULT_TREES: dict[str, str] = {"ecalelf": "selected", "nanoaod": "Events", "flat": "events"}
+FORMATS: tuple[str, ...] = ("ecalelf", "nanoaod", "flat", "parquet")
+#: Parquet has no trees; its entry is a placeholder coffea's fileset needs.
+DEFAULT_TREES: dict[str, str] = {
+    "ecalelf": "selected", "nanoaod": "Events", "flat": "events", "parquet": "pairs",
+}
+
+#: Working points passed by a lepton, as bits of the skim ``id_1``/``id_2`` columns.
+ID_BITS: dict[str, int] = {"none": 0, "loose": 1, "medium": 2, "tight": 4}
+#: Per-lepton skim columns (suffixed ``_1``/``_2``), in file order.
+SKIM_LEPTON_COLUMNS: tuple[str, ...] = (
+    "energy", "eta", "sc_eta", "phi", "r9", "gain", "charge", "id",
+)
+#: Per-pair skim columns; ``lumi``, ``event`` and ``npu`` only when the source has them.
+SKIM_EVENT_COLUMNS: tuple[str, ...] = ("run", "lumi", "event", "weight", "npu", "mass")
 
 _ECALELF_GAIN = np.array([12, 6, 1], dtype=np.int64)
 _ECALELF_ID_BITS = {"none": 0, "medium": 0x08, "tight": 0x10}
@@ -95,7 +115,8 @@ class Leptons:
 
     Attributes hold float64 (kinematics) or int64 (gain, charge, ids) arrays; ``valid``
     marks pair slots that are filled (jagged inputs with fewer than two selected leptons);
-    ``has_pair`` marks events with at least two leptons before any ID (``None``: all).
+    ``has_pair`` marks events with at least two leptons before any ID (``None``: all);
+    ``id_bits`` the working points each lepton passes (:data:`ID_BITS`; for skims).
     """
 
     energy: NDArray[np.float64]
@@ -113,6 +134,7 @@ class Leptons:
     weight: NDArray[np.float64]
     npu: NDArray[np.float64] | None = None
     has_pair: NDArray[np.bool_] | None = None
+    id_bits: NDArray[np.int64] | None = None
 
     @property
     def et(self) -> NDArray[np.float64]:
@@ -135,6 +157,8 @@ def required_branches(fmt: str, column_map: ColumnMap | None = None) -> list[str
             "Electron_deltaEtaSC", "Electron_phi", "Electron_r9", "Electron_seedGain",
             "Electron_cutBased", "Electron_charge",
         ]
+    if fmt == "parquet":
+        return [f"{c}_{i}" for c in SKIM_LEPTON_COLUMNS for i in (1, 2)] + ["run", "weight"]
     if column_map is None:
         msg = "the 'flat' format needs a column_map"
         raise ValueError(msg)
@@ -155,6 +179,8 @@ def optional_branches(fmt: str, column_map: ColumnMap | None = None) -> dict[str
         }
     if fmt == "nanoaod":
         return {"weight": "genWeight", "npu": "Pileup_nTrueInt"}
+    if fmt == "parquet":
+        return {"weight": "weight", "npu": "npu", "lumi": "lumi", "event": "event"}
     assert column_map is not None
     return {k: v for k, v in (("weight", column_map.weight), ("npu", column_map.npu)) if v}
 
@@ -208,6 +234,9 @@ def extract_leptons(
         bits = _ECALELF_ID_BITS[id_level]
         ele_id = _np(events["eleID"][:, :2], np.int64)
         id_pass = (ele_id & bits) == bits
+        id_bits = np.where((ele_id & 0x08) == 0x08, ID_BITS["medium"], 0) | np.where(
+            (ele_id & 0x10) == 0x10, ID_BITS["tight"], 0
+        )
         charge = (
             _np(events[available["charge"]][:, :2], np.int64)
             if "charge" in available
@@ -228,6 +257,7 @@ def extract_leptons(
             event=_event_int(events, available.get("event"), n),
             weight=_weight(events, available.get("weight"), n),
             npu=_np(events[available["npu"]], np.float64) if "npu" in available else None,
+            id_bits=id_bits,
         )
     if fmt == "nanoaod":
         ele = events.Electron
@@ -245,6 +275,10 @@ def extract_leptons(
         pt = col("pt", np.float64, 0.0)
         eta = col("eta", np.float64, 0.0)
         sc_eta = eta + col("deltaEtaSC", np.float64, 0.0)
+        cut_based = col("cutBased", np.int64, 0)
+        id_bits = sum(
+            np.where(cut_based >= _NANO_ID[wp], ID_BITS[wp], 0) for wp in ("loose", "medium", "tight")
+        )
         return Leptons(
             energy=pt * np.cosh(eta),
             eta=eta,
@@ -261,6 +295,7 @@ def extract_leptons(
             event=_np(events.event, np.int64),
             weight=_weight(events, available.get("weight"), n),
             npu=_np(_field(events, available["npu"]), np.float64) if "npu" in available else None,
+            id_bits=np.where(id_pass, id_bits, 0),
         )
     if fmt == "flat":
         assert column_map is not None
@@ -287,9 +322,39 @@ def extract_leptons(
             event=_event_int(events, cm.event, n),
             weight=_weight(events, cm.weight, n),
             npu=_np(events[cm.npu], np.float64) if cm.npu else None,
+            id_bits=np.full((n, 2), ID_BITS["loose"] | ID_BITS["medium"] | ID_BITS["tight"]),
         )
+    if fmt == "parquet":
+        return _skim_leptons(events, id_level, available, n)
     msg = f"unknown input format {fmt!r}; allowed: {', '.join(FORMATS)}"
     raise ValueError(msg)
+
+
+def _skim_leptons(events: Any, id_level: str, available: Mapping[str, str], n: int) -> Leptons:
+    """The lepton record of a pair skim (one row per pair, columns ``<var>_1``/``<var>_2``)."""
+
+    def pair(name: str, dtype: Any) -> NDArray[Any]:
+        return _pair(events, (f"{name}_1", f"{name}_2"), dtype)
+
+    need = ID_BITS[id_level]
+    id_bits = pair("id", np.int64)
+    return Leptons(
+        energy=pair("energy", np.float64),
+        eta=pair("eta", np.float64),
+        sc_eta=pair("sc_eta", np.float64),
+        phi=pair("phi", np.float64),
+        r9=pair("r9", np.float64),
+        gain=pair("gain", np.int64),
+        id_pass=(id_bits & need) == need,
+        charge=pair("charge", np.int64),
+        valid=np.ones((n, 2), dtype=bool),
+        run=_np(events["run"], np.int64),
+        lumi=_event_int(events, available.get("lumi"), n),
+        event=_event_int(events, available.get("event"), n),
+        weight=_weight(events, available.get("weight"), n),
+        npu=_np(events[available["npu"]], np.float64) if "npu" in available else None,
+        id_bits=id_bits,
+    )
 
 
 def _field(events: Any, name: str) -> Any:

@@ -7,11 +7,14 @@ per chunk is::
     {"hist": hist.Hist(dataset, variation, region, mass),
      "cutflow": {dataset: {cut: n_events}},
      "sumw": {dataset: Σ generator weights before selection},
-     "errors": {one-line error messages}}
+     "errors": {one-line error messages},
+     "failed": {(dataset, filename, entrystart, entrystop, reason) of unreadable chunks}}
 
 Bad *content* (NaN/inf energies, unreadable baskets) is reported through ``errors`` rather
 than raised, so that the message survives every executor unchanged; the runner turns a
-non-empty ``errors`` set into an :class:`~zcalib.exceptions.InputError`.
+non-empty ``errors`` set into an :class:`~zcalib.exceptions.InputError`, or, with
+``skip_bad_files``, reports the unreadable chunks of ``failed`` as skipped (their events are
+not counted in the cutflow).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from zcalib.histograms import MassBinning, empty_hist
 from zcalib.io.formats import ColumnMap, Leptons, extract_leptons
 from zcalib.physics import pair_mass
 
-__all__ = ["CUTS", "CorrectionStep", "WeightSpec", "ZeeProcessor"]
+__all__ = ["CUTS", "CorrectionStep", "WeightSpec", "ZeeProcessor", "pair_selection"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ _SOURCES = {
     "ecalelf": {"energy": "energy_ECAL_ele", "eta": "etaEle", "phi": "phiEle", "r9": "R9Ele"},
     "nanoaod": {"energy": "Electron_pt", "eta": "Electron_eta", "phi": "Electron_phi",
                 "r9": "Electron_r9"},
+    "parquet": {"energy": "energy_1/energy_2", "eta": "eta_1/eta_2", "phi": "phi_1/phi_2",
+                "r9": "r9_1/r9_2"},
 }
 
 
@@ -221,6 +226,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             "cutflow": {dataset: {"all": len(events)}},
             "sumw": {dataset: 0.0},
             "errors": set(),
+            "failed": set(),
         }
         try:
             lep = extract_leptons(
@@ -231,7 +237,12 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
                 column_map=self.column_map,
             )
         except Exception as err:  # noqa: BLE001  (unreadable baskets surface here)
-            out["errors"].add(f"{where}: cannot read events ({err.__class__.__name__}: {err})")
+            reason = f"cannot read events ({err.__class__.__name__}: {err})"
+            out["errors"].add(f"{where}: {reason}")
+            out["failed"].add((dataset, str(meta.get("filename", "?")),
+                               int(meta.get("entrystart") or 0),
+                               int(meta.get("entrystop") or 0), reason))
+            out["cutflow"][dataset]["all"] = 0  # not processed: reported as skipped, if allowed
             return out
         bad = self._check_finite(lep, where, int(meta.get("entrystart") or 0))
         if bad:
@@ -306,39 +317,51 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
     def _select(
         self, lep: Leptons, energy: NDArray[np.float64]
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], PackedSelection]:
-        cfg = self.selection
         et = energy / np.cosh(lep.sc_eta)
-        abs_eta = np.abs(lep.sc_eta)
-        lead = np.maximum(et[:, 0], et[:, 1])
-        sub = np.minimum(et[:, 0], et[:, 1])
-        in_eta = abs_eta < cfg.max_abs_eta
-        if cfg.exclude_crack:
-            in_eta &= ~((abs_eta > CRACK[0]) & (abs_eta < CRACK[1]))
         n = len(lep)
         cells = self.scheme.assign(
-            abs_eta=abs_eta.ravel(),
+            abs_eta=np.abs(lep.sc_eta).ravel(),
             r9=lep.r9.ravel(),
             et=et.ravel(),
             gain=lep.gain.ravel(),
             run=np.repeat(lep.run, 2),
         ).reshape(n, 2)
-        mass = _mass(lep, energy)
-        sel = PackedSelection()
-        has_pair = lep.has_pair if lep.has_pair is not None else np.ones(n, dtype=bool)
-        sel.add("two_leptons", has_pair)
-        sel.add("id", lep.id_pass.all(axis=1) & lep.valid.all(axis=1))
-        sel.add("eta", in_eta.all(axis=1))
-        sel.add("et", (lead >= cfg.min_et_lead) & (sub >= cfg.min_et_sublead))
-        charge_ok = (
-            lep.charge[:, 0] * lep.charge[:, 1] < 0
-            if cfg.opposite_charge
-            else np.ones(n, dtype=bool)
-        )
-        sel.add("charge", charge_ok)
+        mass, sel = pair_selection(lep, energy, self.selection, self.binning)
         sel.add("categorised", (cells >= 0).all(axis=1))
-        lo, hi = self.binning.lo, self.binning.hi
-        sel.add("mass", (mass >= lo) & (mass < hi))
-        return cells, np.asarray(mass, dtype=np.float64), sel
+        return cells, mass, sel
+
+
+def pair_selection(
+    lep: Leptons, energy: NDArray[np.float64], cfg: SelectionConfig, binning: MassBinning
+) -> tuple[NDArray[np.float64], PackedSelection]:
+    """The pair mass and every selection step of :data:`CUTS` except ``categorised``.
+
+    Shared by the processor and the skimmer (``zcalib skim``), so a skim keeps exactly the
+    pairs the same selection keeps.
+    """
+    et = energy / np.cosh(lep.sc_eta)
+    abs_eta = np.abs(lep.sc_eta)
+    lead = np.maximum(et[:, 0], et[:, 1])
+    sub = np.minimum(et[:, 0], et[:, 1])
+    in_eta = abs_eta < cfg.max_abs_eta
+    if cfg.exclude_crack:
+        in_eta &= ~((abs_eta > CRACK[0]) & (abs_eta < CRACK[1]))
+    n = len(lep)
+    mass = _mass(lep, energy)
+    sel = PackedSelection()
+    has_pair = lep.has_pair if lep.has_pair is not None else np.ones(n, dtype=bool)
+    sel.add("two_leptons", has_pair)
+    sel.add("id", lep.id_pass.all(axis=1) & lep.valid.all(axis=1))
+    sel.add("eta", in_eta.all(axis=1))
+    sel.add("et", (lead >= cfg.min_et_lead) & (sub >= cfg.min_et_sublead))
+    charge_ok = (
+        lep.charge[:, 0] * lep.charge[:, 1] < 0
+        if cfg.opposite_charge
+        else np.ones(n, dtype=bool)
+    )
+    sel.add("charge", charge_ok)
+    sel.add("mass", (mass >= binning.lo) & (mass < binning.hi))
+    return np.asarray(mass, dtype=np.float64), sel
 
 
 def _mass(lep: Leptons, energy: NDArray[np.float64]) -> NDArray[np.float64]:

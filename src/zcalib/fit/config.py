@@ -1,0 +1,220 @@
+"""Fit configuration: an immutable, validated :class:`FitConfig`.
+
+Example:
+    >>> cfg = FitConfig(window=(82.0, 98.0))
+    >>> cfg.with_overrides(fix_scales=True).fix_scales
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NoReturn, get_args
+
+from zcalib.exceptions import InvalidConfig
+
+__all__ = ["FitConfig", "McStatMethod", "StartStyle"]
+
+StartStyle = Literal["scan", "random", "specify"]
+McStatMethod = Literal["sandwich", "bootstrap", "none"]
+
+
+def _tuple_or_none(v: Any) -> tuple[float, ...] | None:
+    return None if v is None else tuple(float(x) for x in v)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Settings of one scale/smearing fit (immutable; use :meth:`with_overrides`).
+
+    Attributes:
+        window: fit window ``(lo, hi)`` in GeV; snapped to fine-bin edges (``hi`` is lowered
+            to a whole number of data bins).
+        bin_width: target data-bin width in GeV at the window centre (sets ``rebin`` when
+            that is ``None``).
+        rebin: fine mass bins per data bin (``>= 1``); overrides ``bin_width``.
+        min_data: regions with less data Σw inside the window are dropped.
+        min_mc: regions with fewer MC effective entries ``(Σw)²/Σw²`` inside the window are
+            dropped.
+        scale_bounds: allowed range of every scale.
+        smear_bounds: allowed range of every smearing (``lo >= 0``).
+        start: start style: ``"scan"`` (1D NLL scans per parameter, others at defaults),
+            ``"random"`` (uniform in the scan ranges, ``seed``), ``"specify"``
+            (``start_scales`` / ``start_smears``).
+        seed: seed of the ``"random"`` start and of the MC-statistics bootstrap.
+        scan_scale_range: scale range of the start scans (and of random starts).
+        scan_smear_range: smearing range of the start scans (and of random starts).
+        scan_points: grid points per start scan (refined by a parabola).
+        start_scales: start values of all scale categories for ``start="specify"``.
+        start_smears: start values of all smear categories for ``start="specify"``.
+        fix_scales: fit smearings only; scales held at ``fixed_scales`` (default all 1).
+        fixed_scales: values of the scales when ``fix_scales`` (one per scale category).
+        fix_smears: fit scales only; smearings held at ``fixed_smears`` (default all 0).
+        fixed_smears: values of the smearings when ``fix_smears``.
+        ignore_scales: scale-category indices held at 1; every region touching one is
+            excluded from the likelihood.
+        ignore_smears: smear-category indices held at 0; every region touching one is
+            excluded from the likelihood.
+        mc_stat: how the MC-statistics uncertainty is estimated: ``"sandwich"`` (linear
+            propagation of the template Σw², ``H⁻¹ V H⁻¹``), ``"bootstrap"`` (refits on
+            Gaussian-fluctuated templates), ``"none"``.
+        n_bootstrap: number of refits for ``mc_stat="bootstrap"``.
+        max_iter: maximum quasi-Newton iterations.
+        edm_tolerance: convergence requires the estimated distance to the minimum
+            ``½ gᵀH⁻¹g`` (in NLL units) below this.
+    """
+
+    window: tuple[float, float] = (80.0, 100.0)
+    bin_width: float = 0.25
+    rebin: int | None = None
+    min_data: float = 100.0
+    min_mc: float = 200.0
+    scale_bounds: tuple[float, float] = (0.9, 1.1)
+    smear_bounds: tuple[float, float] = (0.0, 0.1)
+    start: StartStyle = "scan"
+    seed: int = 0
+    scan_scale_range: tuple[float, float] = (0.97, 1.03)
+    scan_smear_range: tuple[float, float] = (0.0, 0.04)
+    scan_points: int = 21
+    start_scales: tuple[float, ...] | None = None
+    start_smears: tuple[float, ...] | None = None
+    fix_scales: bool = False
+    fixed_scales: tuple[float, ...] | None = None
+    fix_smears: bool = False
+    fixed_smears: tuple[float, ...] | None = None
+    ignore_scales: tuple[int, ...] = ()
+    ignore_smears: tuple[int, ...] = ()
+    mc_stat: McStatMethod = "sandwich"
+    n_bootstrap: int = 20
+    max_iter: int = 1000
+    edm_tolerance: float = 1e-3
+
+    def __post_init__(self) -> None:
+        # accept any sequence for tuple fields, store tuples (hashable, immutable)
+        conv: dict[str, Any] = {
+            "window": tuple(float(x) for x in self.window),
+            "scale_bounds": tuple(float(x) for x in self.scale_bounds),
+            "smear_bounds": tuple(float(x) for x in self.smear_bounds),
+            "scan_scale_range": tuple(float(x) for x in self.scan_scale_range),
+            "scan_smear_range": tuple(float(x) for x in self.scan_smear_range),
+            "start_scales": _tuple_or_none(self.start_scales),
+            "start_smears": _tuple_or_none(self.start_smears),
+            "fixed_scales": _tuple_or_none(self.fixed_scales),
+            "fixed_smears": _tuple_or_none(self.fixed_smears),
+            "ignore_scales": tuple(int(x) for x in self.ignore_scales),
+            "ignore_smears": tuple(int(x) for x in self.ignore_smears),
+        }
+        for name, value in conv.items():
+            object.__setattr__(self, name, value)
+        self._validate()
+
+    def _validate(self) -> None:
+        def bad(field: str, value: Any, allowed: str) -> NoReturn:
+            msg = f"fit config: field '{field}' is {value!r}; {allowed}"
+            raise InvalidConfig(msg)
+
+        for name in (
+            "window",
+            "scale_bounds",
+            "smear_bounds",
+            "scan_scale_range",
+            "scan_smear_range",
+        ):
+            pair = getattr(self, name)
+            if len(pair) != 2 or not all(math.isfinite(x) for x in pair) or not pair[0] < pair[1]:
+                bad(name, pair, "expected two finite numbers (lo, hi) with lo < hi")
+        if self.window[0] <= 0:
+            bad("window", self.window, "masses must be positive")
+        if self.scale_bounds[0] <= 0:
+            bad("scale_bounds", self.scale_bounds, "scales must be positive")
+        if self.smear_bounds[0] < 0:
+            bad("smear_bounds", self.smear_bounds, "smearings must be >= 0")
+        if self.scan_scale_range[0] <= 0:
+            bad("scan_scale_range", self.scan_scale_range, "scales must be positive")
+        if self.scan_smear_range[0] < 0:
+            bad("scan_smear_range", self.scan_smear_range, "smearings must be >= 0")
+        if not (math.isfinite(self.bin_width) and self.bin_width > 0):
+            bad("bin_width", self.bin_width, "expected a positive width in GeV")
+        if self.rebin is not None and (int(self.rebin) != self.rebin or self.rebin < 1):
+            bad("rebin", self.rebin, "expected an integer >= 1 or None")
+        for name in ("min_data", "min_mc"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                bad(name, v, "expected a number >= 0")
+        if self.start not in get_args(StartStyle):
+            bad("start", self.start, f"allowed: {', '.join(get_args(StartStyle))}")
+        if self.mc_stat not in get_args(McStatMethod):
+            bad("mc_stat", self.mc_stat, f"allowed: {', '.join(get_args(McStatMethod))}")
+        if self.scan_points < 3:
+            bad("scan_points", self.scan_points, "expected at least 3")
+        if self.n_bootstrap < 2:
+            bad("n_bootstrap", self.n_bootstrap, "expected at least 2")
+        if self.max_iter < 1:
+            bad("max_iter", self.max_iter, "expected at least 1")
+        if not self.edm_tolerance > 0:
+            bad("edm_tolerance", self.edm_tolerance, "expected a positive number")
+        if self.start == "specify" and self.start_scales is None and self.start_smears is None:
+            bad("start", self.start, "start='specify' needs start_scales and/or start_smears")
+        for name in ("start_scales", "fixed_scales"):
+            vals = getattr(self, name)
+            if vals is not None and not all(math.isfinite(x) and x > 0 for x in vals):
+                bad(name, vals, "scales must be finite and positive")
+        for name in ("start_smears", "fixed_smears"):
+            vals = getattr(self, name)
+            if vals is not None and not all(math.isfinite(x) and x >= 0 for x in vals):
+                bad(name, vals, "smearings must be finite and >= 0")
+        for name in ("ignore_scales", "ignore_smears"):
+            vals = getattr(self, name)
+            if any(x < 0 for x in vals):
+                bad(name, vals, "category indices must be >= 0")
+
+    def with_overrides(self, **changes: Any) -> FitConfig:
+        """A copy with some fields replaced (validated again).
+
+        Example:
+            >>> FitConfig().with_overrides(window=(85, 97)).window
+            (85.0, 97.0)
+        """
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict of all fields (tuples become lists)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def check_lengths(self, n_scale: int, n_smear: int) -> None:
+        """Check per-category value lists against the numbers of categories.
+
+        Raises:
+            InvalidConfig: a list has the wrong length or an index is out of range.
+        """
+        lists: Sequence[tuple[str, tuple[float, ...] | None, int]] = (
+            ("start_scales", self.start_scales, n_scale),
+            ("fixed_scales", self.fixed_scales, n_scale),
+            ("start_smears", self.start_smears, n_smear),
+            ("fixed_smears", self.fixed_smears, n_smear),
+        )
+        for name, vals, n in lists:
+            if vals is not None and len(vals) != n:
+                msg = (
+                    f"fit config: field '{name}' has {len(vals)} values but the category "
+                    f"scheme has {n} {'scale' if 'scale' in name else 'smear'} categories"
+                )
+                raise InvalidConfig(msg)
+        for name, idx, n in (
+            ("ignore_scales", self.ignore_scales, n_scale),
+            ("ignore_smears", self.ignore_smears, n_smear),
+        ):
+            out = [i for i in idx if i >= n]
+            if out:
+                msg = (
+                    f"fit config: field '{name}' lists {out}; allowed category indices are "
+                    f"0..{n - 1}"
+                )
+                raise InvalidConfig(msg)

@@ -1,0 +1,574 @@
+"""Minimisation, uncertainties and the public entry points :func:`fit_histograms`, :func:`fit_arrays`.
+
+The minimiser is scipy's L-BFGS-B on the exact gradient, in parameters rescaled by their
+estimated errors (diagonal of the exact Hessian at the start), so tolerances are in units
+of the statistical error. Convergence is judged like MINUIT by the estimated distance to the
+minimum ``EDM = ½ gᵀH⁻¹g`` with the exact Hessian (over parameters not at a bound); if
+L-BFGS-B stops with a larger EDM, up to three projected Newton steps polish the minimum. A
+fit that still misses the tolerance gets status ``"failed"`` and a warning.
+
+Uncertainties: ``stat`` from the inverse exact Hessian of the data NLL; ``mc_stat`` either
+from the sandwich ``H⁻¹ V H⁻¹`` with ``V = Σ_k Var(t_k) (∂g/∂t_k)(∂g/∂t_k)ᵀ`` over MC
+template bins (the linear response of the minimum to the template, ``Var(t_k) = Σw²``) or
+from refits on Gaussian-fluctuated templates (``mc_stat="bootstrap"``). Parameters at a
+bound get conditional errors ``1/√H_ii`` and ``at_bound=True``.
+
+Internally a scale is ``x = −log(scale)`` and a smearing ``v = smear²`` (the model is linear
+in ``v`` and smooth at 0). A smearing error ``e_v`` is reported as
+``(√(v + e_v) − √max(v − e_v, 0)) / 2``, i.e. ``e_v / 2σ`` away from 0 and finite at 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import minimize
+
+from zcalib.categories import CategoryScheme
+from zcalib.exceptions import FitError
+from zcalib.fit.config import FitConfig
+from zcalib.fit.problem import FitProblem, build_problem
+from zcalib.fit.result import CategoryFit, FitResult, FitStatus
+from zcalib.fit.start import start_values
+from zcalib.histograms import HistogramSet
+
+__all__ = ["fit_arrays", "fit_histograms", "minimise"]
+
+log = logging.getLogger(__name__)
+
+FloatArray = NDArray[np.float64]
+
+#: Parameter scales used when the start Hessian gives none, and their caps
+#: (``x = −log scale`` and ``v = smear²``).
+_FALLBACK_STEP = {"scale": 1e-3, "smear": 1e-5}
+_MAX_STEP = {"scale": 1e-2, "smear": 1e-3}
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+
+def _steps(problem: FitProblem, hess: FloatArray) -> FloatArray:
+    """Per-parameter scale (estimated error) from the Hessian diagonal, with fallbacks."""
+    ns = len(problem.free_scale)
+    diag = np.diag(hess)
+    fallback = np.array(
+        [_FALLBACK_STEP["scale"]] * ns + [_FALLBACK_STEP["smear"]] * len(problem.free_smear)
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.where((diag > 0) & np.isfinite(diag), 1.0 / np.sqrt(diag), fallback)
+    cap = np.array([_MAX_STEP["scale"]] * ns + [_MAX_STEP["smear"]] * len(problem.free_smear))
+    out: FloatArray = np.minimum(step, cap)
+    return out
+
+
+def _at_bound(problem: FitProblem, theta: FloatArray, step: FloatArray) -> NDArray[np.bool_]:
+    tol = np.maximum(1e-3 * step, 1e-12 * (problem.upper - problem.lower))
+    out: NDArray[np.bool_] = (theta - problem.lower <= tol) | (problem.upper - theta <= tol)
+    return out
+
+
+def _edm(grad: FloatArray, hess: FloatArray, free: NDArray[np.bool_]) -> float:
+    if not free.any():
+        return 0.0
+    g = grad[free]
+    h = hess[np.ix_(free, free)]
+    try:
+        return float(0.5 * g @ np.linalg.solve(h, g))
+    except np.linalg.LinAlgError:
+        return math.inf
+
+
+def _free_mask(
+    problem: FitProblem, theta: FloatArray, grad: FloatArray, step: FloatArray
+) -> NDArray[np.bool_]:
+    """Parameters not pinned at a bound by an outward gradient."""
+    tol = np.maximum(1e-3 * step, 1e-12 * (problem.upper - problem.lower))
+    at_lo = (theta - problem.lower <= tol) & (grad > 0)
+    at_hi = (problem.upper - theta <= tol) & (grad < 0)
+    out: NDArray[np.bool_] = ~(at_lo | at_hi)
+    return out
+
+
+def minimise(
+    problem: FitProblem, theta0: FloatArray, config: FitConfig
+) -> tuple[FloatArray, dict[str, Any]]:
+    """Minimise the NLL from ``theta0`` with L-BFGS-B (+ Newton polish).
+
+    Returns:
+        ``(θ̂, info)`` with ``info`` keys ``success``, ``message``, ``n_eval``, ``nll``,
+        ``grad``, ``hess``, ``edm``, ``grad_norm``, ``step``.
+    """
+    counter = _Counter()
+    _, _, h0 = problem.hessian(theta0)
+    step = _steps(problem, h0)
+    lower = (problem.lower - theta0) / step
+    upper = (problem.upper - theta0) / step
+
+    def fun(y: FloatArray) -> tuple[float, FloatArray]:
+        counter.n += 1
+        f, g = problem.nll_grad(theta0 + step * y)
+        return f, g * step
+
+    res = minimize(
+        fun,
+        np.zeros_like(theta0),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=list(zip(lower, upper, strict=True)),
+        options={
+            "maxiter": config.max_iter,
+            "maxfun": 4 * config.max_iter,
+            "ftol": 1e-14,
+            "gtol": 1e-7,
+            "maxcor": 30,
+        },
+    )
+    theta = np.clip(theta0 + step * res.x, problem.lower, problem.upper)
+    nll, grad, hess = problem.hessian(theta)
+    free = _free_mask(problem, theta, grad, step)
+    edm = _edm(grad, hess, free)
+    message = str(res.message)
+    n_newton = 0
+    while edm > 0.1 * config.edm_tolerance and n_newton < 3 and free.any():
+        g = grad[free]
+        h = hess[np.ix_(free, free)]
+        try:
+            delta = -np.linalg.solve(h, g)
+        except np.linalg.LinAlgError:
+            break
+        trial = theta.copy()
+        trial[free] += delta
+        trial = np.clip(trial, problem.lower, problem.upper)
+        nll_t, grad_t, hess_t = problem.hessian(trial)
+        counter.n += 1
+        n_newton += 1
+        if not nll_t <= nll + 1e-9:
+            break
+        theta, nll, grad, hess = trial, nll_t, grad_t, hess_t
+        free = _free_mask(problem, theta, grad, step)
+        edm = _edm(grad, hess, free)
+    if n_newton:
+        message += f"; {n_newton} Newton polish step(s)"
+    pg = np.where(free, grad, 0.0) * step
+    info = {
+        "success": bool(res.success),
+        "message": message,
+        "n_eval": counter.n,
+        "nll": nll,
+        "grad": grad,
+        "hess": hess,
+        "edm": edm,
+        "grad_norm": float(np.linalg.norm(pg)),
+        "step": step,
+        "n_iter": int(res.nit),
+    }
+    return theta, info
+
+
+def _covariances(
+    problem: FitProblem,
+    theta: FloatArray,
+    hess: FloatArray,
+    at_bound: NDArray[np.bool_],
+    config: FitConfig,
+) -> tuple[FloatArray, FloatArray, str]:
+    """Data-stat and MC-stat covariances of ``θ`` (NaN where undefined) and a note."""
+    p = problem.n_params
+    cov = np.full((p, p), np.nan)
+    cov_mc = np.full((p, p), np.nan)
+    note = ""
+    free = ~at_bound
+    diag = np.diag(hess)
+    hinv = np.full((p, p), np.nan)
+    if free.any():
+        hf = hess[np.ix_(free, free)]
+        try:
+            chol = np.linalg.cholesky(hf)
+            inv_l = np.linalg.inv(chol)
+            hinv_f = inv_l.T @ inv_l
+            hinv[np.ix_(free, free)] = hinv_f
+        except np.linalg.LinAlgError:
+            eig = np.linalg.eigvalsh(hf)
+            names = [problem.names[i] for i in np.flatnonzero(free)]
+            note = (
+                f"Hessian not positive definite at the minimum (smallest eigenvalue "
+                f"{eig[0]:.3g}); parameters {names} may be degenerate"
+            )
+    for i in np.flatnonzero(at_bound):
+        hinv[i, i] = 1.0 / diag[i] if diag[i] > 0 else np.nan
+    cov = hinv
+    if config.mc_stat == "sandwich":
+        v = problem.mc_stat_information(theta)
+        hv = np.where(np.isnan(hinv), 0.0, hinv)
+        cov_mc = hv @ v @ hv
+        cov_mc[np.isnan(hinv)] = np.nan
+        for i in np.flatnonzero(at_bound):
+            cov_mc[i, i] = v[i, i] / diag[i] ** 2 if diag[i] > 0 else np.nan
+    elif config.mc_stat == "bootstrap":
+        cov_mc = _bootstrap(problem, theta, config)
+    else:
+        cov_mc = np.zeros((p, p))
+    return cov, cov_mc, note
+
+
+def _bootstrap(problem: FitProblem, theta: FloatArray, config: FitConfig) -> FloatArray:
+    """Covariance of refits on templates fluctuated by ``N(0, √Σw²)`` per bin (clipped at 0)."""
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xB007]))
+    m = problem.model
+    fits = []
+    for _ in range(config.n_bootstrap):
+        t = m.template + rng.standard_normal(m.template.shape) * np.sqrt(m.variance)
+        prob = problem.with_template(np.maximum(t, 0.0))
+        th, _ = minimise(prob, theta.copy(), config)
+        fits.append(th)
+    arr = np.array(fits)
+    out: FloatArray = np.atleast_2d(np.cov(arr, rowvar=False))
+    return out
+
+
+def _smear_err(sigma: float, err_v: float) -> float:
+    if not math.isfinite(err_v):
+        return math.nan
+    v = sigma * sigma
+    return 0.5 * (math.sqrt(v + err_v) - math.sqrt(max(v - err_v, 0.0)))
+
+
+def _labels(labels: Sequence[str] | None, kind: str, n: int) -> list[str]:
+    if labels is None:
+        return [f"{kind}[{i}]" for i in range(n)]
+    if len(labels) != n:
+        msg = f"{len(labels)} {kind} labels given for {n} {kind} categories"
+        raise FitError(msg)
+    return list(labels)
+
+
+def fit_problem(
+    problem: FitProblem,
+    config: FitConfig,
+    *,
+    scale_labels: Sequence[str] | None = None,
+    smear_labels: Sequence[str] | None = None,
+    t_start: float | None = None,
+    t_setup: float = 0.0,
+) -> FitResult:
+    """Fit a prepared :class:`FitProblem` and build the :class:`FitResult`."""
+    t0 = time.perf_counter() if t_start is None else t_start
+    timings = {"setup": t_setup}
+    if problem.n_params == 0:
+        msg = "nothing to fit: all scale and smear categories are fixed or ignored"
+        raise FitError(msg)
+    t1 = time.perf_counter()
+    theta0, n_scan = start_values(problem, config)
+    timings["start"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    theta, info = minimise(problem, theta0, config)
+    timings["minimise"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    hess = info["hess"]
+    step = info["step"]
+    at_bound = _at_bound(problem, theta, step)
+    cov, cov_mc, note = _covariances(problem, theta, hess, at_bound, config)
+    timings["errors"] = time.perf_counter() - t1
+
+    edm = float(info["edm"])
+    converged = edm < config.edm_tolerance and np.isfinite(info["nll"])
+    message = info["message"]
+    if converged and not info["success"]:
+        message += f" (accepted: EDM {edm:.2g} < {config.edm_tolerance:g})"
+    if not converged:
+        message += f"; EDM {edm:.3g} above tolerance {config.edm_tolerance:g}"
+    if note:
+        message += f"; {note}"
+    status: FitStatus = "converged" if converged and not note else "failed"
+
+    scales_all, smears_all = problem.values_from_theta(theta)
+    ns = len(problem.free_scale)
+    stat_int = np.sqrt(np.diag(cov))
+    mc_int = np.sqrt(np.abs(np.diag(cov_mc)))
+    n_pairs_scale = np.zeros(problem.n_scale)
+    n_pairs_smear = np.zeros(problem.n_smear)
+    for r in range(len(problem.codes)):
+        for a in set(problem.leg_scale[r].tolist()):
+            n_pairs_scale[a] += problem.n_data[r]
+        for b in set(problem.leg_smear[r].tolist()):
+            n_pairs_smear[b] += problem.n_data[r]
+    slabels = _labels(scale_labels, "scale", problem.n_scale)
+    mlabels = _labels(smear_labels, "smear", problem.n_smear)
+    ignored_s = set(config.ignore_scales)
+    ignored_m = set(config.ignore_smears)
+
+    scales: list[CategoryFit] = []
+    user_err = np.full(problem.n_params, np.nan)
+    for a in range(problem.n_scale):
+        val = float(scales_all[a])
+        if a in problem.free_scale:
+            i = problem.free_scale.index(a)
+            st, mc = val * stat_int[i], val * mc_int[i]
+            user_err[i] = -val  # d scale / dx
+            scales.append(
+                CategoryFit(
+                    "scale",
+                    a,
+                    slabels[a],
+                    val,
+                    float(st),
+                    float(mc),
+                    float(n_pairs_scale[a]),
+                    bool(at_bound[i]),
+                )
+            )
+        else:
+            state: Literal["fixed", "ignored"] = "ignored" if a in ignored_s else "fixed"
+            scales.append(
+                CategoryFit(
+                    "scale", a, slabels[a], val, 0.0, 0.0, float(n_pairs_scale[a]), False, state
+                )
+            )
+    smears: list[CategoryFit] = []
+    for b in range(problem.n_smear):
+        val = float(smears_all[b])
+        if b in problem.free_smear:
+            i = ns + problem.free_smear.index(b)
+            st, mc = _smear_err(val, stat_int[i]), _smear_err(val, mc_int[i])
+            tot_v = math.hypot(stat_int[i], mc_int[i])
+            user_err[i] = _smear_err(val, tot_v) / tot_v if tot_v > 0 else math.nan
+            smears.append(
+                CategoryFit(
+                    "smear", b, mlabels[b], val, st, mc, float(n_pairs_smear[b]), bool(at_bound[i])
+                )
+            )
+        else:
+            state = "ignored" if b in ignored_m else "fixed"
+            smears.append(
+                CategoryFit(
+                    "smear", b, mlabels[b], val, 0.0, 0.0, float(n_pairs_smear[b]), False, state
+                )
+            )
+    cov_tot = cov + np.where(np.isnan(cov_mc), 0.0, cov_mc)
+    cov_user = cov_tot * np.outer(user_err, user_err)
+
+    wall = time.perf_counter() - t0
+    result = FitResult(
+        scales=tuple(scales),
+        smears=tuple(smears),
+        status=status,
+        message=message,
+        n_eval=int(info["n_eval"]),
+        grad_norm=float(info["grad_norm"]),
+        edm=edm,
+        nll=float(info["nll"]),
+        wall_time=wall,
+        regions=problem.regions,
+        window=problem.window,
+        rebin=problem.model.rebin,
+        config=config,
+        covariance=cov_user,
+        parameters=problem.names,
+        timings=timings,
+        n_start_eval=n_scan,
+    )
+    bound = [c.label for c in (*scales, *smears) if c.at_bound]
+    if bound:
+        log.warning("parameters at a bound of the fit range: %s", ", ".join(bound))
+    if status == "failed":
+        log.warning("fit failed: %s", message)
+    else:
+        log.info(
+            "fit converged: %d parameters, %d regions, %d evaluations, NLL %.6g, EDM %.2g, %.2f s",
+            problem.n_params,
+            len(problem.codes),
+            result.n_eval,
+            result.nll,
+            edm,
+            wall,
+        )
+    return result
+
+
+def fit_arrays(
+    data: ArrayLike,
+    mc_w: ArrayLike,
+    mc_w2: ArrayLike,
+    regions: ArrayLike,
+    mass_edges: ArrayLike,
+    cell_scale: ArrayLike,
+    cell_smear: ArrayLike,
+    config: FitConfig | None = None,
+    *,
+    n_scale: int | None = None,
+    n_smear: int | None = None,
+    scale_labels: Sequence[str] | None = None,
+    smear_labels: Sequence[str] | None = None,
+) -> FitResult:
+    """Fit scales and smearings to per-region fine mass histograms given as arrays.
+
+    Args:
+        data: data Σw per (region, fine mass bin), ``(R, n)``.
+        mc_w: MC Σw, ``(R, n)``.
+        mc_w2: MC Σw², ``(R, n)``.
+        regions: region codes ``min(ci, cj) * n_cells + max(ci, cj)``, ``(R,)``.
+        mass_edges: fine mass-bin edges in GeV, ``(n + 1,)``, uniform in ``log m``.
+        cell_scale: scale-category index of each cell.
+        cell_smear: smear-category index of each cell.
+        config: fit settings (default :class:`FitConfig()`).
+        n_scale: number of scale categories (default from ``cell_scale``).
+        n_smear: number of smear categories (default from ``cell_smear``).
+        scale_labels: labels of the scale categories (for the result).
+        smear_labels: labels of the smear categories.
+
+    Returns:
+        The :class:`FitResult` (check ``status`` or call ``raise_if_failed()``).
+
+    Raises:
+        FitError: bad inputs, no usable region, a fitted category without regions,
+            non-finite NLL.
+
+    Example:
+        >>> # res = fit_arrays(data, mc_w, mc_w2, codes, edges, [0, 1], [0, 0])
+        >>> # res.scale_values(), res.smear_values()
+    """
+    cfg = FitConfig() if config is None else config
+    t0 = time.perf_counter()
+    problem = build_problem(
+        data,
+        mc_w,
+        mc_w2,
+        regions,
+        mass_edges,
+        cell_scale,
+        cell_smear,
+        cfg,
+        n_scale=n_scale,
+        n_smear=n_smear,
+    )
+    return fit_problem(
+        problem,
+        cfg,
+        scale_labels=scale_labels,
+        smear_labels=smear_labels,
+        t_start=t0,
+        t_setup=time.perf_counter() - t0,
+    )
+
+
+def check_scheme(hset: HistogramSet, scheme: CategoryScheme | None) -> CategoryScheme:
+    """The scheme of ``hset``, checked against ``scheme`` when one is given.
+
+    Raises:
+        FitError: the schemes differ (naming both sources).
+    """
+    hs = hset.scheme()
+    if scheme is None:
+        return hs
+    if scheme.n_cells != hs.n_cells:
+        msg = (
+            f"categories {scheme.source!r} define {len(scheme.scale)} scale x "
+            f"{len(scheme.smear)} smear categories = {scheme.n_cells} cells, but the "
+            f"histograms were filled with {hs.source!r}: {len(hs.scale)} x {len(hs.smear)} = "
+            f"{hs.n_cells} cells"
+        )
+        raise FitError(msg)
+    if scheme.to_yaml_dict() != hs.to_yaml_dict():
+        mine, theirs = scheme.to_yaml_dict(), hs.to_yaml_dict()
+        where = (
+            next(
+                f"{kind}[{i}] {a} vs {b}"
+                for kind in ("scale", "smear")
+                for i, (a, b) in enumerate(zip(mine[kind], theirs[kind], strict=False))
+                if a != b
+            )
+            if any(mine[k] != theirs[k] for k in ("scale", "smear"))
+            else "metadata"
+        )
+        msg = (
+            f"categories {scheme.source!r} differ from those the histograms were filled with "
+            f"({hs.source!r}): {where}"
+        )
+        raise FitError(msg)
+    return scheme
+
+
+def histogram_arrays(
+    hset: HistogramSet, data_variation: str, mc_variation: str
+) -> tuple[NDArray[np.int64], FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``(regions, data, mc_w, mc_w2, mass_edges)`` from a :class:`HistogramSet`.
+
+    Raises:
+        FitError: no data or MC dataset, or an unknown variation.
+    """
+    for kind, var in (("data", data_variation), ("mc", mc_variation)):
+        if not hset.datasets_of(kind):
+            msg = (
+                f"histograms contain no dataset of kind {kind!r} (datasets and kinds: {hset.kinds})"
+            )
+            raise FitError(msg)
+        if var not in hset.variations:
+            msg = f"variation {var!r} not in the histograms; available: {hset.variations}"
+            raise FitError(msg)
+    regions, data, _ = hset.region_arrays("data", data_variation)
+    regions_mc, mc_w, mc_w2 = hset.region_arrays("mc", mc_variation)
+    assert np.array_equal(regions, regions_mc)
+    edges = np.asarray(hset.hist.axes["mass"].edges, dtype=np.float64)
+    return regions, data, mc_w, mc_w2, edges
+
+
+def fit_histograms(
+    hset: HistogramSet,
+    config: FitConfig | None = None,
+    *,
+    scheme: CategoryScheme | None = None,
+    data_variation: str = "nominal",
+    mc_variation: str = "nominal",
+) -> FitResult:
+    """Fit scales (data) and smearings (MC) to the pair-mass histograms of ``hset``.
+
+    Args:
+        hset: histograms with data and MC datasets.
+        config: fit settings (default :class:`FitConfig()`).
+        scheme: category scheme to check against the one the histograms were filled with.
+        data_variation: variation of the data histograms to fit.
+        mc_variation: variation of the MC templates.
+
+    Returns:
+        The :class:`FitResult`.
+
+    Raises:
+        FitError: mismatched categories, missing datasets/variations, or any
+            :func:`fit_arrays` error.
+
+    Example:
+        >>> # from zcalib.histograms import load_histograms
+        >>> # res = fit_histograms(load_histograms("hists.npz")).raise_if_failed()
+    """
+    cfg = FitConfig() if config is None else config
+    t0 = time.perf_counter()
+    sch = check_scheme(hset, scheme)
+    regions, data, mc_w, mc_w2, edges = histogram_arrays(hset, data_variation, mc_variation)
+    problem = build_problem(
+        data,
+        mc_w,
+        mc_w2,
+        regions,
+        edges,
+        sch.cell_scale_index(),
+        sch.cell_smear_index(),
+        cfg,
+        n_scale=len(sch.scale),
+        n_smear=len(sch.smear),
+    )
+    return fit_problem(
+        problem,
+        cfg,
+        scale_labels=[c.label() for c in sch.scale],
+        smear_labels=[c.label() for c in sch.smear],
+        t_start=t0,
+        t_setup=time.perf_counter() - t0,
+    )

@@ -1,0 +1,516 @@
+"""Pair skims: apply the pair preselection once and keep only the needed columns, in Parquet.
+
+``zcalib skim`` (pymin's pruner, without its TSV) reads the original ntuples with the same
+coffea ``Runner`` as the histogram step (any executor, retries, ``skip_bad_files``), keeps the
+pairs passing the preselection and writes one row per pair::
+
+    energy_1 energy_2 eta_1 eta_2 sc_eta_1 sc_eta_2 phi_1 phi_2 r9_1 r9_2   float64
+    gain_1 gain_2 (12/6/1)  charge_1 charge_2  id_1 id_2 (ID_BITS)           small ints
+    run [lumi] [event] weight [npu] mass                                      per pair
+
+(``lumi``, ``event`` and ``npu`` only when the source has them). Values are exactly those the
+processor computes from the original input, so histograms filled from a skim
+(``format: parquet``) equal those filled from the original files.
+
+The preselection is the histogram selection made *looser* by ``margin`` (default 5 %) on the
+energy-dependent cuts (Et thresholds, mass window), so prior scale corrections applied when
+filling cannot move a pair across a skim cut. A histogram selection over a skim may only be
+tighter than the skim's (checked when filling).
+
+Layout of the output folder::
+
+    <out>/<dataset>/<source stem>.parquet        one skim per source file
+    <out>/<dataset>/<source stem>.parquet.json   its provenance (sidecar) + SHA-256
+    <out>/skim.json                              every file's provenance, skipped files
+    <out>/datasets.yaml                          dataset description (format: parquet)
+    <out>/skim.metrics.json                      run metrics
+
+The provenance record (source path, entries, fingerprint, selection, cutflow, Σw, zcalib
+version) is also stored in each Parquet file's key-value metadata under ``zcalib.skim``.
+Workers write per-chunk part files into ``<out>/.parts-*`` (the folder must be shared with
+the workers), merged per source file at the end; every output is written atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from coffea.nanoevents import BaseSchema
+
+from zcalib._atomic import atomic_open, atomic_write_text
+from zcalib.config import DatasetConfig, SelectionConfig
+from zcalib.exceptions import InputError, InvalidConfig
+from zcalib.histograms import MassBinning
+from zcalib.io.formats import ID_BITS, SKIM_LEPTON_COLUMNS, Leptons, extract_leptons, nanoaod_schema
+from zcalib.io.preflight import SKIM_METADATA_KEY, FileInfo, bad_files_message, preflight
+from zcalib.metrics import build_metrics, write_metrics, zcalib_version
+from zcalib.processors.zee import ZeeProcessor, pair_selection
+from zcalib.runner import RunOptions, file_fingerprint, run_processor
+
+__all__ = ["SKIM_CUTS", "SkimFile", "SkimProcessor", "SkimResult", "skim", "skim_selection"]
+
+log = logging.getLogger(__name__)
+
+#: Cuts a skim applies, in cutflow order (the processor's CUTS without ``categorised``).
+SKIM_CUTS: tuple[str, ...] = ("two_leptons", "id", "eta", "et", "charge", "mass")
+SKIM_FORMAT_VERSION = 1
+
+_INT_TYPES = {"gain": "int16", "charge": "int8", "id": "int8"}
+
+
+def skim_selection(
+    selection: SelectionConfig, binning: MassBinning, margin: float
+) -> tuple[SelectionConfig, MassBinning]:
+    """The preselection of a skim: ``selection`` with Et cuts and mass window looser by
+    ``margin`` (relative).
+
+    Example:
+        >>> sel, mb = skim_selection(SelectionConfig(), MassBinning(), 0.05)
+        >>> sel.min_et_lead, round(mb.lo, 6), round(mb.hi, 6)
+        (23.75, 57.0, 126.0)
+    """
+    if not 0.0 <= margin < 1.0:
+        msg = f"skim margin must be in [0, 1), got {margin}"
+        raise InvalidConfig(msg)
+    sel = selection.with_overrides(
+        min_et_lead=selection.min_et_lead * (1.0 - margin),
+        min_et_sublead=selection.min_et_sublead * (1.0 - margin),
+    )
+    mb = MassBinning(n_bins=binning.n_bins, lo=binning.lo * (1.0 - margin),
+                     hi=binning.hi * (1.0 + margin))
+    return sel, mb
+
+
+@dataclass
+class SkimProcessor(ZeeProcessor):
+    """Select pairs and write them as Parquet part files (one per chunk).
+
+    Reuses :class:`ZeeProcessor`'s lepton extraction, value checks and pair selection; the
+    category scheme is not used. Output per chunk::
+
+        {"cutflow": {file: {cut: n}}, "sumw": {file: Σw before selection},
+         "parts": {(dataset, file, start, stop, part_path, rows)},
+         "errors": {...}, "failed": {...}}
+
+    Args:
+        parts_dir: folder (shared with the workers) for the part files.
+    """
+
+    parts_dir: str = ""
+
+    def event_columns(self, dataset: str) -> list[str]:
+        """Per-pair columns written for ``dataset`` (``lumi``/``event``/``npu`` if present)."""
+        have = set(self.available.get(dataset, {}))
+        if self.fmt == "nanoaod":
+            have |= {"lumi", "event"}
+        if self.fmt == "flat" and self.column_map is not None:
+            have |= {r for r in ("lumi", "event", "npu") if getattr(self.column_map, r)}
+        cols = ["run"]
+        cols += [c for c in ("lumi", "event") if c in have]
+        cols.append("weight")
+        if "npu" in have:
+            cols.append("npu")
+        cols.append("mass")
+        return cols
+
+    def columns(self, dataset: str) -> list[str]:
+        """Every column of the skim of ``dataset``, in file order."""
+        lep = [f"{c}_{i}" for c in SKIM_LEPTON_COLUMNS for i in (1, 2)]
+        return lep + self.event_columns(dataset)
+
+    def schema(self, dataset: str) -> Any:
+        """The Arrow schema of the skim of ``dataset``."""
+        import pyarrow as pa
+
+        fields = []
+        for name in self.columns(dataset):
+            base = name.rsplit("_", 1)[0] if name[-2:] in ("_1", "_2") else name
+            if base in _INT_TYPES:
+                fields.append(pa.field(name, _INT_TYPES[base]))
+            elif base in ("run", "lumi", "event"):
+                fields.append(pa.field(name, pa.int64()))
+            else:
+                fields.append(pa.field(name, pa.float64()))
+        return pa.schema(fields)
+
+    def process(self, events: Any) -> dict[str, Any]:
+        """Select the pairs of one chunk and write them to a part file."""
+        meta = events.metadata
+        dataset = meta["dataset"]
+        filename = str(meta.get("filename", "?"))
+        start, stop = int(meta.get("entrystart") or 0), int(meta.get("entrystop") or 0)
+        where = f"{filename} (entries {start}-{stop})"
+        out: dict[str, Any] = {
+            "cutflow": {filename: {"all": len(events)}},
+            "sumw": {filename: 0.0},
+            "parts": set(),
+            "errors": set(),
+            "failed": set(),
+        }
+        try:
+            lep = extract_leptons(events, self.fmt, id_level=self.selection.id_level,
+                                  available=self.available.get(dataset, {}),
+                                  column_map=self.column_map)
+        except Exception as err:  # noqa: BLE001  (unreadable baskets surface here)
+            reason = f"cannot read events ({err.__class__.__name__}: {err})"
+            out["errors"].add(f"{where}: {reason}")
+            out["failed"].add((dataset, filename, start, stop, reason))
+            out["cutflow"][filename]["all"] = 0
+            return out
+        bad = self._check_finite(lep, where, start)
+        if bad:
+            out["errors"].add(bad)
+            return out
+        kind = self.kinds[dataset]
+        out["sumw"][filename] = float(lep.weight.sum()) if kind == "mc" else float(len(lep))
+        mass, sel = pair_selection(lep, lep.energy, self.selection, self.binning)
+        cut = np.ones(len(lep), dtype=bool)
+        for name in SKIM_CUTS:
+            cut = cut & sel.all(name)
+            out["cutflow"][filename][name] = int(cut.sum())
+        rows = int(cut.sum())
+        path = ""
+        if rows:
+            table = self._table(lep, mass, cut, dataset)
+            digest = hashlib.blake2b(f"{dataset}\0{filename}".encode(), digest_size=8).hexdigest()
+            p = Path(self.parts_dir) / f"{digest}-{start}-{stop}.parquet"
+            _write_table(table, p)
+            path = str(p)
+        out["parts"].add((dataset, filename, start, stop, path, rows))
+        return out
+
+    def _table(self, lep: Leptons, mass: Any, cut: Any, dataset: str) -> Any:
+        import pyarrow as pa
+
+        schema = self.schema(dataset)
+        id_bits = lep.id_bits if lep.id_bits is not None else np.zeros_like(lep.gain)
+        per_lepton = {
+            "energy": lep.energy, "eta": lep.eta, "sc_eta": lep.sc_eta, "phi": lep.phi,
+            "r9": lep.r9, "gain": lep.gain, "charge": lep.charge, "id": id_bits,
+        }
+        per_event = {
+            "run": lep.run, "lumi": lep.lumi, "event": lep.event, "weight": lep.weight,
+            "npu": lep.npu, "mass": mass,
+        }
+        arrays = []
+        for f in schema:
+            name = f.name
+            if name[-2:] in ("_1", "_2"):
+                values = per_lepton[name[:-2]][cut, int(name[-1]) - 1]
+            else:
+                values = per_event[name][cut]
+            arrays.append(pa.array(np.asarray(values).astype(f.type.to_pandas_dtype())))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _write_table(table: Any, path: Path, metadata: Mapping[str, str] | None = None) -> None:
+    import pyarrow.parquet as pq
+
+    if metadata:
+        table = table.replace_schema_metadata(dict(metadata))
+    with atomic_open(path, "wb") as fh:
+        pq.write_table(table, fh)
+
+
+@dataclass(frozen=True)
+class SkimFile:
+    """One skim written (one per source file).
+
+    Attributes:
+        path: the Parquet file.
+        dataset: its dataset.
+        source: the original input file.
+        rows: pairs written.
+        entries: entries of the source that were read.
+        provenance: the provenance record (also in the file's key-value metadata).
+    """
+
+    path: Path
+    dataset: str
+    source: str
+    rows: int
+    entries: int
+    provenance: dict[str, Any] = field(compare=False)
+
+
+@dataclass(frozen=True)
+class SkimResult:
+    """What :func:`skim` wrote.
+
+    Attributes:
+        files: the skims, one per source file.
+        datasets_yaml: dataset description of the skims (``format: parquet``).
+        record: ``skim.json`` (provenance of every file, skipped inputs).
+        metrics: the run metrics (also in ``skim.metrics.json``).
+        skipped_files: input files (or chunks) skipped with ``skip_bad_files``.
+    """
+
+    files: list[SkimFile]
+    datasets_yaml: Path
+    record: Path
+    metrics: dict[str, Any]
+    skipped_files: list[dict[str, Any]]
+
+
+def skim(
+    cfg: DatasetConfig,
+    out_dir: str | Path,
+    *,
+    selection: SelectionConfig | None = None,
+    binning: MassBinning | None = None,
+    margin: float = 0.05,
+    options: RunOptions | None = None,
+) -> SkimResult:
+    """Write Parquet pair skims of every input file of ``cfg`` into ``out_dir``.
+
+    Args:
+        cfg: the dataset description of the original ntuples.
+        out_dir: output folder (created; existing skims of the same names are replaced).
+        selection: the histogram selection the skim must serve (default selection).
+        binning: the histogram mass binning (its window, widened by ``margin``, is cut on).
+        margin: relative loosening of the Et thresholds and the mass window.
+        options: executor, chunking, retries, ``skip_bad_files`` (checkpoints are not used).
+
+    Returns:
+        The files written and their provenance.
+
+    Raises:
+        InputError: bad input files (all listed) unless ``skip_bad_files``; bad values.
+        InvalidConfig: bad options.
+
+    Example:
+        >>> res = skim(cfg, "skims/")                                  # doctest: +SKIP
+        >>> hs = build_histograms(load_dataset_config(res.datasets_yaml), scheme)  # doctest: +SKIP
+    """
+    t_start = time.perf_counter()
+    opts = options or RunOptions()
+    opts.check()
+    sel_hist = selection or SelectionConfig()
+    sel, mb = skim_selection(sel_hist, binning or MassBinning(), margin)
+    if cfg.format == "ecalelf" and sel.id_level == "loose":
+        msg = "id_level 'loose' is not available in ECALELF eleID; allowed: none, medium, tight"
+        raise InvalidConfig(msg)
+    out = Path(out_dir)
+
+    t0 = time.perf_counter()
+    pre = preflight(cfg)
+    if pre.bad and not opts.skip_bad_files:
+        raise InputError(bad_files_message(pre.bad))
+    for b in pre.bad:
+        log.warning("skipping bad input file (skip_bad_files): %s", b.message)
+    infos = pre.files
+    if not infos:
+        msg = f"no readable input files: all {len(pre.bad)} failed the checks"
+        raise InputError(msg)
+    available: dict[str, dict[str, str]] = {}
+    for info in infos:
+        available[info.dataset] = dict(info.optional)
+    t_checks = time.perf_counter() - t0
+
+    parts_dir = out / f".parts-{uuid.uuid4().hex[:12]}"
+    proc = SkimProcessor(
+        fmt=cfg.format, categories={}, kinds=cfg.kinds(), available=available, selection=sel,
+        binning=mb, column_map=cfg.column_map, parts_dir=str(parts_dir.resolve()),
+    )
+    fileset: dict[str, Any] = {}
+    for info in infos:
+        ds = fileset.setdefault(info.dataset, {"files": {}, "metadata": {}})
+        ds["files"][info.path] = info.treename
+    schema = nanoaod_schema() if cfg.format == "nanoaod" else BaseSchema
+    t1 = time.perf_counter()
+    try:
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        run = run_processor(fileset, proc, fmt=cfg.format, schema=schema,
+                            options=RunOptions(**{**_fields(opts), "checkpoint_dir": None,
+                                                  "resume": False, "metrics_path": None}))
+        t_run = time.perf_counter() - t1
+        skipped = [b.record() for b in pre.bad]
+        errors = set(run.out["errors"])
+        failed = run.out.get("failed", set())
+        if opts.skip_bad_files:
+            errors -= {f"{f} (entries {a}-{b}): {r}" for _, f, a, b, r in failed}
+            skipped += _failed_records(failed)
+        elif failed:
+            errors |= {f"{f} (entries {a}-{b}): {r}" for _, f, a, b, r in failed}
+        if errors:
+            ordered = sorted(errors)
+            more = f" (and {len(ordered) - 1} more)" if len(ordered) > 1 else ""
+            raise InputError(ordered[0] + more)
+        files = _merge(out, proc, infos, run.out, cfg, sel, mb, margin, failed)
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+
+    n_events = sum(f.entries for f in files)
+    metrics = build_metrics(
+        coffea_metrics=run.metrics, workers=run.workers, events=n_events,
+        wall_time_s=time.perf_counter() - t_start, wall_time_checks_s=t_checks,
+        wall_time_fill_s=t_run, executor=run.executor, chunksize=opts.chunksize,
+        n_workers=run.n_workers, dashboard=run.dashboard, skipped_files=skipped,
+        extra={"rows_written": sum(f.rows for f in files)},
+    )
+    write_metrics(out / "skim.metrics.json", metrics)
+    if opts.metrics_path is not None:
+        write_metrics(opts.metrics_path, metrics)
+    datasets_yaml = _write_datasets_yaml(out, cfg, files)
+    record = out / "skim.json"
+    atomic_write_text(record, json.dumps({
+        "format": "zcalib-skim-set",
+        "format_version": SKIM_FORMAT_VERSION,
+        "zcalib_version": zcalib_version(),
+        "selection": sel.model_dump(),
+        "mass_window": [mb.lo, mb.hi],
+        "margin": margin,
+        "files": [{"path": str(f.path.relative_to(out)), "sha256": _sha256(f.path),
+                   **f.provenance} for f in files],
+        "skipped_files": skipped,
+        "datasets_yaml": datasets_yaml.name,
+    }, indent=2) + "\n")
+    if skipped:
+        log.warning("skim: skipped %d bad input file(s): %s", len(skipped),
+                    "; ".join(f"{r['path']} ({r['reason']})" for r in skipped))
+    log.info("skimmed %d events into %d pairs (%d files) in %.1f s", n_events,
+             sum(f.rows for f in files), len(files), t_run)
+    return SkimResult(files=files, datasets_yaml=datasets_yaml, record=record, metrics=metrics,
+                      skipped_files=skipped)
+
+
+def _fields(opts: RunOptions) -> dict[str, Any]:
+    import dataclasses
+
+    return {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}
+
+
+def _failed_records(failed: set[tuple[str, str, int, int, str]]) -> list[dict[str, Any]]:
+    by_file: dict[str, dict[str, Any]] = {}
+    for dataset, filename, start, stop, reason in sorted(failed):
+        rec = by_file.setdefault(filename, {"path": filename, "dataset": dataset, "reason": [],
+                                            "entries_lost": 0})
+        rec["reason"].append(f"entries {start}-{stop}: {reason}")
+        rec["entries_lost"] += stop - start
+    return [{**r, "reason": "; ".join(r["reason"])} for r in by_file.values()]
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "dataset"
+
+
+def _merge(
+    out: Path,
+    proc: SkimProcessor,
+    infos: list[FileInfo],
+    result: Mapping[str, Any],
+    cfg: DatasetConfig,
+    sel: SelectionConfig,
+    mb: MassBinning,
+    margin: float,
+    failed: set[tuple[str, str, int, int, str]],
+) -> list[SkimFile]:
+    """Merge the part files of each source file into its skim, with provenance."""
+    import pyarrow.parquet as pq
+
+    parts: dict[tuple[str, str], list[tuple[int, int, str, int]]] = {}
+    for dataset, filename, start, stop, path, rows in result["parts"]:
+        parts.setdefault((dataset, filename), []).append((start, stop, path, rows))
+    kinds = cfg.kinds()
+    used: set[Path] = set()
+    files: list[SkimFile] = []
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    for info in infos:
+        key = (info.dataset, info.path)
+        chunks = sorted(parts.get(key, []))
+        lost = sorted((a, b, r) for d, f, a, b, r in failed if (d, f) == key)
+        if not chunks and not lost:
+            continue  # not processed (maxchunks)
+        folder = out / _safe_name(info.dataset)
+        target = folder / f"{Path(info.path).stem}.parquet"
+        if target in used:
+            target = folder / f"{Path(info.path).stem}-{file_fingerprint(info.path)[:8]}.parquet"
+        used.add(target)
+        rows = sum(c[3] for c in chunks)
+        entries = sum(b - a for a, b, _, _ in chunks)
+        cutflow = result["cutflow"].get(info.path, {})
+        provenance = {
+            "format": "zcalib-skim",
+            "format_version": SKIM_FORMAT_VERSION,
+            "zcalib_version": zcalib_version(),
+            "created": created,
+            "source": {
+                "path": info.path,
+                "dataset": info.dataset,
+                "kind": kinds[info.dataset],
+                "format": cfg.format,
+                "tree": info.treename,
+                "entries": info.entries,
+                "entries_read": entries,
+                "fingerprint": file_fingerprint(info.path),
+                "size_bytes": Path(info.path).stat().st_size if "://" not in info.path else None,
+            },
+            "selection": sel.model_dump(),
+            "mass_window": [mb.lo, mb.hi],
+            "margin": margin,
+            "cuts": list(SKIM_CUTS),
+            "cutflow": {c: int(cutflow.get(c, 0)) for c in ("all", *SKIM_CUTS)},
+            "sumw": float(result["sumw"].get(info.path, 0.0)),
+            "rows": rows,
+            "columns": proc.columns(info.dataset),
+            "has_event_ids": "event" in proc.event_columns(info.dataset),
+            "id_bits": {k: v for k, v in ID_BITS.items() if v},
+            "skipped_chunks": [[a, b, r] for a, b, r in lost],
+        }
+        schema = proc.schema(info.dataset).with_metadata(
+            {SKIM_METADATA_KEY: json.dumps(provenance)}
+        )
+        with atomic_open(target, "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
+            for _, _, path, n in chunks:
+                if n:
+                    writer.write_table(pq.read_table(path).replace_schema_metadata(
+                        schema.metadata))
+        atomic_write_text(target.with_name(target.name + ".json"), json.dumps(
+            {"path": target.name, "sha256": _sha256(target), **provenance}, indent=2) + "\n")
+        files.append(SkimFile(path=target, dataset=info.dataset, source=info.path, rows=rows,
+                              entries=entries, provenance=provenance))
+    return files
+
+
+def _write_datasets_yaml(out: Path, cfg: DatasetConfig, files: list[SkimFile]) -> Path:
+    datasets = []
+    for ds in cfg.datasets:
+        mine = [f for f in files if f.dataset == ds.name]
+        keep = [str(f.path.relative_to(out)) for f in mine if f.rows > 0]
+        for f in mine:
+            if f.rows == 0:
+                log.warning("%s: no pair passed the skim selection; left out of %s", f.path,
+                            "datasets.yaml")
+        if not keep:
+            continue
+        entry: dict[str, Any] = {"name": ds.name, "kind": ds.kind, "files": keep}
+        if ds.metadata:
+            entry["metadata"] = dict(ds.metadata)
+        datasets.append(entry)
+    path = out / "datasets.yaml"
+    text = "# written by zcalib skim\n" + yaml.safe_dump(
+        {"schema_version": 1, "format": "parquet", "datasets": datasets}, sort_keys=False
+    )
+    atomic_write_text(path, text)
+    return path
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,140 @@
+"""Real Dask processes for cluster tests: a ``dask scheduler`` and ``dask worker`` subprocesses
+on 127.0.0.1, started with bounded waits and always cleaned up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from zcalib.histograms import HistogramSet
+
+DASK = Path(sys.executable).parent / "dask"
+PILEUP = ROOT / "corrections" / "pileup_demo.json"
+STARTUP_S = 60.0
+
+
+class DaskProcesses:
+    """A scheduler and named workers running as subprocesses."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.scheduler_file = folder / "scheduler.json"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.address = ""
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = (self.folder / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(  # noqa: S603
+            [str(DASK), *args], stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.folder, env={**os.environ, "PYTHONWARNINGS": "ignore",
+                                 "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"},
+            start_new_session=True,
+        )
+
+    def start(self, n_workers: int = 2) -> DaskProcesses:
+        self._spawn("scheduler", [
+            "scheduler", "--host", "127.0.0.1", "--port", "0",
+            "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(self.scheduler_file),
+            "--idle-timeout", "600",
+        ])
+        deadline = time.monotonic() + STARTUP_S
+        while not self.scheduler_file.is_file() or not self.scheduler_file.read_text().strip():
+            self._check_alive("scheduler", deadline)
+            time.sleep(0.1)
+        self.address = json.loads(self.scheduler_file.read_text())["address"]
+        for i in range(n_workers):
+            self._spawn(f"w{i}", [
+                "worker", self.address, "--name", f"w{i}", "--nthreads", "1", "--no-nanny",
+                "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "2GiB",
+                "--death-timeout", "60",
+            ])
+        self.wait_for_workers(n_workers)
+        return self
+
+    def _check_alive(self, name: str, deadline: float) -> None:
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            log = (self.folder / f"{name}.log").read_text(errors="replace")[-2000:]
+            pytest.fail(f"dask {name} exited with {proc.returncode}:\n{log}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"dask {name} did not start within {STARTUP_S:.0f} s")
+
+    def client(self):
+        from distributed import Client
+
+        return Client(self.address, timeout="30s")
+
+    def wait_for_workers(self, n: int) -> None:
+        with self.client() as c:
+            c.wait_for_workers(n, timeout=STARTUP_S)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (no clean shutdown)."""
+        proc = self.procs[name]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def close(self) -> None:
+        """Stop the workers, then the scheduler (SIGTERM, SIGKILL after a bounded wait)."""
+        workers = [p for n, p in self.procs.items() if n != "scheduler"]
+        for group in (workers, [self.procs["scheduler"]] if "scheduler" in self.procs else []):
+            for proc in group:
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in group:
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def dask_processes(tmp_path_factory):
+    """A scheduler and two single-threaded workers (module scope; do not kill workers)."""
+    procs = DaskProcesses(tmp_path_factory.mktemp("dask"))
+    try:
+        yield procs.start(2)
+    finally:
+        procs.close()
+
+
+@pytest.fixture
+def fresh_dask_processes(tmp_path):
+    """A scheduler and two workers for one test (workers may be killed)."""
+    procs = DaskProcesses(tmp_path)
+    try:
+        yield procs.start(2)
+    finally:
+        procs.close()
+
+
+def _arrays(hs: HistogramSet, kind: str, variation: str = "nominal"):
+    regions, w, w2 = hs.region_arrays(kind, variation)
+    return {int(r): (w[i], w2[i]) for i, r in enumerate(regions)}
+
+
+def assert_same_histograms(a: HistogramSet, b: HistogramSet, *, rtol: float = 1e-12) -> None:
+    """Identical cutflow; data exactly equal and MC Σw, Σw² to ``rtol``, region by region label."""
+    assert a.cutflow == b.cutflow
+    assert sorted(a.variations) == sorted(b.variations)
+    da, db = _arrays(a, "data"), _arrays(b, "data")
+    assert da.keys() == db.keys()
+    for r in da:
+        np.testing.assert_array_equal(da[r][0], db[r][0])
+        np.testing.assert_array_equal(da[r][1], db[r][1])
+    for var in a.variations:
+        ma, mb = _arrays(a, "mc", var), _arrays(b, "mc", var)
+        assert ma.keys() == mb.keys()
+        for r in ma:
+            np.testing.assert_allclose(ma[r][0], mb[r][0], rtol=rtol, atol=0)
+            np.testing.assert_allclose(ma[r][1], mb[r][1], rtol=rtol, atol=0)
