@@ -81,7 +81,7 @@ def _edm(grad: FloatArray, hess: FloatArray, free: NDArray[np.bool_]) -> float:
     g = grad[free]
     h = hess[np.ix_(free, free)]
     try:
-        return float(0.5 * g @ np.linalg.solve(h, g))
+        return abs(float(0.5 * g @ np.linalg.solve(h, g)))
     except np.linalg.LinAlgError:
         return math.inf
 
@@ -374,6 +374,7 @@ def fit_problem(
         parameters=problem.names,
         timings=timings,
         n_start_eval=n_scan,
+        minimizer_success=bool(info["success"]),
     )
     bound = [c.label for c in (*scales, *smears) if c.at_bound]
     if bound:

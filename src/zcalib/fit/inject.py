@@ -267,6 +267,7 @@ def inject_arrays(
             cfg,
             n_scale=n_scale,
             n_smear=n_smear,
+            warn=False,
         )
         res = fit_problem(prob_k, cfg, scale_labels=scale_labels, smear_labels=smear_labels)
         if res.status != "converged":

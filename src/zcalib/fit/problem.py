@@ -24,7 +24,6 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -324,6 +323,7 @@ def build_problem(
     *,
     n_scale: int | None = None,
     n_smear: int | None = None,
+    warn: bool = True,
 ) -> FitProblem:
     """Validate fine per-region histograms and build the :class:`FitProblem`.
 
@@ -339,6 +339,7 @@ def build_problem(
         config: the fit configuration.
         n_scale: number of scale categories (default ``max(cell_scale) + 1``).
         n_smear: number of smear categories (default ``max(cell_smear) + 1``).
+        warn: log excluded regions as a warning (else at debug level, e.g. for toys).
 
     Raises:
         FitError: inconsistent shapes, non-finite or negative inputs, bad region codes, no
@@ -451,7 +452,8 @@ def build_problem(
     if dropped:
         shown = "; ".join(f"region {i.code} cells {i.cells}: {i.reason}" for i in dropped[:10])
         more = f" (+{len(dropped) - 10} more)" if len(dropped) > 10 else ""
-        log.warning(
+        log.log(
+            logging.WARNING if warn else logging.DEBUG,
             "%d of %d pair regions excluded from the fit: %s%s",
             len(dropped),
             len(infos),
@@ -549,15 +551,3 @@ def _check_coverage(kind: str, free: tuple[int, ...], legs: IntArray, option: st
             f"'{option}' to hold them fixed"
         )
         raise FitError(msg)
-
-
-def problem_summary(problem: FitProblem) -> dict[str, Any]:
-    """Small dict describing a problem (sizes), for logs and benchmarks."""
-    m = problem.model
-    return {
-        "regions": len(problem.codes),
-        "parameters": problem.n_params,
-        "data_bins": int(m.data.shape[1]),
-        "rebin": m.rebin,
-        "fine_bins": int(m.template.shape[1]),
-    }

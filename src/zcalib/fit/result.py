@@ -113,6 +113,8 @@ class FitResult:
         message: minimiser message plus convergence diagnostics.
         n_eval: NLL+gradient evaluations of the minimiser (start scans not included).
         n_start_eval: batched NLL evaluations of the start scans.
+        minimizer_success: scipy's L-BFGS-B success flag (``status`` also accepts a fit
+            whose EDM is below tolerance when L-BFGS-B stopped on a line-search failure).
         grad_norm: norm of the projected gradient at the minimum (internal units).
         edm: estimated distance to minimum ``½ gᵀH⁻¹g`` (NLL units).
         nll: NLL at the minimum, minus its saturated value (``Σ n log(n/N)``).
@@ -142,6 +144,7 @@ class FitResult:
     config: FitConfig
     covariance: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
     n_start_eval: int = 0
+    minimizer_success: bool = True
     parameters: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -189,6 +192,7 @@ class FitResult:
             "message": self.message,
             "n_eval": self.n_eval,
             "n_start_eval": self.n_start_eval,
+            "minimizer_success": self.minimizer_success,
             "grad_norm": _num(self.grad_norm),
             "edm": _num(self.edm),
             "nll": _num(self.nll),
