@@ -90,7 +90,8 @@ class Category:
         for name, (lo, hi) in self.ranges().items():
             if (lo, hi) != (-_INF, _INF):
                 shown = "|eta|" if name == "eta" else name
-                parts.append(f"{shown} {_fmt(lo)}-{_fmt(hi)}")
+                hi_shown = hi - 1 if name == "run" else hi  # runs are inclusive in files
+                parts.append(f"{shown} {_fmt(lo)}-{_fmt(hi_shown)}")
         if self.gain is not None:
             parts.append(f"gain {self.gain}")
         return " ".join(parts)
