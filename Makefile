@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.zcalib-installed
 
-.PHONY: demo test test-all lint typecheck bench clean install
+.PHONY: demo test test-all lint typecheck bench docs clean install browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/zcalib demo
 
+# Headless Chromium (Debian package) for the HTML-report screenshot test; a no-op when it is
+# already installed. Installing needs root (as in CI); without it the test is skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || \
+	  (DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "make browser: chromium could not be installed; the report screenshot test will be skipped"
+
 # The CI command (.ci/run calls this): the full suite except tests marked slow-by-choice.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -39,5 +47,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fit.py
 	$(BIN)/python benchmarks/bench_processor.py
 
+# The documentation site (mkdocs, strict: any warning fails) into site/.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf output site .pytest_cache .mypy_cache .ruff_cache

@@ -42,6 +42,19 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--maxchunks", type=int, default=None,
                    help="process at most N chunks per file (quick debugging)")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    g.add_argument("--recipe", type=Path, default=None,
+                   help="Dask cluster recipe YAML: local, scheduler, htcondor, slurm "
+                        "(see dask_cluster/)")
+    g.add_argument("--retries", type=int, default=3, help="retries of a failed chunk (default 3)")
+    g.add_argument("--skip-bad-files", action="store_true",
+                   help="skip unreadable input files and list them in the output metadata "
+                        "(skipped_files) instead of failing")
+    g.add_argument("--metrics", type=Path, default=None, metavar="PATH",
+                   help="run metrics JSON (default: next to --out, e.g. h.npz -> h.metrics.json)")
+    g.add_argument("--checkpoint-dir", type=Path, default=None,
+                   help="store every finished chunk here, so the run can be resumed")
+    g.add_argument("--resume", action="store_true",
+                   help="reuse the chunks in --checkpoint-dir (default <out>.checkpoints)")
 
 
 def _add_input_options(p: argparse.ArgumentParser) -> None:
@@ -49,7 +62,8 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--datasets", type=Path, help="dataset description YAML")
     g.add_argument("--data", nargs="+", default=[], help="data ROOT files")
     g.add_argument("--mc", nargs="+", default=[], help="MC ROOT files")
-    g.add_argument("--input-format", choices=("ecalelf", "nanoaod", "flat"), default="ecalelf",
+    g.add_argument("--input-format", choices=("ecalelf", "nanoaod", "flat", "parquet"),
+                   default="ecalelf",
                    help="format of --data/--mc files (default ecalelf)")
     g.add_argument("--treename", default=None, help="tree name (default per format)")
     g.add_argument("--mc-weight", action="append", default=[], metavar="NAME=FILE[:CORRECTION]",
@@ -99,6 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(h)
     h.set_defaults(func=_cmd_histograms)
 
+    s = sub.add_parser(
+        "skim",
+        help="write Parquet pair skims (preselection + needed columns) with provenance",
+        description="Apply the pair preselection (looser by --margin on Et and mass) and write "
+                    "one Parquet file per input file (one row per pair), a provenance record "
+                    "per file and a datasets.yaml to fill histograms from.",
+        epilog="Example: zcalib skim --data d.root --mc m.root --out skims/ && zcalib "
+               "histograms --datasets skims/datasets.yaml --categories "
+               "configs/cats_eta_r9.tsv --out hists.npz",
+    )
+    _add_input_options(s)
+    s.add_argument("--out", type=Path, required=True, help="output folder")
+    s.add_argument("--margin", type=float, default=0.05,
+                   help="relative loosening of the Et cuts and mass window (default 0.05)")
+    _add_run_options(s)
+    s.set_defaults(func=_cmd_skim)
+
     f = sub.add_parser(
         "fit",
         help="fit scales and smearings (from ntuples, or from saved histograms)",
@@ -136,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", type=Path, required=True, help="output folder")
     _add_fit_options(i)
     i.set_defaults(func=_cmd_inject)
+
+    _add_validation_parsers(sub)  # lineshape, systematics, stats
+    _add_plot_parsers(sub)  # validate, scan, report
+    _add_chain_parsers(sub)  # run-divide, time-stability, combine, pipeline
 
     d = sub.add_parser(
         "demo",
@@ -239,13 +274,29 @@ def run_options(args: argparse.Namespace) -> Any:
     if args.workers < 1:
         msg = f"--workers must be >= 1, got {args.workers}"
         raise InvalidConfig(msg)
+    from zcalib.metrics import default_metrics_path
+    from zcalib.runner import default_checkpoint_dir
+
+    out = getattr(args, "out", None)
+    recipe = getattr(args, "recipe", None)
+    checkpoint_dir = getattr(args, "checkpoint_dir", None)
+    resume = getattr(args, "resume", False)
+    if resume and checkpoint_dir is None and out is not None:
+        checkpoint_dir = default_checkpoint_dir(out)
+    metrics = getattr(args, "metrics", None)
     return RunOptions(
-        executor="dask" if args.scheduler else args.executor,
+        executor="dask" if args.scheduler or recipe else args.executor,
         workers=args.workers,
         chunksize=args.chunksize,
         scheduler=args.scheduler,
         maxchunks=args.maxchunks,
         progress=not args.no_progress,
+        recipe=recipe,
+        retries=getattr(args, "retries", 3),
+        skip_bad_files=getattr(args, "skip_bad_files", False),
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        metrics_path=metrics if metrics is not None or out is None else default_metrics_path(out),
     )
 
 
@@ -302,6 +353,36 @@ def _cmd_histograms(args: argparse.Namespace) -> int:
     run = hset.metadata["run"]
     _echo(f"wrote {args.out}: {run['events']} events in {run['wall_time_fill_s']:.1f} s "
           f"({run['events_per_s']:.0f} events/s, executor {run['executor']})")
+    _echo_run_summary(run)
+    return EXIT_OK
+
+
+def _echo_run_summary(run: dict[str, Any]) -> None:
+    """The one-line metrics summary, where the metrics went, and the Dask dashboard."""
+    from zcalib.metrics import summary_line
+
+    if run.get("metrics"):
+        where = f" (metrics: {run['metrics_path']})" if run.get("metrics_path") else ""
+        _echo(summary_line(run["metrics"]) + where)
+    if run.get("dashboard"):
+        _echo(f"Dask dashboard: {run['dashboard']}")
+
+
+def _cmd_skim(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from zcalib.config import SelectionConfig
+    from zcalib.skim import skim
+
+    opts = dataclasses.replace(run_options(args), metrics_path=args.metrics)
+    res = skim(dataset_config(args), args.out, selection=SelectionConfig(id_level=args.id_level),
+               margin=args.margin, options=opts)
+    rows = sum(f.rows for f in res.files)
+    events = sum(f.entries for f in res.files)
+    _echo(f"wrote {len(res.files)} skim(s): {rows:,} pairs from {events:,} events; "
+          f"use --datasets {res.datasets_yaml}")
+    _echo_run_summary({"metrics": res.metrics, "metrics_path": args.out / "skim.metrics.json",
+                       "dashboard": res.metrics.get("dashboard")})
     return EXIT_OK
 
 
@@ -472,6 +553,548 @@ def _echo(text: str) -> None:
 
 def _dump(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True)
+
+
+# ----------------------------------------------------- lineshape, systematics, stats
+def _add_validation_parsers(sub: Any) -> None:
+    """The ``lineshape``, ``systematics`` and ``stats`` subcommands."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    ls = sub.add_parser(
+        "lineshape",
+        help="cross-check: Breit-Wigner x Crystal Ball fits of the Z peak per category",
+        description="Fit BW (PDG mass/width) x Crystal Ball to data and MC per same-category "
+                    "region (or inclusively), report peak and width and the scale/smearing they "
+                    "imply next to the template fit; data-only inputs are compared with the "
+                    "PDG Z mass. Writes lineshape.json and plots/lineshape/*.png to --out.",
+        epilog="Examples:\n  zcalib lineshape --histograms output/demo/histograms.npz "
+               "--out output/demo\n  zcalib lineshape --datasets dimuon.yaml --categories "
+               "muons.yaml --selection dimuon_selection.yaml --mode inclusive --out out/mu",
+        formatter_class=fmt,
+    )
+    _add_input_options(ls)
+    ls.add_argument("--histograms", type=Path, help="saved histograms (.npz) instead of inputs")
+    ls.add_argument("--categories", type=Path, help="categories TSV or YAML (with inputs)")
+    ls.add_argument("--selection", type=Path,
+                    help="pair selection YAML (SelectionConfig fields, e.g. opposite_charge)")
+    ls.add_argument("--out", type=Path, required=True, help="output folder")
+    ls.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=(75.0, 105.0),
+                    help="fit window [GeV] (default 75 105)")
+    ls.add_argument("--mode", choices=("categories", "inclusive"), default="categories",
+                    help="one fit per same-category region, or one inclusive fit")
+    ls.add_argument("--min-events", type=float, default=200.0,
+                    help="regions with fewer events are not fitted (default 200)")
+    ls.add_argument("--variation", choices=("nominal", "uncorrected"), default="nominal",
+                    help="data/MC variation fitted (default nominal)")
+    ls.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
+    _add_run_options(ls)
+    ls.set_defaults(func=_cmd_lineshape)
+
+    sy = sub.add_parser(
+        "systematics",
+        help="systematic errors from refits with varied window, R9 boundary, Et, ID",
+        description="Refit with each configured variation (mass window: refit; selection and "
+                    "category boundaries: refill + refit), take per source the largest shift "
+                    "per category and combine the sources; write systematics.json and "
+                    "corrections.json with escale/esmear = stat (+) syst.",
+        epilog="Example: zcalib systematics --data d.root --mc m.root --categories "
+               "configs/cats_eta_r9.tsv --config syst.yaml --out output/step --step step1",
+        formatter_class=fmt,
+    )
+    _add_input_options(sy)
+    sy.add_argument("--histograms", type=Path, help="nominal histograms (.npz; else filled)")
+    sy.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
+    sy.add_argument("--config", type=Path,
+                    help="systematics YAML (variations, combine); default: two windows, R9 "
+                         "boundary 0.96->0.95, Et 30/25, tight ID")
+    sy.add_argument("--selection", type=Path, help="nominal pair selection YAML")
+    sy.add_argument("--out", type=Path, required=True, help="output folder")
+    sy.add_argument("--step", default="step", help="step name used in the correction names")
+    _add_fit_options(sy)
+    _add_run_options(sy)
+    sy.set_defaults(func=_cmd_systematics)
+
+    st = sub.add_parser(
+        "stats",
+        help="statistical validation with cabinetry/pyhf: pulls, goodness of fit, plots",
+        description="Build a HistFactory workspace (data vs MC per region, free normalisations, "
+                    "MC stat, scale/smear shape nuisances whose steps are the derived "
+                    "escale/esmear), fit it with cabinetry and write stats.json, "
+                    "workspace.json and plots/stats/*.png to --out.",
+        epilog="Examples:\n  zcalib stats --data d.root --mc m.root --categories "
+               "configs/cats_eta_r9.tsv --corrections output/step/corrections.json "
+               "--out output/step\n  (add --variation uncorrected for the comparison before "
+               "correction: stats_uncorrected.json)",
+        formatter_class=fmt,
+    )
+    _add_input_options(st)
+    st.add_argument("--histograms", type=Path,
+                    help="histograms (.npz) already filled with the corrections applied")
+    st.add_argument("--categories", type=Path, help="categories TSV or YAML (with inputs)")
+    st.add_argument("--corrections", type=Path,
+                    help="the derivation's correctionlib file: applied when filling from "
+                         "inputs, and its escale/esmear are the nuisance steps")
+    st.add_argument("--out", type=Path, required=True, help="output folder (derivation folder)")
+    st.add_argument("--variation", choices=("nominal", "uncorrected"), default="nominal",
+                    help="compare corrected (nominal) or uncorrected data and MC")
+    st.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=(80.0, 100.0),
+                    help="mass window [GeV] (default 80 100)")
+    st.add_argument("--bin-width", type=float, default=1.0, help="bin width [GeV] (default 1)")
+    st.add_argument("--regions", default="diagonal",
+                    help="'diagonal' (same-category regions), 'all', or comma-separated codes")
+    st.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
+    _add_run_options(st)
+    st.set_defaults(func=_cmd_stats)
+
+
+def _selection_from(args: argparse.Namespace) -> Any:
+    """The pair selection: ``--selection`` YAML, else the defaults with ``--id``."""
+    from pydantic import ValidationError
+
+    from zcalib.config import SelectionConfig, format_validation_error, load_yaml
+    from zcalib.exceptions import InvalidConfig
+
+    if getattr(args, "selection", None) is None:
+        return SelectionConfig(id_level=args.id_level)
+    raw = load_yaml(args.selection)
+    if not isinstance(raw, dict):
+        msg = f"{args.selection}: expected a mapping of selection fields"
+        raise InvalidConfig(msg)
+    try:
+        return SelectionConfig.model_validate(raw)
+    except ValidationError as err:
+        raise InvalidConfig(format_validation_error(str(args.selection), err)) from None
+
+
+def _histograms_or_inputs(args: argparse.Namespace, steps: Sequence[Any] = ()) -> Any:
+    """``--histograms`` if given, else fill from the inputs (``--categories`` required)."""
+    from zcalib.categories import load_categories
+    from zcalib.exceptions import InvalidConfig
+    from zcalib.histograms import load_histograms
+    from zcalib.runner import build_histograms
+
+    if args.histograms is not None:
+        if args.data or args.mc or args.datasets:
+            msg = "give either --histograms or input files (--data/--mc/--datasets), not both"
+            raise InvalidConfig(msg)
+        return load_histograms(args.histograms)
+    if args.categories is None:
+        msg = "filling histograms from inputs needs --categories (or give --histograms)"
+        raise InvalidConfig(msg)
+    return build_histograms(dataset_config(args), load_categories(args.categories),
+                            options=run_options(args), weights=mc_weights(args),
+                            selection=_selection_from(args), corrections=tuple(steps))
+
+
+def _cmd_lineshape(args: argparse.Namespace) -> int:
+    from zcalib.exceptions import InvalidConfig
+    from zcalib.validation.lineshape import LineshapeConfig, run_lineshape
+
+    try:
+        config = LineshapeConfig(window=tuple(args.window), mode=args.mode,
+                                 min_events=args.min_events, data_variation=args.variation,
+                                 mc_variation=args.variation)
+    except ValueError as err:
+        raise InvalidConfig(str(err)) from None
+    hset = _histograms_or_inputs(args)
+    res = run_lineshape(hset, args.out, config=config, plots=not args.no_plots)
+    _print_lineshape(res)
+    _echo(f"wrote {res.outputs['lineshape']}")
+    return EXIT_OK
+
+
+def _cmd_systematics(args: argparse.Namespace) -> int:
+    from zcalib.categories import load_categories
+    from zcalib.histograms import load_histograms
+    from zcalib.runner import build_histograms
+    from zcalib.validation.systematics import (
+        SystematicsConfig,
+        load_systematics_config,
+        run_systematics,
+    )
+
+    scheme = load_categories(args.categories)
+    config = load_systematics_config(args.config) if args.config else SystematicsConfig()
+    fcfg = fit_config(args, scheme)
+    cfg = dataset_config(args)
+    selection = _selection_from(args)
+    opts, weights = run_options(args), mc_weights(args)
+    if args.histograms is not None:
+        hset = load_histograms(args.histograms)
+    else:
+        hset = build_histograms(cfg, scheme, options=opts, weights=weights, selection=selection)
+    res = run_systematics(hset, dataset_config=cfg, scheme=scheme, config=config,
+                          fit_config=fcfg, selection=selection, options=opts, weights=weights,
+                          out_dir=args.out, step=args.step)
+    _print_systematics(res)
+    _echo(f"wrote {', '.join(res.outputs.values())}")
+    return EXIT_OK
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from zcalib.corrections.steps import load_correction_steps
+    from zcalib.exceptions import InvalidConfig
+    from zcalib.stats import StatsConfig, run_stats
+
+    regions: Any = args.regions
+    if regions not in ("diagonal", "all"):
+        try:
+            regions = tuple(int(x) for x in str(regions).split(",") if x.strip())
+        except ValueError:
+            msg = (f"--regions {args.regions!r}: allowed: 'diagonal', 'all' or comma-separated "
+                   "region codes")
+            raise InvalidConfig(msg) from None
+    config = StatsConfig(window=tuple(args.window), bin_width=args.bin_width, regions=regions,
+                         data_variation=args.variation, mc_variation=args.variation)
+    steps: tuple[Any, ...] = ()
+    if args.corrections is not None and args.histograms is None:
+        steps = tuple(load_correction_steps(args.corrections))
+    hset = _histograms_or_inputs(args, steps)
+    name = "stats" if args.variation == "nominal" else f"stats_{args.variation}"
+    res = run_stats(hset, args.out, config=config, corrections=args.corrections,
+                    plots=not args.no_plots, name=name)
+    _print_stats(res)
+    _echo(f"wrote {res.outputs['stats']}")
+    return EXIT_OK
+
+
+def _print_lineshape(res: Any) -> None:
+    import math
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="lineshape (BW x CB) vs template fit")
+    for col in ("region", "peak data", "peak MC", "sigma data", "scale", "template",
+                "pull", "smear", "template", "pull"):
+        table.add_column(col, justify="left" if col == "region" else "right")
+
+    def f(v: float, spec: str = ".4f") -> str:
+        return "-" if math.isnan(v) else format(v, spec)
+
+    for r in res.rows:
+        table.add_row(r.name, f"{r.data.peak:.3f}±{r.data.peak_err:.3f}",
+                      f(r.mc.peak, ".3f") if r.mc else "-", f"{r.data.sigma:.3f}",
+                      f"{r.scale:.4f}±{r.scale_err:.4f}", f(r.template_scale),
+                      f(r.scale_pull, "+.2f"), f(r.smear), f(r.template_smear),
+                      f(r.smear_pull, "+.2f"))
+    Console().print(table)
+
+
+def _print_systematics(res: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"systematics ({res.combine} of sources)")
+    for col in ("category", "value", "stat", "syst", *res.scale_by_source):
+        table.add_column(col, justify="left" if col == "category" else "right")
+    for fits, syst, by in ((res.nominal.scales, res.scale_syst, res.scale_by_source),
+                           (res.nominal.smears, res.smear_syst, res.smear_by_source)):
+        for k, c in enumerate(fits):
+            table.add_row(c.label, f"{c.value:.5f}", f"{c.total_stat:.5f}", f"{syst[k]:.5f}",
+                          *(f"{v[k]:.5f}" for v in by.values()))
+    Console().print(table)
+
+
+def _print_stats(res: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"cabinetry/pyhf validation: GOF p = {res.gof_pvalue:.3g} "
+                        f"({res.n_dof} dof); compatible: {'yes' if res.compatible else 'NO'}")
+    for col in ("nuisance", "pull", "post-fit unc.", "significance", "step"):
+        table.add_column(col, justify="left" if col == "nuisance" else "right")
+    for p in res.pulls:
+        table.add_row(p.name + (" (at bound)" if p.at_bound else ""), f"{p.pull:+.2f}",
+                      f"{p.uncertainty:.2f}", f"{p.significance:+.1f}", f"{p.step:.2e}")
+    Console().print(table)
+
+
+# ----------------------------------------------------- validate, scan, report
+def _add_plot_parsers(sub: Any) -> None:
+    """The ``validate`` (pyval), ``scan`` (NLL scans) and ``report`` (HTML) subcommands."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    v = sub.add_parser(
+        "validate",
+        help="data (scales applied) vs MC (smearings applied) plots per plot category (pyval)",
+        description="Draw corrected data against smeared MC for every plot category of a pyval "
+                    "TSV or YAML file (ratio pad, stat. and correction bands, chi2/ndf). Mass "
+                    "plots whose cuts follow the histogram cells come from --histograms; any "
+                    "other variable or cut is filled from the ntuples (--data/--mc). Writes "
+                    "<name>.png and validation.json to --out.",
+        epilog="Examples:\n  zcalib validate --histograms output/demo/histograms.npz "
+               "--corrections output/demo/corrections.json \\\n"
+               "      --plot-cats configs/plot_cats_standard.tsv --out output/demo/validation "
+               "--scan\n  zcalib validate --data d.root --mc m.root --corrections "
+               "output/demo/corrections.json \\\n"
+               "      --plot-cats configs/plot_cats_kinematics.tsv --out output/demo/kinematics "
+               "--lumi-label '59.7 fb$^{-1}$ (13 TeV) 2018'",
+        formatter_class=fmt,
+    )
+    _add_input_options(v)
+    v.add_argument("--plot-cats", type=Path, required=True, help="plot categories TSV or YAML")
+    v.add_argument("--histograms", type=Path, help="pair-mass histograms of the derivation")
+    v.add_argument("--corrections", type=Path,
+                   help="correctionlib file of the derivation (scales for data, smearings for MC)")
+    v.add_argument("--out", type=Path, required=True, help="output folder")
+    v.add_argument("--lumi-label", default="(13 TeV)", help="label right above the plot")
+    v.add_argument("--data-title", default="Data", help="legend entry of the data")
+    v.add_argument("--mc-title", default="Simulation", help="legend entry of the MC")
+    v.add_argument("--cms-text", default="Work in progress", help="text after 'CMS'")
+    v.add_argument("--binning", type=int, default=40, help="bins per plot (default 40)")
+    v.add_argument("--smear-seed", type=int, default=None,
+                   help="MC smearing seed (default: the histograms' seed, else 0)")
+    v.add_argument("--scan", action="store_true",
+                   help="also write NLL scans of the fit to OUT/scans (needs --histograms)")
+    _add_run_options(v)
+    v.set_defaults(func=_cmd_validate)
+
+    sc = sub.add_parser(
+        "scan",
+        help="1D NLL scans of every fitted scale and smearing around the minimum",
+        description="Fit the histograms, then scan the likelihood of each parameter around the "
+                    "minimum (others fixed at the minimum, or profiled with --profile) and draw "
+                    "it with the Hessian parabola. Writes scan_*.png, nll_scans.png and "
+                    "scans.json to --out (pymin --plot / --scan-nll).",
+        epilog="Example: zcalib scan --histograms output/demo/histograms.npz "
+               "--categories configs/cats_eta_r9.tsv --out output/demo/scans",
+        formatter_class=fmt,
+    )
+    sc.add_argument("--histograms", type=Path, required=True, help="saved histograms (.npz)")
+    sc.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
+    sc.add_argument("--out", type=Path, required=True, help="output folder")
+    sc.add_argument("--points", type=int, default=31, help="points per scan (default 31)")
+    sc.add_argument("--width", type=float, default=3.0,
+                    help="scan half-width in Hessian errors (default 3)")
+    sc.add_argument("--profile", action="store_true",
+                    help="re-minimise the other parameters at each point (default: fixed)")
+    sc.add_argument("--parameters", nargs="+", default=None, metavar="NAME",
+                    help="parameters to scan, e.g. 'scale[0]' 'smear[3]' (default: all)")
+    _add_fit_options(sc)
+    sc.set_defaults(func=_cmd_scan)
+
+    r = sub.add_parser(
+        "report",
+        help="one self-contained HTML page of a derivation folder",
+        description="Write DIR/report.html: fit status and tables with errors, validation and "
+                    "NLL-scan summaries, every other JSON result, every PNG embedded, and the "
+                    "provenance of fit_result.json. Opens offline (no external resources).",
+        epilog="Example: zcalib report output/demo",
+        formatter_class=fmt,
+    )
+    r.add_argument("directory", type=Path, help="derivation folder")
+    r.add_argument("--out", type=Path, default=None, help="HTML file (default DIR/report.html)")
+    r.add_argument("--title", default=None, help="page title")
+    r.set_defaults(func=_cmd_report)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from zcalib.config import SelectionConfig
+    from zcalib.corrections.steps import load_correction_steps
+    from zcalib.histograms import load_histograms
+    from zcalib.validation import PlotLabels, load_plot_categories, run_validation
+
+    plots = load_plot_categories(args.plot_cats)
+    hset = load_histograms(args.histograms) if args.histograms is not None else None
+    ntuples = args.datasets is not None or bool(args.data or args.mc)
+    cfg = dataset_config(args) if ntuples else None
+    steps = load_correction_steps(args.corrections) if args.corrections is not None else []
+    seed = args.smear_seed
+    if seed is None:
+        seed = int((hset.metadata.get("smear_seed") or 0) if hset is not None else 0)
+    labels = PlotLabels(lumi_label=args.lumi_label, data_title=args.data_title,
+                        mc_title=args.mc_title, exp_text=args.cms_text)
+    res = run_validation(plots, args.out, histograms=hset, datasets=cfg, corrections=steps,
+                         weights=mc_weights(args) if ntuples else (), labels=labels,
+                         binning=args.binning, selection=SelectionConfig(id_level=args.id_level),
+                         options=run_options(args) if ntuples else None, smear_seed=seed,
+                         scan=args.scan)
+    for rec in res.plots:
+        _echo(f"{rec['name']}: chi2/ndf = {rec['chi2']:.1f}/{rec['ndf']} ({rec['source']})")
+    for rec in res.skipped:
+        _echo(f"skipped {rec['name']}: {rec['reason']}")
+    _echo(f"wrote {len(res.plots)} plot(s) and {res.summary_path}")
+    return EXIT_OK
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from zcalib.categories import load_categories
+    from zcalib.histograms import load_histograms
+    from zcalib.validation import run_scans
+
+    scheme = load_categories(args.categories)
+    config = fit_config(args, scheme)
+    hset = load_histograms(args.histograms)
+    run = run_scans(hset, args.out, config=config, scheme=scheme, n_points=args.points,
+                    n_sigma=args.width, mode="profiled" if args.profile else "fixed",
+                    parameters=args.parameters)
+    for s in run.scans:
+        lo, hi = s.crossing
+        crossing = (f"scan -{s.best - lo:.2g}/+{hi - s.best:.2g}"
+                    if lo is not None and hi is not None else "scan: no crossing")
+        _echo(f"{s.parameter}: {s.best:.6f} ± {s.sigma:.2g} (Hessian), {crossing}")
+    _echo(f"wrote {len(run.paths)} files to {args.out}")
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from zcalib.validation import write_report
+
+    path = write_report(args.directory, args.out, title=args.title)
+    _echo(f"wrote {path}")
+    return EXIT_OK
+
+
+# ----------------------------------------------- run-divide, time-stability, combine, pipeline
+def _add_chain_parsers(sub: Any) -> None:
+    """The derivation-chain subcommands (``zcalib.chain``)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    rd = sub.add_parser(
+        "run-divide",
+        help="contiguous run bins with at least --min-events selected pairs each",
+        description="Count selected data pairs per (run, lumi) and divide the data into "
+                    "contiguous run bins; writes OUT (YAML) and the pymin .dat next to it.",
+        epilog="Example: zcalib run-divide --data demo/data.root --min-events 10000 "
+               "--out output/run_bins.yaml",
+        formatter_class=fmt,
+    )
+    _add_input_options(rd)
+    rd.add_argument("--min-events", type=int, default=10_000,
+                    help="minimum selected pairs per bin (default 10000)")
+    rd.add_argument("--granularity", choices=("run", "lumi"), default="run",
+                    help="run: bins end at run boundaries; lumi: may split runs (default run)")
+    rd.add_argument("--corrections", type=Path,
+                    help="correctionlib file of prior steps applied before selecting")
+    rd.add_argument("--out", type=Path, required=True, help="output YAML (and .dat)")
+    _add_run_options(rd)
+    rd.set_defaults(func=_cmd_run_divide)
+
+    ts = sub.add_parser(
+        "time-stability",
+        help="scales per run bin x |eta| bin from median(MC)/median(data), with a plot",
+        description="Derive the time-stability step: a correctionlib scale step with inputs "
+                    "run and AbsScEta, the legacy scales file, time_stability.json and the "
+                    "peak-vs-run plot (before/after) in --out.",
+        epilog="Example: zcalib time-stability --data d.root --mc m.root --run-bins "
+               "output/run_bins.yaml --out output/time_stability",
+        formatter_class=fmt,
+    )
+    _add_input_options(ts)
+    ts.add_argument("--run-bins", type=Path, required=True, help="run bins (YAML or .dat)")
+    ts.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=(80.0, 100.0),
+                    help="mass window of the medians [GeV] (default 80 100)")
+    ts.add_argument("--corrections", type=Path,
+                    help="correctionlib file of prior steps (data scales, MC smearing)")
+    ts.add_argument("--name", default="time_stability_scale", help="correction name")
+    ts.add_argument("--no-validate", action="store_true",
+                    help="skip the second pass (peaks after the correction)")
+    ts.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_run_options(ts)
+    ts.set_defaults(func=_cmd_time_stability)
+
+    cb = sub.add_parser(
+        "combine",
+        help="fold a step's scales into a scales file (pymin --combine-files)",
+        description="Multiply the scales of a step (only-step or scales file) into a base "
+                    "scales file row by row for nested categories; write the combined file.",
+        epilog="Example: zcalib combine --scales output/time_stability/"
+               "time_stability_scales.dat --only-step output/step2/step2_only_step.tsv "
+               "--out output/combined_scales.dat",
+        formatter_class=fmt,
+    )
+    cb.add_argument("--scales", type=Path, required=True, help="base scales file")
+    cb.add_argument("--only-step", type=Path, required=True, help="the step's scales file")
+    cb.add_argument("--error", choices=("step", "quadrature"), default="step",
+                    help="keep the step error (pymin) or combine both in quadrature")
+    cb.add_argument("--out", type=Path, required=True, help="combined scales file")
+    cb.set_defaults(func=_cmd_combine)
+
+    pl = sub.add_parser(
+        "pipeline",
+        help="run the whole derivation chain from a pipeline YAML (cached, resumable)",
+        description="Run every step of a pipeline YAML in dependency order. Finished steps are "
+                    "cached by a hash of their inputs and skipped on rerun; an interrupted run "
+                    "resumes. Outputs: <output>/<step>/ and <output>/final/.",
+        epilog="Examples:\n  zcalib pipeline configs/pipeline_demo.yaml\n"
+               "  zcalib pipeline configs/pipeline_demo.yaml --force step3\n"
+               "  zcalib pipeline configs/pipeline_demo.yaml --stop-after time_stability",
+        formatter_class=fmt,
+    )
+    pl.add_argument("config", type=Path, help="pipeline YAML")
+    pl.add_argument("--force", nargs="+", default=[], metavar="STEP",
+                    help="rerun these steps (and every step depending on them)")
+    pl.add_argument("--stop-after", metavar="STEP", help="stop once this step is done")
+    pl.add_argument("--executor", choices=("iterative", "futures", "dask"), default=None,
+                    help="override the config's executor (results do not depend on it)")
+    pl.add_argument("--workers", type=int, default=None, help="override the worker count")
+    pl.add_argument("--progress", action="store_true", help="show progress bars")
+    pl.set_defaults(func=_cmd_pipeline)
+
+
+def _loop_from(args: argparse.Namespace) -> Any:
+    from zcalib.chain import ChainLoop
+    from zcalib.corrections.steps import load_correction_steps
+
+    steps = () if args.corrections is None else tuple(load_correction_steps(args.corrections))
+    return ChainLoop(dataset_config(args), options=run_options(args),
+                     selection=_selection_from(args), weights=mc_weights(args),
+                     corrections=steps)
+
+
+def _cmd_run_divide(args: argparse.Namespace) -> int:
+    from zcalib.chain import run_divide
+
+    bins = run_divide(_loop_from(args), min_events=args.min_events,
+                      granularity=args.granularity, out=args.out)
+    pairs = [b.pairs or 0 for b in bins.bins]
+    _echo(f"{len(bins)} run bins ({bins.granularity} granularity), {min(pairs)}-{max(pairs)} "
+          f"selected pairs each; wrote {args.out} and {args.out.with_suffix('.dat')}")
+    return EXIT_OK
+
+
+def _cmd_time_stability(args: argparse.Namespace) -> int:
+    from zcalib.chain import load_run_bins, time_stability
+
+    bins = load_run_bins(args.run_bins)
+    res, paths = time_stability(_loop_from(args), bins, args.out, window=tuple(args.window),
+                                name=args.name, validate=not args.no_validate)
+    chi = res.chi2()
+    text = (f"peak flatness chi2/ndf before {chi['before']['total_chi2']:.1f}/"
+            f"{chi['before']['total_ndf']}")
+    if "after" in chi:
+        text += f", after {chi['after']['total_chi2']:.1f}/{chi['after']['total_ndf']}"
+    _echo(f"{len(bins)} run bins x {len(res.eta_bins)} |eta| bins: {text}")
+    _echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return EXIT_OK
+
+
+def _cmd_combine(args: argparse.Namespace) -> int:
+    from zcalib.corrections import combine
+
+    table = combine(args.scales, args.only_step, args.out, error=args.error)
+    _echo(f"wrote {args.out} ({len(table)} rows)")
+    return EXIT_OK
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from zcalib.chain import load_pipeline, run_pipeline
+
+    override: dict[str, Any] = {"progress": args.progress}
+    if args.executor is not None:
+        override["executor"] = args.executor
+    if args.workers is not None:
+        override["workers"] = args.workers
+    res = run_pipeline(load_pipeline(args.config), force=tuple(args.force),
+                       stop_after=args.stop_after, run_override=override)
+    for name, out in res.steps.items():
+        state = "ran" if out.ran else "cached"
+        _echo(f"{name:>16} [{out.type}] {state} ({out.wall_time_s:.1f} s)")
+    if res.final:
+        _echo(f"wrote {', '.join(str(p) for p in res.final.values())}")
+    else:
+        _echo(f"stopped after {args.stop_after}: no final outputs yet")
+    _echo(f"pipeline: {len(res.ran)} step(s) ran, {len(res.skipped)} cached, "
+          f"{res.wall_time_s:.1f} s")
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

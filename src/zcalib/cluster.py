@@ -23,7 +23,7 @@ what is allowed::
 The workers must be able to import zcalib (see ``dask_cluster/README.md``): install it in the
 worker image, let the recipe's ``worker_env.pip`` install it (distributed ``PipInstall``), or
 ``worker_env.upload_package: true`` to ship the package source as a zip
-(``client.upload_file``).
+(distributed ``UploadFile`` worker plugin, as ``client.upload_file`` does).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class WorkerEnv(_Recipe):
     upload_package: bool = Field(
         False,
         description="Zip the client's zcalib source and upload it to the workers "
-        "(client.upload_file; its dependencies must be installed there).",
+        "(UploadFile worker plugin; its dependencies must be installed there).",
     )
 
 
@@ -374,11 +374,11 @@ def build_cluster(recipe: Any) -> Any:
             silence_logs=logging.ERROR,
         )
     if isinstance(r, HTCondorRecipe):
-        from dask_jobqueue import HTCondorCluster
+        from dask_jobqueue.htcondor import HTCondorCluster
 
         return HTCondorCluster(**r.kwargs())
     if isinstance(r, SlurmRecipe):
-        from dask_jobqueue import SLURMCluster
+        from dask_jobqueue.slurm import SLURMCluster
 
         return SLURMCluster(**r.kwargs())
     msg = f"a '{r.kind}' recipe has no cluster object to build; allowed: local, htcondor, slurm"
@@ -497,14 +497,18 @@ def _prepare_workers(client: Any, env: WorkerEnv) -> None:
                                           pip_options=list(env.pip_options) or None))
         log.info("workers pip-install %s", ", ".join(env.pip))
     if env.upload_package:
+        from distributed.diagnostics.plugin import UploadFile
+
+        # a worker plugin only (client.upload_file would also import the zip into the
+        # scheduler, which for local and batch clusters is this very process)
         with tempfile.TemporaryDirectory(prefix="zcalib-upload-") as tmp:
-            archive = _zip_package(Path(tmp))
-            client.upload_file(str(archive))
+            plugin = UploadFile(str(_zip_package(Path(tmp))))
+        client.register_plugin(plugin, name="zcalib-upload-package")
         log.info("uploaded the zcalib package source to the workers")
 
 
 def _zip_package(folder: Path) -> Path:
-    """Zip the importable ``zcalib`` package (sources only) for ``client.upload_file``."""
+    """Zip the importable ``zcalib`` package (sources only) for the workers."""
     import zcalib
 
     root = Path(zcalib.__file__).resolve().parent

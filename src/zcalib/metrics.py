@@ -7,7 +7,7 @@ read, peak memory per worker, chunks restored from checkpoints and skipped input
 
 Per-worker numbers come from :class:`TrackedProcessor`, a thin wrapper around the real
 processor that adds, per chunk, which worker ran it, how long ``process`` took and the
-worker process's peak resident memory (``getrusage`` ``ru_maxrss``). They travel in the
+worker process's peak resident memory (``VmHWM``, else ``getrusage``). They travel in the
 processor output like everything else, so they are the same on every executor.
 """
 
@@ -67,6 +67,19 @@ def worker_id() -> str:
 
 
 def _peak_rss_bytes() -> int:
+    """Peak resident memory of this process.
+
+    Linux: ``VmHWM`` of ``/proc/self/status`` (the high-water mark of this process's own
+    memory; ``ru_maxrss`` would include the parent's peak for processes started by
+    fork + exec, as Dask nannies start workers). Elsewhere ``getrusage`` ``ru_maxrss``.
+    """
+    try:
+        with Path("/proc/self/status").open() as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 

@@ -27,6 +27,7 @@ import json
 import logging
 import time
 import uuid
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ __all__ = [
     "ProcessorRun",
     "RunOptions",
     "build_histograms",
+    "default_checkpoint_dir",
     "file_fingerprint",
     "load_weight",
     "processor_hash",
@@ -66,9 +68,13 @@ log = logging.getLogger(__name__)
 Executor = Literal["iterative", "futures", "dask"]
 EXECUTORS: tuple[str, ...] = ("iterative", "futures", "dask")
 
-#: Exceptions (anywhere in the cause chain) after which coffea may skip a chunk when
-#: ``skip_bad_files`` is set; errors inside the processor are reported through its output.
-_SKIPPABLE: tuple[type[BaseException], ...] = (OSError,)
+def _skippable() -> tuple[type[BaseException], ...]:
+    """Exceptions (anywhere in the cause chain) after which coffea skips a chunk or file when
+    ``skip_bad_files`` is set: I/O errors and what uproot/pyarrow raise for corrupt files.
+    Read errors inside the processor are reported through its ``failed`` output instead."""
+    from uproot.deserialization import DeserializationError
+
+    return (OSError, ValueError, DeserializationError)
 
 _ID_RANK = {"none": 0, "loose": 1, "medium": 2, "tight": 3}
 
@@ -133,6 +139,10 @@ class RunOptions:
         if self.scheduler and self.recipe is not None:
             msg = "give either a scheduler address or a cluster recipe, not both"
             raise InvalidConfig(msg)
+        if isinstance(self.recipe, str | Path):
+            from zcalib.cluster import load_recipe
+
+            load_recipe(self.recipe)  # a bad recipe fails at set-up, before any file is read
 
 
 def load_weight(name: str, path: str | Path, correction: str | None = None) -> WeightSpec:
@@ -238,12 +248,13 @@ def build_histograms(
             if ds.kind == "mc" and ds.name in available:
                 first = next(i.path for i in infos if i.dataset == ds.name)
                 for spec in weights:
-                    if spec.variable not in available[ds.name]:
-                        msg = (
-                            f"dataset '{ds.name}': MC weight '{spec.name}' ({spec.source}) needs "
-                            f"the '{spec.variable}' branch, which {first} lacks"
-                        )
-                        raise InputError(msg)
+                    for var in spec.branch_inputs:
+                        if var not in available[ds.name]:
+                            msg = (
+                                f"dataset '{ds.name}': MC weight '{spec.name}' ({spec.source}) "
+                                f"needs the '{var}' branch, which {first} lacks"
+                            )
+                            raise InputError(msg)
     if cfg.format == "parquet":
         _check_skims(infos, cfg, sel, mb, corrections)
     t_checks = time.perf_counter() - t0
@@ -345,6 +356,7 @@ def build_histograms(
             "coffea_metrics": {k: v for k, v in (run.metrics or {}).items()
                                if isinstance(v, int | float)},
             "metrics": metrics,
+            "metrics_path": str(opts.metrics_path) if opts.metrics_path is not None else None,
         },
     }
     if cfg.format == "parquet":
@@ -362,6 +374,12 @@ def build_histograms(
         cutflow=merge_cutflows(out["cutflow"]),
         metadata=metadata,
     )
+
+
+def default_checkpoint_dir(out: str | Path) -> Path:
+    """``<out>.checkpoints`` next to an output (``h.npz`` → ``h.checkpoints/``)."""
+    p = Path(out)
+    return p.with_name(f"{p.stem if p.suffix else p.name}.checkpoints")
 
 
 def _fileset(cfg: DatasetConfig, infos: list[FileInfo]) -> dict[str, Any]:
@@ -490,16 +508,22 @@ def _runtime_losses(
     for dataset, filename, start, stop, reason in sorted(failed):
         add(filename, dataset, stop - start, f"entries {start}-{stop}: {reason}")
         handled.add(f"{filename} (entries {start}-{stop}): {reason}")
+    def cause(path: str) -> str:
+        said = [m.split("The last exception was: ", 1)[-1] for m in run.skip_messages
+                if path in m]
+        return f" ({said[0]})" if said else " (see the worker logs)"
+
     for item in sorted(set(run.chunks) - run.processed,
                        key=lambda c: (c.filename, c.entrystart)):
         add(item.filename, item.dataset, len(item),
-            f"entries {item.entrystart}-{item.entrystop}: chunk could not be read "
-            "(skipped by coffea after retries; see the warnings)")
+            f"entries {item.entrystart}-{item.entrystop}: chunk could not be read after "
+            f"retries{cause(item.filename)}")
     chunked = {c.filename for c in run.chunks}
     for info in infos:
         if info.path not in chunked and run.maxchunks is None:
             add(info.path, info.dataset, info.entries,
-                "file could not be opened during the run (after passing the set-up checks)")
+                "file could not be opened during the run, after passing the set-up checks"
+                + cause(info.path))
     records = []
     for rec in lost.values():
         rec["reason"] = "; ".join(rec["reason"])
@@ -525,6 +549,7 @@ class ProcessorRun:
         n_workers: workers available (Dask), else the local worker count.
         dashboard: the Dask dashboard link, if any.
         maxchunks: the ``maxchunks`` limit used.
+        skip_messages: coffea's "Skipping bad file" messages (in-process executors).
     """
 
     out: dict[str, Any]
@@ -536,6 +561,7 @@ class ProcessorRun:
     n_workers: int | None = None
     dashboard: str | None = None
     maxchunks: int | None = None
+    skip_messages: list[str] = field(default_factory=list)
 
 
 def run_processor(
@@ -564,7 +590,7 @@ def run_processor(
         InputError: a file could not be read (coffea's one-line cause).
     """
     opts = options
-    tracked = TrackedProcessor(proc)
+    tracked = TrackedProcessor(ParquetChunkReader(proc) if fmt == "parquet" else proc)
 
     def make_runner(executor: Any) -> processor.Runner:
         return processor.Runner(
@@ -574,7 +600,7 @@ def run_processor(
             chunksize=opts.chunksize,
             maxchunks=opts.maxchunks,
             savemetrics=True,
-            skipbadfiles=_SKIPPABLE if opts.skip_bad_files else False,
+            skipbadfiles=_skippable() if opts.skip_bad_files else False,
             format="parquet" if fmt == "parquet" else "root",
             checkpointer=checkpointer,
         )
@@ -613,33 +639,60 @@ def _run_dask(
 def _call(
     run: processor.Runner, fileset: dict[str, Any], proc: Any, opts: RunOptions
 ) -> ProcessorRun:
+    skip_messages: list[str] = []
     try:
-        chunks = list(run.preprocess(fileset, treename=None))
-        if not chunks:
-            msg = "no chunks to process: every input file failed to open"
-            raise InputError(msg)
-        wrapped = run.run(chunks, proc)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                chunks = list(run.preprocess(fileset, treename=None))
+                if not chunks:
+                    msg = "no chunks to process: every input file failed to open"
+                    raise InputError(msg)
+                wrapped = run.run(chunks, proc)
+            finally:
+                skip_messages = _sort_warnings(caught)
     except InputError:
         raise
     except Exception as err:
-        msg = _find_message(err)
-        if msg is not None:
-            raise InputError(msg) from None
+        found = _find_message(err)
+        if found is not None:
+            raise InputError(found) from None
         if opts.skip_bad_files and "No chunks returned results" in str(err):
             msg = "no chunk could be read: every input file is unreadable (skip_bad_files)"
             raise InputError(msg) from None
         raise
     out = wrapped["out"]
     workers = out.pop(WORKERS_KEY, {}) if isinstance(out, dict) else {}
+    metrics = dict(wrapped.get("metrics") or {})
+    parquet_bytes = out.pop(_PARQUET_BYTES_KEY, None) if isinstance(out, dict) else None
+    if parquet_bytes is not None:
+        metrics["bytesread"] = metrics.get("bytesread", 0) + parquet_bytes
     return ProcessorRun(
         out=out,
-        metrics=dict(wrapped.get("metrics") or {}),
+        metrics=metrics,
         chunks=chunks,
         processed=set(wrapped.get("processed") or ()),
         workers=workers,
         executor=opts.executor,
         maxchunks=opts.maxchunks,
+        skip_messages=skip_messages,
     )
+
+
+def _sort_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    """coffea's "Skipping bad file" warnings become log lines (and skip reasons); other
+    warnings are re-emitted unchanged."""
+    skipped = []
+    for w in caught:
+        text = str(w.message)
+        if text.startswith("Skipping bad file"):
+            log.warning("coffea: %s", " ".join(text.split()))
+            skipped.append(" ".join(text.split()))
+        elif text.startswith("Performed attempt"):
+            log.info("coffea: %s", text)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return skipped
 
 
 def _find_message(err: BaseException) -> str | None:
@@ -649,6 +702,95 @@ def _find_message(err: BaseException) -> str | None:
             or "Failed to open file" in text):
         return text.splitlines()[0][:500]
     return None
+
+
+# ------------------------------------------------------------------------ Parquet input
+_PARQUET_BYTES_KEY = "_parquet_bytes"
+
+
+class _Columns(dict):  # type: ignore[type-arg]
+    """A column mapping with the ``metadata`` coffea's ``from_preloaded`` needs."""
+
+    metadata: dict[str, Any]
+
+
+class ParquetChunkReader(processor.ProcessorABC):  # type: ignore[misc]
+    """Read a Parquet chunk's rows with pyarrow, then run the real processor on them.
+
+    coffea 2026.9 reads Parquet input through ``Runner(format="parquet")``, but its column
+    source reads a *whole column of the file* for every chunk and slices it, so the cost of a
+    file grows with (rows x chunks). This wrapper leaves coffea's lazy events untouched (no
+    column of them is ever read) and instead reads only the row groups that overlap the
+    chunk's entry range, and only the skim columns, with ``pyarrow``; it builds NanoEvents
+    with the same record layout (``NanoEventsFactory.from_preloaded``, ``BaseSchema``, the same
+    metadata) and calls the inner processor's ``process`` on them. Chunking, executors,
+    retries, checkpoints and metrics stay coffea's.
+
+    Args:
+        inner: the processor to run (``ZeeProcessor``, the skimmer).
+    """
+
+    def __init__(self, inner: processor.ProcessorABC) -> None:
+        self.inner = inner
+        self._files: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"inner": self.inner, "_files": {}}
+
+    def _file(self, path: str) -> Any:
+        import pyarrow.parquet as pq
+
+        pf = self._files.get(path)
+        if pf is None:
+            if len(self._files) > 8:
+                self._files.clear()
+            pf = self._files[path] = pq.ParquetFile(path)
+        return pf
+
+    def process(self, events: Any) -> Any:
+        """Read rows ``entrystart..entrystop`` of the chunk's file and process them."""
+        import awkward as ak
+        from coffea.nanoevents import NanoEventsFactory
+
+        from zcalib.io.formats import optional_branches, required_branches
+
+        meta = dict(events.metadata)
+        path = str(meta["filename"])
+        start, stop = int(meta.get("entrystart") or 0), int(meta.get("entrystop") or 0)
+        pf = self._file(path)
+        names = set(pf.schema_arrow.names)
+        columns = [c for c in required_branches("parquet") if c in names] + [
+            c for c in optional_branches("parquet").values() if c in names
+        ]
+        groups, offset, first, nbytes = [], 0, None, 0
+        md = pf.metadata
+        for i in range(md.num_row_groups):
+            rg = md.row_group(i)
+            lo, hi = offset, offset + rg.num_rows
+            offset = hi
+            if hi <= start or lo >= stop:
+                continue
+            if first is None:
+                first = lo
+            groups.append(i)
+            for j in range(rg.num_columns):
+                if rg.column(j).path_in_schema in columns:
+                    nbytes += rg.column(j).total_compressed_size
+        table = pf.read_row_groups(groups, columns=columns, use_threads=False)
+        table = table.slice(start - (first or 0), stop - start)
+        source = _Columns({name: ak.Array(table.column(name).to_numpy())
+                           for name in table.column_names})
+        source.metadata = {"uuid": str(meta.get("fileuuid") or path), "num_rows": len(table),
+                           "object_path": "pairs"}
+        chunk = NanoEventsFactory.from_preloaded(source, schemaclass=BaseSchema,
+                                                 metadata=meta).events()
+        out = self.inner.process(chunk)
+        out[_PARQUET_BYTES_KEY] = nbytes
+        return out
+
+    def postprocess(self, accumulator: Any) -> Any:
+        """Delegate to the inner processor."""
+        return self.inner.postprocess(accumulator)
 
 
 # ------------------------------------------------------------------------ checkpoints
@@ -772,7 +914,8 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
         view = h.view(flow=True)
         p = self.path(metadata)
         with atomic_open(p, "wb") as fh:
-            np.savez_compressed(fh, header=np.frombuffer(json.dumps(header).encode(), np.uint8),
+            np.savez_compressed(fh,  # type: ignore[arg-type]
+                                header=np.frombuffer(json.dumps(header).encode(), np.uint8),
                                 values=np.ascontiguousarray(view["value"]),
                                 variances=np.ascontiguousarray(view["variance"]))
 

@@ -4,13 +4,15 @@
 coffea ``Runner`` as the histogram step (any executor, retries, ``skip_bad_files``), keeps the
 pairs passing the preselection and writes one row per pair::
 
-    energy_1 energy_2 eta_1 eta_2 sc_eta_1 sc_eta_2 phi_1 phi_2 r9_1 r9_2   float64
+    energy_1 energy_2 eta_1 eta_2 sc_eta_1 sc_eta_2 phi_1 phi_2 r9_1 r9_2   floats
     gain_1 gain_2 (12/6/1)  charge_1 charge_2  id_1 id_2 (ID_BITS)           small ints
     run [lumi] [event] weight [npu] mass                                      per pair
 
-(``lumi``, ``event`` and ``npu`` only when the source has them). Values are exactly those the
-processor computes from the original input, so histograms filled from a skim
-(``format: parquet``) equal those filled from the original files.
+(``lumi``, ``event`` and ``npu`` only when the source has them; zstd-compressed). Values are
+exactly those the processor computes from the original input — float32 where the source
+stores float32, float64 where the processor computes them (NanoAOD E = pt·cosh η) — so
+histograms filled from a skim (``format: parquet``) equal those filled from the original
+files.
 
 The preselection is the histogram selection made *looser* by ``margin`` (default 5 %) on the
 energy-dependent cuts (Et thresholds, mass window), so prior scale corrections applied when
@@ -67,8 +69,18 @@ log = logging.getLogger(__name__)
 #: Cuts a skim applies, in cutflow order (the processor's CUTS without ``categorised``).
 SKIM_CUTS: tuple[str, ...] = ("two_leptons", "id", "eta", "et", "charge", "mass")
 SKIM_FORMAT_VERSION = 1
+#: Rows per Parquet row group: the unit a chunk reads (see ``runner.ParquetChunkReader``).
+ROW_GROUP_SIZE = 65_536
+_COMPRESSION = "zstd"
 
 _INT_TYPES = {"gain": "int16", "charge": "int8", "id": "int8"}
+#: Quantities a format stores as float32, so float32 keeps them exactly (the processor's
+#: float64 values are conversions of them); computed ones (NanoAOD E = pt cosh η,
+#: η_SC = η + Δη_SC) stay float64. ``mass`` is informational (the reader recomputes it).
+_FLOAT32_EXACT = {
+    "ecalelf": {"energy", "eta", "sc_eta", "phi", "r9", "weight", "npu", "mass"},
+    "nanoaod": {"eta", "phi", "r9", "weight", "npu", "mass"},
+}
 
 
 def skim_selection(
@@ -142,6 +154,8 @@ class SkimProcessor(ZeeProcessor):
                 fields.append(pa.field(name, _INT_TYPES[base]))
             elif base in ("run", "lumi", "event"):
                 fields.append(pa.field(name, pa.int64()))
+            elif base in _FLOAT32_EXACT.get(self.fmt, {"mass"}):
+                fields.append(pa.field(name, pa.float32()))
             else:
                 fields.append(pa.field(name, pa.float64()))
         return pa.schema(fields)
@@ -222,7 +236,7 @@ def _write_table(table: Any, path: Path, metadata: Mapping[str, str] | None = No
     if metadata:
         table = table.replace_schema_metadata(dict(metadata))
     with atomic_open(path, "wb") as fh:
-        pq.write_table(table, fh)
+        pq.write_table(table, fh, compression=_COMPRESSION)
 
 
 @dataclass(frozen=True)
@@ -473,11 +487,12 @@ def _merge(
         schema = proc.schema(info.dataset).with_metadata(
             {SKIM_METADATA_KEY: json.dumps(provenance)}
         )
-        with atomic_open(target, "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
+        with (atomic_open(target, "wb") as fh,
+              pq.ParquetWriter(fh, schema, compression=_COMPRESSION) as writer):
             for _, _, path, n in chunks:
                 if n:
                     writer.write_table(pq.read_table(path).replace_schema_metadata(
-                        schema.metadata))
+                        schema.metadata), row_group_size=ROW_GROUP_SIZE)
         atomic_write_text(target.with_name(target.name + ".json"), json.dumps(
             {"path": target.name, "sha256": _sha256(target), **provenance}, indent=2) + "\n")
         files.append(SkimFile(path=target, dataset=info.dataset, source=info.path, rows=rows,

@@ -138,3 +138,18 @@ def assert_same_histograms(a: HistogramSet, b: HistogramSet, *, rtol: float = 1e
         for r in ma:
             np.testing.assert_allclose(ma[r][0], mb[r][0], rtol=rtol, atol=0)
             np.testing.assert_allclose(ma[r][1], mb[r][1], rtol=rtol, atol=0)
+
+
+def corrupt_basket(path: Path, branch: str, *, which: int = 0) -> Path:
+    """Overwrite the compressed payload of one basket of ``branch`` (header stays readable)."""
+    import uproot
+
+    with uproot.open(path) as f:
+        br = f["selected"][branch]
+        seek = int(br.member("fBasketSeek")[which])
+        nbytes = int(br.member("fBasketBytes")[which])
+    data = bytearray(path.read_bytes())
+    lo, hi = seek + 100, seek + nbytes - 10
+    data[lo:hi] = b"\x5a" * (hi - lo)
+    path.write_bytes(bytes(data))
+    return path

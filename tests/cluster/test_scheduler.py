@@ -82,7 +82,7 @@ def test_lost_worker_chunks_are_recomputed(fresh_dask_processes, cfg, scheme, we
     def run() -> None:
         try:
             result["hs"] = build_histograms(cfg, scheme, weights=weights, options=RunOptions(
-                scheduler=procs.address, chunksize=250, progress=False))
+                scheduler=procs.address, chunksize=1_000, progress=False))
         except BaseException as err:  # noqa: BLE001  (re-raised in the test thread)
             result["error"] = err
 
@@ -109,3 +109,6 @@ def test_lost_worker_chunks_are_recomputed(fresh_dask_processes, cfg, scheme, we
     with procs.client() as c:
         names = {w["name"] for w in c.scheduler_info()["workers"].values()}
     assert names == {"w0", "w1"} - {killed[0]}
+    # the scheduler says so: the finished chunks held by the dead worker were recomputed
+    log = (procs.folder / "scheduler.log").read_text()
+    assert "caused the cluster to lose already computed task(s), which will be recomputed" in log

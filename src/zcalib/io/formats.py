@@ -234,9 +234,9 @@ def extract_leptons(
         bits = _ECALELF_ID_BITS[id_level]
         ele_id = _np(events["eleID"][:, :2], np.int64)
         id_pass = (ele_id & bits) == bits
-        id_bits = np.where((ele_id & 0x08) == 0x08, ID_BITS["medium"], 0) | np.where(
-            (ele_id & 0x10) == 0x10, ID_BITS["tight"], 0
-        )
+        ecal_bits = np.zeros(ele_id.shape, dtype=np.int64)
+        ecal_bits[(ele_id & 0x08) == 0x08] |= ID_BITS["medium"]
+        ecal_bits[(ele_id & 0x10) == 0x10] |= ID_BITS["tight"]
         charge = (
             _np(events[available["charge"]][:, :2], np.int64)
             if "charge" in available
@@ -257,7 +257,7 @@ def extract_leptons(
             event=_event_int(events, available.get("event"), n),
             weight=_weight(events, available.get("weight"), n),
             npu=_np(events[available["npu"]], np.float64) if "npu" in available else None,
-            id_bits=id_bits,
+            id_bits=ecal_bits,
         )
     if fmt == "nanoaod":
         ele = events.Electron
@@ -276,9 +276,9 @@ def extract_leptons(
         eta = col("eta", np.float64, 0.0)
         sc_eta = eta + col("deltaEtaSC", np.float64, 0.0)
         cut_based = col("cutBased", np.int64, 0)
-        id_bits = sum(
-            np.where(cut_based >= _NANO_ID[wp], ID_BITS[wp], 0) for wp in ("loose", "medium", "tight")
-        )
+        nano_bits = np.zeros(cut_based.shape, dtype=np.int64)
+        for wp in ("loose", "medium", "tight"):
+            nano_bits[cut_based >= _NANO_ID[wp]] |= ID_BITS[wp]
         return Leptons(
             energy=pt * np.cosh(eta),
             eta=eta,
@@ -295,7 +295,7 @@ def extract_leptons(
             event=_np(events.event, np.int64),
             weight=_weight(events, available.get("weight"), n),
             npu=_np(_field(events, available["npu"]), np.float64) if "npu" in available else None,
-            id_bits=np.where(id_pass, id_bits, 0),
+            id_bits=np.where(id_pass, nano_bits, 0),
         )
     if fmt == "flat":
         assert column_map is not None

@@ -35,12 +35,23 @@ from zcalib.histograms import MassBinning, empty_hist
 from zcalib.io.formats import ColumnMap, Leptons, extract_leptons
 from zcalib.physics import pair_mass
 
-__all__ = ["CUTS", "CorrectionStep", "WeightSpec", "ZeeProcessor", "pair_selection"]
+__all__ = [
+    "CUTS",
+    "PAIR_INPUTS",
+    "CorrectionStep",
+    "WeightSpec",
+    "ZeeProcessor",
+    "pair_kinematics",
+    "pair_selection",
+]
 
 log = logging.getLogger(__name__)
 
 #: Selection steps, in cutflow order.
 CUTS: tuple[str, ...] = ("two_leptons", "id", "eta", "et", "charge", "categorised", "mass")
+
+#: Pair-level quantities a :class:`WeightSpec` may use as inputs (see :func:`pair_kinematics`).
+PAIR_INPUTS: tuple[str, ...] = ("ptZ", "yZ", "absYZ", "mZ")
 
 #: Branch that feeds each checked lepton quantity, per format (for error messages).
 _SOURCES = {
@@ -60,9 +71,14 @@ class WeightSpec:
         name: variation prefix on the histogram axis (``pileup`` gives ``pileup_up``...).
         payload: the correctionlib JSON text (shipped to workers with the processor).
         correction: name of the correction in the payload.
-        variable: lepton-record attribute fed as the first input (``npu``).
+        variable: lepton-record attribute fed as the first input (``npu``); used when
+            ``inputs`` is empty.
         keys: ``(nominal, up, down)`` values of the string input.
         source: where the payload came from (for messages).
+        inputs: the numeric inputs fed in order before the string key: lepton-record
+            attributes (``npu``) or pair-level quantities of :data:`PAIR_INPUTS`
+            (``ptZ``, ``absYZ``..., from the corrected nominal energies). Empty means
+            ``(variable,)``.
     """
 
     name: str
@@ -71,6 +87,17 @@ class WeightSpec:
     variable: str = "npu"
     keys: tuple[str, str, str] = ("nominal", "up", "down")
     source: str = "<memory>"
+    inputs: tuple[str, ...] = ()
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The numeric inputs, in order (``inputs``, else ``(variable,)``)."""
+        return self.inputs or (self.variable,)
+
+    @property
+    def branch_inputs(self) -> tuple[str, ...]:
+        """The inputs read from branches (not computed from the pair)."""
+        return tuple(v for v in self.input_names if v not in PAIR_INPUTS)
 
 
 @dataclass(frozen=True)
@@ -266,18 +293,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             for variation, m in masses.items():
                 h.fill(dataset=dataset, variation=variation, region=region, mass=m)
             return out
-        w = lep.weight[cut]
-        nominal = w.copy()
-        variations: dict[str, NDArray[np.float64]] = {}
-        for spec in self.weights:
-            x = self._weight_input(lep, spec, where)[cut]
-            ev = self._evaluator(spec)
-            wn, wu, wd = (np.asarray(ev.evaluate(x, k), dtype=np.float64) for k in spec.keys)
-            nominal = nominal * wn
-            ratio_u = np.divide(wu, wn, out=np.zeros_like(wu), where=wn != 0)
-            ratio_d = np.divide(wd, wn, out=np.zeros_like(wd), where=wn != 0)
-            variations[f"{spec.name}_up"] = ratio_u
-            variations[f"{spec.name}_down"] = ratio_d
+        nominal, variations = self._mc_weights(lep, energies["nominal"], cut, where)
         for variation, m in masses.items():
             h.fill(dataset=dataset, variation=variation, region=region, mass=m, weight=nominal)
         for vname, ratio in variations.items():
@@ -290,10 +306,40 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         return accumulator
 
     # ------------------------------------------------------------------ helpers
-    def _weight_input(self, lep: Leptons, spec: WeightSpec, where: str) -> NDArray[np.float64]:
-        x = getattr(lep, spec.variable, None)
+    def _mc_weights(
+        self, lep: Leptons, energy: NDArray[np.float64], cut: NDArray[np.bool_], where: str
+    ) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
+        """Nominal MC weights of the selected events and the up/down ratios of each spec."""
+        nominal = lep.weight[cut].copy()
+        variations: dict[str, NDArray[np.float64]] = {}
+        pair: dict[str, NDArray[np.float64]] | None = None
+        for spec in self.weights:
+            if pair is None and any(v in PAIR_INPUTS for v in spec.input_names):
+                pair = pair_kinematics(lep, energy)
+            xs = [self._weight_input(lep, spec, name, where, pair)[cut]
+                  for name in spec.input_names]
+            ev = self._evaluator(spec)
+            wn, wu, wd = (np.asarray(ev.evaluate(*xs, k), dtype=np.float64) for k in spec.keys)
+            nominal = nominal * wn
+            ratio_u = np.divide(wu, wn, out=np.zeros_like(wu), where=wn != 0)
+            ratio_d = np.divide(wd, wn, out=np.zeros_like(wd), where=wn != 0)
+            variations[f"{spec.name}_up"] = ratio_u
+            variations[f"{spec.name}_down"] = ratio_d
+        return nominal, variations
+
+    def _weight_input(
+        self,
+        lep: Leptons,
+        spec: WeightSpec,
+        name: str,
+        where: str,
+        pair: Mapping[str, NDArray[np.float64]] | None = None,
+    ) -> NDArray[np.float64]:
+        if name in PAIR_INPUTS and pair is not None:
+            return pair[name]
+        x = getattr(lep, name, None)
         if x is None:
-            msg = f"{where}: MC weight '{spec.name}' needs the '{spec.variable}' branch"
+            msg = f"{where}: MC weight '{spec.name}' needs the '{name}' branch"
             raise ValueError(msg)
         return np.asarray(x, dtype=np.float64)
 
@@ -362,6 +408,30 @@ def pair_selection(
     sel.add("charge", charge_ok)
     sel.add("mass", (mass >= binning.lo) & (mass < binning.hi))
     return np.asarray(mass, dtype=np.float64), sel
+
+
+def pair_kinematics(lep: Leptons, energy: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
+    """Pair (Z candidate) transverse momentum, rapidity and mass from lepton energies.
+
+    Leptons are massless with the track direction (η, φ) and the given (corrected)
+    energies. Returns the arrays of :data:`PAIR_INPUTS`: ``ptZ`` [GeV], ``yZ``, ``absYZ``
+    and ``mZ`` [GeV] (0 and rapidity 0 for degenerate pairs).
+    """
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        pt = energy / np.cosh(lep.eta)
+        px = (pt * np.cos(lep.phi)).sum(axis=1)
+        py = (pt * np.sin(lep.phi)).sum(axis=1)
+        pz = (pt * np.sinh(lep.eta)).sum(axis=1)
+        e = energy.sum(axis=1)
+        ok = np.isfinite(e) & (e > np.abs(pz))
+        y = np.where(ok, 0.5 * np.log(np.where(ok, (e + pz) / (e - pz), 1.0)), 0.0)
+        m2 = e * e - px * px - py * py - pz * pz
+    return {
+        "ptZ": np.nan_to_num(np.hypot(px, py)),
+        "yZ": y,
+        "absYZ": np.abs(y),
+        "mZ": np.sqrt(np.clip(np.nan_to_num(m2), 0.0, None)),
+    }
 
 
 def _mass(lep: Leptons, energy: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -1,0 +1,859 @@
+"""The public Python API: one call per pipeline stage, each returning an immutable result.
+
+=====================================  ==============================================
+call                                   returns
+=====================================  ==============================================
+:func:`load_datasets`                  :class:`~zcalib.config.DatasetConfig`
+:func:`histograms`                     :class:`Histograms` (the filled ``HistogramSet``)
+:func:`load_histograms`                :class:`Histograms` (from a saved ``.npz``)
+:func:`fit`                            :class:`Fit` (the :class:`~zcalib.fit.FitResult`)
+:func:`validate`                       :class:`Validation` (needs :mod:`zcalib.validation`)
+:func:`write_corrections`              :class:`Corrections` (correctionlib + legacy files)
+:func:`calibrate`                      :class:`Calibration` (all of the above at once)
+=====================================  ==============================================
+
+Every result is a frozen dataclass; notebooks display it as a table (``_repr_html_``) and
+``.plot()`` returns a :class:`matplotlib.figure.Figure` (made without ``pyplot``, so no global
+figure state is touched). What is calibrated comes from one immutable
+:class:`~zcalib.calibration.CalibrationConfig`.
+
+The package root re-exports these under names that do not clash with its sub-packages:
+``zcalib.fill_histograms`` is :func:`histograms` and ``zcalib.run_fit`` is :func:`fit`.
+
+Example:
+    >>> from zcalib import api
+    >>> from zcalib.categories import Category, build_scheme
+    >>> from zcalib.fit import synthetic_histograms
+    >>> scheme = build_scheme([Category("scale", 0, eta=(0.0, 1.4442)),
+    ...                        Category("scale", 1, eta=(1.566, 2.5))], [])
+    >>> hset = synthetic_histograms(scheme, n_data=40_000, n_mc=80_000, seed=1,
+    ...                             scales=[1.01, 0.99], smears=[0.01])
+    >>> fitted = api.fit(hset)
+    >>> fitted.converged, [round(s, 2) for s in fitted.scales]
+    (True, [1.01, 0.99])
+    >>> "<table>" in fitted._repr_html_()
+    True
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from zcalib.calibration import CalibrationConfig
+from zcalib.config import DatasetConfig
+from zcalib.exceptions import InvalidConfig, ZcalibError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from zcalib.categories import CategoryScheme
+    from zcalib.fit.config import FitConfig
+    from zcalib.fit.result import CategoryFit, FitResult
+    from zcalib.histograms import HistogramSet
+    from zcalib.runner import RunOptions
+
+__all__ = [
+    "Calibration",
+    "Corrections",
+    "Fit",
+    "Histograms",
+    "Validation",
+    "calibrate",
+    "datasets_from_files",
+    "fit",
+    "histograms",
+    "load_datasets",
+    "load_histograms",
+    "shipped_payload",
+    "validate",
+    "write_corrections",
+]
+
+log = logging.getLogger(__name__)
+
+
+# =========================================================================== html helpers
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, caption: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(v: float, digits: int = 5) -> str:
+    return f"{v:.{digits}f}" if math.isfinite(v) else "—"
+
+
+# =========================================================================== datasets
+def load_datasets(path: str | Path) -> DatasetConfig:
+    """Load and validate a dataset description YAML (files checked to exist).
+
+    Raises:
+        InvalidConfig: malformed YAML, unknown or invalid fields, missing files.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "data.root").write_bytes(b"")
+        >>> _ = (d / "datasets.yaml").write_text(
+        ...     "format: nanoaod\\ndatasets:\\n  - {name: data, kind: data, files: [data.root]}\\n")
+        >>> load_datasets(d / "datasets.yaml").format
+        'nanoaod'
+    """
+    from zcalib.config import load_dataset_config
+
+    return load_dataset_config(path)
+
+
+def datasets_from_files(
+    *,
+    data: Sequence[str | Path] = (),
+    mc: Sequence[str | Path] = (),
+    config: CalibrationConfig | None = None,
+) -> DatasetConfig:
+    """A dataset description with datasets ``data`` and ``mc`` in the format of ``config``.
+
+    Raises:
+        InvalidConfig: no files, or a file does not exist.
+    """
+    cfg = config if config is not None else CalibrationConfig()
+    return cfg.dataset_config(data=[str(f) for f in data], mc=[str(f) for f in mc])
+
+
+def shipped_payload(name: str = "pileup_demo.json") -> Path:
+    """A correctionlib payload shipped with zcalib (``corrections/`` in the repository).
+
+    Raises:
+        InvalidConfig: no such payload.
+
+    Example:
+        >>> shipped_payload().name
+        'pileup_demo.json'
+    """
+    from zcalib.derive import _shipped
+
+    return _shipped(name)
+
+
+# =========================================================================== histograms
+@dataclass(frozen=True, repr=False)
+class Histograms:
+    """Filled pair-mass histograms (a :class:`~zcalib.histograms.HistogramSet`) for display.
+
+    Attributes:
+        hset: the histograms, categories, cutflow and provenance.
+        config: the calibration configuration they were filled with (``None`` when loaded
+            from a file without one).
+    """
+
+    hset: HistogramSet
+    config: CalibrationConfig | None = None
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(f"{d}={self.hset.kinds.get(d, '?')}" for d in self.datasets)
+        return (
+            f"Histograms(datasets=[{kinds}], variations={self.variations}, "
+            f"regions={len(self.hset.hist.axes['region'])})"
+        )
+
+    @property
+    def datasets(self) -> list[str]:
+        """Dataset names."""
+        return self.hset.datasets
+
+    @property
+    def variations(self) -> list[str]:
+        """Variations filled (all in one pass)."""
+        return self.hset.variations
+
+    @property
+    def cutflow(self) -> Mapping[str, Mapping[str, int]]:
+        """``{dataset: {cut: events}}`` (read-only view)."""
+        return MappingProxyType({k: MappingProxyType(v) for k, v in self.hset.cutflow.items()})
+
+    def scheme(self) -> CategoryScheme:
+        """The category scheme the histograms were filled with."""
+        return self.hset.scheme()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the histograms to ``path`` (``.npz``, loads without unpickling)."""
+        from zcalib.histograms import save_histograms
+
+        return save_histograms(self.hset, path)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per dataset and the filling provenance, as a plain dict."""
+        h = self.hset.hist
+        run = self.hset.metadata.get("run", {})
+        per_ds = []
+        for ds in self.datasets:
+            cf = self.hset.cutflow.get(ds, {})
+            per_ds.append(
+                {
+                    "dataset": ds,
+                    "kind": self.hset.kinds.get(ds, "?"),
+                    "events": cf.get("all"),
+                    "selected": cf.get("mass", list(cf.values())[-1] if cf else None),
+                }
+            )
+        return {
+            "datasets": per_ds,
+            "variations": self.variations,
+            "regions": len(h.axes["region"]),
+            "mass_bins": h.axes["mass"].size,
+            "mass_range": (float(h.axes["mass"].edges[0]), float(h.axes["mass"].edges[-1])),
+            "categories": (
+                len(self.hset.categories.get("scale", [])),
+                len(self.hset.categories.get("smear", [])),
+            ),
+            "executor": run.get("executor"),
+            "workers": run.get("workers"),
+            "fill_s": run.get("wall_time_fill_s"),
+        }
+
+    def _repr_html_(self) -> str:
+        s = self.summary()
+        rows = [(d["dataset"], d["kind"], d["events"], d["selected"]) for d in s["datasets"]]
+        fill = s["fill_s"]
+        lo, hi = s["mass_range"]
+        info = (
+            f"{s['categories'][0]} scale / {s['categories'][1]} smear categories, "
+            f"{s['regions']} pair regions, {s['mass_bins']} mass bins in [{lo:g}, {hi:g}] GeV; "
+            f"variations: {', '.join(s['variations'])}"
+        )
+        if fill is not None:
+            info += f"; filled in {fill:.1f} s ({s['executor']}, {s['workers']} worker(s))"
+        return (
+            "<div><strong>Histograms</strong><p>"
+            + html.escape(info)
+            + "</p>"
+            + _table(("dataset", "kind", "events", "selected pairs"), rows)
+            + "</div>"
+        )
+
+    def plot(
+        self,
+        *,
+        region: int | tuple[int, int] | None = None,
+        variation: str | None = None,
+        rebin: int = 20,
+    ) -> Figure:
+        """Data and MC (normalised to data) pair-mass distributions, with their ratio.
+
+        Args:
+            region: a region code or a cell pair ``(i, j)``; default: all regions summed.
+            variation: variation plotted; default: the configuration's fit variations
+                (``nominal``).
+            rebin: fine mass bins merged per plotted bin.
+
+        Returns:
+            A matplotlib figure (not registered with ``pyplot``).
+        """
+        import numpy as np
+        from matplotlib.figure import Figure
+
+        if rebin < 1:
+            msg = f"rebin must be >= 1, got {rebin}"
+            raise InvalidConfig(msg)
+        hset = self.hset
+        if variation is not None:
+            data_var = mc_var = variation
+        elif self.config is not None:
+            data_var, mc_var = self.config.fit_variations(hset)
+        else:
+            data_var = mc_var = "nominal"
+        edges = np.asarray(hset.hist.axes["mass"].edges, dtype=np.float64)
+        n = (len(edges) - 1) // rebin * rebin
+        coarse = edges[: n + 1 : rebin]
+        curves = {}
+        for kind, var in (("data", data_var), ("mc", mc_var)):
+            regions, sumw, sumw2 = hset.region_arrays(kind, var)
+            if region is not None:
+                code = _region_code(region, hset)
+                rows = regions == code
+                if not rows.any():
+                    msg = f"region {region} is not in the histograms"
+                    raise InvalidConfig(msg)
+                sumw, sumw2 = sumw[rows], sumw2[rows]
+            w = sumw.sum(axis=0)[:n].reshape(-1, rebin).sum(axis=1)
+            w2 = sumw2.sum(axis=0)[:n].reshape(-1, rebin).sum(axis=1)
+            curves[kind] = (w, w2)
+        d, d2 = curves["data"]
+        m, m2 = curves["mc"]
+        norm = d.sum() / m.sum() if m.sum() > 0 else 1.0
+        m, m2 = m * norm, m2 * norm**2
+        centres = 0.5 * (coarse[1:] + coarse[:-1])
+        fig = Figure(figsize=(6.4, 5.2), layout="constrained")
+        ax, rax = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+        ax.stairs(m, coarse, label=f"MC ({mc_var}, normalised)", color="tab:blue")
+        ax.errorbar(
+            centres, d, yerr=np.sqrt(d2), fmt="o", ms=3, color="black", label=f"data ({data_var})"
+        )
+        where = "all regions" if region is None else f"region {region}"
+        ax.set_ylabel("pairs / bin")
+        ax.set_title(f"$m_{{ee}}$, {where}")
+        ax.legend()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(m > 0, d / m, np.nan)
+            err = np.where(m > 0, np.sqrt(d2) / m, np.nan)
+        rax.errorbar(centres, ratio, yerr=err, fmt="o", ms=3, color="black")
+        rax.axhline(1.0, color="tab:blue", lw=1)
+        rax.set_ylim(0.5, 1.5)
+        rax.set_ylabel("data / MC")
+        rax.set_xlabel("$m_{ee}$ [GeV]")
+        return fig
+
+
+def _region_code(region: int | tuple[int, int], hset: HistogramSet) -> int:
+    if isinstance(region, tuple):
+        n_cells = hset.scheme().n_cells
+        i, j = sorted(region)
+        return int(i) * n_cells + int(j)
+    return int(region)
+
+
+def histograms(
+    datasets: DatasetConfig | str | Path,
+    config: CalibrationConfig | None = None,
+    *,
+    client: Any = None,
+    executor: str = "dask",
+    workers: int = 2,
+    chunksize: int = 100_000,
+    progress: bool = False,
+    options: RunOptions | None = None,
+) -> Histograms:
+    """Fill the pair-mass histograms of every dataset, all variations in one pass.
+
+    Args:
+        datasets: a dataset description, or the path of its YAML.
+        config: what to calibrate; default: the defaults of the datasets' format.
+        client: an existing ``distributed.Client`` (e.g. a LocalCluster's or coffea-casa's);
+            implies the Dask executor.
+        executor: ``dask`` (a local cluster unless ``client``), ``futures`` or ``iterative``.
+        workers: local worker processes (local Dask cluster, futures).
+        chunksize: events per chunk.
+        progress: show progress bars.
+        options: full :class:`~zcalib.runner.RunOptions` (overrides the four above).
+
+    Returns:
+        The :class:`Histograms`.
+
+    Raises:
+        InvalidConfig: the datasets' format differs from the configuration's, bad options,
+            missing category / weight / correction files.
+        InputError: files fail the set-up checks or hold bad values.
+    """
+    from zcalib.runner import RunOptions, build_histograms
+
+    ds = load_datasets(datasets) if isinstance(datasets, str | Path) else datasets
+    cfg = config if config is not None else CalibrationConfig.for_format(ds.format)
+    cfg.check_datasets(ds)
+    scheme = cfg.scheme()
+    weights = cfg.load_weights()
+    steps = cfg.load_corrections()
+    if options is None:
+        options = RunOptions(
+            executor="dask" if client is not None else executor,  # type: ignore[arg-type]
+            workers=workers,
+            chunksize=chunksize,
+            progress=progress,
+            client=client,
+        )
+    hset = build_histograms(
+        ds,
+        scheme,
+        options=options,
+        selection=cfg.selection(),
+        binning=cfg.binning(),
+        weights=weights,
+        corrections=steps,
+        smear_seed=cfg.smear_seed,
+    )
+    return Histograms(hset=hset, config=cfg)
+
+
+def load_histograms(path: str | Path, config: CalibrationConfig | None = None) -> Histograms:
+    """Load histograms saved with :meth:`Histograms.save` (or ``zcalib histograms``).
+
+    Raises:
+        InputError: missing or not a zcalib histogram file.
+    """
+    from zcalib.histograms import load_histograms as _load
+
+    return Histograms(hset=_load(path), config=config)
+
+
+# =========================================================================== fit
+@dataclass(frozen=True, repr=False)
+class Fit:
+    """A fit result with the configuration and scheme it belongs to.
+
+    Attributes:
+        result: the :class:`~zcalib.fit.FitResult` (values, errors, status, regions).
+        scheme: the category scheme fitted.
+        config: the calibration configuration (``None`` if none was given).
+        data_variation: the data histograms' variation used.
+        mc_variation: the MC templates' variation used.
+    """
+
+    result: FitResult
+    scheme: CategoryScheme
+    config: CalibrationConfig | None = None
+    data_variation: str = "nominal"
+    mc_variation: str = "nominal"
+
+    def __repr__(self) -> str:
+        r = self.result
+        return (
+            f"Fit(status={r.status!r}, scales={len(r.scales)}, smears={len(r.smears)}, "
+            f"data={self.data_variation!r}, mc={self.mc_variation!r})"
+        )
+
+    @property
+    def converged(self) -> bool:
+        """True when the fit converged."""
+        return self.result.converged
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        """Fitted scale per scale category (multiplies data energies)."""
+        return tuple(float(c.value) for c in self.result.scales)
+
+    @property
+    def smears(self) -> tuple[float, ...]:
+        """Fitted extra relative smearing per smear category (for MC)."""
+        return tuple(float(c.value) for c in self.result.smears)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per category: kind, index, label, value, errors, pairs, state."""
+        return [c.to_dict() for c in (*self.result.scales, *self.result.smears)]
+
+    def _repr_html_(self) -> str:
+        r = self.result
+        head = (
+            f"fit {r.status}: {r.message}; {r.n_eval} evaluations, {r.wall_time:.2f} s; "
+            f"window {r.window[0]:g}-{r.window[1]:g} GeV; {len(r.regions_used)} regions used, "
+            f"{len(r.regions_dropped)} dropped; variations data={self.data_variation}, "
+            f"MC={self.mc_variation}"
+        )
+
+        def row(c: CategoryFit) -> tuple[str, ...]:
+            return (
+                c.kind,
+                c.label,
+                _fmt(c.value),
+                _fmt(c.stat),
+                _fmt(c.mc_stat),
+                f"{c.n_pairs:.0f}",
+                c.state + (" (at bound)" if c.at_bound else ""),
+            )
+
+        rows = [row(c) for c in (*r.scales, *r.smears)]
+        return (
+            "<div><strong>Fit</strong><p>"
+            + html.escape(head)
+            + "</p>"
+            + _table(("kind", "category", "value", "stat", "MC stat", "pairs", "state"), rows)
+            + "</div>"
+        )
+
+    def plot(self, truth: Mapping[str, Sequence[float]] | None = None) -> Figure:
+        """Fitted scales and smearings per category with their errors (stat ⊕ MC stat).
+
+        Args:
+            truth: optional ``{"scale": [...], "smear": [...]}`` (e.g. a demo ``truth.json``)
+                drawn for comparison.
+
+        Returns:
+            A matplotlib figure with one panel for scales and one for smearings.
+        """
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(7.5, 6.0), layout="constrained")
+        axes = fig.subplots(2, 1)
+        for ax, kind, fits in (
+            (axes[0], "scale", self.result.scales),
+            (axes[1], "smear", self.result.smears),
+        ):
+            _plot_values(ax, kind, fits, None if truth is None else truth.get(kind))
+        return fig
+
+
+def _plot_values(
+    ax: Axes, kind: str, fits: Sequence[CategoryFit], truth: Sequence[float] | None
+) -> None:
+    x = list(range(len(fits)))
+    if kind == "scale":
+        y = [100 * (c.value - 1) for c in fits]
+        label = "scale − 1 [%]"
+    else:
+        y = [100 * c.value for c in fits]
+        label = "smearing [%]"
+    err = [100 * c.total_stat for c in fits]
+    ax.errorbar(x, y, yerr=err, fmt="o", color="black", label="fitted")
+    if truth is not None:
+        t = [100 * (v - 1) if kind == "scale" else 100 * v for v in truth]
+        ax.plot(x, t, "x", color="tab:red", ms=8, label="injected")
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_ylabel(label)
+    ax.set_xticks(x)
+    ax.set_xticklabels(
+        [c.label.split(" ", 1)[-1] for c in fits], rotation=30, ha="right", fontsize=7
+    )
+    ax.legend(fontsize=8)
+
+
+def fit(
+    hists: Histograms | HistogramSet,
+    config: CalibrationConfig | None = None,
+    *,
+    options: FitConfig | None = None,
+) -> Fit:
+    """Fit scales (data) and smearings (MC) to the histograms.
+
+    The configuration's ``systematic`` picks the histograms' variation (filled in the same
+    pass as the nominal); its ``mass_window`` is the fit window. Other fit settings come
+    from ``options``.
+
+    Args:
+        hists: the histograms (:func:`histograms`, :func:`load_histograms`, or a
+            ``HistogramSet``).
+        config: what to calibrate; default: the histograms' own configuration, else the
+            nominal fit of the histograms as they are. With ``config.categories`` unset
+            the histograms' own category scheme is used.
+        options: minimiser settings (:class:`~zcalib.fit.FitConfig`; its window must be
+            left at the default or equal ``config.mass_window``).
+
+    Returns:
+        The :class:`Fit`.
+
+    Raises:
+        FitError: the fit cannot be set up (categories, datasets, empty regions).
+        InvalidConfig: the systematic variation was not filled; conflicting windows.
+    """
+    from zcalib.fit import fit_histograms
+
+    if isinstance(hists, Histograms):
+        hset = hists.hset
+        cfg = config if config is not None else hists.config
+    else:
+        hset = hists
+        cfg = config
+    if cfg is not None:
+        scheme = cfg.scheme() if cfg.categories is not None else hset.scheme()
+        fit_cfg = cfg.fit_config(options)
+        data_var, mc_var = cfg.fit_variations(hset)
+    else:
+        from zcalib.fit.config import FitConfig
+
+        scheme = hset.scheme()
+        fit_cfg = options if options is not None else FitConfig()
+        data_var = mc_var = "nominal"
+    result = fit_histograms(
+        hset, fit_cfg, scheme=scheme, data_variation=data_var, mc_variation=mc_var
+    )
+    if not result.converged:
+        log.warning("fit did not converge: %s", result.message)
+    return Fit(
+        result=result, scheme=scheme, config=cfg, data_variation=data_var, mc_variation=mc_var
+    )
+
+
+# =========================================================================== validation
+@dataclass(frozen=True, repr=False)
+class Validation:
+    """Data/MC validation plots of a derivation (made by :mod:`zcalib.validation`).
+
+    Attributes:
+        result: the :class:`zcalib.validation.ValidationResult` (per plot: name, file,
+            source, χ²; skipped plots with the reason; the ``validation.json`` path).
+    """
+
+    result: Any
+
+    @property
+    def plots(self) -> list[dict[str, Any]]:
+        """One record per drawn plot (name, file, χ², counts)."""
+        return list(self.result.plots)
+
+    def __repr__(self) -> str:
+        return f"Validation(plots={len(self.result.plots)}, skipped={len(self.result.skipped)})"
+
+    def plot(self, name: str | None = None) -> Figure:
+        """The figure of plot ``name`` (default: the first one).
+
+        Raises:
+            InvalidConfig: no such plot (the message lists the drawn ones).
+        """
+        figures = self.result.figures
+        if not figures:
+            msg = "no validation figures kept (run validate(..., keep_figures=True))"
+            raise InvalidConfig(msg)
+        key = name if name is not None else next(iter(figures))
+        if key not in figures:
+            msg = f"no validation plot {key!r}; drawn: {', '.join(figures)}"
+            raise InvalidConfig(msg)
+        fig: Figure = figures[key]
+        return fig
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for rec in self.result.plots:
+            chi2, ndf = rec.get("chi2"), rec.get("ndf")
+            shown = f"{chi2:.1f} / {ndf}" if isinstance(chi2, int | float) and ndf else "—"
+            rows.append((rec.get("name", "?"), rec.get("source", ""), shown, rec.get("file", "")))
+        rows += [
+            (r.get("name", "?"), "skipped", r.get("reason", ""), "") for r in self.result.skipped
+        ]
+        return (
+            "<div><strong>Validation</strong>"
+            + _table(("plot", "source", "χ² / ndf", "file"), rows)
+            + "</div>"
+        )
+
+
+def validate(
+    hists: Histograms,
+    corrections: Corrections,
+    out_dir: str | Path,
+    *,
+    plots: str | Path | Sequence[Any] | None = None,
+    labels: Any = None,
+    binning: int = 40,
+    scans: bool = False,
+    keep_figures: bool = True,
+) -> Validation:
+    """Data/MC plots with the derived corrections applied (``zcalib.validation``).
+
+    Mass plots whose cuts follow the categories are made from the histograms, with the
+    scales and smearings of ``corrections`` applied analytically; nothing is re-read.
+
+    Args:
+        hists: the histograms the corrections were derived from.
+        corrections: the written corrections (:func:`write_corrections`).
+        out_dir: folder for the PNGs and ``validation.json``.
+        plots: plot categories (a pyval TSV/YAML path or ``PlotCategory`` objects);
+            default: one inclusive mass plot.
+        labels: a :class:`zcalib.validation.PlotLabels` (lumi label, titles).
+        binning: default number of bins.
+        scans: also write NLL scans of the fit.
+        keep_figures: keep the figures for :meth:`Validation.plot`.
+
+    Returns:
+        The :class:`Validation`.
+
+    Raises:
+        ZcalibError: :mod:`zcalib.validation` is not available.
+        InvalidConfig: bad plot categories.
+    """
+    import importlib
+
+    try:
+        _validation = importlib.import_module("zcalib.validation")
+    except ImportError as err:
+        msg = f"zcalib.validation is not available ({err})"
+        raise ZcalibError(msg) from None
+    from zcalib.corrections.steps import load_correction_steps
+
+    run = getattr(_validation, "run_validation", None)
+    if run is None:
+        msg = "zcalib.validation provides no run_validation(); nothing to run"
+        raise ZcalibError(msg)
+    if plots is None:
+        cats: Sequence[Any] = [
+            _validation.PlotCategory(style="paper", name="inclusive", variable="mass")
+        ]
+    elif isinstance(plots, str | Path):
+        cats = _validation.load_plot_categories(plots)
+    else:
+        cats = plots
+    fit_cfg = None
+    if hists.config is not None:
+        fit_cfg = hists.config.fit_config()
+    result = run(
+        cats,
+        out_dir,
+        histograms=hists.hset,
+        corrections=tuple(load_correction_steps(corrections.json)),
+        labels=labels,
+        binning=binning,
+        scan=scans,
+        fit_config=fit_cfg,
+        keep_figures=keep_figures,
+    )
+    return Validation(result=result)
+
+
+# =========================================================================== corrections
+@dataclass(frozen=True, repr=False)
+class Corrections:
+    """The files of one derivation step.
+
+    Attributes:
+        step: step name; the corrections are ``<step>_scale`` (data) and ``<step>_smear`` (MC).
+        paths: ``{"corrections", "scales", "smearings", "fit_result"}`` → file.
+    """
+
+    step: str
+    paths: Mapping[str, Path]
+
+    def __repr__(self) -> str:
+        return f"Corrections(step={self.step!r}, json={str(self.json)!r})"
+
+    @property
+    def json(self) -> Path:
+        """The correctionlib JSON."""
+        return self.paths["corrections"]
+
+    @property
+    def scale_name(self) -> str:
+        """Name of the data scale correction."""
+        return f"{self.step}_scale"
+
+    @property
+    def smear_name(self) -> str:
+        """Name of the MC smearing correction."""
+        return f"{self.step}_smear"
+
+    def correction_set(self) -> Any:
+        """The correctionlib evaluator set (``correctionlib.CorrectionSet``)."""
+        import correctionlib
+
+        return correctionlib.CorrectionSet.from_file(str(self.json))
+
+    def _repr_html_(self) -> str:
+        cset = self.correction_set()
+        rows = []
+        for name in (self.scale_name, self.smear_name):
+            corr = cset[name]
+            rows.append((name, ", ".join(v.name for v in corr.inputs), corr.output.name))
+        files = ", ".join(f"{k}: {p}" for k, p in self.paths.items())
+        return (
+            "<div><strong>Corrections</strong><p>"
+            + html.escape(files)
+            + "</p>"
+            + _table(("correction", "inputs", "output"), rows)
+            + "</div>"
+        )
+
+
+def write_corrections(
+    fitted: Fit,
+    out_dir: str | Path,
+    *,
+    step: str = "step",
+    hists: Histograms | None = None,
+) -> Corrections:
+    """Write correctionlib JSON, legacy ``.dat`` files and ``fit_result.json`` for a fit.
+
+    Args:
+        fitted: the fit.
+        out_dir: output folder (created).
+        step: step name (corrections ``<step>_scale`` / ``<step>_smear``).
+        hists: the histograms fitted (their provenance goes into ``fit_result.json``).
+
+    Returns:
+        The :class:`Corrections` (paths and names).
+
+    Raises:
+        OutputError: a file cannot be written or the payload is invalid.
+    """
+    from zcalib.derive import write_outputs
+
+    extra: dict[str, Any] = {
+        "variations": {"data": fitted.data_variation, "mc": fitted.mc_variation},
+    }
+    if fitted.config is not None:
+        extra["calibration_config"] = fitted.config.to_dict()
+    paths = write_outputs(
+        fitted.result,
+        fitted.scheme,
+        out_dir,
+        step=step,
+        hset=hists.hset if hists is not None else None,
+        extra=extra,
+    )
+    return Corrections(step=step, paths=MappingProxyType(dict(paths)))
+
+
+# =========================================================================== everything
+@dataclass(frozen=True, repr=False)
+class Calibration:
+    """One derivation step end to end: configuration, histograms, fit, written corrections.
+
+    Attributes:
+        config: the calibration configuration.
+        histograms: the filled histograms.
+        fit: the fit.
+        corrections: the files written (``None`` when no output folder was given).
+    """
+
+    config: CalibrationConfig
+    histograms: Histograms
+    fit: Fit
+    corrections: Corrections | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Calibration(format={self.config.input_format!r}, {self.fit!r}, "
+            f"corrections={self.corrections!r})"
+        )
+
+    def plot(self, truth: Mapping[str, Sequence[float]] | None = None) -> Figure:
+        """The fitted values (see :meth:`Fit.plot`)."""
+        return self.fit.plot(truth)
+
+    def _repr_html_(self) -> str:
+        parts = [
+            "<div><strong>Calibration</strong>",
+            self.config._repr_html_(),
+            self.histograms._repr_html_(),
+            self.fit._repr_html_(),
+        ]
+        if self.corrections is not None:
+            parts.append(self.corrections._repr_html_())
+        return "".join(parts) + "</div>"
+
+
+def calibrate(
+    datasets: DatasetConfig | str | Path,
+    config: CalibrationConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    step: str = "step",
+    fit_options: FitConfig | None = None,
+    **run: Any,
+) -> Calibration:
+    """Fill, fit and (with ``out_dir``) write one derivation step.
+
+    Args:
+        datasets: dataset description or its YAML path.
+        config: what to calibrate (default: the datasets' format defaults).
+        out_dir: where to write corrections (nothing is written when ``None``).
+        step: step name of the corrections.
+        fit_options: minimiser settings.
+        **run: event-loop options of :func:`histograms` (``client``, ``executor``,
+            ``workers``, ``chunksize``, ``progress``, ``options``).
+
+    Returns:
+        The :class:`Calibration`.
+    """
+    ds = load_datasets(datasets) if isinstance(datasets, str | Path) else datasets
+    cfg = config if config is not None else CalibrationConfig.for_format(ds.format)
+    hists = histograms(ds, cfg, **run)
+    fitted = fit(hists, cfg, options=fit_options)
+    corr = (
+        write_corrections(fitted, out_dir, step=step, hists=hists) if out_dir is not None else None
+    )
+    return Calibration(config=cfg, histograms=hists, fit=fitted, corrections=corr)

@@ -1,0 +1,391 @@
+"""The pipeline configuration: YAML validated into frozen pydantic models, then a semantic pass.
+
+Example (``configs/pipeline_demo.yaml``)::
+
+    schema_version: 1
+    description: demo chain on generated data with a run drift
+    output: output/pipeline_demo
+    generate: {n_data: 300000, n_mc: 900000, seed: 1, drift: 0.01}
+    weights:
+      - {name: pileup, file: ../corrections/pileup_demo.json}
+    steps:
+      - {name: run_divide, type: run_divide, min_events: 10000}
+      - {name: time_stability, type: time_stability, needs: [run_divide]}
+      - {name: step2, type: fit, categories: cats_step2_coarse.yaml, needs: [time_stability]}
+      - {name: step2_closure, type: fit, closure: true, categories: cats_step2_coarse.yaml,
+         needs: [step2]}
+
+Relative paths are resolved against the folder of the YAML file, except ``output`` (relative
+to the working directory, like every zcalib output). Steps form a graph through ``needs``;
+a step's histograms are filled with the corrections of *every* step it depends on
+(transitively) applied, in dependency order: their data scales, the MC smearing of the
+latest smearing step, their Z pT × |y| weights (see ``docs/pipeline.md``).
+
+:func:`load_pipeline` raises :class:`~zcalib.exceptions.InvalidConfig` with one line naming
+the file and the field for: unknown keys, bad values, duplicate step names, a ``needs``
+entry naming no step, dependency cycles, missing categories/correction files, a time
+stability without run bins, a closure step without a smearing step before it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from zcalib.config import SelectionConfig, format_validation_error, load_yaml
+from zcalib.exceptions import InvalidConfig
+
+__all__ = [
+    "CorrectionsStep",
+    "FitOptions",
+    "FitStep",
+    "GenerateSettings",
+    "LoadedPipeline",
+    "PipelineConfig",
+    "RunDivideStep",
+    "RunSettings",
+    "StepConfig",
+    "TimeStabilityStep",
+    "ZWeightsStep",
+    "load_pipeline",
+    "topological_order",
+]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSettings(_Frozen):
+    """How the event loops run (does not change the results, so not part of step hashes)."""
+
+    executor: Literal["iterative", "futures", "dask"] = Field(
+        "iterative", description="coffea executor: iterative, futures or dask.")
+    workers: int = Field(2, ge=1, description="Local worker processes (futures, dask).")
+    chunksize: int = Field(200_000, ge=1, description="Events per chunk.")
+    scheduler: str | None = Field(None, description="Address of an existing Dask scheduler.")
+    progress: bool = Field(False, description="Show progress bars.")
+
+
+class GenerateSettings(_Frozen):
+    """Generate demo data (``zcalib generate``) when absent, instead of a datasets file."""
+
+    out: str | None = Field(None, description="Folder of the generated files; default "
+                            "<output>/data.")
+    n_data: int = Field(300_000, ge=1, description="Data pairs.")
+    n_mc: int = Field(900_000, ge=1, description="MC pairs.")
+    seed: int = Field(1, ge=0, description="Generator seed.")
+    drift: float = Field(0.0, description="Total relative linear drift of data across runs.")
+
+
+class WeightEntry(_Frozen):
+    """A static MC weight (correctionlib), e.g. pile-up."""
+
+    name: str = Field(min_length=1, description="Variation prefix (pileup -> pileup_up...).")
+    file: str = Field(min_length=1, description="correctionlib JSON file.")
+    correction: str | None = Field(None, description="Correction name; default: `name`.")
+
+
+class BinningSettings(_Frozen):
+    """Fine mass binning of every histogram."""
+
+    n_bins: int = Field(1200, ge=10, description="Number of log-uniform mass bins.")
+    lo: float = Field(60.0, gt=0, description="Lower mass edge [GeV].")
+    hi: float = Field(120.0, gt=0, description="Upper mass edge [GeV].")
+
+
+class _StepBase(_Frozen):
+    name: str = Field(description="Unique step name (letters, digits, _): output folder and "
+                      "correction-name prefix.")
+    needs: tuple[str, ...] = Field((), description="Steps whose corrections this step "
+                                   "builds on (applied before filling).")
+    description: str = Field("", description="Free text.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            msg = f"step name {v!r} must match {_NAME.pattern}"
+            raise ValueError(msg)
+        return v
+
+
+class RunDivideStep(_StepBase):
+    """Divide the data into run bins of at least ``min_events`` selected pairs."""
+
+    type: Literal["run_divide"] = Field(description="Step type.")
+    min_events: int = Field(10_000, ge=1, description="Minimum selected pairs per run bin.")
+    granularity: Literal["run", "lumi"] = Field(
+        "run", description="run: bins end at run boundaries; lumi: may split runs.")
+
+
+class TimeStabilityStep(_StepBase):
+    """Scales per run bin × |η| bin from median(MC) / median(data)."""
+
+    type: Literal["time_stability"] = Field(description="Step type.")
+    run_bins: str | None = Field(None, description="Run bins file (YAML or .dat); default: "
+                                 "the run_divide step among `needs`.")
+    eta_bins: tuple[tuple[float, float], ...] = Field(
+        ((0.0, 1.0), (1.0, 1.4442), (1.566, 2.0), (2.0, 2.5)),
+        description="|eta_SC| bins (both electrons in the same bin).")
+    window: tuple[float, float] = Field((80.0, 100.0), description="Mass window [GeV].")
+    validate_after: bool = Field(True, description="Re-read the data with the new step "
+                                 "applied: peaks after the correction, chi2, plot.")
+
+
+class ZWeightsStep(_StepBase):
+    """Z pT × |y| MC weights from data/MC (pymin -w), applied to MC in later steps."""
+
+    type: Literal["zweights"] = Field(description="Step type.")
+    pt_edges: tuple[float, ...] = Field(
+        (0, 2, 4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 70, 100, 150, 250),
+        description="Z pT bin edges [GeV].")
+    y_edges: tuple[float, ...] = Field((0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 2.1, 2.5),
+                                       description="Z |y| bin edges.")
+    max_weight: float = Field(5.0, ge=1, description="Cap on the weights.")
+
+
+class FitOptions(_Frozen):
+    """Options of the scale/smearing fit (see :class:`zcalib.fit.FitConfig`)."""
+
+    window: tuple[float, float] = Field((80.0, 100.0), description="Mass window [GeV].")
+    bin_width: float = Field(0.25, gt=0, description="Data bin width [GeV].")
+    min_data: float = Field(100.0, ge=0, description="Drop regions with fewer data pairs.")
+    min_mc: float = Field(200.0, ge=0, description="Drop regions with fewer MC entries.")
+    start: Literal["scan", "random", "specify"] = Field(
+        "scan", description="Start style; specify: values from `start_file`.")
+    start_file: str | None = Field(None, description="only-step or scales file with start "
+                                   "values (pymin --only-step refinement).")
+    fix_scales: bool = Field(False, description="Fit smearings only (scales held at 1).")
+    ignore: tuple[int, ...] = Field((), description="Scale-category indices held at 1.")
+    mc_stat: Literal["auto", "sandwich", "bootstrap", "none"] = Field(
+        "auto", description="MC-statistics error method; auto: bootstrap for closure steps "
+        "(smearings fixed at 0, where the sandwich estimate is unreliable), else sandwich.")
+    seed: int = Field(0, ge=0, description="Seed of random starts / bootstrap.")
+
+
+class FitStep(_StepBase):
+    """Fit scales (data) and smearings (MC) in a category scheme."""
+
+    type: Literal["fit"] = Field(description="Step type.")
+    categories: str = Field(description="Categories file (TSV or YAML).")
+    closure: bool = Field(False, description="pymin --closure: MC smeared ahead with the "
+                          "latest smearings, only scales fitted.")
+    mc_smearing: Literal["auto", "latest", "none"] = Field(
+        "auto", description="MC smearing while filling: latest smear step or none; auto: "
+        "latest for closure steps, none otherwise (the fit derives the full smearing).")
+    iterations: int = Field(1, ge=1, le=5, description="Refill with this step's own scales "
+                            "applied and refit the residual (removes Et-migration bias).")
+    fit: FitOptions = Field(default_factory=FitOptions, description="Fit options.")
+
+
+class CorrectionsStep(_StepBase):
+    """Existing corrections (a correctionlib file) used as a step of the chain."""
+
+    type: Literal["corrections"] = Field(description="Step type.")
+    file: str = Field(description="correctionlib JSON file.")
+    corrections: tuple[str, ...] | None = Field(
+        None, description="Correction names to use, in order; default: all scale/smear ones.")
+
+
+StepConfig = Annotated[
+    RunDivideStep | TimeStabilityStep | ZWeightsStep | FitStep | CorrectionsStep,
+    Field(discriminator="type"),
+]
+
+
+class PipelineConfig(_Frozen):
+    """The whole chain."""
+
+    schema_version: Literal[1] = Field(1, description="Version of the pipeline format.")
+    description: str = Field("", description="Free text.")
+    output: str = Field(description="Output folder (one subfolder per step, `final/`).")
+    datasets: str | None = Field(None, description="Dataset description YAML.")
+    generate: GenerateSettings | None = Field(None, description="Generate demo inputs.")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig,
+                                       description="Pair selection.")
+    binning: BinningSettings = Field(default_factory=BinningSettings,
+                                     description="Fine mass binning.")
+    run: RunSettings = Field(default_factory=RunSettings,
+                             description="Event-loop execution.")
+    smear_seed: int = Field(0, ge=0, description="Seed of the MC smearing random numbers.")
+    weights: tuple[WeightEntry, ...] = Field((), description="Static MC weights (pile-up).")
+    compound_name: str = Field("zcalib_scale_compound", description="Name of the compound "
+                               "correction stacking every scale step in the final file.")
+    steps: tuple[StepConfig, ...] = Field(min_length=1, description="The steps.")
+
+
+@dataclass(frozen=True)
+class LoadedPipeline:
+    """A validated pipeline: the model, its file, and the steps in execution order.
+
+    Attributes:
+        config: the validated model.
+        path: the YAML file.
+        base: folder relative paths are resolved against.
+        order: step names in execution (dependency) order.
+        closure: ``{step: every step it depends on, in execution order}``.
+    """
+
+    config: PipelineConfig
+    path: Path
+    base: Path
+    order: tuple[str, ...]
+    closure: dict[str, tuple[str, ...]]
+
+    def step(self, name: str) -> Any:
+        """The step model named ``name``."""
+        return next(s for s in self.config.steps if s.name == name)
+
+    def resolve(self, path: str) -> Path:
+        """A path of the config, relative to the YAML folder unless absolute."""
+        p = Path(path)
+        return p if p.is_absolute() else self.base / p
+
+    @property
+    def output(self) -> Path:
+        """The output folder."""
+        return Path(self.config.output)
+
+    def dependents(self, name: str) -> tuple[str, ...]:
+        """``name`` and every step depending on it, in execution order."""
+        return tuple(s for s in self.order if s == name or name in self.closure[s])
+
+
+def topological_order(
+    names: Sequence[str], needs: dict[str, tuple[str, ...]], source: str
+) -> tuple[str, ...]:
+    """Execution order: dependencies first, otherwise file order (stable Kahn sort).
+
+    Raises:
+        InvalidConfig: unknown dependency or a cycle (named).
+
+    Example:
+        >>> topological_order(["b", "a"], {"b": ("a",), "a": ()}, "p.yaml")
+        ('a', 'b')
+    """
+    known = set(names)
+    for n in names:
+        for d in needs[n]:
+            if d not in known:
+                msg = (f"{source}: step '{n}' needs unknown step '{d}'; known steps: "
+                       f"{', '.join(names)}")
+                raise InvalidConfig(msg)
+    done: list[str] = []
+    left = list(names)
+    while left:
+        ready = [n for n in left if all(d in done for d in needs[n])]
+        if not ready:
+            raise InvalidConfig(_cycle_message(left, needs, source))
+        done.append(ready[0])
+        left.remove(ready[0])
+    return tuple(done)
+
+
+def _cycle_message(left: list[str], needs: dict[str, tuple[str, ...]], source: str) -> str:
+    # walk dependencies among the remaining steps until a step repeats
+    path = [left[0]]
+    while True:
+        nxt = next(d for d in needs[path[-1]] if d in left)
+        if nxt in path:
+            cyc = [*path[path.index(nxt):], nxt]
+            return f"{source}: steps form a dependency cycle: {' -> '.join(cyc)}"
+        path.append(nxt)
+
+
+def load_pipeline(path: str | Path) -> LoadedPipeline:
+    """Load and validate a pipeline YAML (schema, then semantics), before any event is read.
+
+    Raises:
+        InvalidConfig: one line naming the file, the field or step, the bad value.
+    """
+    p = Path(path)
+    raw = load_yaml(p)
+    if not isinstance(raw, dict):
+        msg = f"{p}: expected a mapping with 'output' and 'steps', got {type(raw).__name__}"
+        raise InvalidConfig(msg)
+    try:
+        cfg = PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        raise InvalidConfig(format_validation_error(str(p), err)) from None
+    base = p.resolve().parent
+    names = [s.name for s in cfg.steps]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        msg = f"{p}: step names must be unique; repeated: {', '.join(dupes)}"
+        raise InvalidConfig(msg)
+    needs = {s.name: s.needs for s in cfg.steps}
+    order = topological_order(names, needs, str(p))
+    closure: dict[str, tuple[str, ...]] = {}
+    for n in order:
+        deps: set[str] = set()
+        for d in needs[n]:
+            deps |= {d, *closure[d]}
+        closure[n] = tuple(s for s in order if s in deps)
+    loaded = LoadedPipeline(config=cfg, path=p, base=base, order=order, closure=closure)
+    _check_semantics(loaded)
+    return loaded
+
+
+def _check_semantics(lp: LoadedPipeline) -> None:
+    cfg, p = lp.config, lp.path
+    if (cfg.datasets is None) == (cfg.generate is None):
+        msg = f"{p}: give exactly one of 'datasets' (a dataset description) or 'generate'"
+        raise InvalidConfig(msg)
+    if cfg.datasets is not None and not lp.resolve(cfg.datasets).is_file():
+        msg = f"{p}: field 'datasets': file {lp.resolve(cfg.datasets)} not found"
+        raise InvalidConfig(msg)
+    for w in cfg.weights:
+        if not lp.resolve(w.file).is_file():
+            msg = f"{p}: weight '{w.name}': file {lp.resolve(w.file)} not found"
+            raise InvalidConfig(msg)
+    kinds = {s.name: s.type for s in cfg.steps}
+    for s in cfg.steps:
+        deps = lp.closure[s.name]
+        where = f"{p}: step '{s.name}'"
+        if isinstance(s, FitStep):
+            cats = lp.resolve(s.categories)
+            if not cats.is_file():
+                msg = f"{where}: categories file {cats} not found (unknown category scheme)"
+                raise InvalidConfig(msg)
+            if s.fit.start == "specify" and s.fit.start_file is None:
+                msg = f"{where}: fit.start 'specify' needs fit.start_file (an only-step file)"
+                raise InvalidConfig(msg)
+            if s.fit.start_file is not None and not lp.resolve(s.fit.start_file).is_file():
+                msg = f"{where}: fit.start_file {lp.resolve(s.fit.start_file)} not found"
+                raise InvalidConfig(msg)
+            smearing = s.mc_smearing if s.mc_smearing != "auto" else (
+                "latest" if s.closure else "none")
+            if s.closure and smearing != "latest":
+                msg = f"{where}: a closure step smears MC ahead: mc_smearing must be 'latest'"
+                raise InvalidConfig(msg)
+            if smearing == "latest" and not any(_provides_smear(lp, d) for d in deps):
+                msg = (f"{where}: {'closure ' if s.closure else ''}MC smearing 'latest' needs a "
+                       "fit step deriving smearings among its dependencies (needs)")
+                raise InvalidConfig(msg)
+        elif isinstance(s, TimeStabilityStep):
+            if s.run_bins is not None:
+                if not lp.resolve(s.run_bins).is_file():
+                    msg = f"{where}: run_bins file {lp.resolve(s.run_bins)} not found"
+                    raise InvalidConfig(msg)
+            elif not any(kinds[d] == "run_divide" for d in s.needs):
+                msg = (f"{where}: time_stability needs run bins: a run_divide step in 'needs' "
+                       "or a 'run_bins' file")
+                raise InvalidConfig(msg)
+        elif isinstance(s, CorrectionsStep) and not lp.resolve(s.file).is_file():
+            msg = f"{where}: corrections file {lp.resolve(s.file)} not found"
+            raise InvalidConfig(msg)
+
+
+def _provides_smear(lp: LoadedPipeline, name: str) -> bool:
+    s = lp.step(name)
+    if isinstance(s, FitStep):
+        return not s.closure
+    return isinstance(s, CorrectionsStep)  # checked when loaded: it may hold smear steps

@@ -1,0 +1,803 @@
+"""Run a derivation chain from a pipeline YAML, with cached, resumable steps.
+
+``run_pipeline(load_pipeline("configs/pipeline_demo.yaml"))`` runs every step in
+dependency order. Each step:
+
+1. gets the corrections of the steps it depends on (transitively, in execution order): their
+   data **scale** steps, the MC **smearing** of the latest step deriving smearings (when the
+   step smears MC: closure fits, time stability, Z weights; non-closure fits derive the full
+   smearing from unsmeared MC, as pymin does), and their Z pT × |y| **weights**, next to the
+   static MC weights (pile-up);
+2. computes its **input hash**: zcalib version, input file fingerprints
+   (:func:`zcalib.runner.file_fingerprint`), selection, binning, smearing seed, static
+   weights, the step's own configuration and the files it names (categories, start values,
+   run bins, corrections), and the output hashes of every step it depends on;
+3. is **skipped** when ``<output>/<step>/step.json`` records the same input hash and its
+   outputs still hash to the recorded output hash; otherwise it runs (one event loop, or
+   ``iterations`` of them) and writes its outputs atomically, the manifest last.
+
+An interrupted run therefore resumes at the first step without a valid manifest. ``force``
+reruns the named steps and everything depending on them; ``stop_after`` stops after a step.
+
+When every step is done, ``<output>/final/`` receives ``corrections.json`` (every scale
+step, the final smearing, the Z weights and a ``compound_corrections`` entry stacking the
+scale steps), the combined legacy ``scales.dat`` (pymin ``--combine-files`` folded over the
+scale steps), ``smearings.dat`` and ``pipeline.json`` (steps, hashes, timings, results).
+
+All set-up checks (configuration, categories, correction files and their run coverage,
+run bins against the data runs, nesting of the scale categories) run before any event is
+processed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zcalib._atomic import atomic_write_text
+from zcalib.categories import CategoryScheme, load_categories
+from zcalib.chain._events import ChainLoop, data_run_keys
+from zcalib.chain.config import (
+    CorrectionsStep,
+    FitStep,
+    LoadedPipeline,
+    RunDivideStep,
+    TimeStabilityStep,
+    ZWeightsStep,
+)
+from zcalib.chain.run_divide import RunBins, load_run_bins, run_divide
+from zcalib.chain.time_stability import time_stability
+from zcalib.chain.zweights import derive_zweights, load_zweight_spec, write_zweights
+from zcalib.config import DatasetConfig, dataset_config_from_files, load_dataset_config
+from zcalib.exceptions import InputError, InvalidConfig
+from zcalib.fit import FitConfig, FitResult
+from zcalib.histograms import MassBinning
+from zcalib.processors.zee import CorrectionStep, WeightSpec
+from zcalib.runner import RunOptions, file_fingerprint
+
+__all__ = ["PipelineResult", "StepOutputs", "run_pipeline"]
+
+log = logging.getLogger(__name__)
+
+_MANIFEST = "step.json"
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class StepOutputs:
+    """What a finished step hands to the steps after it.
+
+    Attributes:
+        name: step name.
+        type: step type.
+        scales: data scale steps it provides (applied in order).
+        smear: MC smearing step it provides (``None``: none).
+        weight: MC weight it provides (Z pT × |y|).
+        run_bins: run bins it provides (run_divide).
+        scale_legacy: legacy scales files of its scale steps (for the combined file).
+        smear_legacy: legacy smearings file (with ``smear``).
+        output_hash: hash of its physics outputs.
+        summary: numbers worth reporting (fit status, χ², bins...).
+        ran: whether it ran in this call (``False``: taken from the cache).
+        wall_time_s: seconds it took when it ran.
+    """
+
+    name: str
+    type: str
+    scales: tuple[CorrectionStep, ...] = ()
+    smear: CorrectionStep | None = None
+    weight: WeightSpec | None = None
+    run_bins: RunBins | None = None
+    scale_legacy: tuple[Path, ...] = ()
+    smear_legacy: Path | None = None
+    output_hash: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+    ran: bool = True
+    wall_time_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What :func:`run_pipeline` did.
+
+    Attributes:
+        output: the output folder.
+        steps: outputs of every finished step, by name, in execution order.
+        ran: steps run in this call.
+        skipped: steps taken from the cache.
+        final: paths of the final outputs (empty when stopped early).
+        wall_time_s: total seconds.
+    """
+
+    output: Path
+    steps: dict[str, StepOutputs]
+    ran: tuple[str, ...]
+    skipped: tuple[str, ...]
+    final: dict[str, Path]
+    wall_time_s: float
+
+
+def _hash(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+
+
+class _Setup:
+    """Everything prepared (and checked) before the first event is read."""
+
+    def __init__(self, lp: LoadedPipeline, run_override: dict[str, Any] | None) -> None:
+        self.lp = lp
+        cfg = lp.config
+        self.dataset_cfg = self._datasets()
+        settings = cfg.run.model_copy(update=run_override or {})
+        self.options = RunOptions(
+            executor="dask" if settings.scheduler else settings.executor,
+            workers=settings.workers, chunksize=settings.chunksize,
+            scheduler=settings.scheduler, progress=settings.progress,
+        )
+        self.options.check()
+        self.binning = MassBinning(n_bins=cfg.binning.n_bins, lo=cfg.binning.lo,
+                                   hi=cfg.binning.hi)
+        if not cfg.binning.lo < cfg.binning.hi:
+            msg = f"{lp.path}: field 'binning': lo must be < hi, got {cfg.binning}"
+            raise InvalidConfig(msg)
+        from zcalib.runner import load_weight
+
+        self.static_weights = tuple(
+            load_weight(w.name, lp.resolve(w.file), w.correction) for w in cfg.weights)
+        self.data_keys = data_run_keys(self.dataset_cfg)
+        all_keys = np.unique(np.concatenate(list(self.data_keys.values())))
+        if not len(all_keys):
+            msg = f"{lp.path}: the data files hold no events"
+            raise InputError(msg)
+        self.data_runs = (int(all_keys[0] >> 32), int(all_keys[-1] >> 32))
+        self.schemes: dict[str, CategoryScheme] = {}
+        self.fit_configs: dict[str, FitConfig] = {}
+        self.external: dict[str, list[CorrectionStep]] = {}
+        self.file_hashes: dict[str, dict[str, str]] = {}
+        for name in lp.order:
+            self._check_step(lp.step(name))
+        self._check_smearing()
+        self._check_nesting()
+        self.base_hash = {
+            "zcalib": _version(),
+            "format": _FORMAT,
+            "inputs": [
+                {"dataset": ds.name, "kind": ds.kind, "file": Path(f).name,
+                 "fingerprint": file_fingerprint(f)}
+                for ds in self.dataset_cfg.datasets for f in ds.files
+            ],
+            "format_name": self.dataset_cfg.format,
+            "selection": cfg.selection.model_dump(mode="json"),
+            "binning": cfg.binning.model_dump(mode="json"),
+            "smear_seed": cfg.smear_seed,
+            "weights": [{"name": w.name, "correction": w.correction,
+                         "payload": hashlib.blake2b(w.payload.encode(),
+                                                    digest_size=16).hexdigest()}
+                        for w in self.static_weights],
+        }
+
+    # ----------------------------------------------------------------- inputs
+    def _datasets(self) -> DatasetConfig:
+        lp = self.lp
+        cfg = lp.config
+        if cfg.datasets is not None:
+            return load_dataset_config(lp.resolve(cfg.datasets))
+        gen = cfg.generate
+        assert gen is not None
+        out = Path(gen.out) if gen.out else lp.output / "data"
+        truth = out / "truth.json"
+        want = {"n_data": gen.n_data, "n_mc": gen.n_mc, "seed": gen.seed, "drift": gen.drift}
+        have: dict[str, Any] = {}
+        if truth.is_file():
+            try:
+                have = json.loads(truth.read_text())
+            except (OSError, json.JSONDecodeError):
+                have = {}
+        if any(have.get(k) != v for k, v in want.items()) or not all(
+                (out / f).is_file() for f in ("data.root", "mc.root")):
+            from zcalib.generate import generate
+
+            log.info("generating demo inputs in %s (%s)", out, want)
+            generate(out, n_data=gen.n_data, n_mc=gen.n_mc, seed=gen.seed, drift=gen.drift)
+        return dataset_config_from_files(data=[str(out / "data.root")],
+                                         mc=[str(out / "mc.root")])
+
+    # ----------------------------------------------------------------- checks
+    def _where(self, name: str) -> str:
+        return f"{self.lp.path}: step '{name}'"
+
+    def _check_step(self, step: Any) -> None:
+        lp = self.lp
+        hashes: dict[str, str] = {}
+        if isinstance(step, FitStep):
+            path = lp.resolve(step.categories)
+            scheme = load_categories(path)
+            self.schemes[step.name] = scheme
+            hashes["categories"] = _file_hash(path)
+            self.fit_configs[step.name] = self._fit_config(step, scheme)
+            if step.fit.start_file is not None:
+                hashes["start_file"] = _file_hash(lp.resolve(step.fit.start_file))
+        elif isinstance(step, TimeStabilityStep) and step.run_bins is not None:
+            path = lp.resolve(step.run_bins)
+            bins = load_run_bins(path)
+            bins.check_coverage(self.data_keys)
+            hashes["run_bins"] = _file_hash(path)
+        elif isinstance(step, CorrectionsStep):
+            from zcalib.corrections.steps import load_correction_steps
+
+            path = lp.resolve(step.file)
+            steps = load_correction_steps(path, list(step.corrections) if step.corrections
+                                          else None)
+            self._check_era(path, steps)
+            self.external[step.name] = steps
+            hashes["file"] = _file_hash(path)
+        self.file_hashes[step.name] = hashes
+
+    def _fit_config(self, step: FitStep, scheme: CategoryScheme) -> FitConfig:
+        from zcalib.corrections import read_legacy_for_scheme
+
+        o = step.fit
+        kw: dict[str, Any] = {
+            "window": o.window, "bin_width": o.bin_width, "min_data": o.min_data,
+            "min_mc": o.min_mc, "start": o.start, "fix_scales": o.fix_scales,
+            "ignore_scales": o.ignore, "seed": o.seed,
+            "mc_stat": o.mc_stat if o.mc_stat != "auto" else (
+                "bootstrap" if step.closure else "sandwich"),
+            "fix_smears": step.closure,
+        }
+        if o.start_file is not None:
+            values, _ = read_legacy_for_scheme(self.lp.resolve(o.start_file), scheme,
+                                               kind="scale")
+            kw["start_scales"] = tuple(float(v) for v in values)
+        try:
+            cfg = FitConfig(**kw)
+            cfg.check_lengths(len(scheme.scale), len(scheme.smear))
+        except InvalidConfig as err:
+            msg = f"{self._where(step.name)}: {err}"
+            raise InvalidConfig(msg) from None
+        return cfg
+
+    def _check_era(self, path: Path, steps: list[CorrectionStep]) -> None:
+        """Run-binned corrections must cover the data runs (a payload for another era?)."""
+        from correctionlib import schemav2
+
+        model = schemav2.CorrectionSet.model_validate_json(steps[0].payload) if steps else None
+        if model is None:
+            return
+        by_name = {c.name: c for c in model.corrections}
+        lo_d, hi_d = self.data_runs
+        for s in steps:
+            data = by_name[s.name].data
+            span = _run_span(data.model_dump() if hasattr(data, "model_dump") else data)
+            if span is None:
+                continue
+            lo, hi = span
+            if lo_d < lo or hi_d >= hi:
+                msg = (f"{path}: correction '{s.name}' is binned in runs {lo}-{hi - 1} but the "
+                       f"data hold runs {lo_d}-{hi_d} (a payload for another era?)")
+                raise InvalidConfig(msg)
+
+    def _check_smearing(self) -> None:
+        for name in self.lp.order:
+            step = self.lp.step(name)
+            if not (isinstance(step, FitStep) and _smears_mc(step)):
+                continue
+            deps = self.lp.closure[name]
+            if not any(self._provides_smear(d) for d in deps):
+                msg = (f"{self._where(name)}: {'closure ' if step.closure else ''}MC smearing "
+                       "'latest' needs a step providing smearings among its dependencies (needs)")
+                raise InvalidConfig(msg)
+
+    def _provides_smear(self, name: str) -> bool:
+        step = self.lp.step(name)
+        if isinstance(step, FitStep):
+            return not step.closure
+        return isinstance(step, CorrectionsStep) and any(
+            s.kind == "smear" for s in self.external[name])
+
+    def _check_nesting(self) -> None:
+        """Dry run of the combined legacy scales file on the scale categories of the steps."""
+        from zcalib.categories import Category
+        from zcalib.corrections import combine, write_legacy
+
+        layers: list[tuple[str, list[Category]]] = []
+        for name in self.lp.order:
+            step = self.lp.step(name)
+            if isinstance(step, FitStep):
+                layers.append((name, list(self.schemes[name].scale)))
+            elif isinstance(step, TimeStabilityStep):
+                layers.append((name, [Category("scale", i, eta=b)
+                                      for i, b in enumerate(step.eta_bins)]))
+        if len(layers) < 2:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            base = Path(tmp) / "base.dat"
+            cats = layers[0][1]
+            write_legacy(base, cats, np.ones(len(cats)), np.zeros(len(cats)))
+            for k, (name, cats) in enumerate(layers[1:], start=1):
+                nxt = Path(tmp) / f"{name}.dat"
+                write_legacy(nxt, cats, np.ones(len(cats)), np.zeros(len(cats)))
+                try:
+                    combine(base, nxt, Path(tmp) / f"c{k}.dat")
+                except InputError as err:
+                    found = re.search(r"row \((.*?)\) partially overlaps .*? \((.*?)\);",
+                                      str(err))
+                    what = (f"({found.group(1)}) partially overlaps ({found.group(2)}) of an "
+                            "earlier step" if found else str(err))
+                    msg = (f"{self.lp.path}: the scale categories of step '{name}' cannot be "
+                           f"combined with the previous steps: {what}; categories of later "
+                           "steps must be nested in or contain the earlier ones")
+                    raise InvalidConfig(msg) from None
+                base = Path(tmp) / f"c{k}.dat"
+
+
+def _smears_mc(step: FitStep) -> bool:
+    mode = step.mc_smearing if step.mc_smearing != "auto" else (
+        "latest" if step.closure else "none")
+    return mode == "latest"
+
+
+def _run_span(node: Any) -> tuple[int, int] | None:
+    """Smallest and largest run edge of a correction's data tree (``None``: no run input)."""
+    spans: list[float] = []
+
+    def walk(n: Any) -> None:
+        if isinstance(n, dict):
+            kind = n.get("nodetype")
+            if kind == "binning" and n.get("input") == "run" and isinstance(n.get("edges"), list):
+                spans.extend(float(x) for x in n["edges"])
+            if kind == "multibinning" and "run" in n.get("inputs", []):
+                e = n["edges"][n["inputs"].index("run")]
+                if isinstance(e, list):
+                    spans.extend(float(x) for x in e)
+            for v in n.values():
+                walk(v)
+        elif isinstance(n, list):
+            for v in n:
+                walk(v)
+
+    walk(node)
+    return (int(min(spans)), int(max(spans))) if spans else None
+
+
+def _version() -> str:
+    from zcalib.metrics import zcalib_version
+
+    return zcalib_version()
+
+
+# ---------------------------------------------------------------------------- running
+def run_pipeline(
+    lp: LoadedPipeline,
+    *,
+    force: tuple[str, ...] = (),
+    stop_after: str | None = None,
+    run_override: dict[str, Any] | None = None,
+) -> PipelineResult:
+    """Run (or resume) a pipeline.
+
+    Args:
+        lp: the loaded pipeline (:func:`zcalib.chain.config.load_pipeline`).
+        force: steps to rerun even if cached (with every step depending on them).
+        stop_after: stop once this step is done (no final outputs).
+        run_override: event-loop settings replacing the config's ``run`` entries
+            (``executor``, ``workers``...; they do not change the results).
+
+    Returns:
+        The :class:`PipelineResult`.
+
+    Raises:
+        InvalidConfig: bad configuration (before any event is read).
+        InputError: bad inputs. FitError: a fit that does not converge.
+    """
+    t0 = time.perf_counter()
+    for name in (*force, *((stop_after,) if stop_after else ())):
+        if name not in lp.order:
+            msg = f"{lp.path}: unknown step {name!r}; steps: {', '.join(lp.order)}"
+            raise InvalidConfig(msg)
+    setup = _Setup(lp, run_override)
+    forced: set[str] = set()
+    for name in force:
+        forced |= set(lp.dependents(name))
+    out_dir = lp.output
+    outputs: dict[str, StepOutputs] = {}
+    ran: list[str] = []
+    skipped: list[str] = []
+    stopped = False
+    for name in lp.order:
+        step = lp.step(name)
+        input_hash = _hash({
+            "base": setup.base_hash,
+            "step": step.model_dump(mode="json"),
+            "files": setup.file_hashes.get(name, {}),
+            "deps": [(d, outputs[d].output_hash) for d in lp.closure[name]],
+        })
+        step_dir = out_dir / name
+        cached = None if name in forced else _cached(step_dir, input_hash, step, setup)
+        if cached is not None:
+            log.info("step %s: up to date (cached)", name)
+            outputs[name] = cached
+            skipped.append(name)
+        else:
+            log.info("step %s (%s): running", name, step.type)
+            (step_dir / _MANIFEST).unlink(missing_ok=True)
+            t_step = time.perf_counter()
+            res = _run_step(step, setup, outputs, step_dir)
+            res = replace(res, wall_time_s=time.perf_counter() - t_step)
+            _write_manifest(step_dir, step, input_hash, res)
+            outputs[name] = res
+            ran.append(name)
+            log.info("step %s done in %.1f s", name, res.wall_time_s)
+        if name == stop_after and name != lp.order[-1]:
+            stopped = True
+            log.info("stopping after step %s (stop_after)", name)
+            break
+    final: dict[str, Path] = {}
+    if not stopped:
+        final = _write_final(lp, setup, outputs, out_dir / "final",
+                             wall_time=time.perf_counter() - t0)
+    return PipelineResult(output=out_dir, steps=outputs, ran=tuple(ran), skipped=tuple(skipped),
+                          final=final, wall_time_s=time.perf_counter() - t0)
+
+
+def _prior(
+    name: str, lp: LoadedPipeline, outputs: dict[str, StepOutputs]
+) -> tuple[tuple[CorrectionStep, ...], CorrectionStep | None, tuple[WeightSpec, ...]]:
+    scales: list[CorrectionStep] = []
+    smear: CorrectionStep | None = None
+    weights: dict[str, WeightSpec] = {}
+    for d in lp.closure[name]:
+        o = outputs[d]
+        scales.extend(o.scales)
+        if o.smear is not None:
+            smear = o.smear
+        if o.weight is not None:
+            weights[o.weight.name] = o.weight
+    return tuple(scales), smear, tuple(weights.values())
+
+
+def _loop(
+    setup: _Setup, scales: tuple[CorrectionStep, ...], smear: CorrectionStep | None,
+    weights: tuple[WeightSpec, ...],
+) -> ChainLoop:
+    cfg = setup.lp.config
+    corr = (*scales, *((smear,) if smear is not None else ()))
+    return ChainLoop(setup.dataset_cfg, options=setup.options, selection=cfg.selection,
+                     binning=setup.binning, weights=(*setup.static_weights, *weights),
+                     corrections=corr, smear_seed=cfg.smear_seed)
+
+
+def _run_step(
+    step: Any, setup: _Setup, outputs: dict[str, StepOutputs], step_dir: Path
+) -> StepOutputs:
+    lp = setup.lp
+    scales, smear, weights = _prior(step.name, lp, outputs)
+    if isinstance(step, RunDivideStep):
+        bins = run_divide(_loop(setup, scales, smear, weights), min_events=step.min_events,
+                          granularity=step.granularity, out=step_dir / "run_bins.yaml")
+        bins.check_coverage(setup.data_keys)
+        return StepOutputs(name=step.name, type=step.type, run_bins=bins,
+                           output_hash=_file_hash(step_dir / "run_bins.yaml"),
+                           summary={"bins": len(bins), "granularity": bins.granularity,
+                                    "pairs": [b.pairs for b in bins.bins]})
+    if isinstance(step, TimeStabilityStep):
+        if step.run_bins is not None:
+            bins = load_run_bins(lp.resolve(step.run_bins))
+        else:
+            src = next(d for d in step.needs if lp.step(d).type == "run_divide")
+            found = outputs[src].run_bins
+            assert found is not None
+            bins = found
+        loop = _loop(setup, scales, smear, weights)
+        res, paths = time_stability(loop, bins, step_dir, eta_bins=step.eta_bins,
+                                    window=step.window, name=f"{step.name}_scale",
+                                    validate=step.validate_after)
+        return _ts_outputs(step, res.to_dict(), paths["corrections"], paths["scales"])
+    if isinstance(step, ZWeightsStep):
+        zw = derive_zweights(_loop(setup, scales, smear, weights), name=step.name,
+                             pt_edges=step.pt_edges, y_edges=step.y_edges,
+                             max_weight=step.max_weight)
+        paths = write_zweights(zw, step_dir)
+        return _zw_outputs(step, paths["corrections"], zw.weights)
+    if isinstance(step, FitStep):
+        return _run_fit(step, setup, scales, smear, weights, step_dir)
+    if isinstance(step, CorrectionsStep):
+        ext = setup.external[step.name]
+        step_dir.mkdir(parents=True, exist_ok=True)
+        return StepOutputs(
+            name=step.name, type=step.type,
+            scales=tuple(s for s in ext if s.kind == "scale"),
+            smear=next((s for s in reversed(ext) if s.kind == "smear"), None),
+            output_hash=_hash([setup.file_hashes[step.name], [s.name for s in ext]]),
+            summary={"corrections": [s.name for s in ext]},
+        )
+    msg = f"unknown step type {step.type!r}"
+    raise InvalidConfig(msg)
+
+
+def _ts_outputs(step: TimeStabilityStep, summary: dict[str, Any], corr: Path,
+                legacy: Path) -> StepOutputs:
+    name = f"{step.name}_scale"
+    chi = summary.get("chi2", {})
+    return StepOutputs(
+        name=step.name, type=step.type,
+        scales=(CorrectionStep(name=name, payload=corr.read_text(), kind="scale",
+                               source=str(corr)),),
+        scale_legacy=(legacy,), output_hash=_file_hash(corr),
+        summary={"run_bins": len(summary["run_bins"]),
+                 "chi2_before": [chi.get("before", {}).get(k) for k in ("total_chi2",
+                                                                        "total_ndf")],
+                 "chi2_after": [chi.get("after", {}).get(k) for k in ("total_chi2",
+                                                                      "total_ndf")]},
+    )
+
+
+def _zw_outputs(step: ZWeightsStep, corr: Path, weights: Any) -> StepOutputs:
+    w = np.asarray(weights, dtype=np.float64)
+    return StepOutputs(
+        name=step.name, type=step.type,
+        weight=load_zweight_spec(corr, step.name, weight_name=step.name),
+        output_hash=_file_hash(corr),
+        summary={"weight_min": float(w.min()), "weight_max": float(w.max())},
+    )
+
+
+def _fit_outputs(step: FitStep, step_dir: Path, summary: dict[str, Any]) -> StepOutputs:
+    corr = step_dir / "corrections.json"
+    text = corr.read_text()
+    smear = None if step.closure else CorrectionStep(
+        name=f"{step.name}_smear", payload=text, kind="smear", source=str(corr))
+    return StepOutputs(
+        name=step.name, type=step.type,
+        scales=(CorrectionStep(name=f"{step.name}_scale", payload=text, kind="scale",
+                               source=str(corr)),),
+        smear=smear,
+        scale_legacy=(step_dir / f"{step.name}_scales.dat",),
+        smear_legacy=None if step.closure else step_dir / f"{step.name}_smearings.dat",
+        output_hash=_file_hash(corr), summary=summary,
+    )
+
+
+def _run_fit(
+    step: FitStep,
+    setup: _Setup,
+    scales: tuple[CorrectionStep, ...],
+    smear: CorrectionStep | None,
+    weights: tuple[WeightSpec, ...],
+    step_dir: Path,
+) -> StepOutputs:
+    from zcalib.corrections import build_scale_correction, write_correction_set, write_only_step
+    from zcalib.derive import write_outputs
+    from zcalib.fit import fit_histograms
+    from zcalib.histograms import save_histograms
+    from zcalib.runner import build_histograms
+
+    scheme = setup.schemes[step.name]
+    base_cfg = setup.fit_configs[step.name]
+    cfg = setup.lp.config
+    use_smear = smear if _smears_mc(step) else None
+    own: CorrectionStep | None = None
+    cumulative = np.ones(len(scheme.scale))
+    iterations: list[dict[str, Any]] = []
+    result: FitResult | None = None
+    hset = None
+    for it in range(step.iterations):
+        corr = (*scales, *((own,) if own is not None else ()),
+                *((use_smear,) if use_smear is not None else ()))
+        hset = build_histograms(setup.dataset_cfg, scheme, options=setup.options,
+                                selection=cfg.selection, binning=setup.binning,
+                                weights=(*setup.static_weights, *weights), corrections=corr,
+                                smear_seed=cfg.smear_seed)
+        fit_cfg = base_cfg if it == 0 else base_cfg.with_overrides(start="scan",
+                                                                   start_scales=None)
+        result = fit_histograms(hset, fit_cfg, scheme=scheme).raise_if_failed()
+        cumulative = cumulative * result.scale_values()
+        iterations.append({"iteration": it, "status": result.status,
+                           "residual_scales": result.scale_values().tolist()})
+        if it + 1 < step.iterations:
+            name = f"{step.name}_scale_iter{it}"
+            path = write_correction_set(
+                step_dir / f"iter{it}" / "corrections.json",
+                [build_scale_correction(name, scheme, cumulative,
+                                        np.zeros(len(cumulative)),
+                                        description=f"{step.name}: scales after iteration {it}")],
+                description=f"zcalib {step.name} iteration {it}")
+            own = CorrectionStep(name=name, payload=path.read_text(), kind="scale",
+                                 source=str(path))
+    assert result is not None
+    assert hset is not None
+    if step.iterations > 1:
+        prev = cumulative / result.scale_values()
+        result = replace(result, scales=tuple(
+            replace(c, value=float(cumulative[i]), stat=c.stat * prev[i],
+                    mc_stat=c.mc_stat * prev[i])
+            for i, c in enumerate(result.scales)))
+    save_histograms(hset, step_dir / "histograms.npz")
+    write_outputs(result, scheme, step_dir, step=step.name, hset=hset,
+                  extra={"pipeline": {"step": step.model_dump(mode="json"),
+                                      "prior_corrections": [c.name for c in scales],
+                                      "mc_smearing": use_smear.name if use_smear else None,
+                                      "mc_weights": [w.name for w in weights],
+                                      "iterations": iterations}})
+    write_only_step(step_dir / f"{step.name}_only_step.tsv", scheme,
+                    result.scale_values(), [c.total_stat for c in result.scales])
+    summary = {
+        "status": result.status,
+        "closure": step.closure,
+        "scales": [_round(c.value) for c in result.scales],
+        "scale_errors": [_round(c.total_stat) for c in result.scales],
+        "smears": [_round(c.value) for c in result.smears],
+        "smear_errors": [_round(c.total_stat) for c in result.smears],
+        "regions_used": len(result.regions_used),
+    }
+    return _fit_outputs(step, step_dir, summary)
+
+
+def _round(v: float) -> float | None:
+    return float(f"{v:.8g}") if math.isfinite(v) else None
+
+
+# ---------------------------------------------------------------------------- cache
+def _write_manifest(step_dir: Path, step: Any, input_hash: str, res: StepOutputs) -> None:
+    outputs: dict[str, Any] = {"scale_legacy": [p.name for p in res.scale_legacy],
+                               "smear_legacy": res.smear_legacy.name if res.smear_legacy
+                               else None}
+    record = {
+        "schema_version": 1,
+        "step": step.name,
+        "type": step.type,
+        "input_hash": input_hash,
+        "output_hash": res.output_hash,
+        "outputs": outputs,
+        "summary": res.summary,
+        "wall_time_s": res.wall_time_s,
+        "zcalib": _version(),
+    }
+    atomic_write_text(step_dir / _MANIFEST, json.dumps(record, indent=2) + "\n")
+
+
+def _cached(step_dir: Path, input_hash: str, step: Any, setup: _Setup) -> StepOutputs | None:
+    """The outputs of a finished step with the same inputs, or ``None`` (run it)."""
+    path = step_dir / _MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("input_hash") != input_hash or record.get("schema_version") != 1:
+        return None
+    try:
+        res = _reload(step, step_dir, setup, record)
+    except (OSError, ValueError, KeyError, InputError, InvalidConfig) as err:
+        log.warning("step %s: cached outputs unusable (%s); rerunning", step.name, err)
+        return None
+    if res.output_hash != record.get("output_hash"):
+        log.warning("step %s: outputs changed since they were written; rerunning", step.name)
+        return None
+    return replace(res, ran=False, wall_time_s=float(record.get("wall_time_s", 0.0)))
+
+
+def _reload(step: Any, step_dir: Path, setup: _Setup, record: dict[str, Any]) -> StepOutputs:
+    summary = record.get("summary", {})
+    if isinstance(step, RunDivideStep):
+        path = step_dir / "run_bins.yaml"
+        bins = load_run_bins(path)
+        return StepOutputs(name=step.name, type=step.type, run_bins=bins,
+                           output_hash=_file_hash(path), summary=summary)
+    if isinstance(step, TimeStabilityStep):
+        corr = step_dir / "corrections.json"
+        legacy = step_dir / f"{step.name}_scales.dat"
+        if not legacy.is_file():
+            raise OSError(str(legacy))
+        res = _ts_outputs(step, {"run_bins": [0] * int(summary.get("run_bins", 0))}, corr,
+                          legacy)
+        return replace(res, summary=summary)
+    if isinstance(step, ZWeightsStep):
+        corr = step_dir / "corrections.json"
+        return replace(_zw_outputs(step, corr, [1.0]), summary=summary)
+    if isinstance(step, FitStep):
+        for f in (f"{step.name}_scales.dat", "fit_result.json"):
+            if not (step_dir / f).is_file():
+                raise OSError(str(step_dir / f))
+        return _fit_outputs(step, step_dir, summary)
+    if isinstance(step, CorrectionsStep):
+        return _run_step(step, setup, {}, step_dir)
+    msg = f"unknown step type {step.type!r}"
+    raise ValueError(msg)
+
+
+# ---------------------------------------------------------------------------- final
+def _write_final(
+    lp: LoadedPipeline,
+    setup: _Setup,
+    outputs: dict[str, StepOutputs],
+    final_dir: Path,
+    *,
+    wall_time: float,
+) -> dict[str, Path]:
+    """The final correctionlib file, combined legacy files and ``pipeline.json``."""
+    from correctionlib import schemav2
+
+    from zcalib.corrections import build_compound, combine, validate_file, write_correction_set
+
+    scale_steps = [s for name in lp.order for s in outputs[name].scales]
+    smear_steps = [outputs[n].smear for n in lp.order if outputs[n].smear is not None]
+    weights = [outputs[n].weight for n in lp.order if outputs[n].weight is not None]
+    paths: dict[str, Path] = {}
+    corrections: list[schemav2.Correction] = []
+    models: dict[str, schemav2.CorrectionSet] = {}
+
+    def take(name: str, payload: str) -> None:
+        key = hashlib.blake2b(payload.encode(), digest_size=8).hexdigest()
+        if key not in models:
+            models[key] = schemav2.CorrectionSet.model_validate_json(payload)
+        corr = next(c for c in models[key].corrections if c.name == name)
+        corrections.append(corr)
+
+    for s in scale_steps:
+        take(s.name, s.payload)
+    if smear_steps:
+        last = smear_steps[-1]
+        assert last is not None
+        take(last.name, last.payload)
+    for w in weights:
+        assert w is not None
+        take(w.correction, w.payload)
+    if scale_steps:
+        compound = build_compound(
+            lp.config.compound_name, [c for c in corrections if c.output.name == "scale"],
+            description=("Product of the data scale steps " +
+                         ", ".join(s.name for s in scale_steps) +
+                         "; pt updated between steps"))
+        paths["corrections"] = write_correction_set(
+            final_dir / "corrections.json", corrections, [compound],
+            description=f"zcalib pipeline {lp.path.name}: {lp.config.description}".strip())
+        validate_file(paths["corrections"])
+    legacy = [p for n in lp.order for p in outputs[n].scale_legacy]
+    if legacy:
+        with tempfile.TemporaryDirectory() as tmp:
+            base = legacy[0]
+            for k, nxt in enumerate(legacy[1:]):
+                out = Path(tmp) / f"combined_{k}.dat"
+                combine(base, nxt, out, error="quadrature")
+                base = out
+            text = base.read_text()
+        paths["scales"] = atomic_write_text(final_dir / "scales.dat", text)
+    smear_legacy = [outputs[n].smear_legacy for n in lp.order if outputs[n].smear_legacy]
+    if smear_legacy:
+        src = smear_legacy[-1]
+        assert src is not None
+        paths["smearings"] = final_dir / "smearings.dat"
+        atomic_write_text(paths["smearings"], src.read_text())
+    record = {
+        "schema_version": 1,
+        "pipeline": str(lp.path),
+        "description": lp.config.description,
+        "order": list(lp.order),
+        "data_runs": list(setup.data_runs),
+        "corrections": [c.name for c in corrections],
+        "compound": lp.config.compound_name if scale_steps else None,
+        "steps": {n: {"type": o.type, "output_hash": o.output_hash, "ran": o.ran,
+                      "wall_time_s": round(o.wall_time_s, 3), "summary": o.summary}
+                  for n, o in outputs.items()},
+        "wall_time_s": round(wall_time, 3),
+    }
+    paths["summary"] = atomic_write_text(final_dir / "pipeline.json",
+                                         json.dumps(record, indent=2) + "\n")
+    return paths

@@ -1,0 +1,465 @@
+"""Time stability: one data scale per run bin × |η| bin from the median of the pair mass.
+
+For every run bin and |η| bin, pairs with *both* electrons in that |η| bin are histogrammed
+(fine mass binning, prior corrections applied, MC weighted and smeared as in the fit). The
+peak position is the **median** of the mass inside a window (default 80-100 GeV), computed
+from the fine histogram with linear interpolation inside the crossing bin; its statistical
+error is ``1 / (2 f √N_eff)`` with the density at the median ``f`` estimated from the 40 %
+and 60 % quantiles and ``N_eff = (Σw)² / Σw²``. The scale of run bin *r* and |η| bin *e* is
+
+    scale[r, e] = median_MC[e] / median_data[r, e]
+
+(pymin divides the PDG Z mass by the data median instead; the MC median removes the
+resolution- and selection-dependent offset of the median and leaves the per-category
+residuals to the following fit steps). Its error combines the data and MC median errors.
+
+The scales are written as a correctionlib scale step with inputs ``run``, ``AbsScEta`` and
+``syst`` (:func:`~zcalib.corrections.writer.build_scale_correction` over a run × |η| scheme,
+``flow: clamp``) and as the legacy text file. With ``validate`` the data are read again with
+the new step applied, giving the peak positions after the correction, a χ² of their spread
+around a constant per |η| bin, and the before/after plot (PNG).
+
+Note: derived and validated on the same events, the "after" peaks agree with the MC median
+by construction (up to selection migration at the window edges); an independent sample is
+needed to test that the drift is removed (``tests/chain/test_time_stability.py`` does that).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from zcalib._atomic import atomic_write_bytes, atomic_write_text
+from zcalib.categories import Category, build_scheme
+from zcalib.chain._events import ChainLoop, data_run_keys, eta_scheme, run_loop
+from zcalib.chain.run_divide import RunBins
+from zcalib.exceptions import InputError, InvalidConfig
+from zcalib.processors.runs import RunMassProcessor
+from zcalib.processors.zee import CorrectionStep
+
+__all__ = [
+    "DEFAULT_ETA_BINS",
+    "PeakTable",
+    "TimeStabilityResult",
+    "derive_time_stability",
+    "fill_peaks",
+    "flatness_chi2",
+    "histogram_median",
+    "plot_time_stability",
+    "time_stability",
+    "write_time_stability",
+]
+
+log = logging.getLogger(__name__)
+
+#: pymin's |η| bins of the time-stability step.
+DEFAULT_ETA_BINS: tuple[tuple[float, float], ...] = (
+    (0.0, 1.0), (1.0, 1.4442), (1.566, 2.0), (2.0, 2.5),
+)
+_MIN_PAIRS = 20
+
+
+def histogram_median(
+    sumw: NDArray[np.float64],
+    sumw2: NDArray[np.float64],
+    edges: NDArray[np.float64],
+    window: tuple[float, float],
+) -> tuple[float, float, float]:
+    """Median of a binned distribution inside ``window``, its error and ``N_eff``.
+
+    Bins are used when their centre lies inside the window. The median is interpolated
+    linearly inside the bin where the cumulative sum crosses one half; the error is
+    ``(q60 - q40) / 0.2 / (2 √N_eff)`` (``1/(2 f √N)`` with the density from the quantiles).
+
+    Returns:
+        ``(median, error, n_eff)``; NaNs when the window holds no entries.
+
+    Example:
+        >>> edges = np.linspace(80, 100, 201)
+        >>> x = np.exp(-0.5 * ((0.5 * (edges[1:] + edges[:-1]) - 91) / 2.5) ** 2) * 1000
+        >>> m, e, n = histogram_median(x, x, edges, (80, 100))
+        >>> round(m, 2)
+        91.0
+    """
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    sel = (centres >= window[0]) & (centres < window[1])
+    w = np.clip(sumw[sel], 0.0, None)
+    lo = edges[:-1][sel]
+    hi = edges[1:][sel]
+    total = float(w.sum())
+    if not total > 0:
+        return math.nan, math.nan, 0.0
+    w2 = float(np.clip(sumw2[sel], 0.0, None).sum())
+    n_eff = total * total / w2 if w2 > 0 else 0.0
+    cum = np.cumsum(w) / total
+
+    def quantile(q: float) -> float:
+        k = int(np.searchsorted(cum, q, side="left"))
+        k = min(k, len(cum) - 1)
+        prev = cum[k - 1] if k else 0.0
+        frac = (q - prev) / (cum[k] - prev) if cum[k] > prev else 0.5
+        return float(lo[k] + frac * (hi[k] - lo[k]))
+
+    median = quantile(0.5)
+    inv_density = (quantile(0.6) - quantile(0.4)) / 0.2
+    err = inv_density / (2.0 * math.sqrt(n_eff)) if n_eff > 0 else math.inf
+    return median, err, n_eff
+
+
+@dataclass(frozen=True)
+class PeakTable:
+    """Median pair mass per run bin × |η| bin (data) and per |η| bin (MC).
+
+    Attributes:
+        data: ``(n_run_bins, n_eta)`` medians [GeV].
+        data_err: their statistical errors.
+        data_n: effective pairs in the window.
+        mc: ``(n_eta,)`` MC medians (``nan`` when the loop had no MC).
+        mc_err: their statistical errors.
+        mc_n: MC effective entries.
+    """
+
+    data: NDArray[np.float64]
+    data_err: NDArray[np.float64]
+    data_n: NDArray[np.float64]
+    mc: NDArray[np.float64]
+    mc_err: NDArray[np.float64]
+    mc_n: NDArray[np.float64]
+
+
+def fill_peaks(
+    loop: ChainLoop,
+    bins: RunBins,
+    eta_bins: Sequence[tuple[float, float]],
+    window: tuple[float, float],
+    *,
+    with_mc: bool = True,
+) -> PeakTable:
+    """One event loop: medians per run bin × |η| bin (data) and per |η| bin (MC)."""
+    cfg = loop.cfg if with_mc else loop.only("data")
+    scheme = eta_scheme(tuple(eta_bins), "time-stability |eta| bins")
+    out = run_loop(loop, cfg, RunMassProcessor, scheme, run_bins=bins.keys(),
+                   eta_bins=tuple(tuple(b) for b in eta_bins))
+    h = out["hist"]
+    kinds = cfg.kinds()
+    n_r, n_e = len(bins), len(eta_bins)
+    edges = h.axes["mass"].edges
+    nm = h.axes["mass"].size
+    data = np.zeros((n_r, n_e, 2, nm))
+    mc = np.zeros((n_e, 2, nm))
+    view: Any = h.view(flow=False)
+    for di, ds in enumerate(h.axes["dataset"]):
+        for ri, rb in enumerate(h.axes["run_bin"]):
+            for ei, eb in enumerate(h.axes["eta_bin"]):
+                block = view[di, ri, ei]
+                vals = np.stack([block["value"], block["variance"]])
+                if kinds.get(ds) == "data" and 0 <= rb < n_r:
+                    data[rb, eb] += vals
+                elif kinds.get(ds) == "mc":
+                    mc[eb] += vals
+    out_d = np.full((3, n_r, n_e), math.nan)
+    for r in range(n_r):
+        for e in range(n_e):
+            out_d[:, r, e] = histogram_median(data[r, e, 0], data[r, e, 1], edges, window)
+    out_m = np.full((3, n_e), math.nan)
+    if with_mc:
+        for e in range(n_e):
+            out_m[:, e] = histogram_median(mc[e, 0], mc[e, 1], edges, window)
+    return PeakTable(data=out_d[0], data_err=out_d[1], data_n=out_d[2],
+                     mc=out_m[0], mc_err=out_m[1], mc_n=out_m[2])
+
+
+def flatness_chi2(peaks: NDArray[np.float64], errors: NDArray[np.float64]) -> dict[str, Any]:
+    """χ² of the per-run-bin peaks around their weighted mean, per |η| bin and in total.
+
+    Args:
+        peaks: ``(n_run_bins, n_eta)`` peak positions.
+        errors: their errors.
+
+    Returns:
+        ``{"chi2": [...], "ndf": [...], "total_chi2", "total_ndf", "p_value"}``.
+    """
+    from scipy.stats import chi2 as chi2_dist
+
+    chis, ndfs = [], []
+    for e in range(peaks.shape[1]):
+        p, s = peaks[:, e], errors[:, e]
+        ok = np.isfinite(p) & np.isfinite(s) & (s > 0)
+        if ok.sum() < 2:
+            chis.append(0.0)
+            ndfs.append(0)
+            continue
+        w = 1.0 / s[ok] ** 2
+        mean = float((w * p[ok]).sum() / w.sum())
+        chis.append(float((w * (p[ok] - mean) ** 2).sum()))
+        ndfs.append(int(ok.sum() - 1))
+    total, ndf = float(sum(chis)), int(sum(ndfs))
+    return {"chi2": chis, "ndf": ndfs, "total_chi2": total, "total_ndf": ndf,
+            "p_value": float(chi2_dist.sf(total, ndf)) if ndf > 0 else math.nan}
+
+
+@dataclass(frozen=True)
+class TimeStabilityResult:
+    """Scales per run bin × |η| bin, the peaks they come from, and the validation.
+
+    Attributes:
+        bins: the run bins.
+        eta_bins: the |η| bins.
+        window: mass window of the medians [GeV].
+        before: peaks with the prior corrections only.
+        scales: ``(n_run_bins, n_eta)`` scales ``median_MC / median_data``.
+        errors: their statistical errors (data ⊕ MC median errors).
+        after: data peaks with this step applied too (``None`` without validation).
+        name: correction name of the step.
+    """
+
+    bins: RunBins
+    eta_bins: tuple[tuple[float, float], ...]
+    window: tuple[float, float]
+    before: PeakTable
+    scales: NDArray[np.float64]
+    errors: NDArray[np.float64]
+    after: PeakTable | None = None
+    name: str = "time_stability_scale"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def scheme_categories(self) -> list[Category]:
+        """The run × |η| scale categories, index ``r * n_eta + e``."""
+        cats: list[Category] = []
+        for b in self.bins.bins:
+            for lo, hi in self.eta_bins:
+                cats.append(Category("scale", len(cats), run=(float(b.run_min),
+                                                              float(b.run_max) + 1),
+                                     eta=(lo, hi)))
+        return cats
+
+    def chi2(self) -> dict[str, Any]:
+        """Flatness χ² before and (if validated) after the correction."""
+        out = {"before": flatness_chi2(self.before.data, self.before.data_err)}
+        if self.after is not None:
+            out["after"] = flatness_chi2(self.after.data, self.after.data_err)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (peaks, scales, χ²)."""
+
+        def arr(x: NDArray[np.float64] | None) -> Any:
+            if x is None:
+                return None
+            return [[_num(v) for v in row] for row in np.atleast_2d(x)]
+
+        return {
+            "schema_version": 1,
+            "correction": self.name,
+            "window": list(self.window),
+            "eta_bins": [list(b) for b in self.eta_bins],
+            "run_bins": [b.label() for b in self.bins.bins],
+            "scales": arr(self.scales),
+            "errors": arr(self.errors),
+            "before": {"data": arr(self.before.data), "data_err": arr(self.before.data_err),
+                       "data_n": arr(self.before.data_n), "mc": arr(self.before.mc)[0],
+                       "mc_err": arr(self.before.mc_err)[0]},
+            "after": None if self.after is None else {
+                "data": arr(self.after.data), "data_err": arr(self.after.data_err)},
+            "chi2": self.chi2(),
+        }
+
+
+def _num(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def derive_time_stability(
+    loop: ChainLoop,
+    bins: RunBins,
+    *,
+    eta_bins: Sequence[tuple[float, float]] = DEFAULT_ETA_BINS,
+    window: tuple[float, float] = (80.0, 100.0),
+    name: str = "time_stability_scale",
+    min_pairs: int = _MIN_PAIRS,
+) -> TimeStabilityResult:
+    """Peaks per run bin × |η| bin and the scales ``median_MC / median_data``.
+
+    Raises:
+        InvalidConfig: bins split runs (the ``run`` input cannot express that).
+        InputError: a run × |η| cell or an MC |η| bin has fewer than ``min_pairs`` pairs.
+    """
+    check_setup(loop, bins, eta_bins, window)
+    peaks = fill_peaks(loop, bins, eta_bins, window)
+    for e, (lo, hi) in enumerate(eta_bins):
+        if not peaks.mc_n[e] >= min_pairs:
+            msg = (f"time-stability: MC has {peaks.mc_n[e]:.0f} effective pairs with both "
+                   f"electrons in |eta| {lo:g}-{hi:g} inside {window[0]:g}-{window[1]:g} GeV; "
+                   f"need >= {min_pairs}")
+            raise InputError(msg)
+        for r, b in enumerate(bins.bins):
+            if not peaks.data_n[r, e] >= min_pairs:
+                msg = (f"time-stability: run bin {b.label()} has {peaks.data_n[r, e]:.0f} pairs "
+                       f"with both electrons in |eta| {lo:g}-{hi:g} inside {window[0]:g}-"
+                       f"{window[1]:g} GeV; need >= {min_pairs}: use larger run bins "
+                       "(run-divide min_events)")
+                raise InputError(msg)
+    scales = peaks.mc[None, :] / peaks.data
+    errors = scales * np.hypot(peaks.data_err / peaks.data, peaks.mc_err[None, :] / peaks.mc[None, :])
+    return TimeStabilityResult(bins=bins, eta_bins=tuple(tuple(b) for b in eta_bins),  # type: ignore[misc]
+                               window=window, before=peaks, scales=scales, errors=errors,
+                               name=name)
+
+
+def check_setup(
+    loop: ChainLoop,
+    bins: RunBins,
+    eta_bins: Sequence[tuple[float, float]],
+    window: tuple[float, float],
+) -> None:
+    """Set-up checks before any event is processed (bins, |η| bins, window, run coverage).
+
+    Raises:
+        InvalidConfig: bins splitting runs, bad |η| bins or window.
+        InputError: a data run outside every run bin.
+    """
+    if bins.splits_runs:
+        first = next(b for b in bins.bins if not b.whole_runs)
+        msg = (f"{bins.source}: run bin {first.label()} splits a run at a luminosity block; the "
+               "time-stability correction is keyed on 'run' only: use granularity 'run'")
+        raise InvalidConfig(msg)
+    if not eta_bins:
+        msg = "time-stability: no |eta| bins"
+        raise InvalidConfig(msg)
+    for lo, hi in eta_bins:
+        if not 0 <= lo < hi:
+            msg = f"time-stability: |eta| bin [{lo:g}, {hi:g}) must have 0 <= lo < hi"
+            raise InvalidConfig(msg)
+    if not 0 < window[0] < window[1]:
+        msg = f"time-stability: window {tuple(window)} must be (lo, hi) with 0 < lo < hi"
+        raise InvalidConfig(msg)
+    bins.check_coverage(data_run_keys(loop.only("data")))
+
+
+def correction_of(result: TimeStabilityResult) -> Any:
+    """The correctionlib scale step (run × AbsScEta)."""
+    from zcalib.corrections import build_scale_correction
+
+    scheme = build_scheme(result.scheme_categories(), [], source=f"{result.name} run x |eta|")
+    return build_scale_correction(
+        result.name, scheme, result.scales.ravel(), result.errors.ravel(),
+        description=(f"Time stability: median(MC)/median(data) of m_ee in "
+                     f"{result.window[0]:g}-{result.window[1]:g} GeV per run bin x |eta_SC| bin "
+                     "(both electrons in the bin)"),
+    )
+
+
+def write_time_stability(
+    result: TimeStabilityResult, out_dir: str | Path, *, plot: bool = True
+) -> dict[str, Path]:
+    """Write ``corrections.json``, the legacy scales file, ``time_stability.json``, the plot.
+
+    Returns:
+        ``{"corrections", "scales", "summary", "plot"}`` paths (``plot`` if drawn).
+    """
+    from zcalib.corrections import write_correction_set, write_legacy
+
+    out = Path(out_dir)
+    paths = {
+        "corrections": write_correction_set(out / "corrections.json", [correction_of(result)],
+                                            description=f"zcalib time stability ({result.name})"),
+        "scales": write_legacy(out / f"{result.name}s.dat", result.scheme_categories(),
+                               result.scales.ravel(), result.errors.ravel(), kind="scale"),
+        "summary": atomic_write_text(out / "time_stability.json",
+                                     json.dumps(result.to_dict(), indent=2) + "\n"),
+    }
+    if plot:
+        paths["plot"] = plot_time_stability(result, out / "time_stability.png")
+    return paths
+
+
+def step_of(result: TimeStabilityResult, corrections_path: Path) -> CorrectionStep:
+    """The processor step of a written time-stability correction."""
+    return CorrectionStep(name=result.name, payload=corrections_path.read_text(), kind="scale",
+                          source=str(corrections_path))
+
+
+def time_stability(
+    loop: ChainLoop,
+    bins: RunBins,
+    out_dir: str | Path,
+    *,
+    eta_bins: Sequence[tuple[float, float]] = DEFAULT_ETA_BINS,
+    window: tuple[float, float] = (80.0, 100.0),
+    name: str = "time_stability_scale",
+    validate: bool = True,
+    plot: bool = True,
+) -> tuple[TimeStabilityResult, dict[str, Path]]:
+    """Derive, write and (optionally) validate the time-stability step.
+
+    Validation reads the data again with the new step appended to the prior corrections
+    and stores the corrected peaks (``after``) in the summary and the plot.
+
+    Returns:
+        The result and the paths written.
+    """
+    res = derive_time_stability(loop, bins, eta_bins=eta_bins, window=window, name=name)
+    paths = write_time_stability(res, out_dir, plot=False)
+    if validate:
+        step = step_of(res, paths["corrections"])
+        after = fill_peaks(loop.with_corrections((*loop.corrections, step)), bins, eta_bins,
+                           window, with_mc=False)
+        res = TimeStabilityResult(bins=res.bins, eta_bins=res.eta_bins, window=res.window,
+                                  before=res.before, scales=res.scales, errors=res.errors,
+                                  after=after, name=res.name)
+        chi = res.chi2()
+        log.info("time stability: peak flatness chi2/ndf before %.1f/%d, after %.1f/%d",
+                 chi["before"]["total_chi2"], chi["before"]["total_ndf"],
+                 chi["after"]["total_chi2"], chi["after"]["total_ndf"])
+    paths = write_time_stability(res, out_dir, plot=plot)
+    return res, paths
+
+
+def plot_time_stability(result: TimeStabilityResult, path: str | Path) -> Path:
+    """Peak position vs run (one panel per |η| bin), before and after the correction (PNG)."""
+    import mplhep as hep
+    from matplotlib import style as mstyle
+    from matplotlib.figure import Figure
+
+    bins = result.bins.bins
+    x = np.array([0.5 * (b.run_min + b.run_max) for b in bins])
+    xerr = np.array([0.5 * (b.run_max - b.run_min) + 0.5 for b in bins])
+    n_e = len(result.eta_bins)
+    before = result.before
+    after = result.after
+    with mstyle.context(hep.style.CMS):
+        fig = Figure(figsize=(12, 3.2 * n_e + 1.5))
+        axes = fig.subplots(n_e, 1, sharex=True, squeeze=False)[:, 0]
+        for e, ax in enumerate(axes):
+            lo, hi = result.eta_bins[e]
+            ax.errorbar(x, before.data[:, e], xerr=xerr, yerr=before.data_err[:, e], fmt="o",
+                        color="#e42536", markersize=4, label="data, before")
+            if after is not None:
+                ax.errorbar(x, after.data[:, e], xerr=xerr, yerr=after.data_err[:, e], fmt="s",
+                            color="black", markersize=4, label="data, after")
+            if math.isfinite(before.mc[e]):
+                ax.axhspan(before.mc[e] - before.mc_err[e], before.mc[e] + before.mc_err[e],
+                           color="#5790fc", alpha=0.4)
+                ax.axhline(before.mc[e], color="#1f4e9c", linewidth=1.5, label="MC")
+            ymin, ymax = ax.get_ylim()
+            ax.set_ylim(ymin, ymax + 0.35 * (ymax - ymin))  # room for the labels
+            ax.set_ylabel("median $m_{ee}$ [GeV]", fontsize=16)
+            ax.text(0.02, 0.92, f"$|\\eta_{{SC}}|$ {lo:g}-{hi:g}", transform=ax.transAxes,
+                    va="top", fontsize=16)
+            ax.tick_params(labelsize=13)
+            if e == 0:
+                ax.legend(loc="upper right", fontsize=13, ncol=3, frameon=False)
+        axes[-1].set_xlabel("run", fontsize=16)
+        hep.cms.label(text="Work in progress", data=True, ax=axes[0], loc=0, fontsize=16)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())

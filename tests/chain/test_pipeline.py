@@ -1,0 +1,247 @@
+"""The whole chain on a drifted demo sample: outputs, truth recovery, closure, caching, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+import uproot
+
+from tests.chain.conftest import truth_of, write_pipeline
+from zcalib.chain.config import load_pipeline
+from zcalib.chain.pipeline import run_pipeline
+
+#: Outputs that must be byte-identical between runs (provenance files hold wall times).
+PHYSICS_FILES = (
+    "final/corrections.json", "final/scales.dat", "final/smearings.dat",
+    "run_divide/run_bins.yaml", "run_divide/run_bins.dat",
+    "time_stability/corrections.json", "time_stability/time_stability_scales.dat",
+    "step2/corrections.json", "step2/step2_scales.dat", "step2/step2_smearings.dat",
+    "zweights/corrections.json", "step3/corrections.json", "step4/corrections.json",
+    "step4/step4_only_step.tsv",
+)
+
+
+@pytest.fixture(scope="module")
+def chain_a(tmp_path_factory, drift_sample):
+    """The demo chain, run once (reference for the other tests)."""
+    folder = tmp_path_factory.mktemp("chain_a")
+    path = write_pipeline(folder, drift_sample)
+    t0 = time.perf_counter()
+    res = run_pipeline(load_pipeline(path))
+    return path, res, time.perf_counter() - t0
+
+
+def _bytes(res, names=PHYSICS_FILES):
+    return {n: (res.output / n).read_bytes() for n in names}
+
+
+def test_outputs_of_every_step_and_final(chain_a):
+    _, res, wall = chain_a
+    print(f"\npipeline wall time {wall:.1f} s; per step: "
+          + ", ".join(f"{n} {o.wall_time_s:.1f} s" for n, o in res.steps.items()))
+    assert res.ran == ("run_divide", "time_stability", "step2", "zweights", "step3", "step4")
+    assert set(res.final) == {"corrections", "scales", "smearings", "summary"}
+    from zcalib.corrections import validate_file
+
+    model = validate_file(res.final["corrections"])
+    names = [c.name for c in model.corrections]
+    assert names == ["time_stability_scale", "step2_scale", "step3_scale", "step4_scale",
+                     "step3_smear", "zweights"]
+    (compound,) = model.compound_corrections
+    assert compound.name == "zcalib_scale_compound"
+    assert compound.stack == names[:4]
+    assert (res.output / "time_stability" / "time_stability.png").stat().st_size > 10_000
+    summary = json.loads(res.final["summary"].read_text())
+    assert summary["order"] == list(res.ran)
+    # the combined legacy file: run bins x fine categories x Et bins, all scales positive
+    from zcalib.corrections import read_legacy
+
+    table = read_legacy(res.final["scales"])
+    n_bins = res.steps["run_divide"].summary["bins"]
+    assert len(table) == n_bins * 12 * 3
+    assert np.all(np.abs(table.values - 1) < 0.03)
+
+
+def test_every_run_bin_has_min_events(chain_a):
+    _, res, _ = chain_a
+    pairs = res.steps["run_divide"].summary["pairs"]
+    assert min(pairs) >= 5_000
+    assert len(pairs) >= 15
+
+
+def test_time_stability_removes_drift_in_the_chain(chain_a):
+    """Before: the 1 % drift gives chi2/ndf >> 1; after (same events): flat."""
+    _, res, _ = chain_a
+    chi_b, ndf_b = res.steps["time_stability"].summary["chi2_before"]
+    chi_a, ndf_a = res.steps["time_stability"].summary["chi2_after"]
+    print(f"\ntime stability (same events): chi2/ndf before {chi_b:.1f}/{ndf_b}, "
+          f"after {chi_a:.1f}/{ndf_a}")
+    assert chi_b / ndf_b > 5
+    assert chi_a / ndf_a < 1.5
+
+
+def _electrons(sample):
+    t = uproot.open(sample.data)["selected"].arrays(
+        ["runNumber", "etaSCEle", "R9Ele", "energy_ECAL_ele"], library="np")
+    sl = slice(0, 2)
+    run = np.repeat(t["runNumber"].astype(np.int64), 2)
+    eta = np.abs(t["etaSCEle"][:, sl].astype(np.float64)).ravel()
+    r9 = t["R9Ele"][:, sl].astype(np.float64).ravel()
+    pt = (t["energy_ECAL_ele"][:, sl].astype(np.float64) / np.cosh(
+        t["etaSCEle"][:, sl].astype(np.float64))).ravel()
+    return run, eta, r9, pt
+
+
+def test_final_scales_recover_injected_values(chain_a, drift_sample):
+    """Compound correction x drift factor, averaged over the data electrons of each injected
+    category, equals the injected scale within 3 sigma (sigma: the steps' errors of the
+    electrons' categories in quadrature, time-stability errors averaged over the run bins)."""
+    import correctionlib
+
+    from zcalib.categories import scheme_from_dict
+
+    _, res, _ = chain_a
+    truth = truth_of(drift_sample)
+    cs = correctionlib.CorrectionSet.from_file(str(res.final["corrections"]))
+    run, eta, r9, pt = _electrons(drift_sample)
+    keep = (pt > 20) & (eta < 2.5) & ~((eta > 1.4442) & (eta < 1.566))
+    run, eta, r9, pt = run[keep], eta[keep], r9[keep], pt[keep]
+    args = {"run": run, "AbsScEta": eta, "r9": r9, "pt": pt}
+    comp = cs.compound["zcalib_scale_compound"]
+    scale = comp.evaluate(run, eta, r9, pt, "scale")
+    mid, width = truth["run_mid"], truth["runs"][1] - truth["runs"][0]
+    drift = 1 + truth["drift"] * (run - mid) / width
+    cats = scheme_from_dict(truth["categories"]).assign(abs_eta=eta, r9=r9, et=pt)
+    n_bins = res.steps["run_divide"].summary["bins"]
+
+    def escale(name):
+        c = cs[name]
+        return c.evaluate(*[args[v.name] if v.name != "syst" else "escale" for v in c.inputs])
+
+    errs = {n: escale(n) for n in ("time_stability_scale", "step2_scale", "step3_scale",
+                                   "step4_scale")}
+    pulls = []
+    for k, inj in enumerate(truth["scale"]):
+        sel = cats == k
+        derived = float(np.mean(scale[sel] * drift[sel]))
+        sigma = math.sqrt(
+            np.mean(errs["time_stability_scale"][sel]) ** 2 / n_bins
+            + sum(np.mean(errs[n][sel]) ** 2 for n in ("step2_scale", "step3_scale",
+                                                        "step4_scale")))
+        pulls.append((derived - inj) / sigma)
+        print(f"category {k}: injected {inj:.5f} derived {derived:.5f} +- {sigma:.5f} "
+              f"pull {pulls[-1]:+.2f}")
+    assert np.all(np.abs(pulls) < 3), pulls
+
+
+def test_closure_of_the_final_output(chain_a, drift_sample, tmp_path_factory):
+    """Data corrected and MC smeared with the chain's own final file, then re-derived in the
+    8-category scheme (scales and smearings free): scales consistent with 1 within 3 sigma;
+    smearings consistent (3 sigma) with the finite-MC-statistics floor of the smearing fit,
+    i.e. the residual smearing fitted to an independent MC sample of the data's size that was
+    smeared exactly like the template (an MC-vs-MC closure; see docs/pipeline.md)."""
+    from tests.conftest import ROOT
+    from zcalib.chain.zweights import load_zweight_spec
+    from zcalib.config import dataset_config_from_files
+    from zcalib.corrections.steps import load_correction_steps
+    from zcalib.fit import FitConfig, fit_arrays, fit_histograms
+    from zcalib.generate import default_categories, generate
+    from zcalib.runner import RunOptions, build_histograms, load_weight
+
+    _, res, _ = chain_a
+    final = res.final["corrections"]
+    steps = tuple(load_correction_steps(final))
+    assert [s.kind for s in steps] == ["scale"] * 4 + ["smear"]
+    weights = (load_weight("pileup", ROOT / "corrections" / "pileup_demo.json"),
+               load_zweight_spec(final, "zweights", weight_name="zweights"))
+    opts = RunOptions(executor="iterative", progress=False, chunksize=200_000)
+    cfg = dataset_config_from_files(data=[str(drift_sample.data)], mc=[str(drift_sample.mc)])
+    scheme = default_categories()
+    hset = build_histograms(cfg, scheme, weights=weights, corrections=steps, smear_seed=1,
+                            options=opts)
+    assert {"zweights_up", "zweights_down", "pileup_up", "pileup_down"} <= set(hset.variations)
+    fit = fit_histograms(hset, FitConfig(), scheme=scheme).raise_if_failed()
+    # the floor: independent MC (as many pairs as data) smeared like the template
+    other = generate(tmp_path_factory.mktemp("floor"), n_data=1_000, n_mc=120_000, seed=13)
+    pseudo = build_histograms(dataset_config_from_files(mc=[str(other.mc)]), scheme,
+                              weights=weights, corrections=steps[-1:], smear_seed=2,
+                              options=opts)
+    regions, counts, _ = pseudo.region_arrays("mc", "nominal")
+    regions_t, mc_w, mc_w2 = hset.region_arrays("mc", "nominal")
+    keep = np.isin(regions_t, regions)
+    floor = fit_arrays(np.clip(np.rint(counts), 0, None), mc_w[keep], mc_w2[keep], regions,
+                       hset.hist.axes["mass"].edges, scheme.cell_scale_index(),
+                       scheme.cell_smear_index(), FitConfig(), n_scale=8, n_smear=8)
+    for c in fit.scales:
+        print(f"closure {c.label}: scale-1 = {c.value - 1:+.5f} +- {c.total_stat:.5f}")
+        assert abs(c.value - 1) < 3 * c.total_stat
+    for c, f in zip(fit.smears, floor.smears, strict=True):
+        err = math.hypot(c.total_stat, f.total_stat)
+        print(f"closure {c.label}: smear = {c.value:.5f} +- {c.total_stat:.5f} "
+              f"(MC-vs-MC floor {f.value:.5f} +- {f.total_stat:.5f})")
+        assert abs(c.value - f.value) < 3 * err
+
+
+def test_rerun_skips_every_step_and_keeps_outputs(chain_a):
+    path, res, _ = chain_a
+    before = _bytes(res)
+    again = run_pipeline(load_pipeline(path))
+    assert again.ran == ()
+    assert again.skipped == res.ran
+    assert _bytes(again) == before
+
+
+def test_interrupted_run_resumes_to_identical_outputs(chain_a, drift_sample, tmp_path,
+                                                      monkeypatch):
+    """Stop after the time stability, then crash inside step3, then resume."""
+    import zcalib.chain.pipeline as pl
+
+    _, ref, _ = chain_a
+    path = write_pipeline(tmp_path / "b", drift_sample)
+    lp = load_pipeline(path)
+    first = run_pipeline(lp, stop_after="time_stability")
+    assert first.ran == ("run_divide", "time_stability")
+    assert first.final == {}
+    real = pl._run_fit
+
+    def crash(step, *args, **kw):
+        if step.name == "step3":
+            raise KeyboardInterrupt
+        return real(step, *args, **kw)
+
+    monkeypatch.setattr(pl, "_run_fit", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(lp)
+    monkeypatch.setattr(pl, "_run_fit", real)
+    resumed = run_pipeline(lp)
+    assert resumed.skipped == ("run_divide", "time_stability", "step2", "zweights")
+    assert resumed.ran == ("step3", "step4")
+    assert _bytes(resumed) == _bytes(ref)
+    # --force reruns the step and everything depending on it, with identical results
+    forced = run_pipeline(lp, force=("step3",))
+    assert forced.ran == ("step3", "step4")
+    assert _bytes(forced) == _bytes(ref)
+
+
+def test_changed_input_reruns_dependents_only(chain_a, drift_sample, tmp_path):
+    """A changed step option invalidates that step and the steps depending on it."""
+    import shutil
+
+    import yaml
+
+    path, ref, _ = chain_a
+    out = tmp_path / "c"
+    shutil.copytree(ref.output, out)
+    raw = yaml.safe_load(path.read_text())
+    raw["output"] = str(out)
+    for s in raw["steps"]:
+        if s["name"] == "step4":
+            s["fit"] = {"window": [81, 99]}
+    new = tmp_path / "pipeline.yaml"
+    new.write_text(yaml.safe_dump(raw, sort_keys=False))
+    res = run_pipeline(load_pipeline(new))
+    assert res.ran == ("step4",)

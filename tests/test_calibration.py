@@ -1,0 +1,278 @@
+"""CalibrationConfig: per-format defaults, immutable overrides, no global mutable default."""
+
+from __future__ import annotations
+
+import itertools
+
+import pydantic
+import pytest
+
+from zcalib.calibration import (
+    BASE_SYSTEMATICS,
+    FORMAT_DEFAULTS,
+    CalibrationConfig,
+    McWeight,
+    PriorCorrection,
+    load_calibration_config,
+)
+from zcalib.config import SelectionConfig
+from zcalib.exceptions import InvalidConfig
+from zcalib.fit import FitConfig
+
+FLAT_MAP = {"energy": ["E1", "E2"], "eta": ["eta1", "eta2"], "phi": ["phi1", "phi2"]}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "tree", "collection", "wp"),
+    [
+        ("ecalelf", "selected", "Ele", "medium"),
+        ("nanoaod", "Events", "Electron", "medium"),
+        ("parquet", "pairs", None, "medium"),
+    ],
+)
+def test_for_format_defaults(fmt, tree, collection, wp):
+    cfg = CalibrationConfig.for_format(fmt)
+    assert cfg.input_format == fmt
+    assert (cfg.tree, cfg.lepton_collection, cfg.id_level) == (tree, collection, wp)
+    assert cfg.selection().id_level == wp
+
+
+def test_flat_format_needs_column_map_and_has_no_id():
+    with pytest.raises(InvalidConfig, match="needs a column_map"):
+        CalibrationConfig.for_format("flat")
+    cfg = CalibrationConfig.for_format("flat", column_map=FLAT_MAP)
+    assert (cfg.tree, cfg.id_level, cfg.lepton_collection) == ("events", "none", None)
+    with pytest.raises(InvalidConfig, match=r"working_point 'medium'.*allowed: none"):
+        cfg.with_overrides(working_point="medium")
+
+
+def test_unknown_format_names_allowed():
+    with pytest.raises(
+        InvalidConfig, match="unknown input format 'root'; allowed: ecalelf, nanoaod"
+    ):
+        CalibrationConfig.for_format("root")
+
+
+def test_unknown_keys_are_errors_naming_allowed_ones():
+    cfg = CalibrationConfig.for_format("nanoaod")
+    with pytest.raises(
+        InvalidConfig, match=r"unknown option 'jet_collection'; allowed: .*working_point"
+    ):
+        cfg.with_overrides(jet_collection="AntiKt4EMTopoJets")
+    with pytest.raises(InvalidConfig, match=r"unknown options 'a', 'b'"):
+        cfg.with_overrides(a=1, b=2)
+    with pytest.raises(InvalidConfig, match="unknown option 'wp'"):
+        CalibrationConfig.for_format("nanoaod", wp="tight")
+    with pytest.raises(
+        pydantic.ValidationError, match=r"unknown option 'wp'; allowed: .*systematic"
+    ):
+        CalibrationConfig(wp="tight")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"collection": "Muon"}, r"collection 'Muon' is not available .*allowed: Electron"),
+        ({"working_point": "veto"}, r"field 'working_point'"),
+        ({"input_format": "ecalelf", "working_point": "loose"}, r"allowed: none, medium, tight"),
+        ({"mass_window": (50, 100)}, r"mass_window .* inside fill_range"),
+        ({"mass_window": (95, 85)}, r"mass_window"),
+        ({"fill_range": (0, 120)}, r"fill_range"),
+        ({"min_et_lead": -1}, r"field 'min_et_lead'"),
+        ({"systematic": "pileup_up"}, r"systematic 'pileup_up' is not filled; allowed: nominal"),
+        ({"column_map": FLAT_MAP}, r"column_map is only used with input_format 'flat'"),
+        ({"mc_weights": ["pu=a.json", "pu=b.json"]}, r"repeated: pu"),
+        ({"mc_weights": ["scale=a.json"]}, r"weight name 'scale'"),
+        ({"mc_weights": ["nofile"]}, r"expected NAME=FILE"),
+    ],
+)
+def test_invalid_values_are_named(overrides, message):
+    with pytest.raises(InvalidConfig, match=message):
+        CalibrationConfig.for_format("nanoaod").with_overrides(**overrides)
+
+
+def test_with_overrides_returns_copies_and_composes():
+    base = CalibrationConfig.for_format("nanoaod")
+    a = base.with_overrides(working_point="tight")
+    b = a.with_overrides(mass_window=(85, 97))
+    c = base.with_overrides(working_point="tight", mass_window=(85, 97))
+    assert b == c
+    assert (a.id_level, a.mass_window) == ("tight", (80.0, 100.0))
+    assert (base.id_level, base.mass_window) == ("medium", (80.0, 100.0))
+    # switching formats keeps format defaults consistent (None = format default)
+    e = base.with_overrides(input_format="ecalelf")
+    assert (e.tree, e.lepton_collection) == ("selected", "Ele")
+
+
+def test_derived_config_never_changes_another_or_a_later_default():
+    """The func_adl pitfall: modifying a default config changed later queries. Not here."""
+    first_default = CalibrationConfig.for_format("nanoaod")
+    snapshot = first_default.to_dict()
+    derived = first_default.with_overrides(
+        working_point="tight",
+        min_et_lead=35,
+        mc_weights={"pileup": "pu.json"},
+        systematic="pileup_up",
+    )
+    # attributes cannot be assigned, nested models neither
+    with pytest.raises(pydantic.ValidationError):
+        first_default.working_point = "loose"  # type: ignore[misc]
+    with pytest.raises(pydantic.ValidationError):
+        derived.mc_weights[0].name = "other"  # type: ignore[misc]
+    # the dict view is a copy
+    view = derived.to_dict()
+    view["working_point"] = "none"
+    view["mc_weights"].append({"name": "x", "file": "y"})
+    assert derived.working_point == "tight"
+    assert len(derived.mc_weights) == 1
+    # neither the config it came from nor a default made later changed
+    assert first_default.to_dict() == snapshot
+    later_default = CalibrationConfig.for_format("nanoaod")
+    assert later_default == first_default
+    assert later_default.to_dict() == snapshot
+    assert CalibrationConfig().to_dict() == CalibrationConfig.for_format("ecalelf").to_dict()
+    # the per-format defaults table is read-only
+    with pytest.raises(TypeError):
+        FORMAT_DEFAULTS["nanoaod"]["working_point"] = "tight"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        FORMAT_DEFAULTS["nanoaod"] = {}  # type: ignore[index]
+
+
+def test_notebook_cells_in_any_order_give_the_same_results():
+    """Cells that derive configurations cannot influence each other, whatever their order."""
+    cells = {
+        "defaults": lambda: CalibrationConfig.for_format("nanoaod"),
+        "tight": lambda: CalibrationConfig.for_format("nanoaod").with_overrides(
+            working_point="tight"
+        ),
+        "window": lambda: CalibrationConfig.for_format("nanoaod").with_overrides(
+            mass_window=(85, 97)
+        ),
+        "ecalelf": lambda: CalibrationConfig.for_format("ecalelf"),
+    }
+    reference = {name: cell().to_dict() for name, cell in cells.items()}
+    for order in itertools.permutations(cells):
+        got = {name: cells[name]().to_dict() for name in order}
+        assert got == reference
+
+
+def test_hashable_and_round_trips():
+    cfg = CalibrationConfig.for_format(
+        "ecalelf", corrections=["step1.json"], mc_weights=["pileup=pu.json:pileup"]
+    )
+    assert hash(cfg) == hash(cfg.with_overrides())
+    assert CalibrationConfig.model_validate(cfg.to_dict()) == cfg
+    assert cfg.corrections == (PriorCorrection(file="step1.json"),)
+    assert cfg.mc_weights == (McWeight(name="pileup", file="pu.json", correction="pileup"),)
+
+
+def test_selection_covers_every_selection_field():
+    """Every SelectionConfig field is settable through the calibration configuration."""
+    cfg = CalibrationConfig.for_format("ecalelf").with_overrides(
+        min_et_lead=30,
+        min_et_sublead=22,
+        max_abs_eta=2.4,
+        exclude_crack=False,
+        working_point="tight",
+        opposite_charge=True,
+    )
+    sel = cfg.selection()
+    assert sel == SelectionConfig(
+        min_et_lead=30,
+        min_et_sublead=22,
+        max_abs_eta=2.4,
+        exclude_crack=False,
+        id_level="tight",
+        opposite_charge=True,
+    )
+    covered = {"id_level"} | set(CalibrationConfig.model_fields)
+    assert set(SelectionConfig.model_fields) <= covered
+
+
+def test_variations_and_systematics():
+    cfg = CalibrationConfig.for_format("ecalelf", mc_weights=["pileup=pu.json"])
+    assert cfg.variations() == (*BASE_SYSTEMATICS, "pileup_up", "pileup_down")
+    for syst in cfg.variations():
+        assert cfg.with_overrides(systematic=syst).systematic == syst
+
+
+def test_fit_config_window_comes_from_the_configuration():
+    cfg = CalibrationConfig(mass_window=(84, 98))
+    assert cfg.fit_config().window == (84.0, 98.0)
+    opts = FitConfig(min_data=50)
+    fc = cfg.fit_config(opts)
+    assert (fc.window, fc.min_data, opts.window) == ((84.0, 98.0), 50, (80.0, 100.0))
+    assert cfg.fit_config(FitConfig(window=(84, 98))).window == (84.0, 98.0)
+    with pytest.raises(InvalidConfig, match=r"with_overrides\(mass_window=...\)"):
+        cfg.fit_config(FitConfig(window=(82, 99)))
+
+
+def test_binning_and_scheme():
+    cfg = CalibrationConfig(fill_range=(70, 110), n_mass_bins=400, mass_window=(80, 100))
+    b = cfg.binning()
+    assert (b.n_bins, b.lo, b.hi) == (400, 70.0, 110.0)
+    assert len(cfg.scheme().scale) == 8
+
+
+def test_scheme_from_file(tmp_path):
+    from tests.conftest import CONFIGS
+
+    cfg = CalibrationConfig(categories=CONFIGS / "cats_eta_r9.yaml")
+    assert isinstance(cfg.categories, str)
+    assert cfg.scheme().n_cells == 8
+    from zcalib.exceptions import InvalidCategories
+
+    with pytest.raises(InvalidCategories, match="not found"):
+        cfg.with_overrides(categories=tmp_path / "missing.tsv").scheme()
+
+
+def test_dataset_config_and_format_check(tmp_path):
+    f = tmp_path / "d.root"
+    f.write_bytes(b"")
+    cfg = CalibrationConfig.for_format("nanoaod")
+    ds = cfg.dataset_config(data=[f], mc=[f])
+    assert ds.format == "nanoaod"
+    assert [d.kind for d in ds.datasets] == ["data", "mc"]
+    cfg.check_datasets(ds)
+    with pytest.raises(InvalidConfig, match=r"CalibrationConfig.for_format\('nanoaod'\)"):
+        CalibrationConfig.for_format("ecalelf").check_datasets(ds)
+
+
+def test_load_yaml_resolves_paths(tmp_path):
+    p = tmp_path / "calib.yaml"
+    p.write_text(
+        "input_format: nanoaod\nworking_point: tight\ncategories: cats.tsv\n"
+        "corrections: [step1/corrections.json]\nmc_weights: {pileup: pu.json}\n"
+        "systematic: pileup_down\n"
+    )
+    cfg = load_calibration_config(p)
+    assert cfg.id_level == "tight"
+    assert cfg.categories == str(tmp_path / "cats.tsv")
+    assert cfg.corrections[0].file == str(tmp_path / "step1" / "corrections.json")
+    assert cfg.mc_weights[0].file == str(tmp_path / "pu.json")
+    assert cfg.systematic == "pileup_down"
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_calibration_config(tmp_path / "empty.yaml") == CalibrationConfig()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- a\n- b\n", "expected a mapping"),
+        ("input_format: nanoaod\nworkingpoint: tight\n", r"unknown option 'workingpoint'"),
+        ("mass_window: [80]\n", r"field 'mass_window.1': Field required"),
+        ("a: [\n", "malformed YAML"),
+    ],
+)
+def test_load_yaml_errors(tmp_path, text, message):
+    p = tmp_path / "calib.yaml"
+    p.write_text(text)
+    with pytest.raises(InvalidConfig, match=message):
+        load_calibration_config(p)
+
+
+def test_html_repr_resolves_defaults():
+    html = CalibrationConfig.for_format("nanoaod")._repr_html_()
+    assert "Events (format default)" in html
+    assert "Electron (format default)" in html
+    assert "<table>" in html

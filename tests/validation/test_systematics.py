@@ -1,0 +1,209 @@
+"""Systematics study: refits with varied choices → per-category syst errors in the payload."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import correctionlib
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from zcalib.exceptions import InvalidConfig
+from zcalib.fit import FitConfig
+from zcalib.generate import default_categories
+from zcalib.validation.systematics import (
+    SystematicsConfig,
+    Variation,
+    load_systematics_config,
+    move_boundary,
+    run_systematics,
+)
+
+
+@pytest.fixture(scope="module")
+def nominal(demo_ecalelf):
+    from zcalib.config import dataset_config_from_files
+    from zcalib.runner import RunOptions, build_histograms
+
+    cfg = dataset_config_from_files(data=[str(demo_ecalelf.data)], mc=[str(demo_ecalelf.mc)])
+    hset = build_histograms(
+        cfg, default_categories(), options=RunOptions(executor="iterative", progress=False)
+    )
+    return cfg, hset
+
+
+@pytest.fixture(scope="module")
+def study(nominal, tmp_path_factory):
+    cfg, hset = nominal
+    out = tmp_path_factory.mktemp("systematics")
+    return out, run_systematics(hset, dataset_config=cfg, out_dir=out, step="demo")
+
+
+def _point(cat):
+    eta = 0.5 * (cat.eta[0] + cat.eta[1])
+    r9 = 0.5 * (cat.r9[0] + min(cat.r9[1], 1.2))
+    return eta, r9
+
+
+def test_syst_errors_are_nonzero_and_stored_apart_from_stat(study):
+    out, res = study
+    names = [v.variation.name for v in res.variations]
+    assert names == ["window_narrow", "window_wide", "r9_boundary_095", "et_30_25", "id_tight"]
+    assert set(res.scale_by_source) == {"window", "r9", "et", "id"}
+    assert all(s > 0 for s in res.scale_syst)
+    assert all(s > 0 for s in res.smear_syst)
+    # quadrature of the per-source max |shift|
+    for k in range(len(res.scale_syst)):
+        expect = math.sqrt(sum(v[k] ** 2 for v in res.scale_by_source.values()))
+        assert res.scale_syst[k] == pytest.approx(expect)
+        window = max(abs(v.scale_shift[k]) for v in res.variations[:2])
+        assert res.scale_by_source["window"][k] == pytest.approx(window)
+    rec = json.loads((out / "systematics.json").read_text())
+    cats = {(c["kind"], c["index"]): c for c in rec["categories"]}
+    for k, c in enumerate(res.nominal.scales):
+        row = cats[("scale", k)]
+        assert row["stat"] == pytest.approx(c.total_stat)
+        assert row["syst"] == pytest.approx(res.scale_syst[k])
+        assert row["total"] == pytest.approx(math.hypot(c.total_stat, res.scale_syst[k]))
+        assert set(row["syst_by_source"]) == {"window", "r9", "et", "id"}
+    assert len(rec["variations"]) == 5
+    assert rec["variations"][2]["variation"]["kind"] == "boundary"
+
+
+def test_syst_errors_reach_the_correctionlib_keys(study):
+    out, res = study
+    cset = correctionlib.CorrectionSet.from_file(str(out / "corrections.json"))
+    scale, smear = cset["demo_scale"], cset["demo_smear"]
+    scheme = default_categories()
+    for k, cat in enumerate(scheme.scale):
+        eta, r9 = _point(cat)
+        value = res.nominal.scales[k].value
+        err = math.hypot(res.scale_stat[k], res.scale_syst[k])
+        assert scale.evaluate(eta, r9, "scale") == pytest.approx(value)
+        assert scale.evaluate(eta, r9, "escale") == pytest.approx(err)
+        assert scale.evaluate(eta, r9, "scale_up") == pytest.approx(value + err)
+        assert scale.evaluate(eta, r9, "scale_down") == pytest.approx(value - err)
+        assert err > res.scale_stat[k]  # the syst part is really in there
+    for k, cat in enumerate(scheme.smear):
+        eta, r9 = _point(cat)
+        value = res.nominal.smears[k].value
+        err = math.hypot(res.smear_stat[k], res.smear_syst[k])
+        assert smear.evaluate(eta, r9, "esmear") == pytest.approx(err)
+        assert smear.evaluate(eta, r9, "smear_up") == pytest.approx(value + err)
+        assert smear.evaluate(eta, r9, "smear_down") == pytest.approx(max(value - err, 0.0))
+
+
+def test_window_only_study_needs_no_inputs_and_max_combination(nominal):
+    _, hset = nominal
+    cfg = SystematicsConfig(
+        combine="max",
+        variations=(
+            Variation(name="narrow", source="window", kind="window", window=(84, 96)),
+            Variation(name="shifted", source="window_shift", kind="window", window=(81, 101)),
+        ),
+    )
+    res = run_systematics(hset, config=cfg, fit_config=FitConfig())
+    stack = np.vstack([res.scale_by_source["window"], res.scale_by_source["window_shift"]])
+    assert np.allclose(res.scale_syst, stack.max(axis=0))
+    assert res.outputs == {}
+
+
+def test_refill_variations_need_the_inputs(nominal):
+    _, hset = nominal
+    with pytest.raises(InvalidConfig, match="r9_boundary_095, et_30_25, id_tight refill"):
+        run_systematics(hset)
+
+
+def test_move_boundary():
+    s = move_boundary(default_categories(), "r9", 0.96, 0.95)
+    assert [c.r9 for c in s.scale[:5]] == [(0.0, 0.95)] * 4 + [(0.95, 10.0)]
+    assert [c.r9 for c in s.smear[4:5]] == [(0.95, 10.0)]
+    with pytest.raises(InvalidConfig, match=r"no category has a r9 edge at 0\.9; edges present"):
+        move_boundary(default_categories(), "r9", 0.9, 0.95)
+    with pytest.raises(InvalidConfig, match=r"boundary variation eta 1 -> 3"):
+        move_boundary(default_categories(), "eta", 1.0, 3.0)
+
+
+def test_load_systematics_config(tmp_path):
+    p = tmp_path / "syst.yaml"
+    p.write_text(
+        "combine: max\n"
+        "variations:\n"
+        "  - {name: w, source: window, kind: window, window: [82, 98]}\n"
+        "  - {name: et, source: et, kind: selection, selection: {min_et_lead: 32}}\n"
+    )
+    cfg = load_systematics_config(p)
+    assert cfg.combine == "max"
+    assert cfg.variations[1].selection == {"min_et_lead": 32}
+    p.write_text("variations:\n  - {name: w, source: window, kind: window}\n")
+    with pytest.raises(InvalidConfig, match="kind 'window' needs window"):
+        load_systematics_config(p)
+    p.write_text(
+        "variations:\n  - {name: s, source: id, kind: selection, selection: {id_lvl: tight}}\n"
+    )
+    with pytest.raises(InvalidConfig, match="selection keys \\['id_lvl'\\]; allowed"):
+        load_systematics_config(p)
+    p.write_text("variation: []\n")
+    with pytest.raises(InvalidConfig, match="field 'variation'"):
+        load_systematics_config(p)
+    p.write_text(
+        "variations:\n  - {name: a, source: w, kind: window, window: [82, 98]}\n"
+        "  - {name: a, source: w, kind: window, window: [80, 98]}\n"
+    )
+    with pytest.raises(InvalidConfig, match="repeated: a"):
+        load_systematics_config(p)
+
+
+def test_cli_systematics(nominal, demo_ecalelf, tmp_path):
+    from zcalib.cli import main
+    from zcalib.histograms import save_histograms
+
+    _, hset = nominal
+    h = save_histograms(hset, tmp_path / "h.npz")
+    cfg = tmp_path / "syst.yaml"
+    cfg.write_text("variations:\n  - {name: w, source: window, kind: window, window: [82, 98]}\n")
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "systematics",
+            "--data",
+            str(demo_ecalelf.data),
+            "--mc",
+            str(demo_ecalelf.mc),
+            "--histograms",
+            str(h),
+            "--categories",
+            str(ROOT / "configs" / "cats_eta_r9.tsv"),
+            "--config",
+            str(cfg),
+            "--out",
+            str(out),
+            "--step",
+            "demo",
+        ]
+    )
+    assert rc == 0
+    rec = json.loads((out / "systematics.json").read_text())
+    assert [v["variation"]["name"] for v in rec["variations"]] == ["w"]
+    assert correctionlib.CorrectionSet.from_file(str(out / "corrections.json"))["demo_scale"]
+    cfg.write_text("variations:\n  - {name: w, source: window, kind: windows}\n")
+    assert (
+        main(
+            [
+                "systematics",
+                "--data",
+                str(demo_ecalelf.data),
+                "--histograms",
+                str(h),
+                "--categories",
+                str(ROOT / "configs" / "cats_eta_r9.tsv"),
+                "--config",
+                str(cfg),
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
