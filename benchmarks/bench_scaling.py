@@ -122,6 +122,9 @@ def main() -> None:
     ap.add_argument("--memory-copies", type=int, default=2,
                     help="list the file this many times for the memory measurement")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scaling.json")
+    ap.add_argument("--parts", nargs="+", choices=("scaling", "memory", "skim"),
+                    default=["scaling", "memory", "skim"],
+                    help="what to measure (other parts of an existing --out are kept)")
     args = ap.parse_args()
     t_start = time.perf_counter()
 
@@ -146,8 +149,28 @@ def main() -> None:
                     "load_average_at_start": os.getloadavg()},
     }
 
-    # ---- scaling: 1 vs 2 workers
-    scaling: dict[str, Any] = {}
+    if args.out.is_file() and set(args.parts) != {"scaling", "memory", "skim"}:
+        previous = json.loads(args.out.read_text())
+        report = {**{k: previous[k] for k in ("scaling", "memory", "skim") if k in previous},
+                  **report}
+    if "scaling" in args.parts:
+        measure_scaling(args, cfg, scheme, weights, report)
+    if "memory" in args.parts:
+        measure_memory(args, mc, scheme, weights, cfg, report)
+    if "skim" in args.parts:
+        measure_skims(args, mc, data_dir, n, scheme, weights, cfg, report)
+
+    report["total_wall_s"] = time.perf_counter() - t_start
+    report["machine"]["load_average_at_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"wrote {args.out} (total {report['total_wall_s']:.0f} s)")
+
+
+def measure_scaling(args: Any, cfg: DatasetConfig, scheme: Any, weights: Any,
+                    report: dict[str, Any]) -> None:
+    """events/s with 1 and 2 workers."""
+    scaling: dict[str, Any] = {"load_average_before": os.getloadavg()}
     for workers in (1, 2):
         with dask_client(workers=workers, memory_limit="4GiB") as client:
             warm_up(client, cfg, scheme, weights)
@@ -160,7 +183,10 @@ def main() -> None:
     print(f"speed-up 2 vs 1 workers: {speedup:.2f}x", flush=True)
     report["scaling"] = scaling
 
-    # ---- memory: copies x n events on 2 workers
+
+def measure_memory(args: Any, mc: Path, scheme: Any, weights: Any, cfg: DatasetConfig,
+                   report: dict[str, Any]) -> None:
+    """Peak memory per worker over copies x n events."""
     big = DatasetConfig.model_validate({
         "format": "ecalelf",
         "datasets": [{"name": f"mc_{i}", "kind": "mc", "files": [str(mc)]}
@@ -172,6 +198,7 @@ def main() -> None:
             res = fill(client, big, scheme, weights, args.chunksize)
     per_worker = res["metrics"]["per_worker"]
     memory = {
+        "load_average_before": os.getloadavg(),
         "events": res["events"],
         "fill_s": res["fill_s"],
         "events_per_s": res["events_per_s"],
@@ -188,7 +215,10 @@ def main() -> None:
           + "; sampled "
           + ", ".join(f"{k}: {v / GIB:.2f} GiB" for k, v in sampled.items()), flush=True)
 
-    # ---- skims: write, then fill from the skim vs from ROOT
+
+def measure_skims(args: Any, mc: Path, data_dir: Path, n: int, scheme: Any, weights: Any,
+                  cfg: DatasetConfig, report: dict[str, Any]) -> None:
+    """Write a skim, then fill from it and from the ROOT file."""
     skim_dir = data_dir / "skim"
     with dask_client(workers=2, memory_limit="4GiB") as client:
         warm_up(client, cfg, scheme, weights)
@@ -203,6 +233,7 @@ def main() -> None:
     skim_file = res_skim.files[0].path
     reads = raw_reads(mc, skim_file, args.chunksize)
     skims = {
+        "load_average_before": os.getloadavg(),
         "skim_write_s": t_skim,
         "rows": res_skim.files[0].rows,
         "skim_bytes": skim_file.stat().st_size,
@@ -223,12 +254,6 @@ def main() -> None:
           f"{skims['fill_from_skim_s']:.1f} s -> {skims['fill_speedup_skim_vs_root']:.2f}x; raw "
           f"read uproot {reads['root_uproot_s']:.1f} s vs pyarrow {reads['skim_pyarrow_s']:.1f} s "
           f"-> {skims['raw_read_speedup_skim_vs_root']:.2f}x", flush=True)
-
-    report["total_wall_s"] = time.perf_counter() - t_start
-    report["machine"]["load_average_at_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"wrote {args.out} (total {report['total_wall_s']:.0f} s)")
 
 
 if __name__ == "__main__":

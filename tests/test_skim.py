@@ -71,7 +71,8 @@ def test_skim_files_and_provenance(ecalelf_skim, demo_ecalelf):
     assert {"run", "lumi", "event", "weight", "npu", "mass", "id_1", "gain_2"} <= set(names)
     assert "npu" not in pq.ParquetFile(data.path).schema_arrow.names  # data has no nPU
     types = {f.name: str(f.type) for f in pf.schema_arrow}
-    assert types["energy_1"] == "float" and types["run"] == "int64"  # ECALELF stores float32
+    assert types["energy_1"] == "float"
+    assert types["run"] == "int64"
     sidecar = json.loads(mc.path.with_name(mc.path.name + ".json").read_text())
     import hashlib
 
@@ -148,7 +149,7 @@ def test_looser_selection_than_the_skim_is_refused(ecalelf_skim, scheme):
         "tighter (got min_et_lead=20.0)")
     with pytest.raises(InvalidConfig, match="skim made with id_level='medium'"):
         build_histograms(cfg, scheme, selection=SelectionConfig(id_level="none"), options=ITER)
-    with pytest.raises(InvalidConfig, match="skim made with mass window=.*got mass window="):
+    with pytest.raises(InvalidConfig, match=r"skim made with mass window=.*got mass window="):
         build_histograms(cfg, scheme, binning=MassBinning(lo=50.0), options=ITER)
     # tighter is fine
     hs = build_histograms(cfg, scheme, selection=SelectionConfig(id_level="tight"), options=ITER)

@@ -82,8 +82,8 @@ def test_pipeline_cli_stop_resume_and_bad_config(demo_ecalelf, tmp_path, capsys)
         "- ts\n", "- tss\n"))
     rc, _, err = _run(["pipeline", str(bad)], capsys)
     assert rc == 1
-    assert err == f"zcalib: error: {bad}: step 'fit' needs unknown step 'tss'; known steps: rd, " \
-                  "ts, fit\n"
+    assert err == (f"zcalib: error: {bad}: step 'fit' needs unknown step 'tss'; known steps: "
+                   "rd, ts, fit\n")
 
 
 @pytest.mark.parametrize("command", ["run-divide", "time-stability", "combine", "pipeline"])

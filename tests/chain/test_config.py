@@ -179,3 +179,14 @@ def test_partially_overlapping_scale_categories(tmp_path, demo_ecalelf, no_event
         f"{path}: the scale categories of step 'b' cannot be combined with the previous steps: "
         "(|eta| 0.8-1.4442) partially overlaps (|eta| 0-1 r9 0-0.96) of an earlier step; "
         "categories of later steps must be nested in or contain the earlier ones")
+
+
+def test_time_stability_on_lumi_split_bins(tmp_path, demo_ecalelf):
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=[
+        {"name": "rd", "type": "run_divide", "granularity": "lumi"},
+        {"name": "ts", "type": "time_stability", "needs": ["rd"]}])
+    with pytest.raises(InvalidConfig) as err:
+        load_pipeline(path)
+    assert str(err.value) == (f"{path}: step 'ts': time_stability needs whole-run bins but "
+                              "run_divide step 'rd' has granularity 'lumi' (the correction is "
+                              "keyed on 'run' only)")

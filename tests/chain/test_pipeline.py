@@ -84,8 +84,8 @@ def test_time_stability_removes_drift_in_the_chain(chain_a):
     assert chi_a / ndf_a < 1.5
 
 
-def _electrons(sample):
-    t = uproot.open(sample.data)["selected"].arrays(
+def _electrons(data_path):
+    t = uproot.open(data_path)["selected"].arrays(
         ["runNumber", "etaSCEle", "R9Ele", "energy_ECAL_ele"], library="np")
     sl = slice(0, 2)
     run = np.repeat(t["runNumber"].astype(np.int64), 2)
@@ -93,26 +93,24 @@ def _electrons(sample):
     r9 = t["R9Ele"][:, sl].astype(np.float64).ravel()
     pt = (t["energy_ECAL_ele"][:, sl].astype(np.float64) / np.cosh(
         t["etaSCEle"][:, sl].astype(np.float64))).ravel()
-    return run, eta, r9, pt
+    keep = (pt > 20) & (eta < 2.5) & ~((eta > 1.4442) & (eta < 1.566))
+    return run[keep], eta[keep], r9[keep], pt[keep]
 
 
-def test_final_scales_recover_injected_values(chain_a, drift_sample):
-    """Compound correction x drift factor, averaged over the data electrons of each injected
-    category, equals the injected scale within 3 sigma (sigma: the steps' errors of the
-    electrons' categories in quadrature, time-stability errors averaged over the run bins)."""
+def truth_pulls(res, truth, data_path):
+    """(derived - injected) / sigma per injected category.
+
+    derived: the compound correction x the injected drift factor, averaged over the data
+    electrons of the category; sigma: the fit steps' errors of the electrons' categories in
+    quadrature plus the time-stability error averaged over the run bins."""
     import correctionlib
 
     from zcalib.categories import scheme_from_dict
 
-    _, res, _ = chain_a
-    truth = truth_of(drift_sample)
     cs = correctionlib.CorrectionSet.from_file(str(res.final["corrections"]))
-    run, eta, r9, pt = _electrons(drift_sample)
-    keep = (pt > 20) & (eta < 2.5) & ~((eta > 1.4442) & (eta < 1.566))
-    run, eta, r9, pt = run[keep], eta[keep], r9[keep], pt[keep]
+    run, eta, r9, pt = _electrons(data_path)
     args = {"run": run, "AbsScEta": eta, "r9": r9, "pt": pt}
-    comp = cs.compound["zcalib_scale_compound"]
-    scale = comp.evaluate(run, eta, r9, pt, "scale")
+    scale = cs.compound["zcalib_scale_compound"].evaluate(run, eta, r9, pt, "scale")
     mid, width = truth["run_mid"], truth["runs"][1] - truth["runs"][0]
     drift = 1 + truth["drift"] * (run - mid) / width
     cats = scheme_from_dict(truth["categories"]).assign(abs_eta=eta, r9=r9, et=pt)
@@ -122,19 +120,24 @@ def test_final_scales_recover_injected_values(chain_a, drift_sample):
         c = cs[name]
         return c.evaluate(*[args[v.name] if v.name != "syst" else "escale" for v in c.inputs])
 
-    errs = {n: escale(n) for n in ("time_stability_scale", "step2_scale", "step3_scale",
-                                   "step4_scale")}
+    fits = ("step2_scale", "step3_scale", "step4_scale")
+    errs = {n: escale(n) for n in ("time_stability_scale", *fits)}
     pulls = []
     for k, inj in enumerate(truth["scale"]):
         sel = cats == k
         derived = float(np.mean(scale[sel] * drift[sel]))
-        sigma = math.sqrt(
-            np.mean(errs["time_stability_scale"][sel]) ** 2 / n_bins
-            + sum(np.mean(errs[n][sel]) ** 2 for n in ("step2_scale", "step3_scale",
-                                                        "step4_scale")))
+        sigma = math.sqrt(np.mean(errs["time_stability_scale"][sel]) ** 2 / n_bins
+                          + sum(np.mean(errs[n][sel]) ** 2 for n in fits))
         pulls.append((derived - inj) / sigma)
         print(f"category {k}: injected {inj:.5f} derived {derived:.5f} +- {sigma:.5f} "
               f"pull {pulls[-1]:+.2f}")
+    return np.array(pulls)
+
+
+def test_final_scales_recover_injected_values(chain_a, drift_sample):
+    """The injected per-category scales (and the drift) are recovered within 3 sigma."""
+    _, res, _ = chain_a
+    pulls = truth_pulls(res, truth_of(drift_sample), drift_sample.data)
     assert np.all(np.abs(pulls) < 3), pulls
 
 
@@ -245,3 +248,28 @@ def test_changed_input_reruns_dependents_only(chain_a, drift_sample, tmp_path):
     new.write_text(yaml.safe_dump(raw, sort_keys=False))
     res = run_pipeline(load_pipeline(new))
     assert res.ran == ("step4",)
+
+
+@pytest.mark.slow
+def test_shipped_demo_pipeline(tmp_path):
+    """configs/pipeline_demo.yaml as shipped (300k data / 900k MC, 1 % drift)."""
+    import yaml
+
+    from tests.conftest import CONFIGS, ROOT
+
+    raw = yaml.safe_load((CONFIGS / "pipeline_demo.yaml").read_text())
+    raw["output"] = str(tmp_path / "out")
+    raw["weights"][0]["file"] = str(ROOT / "corrections" / "pileup_demo.json")
+    for s in raw["steps"]:
+        if "categories" in s:
+            s["categories"] = str(CONFIGS / s["categories"])
+    path = tmp_path / "pipeline_demo.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    t0 = time.perf_counter()
+    res = run_pipeline(load_pipeline(path))
+    print(f"\nshipped demo: {time.perf_counter() - t0:.1f} s (incl. generating the inputs)")
+    chi_b, ndf_b = res.steps["time_stability"].summary["chi2_before"]
+    assert chi_b / ndf_b > 5
+    truth = json.loads((tmp_path / "out" / "data" / "truth.json").read_text())
+    pulls = truth_pulls(res, truth, tmp_path / "out" / "data" / "data.root")
+    assert np.all(np.abs(pulls) < 3), pulls

@@ -33,7 +33,7 @@ class DaskProcesses:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = (self.folder / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen(  # noqa: S603
+        self.procs[name] = subprocess.Popen(
             [str(DASK), *args], stdout=log, stderr=subprocess.STDOUT,
             cwd=self.folder, env={**os.environ, "PYTHONWARNINGS": "ignore",
                                  "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"},

@@ -34,23 +34,23 @@ def test_shipped_recipes_validate(name, model):
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ({"kind": "pbs"}, "x.yaml: field 'kind': missing or unknown (got 'pbs'); allowed: local, "
-                          "scheduler, htcondor, slurm"),
-        ({"workers": 2}, "x.yaml: field 'kind': missing or unknown; allowed: local, scheduler, "
-                         "htcondor, slurm"),
+        ({"kind": "pbs"}, ("x.yaml: field 'kind': missing or unknown (got 'pbs'); allowed: local, "
+                          "scheduler, htcondor, slurm")),
+        ({"workers": 2}, ("x.yaml: field 'kind': missing or unknown; allowed: local, scheduler, "
+                         "htcondor, slurm")),
         ({"kind": "htcondor", "cores": 1, "memory": "4GB"},
          "x.yaml: field 'disk': required for kind 'htcondor'"),
         ({"kind": "slurm", "cores": 1, "memory": "lots"},
          "x.yaml: field 'memory': memory must be a size like '4GB' or '4GiB', got 'lots'"),
-        ({"kind": "local", "workres": 3}, "x.yaml: field 'workres': unknown for kind 'local'; "
+        ({"kind": "local", "workres": 3}, ("x.yaml: field 'workres': unknown for kind 'local'; "
          "allowed: kind, workers, threads_per_worker, memory_limit, host, dashboard_address, "
-         "worker_env"),
+         "worker_env")),
         ({"kind": "slurm", "cores": 1, "memory": "4GB", "adapt": {"maximum_jobs": 0}},
-         "x.yaml: field 'adapt.maximum_jobs': Input should be greater than or equal to 1 "
-         "(got 0)"),
+         ("x.yaml: field 'adapt.maximum_jobs': Input should be greater than or equal to 1 "
+         "(got 0)")),
         ({"kind": "scheduler", "address": "not an address"},
-         "x.yaml: field 'address': not a scheduler address: 'not an address'; allowed: "
-         "tcp://host:port, tls://host:port"),
+         ("x.yaml: field 'address': not a scheduler address: 'not an address'; allowed: "
+         "tcp://host:port, tls://host:port")),
         ({"kind": "scheduler"}, "x.yaml: give exactly one of 'address' and 'scheduler_file'"),
         ({"kind": "slurm", "cores": 1, "memory": "4GB", "jobs": 2,
           "adapt": {"maximum_jobs": 4}},

@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 import awkward as ak
 import hist
+import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
@@ -1093,12 +1094,17 @@ def plot_data_mc(inp: PlotInput, labels: PlotLabels | None = None) -> Figure:
             fontsize=17,
             linespacing=1.5,
         )
+        # a long lumi label would run into the "CMS <text>" label: shrink it to fit
+        base = float(mpl.rcParams["font.size"])
+        chars = len(lab.lumi_label) + len(lab.exp_text) + 4
+        shrink = min(1.0, 40.0 / chars)
         hep.cms.label(
             text=lab.exp_text,
             data=True,
             rlabel=lab.lumi_label,
             ax=ax,
             loc=0,
+            fontsize=(base * 1.3, base, base / 1.1 * shrink, base / 1.3),
             scilocator_adjust=False,
         )
         ax.tick_params(labelbottom=False)
