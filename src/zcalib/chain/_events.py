@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -211,9 +210,3 @@ def _keys_of(path: str, tree: str, run_b: str, lumi_b: str | None, fmt: str) -> 
     lumi = (np.asarray(arrays[lumi_b], dtype=np.int64) if lumi_b and lumi_b in arrays
             else np.zeros(len(run), np.int64))
     return np.unique(pack_run_lumi(run, lumi))
-
-
-def resolve(base: Path, path: str) -> Path:
-    """``path`` relative to ``base`` unless absolute."""
-    p = Path(path)
-    return p if p.is_absolute() else base / p
