@@ -189,7 +189,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--scheduler", default=None, help="use an existing Dask scheduler")
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
     d.set_defaults(func=_cmd_demo)
+    _order_subcommands(sub)
     return parser
+
+
+#: Subcommands in pipeline order (how `zcalib --help` lists them).
+PIPELINE_ORDER = (
+    "generate", "skim", "run-divide", "time-stability", "histograms", "fit", "combine",
+    "pipeline", "inject", "scan", "validate", "lineshape", "systematics", "stats", "report",
+    "demo",
+)
+
+
+def _order_subcommands(sub: Any) -> None:
+    """List subcommands in pipeline order in ``--help`` (unknown ones keep their place last)."""
+    rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
+    sub._choices_actions.sort(key=lambda a: rank.get(a.dest, len(rank)))
+    sub.choices = dict(sorted(sub.choices.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
 
 def _add_fit_options(p: argparse.ArgumentParser) -> None:

@@ -47,8 +47,8 @@ def test_data_scales_and_mc_smearing_in_one_pass(steps_file, demo_ecalelf, schem
     # region (0, 0): both electrons in category 0, so every pair mass is multiplied by scale_0
     # (selection on corrected energies: the few pairs that migrate across the mass range edges
     # are negligible against 1e-4)
-    m_corr, n_corr = _mean_mass(hs, "data", "nominal", 0)
-    m_raw, n_raw = _mean_mass(hs, "data", "uncorrected", 0)
+    m_corr, _ = _mean_mass(hs, "data", "nominal", 0)
+    m_raw, _ = _mean_mass(hs, "data", "uncorrected", 0)
     assert m_corr / m_raw == pytest.approx(truth["scale"][0], abs=2e-4)
     m_up, _ = _mean_mass(hs, "data", "scale_up", 0)
     assert m_up / m_corr == pytest.approx(1 + 1e-3 / truth["scale"][0], abs=1e-4)

@@ -141,7 +141,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
     categories: dict[str, Any]
     kinds: dict[str, str]
     available: dict[str, dict[str, str]] = field(default_factory=dict)
-    selection: SelectionConfig = field(default_factory=lambda: SelectionConfig())
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     binning: MassBinning = field(default_factory=MassBinning)
     column_map: ColumnMap | None = None
     weights: tuple[WeightSpec, ...] = ()
@@ -211,7 +211,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         from zcalib.corrections.apply import evaluate_correction
 
         sc_eta = lep.sc_eta
-        arrays = {
+        arrays: dict[str, Any] = {
             "run": np.repeat(lep.run[:, None], 2, axis=1).ravel(),
             "AbsScEta": np.abs(sc_eta).ravel(),
             "ScEta": sc_eta.ravel(),
@@ -436,7 +436,7 @@ def pair_kinematics(lep: Leptons, energy: NDArray[np.float64]) -> dict[str, NDAr
 
 def _mass(lep: Leptons, energy: NDArray[np.float64]) -> NDArray[np.float64]:
     with np.errstate(invalid="ignore"):
-        return pair_mass(
+        return pair_mass(  # type: ignore[return-value]
             energy[:, 0], lep.eta[:, 0], lep.phi[:, 0],
             energy[:, 1], lep.eta[:, 1], lep.phi[:, 1],
         )
