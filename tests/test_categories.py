@@ -132,3 +132,33 @@ def test_run_ranges_are_inclusive(tmp_path):
     cells = s.assign(abs_eta=np.full(3, 0.5), r9=np.ones(3), et=np.full(3, 40.0),
                      run=np.array([10, 11, 20]))
     assert cells.tolist() == [0, 1, 1]
+
+
+def test_grid_lookup_matches_testing_every_category(tmp_path):
+    """Regression guard for the table look-up: same cells as testing each category's box."""
+    p = tmp_path / "c.yaml"
+    rows = []
+    for run in ([1, 100], [101, 200]):
+        for eta in ([0, 1], [1, 1.4442], [1.566, 2.5]):
+            for gain in (12, 6, 1):
+                for et in ([0, 45], [45, 14000]):
+                    rows.append(
+                        f"  - {{run: {run}, eta: {eta}, gain: {gain}, et: {et}, r9: [0, 10]}}"
+                    )
+    smear = "\n".join(f"  - {{run: [1, 200], eta: {e}, r9: {r}, et: [0, 14000]}}"
+                      for e in ([0, 1.4442], [1.566, 2.5]) for r in ([0, 0.94], [0.94, 10]))
+    p.write_text("scale:\n" + "\n".join(rows) + "\nsmear:\n" + smear + "\n")
+    s = load_categories(p)
+    rng = np.random.default_rng(4)
+    n = 50_000
+    kw = {
+        "abs_eta": np.concatenate([rng.uniform(-0.1, 2.7, n - 6), [0, 1, 1.4442, 1.5, 2.5, np.nan]]),
+        "r9": rng.choice([0.5, 0.94, 0.97, 10.0, 11.0, np.inf], n),
+        "et": rng.choice([-1.0, 0.0, 20.0, 45.0, 100.0, 14000.0], n),
+        "gain": rng.choice([12, 6, 1, 0, 3], n),
+        "run": rng.integers(-5, 210, n),
+    }
+    fast = s.assign(**kw)
+    slow = s._assign_slow(**kw)
+    np.testing.assert_array_equal(fast, slow)
+    assert (fast >= 0).mean() > 0.1  # the comparison covers many assigned leptons

@@ -57,6 +57,8 @@ CRACK: tuple[float, float] = (1.4442, 1.566)
 #: Variables a category may cut on, in the order used for (de)serialisation.
 VARIABLES: tuple[str, ...] = ("run", "eta", "r9", "et", "gain")
 _GAINS = (1, 6, 12)
+_GAINS_ORDER = (12, 6, 1)
+_GRID_VARS = ("run", "eta", "r9", "et")
 _INF = math.inf
 
 Kind = Literal["scale", "smear"]
@@ -210,7 +212,61 @@ class CategoryScheme:
             gain = np.full(n, 12, dtype=np.int64)
         if run is None:
             run = np.zeros(n, dtype=np.int64)
-        kw: dict[str, Any] = {"abs_eta": abs_eta, "r9": r9, "et": et, "gain": gain, "run": run}
+        edges, lut = self._grid()
+        values = {"run": run, "eta": abs_eta, "r9": r9, "et": et}
+        # slot 0: below the first edge, len(edges): at/above the last (both map to -1)
+        index = tuple(
+            np.searchsorted(edges[name], np.asarray(values[name], dtype=np.float64),
+                            side="right")
+            if len(edges[name])
+            else np.zeros(n, dtype=np.int64)  # no cut on this variable: a single slot
+            for name in _GRID_VARS
+        )
+        gain_slot = np.full(n, 3, dtype=np.int64)
+        for slot, g in enumerate(_GAINS_ORDER):
+            gain_slot[np.asarray(gain) == g] = slot
+        if lut.shape[-1] == 1:
+            gain_slot[:] = 0
+        return np.asarray(lut[(*index, gain_slot)], dtype=np.int64)
+
+    def _grid(self) -> tuple[dict[str, NDArray[np.float64]], NDArray[np.int64]]:
+        """Lookup table of cell indices over the grid of all category edges (cached).
+
+        Categories tile the grid (checked at load time), so each grid box belongs to at most
+        one scale and one smear category: assigning a lepton is one ``searchsorted`` per
+        variable and one table look-up, whatever the number of categories.
+        """
+        cached = self.__dict__.get("_grid_cache")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        cats = (*self.scale, *self.smear)
+        edges = {
+            name: np.array(sorted({v for c in cats for v in c.ranges()[name]} - {-_INF, _INF}),
+                           dtype=np.float64)
+            for name in _GRID_VARS
+        }
+        uses_gain = any(c.gain is not None for c in cats)
+        # representative point of every slot: midpoints inside, outside slots are marked -1
+        mids = {}
+        for name in _GRID_VARS:
+            e = edges[name]
+            inner = 0.5 * (e[:-1] + e[1:]) if len(e) > 1 else np.zeros(0)
+            lo = e[0] - 1.0 if len(e) else 0.0
+            hi = e[-1] + 1.0 if len(e) else 0.0
+            mids[name] = np.concatenate([[lo], inner, [hi]]) if len(e) else np.array([0.0])
+        gains = np.array([*_GAINS_ORDER, -1] if uses_gain else [12])
+        mesh = np.meshgrid(*(mids[n] for n in _GRID_VARS), gains, indexing="ij")
+        flat = self._assign_slow(
+            run=mesh[0].ravel(), abs_eta=mesh[1].ravel(), r9=mesh[2].ravel(),
+            et=mesh[3].ravel(), gain=mesh[4].ravel(),
+        )
+        lut = flat.reshape(mesh[0].shape)
+        object.__setattr__(self, "_grid_cache", (edges, lut))
+        return edges, lut
+
+    def _assign_slow(self, **kw: Any) -> NDArray[np.int64]:
+        """Reference assignment by testing every category (used to build the grid)."""
+        n = len(kw["abs_eta"])
         scale_idx = np.full(n, -1, dtype=np.int64)
         for cat in self.scale:
             scale_idx[cat.contains(**kw)] = cat.index

@@ -189,6 +189,12 @@ def _np(x: Any, dtype: Any) -> NDArray[Any]:
     return np.asarray(ak.to_numpy(x), dtype=dtype)
 
 
+def _first2(column: Any, dtype: Any) -> NDArray[Any]:
+    """Slots 0 and 1 of a fixed-size ``[3]`` ECALELF branch (sliced in numpy: no copy of the
+    whole awkward RegularArray)."""
+    return np.asarray(ak.to_numpy(column)[:, :2], dtype=dtype)
+
+
 def _pair(events: Any, names: tuple[str, str], dtype: Any) -> NDArray[Any]:
     return np.stack([_np(events[names[0]], dtype), _np(events[names[1]], dtype)], axis=1)
 
@@ -222,17 +228,17 @@ def extract_leptons(
     del max_leptons_nano
     n = len(events)
     if fmt == "ecalelf":
-        energy = _np(events["energy_ECAL_ele"][:, :2], np.float64)
-        eta = _np(events["etaEle"][:, :2], np.float64)
+        energy = _first2(events["energy_ECAL_ele"], np.float64)
+        eta = _first2(events["etaEle"], np.float64)
         sc_eta = (
             _np(events[available["sc_eta"]][:, :2], np.float64) if "sc_eta" in available else eta
         )
-        gain_idx = _np(events["gainSeedSC"][:, :2], np.int64)
+        gain_idx = _first2(events["gainSeedSC"], np.int64)
         gain = np.where(
             (gain_idx >= 0) & (gain_idx <= 2), _ECALELF_GAIN[np.clip(gain_idx, 0, 2)], -1
         )
         bits = _ECALELF_ID_BITS[id_level]
-        ele_id = _np(events["eleID"][:, :2], np.int64)
+        ele_id = _first2(events["eleID"], np.int64)
         id_pass = (ele_id & bits) == bits
         ecal_bits = np.zeros(ele_id.shape, dtype=np.int64)
         ecal_bits[(ele_id & 0x08) == 0x08] |= ID_BITS["medium"]
@@ -246,8 +252,8 @@ def extract_leptons(
             energy=energy,
             eta=eta,
             sc_eta=sc_eta,
-            phi=_np(events["phiEle"][:, :2], np.float64),
-            r9=_np(events["R9Ele"][:, :2], np.float64),
+            phi=_first2(events["phiEle"], np.float64),
+            r9=_first2(events["R9Ele"], np.float64),
             gain=gain,
             id_pass=id_pass,
             charge=charge,
