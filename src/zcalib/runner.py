@@ -56,6 +56,7 @@ __all__ = [
     "ProcessorRun",
     "RunOptions",
     "build_histograms",
+    "checked_inputs",
     "default_checkpoint_dir",
     "file_fingerprint",
     "load_weight",
@@ -186,6 +187,42 @@ def file_fingerprint(path: str) -> str:
     return h.hexdigest()
 
 
+def checked_inputs(
+    cfg: DatasetConfig, *, skip_bad_files: bool, weights: tuple[WeightSpec, ...] = ()
+) -> tuple[Any, dict[str, dict[str, str]]]:
+    """Pre-flight every input file; fail (or, with ``skip_bad_files``, warn) on bad ones.
+
+    Returns:
+        The pre-flight result and the optional branches present per dataset.
+
+    Raises:
+        InputError: bad files without ``skip_bad_files``, no readable file at all, or an MC
+            dataset lacking a branch that an MC weight needs.
+    """
+    pre = preflight(cfg)
+    if pre.bad and not skip_bad_files:
+        raise InputError(bad_files_message(pre.bad))
+    for b in pre.bad:
+        log.warning("skipping bad input file (skip_bad_files): %s", b.message)
+    if not pre.files:
+        msg = f"no readable input files: all {len(pre.bad)} failed the checks"
+        raise InputError(msg)
+    available = {info.dataset: dict(info.optional) for info in pre.files}
+    for ds in cfg.datasets:
+        if ds.kind != "mc" or ds.name not in available:
+            continue
+        first = next(i.path for i in pre.files if i.dataset == ds.name)
+        for spec in weights:
+            for var in spec.branch_inputs:
+                if var not in available[ds.name]:
+                    msg = (
+                        f"dataset '{ds.name}': MC weight '{spec.name}' ({spec.source}) "
+                        f"needs the '{var}' branch, which {first} lacks"
+                    )
+                    raise InputError(msg)
+    return pre, available
+
+
 def build_histograms(
     cfg: DatasetConfig,
     scheme: CategoryScheme,
@@ -231,30 +268,8 @@ def build_histograms(
     _check_scheme_inputs(cfg, scheme)
 
     t0 = time.perf_counter()
-    pre = preflight(cfg)
-    if pre.bad and not opts.skip_bad_files:
-        raise InputError(bad_files_message(pre.bad))
-    for b in pre.bad:
-        log.warning("skipping bad input file (skip_bad_files): %s", b.message)
+    pre, available = checked_inputs(cfg, skip_bad_files=opts.skip_bad_files, weights=weights)
     infos = pre.files
-    if not infos:
-        msg = f"no readable input files: all {len(pre.bad)} failed the checks"
-        raise InputError(msg)
-    available: dict[str, dict[str, str]] = {}
-    for info in infos:
-        available[info.dataset] = dict(info.optional)
-    if weights:
-        for ds in cfg.datasets:
-            if ds.kind == "mc" and ds.name in available:
-                first = next(i.path for i in infos if i.dataset == ds.name)
-                for spec in weights:
-                    for var in spec.branch_inputs:
-                        if var not in available[ds.name]:
-                            msg = (
-                                f"dataset '{ds.name}': MC weight '{spec.name}' ({spec.source}) "
-                                f"needs the '{var}' branch, which {first} lacks"
-                            )
-                            raise InputError(msg)
     if cfg.format == "parquet":
         _check_skims(infos, cfg, sel, mb, corrections)
     t_checks = time.perf_counter() - t0

@@ -57,10 +57,10 @@ from zcalib.config import DatasetConfig, SelectionConfig
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import MassBinning
 from zcalib.io.formats import ID_BITS, SKIM_LEPTON_COLUMNS, Leptons, extract_leptons, nanoaod_schema
-from zcalib.io.preflight import SKIM_METADATA_KEY, FileInfo, bad_files_message, preflight
+from zcalib.io.preflight import SKIM_METADATA_KEY, FileInfo
 from zcalib.metrics import build_metrics, write_metrics, zcalib_version
 from zcalib.processors.zee import ZeeProcessor, pair_selection
-from zcalib.runner import RunOptions, file_fingerprint, run_processor
+from zcalib.runner import RunOptions, checked_inputs, file_fingerprint, run_processor
 
 __all__ = ["SKIM_CUTS", "SkimFile", "SkimProcessor", "SkimResult", "skim", "skim_selection"]
 
@@ -320,18 +320,8 @@ def skim(
     out = Path(out_dir)
 
     t0 = time.perf_counter()
-    pre = preflight(cfg)
-    if pre.bad and not opts.skip_bad_files:
-        raise InputError(bad_files_message(pre.bad))
-    for b in pre.bad:
-        log.warning("skipping bad input file (skip_bad_files): %s", b.message)
+    pre, available = checked_inputs(cfg, skip_bad_files=opts.skip_bad_files)
     infos = pre.files
-    if not infos:
-        msg = f"no readable input files: all {len(pre.bad)} failed the checks"
-        raise InputError(msg)
-    available: dict[str, dict[str, str]] = {}
-    for info in infos:
-        available[info.dataset] = dict(info.optional)
     t_checks = time.perf_counter() - t0
 
     parts_dir = out / f".parts-{uuid.uuid4().hex[:12]}"

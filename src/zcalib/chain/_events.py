@@ -22,10 +22,9 @@ from zcalib.config import DatasetConfig, SelectionConfig
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import MassBinning
 from zcalib.io.formats import nanoaod_schema, optional_branches
-from zcalib.io.preflight import bad_files_message, preflight
 from zcalib.processors.runs import pack_run_lumi
 from zcalib.processors.zee import CorrectionStep, WeightSpec
-from zcalib.runner import RunOptions, run_processor
+from zcalib.runner import RunOptions, checked_inputs, run_processor
 
 __all__ = ["ChainLoop", "data_run_keys", "eta_scheme", "run_loop"]
 
@@ -108,20 +107,8 @@ def run_loop(
     opts = loop.options
     opts.check()
     t0 = time.perf_counter()
-    pre = preflight(cfg)
-    if pre.bad:
-        raise InputError(bad_files_message(pre.bad))
-    available: dict[str, dict[str, str]] = {i.dataset: dict(i.optional) for i in pre.files}
+    pre, available = checked_inputs(cfg, skip_bad_files=False, weights=loop.weights)
     kinds = cfg.kinds()
-    for info in pre.files:
-        if kinds[info.dataset] != "mc":
-            continue
-        for spec in loop.weights:
-            for var in spec.branch_inputs:
-                if var not in available[info.dataset]:
-                    msg = (f"dataset '{info.dataset}': MC weight '{spec.name}' ({spec.source}) "
-                           f"needs the '{var}' branch, which {info.path} lacks")
-                    raise InputError(msg)
     proc = proc_cls(
         fmt=cfg.format,
         categories=scheme.to_yaml_dict(),

@@ -27,7 +27,7 @@ import hist
 import numpy as np
 from numpy.typing import NDArray
 
-from zcalib.io.formats import Leptons, extract_leptons
+from zcalib.io.formats import Leptons
 from zcalib.processors.zee import CUTS, ZeeProcessor, pair_kinematics
 
 __all__ = [
@@ -154,25 +154,8 @@ class _ChainBase(ZeeProcessor):
                  f"(entries {meta.get('entrystart')}-{meta.get('entrystop')})")
         kind = self.kinds[dataset]
         out["cutflow"] = {dataset: {"all": len(events)}}
-        try:
-            lep = extract_leptons(
-                events,
-                self.fmt,
-                id_level=self.selection.id_level,
-                available=self.available.get(dataset, {}),
-                column_map=self.column_map,
-            )
-        except Exception as err:  # noqa: BLE001  (unreadable baskets surface here)
-            reason = f"cannot read events ({err.__class__.__name__}: {err})"
-            out["errors"].add(f"{where}: {reason}")
-            out["failed"].add((dataset, str(meta.get("filename", "?")),
-                               int(meta.get("entrystart") or 0),
-                               int(meta.get("entrystop") or 0), reason))
-            out["cutflow"][dataset]["all"] = 0
-            return None
-        bad = self._check_finite(lep, where, int(meta.get("entrystart") or 0))
-        if bad:
-            out["errors"].add(bad)
+        lep = self._read_chunk(events, out)
+        if lep is None:
             return None
         energies = self._energy_variations(lep, kind, meta)
         _, mass, sel = self._select(lep, energies["nominal"])

@@ -242,19 +242,24 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             keys = entry_keys(self.smear_seed, file_id, entries)
         return normal_from_keys(keys, 2)
 
-    def process(self, events: Any) -> dict[str, Any]:
-        """Process one chunk of events (called by coffea)."""
+    @staticmethod
+    def _where(meta: Mapping[str, Any]) -> str:
+        """``file (entries a-b)``: where a chunk comes from, for messages."""
+        return (f"{meta.get('filename', '?')} "
+                f"(entries {meta.get('entrystart')}-{meta.get('entrystop')})")
+
+    def _read_chunk(self, events: Any, out: dict[str, Any]) -> Leptons | None:
+        """Read the leptons of a chunk and check their values.
+
+        Unreadable chunks and non-finite values are recorded in ``out["errors"]`` (and
+        unreadable ones in ``out["failed"]``, with the chunk's ``all`` count zeroed when a
+        cutflow is kept); ``None`` is returned then, so every processor reports bad input the
+        same way on every executor.
+        """
         meta = events.metadata
         dataset = meta["dataset"]
-        where = f"{meta.get('filename', '?')} (entries {meta.get('entrystart')}-{meta.get('entrystop')})"
-        kind = self.kinds[dataset]
-        out: dict[str, Any] = {
-            "hist": empty_hist(self.binning),
-            "cutflow": {dataset: {"all": len(events)}},
-            "sumw": {dataset: 0.0},
-            "errors": set(),
-            "failed": set(),
-        }
+        where = self._where(meta)
+        start = int(meta.get("entrystart") or 0)
         try:
             lep = extract_leptons(
                 events,
@@ -266,14 +271,32 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         except Exception as err:  # noqa: BLE001  (unreadable baskets surface here)
             reason = f"cannot read events ({err.__class__.__name__}: {err})"
             out["errors"].add(f"{where}: {reason}")
-            out["failed"].add((dataset, str(meta.get("filename", "?")),
-                               int(meta.get("entrystart") or 0),
+            out["failed"].add((dataset, str(meta.get("filename", "?")), start,
                                int(meta.get("entrystop") or 0), reason))
-            out["cutflow"][dataset]["all"] = 0  # not processed: reported as skipped, if allowed
-            return out
-        bad = self._check_finite(lep, where, int(meta.get("entrystart") or 0))
+            if dataset in out.get("cutflow", {}):
+                out["cutflow"][dataset]["all"] = 0  # not processed: reported as skipped
+            return None
+        bad = self._check_finite(lep, where, start)
         if bad:
             out["errors"].add(bad)
+            return None
+        return lep
+
+    def process(self, events: Any) -> dict[str, Any]:
+        """Process one chunk of events (called by coffea)."""
+        meta = events.metadata
+        dataset = meta["dataset"]
+        where = self._where(meta)
+        kind = self.kinds[dataset]
+        out: dict[str, Any] = {
+            "hist": empty_hist(self.binning),
+            "cutflow": {dataset: {"all": len(events)}},
+            "sumw": {dataset: 0.0},
+            "errors": set(),
+            "failed": set(),
+        }
+        lep = self._read_chunk(events, out)
+        if lep is None:
             return out
         out["sumw"][dataset] = float(lep.weight.sum()) if kind == "mc" else float(len(lep))
 

@@ -56,7 +56,6 @@ from zcalib.categories import CRACK, CategoryScheme, region_pair
 from zcalib.config import DatasetConfig, SelectionConfig
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import HistogramSet, MassBinning
-from zcalib.io.formats import extract_leptons
 from zcalib.processors.zee import (
     CorrectionStep,
     WeightSpec,
@@ -300,24 +299,8 @@ class ValidationProcessor(ZeeProcessor):
             "errors": set(),
             "failed": set(),
         }
-        try:
-            lep = extract_leptons(
-                events,
-                self.fmt,
-                id_level=self.selection.id_level,
-                available=self.available.get(dataset, {}),
-                column_map=self.column_map,
-            )
-        except Exception as err:  # noqa: BLE001  (unreadable baskets surface here)
-            reason = f"cannot read events ({err.__class__.__name__}: {err})"
-            out["errors"].add(f"{where}: {reason}")
-            out["failed"].add((dataset, str(meta.get("filename", "?")),
-                               int(meta.get("entrystart") or 0),
-                               int(meta.get("entrystop") or 0), reason))  # fmt: skip
-            return out
-        bad = self._check_finite(lep, where, int(meta.get("entrystart") or 0))
-        if bad:
-            out["errors"].add(bad)
+        lep = self._read_chunk(events, out)
+        if lep is None:
             return out
         energies = self._energy_variations(lep, kind, meta)
         weight = (
