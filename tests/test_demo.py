@@ -19,8 +19,12 @@ def test_demo_recovers_injected_scales_and_smearings(tmp_path, capsys):
     assert rc == 0
     assert "derived vs injected" in stdout
     for name in ("corrections.json", "demo_scales.dat", "demo_smearings.dat", "fit_result.json",
-                 "histograms.npz"):
-        assert (out / name).is_file()
+                 "histograms.npz", "report.html", "validation/validation.json",
+                 "validation/EbEb_inclusive.png", "scans/scans.json"):
+        assert (out / name).is_file(), name
+    html = (out / "report.html").read_text()
+    assert "converged" in html
+    assert "Derived vs injected" in html
     record = json.loads((out / "fit_result.json").read_text())
     assert record["status"] == "converged"
     assert record["cutflow"]["data"]["mass"] >= 300_000

@@ -503,7 +503,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _print_comparison(comparison_rows(demo.result, demo.truth))
     t = demo.timings
     _echo(f"timings: generate {t['generate_s']:.1f} s, histograms {t['histograms_s']:.1f} s, "
-          f"fit {t['fit_s']:.2f} s")
+          f"fit {t['fit_s']:.2f} s, plots + scans + report {t['validation_s']:.1f} s")
     _echo(f"wrote {', '.join(str(p) for p in demo.outputs.values())}")
     return EXIT_OK if demo.result.converged else EXIT_INPUT
 

@@ -247,7 +247,25 @@ def run_demo(
     outputs = write_outputs(result, scheme, out, step="demo", hset=hset,
                             extra={"demo": {"truth": str(truth_path), "comparison": rows,
                                             "timings": timings}})
+    t3 = time.perf_counter()
+    outputs.update(_demo_validation(hset, scheme, out, outputs["corrections"], config))
+    timings["validation_s"] = time.perf_counter() - t3
     return DemoResult(result=result, truth=truth, outputs=outputs, timings=timings)
+
+
+def _demo_validation(
+    hset: HistogramSet, scheme: CategoryScheme, out: Path, corrections: Path,
+    config: FitConfig | None,
+) -> dict[str, Path]:
+    """Data/MC plots (standard plot categories), NLL scans and the HTML report of the demo."""
+    from zcalib.corrections.steps import load_correction_steps
+    from zcalib.validation import load_plot_categories, run_scans, run_validation, write_report
+
+    plots = load_plot_categories(_shipped("plot_cats_standard.yaml", folder="configs"))
+    run_validation(plots, out / "validation", histograms=hset,
+                   corrections=load_correction_steps(corrections))
+    run_scans(hset, out / "scans", config=config, scheme=scheme)
+    return {"report": write_report(out, title="zcalib demo derivation")}
 
 
 def _existing_truth(path: Path, *, n_data: int, n_mc: int, seed: int) -> dict[str, Any] | None:
@@ -262,11 +280,12 @@ def _existing_truth(path: Path, *, n_data: int, n_mc: int, seed: int) -> dict[st
     return truth if same and files_ok else None
 
 
-def _shipped(name: str) -> Path:
-    """A correctionlib payload shipped in the repository's ``corrections/`` folder."""
+def _shipped(name: str, folder: str = "corrections") -> Path:
+    """A file shipped in the repository's ``corrections/`` or ``configs/`` folder (in an
+    installed wheel: ``zcalib/_corrections``, ``zcalib/_configs``)."""
     here = Path(__file__).resolve()
-    for base in (here.parents[2] / "corrections", here.parent / "_corrections"):
+    for base in (here.parents[2] / folder, here.parent / f"_{folder}"):
         if (base / name).is_file():
             return base / name
-    msg = f"shipped correction payload {name!r} not found (looked in corrections/)"
+    msg = f"shipped file {name!r} not found (looked in {folder}/)"
     raise InvalidConfig(msg)
