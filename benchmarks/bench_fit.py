@@ -62,7 +62,13 @@ def scheme_large() -> CategoryScheme:
 
 
 def run_case(
-    name: str, scheme: CategoryScheme, n_data: int, n_mc: int, repeat: int, seed: int
+    name: str,
+    scheme: CategoryScheme,
+    n_data: int,
+    n_mc: int,
+    repeat: int,
+    seed: int,
+    mc_stat_likelihood: str = "none",
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     truth_s = 1.0 + rng.uniform(-0.01, 0.01, len(scheme.scale))
@@ -72,7 +78,7 @@ def run_case(
         scheme, n_data=n_data, n_mc=n_mc, scales=truth_s, smears=truth_m, seed=seed
     )
     t_gen = time.perf_counter() - t0
-    cfg = FitConfig()
+    cfg = FitConfig(mc_stat_likelihood=mc_stat_likelihood)  # type: ignore[arg-type]
 
     walls = []
     result = None
@@ -157,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="fits per case (best time reported)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--cases", default="ab", help="which cases to run (subset of 'ab')")
+    ap.add_argument(
+        "--mc-stat-likelihood", default="none", choices=["none", "bb-lite"], help="likelihood"
+    )
     ap.add_argument("--n-data-b", type=int, default=3_000_000)
     ap.add_argument("--n-mc-b", type=int, default=12_000_000)
     args = ap.parse_args(argv)
@@ -164,10 +173,22 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     if "a" in args.cases:
         small = load_categories(ROOT / "configs" / "cats_eta_r9.tsv")
-        results.append(run_case("a", small, 300_000, 1_200_000, args.repeat, args.seed))
+        results.append(
+            run_case(
+                "a", small, 300_000, 1_200_000, args.repeat, args.seed, args.mc_stat_likelihood
+            )
+        )
     if "b" in args.cases:
         results.append(
-            run_case("b", scheme_large(), args.n_data_b, args.n_mc_b, args.repeat, args.seed)
+            run_case(
+                "b",
+                scheme_large(),
+                args.n_data_b,
+                args.n_mc_b,
+                args.repeat,
+                args.seed,
+                args.mc_stat_likelihood,
+            )
         )
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     header = (

@@ -142,6 +142,7 @@ def test_window_and_rebin_options(arrays: dict[str, Any]) -> None:
         ("smear_bounds", (-0.1, 0.1), "smearings must be >= 0"),
         ("rebin", 0, "expected an integer >= 1 or None"),
         ("mc_stat", "toys", "allowed: sandwich, bootstrap, none"),
+        ("mc_stat_likelihood", "bb", "allowed: none, bb-lite"),
     ],
 )
 def test_config_validation(field: str, value: Any, match: str) -> None:

@@ -16,10 +16,11 @@ from typing import Any, Literal, NoReturn, get_args
 
 from zcalib.exceptions import InvalidConfig
 
-__all__ = ["FitConfig", "McStatMethod", "StartStyle"]
+__all__ = ["FitConfig", "McStatLikelihood", "McStatMethod", "StartStyle"]
 
 StartStyle = Literal["scan", "random", "specify"]
 McStatMethod = Literal["sandwich", "bootstrap", "none"]
+McStatLikelihood = Literal["none", "bb-lite"]
 
 
 def _tuple_or_none(v: Any) -> tuple[float, ...] | None:
@@ -61,6 +62,16 @@ class FitConfig:
         mc_stat: how the MC-statistics uncertainty is estimated: ``"sandwich"`` (linear
             propagation of the template Σw², ``H⁻¹ V H⁻¹``), ``"bootstrap"`` (refits on
             Gaussian-fluctuated templates), ``"none"``.
+            With ``mc_stat_likelihood="bb-lite"`` the meaning is unchanged: ``stat`` is
+            the data-only error (plain-NLL Hessian at the BB-lite minimum) and ``mc_stat``
+            the MC-statistics error by this method, so nothing is counted twice (the
+            BB-lite Hessian is not used for errors; see :mod:`zcalib.fit.fitter`).
+        mc_stat_likelihood: ``"none"``: plain multinomial NLL (template taken as exact);
+            ``"bb-lite"``: Barlow-Beeston-lite likelihood, the template's per-data-bin
+            prediction variance ``V_b = Σ_k K_bk² Σw²_k`` profiled with one constrained
+            nuisance per bin. Experimental: it reduces the upward smear bias from template
+            noise in sparse regions but over-corrects when MC ~ data and does not yet pass
+            the MC-vs-MC zero-smearing closure (see ``tests/fit/test_mc_stat_likelihood.py``).
         n_bootstrap: number of refits for ``mc_stat="bootstrap"``.
         max_iter: maximum quasi-Newton iterations.
         edm_tolerance: convergence requires the estimated distance to the minimum
@@ -88,6 +99,7 @@ class FitConfig:
     ignore_scales: tuple[int, ...] = ()
     ignore_smears: tuple[int, ...] = ()
     mc_stat: McStatMethod = "sandwich"
+    mc_stat_likelihood: McStatLikelihood = "none"
     n_bootstrap: int = 20
     max_iter: int = 1000
     edm_tolerance: float = 1e-3
@@ -148,6 +160,12 @@ class FitConfig:
             bad("start", self.start, f"allowed: {', '.join(get_args(StartStyle))}")
         if self.mc_stat not in get_args(McStatMethod):
             bad("mc_stat", self.mc_stat, f"allowed: {', '.join(get_args(McStatMethod))}")
+        if self.mc_stat_likelihood not in get_args(McStatLikelihood):
+            bad(
+                "mc_stat_likelihood",
+                self.mc_stat_likelihood,
+                f"allowed: {', '.join(get_args(McStatLikelihood))}",
+            )
         if self.scan_points < 3:
             bad("scan_points", self.scan_points, "expected at least 3")
         if self.n_bootstrap < 2:

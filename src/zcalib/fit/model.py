@@ -388,6 +388,8 @@ class TemplateModel:
         n_sigma: Gaussian truncation of the kernel support.
         floor: constant added to each coarse prediction (keeps empty template bins finite
             without changing derivatives), shape ``(R,)``.
+        bb_lite: use the Barlow-Beeston-lite likelihood (MC-template statistics profiled
+            per data bin, see :meth:`evaluate`) instead of the plain multinomial NLL.
     """
 
     template: FloatArray
@@ -398,7 +400,9 @@ class TemplateModel:
     rebin: int
     n_sigma: float = N_SIGMA
     floor: FloatArray = field(default_factory=lambda: np.zeros(0))
+    bb_lite: bool = False
     _cache: dict[tuple[int, int], _Segment] = field(default_factory=dict, repr=False)
+    _var_cache: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict, repr=False)
     _sat: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     _ntot: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
 
@@ -498,16 +502,23 @@ class TemplateModel:
         out: FloatArray = full[:, seg.width - 1 : seg.width - 1 + self.n_out]
         return out
 
-    def evaluate(self, mu: FloatArray, s2: FloatArray, order: int = 1) -> RegionTerms:
+    def evaluate(
+        self, mu: FloatArray, s2: FloatArray, order: int = 1, bb_lite: bool | None = None
+    ) -> RegionTerms:
         """Per-region NLL (minus its saturated value) and derivatives in ``(μ, s²)``.
 
-        ``NLL_r = −Σ_b n_b log(p_b / (n_b/N))`` with ``p_b = P_b / Σ P`` inside the window.
+        ``NLL_r = −Σ_b n_b log(p_b / (n_b/N))`` with ``p_b = P_b / Σ P`` inside the window;
+        with ``bb_lite`` (default: the model's setting) the Barlow-Beeston-lite NLL of
+        :meth:`evaluate_bb_lite` instead.
 
         Args:
             mu: shift per region, ``(R,)``.
             s2: Gaussian variance per region, ``(R,)``.
             order: 0 value only, 1 with gradient, 2 with gradient and Hessian.
+            bb_lite: override the model's likelihood choice.
         """
+        if self.bb_lite if bb_lite is None else bb_lite:
+            return self.evaluate_bb_lite(mu, s2, order)
         seg, spec, xs, parseval = self._spectra(mu, s2, order)
         p = self._window_coarse(seg, xs * spec.base) + self.floor[:, None]
         s_tot = p.sum(axis=1)
@@ -572,3 +583,193 @@ class TemplateModel:
         out[:, 0, 1] = out[:, 1, 0] = (var * jac[0] * jac[1]).sum(axis=1)
         out[:, 1, 1] = (var * jac[1] * jac[1]).sum(axis=1)
         return out
+
+    # ------------------------------------------------------------------ Barlow-Beeston lite
+    def _var_segment(self, seg: _Segment) -> tuple[Any, Any]:
+        """Spectra of the template Σw² on the segment and of the coarse-bin box (cached)."""
+        key = (seg.dmin, seg.width)
+        hit = self._var_cache.get(key)
+        if hit is not None:
+            return hit
+        n_in = seg.width - 1 + self.n_out
+        r, n_fine = self.variance.shape
+        x = np.zeros((r, seg.length))
+        i0 = seg.offset
+        a, b = max(i0, 0), min(i0 + n_in, n_fine)
+        if b > a:
+            x[:, a - i0 : b - i0] = self.variance[:, a:b]
+        box = np.zeros(seg.length)
+        box[: self.rebin] = 1.0
+        out = (self._rfft(x, seg.length), sfft.rfft(box))
+        if len(self._var_cache) >= 4:
+            self._var_cache.pop(next(iter(self._var_cache)))
+        self._var_cache[key] = out
+        return out
+
+    def prediction_variance(self, mu: FloatArray, s2: FloatArray) -> FloatArray:
+        """MC-statistics variance of each coarse prediction, ``V_b = Σ_k C_bk² Var(t_k)``.
+
+        ``C_bk`` is the kernel summed over the fine bins of coarse bin ``b`` (so
+        ``P_b = Σ_k C_bk t_k``) and ``Var(t_k)`` the template Σw²; shape ``(R, nb)``.
+        """
+        seg, spec, _, _ = self._spectra(mu, s2, 0)
+        v: FloatArray = self._bb_parts(seg, spec)[0]
+        return v
+
+    def _bb_parts(self, seg: _Segment, spec: KernelSpectra) -> tuple[Any, ...]:
+        """``V_b`` and what the ``V`` part of the gradient needs.
+
+        With ``C'`` the kernel convolved with the coarse-bin box (support
+        ``[0, width + rebin − 1)`` of the segment), ``V = (Σw² ⊛ C'²)`` sampled at the last
+        fine position of every coarse bin.
+        """
+        varhat, boxhat = self._var_segment(seg)
+        nk = spec.omega.size
+        wk = seg.width + self.rebin - 1
+        kc = self._irfft(spec.base * boxhat[None, :nk], seg.length)[:, :wk]
+        sq = np.zeros((self.n_regions, seg.length))
+        sq[:, :wk] = kc * kc
+        vfull = self._irfft(self._rfft(sq, seg.length) * varhat, seg.length)
+        first = seg.width + self.rebin - 2
+        nb = self.data.shape[1]
+        v = np.maximum(vfull[:, first : first + nb * self.rebin : self.rebin], 0.0)
+        return v, kc, boxhat, varhat, first, wk
+
+    def _bb_solve(
+        self, p_abs: FloatArray, v: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+        """Profile the per-bin factors ``β_b`` and the region normalisation ``λ``.
+
+        Returns ``(p, tau2, lam, beta, rr)`` with ``p = P/ΣP``, ``τ² = V/P²``,
+        ``rr = (n − λpβ)/β = (β − 1)/τ²``.
+        """
+        n = self.data
+        ntot = self._ntot
+        s_tot = p_abs.sum(axis=1)
+        p = p_abs / s_tot[:, None]
+        tau2 = v / (p_abs * p_abs)
+        lam = ntot.copy()
+        lam = np.where(lam > 0, lam, 1.0)
+        for _ in range(50):
+            beta, dbeta = _bb_beta(lam[:, None] * p, tau2, n)
+            # F'(λ) = Σ p β − N/λ, F''(λ) = Σ p dβ/dλ + N/λ² ; Newton in log λ
+            g1 = (p * beta).sum(axis=1) * lam - ntot
+            g2 = (p * p * dbeta).sum(axis=1) * lam * lam + ntot
+            g2 = np.maximum(g2 + g1, 1e-300)
+            step = -g1 / np.where(g2 > 0, g2, 1.0)
+            step = np.clip(step, -1.0, 1.0)
+            lam = lam * np.exp(step)
+            if np.all(np.abs(step) < 1e-13):
+                break
+        beta, _ = _bb_beta(lam[:, None] * p, tau2, n)
+        zero = beta <= 0.0  # n = 0 and ντ² >= 1: the factor sits at its bound β = 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rr = np.where(
+                zero, -1.0 / np.where(zero, tau2, 1.0), (n - lam[:, None] * p * beta) / beta
+            )
+        return p, tau2, lam, beta, rr
+
+    def evaluate_bb_lite(self, mu: FloatArray, s2: FloatArray, order: int = 1) -> RegionTerms:
+        """Barlow-Beeston-lite NLL per region (minus its saturated value) and derivatives.
+
+        The template's statistical noise enters through one multiplicative nuisance
+        ``β_b`` per data bin with a Gaussian constraint of relative width
+        ``τ_b = √V_b / P_b``, ``V_b = Σ_k C_bk² Var(t_k)`` the MC-statistics variance of the
+        coarse prediction ``P_b = Σ_k C_bk t_k`` (computed with the same FFT machinery from the
+        squared, box-summed kernel). In the extended form with a free region
+        normalisation ``λ`` (equivalent to the multinomial when ``V = 0``)::
+
+            NLL_r = min_{λ, β} Σ_b [λ p_b β_b − n_b log(λ p_b β_b) + (β_b − 1)²/(2τ_b²)]
+                    − Σ_b (n_b − n_b log n_b),      p_b = P_b / Σ P.
+
+        ``β_b`` solves a quadratic in closed form; ``λ`` is profiled by a few vectorised
+        Newton steps. The gradient follows from the envelope theorem (no derivatives of
+        ``β`` or ``λ``): ``∂/∂P_b = (λβ_b − n_b/p_b)/ΣP + ρ_b² τ_b²/P_b``,
+        ``∂/∂V_b = −ρ_b²/(2P_b²)`` with ``ρ_b = (β_b − 1)/τ_b²``. The ``(μ, s²)`` Hessian per
+        region (``order=2``) is the central finite difference of that exact gradient.
+        """
+        if order >= 2:
+            return self._bb_hessian(mu, s2)
+        seg, spec, xs, parseval = self._spectra(mu, s2, order)
+        p_abs = self._window_coarse(seg, xs * spec.base) + self.floor[:, None]
+        v, kc, boxhat, varhat, first, wk = self._bb_parts(seg, spec)
+        p, tau2, lam, beta, rr = self._bb_solve(p_abs, v)
+        n = self.data
+        nu = lam[:, None] * p * beta
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lognu = np.log(nu)
+            logn = np.log(np.where(n > 0, n, 1.0))
+        terms = nu - np.where(n > 0, n * (lognu - logn), 0.0) - n + 0.5 * tau2 * rr * rr
+        nll = terms.sum(axis=1)
+        if order < 1:
+            return RegionTerms(nll=nll)
+        s_tot = p_abs.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g_p = (lam[:, None] * beta - np.where(n > 0, n / p, 0.0)) / s_tot[:, None]
+        g_p = g_p + rr * rr * tau2 / p_abs
+        g_v = -0.5 * rr * rr / (p_abs * p_abs)
+        chat = self._adjoint(seg, g_p)[:, : xs.shape[1]] * np.conj(xs)
+        g_mu, g_s = spec.dots((1, 2), chat, parseval)
+        # V part: Σ_b g_V,b ∂V_b = Σ_d 2 C'(d) ∂C'(d) c(d), c(d) = Σ_b g_V,b Σw²(n_b − d)
+        nb = n.shape[1]
+        spread = np.zeros((self.n_regions, seg.length))
+        spread[:, first : first + nb * self.rebin : self.rebin] = g_v
+        corr = self._irfft(self._rfft(spread, seg.length) * np.conj(varhat), seg.length)[:, :wk]
+        weight = 2.0 * kc * corr
+        nk = spec.omega.size
+        extra = []
+        for i in (1, 2):
+            dkc = self._irfft(spec.term(i) * boxhat[None, :nk], seg.length)[:, :wk]
+            extra.append((weight * dkc).sum(axis=1))
+        return RegionTerms(nll=nll, g_mu=g_mu + extra[0], g_s=g_s + extra[1])
+
+    def _bb_hessian(self, mu: FloatArray, s2: FloatArray) -> RegionTerms:
+        """Value, gradient and finite-difference ``(μ, s²)`` Hessian of the BB-lite NLL."""
+        base = self.evaluate_bb_lite(mu, s2, 1)
+        mu = np.asarray(mu, dtype=np.float64)
+        s2 = np.asarray(s2, dtype=np.float64)
+        d_mu = 1e-3 * self.h
+        d_s = np.full_like(s2, 1e-3 * self.h * self.h)
+        s_lo = np.maximum(s2 - d_s, 0.0)
+        s_hi = s_lo + 2.0 * d_s
+        up_m = self.evaluate_bb_lite(mu + d_mu, s2, 1)
+        dn_m = self.evaluate_bb_lite(mu - d_mu, s2, 1)
+        up_s = self.evaluate_bb_lite(mu, s_hi, 1)
+        dn_s = self.evaluate_bb_lite(mu, s_lo, 1)
+        assert up_m.g_mu is not None
+        assert dn_m.g_mu is not None
+        assert up_m.g_s is not None
+        assert dn_m.g_s is not None
+        assert up_s.g_mu is not None
+        assert dn_s.g_mu is not None
+        assert up_s.g_s is not None
+        assert dn_s.g_s is not None
+        h_mumu = (up_m.g_mu - dn_m.g_mu) / (2.0 * d_mu)
+        h_mus_a = (up_m.g_s - dn_m.g_s) / (2.0 * d_mu)
+        h_mus_b = (up_s.g_mu - dn_s.g_mu) / (2.0 * d_s)
+        h_ss = (up_s.g_s - dn_s.g_s) / (2.0 * d_s)
+        return RegionTerms(
+            nll=base.nll,
+            g_mu=base.g_mu,
+            g_s=base.g_s,
+            h_mumu=h_mumu,
+            h_mus=0.5 * (h_mus_a + h_mus_b),
+            h_ss=h_ss,
+        )
+
+
+def _bb_beta(nu: FloatArray, tau2: FloatArray, n: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Minimiser ``β`` of ``νβ − n log β + (β − 1)²/(2τ²)`` and ``dβ/dν``.
+
+    ``β² + (ντ² − 1)β − nτ² = 0``, solved without cancellation; ``β = 1`` when ``τ = 0``.
+    """
+    b = 1.0 - nu * tau2
+    disc = np.sqrt(b * b + 4.0 * n * tau2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta = np.where(b >= 0.0, 0.5 * (b + disc), 2.0 * n * tau2 / (disc - b))
+    beta = np.where(np.isfinite(beta), np.maximum(beta, 0.0), 0.0)
+    # implicit derivative of the quadratic in ν: (2β + ντ² − 1) dβ = −β τ² dν
+    den = 2.0 * beta - b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dbeta = np.where(den > 0, -beta * tau2 / den, 0.0)
+    return beta, dbeta

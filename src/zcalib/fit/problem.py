@@ -242,10 +242,17 @@ class FitProblem:
         grad: FloatArray = jmu.T @ t.g_mu + js.T @ t.g_s
         return value, grad
 
-    def hessian(self, theta: ArrayLike) -> tuple[float, FloatArray, FloatArray]:
-        """NLL, gradient and exact Hessian in ``θ``."""
+    def hessian(
+        self, theta: ArrayLike, bb_lite: bool | None = None
+    ) -> tuple[float, FloatArray, FloatArray]:
+        """NLL, gradient and Hessian in ``θ`` (exact; with BB-lite the per-region
+        ``(μ, s²)`` Hessian is a finite difference of the exact gradient).
+
+        ``bb_lite`` overrides the model's likelihood (``False``: the plain multinomial NLL,
+        whose Hessian is the data-only information).
+        """
         mu, s2 = self._params_checked(theta)
-        t = self.model.evaluate(mu, s2, order=2)
+        t = self.model.evaluate(mu, s2, order=2, bb_lite=bb_lite)
         value = float(t.nll.sum())
         self._check(value, theta)
         assert t.g_mu is not None
@@ -288,6 +295,7 @@ class FitProblem:
             rebin=m.rebin,
             n_sigma=m.n_sigma,
             floor=m.floor,
+            bb_lite=m.bb_lite,
         )
         return dataclasses.replace(self, model=model)
 
@@ -521,6 +529,7 @@ def build_problem(
         j_lo=j_lo,
         rebin=rebin,
         floor=floor,
+        bb_lite=config.mc_stat_likelihood == "bb-lite",
     )
     return FitProblem(
         model=model,

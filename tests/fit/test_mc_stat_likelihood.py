@@ -1,0 +1,149 @@
+"""The Barlow-Beeston-lite likelihood option (``mc_stat_likelihood="bb-lite"``).
+
+Machinery tests (exact prediction variance, exact gradient, reduction to the multinomial NLL,
+error split without double counting) plus fast array-level toys on a sparse single-region
+problem: data drawn from a smooth truth, MC a Poisson sample of it (the real situation: the
+noise is in the template, not in the data). The toys document the current state: the plain
+likelihood's upward smear bias is real and measured here; BB-lite is *not yet* unbiased in
+the sparse zero-smearing closure (it develops minima at ``s = 0``), hence the strict xfail.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from zcalib.fit import FitConfig, fit_arrays, fit_histograms
+from zcalib.fit.model import TemplateModel, coarse_sum
+
+from .conftest import TRUTH_SCALES
+
+H = math.log(2.0) / 1200
+
+
+def _small_model(rng: np.random.Generator, var_scale: float = 1.0) -> TemplateModel:
+    n, j_lo, rebin, nb = 300, 80, 4, 30
+    x = np.arange(n)
+    t = np.stack([200 * np.exp(-0.5 * ((x - 150) / (20 + 5 * r)) ** 2) + 1 for r in range(3)])
+    var = var_scale * t * rng.uniform(0.5, 2.0, t.shape)
+    data = rng.poisson(3 * coarse_sum(t[:, j_lo : j_lo + nb * rebin], rebin)).astype(float)
+    return TemplateModel(t, var, data, h=H, j_lo=j_lo, rebin=rebin, bb_lite=True)
+
+
+@pytest.mark.parametrize("s2_unit", [0.0, 0.7, 30.0])
+def test_prediction_variance_is_the_exact_sum_over_template_bins(s2_unit: float) -> None:
+    m = _small_model(np.random.default_rng(1))
+    mu = np.array([0.3, -1.7, 2.2]) * H
+    s2 = np.array([1.0, 2.0, 0.5]) * s2_unit * H * H
+    v = m.prediction_variance(mu, s2)
+    brute = np.zeros_like(v)
+    r_n, n = m.template.shape
+    for k in range(n):
+        unit = np.zeros((r_n, n))
+        unit[:, k] = 1.0
+        um = TemplateModel(unit, unit, m.data, h=H, j_lo=m.j_lo, rebin=m.rebin)
+        c = coarse_sum(um.predict_fine(mu, s2), m.rebin)  # C_bk for every region and b
+        brute += m.variance[:, k : k + 1] * c * c
+    np.testing.assert_allclose(v, brute, rtol=1e-9, atol=1e-9 * brute.max())
+
+
+@pytest.mark.parametrize("s2_unit", [0.0, 0.7, 30.0])
+def test_bb_lite_gradient_matches_finite_differences(s2_unit: float) -> None:
+    m = _small_model(np.random.default_rng(2))
+    mu = np.array([0.3, -1.7, 2.2]) * H
+    s2 = np.array([1.0, 2.0, 0.5]) * s2_unit * H * H
+    t = m.evaluate(mu, s2, 1)
+    assert t.g_mu is not None
+    assert t.g_s is not None
+    e = 1e-4 * H
+    g_mu = (m.evaluate(mu + e, s2, 0).nll - m.evaluate(mu - e, s2, 0).nll) / (2 * e)
+    np.testing.assert_allclose(t.g_mu, g_mu, rtol=1e-5, atol=1e-6 * np.abs(g_mu).max())
+    if s2_unit > 0:
+        es = 1e-4 * s2
+        g_s = (m.evaluate(mu, s2 + es, 0).nll - m.evaluate(mu, s2 - es, 0).nll) / (2 * es)
+        np.testing.assert_allclose(t.g_s, g_s, rtol=1e-5)
+        h = m.evaluate(mu, s2, 2)
+        assert h.h_mumu is not None
+        hm = (m.evaluate(mu + e, s2, 1).g_mu - m.evaluate(mu - e, s2, 1).g_mu) / (2 * e)  # type: ignore[operator]
+        np.testing.assert_allclose(h.h_mumu, hm, rtol=1e-4)
+
+
+def test_bb_lite_without_mc_variance_is_the_multinomial_nll() -> None:
+    m = _small_model(np.random.default_rng(3), var_scale=0.0)
+    mu = np.array([0.3, -1.7, 2.2]) * H
+    s2 = np.array([10.0, 20.0, 5.0]) * H * H
+    bb = m.evaluate(mu, s2, 1)
+    plain = m.evaluate(mu, s2, 1, bb_lite=False)
+    np.testing.assert_allclose(bb.nll, plain.nll, rtol=1e-9, atol=1e-8)
+    np.testing.assert_allclose(bb.g_mu, plain.g_mu, rtol=1e-8)  # type: ignore[arg-type]
+    np.testing.assert_allclose(bb.g_s, plain.g_s, rtol=1e-8)  # type: ignore[arg-type]
+
+
+def test_bb_lite_fit_counts_mc_statistics_once(hset: Any) -> None:
+    res = fit_histograms(hset, FitConfig(mc_stat_likelihood="bb-lite")).raise_if_failed()
+    plain = fit_histograms(hset)
+    for cat, ref, truth in zip(res.scales, plain.scales, TRUTH_SCALES, strict=True):
+        assert abs(cat.value - truth) < 1e-3
+        # stat: data-only error (plain Hessian), mc_stat: sandwich, as in the plain fit
+        assert cat.stat == pytest.approx(ref.stat, rel=0.1)
+        assert cat.mc_stat == pytest.approx(ref.mc_stat, rel=0.2)
+    none = fit_histograms(hset, FitConfig(mc_stat_likelihood="bb-lite", mc_stat="none"))
+    for a, b in zip(res.scales, none.scales, strict=True):
+        assert b.mc_stat == 0.0
+        assert b.stat == pytest.approx(a.stat, rel=1e-3)
+
+
+# --------------------------------------------------------------------------- sparse toys
+_EDGES = np.geomspace(60.0, 120.0, 1201)
+
+
+def _truth_shape() -> np.ndarray:
+    """Breit-Wigner ⊗ 1.5 % Gaussian per fine bin, normalised (a smooth "infinite MC")."""
+    c = np.sqrt(_EDGES[1:] * _EDGES[:-1])
+    m = np.linspace(50.0, 130.0, 8001)
+    bw = 1.0 / ((m - 91.1876) ** 2 + 1.2476**2)
+    w = np.exp(-0.5 * ((c[:, None] - m[None, :]) / (0.015 * 91.19)) ** 2)
+    dens = (w * bw[None, :]).sum(axis=1) * np.diff(_EDGES)
+    out: np.ndarray = dens / dens.sum()
+    return out
+
+
+def _sparse_toys(mode: str, n_toys: int = 30, seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-smearing closure: data ~ Poisson(850 · truth), MC ~ Poisson(1700 · truth)."""
+    rng = np.random.default_rng(seed)
+    shape = _truth_shape()
+    cfg = FitConfig(mc_stat_likelihood=mode)  # type: ignore[arg-type]
+    vals, errs = [], []
+    logging.disable(logging.WARNING)
+    try:
+        for _ in range(n_toys):
+            data = rng.poisson(850 * shape)[None, :].astype(float)
+            mc = rng.poisson(1700 * shape)[None, :].astype(float)
+            res = fit_arrays(data, mc, mc, [0], _EDGES, [0], [0], cfg)
+            vals.append(res.smears[0].value)
+            errs.append(res.smears[0].total_stat)
+    finally:
+        logging.disable(logging.NOTSET)
+    return np.array(vals), np.array(errs)
+
+
+def test_plain_likelihood_smear_is_biased_by_sparse_template_noise() -> None:
+    """Documents the problem: zero true smearing, 2x MC, the plain fit finds ~1 % smearing,
+    several standard deviations away from 0 (so a closure test can fail)."""
+    vals, errs = _sparse_toys("none")
+    assert np.mean(vals / errs) > 1.0
+    assert np.mean(vals) > 0.005
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BB-lite does not yet pass the sparse zero-smearing closure (minima at s = 0)",
+)
+def test_bb_lite_zero_smearing_closure_on_sparse_mc() -> None:
+    vals, errs = _sparse_toys("bb-lite")
+    assert abs(np.mean(vals / errs)) < 0.2
+    assert 0.7 < np.std(vals / errs) < 1.3
