@@ -32,8 +32,7 @@ import numpy as np
 
 from zcalib.categories import Category, CategoryScheme, build_scheme, load_categories
 from zcalib.fit import FitConfig, fit_histograms, synthetic_histograms
-from zcalib.fit.fitter import check_scheme, histogram_arrays
-from zcalib.fit.problem import build_problem
+from zcalib.fit.fitter import problem_from_histograms
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"a": 2.0, "b": 30.0}
@@ -92,20 +91,7 @@ def run_case(
     assert result is not None
 
     # per-evaluation timings on the same problem
-    sch = check_scheme(hset, None)
-    regions, data, mc_w, mc_w2, edges = histogram_arrays(hset, "nominal", "nominal")
-    prob = build_problem(
-        data,
-        mc_w,
-        mc_w2,
-        regions,
-        edges,
-        sch.cell_scale_index(),
-        sch.cell_smear_index(),
-        cfg,
-        n_scale=len(sch.scale),
-        n_smear=len(sch.smear),
-    )
+    prob, _ = problem_from_histograms(hset, cfg)
     theta = prob.theta_from_values(result.scale_values(), result.smear_values())
 
     def per_call(fn: Any, n: int) -> float:

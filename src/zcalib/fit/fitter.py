@@ -547,6 +547,37 @@ def histogram_arrays(
     return regions, data, mc_w, mc_w2, edges
 
 
+def problem_from_histograms(
+    hset: HistogramSet,
+    config: FitConfig,
+    *,
+    scheme: CategoryScheme | None = None,
+    data_variation: str = "nominal",
+    mc_variation: str = "nominal",
+) -> tuple[FitProblem, CategoryScheme]:
+    """The likelihood problem of ``hset`` (what :func:`fit_histograms` minimises) and the
+    category scheme it was built for.
+
+    Raises:
+        FitError: categories not matching the histograms, no usable region, bad input.
+    """
+    sch = check_scheme(hset, scheme)
+    regions, data, mc_w, mc_w2, edges = histogram_arrays(hset, data_variation, mc_variation)
+    problem = build_problem(
+        data,
+        mc_w,
+        mc_w2,
+        regions,
+        edges,
+        sch.cell_scale_index(),
+        sch.cell_smear_index(),
+        config,
+        n_scale=len(sch.scale),
+        n_smear=len(sch.smear),
+    )
+    return problem, sch
+
+
 def fit_histograms(
     hset: HistogramSet,
     config: FitConfig | None = None,
@@ -577,19 +608,8 @@ def fit_histograms(
     """
     cfg = FitConfig() if config is None else config
     t0 = time.perf_counter()
-    sch = check_scheme(hset, scheme)
-    regions, data, mc_w, mc_w2, edges = histogram_arrays(hset, data_variation, mc_variation)
-    problem = build_problem(
-        data,
-        mc_w,
-        mc_w2,
-        regions,
-        edges,
-        sch.cell_scale_index(),
-        sch.cell_smear_index(),
-        cfg,
-        n_scale=len(sch.scale),
-        n_smear=len(sch.smear),
+    problem, sch = problem_from_histograms(
+        hset, cfg, scheme=scheme, data_variation=data_variation, mc_variation=mc_variation
     )
     return fit_problem(
         problem,

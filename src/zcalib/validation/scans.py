@@ -39,7 +39,7 @@ from scipy.optimize import minimize
 from zcalib._atomic import atomic_write_text
 from zcalib.categories import CategoryScheme
 from zcalib.exceptions import FitError, InvalidConfig
-from zcalib.fit import FitConfig, FitProblem, FitResult, build_problem
+from zcalib.fit import FitConfig, FitProblem, FitResult
 from zcalib.histograms import HistogramSet
 from zcalib.validation.plots import cms_style, save_figure
 
@@ -444,23 +444,10 @@ def fit_for_scans(
     Raises:
         FitError: as :func:`zcalib.fit.fit_histograms`.
     """
-    from zcalib.fit.fitter import check_scheme, fit_problem, histogram_arrays
+    from zcalib.fit.fitter import fit_problem, problem_from_histograms
 
     cfg = config or FitConfig()
-    sch = check_scheme(hset, scheme)
-    regions, data, mc_w, mc_w2, edges = histogram_arrays(hset, "nominal", "nominal")
-    problem = build_problem(
-        data,
-        mc_w,
-        mc_w2,
-        regions,
-        edges,
-        sch.cell_scale_index(),
-        sch.cell_smear_index(),
-        cfg,
-        n_scale=len(sch.scale),
-        n_smear=len(sch.smear),
-    )
+    problem, sch = problem_from_histograms(hset, cfg, scheme=scheme)
     result = fit_problem(
         problem,
         cfg,
