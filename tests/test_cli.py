@@ -122,3 +122,17 @@ def test_console_script_entry_point(tmp_path):
     assert proc.returncode == 0
     for sub in ("generate", "histograms", "fit", "demo", "inject"):
         assert sub in proc.stdout
+
+
+def test_no_progress_hides_coffea_bars(tmp_path, capsys):
+    """Regression: coffea draws its bars even with status=False; --no-progress mutes them."""
+    data = write_ecalelf(tmp_path / "d.root", n=500)
+    argv = ["histograms", "--data", str(data), "--categories", CATS, "--out",
+            str(tmp_path / "h.npz"), "--executor", "iterative"]
+    rc, quiet, _ = _run([*argv, "--no-progress"], capsys)
+    assert rc == 0
+    assert "Processing" not in quiet
+    assert "Preprocessing" not in quiet
+    rc, shown, _ = _run(argv, capsys)
+    assert rc == 0
+    assert "Processing" in shown

@@ -21,6 +21,7 @@ Fault tolerance:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,7 +29,7 @@ import logging
 import time
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -656,7 +657,7 @@ def _call(
 ) -> ProcessorRun:
     skip_messages: list[str] = []
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with _coffea_bars(opts.progress), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 chunks = list(run.preprocess(fileset, treename=None))
@@ -692,6 +693,24 @@ def _call(
         maxchunks=opts.maxchunks,
         skip_messages=skip_messages,
     )
+
+
+@contextlib.contextmanager
+def _coffea_bars(show: bool) -> Iterator[None]:
+    """Silence coffea's progress bars unless ``show``.
+
+    coffea's executors draw their rich bars even with ``status=False`` (the ``disable``
+    flag they pass to ``Progress.add_task`` is ignored), which floods batch logs; all bars
+    go through ``coffea.util.coffea_console``, so it is muted for the run.
+    """
+    from coffea.util import coffea_console as console
+
+    before = console.quiet
+    console.quiet = before or not show
+    try:
+        yield
+    finally:
+        console.quiet = before
 
 
 def _sort_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
