@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.zcalib-installed
 
-.PHONY: demo test test-all lint typecheck bench docs clean install browser
+.PHONY: demo test test-fast lint typecheck bench docs clean install browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,12 +29,14 @@ browser:
 	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "make browser: chromium could not be installed; the report screenshot test will be skipped"
 
-# The CI command (.ci/run calls this): the full suite except tests marked slow-by-choice.
+# The CI command (.ci/run calls this): the whole suite, slow physics tests included.
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -m "not slow" -q
-
-test-all: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# quick local iteration: skips the tests marked slow (150-toy injection, 30 independent
+# samples, the shipped demo pipeline; about 40 s together)
+test-fast: $(STAMP) browser
+	$(BIN)/python -m pytest -m "not slow" -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -65,9 +65,12 @@ def main() -> None:
     results: dict[str, float] = {}
     results["raw_uproot_s"] = raw_read(mc, branches, args.chunksize)
     t0 = time.perf_counter()
-    build_histograms(cfg, scheme, weights=weights,
-                     options=RunOptions(executor="iterative", chunksize=args.chunksize,
-                                        progress=False))
+    build_histograms(
+        cfg,
+        scheme,
+        weights=weights,
+        options=RunOptions(executor="iterative", chunksize=args.chunksize, progress=False),
+    )
     results["iterative_s"] = time.perf_counter() - t0
     # Dask: the cluster is started before timing (start-up is measured separately)
     for workers in (1, 2):
@@ -76,13 +79,19 @@ def main() -> None:
             client.wait_for_workers(workers)
             results[f"dask_{workers}w_startup_s"] = time.perf_counter() - t_start
             t0 = time.perf_counter()
-            build_histograms(cfg, scheme, weights=weights,
-                             options=RunOptions(executor="dask", client=client,
-                                                chunksize=args.chunksize, progress=False))
+            build_histograms(
+                cfg,
+                scheme,
+                weights=weights,
+                options=RunOptions(
+                    executor="dask", client=client, chunksize=args.chunksize, progress=False
+                ),
+            )
             results[f"dask_{workers}w_s"] = time.perf_counter() - t0
 
-    rate = {k.replace("_s", "_events_per_s"): n / v for k, v in results.items()
-            if "startup" not in k}
+    rate = {
+        k.replace("_s", "_events_per_s"): n / v for k, v in results.items() if "startup" not in k
+    }
     ratios = {
         "iterative_vs_raw_read": results["raw_uproot_s"] / results["iterative_s"],
         "dask_2w_vs_1w": results["dask_1w_s"] / results["dask_2w_s"],

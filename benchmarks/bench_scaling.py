@@ -74,14 +74,22 @@ def sample_memory(client: Any, interval: float = 0.2) -> Iterator[dict[str, int]
 def warm_up(client: Any, cfg: DatasetConfig, scheme: Any, weights: Any) -> None:
     """Import everything and JIT-compile on every worker (one small chunk per worker)."""
     n = len(client.scheduler_info()["workers"])
-    build_histograms(cfg, scheme, weights=weights, options=RunOptions(
-        client=client, chunksize=20_000, maxchunks=2 * n, progress=False))
+    build_histograms(
+        cfg,
+        scheme,
+        weights=weights,
+        options=RunOptions(client=client, chunksize=20_000, maxchunks=2 * n, progress=False),
+    )
 
 
 def fill(client: Any, cfg: DatasetConfig, scheme: Any, weights: Any, chunksize: int) -> dict:
     t0 = time.perf_counter()
-    hs = build_histograms(cfg, scheme, weights=weights, options=RunOptions(
-        client=client, chunksize=chunksize, progress=False))
+    hs = build_histograms(
+        cfg,
+        scheme,
+        weights=weights,
+        options=RunOptions(client=client, chunksize=chunksize, progress=False),
+    )
     wall = time.perf_counter() - t0
     run = hs.metadata["run"]
     return {
@@ -98,12 +106,12 @@ def raw_reads(root_file: Path, skim_file: Path, chunksize: int) -> dict[str, flo
     import pyarrow.parquet as pq
 
     branches = required_branches("ecalelf") + [
-        b for role, b in optional_branches("ecalelf").items()
+        b
+        for role, b in optional_branches("ecalelf").items()
         if role in ("sc_eta", "charge", "event", "lumi", "weight", "npu")
     ]
     t0 = time.perf_counter()
-    for _ in uproot.iterate(f"{root_file}:selected", branches, step_size=chunksize,
-                            library="np"):
+    for _ in uproot.iterate(f"{root_file}:selected", branches, step_size=chunksize, library="np"):
         pass
     t_root = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -115,16 +123,25 @@ def raw_reads(root_file: Path, skim_file: Path, chunksize: int) -> dict[str, flo
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n-mc", type=int, default=10_000_000)
     ap.add_argument("--chunksize", type=int, default=250_000)
-    ap.add_argument("--memory-copies", type=int, default=2,
-                    help="list the file this many times for the memory measurement")
+    ap.add_argument(
+        "--memory-copies",
+        type=int,
+        default=2,
+        help="list the file this many times for the memory measurement",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scaling.json")
-    ap.add_argument("--parts", nargs="+", choices=("scaling", "memory", "skim"),
-                    default=["scaling", "memory", "skim"],
-                    help="what to measure (other parts of an existing --out are kept)")
+    ap.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("scaling", "memory", "skim"),
+        default=["scaling", "memory", "skim"],
+        help="what to measure (other parts of an existing --out are kept)",
+    )
     args = ap.parse_args()
     t_start = time.perf_counter()
 
@@ -144,15 +161,20 @@ def main() -> None:
         "chunksize": args.chunksize,
         "file_bytes": mc.stat().st_size,
         "generate_s": t_generate,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "load_average_at_start": os.getloadavg()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_at_start": os.getloadavg(),
+        },
     }
 
     if args.out.is_file() and set(args.parts) != {"scaling", "memory", "skim"}:
         previous = json.loads(args.out.read_text())
-        report = {**{k: previous[k] for k in ("scaling", "memory", "skim") if k in previous},
-                  **report}
+        report = {
+            **{k: previous[k] for k in ("scaling", "memory", "skim") if k in previous},
+            **report,
+        }
     if "scaling" in args.parts:
         measure_scaling(args, cfg, scheme, weights, report)
     if "memory" in args.parts:
@@ -167,8 +189,9 @@ def main() -> None:
     print(f"wrote {args.out} (total {report['total_wall_s']:.0f} s)")
 
 
-def measure_scaling(args: Any, cfg: DatasetConfig, scheme: Any, weights: Any,
-                    report: dict[str, Any]) -> None:
+def measure_scaling(
+    args: Any, cfg: DatasetConfig, scheme: Any, weights: Any, report: dict[str, Any]
+) -> None:
     """events/s with 1 and 2 workers."""
     scaling: dict[str, Any] = {"load_average_before": os.getloadavg()}
     for workers in (1, 2):
@@ -176,22 +199,30 @@ def measure_scaling(args: Any, cfg: DatasetConfig, scheme: Any, weights: Any,
             warm_up(client, cfg, scheme, weights)
             res = fill(client, cfg, scheme, weights, args.chunksize)
         scaling[f"{workers}_workers"] = res
-        print(f"{workers} worker(s): {res['events']:,} events in {res['fill_s']:.1f} s "
-              f"-> {res['events_per_s']:,.0f} events/s", flush=True)
+        print(
+            f"{workers} worker(s): {res['events']:,} events in {res['fill_s']:.1f} s "
+            f"-> {res['events_per_s']:,.0f} events/s",
+            flush=True,
+        )
     speedup = scaling["2_workers"]["events_per_s"] / scaling["1_workers"]["events_per_s"]
     scaling["speedup_2_vs_1"] = speedup
     print(f"speed-up 2 vs 1 workers: {speedup:.2f}x", flush=True)
     report["scaling"] = scaling
 
 
-def measure_memory(args: Any, mc: Path, scheme: Any, weights: Any, cfg: DatasetConfig,
-                   report: dict[str, Any]) -> None:
+def measure_memory(
+    args: Any, mc: Path, scheme: Any, weights: Any, cfg: DatasetConfig, report: dict[str, Any]
+) -> None:
     """Peak memory per worker over copies x n events."""
-    big = DatasetConfig.model_validate({
-        "format": "ecalelf",
-        "datasets": [{"name": f"mc_{i}", "kind": "mc", "files": [str(mc)]}
-                     for i in range(args.memory_copies)],
-    })
+    big = DatasetConfig.model_validate(
+        {
+            "format": "ecalelf",
+            "datasets": [
+                {"name": f"mc_{i}", "kind": "mc", "files": [str(mc)]}
+                for i in range(args.memory_copies)
+            ],
+        }
+    )
     with dask_client(workers=2, memory_limit="4GiB") as client:
         warm_up(client, cfg, scheme, weights)
         with sample_memory(client) as sampled:
@@ -206,26 +237,41 @@ def measure_memory(args: Any, mc: Path, scheme: Any, weights: Any, cfg: DatasetC
         "sampled_peak_bytes_per_worker": sampled,
         "bounded_below_2GiB": max(
             [v["peak_rss_bytes"] for v in per_worker.values()] + list(sampled.values())
-        ) < 2 * GIB,
+        )
+        < 2 * GIB,
     }
     report["memory"] = memory
-    print(f"memory: {res['events']:,} events in {res['fill_s']:.1f} s; peak RSS per worker "
-          + ", ".join(f"{k}: {v / GIB:.2f} GiB"
-                      for k, v in memory["peak_rss_bytes_per_worker"].items())
-          + "; sampled "
-          + ", ".join(f"{k}: {v / GIB:.2f} GiB" for k, v in sampled.items()), flush=True)
+    print(
+        f"memory: {res['events']:,} events in {res['fill_s']:.1f} s; peak RSS per worker "
+        + ", ".join(
+            f"{k}: {v / GIB:.2f} GiB" for k, v in memory["peak_rss_bytes_per_worker"].items()
+        )
+        + "; sampled "
+        + ", ".join(f"{k}: {v / GIB:.2f} GiB" for k, v in sampled.items()),
+        flush=True,
+    )
 
 
-def measure_skims(args: Any, mc: Path, data_dir: Path, n: int, scheme: Any, weights: Any,
-                  cfg: DatasetConfig, report: dict[str, Any]) -> None:
+def measure_skims(
+    args: Any,
+    mc: Path,
+    data_dir: Path,
+    n: int,
+    scheme: Any,
+    weights: Any,
+    cfg: DatasetConfig,
+    report: dict[str, Any],
+) -> None:
     """Write a skim, then fill from it and from the ROOT file."""
     skim_dir = data_dir / "skim"
     with dask_client(workers=2, memory_limit="4GiB") as client:
         warm_up(client, cfg, scheme, weights)
         t0 = time.perf_counter()
-        res_skim = skim(cfg, skim_dir, options=RunOptions(client=client,
-                                                          chunksize=args.chunksize,
-                                                          progress=False))
+        res_skim = skim(
+            cfg,
+            skim_dir,
+            options=RunOptions(client=client, chunksize=args.chunksize, progress=False),
+        )
         t_skim = time.perf_counter() - t0
         skim_cfg = load_dataset_config(res_skim.datasets_yaml)
         from_root = fill(client, cfg, scheme, weights, args.chunksize)
@@ -247,13 +293,19 @@ def measure_skims(args: Any, mc: Path, data_dir: Path, n: int, scheme: Any, weig
         "raw_read_speedup_skim_vs_root": reads["root_uproot_s"] / reads["skim_pyarrow_s"],
     }
     report["skim"] = skims
-    print(f"skim: {n:,} events -> {skims['rows']:,} pairs in {t_skim:.1f} s; "
-          f"{skims['root_bytes'] / 2**20:,.0f} MiB ROOT -> {skims['skim_bytes'] / 2**20:,.0f} "
-          "MiB Parquet", flush=True)
-    print(f"fill from ROOT {skims['fill_from_root_s']:.1f} s, from skim "
-          f"{skims['fill_from_skim_s']:.1f} s -> {skims['fill_speedup_skim_vs_root']:.2f}x; raw "
-          f"read uproot {reads['root_uproot_s']:.1f} s vs pyarrow {reads['skim_pyarrow_s']:.1f} s "
-          f"-> {skims['raw_read_speedup_skim_vs_root']:.2f}x", flush=True)
+    print(
+        f"skim: {n:,} events -> {skims['rows']:,} pairs in {t_skim:.1f} s; "
+        f"{skims['root_bytes'] / 2**20:,.0f} MiB ROOT -> {skims['skim_bytes'] / 2**20:,.0f} "
+        "MiB Parquet",
+        flush=True,
+    )
+    print(
+        f"fill from ROOT {skims['fill_from_root_s']:.1f} s, from skim "
+        f"{skims['fill_from_skim_s']:.1f} s -> {skims['fill_speedup_skim_vs_root']:.2f}x; raw "
+        f"read uproot {reads['root_uproot_s']:.1f} s vs pyarrow {reads['skim_pyarrow_s']:.1f} s "
+        f"-> {skims['raw_read_speedup_skim_vs_root']:.2f}x",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def _tsv(tmp_path: Path, rows: list[str], name: str = "cats.tsv") -> Path:
     p = tmp_path / name
-    p.write_text("#type\tetaMin\tetaMax\tr9Min\tr9Max\tgain\tetMin\tetMax\n" + "\n".join(rows) + "\n")
+    p.write_text(
+        "#type\tetaMin\tetaMax\tr9Min\tr9Max\tgain\tetMin\tetMax\n" + "\n".join(rows) + "\n"
+    )
     return p
 
 
@@ -60,8 +62,9 @@ def test_overlap_is_an_error_naming_categories_and_range(tmp_path):
 
 
 def test_crack_may_stay_uncovered(tmp_path):
-    p = _tsv(tmp_path, ["scale\t0.\t1.4442\t-1\t-1\t-1\t-1\t-1",
-                        "scale\t1.566\t2.5\t-1\t-1\t-1\t-1\t-1"])
+    p = _tsv(
+        tmp_path, ["scale\t0.\t1.4442\t-1\t-1\t-1\t-1\t-1", "scale\t1.566\t2.5\t-1\t-1\t-1\t-1\t-1"]
+    )
     s = load_categories(p)
     assert s.n_cells == 2
     assert len(s.smear) == 1  # one inclusive smear category when none is given
@@ -100,7 +103,10 @@ def test_malformed_yaml(tmp_path):
     p.write_text("scale:\n  - {eta: [0, 1.4442], r9: [0, 0.96}\n")
     with pytest.raises(InvalidCategories) as err:
         load_categories(p)
-    assert str(err.value) == f"{p}: malformed YAML at line 2, column 36: expected ',' or ']', but got '}}'"
+    assert (
+        str(err.value)
+        == f"{p}: malformed YAML at line 2, column 36: expected ',' or ']', but got '}}'"
+    )
 
 
 def test_unknown_yaml_field(tmp_path):
@@ -118,8 +124,10 @@ def test_scale_and_smear_must_cover_the_same_domain(tmp_path):
 
 
 def test_finer_scale_than_smear_forms_cells(tmp_path):
-    rows = [f"scale\t{a}\t{b}\t-1\t-1\t-1\t-1\t-1" for a, b in
-            [(0, 0.5), (0.5, 1), (1, 1.4442), (1.566, 2), (2, 2.5)]]
+    rows = [
+        f"scale\t{a}\t{b}\t-1\t-1\t-1\t-1\t-1"
+        for a, b in [(0, 0.5), (0.5, 1), (1, 1.4442), (1.566, 2), (2, 2.5)]
+    ]
     rows += ["smear\t0\t1.4442\t-1\t-1\t-1\t-1\t-1", "smear\t1.566\t2.5\t-1\t-1\t-1\t-1\t-1"]
     s = load_categories(_tsv(tmp_path, rows))
     assert [(c.scale, c.smear) for c in s.cells] == [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1)]
@@ -129,8 +137,9 @@ def test_run_ranges_are_inclusive(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("scale:\n  - {run: [1, 10], eta: [0, 2.5]}\n  - {run: [11, 20], eta: [0, 2.5]}\n")
     s = load_categories(p)
-    cells = s.assign(abs_eta=np.full(3, 0.5), r9=np.ones(3), et=np.full(3, 40.0),
-                     run=np.array([10, 11, 20]))
+    cells = s.assign(
+        abs_eta=np.full(3, 0.5), r9=np.ones(3), et=np.full(3, 40.0), run=np.array([10, 11, 20])
+    )
     assert cells.tolist() == [0, 1, 1]
 
 
@@ -145,14 +154,19 @@ def test_grid_lookup_matches_testing_every_category(tmp_path):
                     rows.append(
                         f"  - {{run: {run}, eta: {eta}, gain: {gain}, et: {et}, r9: [0, 10]}}"
                     )
-    smear = "\n".join(f"  - {{run: [1, 200], eta: {e}, r9: {r}, et: [0, 14000]}}"
-                      for e in ([0, 1.4442], [1.566, 2.5]) for r in ([0, 0.94], [0.94, 10]))
+    smear = "\n".join(
+        f"  - {{run: [1, 200], eta: {e}, r9: {r}, et: [0, 14000]}}"
+        for e in ([0, 1.4442], [1.566, 2.5])
+        for r in ([0, 0.94], [0.94, 10])
+    )
     p.write_text("scale:\n" + "\n".join(rows) + "\nsmear:\n" + smear + "\n")
     s = load_categories(p)
     rng = np.random.default_rng(4)
     n = 50_000
     kw = {
-        "abs_eta": np.concatenate([rng.uniform(-0.1, 2.7, n - 6), [0, 1, 1.4442, 1.5, 2.5, np.nan]]),
+        "abs_eta": np.concatenate(
+            [rng.uniform(-0.1, 2.7, n - 6), [0, 1, 1.4442, 1.5, 2.5, np.nan]]
+        ),
         "r9": rng.choice([0.5, 0.94, 0.97, 10.0, 11.0, np.inf], n),
         "et": rng.choice([-1.0, 0.0, 20.0, 45.0, 100.0, 14000.0], n),
         "gain": rng.choice([12, 6, 1, 0, 3], n),

@@ -25,9 +25,23 @@ def test_histograms_ok_and_reloadable(tmp_path, capsys):
 
     data = write_ecalelf(tmp_path / "d.root", n=2000)
     out = tmp_path / "h.npz"
-    rc, stdout, _ = _run(["histograms", "--data", str(data), "--mc", str(data), "--categories",
-                          CATS, "--out", str(out), "--executor", "iterative", "--no-progress"],
-                         capsys)
+    rc, stdout, _ = _run(
+        [
+            "histograms",
+            "--data",
+            str(data),
+            "--mc",
+            str(data),
+            "--categories",
+            CATS,
+            "--out",
+            str(out),
+            "--executor",
+            "iterative",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert rc == 0
     assert "wrote" in stdout
     hs = load_histograms(out)
@@ -58,8 +72,21 @@ def test_bad_input_exit_1_one_line_no_output(tmp_path, capsys, setup, expected):
     else:
         p.touch()
     out = tmp_path / "out" / "h.npz"
-    rc, _, err = _run(["histograms", "--data", str(p), "--categories", CATS, "--out", str(out),
-                       "--executor", "iterative", "--no-progress"], capsys)
+    rc, _, err = _run(
+        [
+            "histograms",
+            "--data",
+            str(p),
+            "--categories",
+            CATS,
+            "--out",
+            str(out),
+            "--executor",
+            "iterative",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert rc == 1
     assert err.startswith(f"zcalib: error: {p}")
     assert expected in err
@@ -71,8 +98,18 @@ def test_bad_input_exit_1_one_line_no_output(tmp_path, capsys, setup, expected):
 def test_malformed_dataset_yaml(tmp_path, capsys):
     y = tmp_path / "ds.yaml"
     y.write_text("format: ecalelf\ndatasets:\n  - name: data\n    files: [a.root\n")
-    rc, _, err = _run(["histograms", "--datasets", str(y), "--categories", CATS, "--out",
-                       str(tmp_path / "h.npz")], capsys)
+    rc, _, err = _run(
+        [
+            "histograms",
+            "--datasets",
+            str(y),
+            "--categories",
+            CATS,
+            "--out",
+            str(tmp_path / "h.npz"),
+        ],
+        capsys,
+    )
     assert rc == 1
     assert err.startswith(f"zcalib: error: {y}: malformed YAML at line 5")
 
@@ -80,31 +117,66 @@ def test_malformed_dataset_yaml(tmp_path, capsys):
 def test_unknown_format_in_dataset_yaml(tmp_path, capsys):
     y = tmp_path / "ds.yaml"
     y.write_text("format: csv\ndatasets:\n  - {name: data, kind: data, files: [a.root]}\n")
-    rc, _, err = _run(["histograms", "--datasets", str(y), "--categories", CATS, "--out",
-                       str(tmp_path / "h.npz")], capsys)
+    rc, _, err = _run(
+        [
+            "histograms",
+            "--datasets",
+            str(y),
+            "--categories",
+            CATS,
+            "--out",
+            str(tmp_path / "h.npz"),
+        ],
+        capsys,
+    )
     assert rc == 1
-    assert err == (f"zcalib: error: {y}: field 'format': Input should be 'ecalelf', 'nanoaod', "
-                   "'flat' or 'parquet' (got 'csv')\n")
+    assert err == (
+        f"zcalib: error: {y}: field 'format': Input should be 'ecalelf', 'nanoaod', "
+        "'flat' or 'parquet' (got 'csv')\n"
+    )
 
 
 def test_dataset_yaml_relative_paths_and_missing_file(tmp_path, capsys):
     y = tmp_path / "ds.yaml"
     y.write_text("datasets:\n  - {name: data, kind: data, files: [missing.root]}\n")
-    rc, _, err = _run(["histograms", "--datasets", str(y), "--categories", CATS, "--out",
-                       str(tmp_path / "h.npz")], capsys)
+    rc, _, err = _run(
+        [
+            "histograms",
+            "--datasets",
+            str(y),
+            "--categories",
+            CATS,
+            "--out",
+            str(tmp_path / "h.npz"),
+        ],
+        capsys,
+    )
     assert rc == 1
-    assert err == (f"zcalib: error: {y}: dataset 'data': input file "
-                   f"{tmp_path / 'missing.root'} not found\n")
+    assert err == (
+        f"zcalib: error: {y}: dataset 'data': input file {tmp_path / 'missing.root'} not found\n"
+    )
 
 
 def test_categories_with_gap(tmp_path, capsys):
     c = tmp_path / "c.tsv"
     c.write_text("scale\t0\t1\t-1\t-1\t-1\t-1\t-1\nscale\t1.1\t2.5\t-1\t-1\t-1\t-1\t-1\n")
     data = write_ecalelf(tmp_path / "d.root", n=10)
-    rc, _, err = _run(["histograms", "--data", str(data), "--categories", str(c), "--out",
-                       str(tmp_path / "h.npz")], capsys)
+    rc, _, err = _run(
+        [
+            "histograms",
+            "--data",
+            str(data),
+            "--categories",
+            str(c),
+            "--out",
+            str(tmp_path / "h.npz"),
+        ],
+        capsys,
+    )
     assert rc == 1
-    assert err == f"zcalib: error: {c}: gap in scale categories: no category covers |eta| [1, 1.1)\n"
+    assert (
+        err == f"zcalib: error: {c}: gap in scale categories: no category covers |eta| [1, 1.1)\n"
+    )
 
 
 def test_usage_error_is_exit_1(capsys):
@@ -117,8 +189,9 @@ def test_usage_error_is_exit_1(capsys):
 
 
 def test_console_script_entry_point(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "zcalib.cli", "--help"], capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "zcalib.cli", "--help"], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0
     for sub in ("generate", "histograms", "fit", "demo", "inject"):
         assert sub in proc.stdout
@@ -127,8 +200,17 @@ def test_console_script_entry_point(tmp_path):
 def test_no_progress_hides_coffea_bars(tmp_path, capsys):
     """Regression: coffea draws its bars even with status=False; --no-progress mutes them."""
     data = write_ecalelf(tmp_path / "d.root", n=500)
-    argv = ["histograms", "--data", str(data), "--categories", CATS, "--out",
-            str(tmp_path / "h.npz"), "--executor", "iterative"]
+    argv = [
+        "histograms",
+        "--data",
+        str(data),
+        "--categories",
+        CATS,
+        "--out",
+        str(tmp_path / "h.npz"),
+        "--executor",
+        "iterative",
+    ]
     rc, quiet, _ = _run([*argv, "--no-progress"], capsys)
     assert rc == 0
     assert "Processing" not in quiet

@@ -13,14 +13,23 @@ from zcalib.cli import main
 @pytest.mark.cluster
 def test_demo_recovers_injected_scales_and_smearings(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--n-data", "360000", "--n-mc", "1080000",
-               "--no-progress"])
+    rc = main(
+        ["demo", "--out", str(out), "--n-data", "360000", "--n-mc", "1080000", "--no-progress"]
+    )
     stdout = capsys.readouterr().out
     assert rc == 0
     assert "derived vs injected" in stdout
-    for name in ("corrections.json", "demo_scales.dat", "demo_smearings.dat", "fit_result.json",
-                 "histograms.npz", "report.html", "validation/validation.json",
-                 "validation/EbEb_inclusive.png", "scans/scans.json"):
+    for name in (
+        "corrections.json",
+        "demo_scales.dat",
+        "demo_smearings.dat",
+        "fit_result.json",
+        "histograms.npz",
+        "report.html",
+        "validation/validation.json",
+        "validation/EbEb_inclusive.png",
+        "scans/scans.json",
+    ):
         assert (out / name).is_file(), name
     html = (out / "report.html").read_text()
     assert "converged" in html
@@ -43,11 +52,27 @@ def test_demo_recovers_injected_scales_and_smearings(tmp_path, capsys):
     c0 = record["categories"][0]
     assert scale.evaluate(0.5, 0.5, "scale") == pytest.approx(c0["value"], rel=1e-12)
     assert scale.evaluate(0.5, 0.5, "scale_up") == pytest.approx(
-        c0["value"] + c0["total_stat"], rel=1e-12)
+        c0["value"] + c0["total_stat"], rel=1e-12
+    )
     # rerunning reuses the generated data (same truth file, not regenerated)
     mtime = (out / "data" / "data.root").stat().st_mtime_ns
-    assert main(["demo", "--out", str(out), "--n-data", "360000", "--n-mc", "1080000",
-                 "--no-progress", "--executor", "iterative"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--n-data",
+                "360000",
+                "--n-mc",
+                "1080000",
+                "--no-progress",
+                "--executor",
+                "iterative",
+            ]
+        )
+        == 0
+    )
     assert (out / "data" / "data.root").stat().st_mtime_ns == mtime
     again = json.loads((out / "fit_result.json").read_text())
     # same inputs → same histograms → same result whatever the executor (summation order only)

@@ -36,19 +36,29 @@ def test_skim_histograms_equal_root_histograms(ecalelf_skim, scheme, weights):
     root = build_histograms(cfg, scheme, weights=weights, options=ITER)
     pq_cfg = load_dataset_config(res.datasets_yaml)
     assert pq_cfg.format == "parquet"
-    from_skim = build_histograms(pq_cfg, scheme, weights=weights, options=RunOptions(
-        executor="iterative", chunksize=4_000, progress=False))
+    from_skim = build_histograms(
+        pq_cfg,
+        scheme,
+        weights=weights,
+        options=RunOptions(executor="iterative", chunksize=4_000, progress=False),
+    )
     # the skim keeps only selected pairs: the cutflow starts there, the histograms are equal
     for ds in ("data", "mc"):
         assert from_skim.cutflow[ds]["all"] == root.cutflow[ds]["mass"]
-    from_skim = type(from_skim)(hist=from_skim.hist, categories=from_skim.categories,
-                                kinds=from_skim.kinds, cutflow=root.cutflow,
-                                metadata=from_skim.metadata)
+    from_skim = type(from_skim)(
+        hist=from_skim.hist,
+        categories=from_skim.categories,
+        kinds=from_skim.kinds,
+        cutflow=root.cutflow,
+        metadata=from_skim.metadata,
+    )
     assert_same_histograms(root, from_skim)
     # Σw before selection comes from the skim's provenance
     assert from_skim.metadata["sumw"] == pytest.approx(root.metadata["sumw"], rel=1e-12)
     assert [s["source"]["path"] for s in from_skim.metadata["skims"]] == [
-        str(cfg.datasets[0].files[0]), str(cfg.datasets[1].files[0])]
+        str(cfg.datasets[0].files[0]),
+        str(cfg.datasets[1].files[0]),
+    ]
 
 
 def test_skim_files_and_provenance(ecalelf_skim, demo_ecalelf):
@@ -100,13 +110,18 @@ def test_nanoaod_skim_with_corrections_equals_root(demo_nanoaod, scheme, tmp_pat
     truth = json.loads(demo_nanoaod.truth.read_text())
     n = len(scheme.scale)
     steps_path = tmp_path / "steps.json"
-    write_correction_set(steps_path, [
-        build_scale_correction("s", scheme, truth["scale"], [1e-3] * n, description="t"),
-        build_smear_correction("m", scheme, truth["smear"], [2e-3] * n, description="t"),
-    ], description="t")
+    write_correction_set(
+        steps_path,
+        [
+            build_scale_correction("s", scheme, truth["scale"], [1e-3] * n, description="t"),
+            build_smear_correction("m", scheme, truth["smear"], [2e-3] * n, description="t"),
+        ],
+        description="t",
+    )
     steps = tuple(load_correction_steps(steps_path))
-    cfg = dataset_config_from_files(data=[str(demo_nanoaod.data)], mc=[str(demo_nanoaod.mc)],
-                                    fmt="nanoaod")
+    cfg = dataset_config_from_files(
+        data=[str(demo_nanoaod.data)], mc=[str(demo_nanoaod.mc)], fmt="nanoaod"
+    )
     sel = SelectionConfig(id_level="tight")
     res = skim(cfg, tmp_path / "skim", selection=sel, options=ITER)
     kw = {"selection": sel, "corrections": steps, "smear_seed": 3, "options": ITER}
@@ -129,10 +144,18 @@ def test_chunks_across_row_groups(demo_ecalelf, scheme, tmp_path, monkeypatch, w
     res = skim(cfg, tmp_path / "skim", options=ITER)
     assert pq.ParquetFile(res.files[0].path).metadata.num_row_groups > 30
     pq_cfg = load_dataset_config(res.datasets_yaml)
-    a = build_histograms(pq_cfg, scheme, weights=weights, options=RunOptions(
-        executor="iterative", chunksize=2_500, progress=False))
-    b = build_histograms(pq_cfg, scheme, weights=weights, options=RunOptions(
-        executor="iterative", chunksize=100_000, progress=False))
+    a = build_histograms(
+        pq_cfg,
+        scheme,
+        weights=weights,
+        options=RunOptions(executor="iterative", chunksize=2_500, progress=False),
+    )
+    b = build_histograms(
+        pq_cfg,
+        scheme,
+        weights=weights,
+        options=RunOptions(executor="iterative", chunksize=100_000, progress=False),
+    )
     assert a.metadata["run"]["chunks"] > 10
     assert_same_histograms(a, b)
     assert a.metadata["run"]["metrics"]["bytes_read"] > 0
@@ -146,7 +169,8 @@ def test_looser_selection_than_the_skim_is_refused(ecalelf_skim, scheme):
         build_histograms(cfg, scheme, selection=SelectionConfig(min_et_lead=20), options=ITER)
     assert str(err.value) == (
         f"{path}: skim made with min_et_lead=23.75; a selection over a skim can only be "
-        "tighter (got min_et_lead=20.0)")
+        "tighter (got min_et_lead=20.0)"
+    )
     with pytest.raises(InvalidConfig, match="skim made with id_level='medium'"):
         build_histograms(cfg, scheme, selection=SelectionConfig(id_level="none"), options=ITER)
     with pytest.raises(InvalidConfig, match=r"skim made with mass window=.*got mass window="):
@@ -170,8 +194,11 @@ def test_skim_of_a_bad_file(tmp_path, scheme):
     cfg = dataset_config_from_files(data=[str(good), str(bad)])
     with pytest.raises(InputError, match=rf"^{bad} \(entries 0-1500\): cannot read events"):
         skim(cfg, tmp_path / "s1", options=ITER)
-    res = skim(cfg, tmp_path / "s2", options=RunOptions(executor="iterative", progress=False,
-                                                        skip_bad_files=True))
+    res = skim(
+        cfg,
+        tmp_path / "s2",
+        options=RunOptions(executor="iterative", progress=False, skip_bad_files=True),
+    )
     assert [(r["path"], r["entries_lost"]) for r in res.skipped_files] == [(str(bad), 1500)]
     assert json.loads(res.record.read_text())["skipped_files"] == res.skipped_files
     assert [f.source for f in res.files if f.rows] == [str(good)]
@@ -183,6 +210,9 @@ def test_not_a_parquet_file(tmp_path, scheme):
     p = tmp_path / "x.parquet"
     p.write_text("hello")
     cfg = dataset_config_from_files(data=[str(p)], fmt="parquet")
-    with pytest.raises(InputError, match=r"x\.parquet: not a readable Parquet file \(.*\); "
-                                         r"expected a zcalib pair skim$"):
+    with pytest.raises(
+        InputError,
+        match=r"x\.parquet: not a readable Parquet file \(.*\); "
+        r"expected a zcalib pair skim$",
+    ):
         build_histograms(cfg, scheme, options=ITER)

@@ -216,8 +216,7 @@ class CategoryScheme:
         values = {"run": run, "eta": abs_eta, "r9": r9, "et": et}
         # slot 0: below the first edge, len(edges): at/above the last (both map to -1)
         index = tuple(
-            np.searchsorted(edges[name], np.asarray(values[name], dtype=np.float64),
-                            side="right")
+            np.searchsorted(edges[name], np.asarray(values[name], dtype=np.float64), side="right")
             if len(edges[name])
             else np.zeros(n, dtype=np.int64)  # no cut on this variable: a single slot
             for name in _GRID_VARS
@@ -241,8 +240,10 @@ class CategoryScheme:
             return cached  # type: ignore[no-any-return]
         cats = (*self.scale, *self.smear)
         edges = {
-            name: np.array(sorted({v for c in cats for v in c.ranges()[name]} - {-_INF, _INF}),
-                           dtype=np.float64)
+            name: np.array(
+                sorted({v for c in cats for v in c.ranges()[name]} - {-_INF, _INF}),
+                dtype=np.float64,
+            )
             for name in _GRID_VARS
         }
         uses_gain = any(c.gain is not None for c in cats)
@@ -257,8 +258,11 @@ class CategoryScheme:
         gains = np.array([*_GAINS_ORDER, -1] if uses_gain else [12])
         mesh = np.meshgrid(*(mids[n] for n in _GRID_VARS), gains, indexing="ij")
         flat = self._assign_slow(
-            run=mesh[0].ravel(), abs_eta=mesh[1].ravel(), r9=mesh[2].ravel(),
-            et=mesh[3].ravel(), gain=mesh[4].ravel(),
+            run=mesh[0].ravel(),
+            abs_eta=mesh[1].ravel(),
+            r9=mesh[2].ravel(),
+            et=mesh[3].ravel(),
+            gain=mesh[4].ravel(),
         )
         lut = flat.reshape(mesh[0].shape)
         object.__setattr__(self, "_grid_cache", (edges, lut))
@@ -318,7 +322,6 @@ def region_pair(code: int, n_cells: int) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- loading
-
 
 
 class _CategoryModel(BaseModel):
@@ -548,12 +551,8 @@ def _intersects(a: Category, b: Category) -> bool:
 def _check_tiling(cats: Sequence[Category], source: str) -> None:
     """Every grid cell of the union of edges is covered exactly once (crack excepted)."""
     names = ("run", "eta", "r9", "et")
-    edges = {
-        n: sorted({v for c in cats for v in c.ranges()[n]}) for n in names
-    }
-    gains: list[int | None] = (
-        [None] if all(c.gain is None for c in cats) else list(_GAINS)
-    )
+    edges = {n: sorted({v for c in cats for v in c.ranges()[n]}) for n in names}
+    gains: list[int | None] = [None] if all(c.gain is None for c in cats) else list(_GAINS)
     kind = cats[0].kind
     intervals = {n: list(itertools.pairwise(edges[n])) for n in names}
     combo: Any

@@ -33,28 +33,57 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("event loop")
-    g.add_argument("--executor", choices=("iterative", "futures", "dask"), default="dask",
-                   help="coffea executor (default: dask, a local cluster unless --scheduler)")
+    g.add_argument(
+        "--executor",
+        choices=("iterative", "futures", "dask"),
+        default="dask",
+        help="coffea executor (default: dask, a local cluster unless --scheduler)",
+    )
     g.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
     g.add_argument("--chunksize", type=int, default=100_000, help="events per chunk")
-    g.add_argument("--scheduler", default=None,
-                   help="address of an existing Dask scheduler, e.g. tcp://127.0.0.1:8786")
-    g.add_argument("--maxchunks", type=int, default=None,
-                   help="process at most N chunks per file (quick debugging)")
+    g.add_argument(
+        "--scheduler",
+        default=None,
+        help="address of an existing Dask scheduler, e.g. tcp://127.0.0.1:8786",
+    )
+    g.add_argument(
+        "--maxchunks",
+        type=int,
+        default=None,
+        help="process at most N chunks per file (quick debugging)",
+    )
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    g.add_argument("--recipe", type=Path, default=None,
-                   help="Dask cluster recipe YAML: local, scheduler, htcondor, slurm "
-                        "(see dask_cluster/)")
+    g.add_argument(
+        "--recipe",
+        type=Path,
+        default=None,
+        help="Dask cluster recipe YAML: local, scheduler, htcondor, slurm (see dask_cluster/)",
+    )
     g.add_argument("--retries", type=int, default=3, help="retries of a failed chunk (default 3)")
-    g.add_argument("--skip-bad-files", action="store_true",
-                   help="skip unreadable input files and list them in the output metadata "
-                        "(skipped_files) instead of failing")
-    g.add_argument("--metrics", type=Path, default=None, metavar="PATH",
-                   help="run metrics JSON (default: next to --out, e.g. h.npz -> h.metrics.json)")
-    g.add_argument("--checkpoint-dir", type=Path, default=None,
-                   help="store every finished chunk here, so the run can be resumed")
-    g.add_argument("--resume", action="store_true",
-                   help="reuse the chunks in --checkpoint-dir (default <out>.checkpoints)")
+    g.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="skip unreadable input files and list them in the output metadata "
+        "(skipped_files) instead of failing",
+    )
+    g.add_argument(
+        "--metrics",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="run metrics JSON (default: next to --out, e.g. h.npz -> h.metrics.json)",
+    )
+    g.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="store every finished chunk here, so the run can be resumed",
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the chunks in --checkpoint-dir (default <out>.checkpoints)",
+    )
 
 
 def _add_input_options(p: argparse.ArgumentParser) -> None:
@@ -62,15 +91,28 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--datasets", type=Path, help="dataset description YAML")
     g.add_argument("--data", nargs="+", default=[], help="data ROOT files")
     g.add_argument("--mc", nargs="+", default=[], help="MC ROOT files")
-    g.add_argument("--input-format", choices=("ecalelf", "nanoaod", "flat", "parquet"),
-                   default="ecalelf",
-                   help="format of --data/--mc files (default ecalelf)")
+    g.add_argument(
+        "--input-format",
+        choices=("ecalelf", "nanoaod", "flat", "parquet"),
+        default="ecalelf",
+        help="format of --data/--mc files (default ecalelf)",
+    )
     g.add_argument("--treename", default=None, help="tree name (default per format)")
-    g.add_argument("--mc-weight", action="append", default=[], metavar="NAME=FILE[:CORRECTION]",
-                   help="MC weight from a correctionlib file, e.g. "
-                        "pileup=corrections/pileup_demo.json (repeatable)")
-    g.add_argument("--id", dest="id_level", choices=("none", "loose", "medium", "tight"),
-                   default="medium", help="electron ID working point (default medium)")
+    g.add_argument(
+        "--mc-weight",
+        action="append",
+        default=[],
+        metavar="NAME=FILE[:CORRECTION]",
+        help="MC weight from a correctionlib file, e.g. "
+        "pileup=corrections/pileup_demo.json (repeatable)",
+    )
+    g.add_argument(
+        "--id",
+        dest="id_level",
+        choices=("none", "loose", "medium", "tight"),
+        default="medium",
+        help="electron ID working point (default medium)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="zcalib",
         description="Derive lepton energy scales (data) and smearings (MC) from Z->ll events.",
         epilog="Example: zcalib demo   (generates demo data, fills histograms on a local Dask "
-               "cluster, fits, writes output/demo/)",
+        "cluster, fits, writes output/demo/)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -96,8 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-mc", type=int, default=1_200_000, help="MC events (pairs)")
     g.add_argument("--seed", type=int, default=1, help="random seed")
     g.add_argument("--format", dest="fmt", choices=("ecalelf", "nanoaod"), default="ecalelf")
-    g.add_argument("--drift", type=float, default=0.0,
-                   help="total relative linear drift of data energies across the run range")
+    g.add_argument(
+        "--drift",
+        type=float,
+        default=0.0,
+        help="total relative linear drift of data energies across the run range",
+    )
     g.set_defaults(func=_cmd_generate)
 
     h = sub.add_parser(
@@ -105,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fill per-category-pair mass histograms (coffea processor)",
         description="Run the dielectron processor and save the histograms (.npz).",
         epilog="Example: zcalib histograms --data d.root --mc m.root "
-               "--categories configs/cats_eta_r9.tsv --out hists.npz",
+        "--categories configs/cats_eta_r9.tsv --out hists.npz",
     )
     _add_input_options(h)
     h.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
@@ -117,16 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
         "skim",
         help="write Parquet pair skims (preselection + needed columns) with provenance",
         description="Apply the pair preselection (looser by --margin on Et and mass) and write "
-                    "one Parquet file per input file (one row per pair), a provenance record "
-                    "per file and a datasets.yaml to fill histograms from.",
+        "one Parquet file per input file (one row per pair), a provenance record "
+        "per file and a datasets.yaml to fill histograms from.",
         epilog="Example: zcalib skim --data d.root --mc m.root --out skims/ && zcalib "
-               "histograms --datasets skims/datasets.yaml --categories "
-               "configs/cats_eta_r9.tsv --out hists.npz",
+        "histograms --datasets skims/datasets.yaml --categories "
+        "configs/cats_eta_r9.tsv --out hists.npz",
     )
     _add_input_options(s)
     s.add_argument("--out", type=Path, required=True, help="output folder")
-    s.add_argument("--margin", type=float, default=0.05,
-                   help="relative loosening of the Et cuts and mass window (default 0.05)")
+    s.add_argument(
+        "--margin",
+        type=float,
+        default=0.05,
+        help="relative loosening of the Et cuts and mass window (default 0.05)",
+    )
     _add_run_options(s)
     s.set_defaults(func=_cmd_skim)
 
@@ -134,10 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
         "fit",
         help="fit scales and smearings (from ntuples, or from saved histograms)",
         description="Fill histograms (or load --histograms), fit, and write correctionlib JSON, "
-                    "legacy .dat files and fit_result.json to --out.",
+        "legacy .dat files and fit_result.json to --out.",
         epilog="Examples:\n  zcalib fit --data d.root --mc m.root --categories "
-               "configs/cats_eta_r9.tsv --out output/step2\n  zcalib fit --histograms "
-               "output/hists.npz --categories configs/cats_eta_r9.tsv --out output/refit",
+        "configs/cats_eta_r9.tsv --out output/step2\n  zcalib fit --histograms "
+        "output/hists.npz --categories configs/cats_eta_r9.tsv --out output/refit",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_input_options(f)
@@ -153,15 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
         "inject",
         help="method accuracy: inject scales/smearings into MC pseudo-data and refit",
         description="Build pseudo-data from the MC template with injected scales/smearings, "
-                    "refit, report bias and pulls per category (pymin --test-method-accuracy).",
+        "refit, report bias and pulls per category (pymin --test-method-accuracy).",
         epilog="Example: zcalib inject --histograms output/demo/histograms.npz "
-               "--categories configs/cats_eta_r9.tsv --truth output/demo/data/truth.json "
-               "--toys 30 --out output/inject",
+        "--categories configs/cats_eta_r9.tsv --truth output/demo/data/truth.json "
+        "--toys 30 --out output/inject",
     )
     i.add_argument("--histograms", type=Path, required=True, help="saved histograms (.npz)")
     i.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
-    i.add_argument("--truth", type=Path, help="JSON with 'scale' and 'smear' lists to inject "
-                   "(default: a fixed pattern of ±0.5%% scales and 1%% smearings)")
+    i.add_argument(
+        "--truth",
+        type=Path,
+        help="JSON with 'scale' and 'smear' lists to inject "
+        "(default: a fixed pattern of ±0.5%% scales and 1%% smearings)",
+    )
     i.add_argument("--toys", type=int, default=1, help="number of toys (independent seeds)")
     i.add_argument("--seed", type=int, default=0, help="master seed of the toys")
     i.add_argument("--out", type=Path, required=True, help="output folder")
@@ -176,8 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the main job: generate demo data, fill on a local Dask cluster, fit, report",
         description="Generate demo Z->ee data if absent, fill histograms on a local Dask "
-                    "cluster, fit the 8-category |eta| x R9 scheme, write output/demo/ and print "
-                    "derived vs injected values with pulls.",
+        "cluster, fit the 8-category |eta| x R9 scheme, write output/demo/ and print "
+        "derived vs injected values with pulls.",
         epilog="Example: zcalib demo --out output/demo --workers 2",
     )
     d.add_argument("--out", type=Path, default=Path("output/demo"), help="output folder")
@@ -195,8 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Subcommands in pipeline order (how `zcalib --help` lists them).
 PIPELINE_ORDER = (
-    "generate", "skim", "run-divide", "time-stability", "histograms", "fit", "combine",
-    "pipeline", "inject", "scan", "validate", "lineshape", "systematics", "stats", "report",
+    "generate",
+    "skim",
+    "run-divide",
+    "time-stability",
+    "histograms",
+    "fit",
+    "combine",
+    "pipeline",
+    "inject",
+    "scan",
+    "validate",
+    "lineshape",
+    "systematics",
+    "stats",
+    "report",
     "demo",
 )
 
@@ -210,22 +277,53 @@ def _order_subcommands(sub: Any) -> None:
 
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("fit")
-    g.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=(80.0, 100.0),
-                   help="mass window of the likelihood [GeV] (default 80 100)")
+    g.add_argument(
+        "--window",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=(80.0, 100.0),
+        help="mass window of the likelihood [GeV] (default 80 100)",
+    )
     g.add_argument("--bin-width", type=float, default=0.25, help="data bin width [GeV]")
-    g.add_argument("--min-data", type=float, default=100.0,
-                   help="drop regions with fewer data pairs in the window")
-    g.add_argument("--min-mc", type=float, default=200.0,
-                   help="drop regions with fewer effective MC entries in the window")
-    g.add_argument("--start-style", choices=("scan", "random", "specify"), default="scan",
-                   help="how the minimiser starts (scan: 1D scans; specify: --start-file)")
-    g.add_argument("--start-file", type=Path,
-                   help="only-step/legacy file with start values (with --start-style specify)")
+    g.add_argument(
+        "--min-data",
+        type=float,
+        default=100.0,
+        help="drop regions with fewer data pairs in the window",
+    )
+    g.add_argument(
+        "--min-mc",
+        type=float,
+        default=200.0,
+        help="drop regions with fewer effective MC entries in the window",
+    )
+    g.add_argument(
+        "--start-style",
+        choices=("scan", "random", "specify"),
+        default="scan",
+        help="how the minimiser starts (scan: 1D scans; specify: --start-file)",
+    )
+    g.add_argument(
+        "--start-file",
+        type=Path,
+        help="only-step/legacy file with start values (with --start-style specify)",
+    )
     g.add_argument("--fix-scales", action="store_true", help="fit smearings only")
-    g.add_argument("--ignore", type=int, nargs="+", default=[], metavar="INDEX",
-                   help="scale-category indices to ignore (held at 1, their regions dropped)")
-    g.add_argument("--mc-stat", choices=("sandwich", "bootstrap", "none"), default="sandwich",
-                   help="MC-statistics error method")
+    g.add_argument(
+        "--ignore",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="INDEX",
+        help="scale-category indices to ignore (held at 1, their regions dropped)",
+    )
+    g.add_argument(
+        "--mc-stat",
+        choices=("sandwich", "bootstrap", "none"),
+        default="sandwich",
+        help="MC-statistics error method",
+    )
     g.add_argument("--fit-seed", type=int, default=0, help="seed for random starts/bootstrap")
 
 
@@ -275,10 +373,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from zcalib.generate import generate
 
     t0 = time.perf_counter()
-    res = generate(args.out, n_data=args.n_data, n_mc=args.n_mc, seed=args.seed, fmt=args.fmt,
-                   drift=args.drift)
-    _echo(f"wrote {res.data}, {res.mc}, {res.truth} "
-          f"in {time.perf_counter() - t0:.1f} s")
+    res = generate(
+        args.out, n_data=args.n_data, n_mc=args.n_mc, seed=args.seed, fmt=args.fmt, drift=args.drift
+    )
+    _echo(f"wrote {res.data}, {res.mc}, {res.truth} in {time.perf_counter() - t0:.1f} s")
     return EXIT_OK
 
 
@@ -326,8 +424,9 @@ def dataset_config(args: argparse.Namespace) -> Any:
             msg = "give either --datasets or --data/--mc, not both"
             raise InvalidConfig(msg)
         return load_dataset_config(args.datasets)
-    return dataset_config_from_files(data=args.data, mc=args.mc, fmt=args.input_format,
-                                     treename=args.treename)
+    return dataset_config_from_files(
+        data=args.data, mc=args.mc, fmt=args.input_format, treename=args.treename
+    )
 
 
 def mc_weights(args: argparse.Namespace) -> tuple[Any, ...]:
@@ -356,8 +455,13 @@ def fill_histograms(args: argparse.Namespace, categories: Path) -> Any:
     cfg = dataset_config(args)
     opts = run_options(args)
     weights = mc_weights(args)
-    return build_histograms(cfg, scheme, options=opts, weights=weights,
-                            selection=SelectionConfig(id_level=args.id_level))
+    return build_histograms(
+        cfg,
+        scheme,
+        options=opts,
+        weights=weights,
+        selection=SelectionConfig(id_level=args.id_level),
+    )
 
 
 def _cmd_histograms(args: argparse.Namespace) -> int:
@@ -367,8 +471,10 @@ def _cmd_histograms(args: argparse.Namespace) -> int:
     save_histograms(hset, args.out)
     _print_cutflow(hset.cutflow)
     run = hset.metadata["run"]
-    _echo(f"wrote {args.out}: {run['events']} events in {run['wall_time_fill_s']:.1f} s "
-          f"({run['events_per_s']:.0f} events/s, executor {run['executor']})")
+    _echo(
+        f"wrote {args.out}: {run['events']} events in {run['wall_time_fill_s']:.1f} s "
+        f"({run['events_per_s']:.0f} events/s, executor {run['executor']})"
+    )
     _echo_run_summary(run)
     return EXIT_OK
 
@@ -391,14 +497,26 @@ def _cmd_skim(args: argparse.Namespace) -> int:
     from zcalib.skim import skim
 
     opts = dataclasses.replace(run_options(args), metrics_path=args.metrics)
-    res = skim(dataset_config(args), args.out, selection=SelectionConfig(id_level=args.id_level),
-               margin=args.margin, options=opts)
+    res = skim(
+        dataset_config(args),
+        args.out,
+        selection=SelectionConfig(id_level=args.id_level),
+        margin=args.margin,
+        options=opts,
+    )
     rows = sum(f.rows for f in res.files)
     events = sum(f.entries for f in res.files)
-    _echo(f"wrote {len(res.files)} skim(s): {rows:,} pairs from {events:,} events; "
-          f"use --datasets {res.datasets_yaml}")
-    _echo_run_summary({"metrics": res.metrics, "metrics_path": args.out / "skim.metrics.json",
-                       "dashboard": res.metrics.get("dashboard")})
+    _echo(
+        f"wrote {len(res.files)} skim(s): {rows:,} pairs from {events:,} events; "
+        f"use --datasets {res.datasets_yaml}"
+    )
+    _echo_run_summary(
+        {
+            "metrics": res.metrics,
+            "metrics_path": args.out / "skim.metrics.json",
+            "dashboard": res.metrics.get("dashboard"),
+        }
+    )
     return EXIT_OK
 
 
@@ -449,8 +567,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         hset = fill_histograms(args, args.categories)
         save_histograms(hset, args.out / "histograms.npz")
     result = fit_histograms(hset, config, scheme=scheme)
-    paths = write_outputs(result, scheme, args.out, step=args.step, hset=hset,
-                          extra={"command": "fit", "fit_config": config.to_dict()})
+    paths = write_outputs(
+        result,
+        scheme,
+        args.out,
+        step=args.step,
+        hset=hset,
+        extra={"command": "fit", "fit_config": config.to_dict()},
+    )
     _print_fit(result)
     _echo(f"wrote {', '.join(str(p) for p in paths.values())}")
     if not result.converged:
@@ -483,27 +607,39 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         pattern = (1.005, 0.995, 1.003, 0.997)
         scales = [pattern[k % 4] for k in range(len(scheme.scale))]
         smears = [0.01] * len(scheme.smear)
-    res = inject(hset, scales, smears, n_toys=args.toys, seed=args.seed, config=config,
-                 scheme=scheme)
+    res = inject(
+        hset, scales, smears, n_toys=args.toys, seed=args.seed, config=config, scheme=scheme
+    )
     summary = res.to_dict()
     atomic_write_text(args.out / "injection.json", _dump(summary))
     _print_injection(res, scheme)
-    _echo(f"wrote {args.out / 'injection.json'} ({res.n_toys} toys, {res.n_failed} failed, "
-          f"{res.wall_time:.1f} s)")
+    _echo(
+        f"wrote {args.out / 'injection.json'} ({res.n_toys} toys, {res.n_failed} failed, "
+        f"{res.wall_time:.1f} s)"
+    )
     return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from zcalib.derive import comparison_rows, run_demo
 
-    demo = run_demo(args.out, n_data=args.n_data, n_mc=args.n_mc, seed=args.seed,
-                    workers=args.workers, executor=args.executor, scheduler=args.scheduler,
-                    progress=not args.no_progress)
+    demo = run_demo(
+        args.out,
+        n_data=args.n_data,
+        n_mc=args.n_mc,
+        seed=args.seed,
+        workers=args.workers,
+        executor=args.executor,
+        scheduler=args.scheduler,
+        progress=not args.no_progress,
+    )
     _print_fit(demo.result)
     _print_comparison(comparison_rows(demo.result, demo.truth))
     t = demo.timings
-    _echo(f"timings: generate {t['generate_s']:.1f} s, histograms {t['histograms_s']:.1f} s, "
-          f"fit {t['fit_s']:.2f} s, plots + scans + report {t['validation_s']:.1f} s")
+    _echo(
+        f"timings: generate {t['generate_s']:.1f} s, histograms {t['histograms_s']:.1f} s, "
+        f"fit {t['fit_s']:.2f} s, plots + scans + report {t['validation_s']:.1f} s"
+    )
     _echo(f"wrote {', '.join(str(p) for p in demo.outputs.values())}")
     return EXIT_OK if demo.result.converged else EXIT_INPUT
 
@@ -514,7 +650,9 @@ def _print_fit(result: Any) -> None:
     used, dropped = len(result.regions_used), len(result.regions_dropped)
     Console(highlight=False).print(
         f"fit {result.status}: {result.message} | {result.n_eval} evaluations, "
-        f"{result.wall_time:.2f} s, {used} regions used, {dropped} dropped", markup=False)
+        f"{result.wall_time:.2f} s, {used} regions used, {dropped} dropped",
+        markup=False,
+    )
 
 
 def _print_comparison(rows: list[dict[str, Any]]) -> None:
@@ -525,8 +663,14 @@ def _print_comparison(rows: list[dict[str, Any]]) -> None:
     for col in ("category", "injected", "derived", "error", "diff", "pull"):
         table.add_column(col, justify="left" if col == "category" else "right")
     for r in rows:
-        table.add_row(r["label"], f"{r['injected']:.5f}", f"{r['derived']:.5f}",
-                      f"{r['error']:.5f}", f"{r['diff']:+.5f}", f"{r['pull']:+.2f}")
+        table.add_row(
+            r["label"],
+            f"{r['injected']:.5f}",
+            f"{r['derived']:.5f}",
+            f"{r['error']:.5f}",
+            f"{r['diff']:+.5f}",
+            f"{r['pull']:+.2f}",
+        )
     Console().print(table)
 
 
@@ -539,11 +683,18 @@ def _print_injection(res: Any, scheme: Any) -> None:
     table = Table(title=f"injection test: {res.n_toys} toy(s)")
     for col in ("category", "injected", "bias", "pull mean", "pull width"):
         table.add_column(col, justify="left" if col == "category" else "right")
-    for kind, cats, truth in (("scale", scheme.scale, res.truth_scales),
-                              ("smear", scheme.smear, res.truth_smears)):
+    for kind, cats, truth in (
+        ("scale", scheme.scale, res.truth_scales),
+        ("smear", scheme.smear, res.truth_smears),
+    ):
         for k, cat in enumerate(cats):
-            table.add_row(cat.label(), f"{truth[k]:.5f}", f"{bias[kind][k]:+.5f}",
-                          f"{pulls[kind]['mean'][k]:+.2f}", f"{pulls[kind]['width'][k]:.2f}")
+            table.add_row(
+                cat.label(),
+                f"{truth[k]:.5f}",
+                f"{bias[kind][k]:+.5f}",
+                f"{pulls[kind]['mean'][k]:+.2f}",
+                f"{pulls[kind]['width'][k]:.2f}",
+            )
     Console().print(table)
 
 
@@ -579,28 +730,49 @@ def _add_validation_parsers(sub: Any) -> None:
         "lineshape",
         help="cross-check: Breit-Wigner x Crystal Ball fits of the Z peak per category",
         description="Fit BW (PDG mass/width) x Crystal Ball to data and MC per same-category "
-                    "region (or inclusively), report peak and width and the scale/smearing they "
-                    "imply next to the template fit; data-only inputs are compared with the "
-                    "PDG Z mass. Writes lineshape.json and plots/lineshape/*.png to --out.",
+        "region (or inclusively), report peak and width and the scale/smearing they "
+        "imply next to the template fit; data-only inputs are compared with the "
+        "PDG Z mass. Writes lineshape.json and plots/lineshape/*.png to --out.",
         epilog="Examples:\n  zcalib lineshape --histograms output/demo/histograms.npz "
-               "--out output/demo\n  zcalib lineshape --datasets dimuon.yaml --categories "
-               "muons.yaml --selection dimuon_selection.yaml --mode inclusive --out out/mu",
+        "--out output/demo\n  zcalib lineshape --datasets dimuon.yaml --categories "
+        "muons.yaml --selection dimuon_selection.yaml --mode inclusive --out out/mu",
         formatter_class=fmt,
     )
     _add_input_options(ls)
     ls.add_argument("--histograms", type=Path, help="saved histograms (.npz) instead of inputs")
     ls.add_argument("--categories", type=Path, help="categories TSV or YAML (with inputs)")
-    ls.add_argument("--selection", type=Path,
-                    help="pair selection YAML (SelectionConfig fields, e.g. opposite_charge)")
+    ls.add_argument(
+        "--selection",
+        type=Path,
+        help="pair selection YAML (SelectionConfig fields, e.g. opposite_charge)",
+    )
     ls.add_argument("--out", type=Path, required=True, help="output folder")
-    ls.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=(75.0, 105.0),
-                    help="fit window [GeV] (default 75 105)")
-    ls.add_argument("--mode", choices=("categories", "inclusive"), default="categories",
-                    help="one fit per same-category region, or one inclusive fit")
-    ls.add_argument("--min-events", type=float, default=200.0,
-                    help="regions with fewer events are not fitted (default 200)")
-    ls.add_argument("--variation", choices=("nominal", "uncorrected"), default="nominal",
-                    help="data/MC variation fitted (default nominal)")
+    ls.add_argument(
+        "--window",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=(75.0, 105.0),
+        help="fit window [GeV] (default 75 105)",
+    )
+    ls.add_argument(
+        "--mode",
+        choices=("categories", "inclusive"),
+        default="categories",
+        help="one fit per same-category region, or one inclusive fit",
+    )
+    ls.add_argument(
+        "--min-events",
+        type=float,
+        default=200.0,
+        help="regions with fewer events are not fitted (default 200)",
+    )
+    ls.add_argument(
+        "--variation",
+        choices=("nominal", "uncorrected"),
+        default="nominal",
+        help="data/MC variation fitted (default nominal)",
+    )
     ls.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
     _add_run_options(ls)
     ls.set_defaults(func=_cmd_lineshape)
@@ -609,19 +781,22 @@ def _add_validation_parsers(sub: Any) -> None:
         "systematics",
         help="systematic errors from refits with varied window, R9 boundary, Et, ID",
         description="Refit with each configured variation (mass window: refit; selection and "
-                    "category boundaries: refill + refit), take per source the largest shift "
-                    "per category and combine the sources; write systematics.json and "
-                    "corrections.json with escale/esmear = stat (+) syst.",
+        "category boundaries: refill + refit), take per source the largest shift "
+        "per category and combine the sources; write systematics.json and "
+        "corrections.json with escale/esmear = stat (+) syst.",
         epilog="Example: zcalib systematics --data d.root --mc m.root --categories "
-               "configs/cats_eta_r9.tsv --config syst.yaml --out output/step --step step1",
+        "configs/cats_eta_r9.tsv --config syst.yaml --out output/step --step step1",
         formatter_class=fmt,
     )
     _add_input_options(sy)
     sy.add_argument("--histograms", type=Path, help="nominal histograms (.npz; else filled)")
     sy.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
-    sy.add_argument("--config", type=Path,
-                    help="systematics YAML (variations, combine); default: two windows, R9 "
-                         "boundary 0.96->0.95, Et 30/25, tight ID")
+    sy.add_argument(
+        "--config",
+        type=Path,
+        help="systematics YAML (variations, combine); default: two windows, R9 "
+        "boundary 0.96->0.95, Et 30/25, tight ID",
+    )
     sy.add_argument("--selection", type=Path, help="nominal pair selection YAML")
     sy.add_argument("--out", type=Path, required=True, help="output folder")
     sy.add_argument("--step", default="step", help="step name used in the correction names")
@@ -633,30 +808,49 @@ def _add_validation_parsers(sub: Any) -> None:
         "stats",
         help="statistical validation with cabinetry/pyhf: pulls, goodness of fit, plots",
         description="Build a HistFactory workspace (data vs MC per region, free normalisations, "
-                    "MC stat, scale/smear shape nuisances whose steps are the derived "
-                    "escale/esmear), fit it with cabinetry and write stats.json, "
-                    "workspace.json and plots/stats/*.png to --out.",
+        "MC stat, scale/smear shape nuisances whose steps are the derived "
+        "escale/esmear), fit it with cabinetry and write stats.json, "
+        "workspace.json and plots/stats/*.png to --out.",
         epilog="Examples:\n  zcalib stats --data d.root --mc m.root --categories "
-               "configs/cats_eta_r9.tsv --corrections output/step/corrections.json "
-               "--out output/step\n  (add --variation uncorrected for the comparison before "
-               "correction: stats_uncorrected.json)",
+        "configs/cats_eta_r9.tsv --corrections output/step/corrections.json "
+        "--out output/step\n  (add --variation uncorrected for the comparison before "
+        "correction: stats_uncorrected.json)",
         formatter_class=fmt,
     )
     _add_input_options(st)
-    st.add_argument("--histograms", type=Path,
-                    help="histograms (.npz) already filled with the corrections applied")
+    st.add_argument(
+        "--histograms",
+        type=Path,
+        help="histograms (.npz) already filled with the corrections applied",
+    )
     st.add_argument("--categories", type=Path, help="categories TSV or YAML (with inputs)")
-    st.add_argument("--corrections", type=Path,
-                    help="the derivation's correctionlib file: applied when filling from "
-                         "inputs, and its escale/esmear are the nuisance steps")
+    st.add_argument(
+        "--corrections",
+        type=Path,
+        help="the derivation's correctionlib file: applied when filling from "
+        "inputs, and its escale/esmear are the nuisance steps",
+    )
     st.add_argument("--out", type=Path, required=True, help="output folder (derivation folder)")
-    st.add_argument("--variation", choices=("nominal", "uncorrected"), default="nominal",
-                    help="compare corrected (nominal) or uncorrected data and MC")
-    st.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=(80.0, 100.0),
-                    help="mass window [GeV] (default 80 100)")
+    st.add_argument(
+        "--variation",
+        choices=("nominal", "uncorrected"),
+        default="nominal",
+        help="compare corrected (nominal) or uncorrected data and MC",
+    )
+    st.add_argument(
+        "--window",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=(80.0, 100.0),
+        help="mass window [GeV] (default 80 100)",
+    )
     st.add_argument("--bin-width", type=float, default=1.0, help="bin width [GeV] (default 1)")
-    st.add_argument("--regions", default="diagonal",
-                    help="'diagonal' (same-category regions), 'all', or comma-separated codes")
+    st.add_argument(
+        "--regions",
+        default="diagonal",
+        help="'diagonal' (same-category regions), 'all', or comma-separated codes",
+    )
     st.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
     _add_run_options(st)
     st.set_defaults(func=_cmd_stats)
@@ -696,9 +890,14 @@ def _histograms_or_inputs(args: argparse.Namespace, steps: Sequence[Any] = ()) -
     if args.categories is None:
         msg = "filling histograms from inputs needs --categories (or give --histograms)"
         raise InvalidConfig(msg)
-    return build_histograms(dataset_config(args), load_categories(args.categories),
-                            options=run_options(args), weights=mc_weights(args),
-                            selection=_selection_from(args), corrections=tuple(steps))
+    return build_histograms(
+        dataset_config(args),
+        load_categories(args.categories),
+        options=run_options(args),
+        weights=mc_weights(args),
+        selection=_selection_from(args),
+        corrections=tuple(steps),
+    )
 
 
 def _cmd_lineshape(args: argparse.Namespace) -> int:
@@ -706,9 +905,13 @@ def _cmd_lineshape(args: argparse.Namespace) -> int:
     from zcalib.validation.lineshape import LineshapeConfig, run_lineshape
 
     try:
-        config = LineshapeConfig(window=tuple(args.window), mode=args.mode,
-                                 min_events=args.min_events, data_variation=args.variation,
-                                 mc_variation=args.variation)
+        config = LineshapeConfig(
+            window=tuple(args.window),
+            mode=args.mode,
+            min_events=args.min_events,
+            data_variation=args.variation,
+            mc_variation=args.variation,
+        )
     except ValueError as err:
         raise InvalidConfig(str(err)) from None
     hset = _histograms_or_inputs(args)
@@ -738,9 +941,18 @@ def _cmd_systematics(args: argparse.Namespace) -> int:
         hset = load_histograms(args.histograms)
     else:
         hset = build_histograms(cfg, scheme, options=opts, weights=weights, selection=selection)
-    res = run_systematics(hset, dataset_config=cfg, scheme=scheme, config=config,
-                          fit_config=fcfg, selection=selection, options=opts, weights=weights,
-                          out_dir=args.out, step=args.step)
+    res = run_systematics(
+        hset,
+        dataset_config=cfg,
+        scheme=scheme,
+        config=config,
+        fit_config=fcfg,
+        selection=selection,
+        options=opts,
+        weights=weights,
+        out_dir=args.out,
+        step=args.step,
+    )
     _print_systematics(res)
     _echo(f"wrote {', '.join(res.outputs.values())}")
     return EXIT_OK
@@ -756,18 +968,31 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         try:
             regions = tuple(int(x) for x in str(regions).split(",") if x.strip())
         except ValueError:
-            msg = (f"--regions {args.regions!r}: allowed: 'diagonal', 'all' or comma-separated "
-                   "region codes")
+            msg = (
+                f"--regions {args.regions!r}: allowed: 'diagonal', 'all' or comma-separated "
+                "region codes"
+            )
             raise InvalidConfig(msg) from None
-    config = StatsConfig(window=tuple(args.window), bin_width=args.bin_width, regions=regions,
-                         data_variation=args.variation, mc_variation=args.variation)
+    config = StatsConfig(
+        window=tuple(args.window),
+        bin_width=args.bin_width,
+        regions=regions,
+        data_variation=args.variation,
+        mc_variation=args.variation,
+    )
     steps: tuple[Any, ...] = ()
     if args.corrections is not None and args.histograms is None:
         steps = tuple(load_correction_steps(args.corrections))
     hset = _histograms_or_inputs(args, steps)
     name = "stats" if args.variation == "nominal" else f"stats_{args.variation}"
-    res = run_stats(hset, args.out, config=config, corrections=args.corrections,
-                    plots=not args.no_plots, name=name)
+    res = run_stats(
+        hset,
+        args.out,
+        config=config,
+        corrections=args.corrections,
+        plots=not args.no_plots,
+        name=name,
+    )
     _print_stats(res)
     _echo(f"wrote {res.outputs['stats']}")
     return EXIT_OK
@@ -780,19 +1005,36 @@ def _print_lineshape(res: Any) -> None:
     from rich.table import Table
 
     table = Table(title="lineshape (BW x CB) vs template fit")
-    for col in ("region", "peak data", "peak MC", "sigma data", "scale", "template",
-                "pull", "smear", "template", "pull"):
+    for col in (
+        "region",
+        "peak data",
+        "peak MC",
+        "sigma data",
+        "scale",
+        "template",
+        "pull",
+        "smear",
+        "template",
+        "pull",
+    ):
         table.add_column(col, justify="left" if col == "region" else "right")
 
     def f(v: float, spec: str = ".4f") -> str:
         return "-" if math.isnan(v) else format(v, spec)
 
     for r in res.rows:
-        table.add_row(r.name, f"{r.data.peak:.3f}±{r.data.peak_err:.3f}",
-                      f(r.mc.peak, ".3f") if r.mc else "-", f"{r.data.sigma:.3f}",
-                      f"{r.scale:.4f}±{r.scale_err:.4f}", f(r.template_scale),
-                      f(r.scale_pull, "+.2f"), f(r.smear), f(r.template_smear),
-                      f(r.smear_pull, "+.2f"))
+        table.add_row(
+            r.name,
+            f"{r.data.peak:.3f}±{r.data.peak_err:.3f}",
+            f(r.mc.peak, ".3f") if r.mc else "-",
+            f"{r.data.sigma:.3f}",
+            f"{r.scale:.4f}±{r.scale_err:.4f}",
+            f(r.template_scale),
+            f(r.scale_pull, "+.2f"),
+            f(r.smear),
+            f(r.template_smear),
+            f(r.smear_pull, "+.2f"),
+        )
     Console().print(table)
 
 
@@ -803,11 +1045,18 @@ def _print_systematics(res: Any) -> None:
     table = Table(title=f"systematics ({res.combine} of sources)")
     for col in ("category", "value", "stat", "syst", *res.scale_by_source):
         table.add_column(col, justify="left" if col == "category" else "right")
-    for fits, syst, by in ((res.nominal.scales, res.scale_syst, res.scale_by_source),
-                           (res.nominal.smears, res.smear_syst, res.smear_by_source)):
+    for fits, syst, by in (
+        (res.nominal.scales, res.scale_syst, res.scale_by_source),
+        (res.nominal.smears, res.smear_syst, res.smear_by_source),
+    ):
         for k, c in enumerate(fits):
-            table.add_row(c.label, f"{c.value:.5f}", f"{c.total_stat:.5f}", f"{syst[k]:.5f}",
-                          *(f"{v[k]:.5f}" for v in by.values()))
+            table.add_row(
+                c.label,
+                f"{c.value:.5f}",
+                f"{c.total_stat:.5f}",
+                f"{syst[k]:.5f}",
+                *(f"{v[k]:.5f}" for v in by.values()),
+            )
     Console().print(table)
 
 
@@ -815,13 +1064,20 @@ def _print_stats(res: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"cabinetry/pyhf validation: GOF p = {res.gof_pvalue:.3g} "
-                        f"({res.n_dof} dof); compatible: {'yes' if res.compatible else 'NO'}")
+    table = Table(
+        title=f"cabinetry/pyhf validation: GOF p = {res.gof_pvalue:.3g} "
+        f"({res.n_dof} dof); compatible: {'yes' if res.compatible else 'NO'}"
+    )
     for col in ("nuisance", "pull", "post-fit unc.", "significance", "step"):
         table.add_column(col, justify="left" if col == "nuisance" else "right")
     for p in res.pulls:
-        table.add_row(p.name + (" (at bound)" if p.at_bound else ""), f"{p.pull:+.2f}",
-                      f"{p.uncertainty:.2f}", f"{p.significance:+.1f}", f"{p.step:.2e}")
+        table.add_row(
+            p.name + (" (at bound)" if p.at_bound else ""),
+            f"{p.pull:+.2f}",
+            f"{p.uncertainty:.2f}",
+            f"{p.significance:+.1f}",
+            f"{p.step:.2e}",
+        )
     Console().print(table)
 
 
@@ -833,34 +1089,44 @@ def _add_plot_parsers(sub: Any) -> None:
         "validate",
         help="data (scales applied) vs MC (smearings applied) plots per plot category (pyval)",
         description="Draw corrected data against smeared MC for every plot category of a pyval "
-                    "TSV or YAML file (ratio pad, stat. and correction bands, chi2/ndf). Mass "
-                    "plots whose cuts follow the histogram cells come from --histograms; any "
-                    "other variable or cut is filled from the ntuples (--data/--mc). Writes "
-                    "<name>.png and validation.json to --out.",
+        "TSV or YAML file (ratio pad, stat. and correction bands, chi2/ndf). Mass "
+        "plots whose cuts follow the histogram cells come from --histograms; any "
+        "other variable or cut is filled from the ntuples (--data/--mc). Writes "
+        "<name>.png and validation.json to --out.",
         epilog="Examples:\n  zcalib validate --histograms output/demo/histograms.npz "
-               "--corrections output/demo/corrections.json \\\n"
-               "      --plot-cats configs/plot_cats_standard.tsv --out output/demo/validation "
-               "--scan\n  zcalib validate --data d.root --mc m.root --corrections "
-               "output/demo/corrections.json \\\n"
-               "      --plot-cats configs/plot_cats_kinematics.tsv --out output/demo/kinematics "
-               "--lumi-label '59.7 fb$^{-1}$ (13 TeV) 2018'",
+        "--corrections output/demo/corrections.json \\\n"
+        "      --plot-cats configs/plot_cats_standard.tsv --out output/demo/validation "
+        "--scan\n  zcalib validate --data d.root --mc m.root --corrections "
+        "output/demo/corrections.json \\\n"
+        "      --plot-cats configs/plot_cats_kinematics.tsv --out output/demo/kinematics "
+        "--lumi-label '59.7 fb$^{-1}$ (13 TeV) 2018'",
         formatter_class=fmt,
     )
     _add_input_options(v)
     v.add_argument("--plot-cats", type=Path, required=True, help="plot categories TSV or YAML")
     v.add_argument("--histograms", type=Path, help="pair-mass histograms of the derivation")
-    v.add_argument("--corrections", type=Path,
-                   help="correctionlib file of the derivation (scales for data, smearings for MC)")
+    v.add_argument(
+        "--corrections",
+        type=Path,
+        help="correctionlib file of the derivation (scales for data, smearings for MC)",
+    )
     v.add_argument("--out", type=Path, required=True, help="output folder")
     v.add_argument("--lumi-label", default="(13 TeV)", help="label right above the plot")
     v.add_argument("--data-title", default="Data", help="legend entry of the data")
     v.add_argument("--mc-title", default="Simulation", help="legend entry of the MC")
     v.add_argument("--cms-text", default="Work in progress", help="text after 'CMS'")
     v.add_argument("--binning", type=int, default=40, help="bins per plot (default 40)")
-    v.add_argument("--smear-seed", type=int, default=None,
-                   help="MC smearing seed (default: the histograms' seed, else 0)")
-    v.add_argument("--scan", action="store_true",
-                   help="also write NLL scans of the fit to OUT/scans (needs --histograms)")
+    v.add_argument(
+        "--smear-seed",
+        type=int,
+        default=None,
+        help="MC smearing seed (default: the histograms' seed, else 0)",
+    )
+    v.add_argument(
+        "--scan",
+        action="store_true",
+        help="also write NLL scans of the fit to OUT/scans (needs --histograms)",
+    )
     _add_run_options(v)
     v.set_defaults(func=_cmd_validate)
 
@@ -868,23 +1134,32 @@ def _add_plot_parsers(sub: Any) -> None:
         "scan",
         help="1D NLL scans of every fitted scale and smearing around the minimum",
         description="Fit the histograms, then scan the likelihood of each parameter around the "
-                    "minimum (others fixed at the minimum, or profiled with --profile) and draw "
-                    "it with the Hessian parabola. Writes scan_*.png, nll_scans.png and "
-                    "scans.json to --out (pymin --plot / --scan-nll).",
+        "minimum (others fixed at the minimum, or profiled with --profile) and draw "
+        "it with the Hessian parabola. Writes scan_*.png, nll_scans.png and "
+        "scans.json to --out (pymin --plot / --scan-nll).",
         epilog="Example: zcalib scan --histograms output/demo/histograms.npz "
-               "--categories configs/cats_eta_r9.tsv --out output/demo/scans",
+        "--categories configs/cats_eta_r9.tsv --out output/demo/scans",
         formatter_class=fmt,
     )
     sc.add_argument("--histograms", type=Path, required=True, help="saved histograms (.npz)")
     sc.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
     sc.add_argument("--out", type=Path, required=True, help="output folder")
     sc.add_argument("--points", type=int, default=31, help="points per scan (default 31)")
-    sc.add_argument("--width", type=float, default=3.0,
-                    help="scan half-width in Hessian errors (default 3)")
-    sc.add_argument("--profile", action="store_true",
-                    help="re-minimise the other parameters at each point (default: fixed)")
-    sc.add_argument("--parameters", nargs="+", default=None, metavar="NAME",
-                    help="parameters to scan, e.g. 'scale[0]' 'smear[3]' (default: all)")
+    sc.add_argument(
+        "--width", type=float, default=3.0, help="scan half-width in Hessian errors (default 3)"
+    )
+    sc.add_argument(
+        "--profile",
+        action="store_true",
+        help="re-minimise the other parameters at each point (default: fixed)",
+    )
+    sc.add_argument(
+        "--parameters",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="parameters to scan, e.g. 'scale[0]' 'smear[3]' (default: all)",
+    )
     _add_fit_options(sc)
     sc.set_defaults(func=_cmd_scan)
 
@@ -892,8 +1167,8 @@ def _add_plot_parsers(sub: Any) -> None:
         "report",
         help="one self-contained HTML page of a derivation folder",
         description="Write DIR/report.html: fit status and tables with errors, validation and "
-                    "NLL-scan summaries, every other JSON result, every PNG embedded, and the "
-                    "provenance of fit_result.json. Opens offline (no external resources).",
+        "NLL-scan summaries, every other JSON result, every PNG embedded, and the "
+        "provenance of fit_result.json. Opens offline (no external resources).",
         epilog="Example: zcalib report output/demo",
         formatter_class=fmt,
     )
@@ -917,13 +1192,26 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     seed = args.smear_seed
     if seed is None:
         seed = int((hset.metadata.get("smear_seed") or 0) if hset is not None else 0)
-    labels = PlotLabels(lumi_label=args.lumi_label, data_title=args.data_title,
-                        mc_title=args.mc_title, exp_text=args.cms_text)
-    res = run_validation(plots, args.out, histograms=hset, datasets=cfg, corrections=steps,
-                         weights=mc_weights(args) if ntuples else (), labels=labels,
-                         binning=args.binning, selection=SelectionConfig(id_level=args.id_level),
-                         options=run_options(args) if ntuples else None, smear_seed=seed,
-                         scan=args.scan)
+    labels = PlotLabels(
+        lumi_label=args.lumi_label,
+        data_title=args.data_title,
+        mc_title=args.mc_title,
+        exp_text=args.cms_text,
+    )
+    res = run_validation(
+        plots,
+        args.out,
+        histograms=hset,
+        datasets=cfg,
+        corrections=steps,
+        weights=mc_weights(args) if ntuples else (),
+        labels=labels,
+        binning=args.binning,
+        selection=SelectionConfig(id_level=args.id_level),
+        options=run_options(args) if ntuples else None,
+        smear_seed=seed,
+        scan=args.scan,
+    )
     for rec in res.plots:
         _echo(f"{rec['name']}: chi2/ndf = {rec['chi2']:.1f}/{rec['ndf']} ({rec['source']})")
     for rec in res.skipped:
@@ -940,13 +1228,23 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     scheme = load_categories(args.categories)
     config = fit_config(args, scheme)
     hset = load_histograms(args.histograms)
-    run = run_scans(hset, args.out, config=config, scheme=scheme, n_points=args.points,
-                    n_sigma=args.width, mode="profiled" if args.profile else "fixed",
-                    parameters=args.parameters)
+    run = run_scans(
+        hset,
+        args.out,
+        config=config,
+        scheme=scheme,
+        n_points=args.points,
+        n_sigma=args.width,
+        mode="profiled" if args.profile else "fixed",
+        parameters=args.parameters,
+    )
     for s in run.scans:
         lo, hi = s.crossing
-        crossing = (f"scan -{s.best - lo:.2g}/+{hi - s.best:.2g}"
-                    if lo is not None and hi is not None else "scan: no crossing")
+        crossing = (
+            f"scan -{s.best - lo:.2g}/+{hi - s.best:.2g}"
+            if lo is not None and hi is not None
+            else "scan: no crossing"
+        )
         _echo(f"{s.parameter}: {s.best:.6f} ± {s.sigma:.2g} (Hessian), {crossing}")
     _echo(f"wrote {len(run.paths)} files to {args.out}")
     return EXIT_OK
@@ -968,18 +1266,29 @@ def _add_chain_parsers(sub: Any) -> None:
         "run-divide",
         help="contiguous run bins with at least --min-events selected pairs each",
         description="Count selected data pairs per (run, lumi) and divide the data into "
-                    "contiguous run bins; writes OUT (YAML) and the pymin .dat next to it.",
+        "contiguous run bins; writes OUT (YAML) and the pymin .dat next to it.",
         epilog="Example: zcalib run-divide --data demo/data.root --min-events 10000 "
-               "--out output/run_bins.yaml",
+        "--out output/run_bins.yaml",
         formatter_class=fmt,
     )
     _add_input_options(rd)
-    rd.add_argument("--min-events", type=int, default=10_000,
-                    help="minimum selected pairs per bin (default 10000)")
-    rd.add_argument("--granularity", choices=("run", "lumi"), default="run",
-                    help="run: bins end at run boundaries; lumi: may split runs (default run)")
-    rd.add_argument("--corrections", type=Path,
-                    help="correctionlib file of prior steps applied before selecting")
+    rd.add_argument(
+        "--min-events",
+        type=int,
+        default=10_000,
+        help="minimum selected pairs per bin (default 10000)",
+    )
+    rd.add_argument(
+        "--granularity",
+        choices=("run", "lumi"),
+        default="run",
+        help="run: bins end at run boundaries; lumi: may split runs (default run)",
+    )
+    rd.add_argument(
+        "--corrections",
+        type=Path,
+        help="correctionlib file of prior steps applied before selecting",
+    )
     rd.add_argument("--out", type=Path, required=True, help="output YAML (and .dat)")
     _add_run_options(rd)
     rd.set_defaults(func=_cmd_run_divide)
@@ -988,21 +1297,33 @@ def _add_chain_parsers(sub: Any) -> None:
         "time-stability",
         help="scales per run bin x |eta| bin from median(MC)/median(data), with a plot",
         description="Derive the time-stability step: a correctionlib scale step with inputs "
-                    "run and AbsScEta, the legacy scales file, time_stability.json and the "
-                    "peak-vs-run plot (before/after) in --out.",
+        "run and AbsScEta, the legacy scales file, time_stability.json and the "
+        "peak-vs-run plot (before/after) in --out.",
         epilog="Example: zcalib time-stability --data d.root --mc m.root --run-bins "
-               "output/run_bins.yaml --out output/time_stability",
+        "output/run_bins.yaml --out output/time_stability",
         formatter_class=fmt,
     )
     _add_input_options(ts)
     ts.add_argument("--run-bins", type=Path, required=True, help="run bins (YAML or .dat)")
-    ts.add_argument("--window", type=float, nargs=2, metavar=("LO", "HI"), default=(80.0, 100.0),
-                    help="mass window of the medians [GeV] (default 80 100)")
-    ts.add_argument("--corrections", type=Path,
-                    help="correctionlib file of prior steps (data scales, MC smearing)")
+    ts.add_argument(
+        "--window",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=(80.0, 100.0),
+        help="mass window of the medians [GeV] (default 80 100)",
+    )
+    ts.add_argument(
+        "--corrections",
+        type=Path,
+        help="correctionlib file of prior steps (data scales, MC smearing)",
+    )
     ts.add_argument("--name", default="time_stability_scale", help="correction name")
-    ts.add_argument("--no-validate", action="store_true",
-                    help="skip the second pass (peaks after the correction)")
+    ts.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="skip the second pass (peaks after the correction)",
+    )
     ts.add_argument("--out", type=Path, required=True, help="output folder")
     _add_run_options(ts)
     ts.set_defaults(func=_cmd_time_stability)
@@ -1011,16 +1332,20 @@ def _add_chain_parsers(sub: Any) -> None:
         "combine",
         help="fold a step's scales into a scales file (pymin --combine-files)",
         description="Multiply the scales of a step (only-step or scales file) into a base "
-                    "scales file row by row for nested categories; write the combined file.",
+        "scales file row by row for nested categories; write the combined file.",
         epilog="Example: zcalib combine --scales output/time_stability/"
-               "time_stability_scales.dat --only-step output/step2/step2_only_step.tsv "
-               "--out output/combined_scales.dat",
+        "time_stability_scales.dat --only-step output/step2/step2_only_step.tsv "
+        "--out output/combined_scales.dat",
         formatter_class=fmt,
     )
     cb.add_argument("--scales", type=Path, required=True, help="base scales file")
     cb.add_argument("--only-step", type=Path, required=True, help="the step's scales file")
-    cb.add_argument("--error", choices=("step", "quadrature"), default="step",
-                    help="keep the step error (pymin) or combine both in quadrature")
+    cb.add_argument(
+        "--error",
+        choices=("step", "quadrature"),
+        default="step",
+        help="keep the step error (pymin) or combine both in quadrature",
+    )
     cb.add_argument("--out", type=Path, required=True, help="combined scales file")
     cb.set_defaults(func=_cmd_combine)
 
@@ -1028,19 +1353,28 @@ def _add_chain_parsers(sub: Any) -> None:
         "pipeline",
         help="run the whole derivation chain from a pipeline YAML (cached, resumable)",
         description="Run every step of a pipeline YAML in dependency order. Finished steps are "
-                    "cached by a hash of their inputs and skipped on rerun; an interrupted run "
-                    "resumes. Outputs: <output>/<step>/ and <output>/final/.",
+        "cached by a hash of their inputs and skipped on rerun; an interrupted run "
+        "resumes. Outputs: <output>/<step>/ and <output>/final/.",
         epilog="Examples:\n  zcalib pipeline configs/pipeline_demo.yaml\n"
-               "  zcalib pipeline configs/pipeline_demo.yaml --force step3\n"
-               "  zcalib pipeline configs/pipeline_demo.yaml --stop-after time_stability",
+        "  zcalib pipeline configs/pipeline_demo.yaml --force step3\n"
+        "  zcalib pipeline configs/pipeline_demo.yaml --stop-after time_stability",
         formatter_class=fmt,
     )
     pl.add_argument("config", type=Path, help="pipeline YAML")
-    pl.add_argument("--force", nargs="+", default=[], metavar="STEP",
-                    help="rerun these steps (and every step depending on them)")
+    pl.add_argument(
+        "--force",
+        nargs="+",
+        default=[],
+        metavar="STEP",
+        help="rerun these steps (and every step depending on them)",
+    )
     pl.add_argument("--stop-after", metavar="STEP", help="stop once this step is done")
-    pl.add_argument("--executor", choices=("iterative", "futures", "dask"), default=None,
-                    help="override the config's executor (results do not depend on it)")
+    pl.add_argument(
+        "--executor",
+        choices=("iterative", "futures", "dask"),
+        default=None,
+        help="override the config's executor (results do not depend on it)",
+    )
     pl.add_argument("--workers", type=int, default=None, help="override the worker count")
     pl.add_argument("--progress", action="store_true", help="show progress bars")
     pl.set_defaults(func=_cmd_pipeline)
@@ -1051,19 +1385,26 @@ def _loop_from(args: argparse.Namespace) -> Any:
     from zcalib.corrections.steps import load_correction_steps
 
     steps = () if args.corrections is None else tuple(load_correction_steps(args.corrections))
-    return ChainLoop(dataset_config(args), options=run_options(args),
-                     selection=_selection_from(args), weights=mc_weights(args),
-                     corrections=steps)
+    return ChainLoop(
+        dataset_config(args),
+        options=run_options(args),
+        selection=_selection_from(args),
+        weights=mc_weights(args),
+        corrections=steps,
+    )
 
 
 def _cmd_run_divide(args: argparse.Namespace) -> int:
     from zcalib.chain import run_divide
 
-    bins = run_divide(_loop_from(args), min_events=args.min_events,
-                      granularity=args.granularity, out=args.out)
+    bins = run_divide(
+        _loop_from(args), min_events=args.min_events, granularity=args.granularity, out=args.out
+    )
     pairs = [b.pairs or 0 for b in bins.bins]
-    _echo(f"{len(bins)} run bins ({bins.granularity} granularity), {min(pairs)}-{max(pairs)} "
-          f"selected pairs each; wrote {args.out} and {args.out.with_suffix('.dat')}")
+    _echo(
+        f"{len(bins)} run bins ({bins.granularity} granularity), {min(pairs)}-{max(pairs)} "
+        f"selected pairs each; wrote {args.out} and {args.out.with_suffix('.dat')}"
+    )
     return EXIT_OK
 
 
@@ -1071,11 +1412,19 @@ def _cmd_time_stability(args: argparse.Namespace) -> int:
     from zcalib.chain import load_run_bins, time_stability
 
     bins = load_run_bins(args.run_bins)
-    res, paths = time_stability(_loop_from(args), bins, args.out, window=tuple(args.window),
-                                name=args.name, validate=not args.no_validate)
+    res, paths = time_stability(
+        _loop_from(args),
+        bins,
+        args.out,
+        window=tuple(args.window),
+        name=args.name,
+        validate=not args.no_validate,
+    )
     chi = res.chi2()
-    text = (f"peak flatness chi2/ndf before {chi['before']['total_chi2']:.1f}/"
-            f"{chi['before']['total_ndf']}")
+    text = (
+        f"peak flatness chi2/ndf before {chi['before']['total_chi2']:.1f}/"
+        f"{chi['before']['total_ndf']}"
+    )
     if "after" in chi:
         text += f", after {chi['after']['total_chi2']:.1f}/{chi['after']['total_ndf']}"
     _echo(f"{len(bins)} run bins x {len(res.eta_bins)} |eta| bins: {text}")
@@ -1099,8 +1448,12 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         override["executor"] = args.executor
     if args.workers is not None:
         override["workers"] = args.workers
-    res = run_pipeline(load_pipeline(args.config), force=tuple(args.force),
-                       stop_after=args.stop_after, run_override=override)
+    res = run_pipeline(
+        load_pipeline(args.config),
+        force=tuple(args.force),
+        stop_after=args.stop_after,
+        run_override=override,
+    )
     for name, out in res.steps.items():
         state = "ran" if out.ran else "cached"
         _echo(f"{name:>16} [{out.type}] {state} ({out.wall_time_s:.1f} s)")
@@ -1108,8 +1461,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         _echo(f"wrote {', '.join(str(p) for p in res.final.values())}")
     else:
         _echo(f"stopped after {args.stop_after}: no final outputs yet")
-    _echo(f"pipeline: {len(res.ran)} step(s) ran, {len(res.skipped)} cached, "
-          f"{res.wall_time_s:.1f} s")
+    _echo(
+        f"pipeline: {len(res.ran)} step(s) ran, {len(res.skipped)} cached, {res.wall_time_s:.1f} s"
+    )
     return EXIT_OK
 
 

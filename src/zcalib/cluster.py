@@ -140,8 +140,8 @@ class SchedulerRecipe(_Recipe):
         None, description="Scheduler address, e.g. tcp://10.0.0.5:8786 or tls://localhost:8786."
     )
     scheduler_file: str | None = Field(
-        None, description="JSON file written by `dask scheduler --scheduler-file` (instead of "
-        "address)."
+        None,
+        description="JSON file written by `dask scheduler --scheduler-file` (instead of address).",
     )
     timeout_s: float = Field(30.0, gt=0, description="Seconds to wait for the connection.")
     wait_for_workers: int = Field(0, ge=0, description="Wait until this many workers joined.")
@@ -176,8 +176,9 @@ class _JobqueueRecipe(_Recipe):
     local_directory: str | None = Field(None, description="Worker scratch (e.g. $TMPDIR).")
     python: str | None = Field(None, description="Python on the worker nodes (default: this).")
     interface: str | None = Field(None, description="Network interface, e.g. ib0.")
-    death_timeout: int | None = Field(None, ge=1, description="Seconds a worker waits for the "
-                                      "scheduler before exiting.")
+    death_timeout: int | None = Field(
+        None, ge=1, description="Seconds a worker waits for the scheduler before exiting."
+    )
     job_script_prologue: tuple[str, ...] = Field(
         (), description="Shell lines run before the worker (e.g. 'source venv/bin/activate')."
     )
@@ -211,8 +212,15 @@ class _JobqueueRecipe(_Recipe):
             "worker_extra_args": list(self.worker_extra_args),
             "scheduler_options": dict(self.scheduler_options),
         }
-        for name in ("walltime", "job_name", "log_directory", "local_directory", "python",
-                     "interface", "death_timeout"):
+        for name in (
+            "walltime",
+            "job_name",
+            "log_directory",
+            "local_directory",
+            "python",
+            "interface",
+            "death_timeout",
+        ):
             value = getattr(self, name)
             if value is not None:
                 kw[name] = value
@@ -272,7 +280,9 @@ ClusterRecipe = Annotated[
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(ClusterRecipe)
 _MODELS: dict[str, type[BaseModel]] = {
-    "local": LocalRecipe, "scheduler": SchedulerRecipe, "htcondor": HTCondorRecipe,
+    "local": LocalRecipe,
+    "scheduler": SchedulerRecipe,
+    "htcondor": HTCondorRecipe,
     "slurm": SlurmRecipe,
 }
 
@@ -461,8 +471,7 @@ def _client_for(r: Any) -> Iterator[Any]:
         try:
             if r.wait_for_workers:
                 client.wait_for_workers(r.wait_for_workers, timeout=r.timeout_s)
-            log.info("connected to Dask scheduler %s (dashboard %s)", where,
-                     client.dashboard_link)
+            log.info("connected to Dask scheduler %s (dashboard %s)", where, client.dashboard_link)
             yield client
         finally:
             client.close()
@@ -471,15 +480,17 @@ def _client_for(r: Any) -> Iterator[Any]:
     try:
         if isinstance(r, HTCondorRecipe | SlurmRecipe):
             if r.adapt is not None:
-                cluster.adapt(minimum_jobs=r.adapt.minimum_jobs,
-                              maximum_jobs=r.adapt.maximum_jobs)
+                cluster.adapt(minimum_jobs=r.adapt.minimum_jobs, maximum_jobs=r.adapt.maximum_jobs)
             elif r.jobs:
                 cluster.scale(jobs=r.jobs)
         client = Client(cluster)
         try:
             if isinstance(r, LocalRecipe):
-                log.info("local Dask cluster with %d workers (dashboard %s)", r.workers,
-                         client.dashboard_link)
+                log.info(
+                    "local Dask cluster with %d workers (dashboard %s)",
+                    r.workers,
+                    client.dashboard_link,
+                )
             else:
                 log.info("%s cluster (dashboard %s)", r.kind, client.dashboard_link)
             yield client
@@ -493,8 +504,9 @@ def _prepare_workers(client: Any, env: WorkerEnv) -> None:
     if env.pip:
         from distributed import PipInstall
 
-        client.register_plugin(PipInstall(packages=list(env.pip),
-                                          pip_options=list(env.pip_options) or None))
+        client.register_plugin(
+            PipInstall(packages=list(env.pip), pip_options=list(env.pip_options) or None)
+        )
         log.info("workers pip-install %s", ", ".join(env.pip))
     if env.upload_package:
         from distributed.diagnostics.plugin import UploadFile

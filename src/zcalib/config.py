@@ -68,7 +68,9 @@ class DatasetSpec(_Frozen):
 
     name: str = Field(min_length=1, description="Dataset name (histogram `dataset` axis).")
     kind: Literal["data", "mc"] = Field(description="`data` or `mc`.")
-    files: tuple[str, ...] = Field(min_length=1, description="Input files (ROOT, or Parquet skims).")
+    files: tuple[str, ...] = Field(
+        min_length=1, description="Input files (ROOT, or Parquet skims)."
+    )
     treename: str | None = Field(None, description="Tree name (overrides the global one).")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form metadata.")
 

@@ -45,8 +45,18 @@ log = logging.getLogger(__name__)
 
 DEMO_N_DATA = 400_000
 DEMO_N_MC = 1_200_000
-_PACKAGES = ("zcalib", "coffea", "awkward", "uproot", "hist", "numpy", "scipy", "correctionlib",
-             "dask", "distributed")
+_PACKAGES = (
+    "zcalib",
+    "coffea",
+    "awkward",
+    "uproot",
+    "hist",
+    "numpy",
+    "scipy",
+    "correctionlib",
+    "dask",
+    "distributed",
+)
 
 
 def versions() -> dict[str, str]:
@@ -68,7 +78,9 @@ def _bins(cat: Category) -> dict[str, Any]:
     for name, (lo, hi) in cat.ranges().items():
         if (lo, hi) != (-math.inf, math.inf):
             out["abs_eta" if name == "eta" else name] = [
-                num(lo), num(hi - 1 if name == "run" else hi)]
+                num(lo),
+                num(hi - 1 if name == "run" else hi),
+            ]
     if cat.gain is not None:
         out["gain"] = cat.gain
     return out
@@ -110,22 +122,28 @@ def write_outputs(
     scale_err = [c.total_stat for c in result.scales]
     smear_err = [c.total_stat for c in result.smears]
     desc = f"zcalib {versions()['zcalib']} step '{step}' ({result.status})"
-    corr_scale = build_scale_correction(f"{step}_scale", scheme, scales, scale_err,
-                                        description=f"Data energy scale, {desc}")
-    corr_smear = build_smear_correction(f"{step}_smear", scheme, smears, smear_err,
-                                        description=f"MC extra smearing, {desc}")
+    corr_scale = build_scale_correction(
+        f"{step}_scale", scheme, scales, scale_err, description=f"Data energy scale, {desc}"
+    )
+    corr_smear = build_smear_correction(
+        f"{step}_smear", scheme, smears, smear_err, description=f"MC extra smearing, {desc}"
+    )
     paths = {
-        "corrections": write_correction_set(out / "corrections.json", [corr_scale, corr_smear],
-                                            description=desc),
+        "corrections": write_correction_set(
+            out / "corrections.json", [corr_scale, corr_smear], description=desc
+        ),
     }
     validate_file(paths["corrections"])
-    paths["scales"] = write_legacy(out / f"{step}_scales.dat", list(scheme.scale), scales,
-                                   scale_err, kind="scale")
-    paths["smearings"] = write_legacy(out / f"{step}_smearings.dat", list(scheme.smear), smears,
-                                      smear_err, kind="smear")
+    paths["scales"] = write_legacy(
+        out / f"{step}_scales.dat", list(scheme.scale), scales, scale_err, kind="scale"
+    )
+    paths["smearings"] = write_legacy(
+        out / f"{step}_smearings.dat", list(scheme.smear), smears, smear_err, kind="smear"
+    )
     record = fit_record(result, scheme, step=step, hset=hset, extra=extra)
-    paths["fit_result"] = atomic_write_text(out / "fit_result.json",
-                                            json.dumps(record, indent=2, sort_keys=False))
+    paths["fit_result"] = atomic_write_text(
+        out / "fit_result.json", json.dumps(record, indent=2, sort_keys=False)
+    )
     return paths
 
 
@@ -177,20 +195,24 @@ class DemoResult:
 def comparison_rows(result: FitResult, truth: dict[str, Any]) -> list[dict[str, Any]]:
     """Derived vs injected per category, with pulls ``(derived − injected) / σ_stat``."""
     rows = []
-    for kind, fits, inj in (("scale", result.scales, truth["scale"]),
-                            ("smear", result.smears, truth["smear"])):
+    for kind, fits, inj in (
+        ("scale", result.scales, truth["scale"]),
+        ("smear", result.smears, truth["smear"]),
+    ):
         for c, t in zip(fits, inj, strict=True):
             err = c.total_stat
-            rows.append({
-                "kind": kind,
-                "index": c.index,
-                "label": c.label,
-                "injected": float(t),
-                "derived": c.value,
-                "error": err,
-                "diff": c.value - float(t),
-                "pull": (c.value - float(t)) / err if err > 0 else math.nan,
-            })
+            rows.append(
+                {
+                    "kind": kind,
+                    "index": c.index,
+                    "label": c.label,
+                    "injected": float(t),
+                    "derived": c.value,
+                    "error": err,
+                    "diff": c.value - float(t),
+                    "pull": (c.value - float(t)) / err if err > 0 else math.nan,
+                }
+            )
     return rows
 
 
@@ -229,14 +251,21 @@ def run_demo(
     timings["generate_s"] = time.perf_counter() - t0
 
     scheme = default_categories()
-    cfg = dataset_config_from_files(data=[str(data_dir / "data.root")],
-                                    mc=[str(data_dir / "mc.root")])
+    cfg = dataset_config_from_files(
+        data=[str(data_dir / "data.root")], mc=[str(data_dir / "mc.root")]
+    )
     weights = (load_weight("pileup", _shipped("pileup_demo.json")),)
     t1 = time.perf_counter()
     hset = build_histograms(
-        cfg, scheme, weights=weights,
-        options=RunOptions(executor=executor, workers=workers, scheduler=scheduler,  # type: ignore[arg-type]
-                           progress=progress),
+        cfg,
+        scheme,
+        weights=weights,
+        options=RunOptions(
+            executor=executor,  # type: ignore[arg-type]
+            workers=workers,
+            scheduler=scheduler,
+            progress=progress,
+        ),
     )
     timings["histograms_s"] = time.perf_counter() - t1
     save_histograms(hset, out / "histograms.npz")
@@ -244,9 +273,14 @@ def run_demo(
     result = fit_histograms(hset, config or FitConfig(), scheme=scheme)
     timings["fit_s"] = time.perf_counter() - t2
     rows = comparison_rows(result, truth)
-    outputs = write_outputs(result, scheme, out, step="demo", hset=hset,
-                            extra={"demo": {"truth": str(truth_path), "comparison": rows,
-                                            "timings": timings}})
+    outputs = write_outputs(
+        result,
+        scheme,
+        out,
+        step="demo",
+        hset=hset,
+        extra={"demo": {"truth": str(truth_path), "comparison": rows, "timings": timings}},
+    )
     t3 = time.perf_counter()
     outputs.update(_demo_validation(hset, scheme, out, outputs["corrections"], config))
     timings["validation_s"] = time.perf_counter() - t3
@@ -254,7 +288,10 @@ def run_demo(
 
 
 def _demo_validation(
-    hset: HistogramSet, scheme: CategoryScheme, out: Path, corrections: Path,
+    hset: HistogramSet,
+    scheme: CategoryScheme,
+    out: Path,
+    corrections: Path,
     config: FitConfig | None,
 ) -> dict[str, Path]:
     """Data/MC plots (standard plot categories), NLL scans and the HTML report of the demo."""
@@ -262,8 +299,9 @@ def _demo_validation(
     from zcalib.validation import load_plot_categories, run_scans, run_validation, write_report
 
     plots = load_plot_categories(_shipped("plot_cats_standard.yaml", folder="configs"))
-    run_validation(plots, out / "validation", histograms=hset,
-                   corrections=load_correction_steps(corrections))
+    run_validation(
+        plots, out / "validation", histograms=hset, corrections=load_correction_steps(corrections)
+    )
     run_scans(hset, out / "scans", config=config, scheme=scheme)
     return {"report": write_report(out, title="zcalib demo derivation")}
 

@@ -195,11 +195,13 @@ def build_metrics(
         "events_per_s": rate,
         "events_per_s_per_worker": rate / used if rate is not None else None,
         "bytes_read": int(bytes_read) if bytes_read is not None else None,
-        "bytes_read_per_s": (bytes_read / wall_time_fill_s
-                             if bytes_read is not None and wall_time_fill_s > 0 else None),
+        "bytes_read_per_s": (
+            bytes_read / wall_time_fill_s
+            if bytes_read is not None and wall_time_fill_s > 0
+            else None
+        ),
         "columns_read": sorted(str(c) for c in columns),
-        "peak_rss_bytes_max": max((w["peak_rss_bytes"] for w in per_worker.values()),
-                                  default=None),
+        "peak_rss_bytes_max": max((w["peak_rss_bytes"] for w in per_worker.values()), default=None),
         "per_worker": per_worker,
         "skipped_files": list(skipped_files),
     }
@@ -227,8 +229,9 @@ def summary_line(metrics: Mapping[str, Any]) -> str:
     rate = metrics.get("events_per_s")
     text = (
         f"{metrics.get('events', 0):,} events in {metrics.get('wall_time_fill_s', 0.0):.1f} s "
-        f"({rate:,.0f} events/s)" if rate is not None else
-        f"{metrics.get('events', 0):,} events"
+        f"({rate:,.0f} events/s)"
+        if rate is not None
+        else f"{metrics.get('events', 0):,} events"
     )
     text += f" on {metrics.get('workers_used', 0)} worker(s), {metrics.get('chunks', 0)} chunks"
     restored = metrics.get("chunks_from_checkpoint") or 0

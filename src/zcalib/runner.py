@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 Executor = Literal["iterative", "futures", "dask"]
 EXECUTORS: tuple[str, ...] = ("iterative", "futures", "dask")
 
+
 def _skippable() -> tuple[type[BaseException], ...]:
     """Exceptions (anywhere in the cause chain) after which coffea skips a chunk or file when
     ``skip_bad_files`` is set: I/O errors and what uproot/pyarrow raise for corrupt files.
@@ -77,6 +78,7 @@ def _skippable() -> tuple[type[BaseException], ...]:
     from uproot.deserialization import DeserializationError
 
     return (OSError, ValueError, DeserializationError)
+
 
 _ID_RANK = {"none": 0, "loose": 1, "medium": 2, "tight": 3}
 
@@ -118,8 +120,12 @@ class RunOptions:
     @property
     def uses_dask(self) -> bool:
         """Whether the run goes through a Dask client."""
-        return (self.executor == "dask" or bool(self.scheduler) or self.recipe is not None
-                or self.client is not None)
+        return (
+            self.executor == "dask"
+            or bool(self.scheduler)
+            or self.recipe is not None
+            or self.client is not None
+        )
 
     def check(self) -> None:
         """Raise :class:`InvalidConfig` for inconsistent options (naming the option)."""
@@ -291,11 +297,13 @@ def build_histograms(
     schema = nanoaod_schema() if cfg.format == "nanoaod" else BaseSchema
     checkpointer = None
     if opts.checkpoint_dir is not None:
-        checkpointer = ChunkCheckpointer(opts.checkpoint_dir, processor_hash(proc), mb,
-                                         resume=opts.resume)
+        checkpointer = ChunkCheckpointer(
+            opts.checkpoint_dir, processor_hash(proc), mb, resume=opts.resume
+        )
     t1 = time.perf_counter()
-    run = run_processor(fileset, proc, fmt=cfg.format, schema=schema, options=opts,
-                        checkpointer=checkpointer)
+    run = run_processor(
+        fileset, proc, fmt=cfg.format, schema=schema, options=opts, checkpointer=checkpointer
+    )
     t_run = time.perf_counter() - t1
     out = run.out
 
@@ -314,7 +322,9 @@ def build_histograms(
         lost = sum(int(r["entries_lost"] or 0) for r in skipped)
         unknown = sum(r["entries_lost"] is None for r in skipped)
         log.warning(
-            "skipped %d bad input file(s), %d events lost%s: %s", len(skipped), lost,
+            "skipped %d bad input file(s), %d events lost%s: %s",
+            len(skipped),
+            lost,
             f" (+ {unknown} file(s) with unknown entries)" if unknown else "",
             "; ".join(f"{r['path']} ({r['reason']})" for r in skipped),
         )
@@ -351,10 +361,10 @@ def build_histograms(
         "format": cfg.format,
         "selection": sel.model_dump(),
         "binning": {"n_bins": mb.n_bins, "lo": mb.lo, "hi": mb.hi},
-        "weights": [{"name": w.name, "source": w.source, "correction": w.correction}
-                    for w in weights],
-        "corrections": [{"name": c.name, "kind": c.kind, "source": c.source}
-                        for c in corrections],
+        "weights": [
+            {"name": w.name, "source": w.source, "correction": w.correction} for w in weights
+        ],
+        "corrections": [{"name": c.name, "kind": c.kind, "source": c.source} for c in corrections],
         "smear_seed": smear_seed,
         "categories_source": scheme.source,
         "sumw": sumw,
@@ -369,8 +379,9 @@ def build_histograms(
             "dashboard": run.dashboard,
             "chunks": metrics["chunks"],
             "chunks_from_checkpoint": metrics["chunks_from_checkpoint"],
-            "coffea_metrics": {k: v for k, v in (run.metrics or {}).items()
-                               if isinstance(v, int | float)},
+            "coffea_metrics": {
+                k: v for k, v in (run.metrics or {}).items() if isinstance(v, int | float)
+            },
             "metrics": metrics,
             "metrics_path": str(opts.metrics_path) if opts.metrics_path is not None else None,
         },
@@ -381,8 +392,12 @@ def build_histograms(
         ]
     if opts.metrics_path is not None:
         write_metrics(opts.metrics_path, metrics)
-    log.info("filled histograms from %d events in %.2f s (%.0f events/s)",
-             n_events, t_run, n_events / max(t_run, 1e-9))
+    log.info(
+        "filled histograms from %d events in %.2f s (%.0f events/s)",
+        n_events,
+        t_run,
+        n_events / max(t_run, 1e-9),
+    )
     return HistogramSet(
         hist=out["hist"],
         categories=scheme.to_yaml_dict(),
@@ -406,8 +421,9 @@ def _fileset(cfg: DatasetConfig, infos: list[FileInfo]) -> dict[str, Any]:
     fileset: dict[str, Any] = {}
     for ds in cfg.datasets:
         if ds.name not in good:
-            log.warning("dataset '%s': no readable file left; it is missing from the histograms",
-                        ds.name)
+            log.warning(
+                "dataset '%s': no readable file left; it is missing from the histograms", ds.name
+            )
             continue
         fileset[ds.name] = {
             "files": {f: cfg.tree_of(ds) for f in good[ds.name]},
@@ -448,11 +464,13 @@ def _check_skims(
         s = prov.get("selection", {})
         source = prov.get("source", {})
         problems: list[tuple[str, Any, Any]] = []
-        for name, looser in (("min_et_lead", lambda a, b: a < b),
-                             ("min_et_sublead", lambda a, b: a < b),
-                             ("max_abs_eta", lambda a, b: a > b),
-                             ("exclude_crack", lambda a, b: b and not a),
-                             ("opposite_charge", lambda a, b: b and not a)):
+        for name, looser in (
+            ("min_et_lead", lambda a, b: a < b),
+            ("min_et_sublead", lambda a, b: a < b),
+            ("max_abs_eta", lambda a, b: a > b),
+            ("exclude_crack", lambda a, b: b and not a),
+            ("opposite_charge", lambda a, b: b and not a),
+        ):
             if name in s and looser(getattr(sel, name), s[name]):
                 problems.append((name, s[name], getattr(sel, name)))
         if "id_level" in s and _ID_RANK[sel.id_level] < _ID_RANK.get(s["id_level"], 0):
@@ -468,18 +486,28 @@ def _check_skims(
             )
             raise InvalidConfig(msg)
         if source.get("format") == "ecalelf" and sel.id_level == "loose":
-            msg = (f"{info.path}: skim of ECALELF input: id_level 'loose' is not available; "
-                   "allowed: none, medium, tight")
+            msg = (
+                f"{info.path}: skim of ECALELF input: id_level 'loose' is not available; "
+                "allowed: none, medium, tight"
+            )
             raise InvalidConfig(msg)
         kind = source.get("kind")
         if kind is not None and kind != kinds[info.dataset]:
-            msg = (f"{info.path}: skim of {kind} events listed in dataset '{info.dataset}' of "
-                   f"kind {kinds[info.dataset]}")
+            msg = (
+                f"{info.path}: skim of {kind} events listed in dataset '{info.dataset}' of "
+                f"kind {kinds[info.dataset]}"
+            )
             raise InvalidConfig(msg)
-        if (any(c.kind == "smear" for c in corrections) and kinds[info.dataset] == "mc"
-                and not prov.get("has_event_ids", True)):
-            log.warning("%s: skim without event ids: MC smearing uses random numbers keyed on "
-                        "skim rows, not those of the original files", info.path)
+        if (
+            any(c.kind == "smear" for c in corrections)
+            and kinds[info.dataset] == "mc"
+            and not prov.get("has_event_ids", True)
+        ):
+            log.warning(
+                "%s: skim without event ids: MC smearing uses random numbers keyed on "
+                "skim rows, not those of the original files",
+                info.path,
+            )
 
 
 def _skim_sumw(
@@ -511,8 +539,9 @@ def _runtime_losses(
     lost: dict[str, dict[str, Any]] = {}
 
     def add(path: str, dataset: str, n: int | None, reason: str) -> None:
-        rec = lost.setdefault(path, {"path": path, "dataset": dataset, "reason": [],
-                                     "entries_lost": 0})
+        rec = lost.setdefault(
+            path, {"path": path, "dataset": dataset, "reason": [], "entries_lost": 0}
+        )
         if reason not in rec["reason"]:
             rec["reason"].append(reason)
         if n is None or rec["entries_lost"] is None:
@@ -524,27 +553,35 @@ def _runtime_losses(
     for dataset, filename, start, stop, reason in sorted(failed):
         add(filename, dataset, stop - start, f"entries {start}-{stop}: {reason}")
         handled.add(f"{filename} (entries {start}-{stop}): {reason}")
+
     def cause(path: str) -> str:
-        said = [m.split("The last exception was: ", 1)[-1] for m in run.skip_messages
-                if path in m]
+        said = [m.split("The last exception was: ", 1)[-1] for m in run.skip_messages if path in m]
         return f" ({said[0]})" if said else " (see the worker logs)"
 
-    for item in sorted(set(run.chunks) - run.processed,
-                       key=lambda c: (c.filename, c.entrystart)):
-        add(item.filename, item.dataset, len(item),
+    for item in sorted(set(run.chunks) - run.processed, key=lambda c: (c.filename, c.entrystart)):
+        add(
+            item.filename,
+            item.dataset,
+            len(item),
             f"entries {item.entrystart}-{item.entrystop}: chunk could not be read after "
-            f"retries{cause(item.filename)}")
+            f"retries{cause(item.filename)}",
+        )
     chunked = {c.filename for c in run.chunks}
     for info in infos:
         if info.path not in chunked and run.maxchunks is None:
-            add(info.path, info.dataset, info.entries,
+            add(
+                info.path,
+                info.dataset,
+                info.entries,
                 "file could not be opened during the run, after passing the set-up checks"
-                + cause(info.path))
+                + cause(info.path),
+            )
     records = []
     for rec in lost.values():
         rec["reason"] = "; ".join(rec["reason"])
-        log.warning("skipping unreadable input (skip_bad_files): %s: %s", rec["path"],
-                    rec["reason"])
+        log.warning(
+            "skipping unreadable input (skip_bad_files): %s: %s", rec["path"], rec["reason"]
+        )
         records.append(rec)
     return records, errors - handled
 
@@ -626,12 +663,14 @@ def run_processor(
 
         if opts.client is not None:
             return _run_dask(make_runner, fileset, tracked, opts, opts.client)
-        with dask_client(recipe=opts.recipe, scheduler=opts.scheduler,
-                         workers=opts.workers) as client:
+        with dask_client(
+            recipe=opts.recipe, scheduler=opts.scheduler, workers=opts.workers
+        ) as client:
             return _run_dask(make_runner, fileset, tracked, opts, client)
     if opts.executor == "futures":
-        ex: Any = processor.FuturesExecutor(workers=opts.workers, status=opts.progress,
-                                            retries=opts.retries)
+        ex: Any = processor.FuturesExecutor(
+            workers=opts.workers, status=opts.progress, retries=opts.retries
+        )
     else:
         ex = processor.IterativeExecutor(status=opts.progress, retries=opts.retries)
     run = _call(make_runner(ex), fileset, tracked, opts)
@@ -732,8 +771,11 @@ def _sort_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
 def _find_message(err: BaseException) -> str | None:
     """The one-line cause of a failure inside coffea (file read errors), if recognisable."""
     text = str(err)
-    if ("Failed processing file" in text or "Failed creating nanoevents" in text
-            or "Failed to open file" in text):
+    if (
+        "Failed processing file" in text
+        or "Failed creating nanoevents" in text
+        or "Failed to open file" in text
+    ):
         return text.splitlines()[0][:500]
     return None
 
@@ -812,12 +854,17 @@ class ParquetChunkReader(processor.ProcessorABC):  # type: ignore[misc]
                     nbytes += rg.column(j).total_compressed_size
         table = pf.read_row_groups(groups, columns=columns, use_threads=False)
         table = table.slice(start - (first or 0), stop - start)
-        source = _Columns({name: ak.Array(table.column(name).to_numpy())
-                           for name in table.column_names})
-        source.metadata = {"uuid": str(meta.get("fileuuid") or path), "num_rows": len(table),
-                           "object_path": "pairs"}
-        chunk = NanoEventsFactory.from_preloaded(source, schemaclass=BaseSchema,
-                                                 metadata=meta).events()
+        source = _Columns(
+            {name: ak.Array(table.column(name).to_numpy()) for name in table.column_names}
+        )
+        source.metadata = {
+            "uuid": str(meta.get("fileuuid") or path),
+            "num_rows": len(table),
+            "object_path": "pairs",
+        }
+        chunk = NanoEventsFactory.from_preloaded(
+            source, schemaclass=BaseSchema, metadata=meta
+        ).events()
         out = self.inner.process(chunk)
         out[_PARQUET_BYTES_KEY] = nbytes
         return out
@@ -853,8 +900,12 @@ def processor_hash(proc: Any) -> str:
     """
     from zcalib.metrics import zcalib_version
 
-    state = {"processor": type(proc).__name__, "fields": _jsonable(proc),
-             "zcalib": zcalib_version(), "checkpoint_format": _CHECKPOINT_VERSION}
+    state = {
+        "processor": type(proc).__name__,
+        "fields": _jsonable(proc),
+        "zcalib": zcalib_version(),
+        "checkpoint_format": _CHECKPOINT_VERSION,
+    }
     text = json.dumps(state, sort_keys=True, default=repr)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
@@ -897,11 +948,20 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
         fp = self._fingerprints.get(filename)
         if fp is None:
             fp = self._fingerprints[filename] = file_fingerprint(filename)
-        key = json.dumps([self.config_hash, metadata["dataset"], filename,
-                          metadata.get("fileuuid", ""), fp, metadata["treename"]])
+        key = json.dumps(
+            [
+                self.config_hash,
+                metadata["dataset"],
+                filename,
+                metadata.get("fileuuid", ""),
+                fp,
+                metadata["treename"],
+            ]
+        )
         digest = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
-        name = (f"{Path(filename).stem}-{digest}-"
-                f"{metadata['entrystart']}-{metadata['entrystop']}.npz")
+        name = (
+            f"{Path(filename).stem}-{digest}-{metadata['entrystart']}-{metadata['entrystop']}.npz"
+        )
         return Path(self.directory) / self.config_hash[:16] / name
 
     def load(self, metadata: Any, processor_instance: Any) -> Any:
@@ -941,17 +1001,20 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
             "regions": [int(x) for x in h.axes["region"]],
             "cutflow": out.get("cutflow", {}),
             "sumw": out.get("sumw", {}),
-            "entries": int(m.get("entries", int(metadata["entrystop"]) -
-                                 int(metadata["entrystart"]))),
+            "entries": int(
+                m.get("entries", int(metadata["entrystop"]) - int(metadata["entrystart"]))
+            ),
             "columns": sorted(str(c) for c in m.get("columns", ())),
         }
         view = h.view(flow=True)
         p = self.path(metadata)
         with atomic_open(p, "wb") as fh:
-            np.savez_compressed(fh,  # type: ignore[arg-type]
-                                header=np.frombuffer(json.dumps(header).encode(), np.uint8),
-                                values=np.ascontiguousarray(view["value"]),
-                                variances=np.ascontiguousarray(view["variance"]))
+            np.savez_compressed(
+                fh,  # type: ignore[arg-type]
+                header=np.frombuffer(json.dumps(header).encode(), np.uint8),
+                values=np.ascontiguousarray(view["value"]),
+                variances=np.ascontiguousarray(view["variance"]),
+            )
 
     def _restore(
         self, header: dict[str, Any], values: Any, variances: Any, metadata: Mapping[str, Any]
@@ -962,12 +1025,13 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
             msg = "not a chunk file of this configuration"
             raise ValueError(msg)
         h = hist.Hist(
-            hist.axis.StrCategory(header["datasets"], name="dataset", label="Dataset",
-                                  growth=True),
-            hist.axis.StrCategory(header["variations"], name="variation", label="Variation",
-                                  growth=True),
-            hist.axis.IntCategory(header["regions"], name="region", label="Pair region",
-                                  growth=True),
+            hist.axis.StrCategory(header["datasets"], name="dataset", label="Dataset", growth=True),
+            hist.axis.StrCategory(
+                header["variations"], name="variation", label="Variation", growth=True
+            ),
+            hist.axis.IntCategory(
+                header["regions"], name="region", label="Pair region", growth=True
+            ),
             self.binning.axis(),
             storage=hist.storage.Weight(),
         )
@@ -979,14 +1043,27 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
         view["variance"] = variances
         fileuuid = str(metadata.get("fileuuid") or "")
         item = WorkItem(
-            metadata["dataset"], metadata["filename"], metadata["treename"],
-            int(metadata["entrystart"]), int(metadata["entrystop"]),
+            metadata["dataset"],
+            metadata["filename"],
+            metadata["treename"],
+            int(metadata["entrystart"]),
+            int(metadata["entrystop"]),
             uuid.UUID(fileuuid).bytes if fileuuid else b"",
         )
         return {
-            "out": {"hist": h, "cutflow": header["cutflow"], "sumw": header["sumw"],
-                    "errors": set(), "failed": set(), WORKERS_KEY: {}},
-            "metrics": {"entries": header["entries"], "processtime": 0.0,
-                        "columns": set(header["columns"]), "checkpointed": 1},
+            "out": {
+                "hist": h,
+                "cutflow": header["cutflow"],
+                "sumw": header["sumw"],
+                "errors": set(),
+                "failed": set(),
+                WORKERS_KEY: {},
+            },
+            "metrics": {
+                "entries": header["entries"],
+                "processtime": 0.0,
+                "columns": set(header["columns"]),
+                "checkpointed": 1,
+            },
             "processed": {item},
         }

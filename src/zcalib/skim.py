@@ -101,8 +101,9 @@ def skim_selection(
         min_et_lead=selection.min_et_lead * (1.0 - margin),
         min_et_sublead=selection.min_et_sublead * (1.0 - margin),
     )
-    mb = MassBinning(n_bins=binning.n_bins, lo=binning.lo * (1.0 - margin),
-                     hi=binning.hi * (1.0 + margin))
+    mb = MassBinning(
+        n_bins=binning.n_bins, lo=binning.lo * (1.0 - margin), hi=binning.hi * (1.0 + margin)
+    )
     return sel, mb
 
 
@@ -175,9 +176,13 @@ class SkimProcessor(ZeeProcessor):
             "failed": set(),
         }
         try:
-            lep = extract_leptons(events, self.fmt, id_level=self.selection.id_level,
-                                  available=self.available.get(dataset, {}),
-                                  column_map=self.column_map)
+            lep = extract_leptons(
+                events,
+                self.fmt,
+                id_level=self.selection.id_level,
+                available=self.available.get(dataset, {}),
+                column_map=self.column_map,
+            )
         except Exception as err:  # noqa: BLE001  (unreadable baskets surface here)
             reason = f"cannot read events ({err.__class__.__name__}: {err})"
             out["errors"].add(f"{where}: {reason}")
@@ -212,12 +217,22 @@ class SkimProcessor(ZeeProcessor):
         schema = self.schema(dataset)
         id_bits = lep.id_bits if lep.id_bits is not None else np.zeros_like(lep.gain)
         per_lepton = {
-            "energy": lep.energy, "eta": lep.eta, "sc_eta": lep.sc_eta, "phi": lep.phi,
-            "r9": lep.r9, "gain": lep.gain, "charge": lep.charge, "id": id_bits,
+            "energy": lep.energy,
+            "eta": lep.eta,
+            "sc_eta": lep.sc_eta,
+            "phi": lep.phi,
+            "r9": lep.r9,
+            "gain": lep.gain,
+            "charge": lep.charge,
+            "id": id_bits,
         }
         per_event = {
-            "run": lep.run, "lumi": lep.lumi, "event": lep.event, "weight": lep.weight,
-            "npu": lep.npu, "mass": mass,
+            "run": lep.run,
+            "lumi": lep.lumi,
+            "event": lep.event,
+            "weight": lep.weight,
+            "npu": lep.npu,
+            "mass": mass,
         }
         arrays = []
         for f in schema:
@@ -326,8 +341,14 @@ def skim(
 
     parts_dir = out / f".parts-{uuid.uuid4().hex[:12]}"
     proc = SkimProcessor(
-        fmt=cfg.format, categories={}, kinds=cfg.kinds(), available=available, selection=sel,
-        binning=mb, column_map=cfg.column_map, parts_dir=str(parts_dir.resolve()),
+        fmt=cfg.format,
+        categories={},
+        kinds=cfg.kinds(),
+        available=available,
+        selection=sel,
+        binning=mb,
+        column_map=cfg.column_map,
+        parts_dir=str(parts_dir.resolve()),
     )
     fileset: dict[str, Any] = {}
     for info in infos:
@@ -337,9 +358,15 @@ def skim(
     t1 = time.perf_counter()
     try:
         parts_dir.mkdir(parents=True, exist_ok=True)
-        run = run_processor(fileset, proc, fmt=cfg.format, schema=schema,
-                            options=RunOptions(**{**_fields(opts), "checkpoint_dir": None,
-                                                  "resume": False, "metrics_path": None}))
+        run = run_processor(
+            fileset,
+            proc,
+            fmt=cfg.format,
+            schema=schema,
+            options=RunOptions(
+                **{**_fields(opts), "checkpoint_dir": None, "resume": False, "metrics_path": None}
+            ),
+        )
         t_run = time.perf_counter() - t1
         skipped = [b.record() for b in pre.bad]
         errors = set(run.out["errors"])
@@ -359,10 +386,17 @@ def skim(
 
     n_events = sum(f.entries for f in files)
     metrics = build_metrics(
-        coffea_metrics=run.metrics, workers=run.workers, events=n_events,
-        wall_time_s=time.perf_counter() - t_start, wall_time_checks_s=t_checks,
-        wall_time_fill_s=t_run, executor=run.executor, chunksize=opts.chunksize,
-        n_workers=run.n_workers, dashboard=run.dashboard, skipped_files=skipped,
+        coffea_metrics=run.metrics,
+        workers=run.workers,
+        events=n_events,
+        wall_time_s=time.perf_counter() - t_start,
+        wall_time_checks_s=t_checks,
+        wall_time_fill_s=t_run,
+        executor=run.executor,
+        chunksize=opts.chunksize,
+        n_workers=run.n_workers,
+        dashboard=run.dashboard,
+        skipped_files=skipped,
         extra={"rows_written": sum(f.rows for f in files)},
     )
     write_metrics(out / "skim.metrics.json", metrics)
@@ -370,25 +404,51 @@ def skim(
         write_metrics(opts.metrics_path, metrics)
     datasets_yaml = _write_datasets_yaml(out, cfg, files)
     record = out / "skim.json"
-    atomic_write_text(record, json.dumps({
-        "format": "zcalib-skim-set",
-        "format_version": SKIM_FORMAT_VERSION,
-        "zcalib_version": zcalib_version(),
-        "selection": sel.model_dump(),
-        "mass_window": [mb.lo, mb.hi],
-        "margin": margin,
-        "files": [{"path": str(f.path.relative_to(out)), "sha256": _sha256(f.path),
-                   **f.provenance} for f in files],
-        "skipped_files": skipped,
-        "datasets_yaml": datasets_yaml.name,
-    }, indent=2) + "\n")
+    atomic_write_text(
+        record,
+        json.dumps(
+            {
+                "format": "zcalib-skim-set",
+                "format_version": SKIM_FORMAT_VERSION,
+                "zcalib_version": zcalib_version(),
+                "selection": sel.model_dump(),
+                "mass_window": [mb.lo, mb.hi],
+                "margin": margin,
+                "files": [
+                    {
+                        "path": str(f.path.relative_to(out)),
+                        "sha256": _sha256(f.path),
+                        **f.provenance,
+                    }
+                    for f in files
+                ],
+                "skipped_files": skipped,
+                "datasets_yaml": datasets_yaml.name,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
     if skipped:
-        log.warning("skim: skipped %d bad input file(s): %s", len(skipped),
-                    "; ".join(f"{r['path']} ({r['reason']})" for r in skipped))
-    log.info("skimmed %d events into %d pairs (%d files) in %.1f s", n_events,
-             sum(f.rows for f in files), len(files), t_run)
-    return SkimResult(files=files, datasets_yaml=datasets_yaml, record=record, metrics=metrics,
-                      skipped_files=skipped)
+        log.warning(
+            "skim: skipped %d bad input file(s): %s",
+            len(skipped),
+            "; ".join(f"{r['path']} ({r['reason']})" for r in skipped),
+        )
+    log.info(
+        "skimmed %d events into %d pairs (%d files) in %.1f s",
+        n_events,
+        sum(f.rows for f in files),
+        len(files),
+        t_run,
+    )
+    return SkimResult(
+        files=files,
+        datasets_yaml=datasets_yaml,
+        record=record,
+        metrics=metrics,
+        skipped_files=skipped,
+    )
 
 
 def _fields(opts: RunOptions) -> dict[str, Any]:
@@ -400,8 +460,9 @@ def _fields(opts: RunOptions) -> dict[str, Any]:
 def _failed_records(failed: set[tuple[str, str, int, int, str]]) -> list[dict[str, Any]]:
     by_file: dict[str, dict[str, Any]] = {}
     for dataset, filename, start, stop, reason in sorted(failed):
-        rec = by_file.setdefault(filename, {"path": filename, "dataset": dataset, "reason": [],
-                                            "entries_lost": 0})
+        rec = by_file.setdefault(
+            filename, {"path": filename, "dataset": dataset, "reason": [], "entries_lost": 0}
+        )
         rec["reason"].append(f"entries {start}-{stop}: {reason}")
         rec["entries_lost"] += stop - start
     return [{**r, "reason": "; ".join(r["reason"])} for r in by_file.values()]
@@ -477,16 +538,31 @@ def _merge(
         schema = proc.schema(info.dataset).with_metadata(
             {SKIM_METADATA_KEY: json.dumps(provenance)}
         )
-        with (atomic_open(target, "wb") as fh,
-              pq.ParquetWriter(fh, schema, compression=_COMPRESSION) as writer):
+        with (
+            atomic_open(target, "wb") as fh,
+            pq.ParquetWriter(fh, schema, compression=_COMPRESSION) as writer,
+        ):
             for _, _, path, n in chunks:
                 if n:
-                    writer.write_table(pq.read_table(path).replace_schema_metadata(
-                        schema.metadata), row_group_size=ROW_GROUP_SIZE)
-        atomic_write_text(target.with_name(target.name + ".json"), json.dumps(
-            {"path": target.name, "sha256": _sha256(target), **provenance}, indent=2) + "\n")
-        files.append(SkimFile(path=target, dataset=info.dataset, source=info.path, rows=rows,
-                              entries=entries, provenance=provenance))
+                    writer.write_table(
+                        pq.read_table(path).replace_schema_metadata(schema.metadata),
+                        row_group_size=ROW_GROUP_SIZE,
+                    )
+        atomic_write_text(
+            target.with_name(target.name + ".json"),
+            json.dumps({"path": target.name, "sha256": _sha256(target), **provenance}, indent=2)
+            + "\n",
+        )
+        files.append(
+            SkimFile(
+                path=target,
+                dataset=info.dataset,
+                source=info.path,
+                rows=rows,
+                entries=entries,
+                provenance=provenance,
+            )
+        )
     return files
 
 
@@ -497,8 +573,9 @@ def _write_datasets_yaml(out: Path, cfg: DatasetConfig, files: list[SkimFile]) -
         keep = [str(f.path.relative_to(out)) for f in mine if f.rows > 0]
         for f in mine:
             if f.rows == 0:
-                log.warning("%s: no pair passed the skim selection; left out of %s", f.path,
-                            "datasets.yaml")
+                log.warning(
+                    "%s: no pair passed the skim selection; left out of %s", f.path, "datasets.yaml"
+                )
         if not keep:
             continue
         entry: dict[str, Any] = {"name": ds.name, "kind": ds.kind, "files": keep}

@@ -20,8 +20,9 @@ def drift_sample(tmp_path_factory):
     """120k data / 360k MC pairs, ECALELF, 1 % linear drift in run number."""
     from zcalib.generate import generate
 
-    return generate(tmp_path_factory.mktemp("drift"), n_data=120_000, n_mc=360_000, seed=11,
-                    drift=DRIFT)
+    return generate(
+        tmp_path_factory.mktemp("drift"), n_data=120_000, n_mc=360_000, seed=11, drift=DRIFT
+    )
 
 
 @pytest.fixture(scope="session")
@@ -29,18 +30,26 @@ def drift_sample_b(tmp_path_factory):
     """An independent data sample with the same drift (validation of the time stability)."""
     from zcalib.generate import generate
 
-    return generate(tmp_path_factory.mktemp("drift_b"), n_data=120_000, n_mc=1_000, seed=12,
-                    drift=DRIFT)
+    return generate(
+        tmp_path_factory.mktemp("drift_b"), n_data=120_000, n_mc=1_000, seed=12, drift=DRIFT
+    )
 
 
 def datasets_yaml(folder: Path, sample: Any) -> Path:
     """A dataset description of a generated sample."""
     p = folder / "datasets.yaml"
-    p.write_text(yaml.safe_dump({
-        "schema_version": 1, "format": "ecalelf",
-        "datasets": [{"name": "data", "kind": "data", "files": [str(sample.data)]},
-                     {"name": "mc", "kind": "mc", "files": [str(sample.mc)]}],
-    }))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "schema_version": 1,
+                "format": "ecalelf",
+                "datasets": [
+                    {"name": "data", "kind": "data", "files": [str(sample.data)]},
+                    {"name": "mc", "kind": "mc", "files": [str(sample.mc)]},
+                ],
+            }
+        )
+    )
     return p
 
 
@@ -56,8 +65,14 @@ def demo_steps(min_events: int = 5_000) -> list[dict[str, Any]]:
     return steps
 
 
-def write_pipeline(folder: Path, sample: Any, *, steps: list[dict[str, Any]] | None = None,
-                   output: Path | None = None, **extra: Any) -> Path:
+def write_pipeline(
+    folder: Path,
+    sample: Any,
+    *,
+    steps: list[dict[str, Any]] | None = None,
+    output: Path | None = None,
+    **extra: Any,
+) -> Path:
     """A pipeline YAML in ``folder`` over ``sample`` (the demo steps by default)."""
     folder.mkdir(parents=True, exist_ok=True)
     cfg: dict[str, Any] = {

@@ -21,20 +21,37 @@ def _run(argv, capsys):
 def test_run_divide_time_stability_combine(demo_ecalelf, tmp_path, capsys):
     data, mc = str(demo_ecalelf.data), str(demo_ecalelf.mc)
     bins = tmp_path / "run_bins.yaml"
-    rc, out, err = _run(["run-divide", "--data", data, "--min-events", "4000", "--out",
-                         str(bins), *LOOP], capsys)
+    rc, out, err = _run(
+        ["run-divide", "--data", data, "--min-events", "4000", "--out", str(bins), *LOOP], capsys
+    )
     assert rc == 0, err
     assert "run bins (run granularity)" in out
     assert bins.is_file()
     assert bins.with_suffix(".dat").is_file()
     ts = tmp_path / "ts"
-    rc, out, err = _run(["time-stability", "--data", data, "--mc", mc, "--run-bins", str(bins),
-                         "--out", str(ts), *LOOP], capsys)
+    rc, out, err = _run(
+        [
+            "time-stability",
+            "--data",
+            data,
+            "--mc",
+            mc,
+            "--run-bins",
+            str(bins),
+            "--out",
+            str(ts),
+            *LOOP,
+        ],
+        capsys,
+    )
     assert rc == 0, err
     assert "peak flatness chi2/ndf before" in out
-    assert {p.name for p in ts.iterdir()} >= {"corrections.json", "time_stability.json",
-                                              "time_stability.png",
-                                              "time_stability_scales.dat"}
+    assert {p.name for p in ts.iterdir()} >= {
+        "corrections.json",
+        "time_stability.json",
+        "time_stability.png",
+        "time_stability_scales.dat",
+    }
     step = tmp_path / "step.tsv"
     from zcalib.categories import load_categories
     from zcalib.corrections import write_only_step
@@ -42,8 +59,18 @@ def test_run_divide_time_stability_combine(demo_ecalelf, tmp_path, capsys):
     scheme = load_categories(CONFIGS / "cats_eta_r9.yaml")
     write_only_step(step, scheme, [1.01] * 8, [1e-4] * 8)
     combined = tmp_path / "combined.dat"
-    rc, out, err = _run(["combine", "--scales", str(ts / "time_stability_scales.dat"),
-                         "--only-step", str(step), "--out", str(combined)], capsys)
+    rc, out, err = _run(
+        [
+            "combine",
+            "--scales",
+            str(ts / "time_stability_scales.dat"),
+            "--only-step",
+            str(step),
+            "--out",
+            str(combined),
+        ],
+        capsys,
+    )
     assert rc == 0, err
     n_bins = len(yaml.safe_load(bins.read_text())["bins"])
     assert f"({n_bins * 8} rows)" in out
@@ -52,9 +79,21 @@ def test_run_divide_time_stability_combine(demo_ecalelf, tmp_path, capsys):
 def test_time_stability_bad_run_bins_exit_1(demo_ecalelf, tmp_path, capsys):
     bins = tmp_path / "bins.dat"
     bins.write_text("355000\t355100\n")
-    rc, _, err = _run(["time-stability", "--data", str(demo_ecalelf.data), "--mc",
-                       str(demo_ecalelf.mc), "--run-bins", str(bins), "--out",
-                       str(tmp_path / "ts"), *LOOP], capsys)
+    rc, _, err = _run(
+        [
+            "time-stability",
+            "--data",
+            str(demo_ecalelf.data),
+            "--mc",
+            str(demo_ecalelf.mc),
+            "--run-bins",
+            str(bins),
+            "--out",
+            str(tmp_path / "ts"),
+            *LOOP,
+        ],
+        capsys,
+    )
     assert rc == 1
     assert err.startswith(f"zcalib: error: {bins}: data run ")
     assert err.count("\n") == 1
@@ -62,10 +101,17 @@ def test_time_stability_bad_run_bins_exit_1(demo_ecalelf, tmp_path, capsys):
 
 
 def test_pipeline_cli_stop_resume_and_bad_config(demo_ecalelf, tmp_path, capsys):
-    steps = [{"name": "rd", "type": "run_divide", "min_events": 4000},
-             {"name": "ts", "type": "time_stability", "needs": ["rd"]},
-             {"name": "fit", "type": "fit", "categories": str(CONFIGS / "cats_eta_r9.yaml"),
-              "needs": ["ts"], "fit": {"min_data": 20, "min_mc": 40}}]
+    steps = [
+        {"name": "rd", "type": "run_divide", "min_events": 4000},
+        {"name": "ts", "type": "time_stability", "needs": ["rd"]},
+        {
+            "name": "fit",
+            "type": "fit",
+            "categories": str(CONFIGS / "cats_eta_r9.yaml"),
+            "needs": ["ts"],
+            "fit": {"min_data": 20, "min_mc": 40},
+        },
+    ]
     path = write_pipeline(tmp_path, demo_ecalelf, steps=steps)
     rc, out, err = _run(["pipeline", str(path), "--stop-after", "ts"], capsys)
     assert rc == 0, err
@@ -78,12 +124,14 @@ def test_pipeline_cli_stop_resume_and_bad_config(demo_ecalelf, tmp_path, capsys)
     assert rc == 0, err
     assert "pipeline: 2 step(s) ran, 1 cached" in out
     bad = tmp_path / "bad.yaml"
-    bad.write_text(path.read_text().replace("needs: [ts]", "needs: [tss]").replace(
-        "- ts\n", "- tss\n"))
+    bad.write_text(
+        path.read_text().replace("needs: [ts]", "needs: [tss]").replace("- ts\n", "- tss\n")
+    )
     rc, _, err = _run(["pipeline", str(bad)], capsys)
     assert rc == 1
-    assert err == (f"zcalib: error: {bad}: step 'fit' needs unknown step 'tss'; known steps: "
-                   "rd, ts, fit\n")
+    assert err == (
+        f"zcalib: error: {bad}: step 'fit' needs unknown step 'tss'; known steps: rd, ts, fit\n"
+    )
 
 
 @pytest.mark.parametrize("command", ["run-divide", "time-stability", "combine", "pipeline"])

@@ -27,8 +27,13 @@ def no_events(monkeypatch):
 
 
 def _fit(name, needs=(), **kw):
-    return {"name": name, "type": "fit", "categories": str(CONFIGS / "cats_eta_r9.yaml"),
-            "needs": list(needs), **kw}
+    return {
+        "name": name,
+        "type": "fit",
+        "categories": str(CONFIGS / "cats_eta_r9.yaml"),
+        "needs": list(needs),
+        **kw,
+    }
 
 
 def test_demo_config_is_valid():
@@ -39,13 +44,17 @@ def test_demo_config_is_valid():
 
 
 def test_order_follows_dependencies_then_file_order():
-    assert topological_order(["c", "a", "b"], {"c": ("b",), "a": (), "b": ("a",)},
-                             "p") == ("a", "b", "c")
+    assert topological_order(["c", "a", "b"], {"c": ("b",), "a": (), "b": ("a",)}, "p") == (
+        "a",
+        "b",
+        "c",
+    )
 
 
 def test_cyclic_dependency(tmp_path, demo_ecalelf, no_events):
-    path = write_pipeline(tmp_path, demo_ecalelf, steps=[
-        _fit("a", ["c"]), _fit("b", ["a"]), _fit("c", ["b"])])
+    path = write_pipeline(
+        tmp_path, demo_ecalelf, steps=[_fit("a", ["c"]), _fit("b", ["a"]), _fit("c", ["b"])]
+    )
     with pytest.raises(InvalidConfig) as err:
         load_pipeline(path)
     assert str(err.value) == f"{path}: steps form a dependency cycle: a -> c -> b -> a"
@@ -64,20 +73,26 @@ def test_unknown_category_scheme(tmp_path, demo_ecalelf, no_events):
     path = write_pipeline(tmp_path, demo_ecalelf, steps=steps)
     with pytest.raises(InvalidConfig) as err:
         load_pipeline(path)
-    assert str(err.value) == (f"{path}: step 'step2': categories file "
-                              f"{tmp_path / 'cats_nowhere.yaml'} not found (unknown category "
-                              "scheme)")
+    assert str(err.value) == (
+        f"{path}: step 'step2': categories file "
+        f"{tmp_path / 'cats_nowhere.yaml'} not found (unknown category "
+        "scheme)"
+    )
 
 
 def test_unknown_step_field_and_type(tmp_path, demo_ecalelf):
     path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a", window=[80, 100])])
     with pytest.raises(InvalidConfig) as err:
         load_pipeline(path)
-    assert str(err.value).startswith(f"{path}: field 'steps.0.fit.window': Extra inputs are "
-                                     "not permitted")
+    assert str(err.value).startswith(
+        f"{path}: field 'steps.0.fit.window': Extra inputs are not permitted"
+    )
     path = write_pipeline(tmp_path, demo_ecalelf, steps=[{"name": "a", "type": "magic"}])
-    with pytest.raises(InvalidConfig, match=r"field 'steps.0': Input tag 'magic' found using "
-                                            "'type' does not match any of the expected tags"):
+    with pytest.raises(
+        InvalidConfig,
+        match=r"field 'steps.0': Input tag 'magic' found using "
+        "'type' does not match any of the expected tags",
+    ):
         load_pipeline(path)
 
 
@@ -85,17 +100,20 @@ def test_closure_without_smearing_step(tmp_path, demo_ecalelf):
     path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a", closure=True)])
     with pytest.raises(InvalidConfig) as err:
         load_pipeline(path)
-    assert str(err.value) == (f"{path}: step 'a': closure MC smearing 'latest' needs a fit step "
-                              "deriving smearings among its dependencies (needs)")
+    assert str(err.value) == (
+        f"{path}: step 'a': closure MC smearing 'latest' needs a fit step "
+        "deriving smearings among its dependencies (needs)"
+    )
 
 
 def test_time_stability_without_run_bins(tmp_path, demo_ecalelf):
-    path = write_pipeline(tmp_path, demo_ecalelf,
-                          steps=[{"name": "ts", "type": "time_stability"}])
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=[{"name": "ts", "type": "time_stability"}])
     with pytest.raises(InvalidConfig) as err:
         load_pipeline(path)
-    assert str(err.value) == (f"{path}: step 'ts': time_stability needs run bins: a run_divide "
-                              "step in 'needs' or a 'run_bins' file")
+    assert str(err.value) == (
+        f"{path}: step 'ts': time_stability needs run bins: a run_divide "
+        "step in 'needs' or a 'run_bins' file"
+    )
 
 
 def _corrections_file(path, correction):
@@ -110,22 +128,34 @@ def test_correction_file_with_other_inputs(tmp_path, demo_ecalelf, no_events):
     from correctionlib import schemav2
 
     corr = schemav2.Correction(
-        name="EGMScale", version=1,
-        inputs=[schemav2.Variable(name="eta", type="real"),
-                schemav2.Variable(name="syst", type="string")],
+        name="EGMScale",
+        version=1,
+        inputs=[
+            schemav2.Variable(name="eta", type="real"),
+            schemav2.Variable(name="syst", type="string"),
+        ],
         output=schemav2.Variable(name="scale", type="real"),
-        data=schemav2.Category(nodetype="category", input="syst", content=[
-            schemav2.CategoryItem(key=k, value=1.0) for k in ("scale", "scale_up",
-                                                              "scale_down")]))
+        data=schemav2.Category(
+            nodetype="category",
+            input="syst",
+            content=[
+                schemav2.CategoryItem(key=k, value=1.0) for k in ("scale", "scale_up", "scale_down")
+            ],
+        ),
+    )
     file = _corrections_file(tmp_path / "egm.json", corr)
-    path = write_pipeline(tmp_path, demo_ecalelf, steps=[
-        {"name": "prior", "type": "corrections", "file": str(file)}, _fit("a", ["prior"])])
+    path = write_pipeline(
+        tmp_path,
+        demo_ecalelf,
+        steps=[{"name": "prior", "type": "corrections", "file": str(file)}, _fit("a", ["prior"])],
+    )
     with pytest.raises(InvalidConfig) as err:
         run_pipeline(load_pipeline(path))
     assert str(err.value) == (
         f"{file}: correction 'EGMScale' needs inputs [eta, syst]; zcalib provides run, "
         "AbsScEta, ScEta, r9, pt, seedGain, syst (is this a payload for another "
-        "era/convention?)")
+        "era/convention?)"
+    )
 
 
 def test_correction_file_for_another_era(tmp_path, demo_ecalelf, no_events):
@@ -133,30 +163,43 @@ def test_correction_file_for_another_era(tmp_path, demo_ecalelf, no_events):
     from zcalib.categories import Category, build_scheme
     from zcalib.corrections import build_scale_correction
 
-    cats = [Category("scale", i, run=(float(lo), float(hi) + 1), eta=(0, 2.5))
-            for i, (lo, hi) in enumerate(((315000, 315999), (316000, 316999)))]
-    corr = build_scale_correction("ts2018", build_scheme(cats, []), [1.0, 1.0], [0.0, 0.0],
-                                  description="2018")
+    cats = [
+        Category("scale", i, run=(float(lo), float(hi) + 1), eta=(0, 2.5))
+        for i, (lo, hi) in enumerate(((315000, 315999), (316000, 316999)))
+    ]
+    corr = build_scale_correction(
+        "ts2018", build_scheme(cats, []), [1.0, 1.0], [0.0, 0.0], description="2018"
+    )
     file = _corrections_file(tmp_path / "ts2018.json", corr)
-    path = write_pipeline(tmp_path, demo_ecalelf, steps=[
-        {"name": "prior", "type": "corrections", "file": str(file)}, _fit("a", ["prior"])])
+    path = write_pipeline(
+        tmp_path,
+        demo_ecalelf,
+        steps=[{"name": "prior", "type": "corrections", "file": str(file)}, _fit("a", ["prior"])],
+    )
     with pytest.raises(InvalidConfig) as err:
         run_pipeline(load_pipeline(path))
-    assert str(err.value) == (f"{file}: correction 'ts2018' is binned in runs 315000-316999 but "
-                              "the data hold runs 355000-356000 (a payload for another era?)")
+    assert str(err.value) == (
+        f"{file}: correction 'ts2018' is binned in runs 315000-316999 but "
+        "the data hold runs 355000-356000 (a payload for another era?)"
+    )
 
 
 def test_run_bins_file_not_covering_the_data(tmp_path, demo_ecalelf, no_events):
     bins = tmp_path / "bins.yaml"
     bins.write_text(yaml.safe_dump({"bins": [{"runs": [355000, 355400]}]}))
-    path = write_pipeline(tmp_path, demo_ecalelf, steps=[
-        {"name": "ts", "type": "time_stability", "run_bins": str(bins)}])
+    path = write_pipeline(
+        tmp_path,
+        demo_ecalelf,
+        steps=[{"name": "ts", "type": "time_stability", "run_bins": str(bins)}],
+    )
     with pytest.raises(InputError) as err:
         run_pipeline(load_pipeline(path))
     msg = str(err.value)
     assert msg.startswith(f"{bins}: data run 3554")
-    assert msg.endswith(f"in {demo_ecalelf.data} is outside every run bin (bins cover "
-                        "355000-355400, 1 bins); rerun run-divide on these data")
+    assert msg.endswith(
+        f"in {demo_ecalelf.data} is outside every run bin (bins cover "
+        "355000-355400, 1 bins); rerun run-divide on these data"
+    )
 
 
 def test_unknown_force_and_stop_after(tmp_path, demo_ecalelf, no_events):
@@ -169,24 +212,36 @@ def test_unknown_force_and_stop_after(tmp_path, demo_ecalelf, no_events):
 def test_partially_overlapping_scale_categories(tmp_path, demo_ecalelf, no_events):
     """The combined legacy file needs nested categories: checked at set-up."""
     other = tmp_path / "cats_shifted.yaml"
-    other.write_text(yaml.safe_dump({"scale": [{"eta": [0, 0.8]}, {"eta": [0.8, 1.4442]},
-                                               {"eta": [1.566, 2.5]}]}))
-    path = write_pipeline(tmp_path, demo_ecalelf, steps=[
-        _fit("a"), {**_fit("b", ["a"]), "categories": str(other)}])
+    other.write_text(
+        yaml.safe_dump(
+            {"scale": [{"eta": [0, 0.8]}, {"eta": [0.8, 1.4442]}, {"eta": [1.566, 2.5]}]}
+        )
+    )
+    path = write_pipeline(
+        tmp_path, demo_ecalelf, steps=[_fit("a"), {**_fit("b", ["a"]), "categories": str(other)}]
+    )
     with pytest.raises(InvalidConfig) as err:
         run_pipeline(load_pipeline(path))
     assert str(err.value) == (
         f"{path}: the scale categories of step 'b' cannot be combined with the previous steps: "
         "(|eta| 0.8-1.4442) partially overlaps (|eta| 0-1 r9 0-0.96) of an earlier step; "
-        "categories of later steps must be nested in or contain the earlier ones")
+        "categories of later steps must be nested in or contain the earlier ones"
+    )
 
 
 def test_time_stability_on_lumi_split_bins(tmp_path, demo_ecalelf):
-    path = write_pipeline(tmp_path, demo_ecalelf, steps=[
-        {"name": "rd", "type": "run_divide", "granularity": "lumi"},
-        {"name": "ts", "type": "time_stability", "needs": ["rd"]}])
+    path = write_pipeline(
+        tmp_path,
+        demo_ecalelf,
+        steps=[
+            {"name": "rd", "type": "run_divide", "granularity": "lumi"},
+            {"name": "ts", "type": "time_stability", "needs": ["rd"]},
+        ],
+    )
     with pytest.raises(InvalidConfig) as err:
         load_pipeline(path)
-    assert str(err.value) == (f"{path}: step 'ts': time_stability needs whole-run bins but "
-                              "run_divide step 'rd' has granularity 'lumi' (the correction is "
-                              "keyed on 'run' only)")
+    assert str(err.value) == (
+        f"{path}: step 'ts': time_stability needs whole-run bins but "
+        "run_divide step 'rd' has granularity 'lumi' (the correction is "
+        "keyed on 'run' only)"
+    )

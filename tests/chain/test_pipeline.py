@@ -16,11 +16,19 @@ from zcalib.chain.pipeline import run_pipeline
 
 #: Outputs that must be byte-identical between runs (provenance files hold wall times).
 PHYSICS_FILES = (
-    "final/corrections.json", "final/scales.dat", "final/smearings.dat",
-    "run_divide/run_bins.yaml", "run_divide/run_bins.dat",
-    "time_stability/corrections.json", "time_stability/time_stability_scales.dat",
-    "step2/corrections.json", "step2/step2_scales.dat", "step2/step2_smearings.dat",
-    "zweights/corrections.json", "step3/corrections.json", "step4/corrections.json",
+    "final/corrections.json",
+    "final/scales.dat",
+    "final/smearings.dat",
+    "run_divide/run_bins.yaml",
+    "run_divide/run_bins.dat",
+    "time_stability/corrections.json",
+    "time_stability/time_stability_scales.dat",
+    "step2/corrections.json",
+    "step2/step2_scales.dat",
+    "step2/step2_smearings.dat",
+    "zweights/corrections.json",
+    "step3/corrections.json",
+    "step4/corrections.json",
     "step4/step4_only_step.tsv",
 )
 
@@ -41,16 +49,24 @@ def _bytes(res, names=PHYSICS_FILES):
 
 def test_outputs_of_every_step_and_final(chain_a):
     _, res, wall = chain_a
-    print(f"\npipeline wall time {wall:.1f} s; per step: "
-          + ", ".join(f"{n} {o.wall_time_s:.1f} s" for n, o in res.steps.items()))
+    print(
+        f"\npipeline wall time {wall:.1f} s; per step: "
+        + ", ".join(f"{n} {o.wall_time_s:.1f} s" for n, o in res.steps.items())
+    )
     assert res.ran == ("run_divide", "time_stability", "step2", "zweights", "step3", "step4")
     assert set(res.final) == {"corrections", "scales", "smearings", "summary"}
     from zcalib.corrections import validate_file
 
     model = validate_file(res.final["corrections"])
     names = [c.name for c in model.corrections]
-    assert names == ["time_stability_scale", "step2_scale", "step3_scale", "step4_scale",
-                     "step3_smear", "zweights"]
+    assert names == [
+        "time_stability_scale",
+        "step2_scale",
+        "step3_scale",
+        "step4_scale",
+        "step3_smear",
+        "zweights",
+    ]
     (compound,) = model.compound_corrections
     assert compound.name == "zcalib_scale_compound"
     assert compound.stack == names[:4]
@@ -78,21 +94,26 @@ def test_time_stability_removes_drift_in_the_chain(chain_a):
     _, res, _ = chain_a
     chi_b, ndf_b = res.steps["time_stability"].summary["chi2_before"]
     chi_a, ndf_a = res.steps["time_stability"].summary["chi2_after"]
-    print(f"\ntime stability (same events): chi2/ndf before {chi_b:.1f}/{ndf_b}, "
-          f"after {chi_a:.1f}/{ndf_a}")
+    print(
+        f"\ntime stability (same events): chi2/ndf before {chi_b:.1f}/{ndf_b}, "
+        f"after {chi_a:.1f}/{ndf_a}"
+    )
     assert chi_b / ndf_b > 5
     assert chi_a / ndf_a < 1.5
 
 
 def _electrons(data_path):
     t = uproot.open(data_path)["selected"].arrays(
-        ["runNumber", "etaSCEle", "R9Ele", "energy_ECAL_ele"], library="np")
+        ["runNumber", "etaSCEle", "R9Ele", "energy_ECAL_ele"], library="np"
+    )
     sl = slice(0, 2)
     run = np.repeat(t["runNumber"].astype(np.int64), 2)
     eta = np.abs(t["etaSCEle"][:, sl].astype(np.float64)).ravel()
     r9 = t["R9Ele"][:, sl].astype(np.float64).ravel()
-    pt = (t["energy_ECAL_ele"][:, sl].astype(np.float64) / np.cosh(
-        t["etaSCEle"][:, sl].astype(np.float64))).ravel()
+    pt = (
+        t["energy_ECAL_ele"][:, sl].astype(np.float64)
+        / np.cosh(t["etaSCEle"][:, sl].astype(np.float64))
+    ).ravel()
     keep = (pt > 20) & (eta < 2.5) & ~((eta > 1.4442) & (eta < 1.566))
     return run[keep], eta[keep], r9[keep], pt[keep]
 
@@ -126,11 +147,15 @@ def truth_pulls(res, truth, data_path):
     for k, inj in enumerate(truth["scale"]):
         sel = cats == k
         derived = float(np.mean(scale[sel] * drift[sel]))
-        sigma = math.sqrt(np.mean(errs["time_stability_scale"][sel]) ** 2 / n_bins
-                          + sum(np.mean(errs[n][sel]) ** 2 for n in fits))
+        sigma = math.sqrt(
+            np.mean(errs["time_stability_scale"][sel]) ** 2 / n_bins
+            + sum(np.mean(errs[n][sel]) ** 2 for n in fits)
+        )
         pulls.append((derived - inj) / sigma)
-        print(f"category {k}: injected {inj:.5f} derived {derived:.5f} +- {sigma:.5f} "
-              f"pull {pulls[-1]:+.2f}")
+        print(
+            f"category {k}: injected {inj:.5f} derived {derived:.5f} +- {sigma:.5f} "
+            f"pull {pulls[-1]:+.2f}"
+        )
     return np.array(pulls)
 
 
@@ -159,33 +184,52 @@ def test_closure_of_the_final_output(chain_a, drift_sample, tmp_path_factory):
     final = res.final["corrections"]
     steps = tuple(load_correction_steps(final))
     assert [s.kind for s in steps] == ["scale"] * 4 + ["smear"]
-    weights = (load_weight("pileup", ROOT / "corrections" / "pileup_demo.json"),
-               load_zweight_spec(final, "zweights", weight_name="zweights"))
+    weights = (
+        load_weight("pileup", ROOT / "corrections" / "pileup_demo.json"),
+        load_zweight_spec(final, "zweights", weight_name="zweights"),
+    )
     opts = RunOptions(executor="iterative", progress=False, chunksize=200_000)
     cfg = dataset_config_from_files(data=[str(drift_sample.data)], mc=[str(drift_sample.mc)])
     scheme = default_categories()
-    hset = build_histograms(cfg, scheme, weights=weights, corrections=steps, smear_seed=1,
-                            options=opts)
+    hset = build_histograms(
+        cfg, scheme, weights=weights, corrections=steps, smear_seed=1, options=opts
+    )
     assert {"zweights_up", "zweights_down", "pileup_up", "pileup_down"} <= set(hset.variations)
     fit = fit_histograms(hset, FitConfig(), scheme=scheme).raise_if_failed()
     # the floor: independent MC (as many pairs as data) smeared like the template
     other = generate(tmp_path_factory.mktemp("floor"), n_data=1_000, n_mc=120_000, seed=13)
-    pseudo = build_histograms(dataset_config_from_files(mc=[str(other.mc)]), scheme,
-                              weights=weights, corrections=steps[-1:], smear_seed=2,
-                              options=opts)
+    pseudo = build_histograms(
+        dataset_config_from_files(mc=[str(other.mc)]),
+        scheme,
+        weights=weights,
+        corrections=steps[-1:],
+        smear_seed=2,
+        options=opts,
+    )
     regions, counts, _ = pseudo.region_arrays("mc", "nominal")
     regions_t, mc_w, mc_w2 = hset.region_arrays("mc", "nominal")
     keep = np.isin(regions_t, regions)
-    floor = fit_arrays(np.clip(np.rint(counts), 0, None), mc_w[keep], mc_w2[keep], regions,
-                       hset.hist.axes["mass"].edges, scheme.cell_scale_index(),
-                       scheme.cell_smear_index(), FitConfig(), n_scale=8, n_smear=8)
+    floor = fit_arrays(
+        np.clip(np.rint(counts), 0, None),
+        mc_w[keep],
+        mc_w2[keep],
+        regions,
+        hset.hist.axes["mass"].edges,
+        scheme.cell_scale_index(),
+        scheme.cell_smear_index(),
+        FitConfig(),
+        n_scale=8,
+        n_smear=8,
+    )
     for c in fit.scales:
         print(f"closure {c.label}: scale-1 = {c.value - 1:+.5f} +- {c.total_stat:.5f}")
         assert abs(c.value - 1) < 3 * c.total_stat
     for c, f in zip(fit.smears, floor.smears, strict=True):
         err = math.hypot(c.total_stat, f.total_stat)
-        print(f"closure {c.label}: smear = {c.value:.5f} +- {c.total_stat:.5f} "
-              f"(MC-vs-MC floor {f.value:.5f} +- {f.total_stat:.5f})")
+        print(
+            f"closure {c.label}: smear = {c.value:.5f} +- {c.total_stat:.5f} "
+            f"(MC-vs-MC floor {f.value:.5f} +- {f.total_stat:.5f})"
+        )
         assert abs(c.value - f.value) < 3 * err
 
 
@@ -198,8 +242,7 @@ def test_rerun_skips_every_step_and_keeps_outputs(chain_a):
     assert _bytes(again) == before
 
 
-def test_interrupted_run_resumes_to_identical_outputs(chain_a, drift_sample, tmp_path,
-                                                      monkeypatch):
+def test_interrupted_run_resumes_to_identical_outputs(chain_a, drift_sample, tmp_path, monkeypatch):
     """Stop after the time stability, then crash inside step3, then resume."""
     import zcalib.chain.pipeline as pl
 

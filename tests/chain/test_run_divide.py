@@ -27,10 +27,14 @@ def test_counts_add_like_one_chunk():
     run, lumi = rng.integers(1, 20, 5000), rng.integers(1, 9, 5000)
     sel = rng.uniform(size=5000) < 0.6
     whole = RunLumiCounts.from_events(run, lumi, sel)
-    parts = RunLumiCounts.from_events(run[:1234], lumi[:1234], sel[:1234]) + \
-        RunLumiCounts.from_events(run[1234:], lumi[1234:], sel[1234:])
-    for a, b in ((whole.keys, parts.keys), (whole.total, parts.total),
-                 (whole.selected, parts.selected)):
+    parts = RunLumiCounts.from_events(
+        run[:1234], lumi[:1234], sel[:1234]
+    ) + RunLumiCounts.from_events(run[1234:], lumi[1234:], sel[1234:])
+    for a, b in (
+        (whole.keys, parts.keys),
+        (whole.total, parts.total),
+        (whole.selected, parts.selected),
+    ):
         np.testing.assert_array_equal(a, b)
 
 
@@ -68,12 +72,22 @@ def test_run_bins_validation():
 
 
 def test_files_round_trip(tmp_path):
-    bins = RunBins((RunBin(10, 12, pairs=7), RunBin(13, 13, 0, 40, pairs=3),
-                    RunBin(13, 20, 41, LUMI_ALL, pairs=9)), granularity="lumi", min_events=3)
+    bins = RunBins(
+        (
+            RunBin(10, 12, pairs=7),
+            RunBin(13, 13, 0, 40, pairs=3),
+            RunBin(13, 20, 41, LUMI_ALL, pairs=9),
+        ),
+        granularity="lumi",
+        min_events=3,
+    )
     y, d = bins.write(tmp_path / "bins.yaml")
     assert d.name == "bins.dat"
-    assert d.read_text().splitlines() == ["10\t12\t-1\t-1\t7", "13\t13\t0\t40\t3",
-                                          f"13\t20\t41\t{LUMI_ALL}\t9"]
+    assert d.read_text().splitlines() == [
+        "10\t12\t-1\t-1\t7",
+        "13\t13\t0\t40\t3",
+        f"13\t20\t41\t{LUMI_ALL}\t9",
+    ]
     for path in (y, d):
         back = load_run_bins(path)
         assert back.bins == bins.bins
@@ -120,4 +134,5 @@ def test_run_bins_not_covering_a_data_run(demo_ecalelf, tmp_path, monkeypatch):
         time_stability(ChainLoop(cfg, options=OPTS), load_run_bins(path), tmp_path / "ts")
     assert str(err.value) == (
         f"{path}: data run {first_missing} in {demo_ecalelf.data} is outside every run bin "
-        f"(bins cover {runs[0]}-355500, 2 bins); rerun run-divide on these data")
+        f"(bins cover {runs[0]}-355500, 2 bins); rerun run-divide on these data"
+    )

@@ -63,8 +63,13 @@ def test_time_stability_removes_the_drift_on_independent_data(derived, drift_sam
     loop_b = ChainLoop(cfg_b, options=OPTS)
     eta_bins = res.eta_bins
     before = fill_peaks(loop_b, bins, eta_bins, res.window, with_mc=False)
-    after = fill_peaks(loop_b.with_corrections((step_of(res, paths["corrections"]),)), bins,
-                       eta_bins, res.window, with_mc=False)
+    after = fill_peaks(
+        loop_b.with_corrections((step_of(res, paths["corrections"]),)),
+        bins,
+        eta_bins,
+        res.window,
+        with_mc=False,
+    )
     # derivation error of each bin: its data median error (the MC median error is common
     # to all run bins and does not affect the flatness)
     deriv_err = after.data * res.before.data_err / res.before.data
@@ -72,9 +77,11 @@ def test_time_stability_removes_the_drift_on_independent_data(derived, drift_sam
     chi_after = flatness_chi2(after.data, np.hypot(after.data_err, deriv_err))
     ratio_b = chi_before["total_chi2"] / chi_before["total_ndf"]
     ratio_a = chi_after["total_chi2"] / chi_after["total_ndf"]
-    print(f"\nindependent sample: chi2/ndf before {chi_before['total_chi2']:.1f}/"
-          f"{chi_before['total_ndf']} = {ratio_b:.2f}, after {chi_after['total_chi2']:.1f}/"
-          f"{chi_after['total_ndf']} = {ratio_a:.2f} (p = {chi_after['p_value']:.3f})")
+    print(
+        f"\nindependent sample: chi2/ndf before {chi_before['total_chi2']:.1f}/"
+        f"{chi_before['total_ndf']} = {ratio_b:.2f}, after {chi_after['total_chi2']:.1f}/"
+        f"{chi_after['total_ndf']} = {ratio_a:.2f} (p = {chi_after['p_value']:.3f})"
+    )
     assert ratio_b > 4
     assert chi_after["p_value"] > 0.001
     assert 0.5 < ratio_a < 1.5
@@ -95,7 +102,8 @@ def test_time_stability_files(derived):
         for e, (lo, hi) in enumerate(res.eta_bins):
             for run in (b.run_min, b.run_max):
                 assert ev.evaluate(run, 0.5 * (lo + hi), "scale") == pytest.approx(
-                    res.scales[r, e], rel=1e-12)
+                    res.scales[r, e], rel=1e-12
+                )
     assert ev.evaluate(bins.bins[0].run_min, 1.5, "scale") == 1.0  # the crack is neutral
     table = read_legacy(paths["scales"])
     assert len(table) == len(bins) * len(res.eta_bins)

@@ -59,9 +59,14 @@ def test_reweighted_mc_matches_data_and_pileup_still_applies(demo_ecalelf, tmp_p
     spec = load_zweight_spec(paths["corrections"], "zw", weight_name="zpt")
     # refill with the weights applied: MC fractions equal the data fractions in every bin
     weighted = ChainLoop(cfg, options=OPTS, weights=(pileup, spec))
-    out = run_loop(weighted, cfg, ZKinProcessor,
-                   eta_scheme(((0.0, 1.4442), (1.566, 1000.0)), "all"),
-                   pt_edges=edges[0], y_edges=edges[1])
+    out = run_loop(
+        weighted,
+        cfg,
+        ZKinProcessor,
+        eta_scheme(((0.0, 1.4442), (1.566, 1000.0)), "all"),
+        pt_edges=edges[0],
+        y_edges=edges[1],
+    )
     h = out["hist"]
     data = h[{"dataset": "data"}].values()
     mc = h[{"dataset": "mc"}].values()

@@ -34,29 +34,60 @@ class DaskProcesses:
     def _spawn(self, name: str, args: list[str]) -> None:
         log = (self.folder / f"{name}.log").open("wb")
         self.procs[name] = subprocess.Popen(
-            [str(DASK), *args], stdout=log, stderr=subprocess.STDOUT,
-            cwd=self.folder, env={**os.environ, "PYTHONWARNINGS": "ignore",
-                                 "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"},
+            [str(DASK), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.folder,
+            env={
+                **os.environ,
+                "PYTHONWARNINGS": "ignore",
+                "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s",
+            },
             start_new_session=True,
         )
 
     def start(self, n_workers: int = 2) -> DaskProcesses:
-        self._spawn("scheduler", [
-            "scheduler", "--host", "127.0.0.1", "--port", "0",
-            "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(self.scheduler_file),
-            "--idle-timeout", "600",
-        ])
+        self._spawn(
+            "scheduler",
+            [
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--scheduler-file",
+                str(self.scheduler_file),
+                "--idle-timeout",
+                "600",
+            ],
+        )
         deadline = time.monotonic() + STARTUP_S
         while not self.scheduler_file.is_file() or not self.scheduler_file.read_text().strip():
             self._check_alive("scheduler", deadline)
             time.sleep(0.1)
         self.address = json.loads(self.scheduler_file.read_text())["address"]
         for i in range(n_workers):
-            self._spawn(f"w{i}", [
-                "worker", self.address, "--name", f"w{i}", "--nthreads", "1", "--no-nanny",
-                "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "2GiB",
-                "--death-timeout", "60",
-            ])
+            self._spawn(
+                f"w{i}",
+                [
+                    "worker",
+                    self.address,
+                    "--name",
+                    f"w{i}",
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                    "--memory-limit",
+                    "2GiB",
+                    "--death-timeout",
+                    "60",
+                ],
+            )
         self.wait_for_workers(n_workers)
         return self
 

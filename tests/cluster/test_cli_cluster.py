@@ -31,8 +31,17 @@ def test_skip_bad_files_and_metrics(tmp_path, capsys):
     good = write_ecalelf(tmp_path / "good.root", n=2000)
     bad = corrupt_basket(write_ecalelf(tmp_path / "bad.root", n=1000, seed=4), "runNumber")
     out = tmp_path / "h.npz"
-    argv = ["histograms", "--data", str(good), str(bad), "--categories", CATS, "--out", str(out),
-            *ITER]
+    argv = [
+        "histograms",
+        "--data",
+        str(good),
+        str(bad),
+        "--categories",
+        CATS,
+        "--out",
+        str(out),
+        *ITER,
+    ]
     rc, _, err = _run(argv, capsys)
     assert rc == 1
     assert err.startswith(f"zcalib: error: {bad}: file is truncated or corrupt")
@@ -42,7 +51,8 @@ def test_skip_bad_files_and_metrics(tmp_path, capsys):
     assert rc == 0
     hs = load_histograms(out)
     assert [(r["path"], r["entries_lost"]) for r in hs.metadata["skipped_files"]] == [
-        (str(bad), 1000)]
+        (str(bad), 1000)
+    ]
     metrics = json.loads((tmp_path / "h.metrics.json").read_text())  # default: next to --out
     assert metrics["events"] == 2000
     assert metrics["skipped_files"] == hs.metadata["skipped_files"]
@@ -58,8 +68,18 @@ def test_skip_bad_files_and_metrics(tmp_path, capsys):
 def test_checkpoint_dir_and_resume(tmp_path, capsys):
     data = write_ecalelf(tmp_path / "d.root", n=6000)
     out = tmp_path / "h.npz"
-    base = ["histograms", "--data", str(data), "--categories", CATS, "--out", str(out),
-            "--chunksize", "2000", *ITER]
+    base = [
+        "histograms",
+        "--data",
+        str(data),
+        "--categories",
+        CATS,
+        "--out",
+        str(out),
+        "--chunksize",
+        "2000",
+        *ITER,
+    ]
     rc, _, _ = _run([*base, "--resume"], capsys)  # default checkpoint dir: <out>.checkpoints
     assert rc == 0
     assert len(list((tmp_path / "h.checkpoints").rglob("*.npz"))) == 3
@@ -79,18 +99,44 @@ def test_checkpoint_dir_and_resume(tmp_path, capsys):
 def test_skim_command_then_histograms(tmp_path, capsys):
     data = write_ecalelf(tmp_path / "d.root", n=3000)
     mc = write_ecalelf(tmp_path / "m.root", n=3000, seed=8)
-    rc, stdout, err = _run(["skim", "--data", str(data), "--mc", str(mc), "--out",
-                            str(tmp_path / "skims"), *ITER], capsys)
+    rc, stdout, err = _run(
+        ["skim", "--data", str(data), "--mc", str(mc), "--out", str(tmp_path / "skims"), *ITER],
+        capsys,
+    )
     assert rc == 0, err
     assert "datasets.yaml" in stdout
     yaml_path = tmp_path / "skims" / "datasets.yaml"
     out = tmp_path / "h.npz"
-    rc, _, err = _run(["histograms", "--datasets", str(yaml_path), "--categories", CATS,
-                       "--out", str(out), *ITER], capsys)
+    rc, _, err = _run(
+        [
+            "histograms",
+            "--datasets",
+            str(yaml_path),
+            "--categories",
+            CATS,
+            "--out",
+            str(out),
+            *ITER,
+        ],
+        capsys,
+    )
     assert rc == 0, err
     direct = tmp_path / "direct.npz"
-    rc, _, _ = _run(["histograms", "--data", str(data), "--mc", str(mc), "--categories", CATS,
-                     "--out", str(direct), *ITER], capsys)
+    rc, _, _ = _run(
+        [
+            "histograms",
+            "--data",
+            str(data),
+            "--mc",
+            str(mc),
+            "--categories",
+            CATS,
+            "--out",
+            str(direct),
+            *ITER,
+        ],
+        capsys,
+    )
     assert rc == 0
     a, b = load_histograms(direct), load_histograms(out)
     for kind in ("data", "mc"):
@@ -99,9 +145,21 @@ def test_skim_command_then_histograms(tmp_path, capsys):
         assert ra.tolist() == rb.tolist()
         assert (wa == wb).all()
     # a Parquet skim given directly on the command line
-    rc, _, err = _run(["histograms", "--data", str(tmp_path / "skims" / "data" / "d.parquet"),
-                       "--input-format", "parquet", "--categories", CATS, "--out",
-                       str(tmp_path / "p.npz"), *ITER], capsys)
+    rc, _, err = _run(
+        [
+            "histograms",
+            "--data",
+            str(tmp_path / "skims" / "data" / "d.parquet"),
+            "--input-format",
+            "parquet",
+            "--categories",
+            CATS,
+            "--out",
+            str(tmp_path / "p.npz"),
+            *ITER,
+        ],
+        capsys,
+    )
     assert rc == 0, err
 
 
@@ -109,8 +167,20 @@ def test_bad_recipe_is_exit_1(tmp_path, capsys):
     data = write_ecalelf(tmp_path / "d.root", n=500)
     recipe = tmp_path / "r.yaml"
     recipe.write_text("kind: slurm\ncores: 1\n")
-    rc, _, err = _run(["histograms", "--data", str(data), "--categories", CATS, "--out",
-                       str(tmp_path / "h.npz"), "--recipe", str(recipe), "--no-progress"],
-                      capsys)
+    rc, _, err = _run(
+        [
+            "histograms",
+            "--data",
+            str(data),
+            "--categories",
+            CATS,
+            "--out",
+            str(tmp_path / "h.npz"),
+            "--recipe",
+            str(recipe),
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert rc == 1
     assert err == f"zcalib: error: {recipe}: field 'memory': required for kind 'slurm'\n"

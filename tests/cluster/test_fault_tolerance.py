@@ -38,8 +38,9 @@ def test_skip_bad_files_reports_the_file_and_its_events(files, scheme):
     tmp, good = files
     bad = corrupt_basket(write_ecalelf(tmp / "bad.root", n=4000, seed=9), "runNumber")
     cfg = dataset_config_from_files(data=[str(good[0]), str(bad), str(good[1])])
-    hs = build_histograms(cfg, scheme, options=RunOptions(executor="iterative", progress=False,
-                                                          skip_bad_files=True))
+    hs = build_histograms(
+        cfg, scheme, options=RunOptions(executor="iterative", progress=False, skip_bad_files=True)
+    )
     (rec,) = hs.metadata["skipped_files"]
     assert rec["path"] == str(bad)
     assert rec["entries_lost"] == 4000
@@ -48,8 +49,9 @@ def test_skip_bad_files_reports_the_file_and_its_events(files, scheme):
     assert hs.cutflow["data"]["all"] == 6000
     assert [i["path"] for i in hs.metadata["inputs"]] == [str(good[0]), str(good[1])]
     assert hs.metadata["run"]["metrics"]["skipped_files"] == [rec]
-    only_good = build_histograms(dataset_config_from_files(data=[str(g) for g in good]), scheme,
-                                 options=ITER)
+    only_good = build_histograms(
+        dataset_config_from_files(data=[str(g) for g in good]), scheme, options=ITER
+    )
     assert_same_histograms(only_good, hs)
 
 
@@ -65,11 +67,16 @@ def test_every_bad_file_is_listed(files, scheme):
     lines = str(err.value).splitlines()
     assert lines[0].startswith("2 input files failed the checks")
     assert lines[1].startswith(f"  {truncated}: ")
-    assert lines[2] == f"  {empty}: file is empty (0 bytes); expected a ROOT file with tree 'selected'"
-    hs = build_histograms(cfg, scheme, options=RunOptions(executor="iterative", progress=False,
-                                                          skip_bad_files=True))
+    assert (
+        lines[2] == f"  {empty}: file is empty (0 bytes); expected a ROOT file with tree 'selected'"
+    )
+    hs = build_histograms(
+        cfg, scheme, options=RunOptions(executor="iterative", progress=False, skip_bad_files=True)
+    )
     assert [(r["path"], r["entries_lost"]) for r in hs.metadata["skipped_files"]] == [
-        (str(truncated), None), (str(empty), None)]
+        (str(truncated), None),
+        (str(empty), None),
+    ]
 
 
 @pytest.mark.cluster
@@ -82,8 +89,13 @@ def test_unreadable_chunks_on_dask_workers(files, scheme):
     with pytest.raises(InputError) as err:
         build_histograms(cfg, scheme, options=opts)
     assert str(err.value).startswith(f"{bad} (entries 0-4000): cannot read events (")
-    hs = build_histograms(cfg, scheme, options=RunOptions(
-        executor="dask", workers=2, chunksize=100_000, progress=False, skip_bad_files=True))
+    hs = build_histograms(
+        cfg,
+        scheme,
+        options=RunOptions(
+            executor="dask", workers=2, chunksize=100_000, progress=False, skip_bad_files=True
+        ),
+    )
     (rec,) = hs.metadata["skipped_files"]
     assert (rec["path"], rec["dataset"], rec["entries_lost"]) == (str(bad), "data", 4000)
     assert rec["reason"].startswith("entries 0-4000: cannot read events (")
@@ -97,12 +109,16 @@ def test_file_unreadable_after_the_checks_is_skipped(files, scheme, monkeypatch)
     garbage = tmp / "garbage.root"
     garbage.write_bytes(b"not a root file at all" * 100)
     cfg = dataset_config_from_files(data=[str(good[0]), str(garbage)])
-    infos = [FileInfo(str(good[0]), "data", "selected", 3000, ()),
-             FileInfo(str(garbage), "data", "selected", 1234, ())]
-    monkeypatch.setattr("zcalib.runner.preflight",
-                        lambda cfg: PreflightResult(files=infos, bad=[]))
-    hs = build_histograms(cfg, scheme, options=RunOptions(executor="iterative", progress=False,
-                                                          skip_bad_files=True, retries=0))
+    infos = [
+        FileInfo(str(good[0]), "data", "selected", 3000, ()),
+        FileInfo(str(garbage), "data", "selected", 1234, ()),
+    ]
+    monkeypatch.setattr("zcalib.runner.preflight", lambda cfg: PreflightResult(files=infos, bad=[]))
+    hs = build_histograms(
+        cfg,
+        scheme,
+        options=RunOptions(executor="iterative", progress=False, skip_bad_files=True, retries=0),
+    )
     (rec,) = hs.metadata["skipped_files"]
     assert (rec["path"], rec["entries_lost"]) == (str(garbage), 1234)
     assert rec["reason"].startswith("file could not be opened during the run")
@@ -117,8 +133,12 @@ def test_interrupted_run_resumes_from_checkpoints(demo_ecalelf, scheme, tmp_path
     cfg = dataset_config_from_files(data=[str(demo_ecalelf.data)], mc=[str(demo_ecalelf.mc)])
     weights = (load_weight("pileup", PILEUP),)
     ckpt = tmp_path / "checkpoints"
-    reference = build_histograms(cfg, scheme, weights=weights, options=RunOptions(
-        executor="iterative", chunksize=6_000, progress=False))
+    reference = build_histograms(
+        cfg,
+        scheme,
+        weights=weights,
+        options=RunOptions(executor="iterative", chunksize=6_000, progress=False),
+    )
 
     real = zee.ZeeProcessor.process
     calls = {"n": 0}
@@ -130,8 +150,9 @@ def test_interrupted_run_resumes_from_checkpoints(demo_ecalelf, scheme, tmp_path
         return real(self, events)
 
     monkeypatch.setattr(zee.ZeeProcessor, "process", crash_after_four)
-    opts = RunOptions(executor="iterative", chunksize=6_000, progress=False,
-                      checkpoint_dir=ckpt, resume=True)
+    opts = RunOptions(
+        executor="iterative", chunksize=6_000, progress=False, checkpoint_dir=ckpt, resume=True
+    )
     with pytest.raises(KeyboardInterrupt):
         build_histograms(cfg, scheme, weights=weights, options=opts)
     monkeypatch.setattr(zee.ZeeProcessor, "process", real)
@@ -148,17 +169,28 @@ def test_interrupted_run_resumes_from_checkpoints(demo_ecalelf, scheme, tmp_path
     other = build_histograms(cfg, scheme, weights=(), options=opts)
     assert other.metadata["run"]["chunks_from_checkpoint"] == 0
     # without resume the chunks are recomputed (and stored again)
-    fresh = build_histograms(cfg, scheme, weights=weights,
-                             options=RunOptions(executor="iterative", chunksize=6_000,
-                                                progress=False, checkpoint_dir=ckpt))
+    fresh = build_histograms(
+        cfg,
+        scheme,
+        weights=weights,
+        options=RunOptions(
+            executor="iterative", chunksize=6_000, progress=False, checkpoint_dir=ckpt
+        ),
+    )
     assert fresh.metadata["run"]["chunks_from_checkpoint"] == 0
 
 
 @pytest.mark.cluster
 def test_resume_on_dask_after_a_complete_run(demo_ecalelf, scheme, tmp_path):
     cfg = dataset_config_from_files(data=[str(demo_ecalelf.data)], mc=[str(demo_ecalelf.mc)])
-    opts = RunOptions(executor="dask", workers=2, chunksize=15_000, progress=False,
-                      checkpoint_dir=tmp_path / "ck", resume=True)
+    opts = RunOptions(
+        executor="dask",
+        workers=2,
+        chunksize=15_000,
+        progress=False,
+        checkpoint_dir=tmp_path / "ck",
+        resume=True,
+    )
     first = build_histograms(cfg, scheme, options=opts)
     again = build_histograms(cfg, scheme, options=opts)
     assert first.metadata["run"]["chunks_from_checkpoint"] == 0
@@ -176,12 +208,21 @@ def test_resume_needs_a_checkpoint_dir(demo_ecalelf, scheme):
 def test_metrics_file_is_written(demo_ecalelf, scheme, tmp_path):
     cfg = dataset_config_from_files(data=[str(demo_ecalelf.data)])
     path = tmp_path / "run.metrics.json"
-    hs = build_histograms(cfg, scheme, options=RunOptions(
-        executor="iterative", chunksize=5_000, progress=False, metrics_path=path))
+    hs = build_histograms(
+        cfg,
+        scheme,
+        options=RunOptions(
+            executor="iterative", chunksize=5_000, progress=False, metrics_path=path
+        ),
+    )
     m = json.loads(path.read_text())
     assert m == json.loads(json.dumps(hs.metadata["run"]["metrics"]))
     assert (m["events"], m["chunks"], m["chunksize"], m["executor"]) == (
-        20_000, 4, 5_000, "iterative")
+        20_000,
+        4,
+        5_000,
+        "iterative",
+    )
     assert m["bytes_read"] > 0
     assert m["events_per_s"] > 0
     (worker,) = m["per_worker"].values()

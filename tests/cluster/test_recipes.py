@@ -23,9 +23,13 @@ LOOPBACK = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
 
 @pytest.mark.parametrize(
     ("name", "model"),
-    [("local.yaml", LocalRecipe), ("scheduler.yaml", SchedulerRecipe),
-     ("coffea-casa.yaml", SchedulerRecipe), ("htcondor.yaml", HTCondorRecipe),
-     ("slurm.yaml", SlurmRecipe)],
+    [
+        ("local.yaml", LocalRecipe),
+        ("scheduler.yaml", SchedulerRecipe),
+        ("coffea-casa.yaml", SchedulerRecipe),
+        ("htcondor.yaml", HTCondorRecipe),
+        ("slurm.yaml", SlurmRecipe),
+    ],
 )
 def test_shipped_recipes_validate(name, model):
     assert isinstance(load_recipe(RECIPES / name), model)
@@ -34,27 +38,55 @@ def test_shipped_recipes_validate(name, model):
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ({"kind": "pbs"}, ("x.yaml: field 'kind': missing or unknown (got 'pbs'); allowed: local, "
-                          "scheduler, htcondor, slurm")),
-        ({"workers": 2}, ("x.yaml: field 'kind': missing or unknown; allowed: local, scheduler, "
-                         "htcondor, slurm")),
-        ({"kind": "htcondor", "cores": 1, "memory": "4GB"},
-         "x.yaml: field 'disk': required for kind 'htcondor'"),
-        ({"kind": "slurm", "cores": 1, "memory": "lots"},
-         "x.yaml: field 'memory': memory must be a size like '4GB' or '4GiB', got 'lots'"),
-        ({"kind": "local", "workres": 3}, ("x.yaml: field 'workres': unknown for kind 'local'; "
-         "allowed: kind, workers, threads_per_worker, memory_limit, host, dashboard_address, "
-         "worker_env")),
-        ({"kind": "slurm", "cores": 1, "memory": "4GB", "adapt": {"maximum_jobs": 0}},
-         ("x.yaml: field 'adapt.maximum_jobs': Input should be greater than or equal to 1 "
-         "(got 0)")),
-        ({"kind": "scheduler", "address": "not an address"},
-         ("x.yaml: field 'address': not a scheduler address: 'not an address'; allowed: "
-         "tcp://host:port, tls://host:port")),
+        (
+            {"kind": "pbs"},
+            (
+                "x.yaml: field 'kind': missing or unknown (got 'pbs'); allowed: local, "
+                "scheduler, htcondor, slurm"
+            ),
+        ),
+        (
+            {"workers": 2},
+            (
+                "x.yaml: field 'kind': missing or unknown; allowed: local, scheduler, "
+                "htcondor, slurm"
+            ),
+        ),
+        (
+            {"kind": "htcondor", "cores": 1, "memory": "4GB"},
+            "x.yaml: field 'disk': required for kind 'htcondor'",
+        ),
+        (
+            {"kind": "slurm", "cores": 1, "memory": "lots"},
+            "x.yaml: field 'memory': memory must be a size like '4GB' or '4GiB', got 'lots'",
+        ),
+        (
+            {"kind": "local", "workres": 3},
+            (
+                "x.yaml: field 'workres': unknown for kind 'local'; "
+                "allowed: kind, workers, threads_per_worker, memory_limit, host, dashboard_address, "
+                "worker_env"
+            ),
+        ),
+        (
+            {"kind": "slurm", "cores": 1, "memory": "4GB", "adapt": {"maximum_jobs": 0}},
+            (
+                "x.yaml: field 'adapt.maximum_jobs': Input should be greater than or equal to 1 "
+                "(got 0)"
+            ),
+        ),
+        (
+            {"kind": "scheduler", "address": "not an address"},
+            (
+                "x.yaml: field 'address': not a scheduler address: 'not an address'; allowed: "
+                "tcp://host:port, tls://host:port"
+            ),
+        ),
         ({"kind": "scheduler"}, "x.yaml: give exactly one of 'address' and 'scheduler_file'"),
-        ({"kind": "slurm", "cores": 1, "memory": "4GB", "jobs": 2,
-          "adapt": {"maximum_jobs": 4}},
-         "x.yaml: give either 'jobs' (fixed) or 'adapt' (min/max jobs), not both"),
+        (
+            {"kind": "slurm", "cores": 1, "memory": "4GB", "jobs": 2, "adapt": {"maximum_jobs": 4}},
+            "x.yaml: give either 'jobs' (fixed) or 'adapt' (min/max jobs), not both",
+        ),
         (["kind", "local"], "x.yaml: expected a mapping with a 'kind' key, got list"),
     ],
 )
@@ -74,19 +106,27 @@ def test_recipe_yaml_errors_name_the_file(tmp_path):
 
 
 def test_recipe_and_scheduler_exclude_each_other():
-    with pytest.raises(InvalidConfig, match="not both"), \
-            dask_client(recipe=RECIPES / "local.yaml", scheduler="tcp://127.0.0.1:1"):
+    with (
+        pytest.raises(InvalidConfig, match="not both"),
+        dask_client(recipe=RECIPES / "local.yaml", scheduler="tcp://127.0.0.1:1"),
+    ):
         pass
 
 
 @pytest.mark.cluster
 def test_htcondor_job_script_has_the_directives():
-    text = job_script({
-        "kind": "htcondor", "cores": 2, "memory": "6GB", "disk": "3GB",
-        "job_extra_directives": {"+JobFlavour": '"longlunch"'},
-        "job_script_prologue": ["source /opt/venv/bin/activate"],
-        "scheduler_options": LOOPBACK, "adapt": {"maximum_jobs": 10},
-    })
+    text = job_script(
+        {
+            "kind": "htcondor",
+            "cores": 2,
+            "memory": "6GB",
+            "disk": "3GB",
+            "job_extra_directives": {"+JobFlavour": '"longlunch"'},
+            "job_script_prologue": ["source /opt/venv/bin/activate"],
+            "scheduler_options": LOOPBACK,
+            "adapt": {"maximum_jobs": 10},
+        }
+    )
     assert "MY.DaskWorkerCores = 2" in text
     assert "MY.DaskWorkerMemory = 6000000000" in text
     assert "MY.DaskWorkerDisk = 3000000000" in text
@@ -98,12 +138,17 @@ def test_htcondor_job_script_has_the_directives():
 
 @pytest.mark.cluster
 def test_slurm_job_script_has_the_directives():
-    recipe = load_recipe(RECIPES / "slurm.yaml").model_copy(
-        update={"scheduler_options": LOOPBACK})
+    recipe = load_recipe(RECIPES / "slurm.yaml").model_copy(update={"scheduler_options": LOOPBACK})
     text = job_script(recipe)
-    for line in ("#SBATCH -p short", "#SBATCH -A cms", "#SBATCH --cpus-per-task=4",
-                 "#SBATCH --mem=15G", "#SBATCH -t 02:00:00", "#SBATCH --qos=normal",
-                 "module load python/3.11"):
+    for line in (
+        "#SBATCH -p short",
+        "#SBATCH -A cms",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=15G",
+        "#SBATCH -t 02:00:00",
+        "#SBATCH --qos=normal",
+        "module load python/3.11",
+    ):
         assert line in text, line
     assert "--nworkers 4" in text
     assert "--nthreads 1" in text
@@ -133,6 +178,7 @@ def test_upload_package_ships_zcalib(tmp_path):
     p = tmp_path / "local.yaml"
     p.write_text("kind: local\nworkers: 1\nworker_env: {upload_package: true}\n")
     with dask_client(recipe=p) as client:
+
         def where() -> str:
             import zcalib
 

@@ -29,15 +29,25 @@ def weights():
 
 @pytest.fixture(scope="module")
 def reference(cfg, scheme, weights):
-    return build_histograms(cfg, scheme, weights=weights,
-                            options=RunOptions(executor="iterative", progress=False))
+    return build_histograms(
+        cfg, scheme, weights=weights, options=RunOptions(executor="iterative", progress=False)
+    )
 
 
-def test_external_scheduler_matches_iterative(dask_processes, cfg, scheme, weights, reference,
-                                              tmp_path):
-    hs = build_histograms(cfg, scheme, weights=weights, options=RunOptions(
-        scheduler=dask_processes.address, chunksize=7_000, progress=False,
-        metrics_path=tmp_path / "m.json"))
+def test_external_scheduler_matches_iterative(
+    dask_processes, cfg, scheme, weights, reference, tmp_path
+):
+    hs = build_histograms(
+        cfg,
+        scheme,
+        weights=weights,
+        options=RunOptions(
+            scheduler=dask_processes.address,
+            chunksize=7_000,
+            progress=False,
+            metrics_path=tmp_path / "m.json",
+        ),
+    )
     assert_same_histograms(reference, hs)
     run = hs.metadata["run"]
     assert run["executor"] == "dask"
@@ -49,13 +59,28 @@ def test_external_scheduler_matches_iterative(dask_processes, cfg, scheme, weigh
     assert (tmp_path / "m.json").is_file()
 
 
-def test_cli_scheduler_matches_iterative(dask_processes, demo_ecalelf, reference, tmp_path,
-                                         capsys):
+def test_cli_scheduler_matches_iterative(dask_processes, demo_ecalelf, reference, tmp_path, capsys):
     out = tmp_path / "h.npz"
-    rc = main(["histograms", "--data", str(demo_ecalelf.data), "--mc", str(demo_ecalelf.mc),
-               "--categories", str(CONFIGS / "cats_eta_r9.tsv"), "--mc-weight",
-               f"pileup={PILEUP}", "--out", str(out), "--scheduler", dask_processes.address,
-               "--chunksize", "11000", "--no-progress"])
+    rc = main(
+        [
+            "histograms",
+            "--data",
+            str(demo_ecalelf.data),
+            "--mc",
+            str(demo_ecalelf.mc),
+            "--categories",
+            str(CONFIGS / "cats_eta_r9.tsv"),
+            "--mc-weight",
+            f"pileup={PILEUP}",
+            "--out",
+            str(out),
+            "--scheduler",
+            dask_processes.address,
+            "--chunksize",
+            "11000",
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert_same_histograms(reference, load_histograms(out))
 
@@ -74,15 +99,18 @@ def _results_held(client) -> dict[str, int]:
     return client.run_on_scheduler(count)
 
 
-def test_lost_worker_chunks_are_recomputed(fresh_dask_processes, cfg, scheme, weights,
-                                           reference):
+def test_lost_worker_chunks_are_recomputed(fresh_dask_processes, cfg, scheme, weights, reference):
     procs = fresh_dask_processes
     result: dict[str, object] = {}
 
     def run() -> None:
         try:
-            result["hs"] = build_histograms(cfg, scheme, weights=weights, options=RunOptions(
-                scheduler=procs.address, chunksize=1_000, progress=False))
+            result["hs"] = build_histograms(
+                cfg,
+                scheme,
+                weights=weights,
+                options=RunOptions(scheduler=procs.address, chunksize=1_000, progress=False),
+            )
         except BaseException as err:  # noqa: BLE001  (re-raised in the test thread)
             result["error"] = err
 

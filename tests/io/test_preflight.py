@@ -41,8 +41,11 @@ def test_wrong_tree_name(tmp_path):
 def test_not_a_root_file(tmp_path):
     p = tmp_path / "text.root"
     p.write_text("run,eta\n1,0.5\n")
-    with pytest.raises(InputError, match=r"^.*text\.root: not a readable ROOT file \(.*\); "
-                                         r"expected a ROOT file with tree 'selected'$"):
+    with pytest.raises(
+        InputError,
+        match=r"^.*text\.root: not a readable ROOT file \(.*\); "
+        r"expected a ROOT file with tree 'selected'$",
+    ):
         _check(p)
 
 
@@ -69,8 +72,11 @@ def test_truncated_file(tmp_path, keep):
     data = good.read_bytes()
     p = tmp_path / "truncated.root"
     p.write_bytes(data[: int(len(data) * keep)])
-    with pytest.raises(InputError, match=r"truncated\.root: (not a readable ROOT file|file is "
-                                         r"truncated or corrupt)"):
+    with pytest.raises(
+        InputError,
+        match=r"truncated\.root: (not a readable ROOT file|file is "
+        r"truncated or corrupt)",
+    ):
         _check(p)
 
 

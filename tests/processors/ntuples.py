@@ -10,8 +10,15 @@ import uproot
 F3 = np.dtype((np.float32, (3,)))
 
 
-def write_ecalelf(path: Path, *, n: int = 1000, nan_at: int | None = None, seed: int = 3,
-                  drop: tuple[str, ...] = (), tree: str = "selected") -> Path:
+def write_ecalelf(
+    path: Path,
+    *,
+    n: int = 1000,
+    nan_at: int | None = None,
+    seed: int = 3,
+    drop: tuple[str, ...] = (),
+    tree: str = "selected",
+) -> Path:
     """Write ``n`` back-to-back Z-like pairs to an ECALELF ``selected`` TTree."""
     rng = np.random.default_rng(seed)
     eta = rng.uniform(-1.2, 1.2, (n, 3)).astype(np.float32)
@@ -33,7 +40,9 @@ def write_ecalelf(path: Path, *, n: int = 1000, nan_at: int | None = None, seed:
     }
     for b in drop:
         branches.pop(b)
-    types = {k: (np.dtype((v.dtype, (3,))) if v.ndim == 2 else v.dtype) for k, v in branches.items()}
+    types = {
+        k: (np.dtype((v.dtype, (3,))) if v.ndim == 2 else v.dtype) for k, v in branches.items()
+    }
     with uproot.recreate(path) as f:
         f.mktree(tree, types)
         f[tree].extend(branches)

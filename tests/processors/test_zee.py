@@ -46,7 +46,9 @@ def weights():
 @pytest.fixture(scope="module")
 def reference(demo_ecalelf, scheme, weights):
     return build_histograms(
-        _cfg(demo_ecalelf), scheme, weights=weights,
+        _cfg(demo_ecalelf),
+        scheme,
+        weights=weights,
         options=RunOptions(executor="iterative", chunksize=100_000, progress=False),
     )
 
@@ -68,17 +70,24 @@ def test_cutflow_and_contents(reference, demo_ecalelf):
     _, wu, _ = reference.region_arrays("mc", "pileup_up")
     _, wd, _ = reference.region_arrays("mc", "pileup_down")
     assert wu.sum() != pytest.approx(wd.sum(), rel=1e-6)
-    assert wn.sum() == pytest.approx(reference.metadata["sumw"]["mc"] * cf["mc"]["mass"]
-                                     / cf["mc"]["all"], rel=0.05)
+    assert wn.sum() == pytest.approx(
+        reference.metadata["sumw"]["mc"] * cf["mc"]["mass"] / cf["mc"]["all"], rel=0.05
+    )
 
 
 @pytest.mark.cluster
 def test_executors_and_chunksizes_agree(reference, demo_ecalelf, scheme, weights):
     cfg = _cfg(demo_ecalelf)
-    for executor, chunksize in (("iterative", 1_000), ("futures", 7_000), ("dask", 1_000),
-                                ("dask", 100_000)):
+    for executor, chunksize in (
+        ("iterative", 1_000),
+        ("futures", 7_000),
+        ("dask", 1_000),
+        ("dask", 100_000),
+    ):
         hs = build_histograms(
-            cfg, scheme, weights=weights,
+            cfg,
+            scheme,
+            weights=weights,
             options=RunOptions(executor=executor, chunksize=chunksize, workers=2, progress=False),
         )
         _assert_same(reference, hs)
@@ -86,7 +95,9 @@ def test_executors_and_chunksizes_agree(reference, demo_ecalelf, scheme, weights
 
 def test_ecalelf_and_nanoaod_give_the_same_histograms(reference, demo_nanoaod, scheme, weights):
     nano = build_histograms(
-        _cfg(demo_nanoaod, "nanoaod"), scheme, weights=weights,
+        _cfg(demo_nanoaod, "nanoaod"),
+        scheme,
+        weights=weights,
         options=RunOptions(executor="iterative", progress=False),
     )
     # NanoAOD forms the pair from ID-passing electrons (the ECALELF pair is fixed), so an event
@@ -95,7 +106,8 @@ def test_ecalelf_and_nanoaod_give_the_same_histograms(reference, demo_nanoaod, s
     for ds in ("data", "mc"):
         a, b = reference.cutflow[ds], nano.cutflow[ds]
         assert [a[c] for c in ("all", "et", "charge", "categorised", "mass")] == [
-            b[c] for c in ("all", "et", "charge", "categorised", "mass")]
+            b[c] for c in ("all", "et", "charge", "categorised", "mass")
+        ]
         assert b["id"] >= a["id"]
     for kind in ("data", "mc"):
         a, b = _arrays(reference, kind), _arrays(nano, kind)
@@ -129,17 +141,19 @@ def test_selection_id_level(demo_ecalelf, scheme):
     cfg = dataset_config_from_files(data=[str(demo_ecalelf.data)])
     opts = RunOptions(executor="iterative", progress=False)
     loose = build_histograms(cfg, scheme, options=opts, selection=SelectionConfig(id_level="none"))
-    tight = build_histograms(cfg, scheme, options=opts,
-                             selection=SelectionConfig(id_level="tight"))
+    tight = build_histograms(cfg, scheme, options=opts, selection=SelectionConfig(id_level="tight"))
     assert tight.cutflow["data"]["id"] < loose.cutflow["data"]["id"] == demo_ecalelf.n_data
 
 
 def test_real_nanoaod_file_is_read_and_reported(scheme):
     p = shared_file("cms_opendata_2015_ttbar_nanoaod.root")
     cfg = dataset_config_from_files(mc=[str(p)], fmt="nanoaod")
-    hs = build_histograms(cfg, scheme, options=RunOptions(executor="iterative", progress=False),
-                          selection=SelectionConfig(id_level="none", min_et_lead=10,
-                                                    min_et_sublead=10))
+    hs = build_histograms(
+        cfg,
+        scheme,
+        options=RunOptions(executor="iterative", progress=False),
+        selection=SelectionConfig(id_level="none", min_et_lead=10, min_et_sublead=10),
+    )
     cf = hs.cutflow["mc"]
     assert cf["all"] == 200
     # tt̄ events: few have two electrons; the cutflow must say how many and never go up
@@ -155,14 +169,29 @@ def test_real_dimuon_flat_ntuple_through_column_map(tmp_path):
     from zcalib.categories import load_categories
 
     cfg = dataset_config_from_files(
-        data=[str(p)], fmt="flat", treename="events",
-        column_map={"energy": ["E1", "E2"], "eta": ["eta1", "eta2"], "phi": ["phi1", "phi2"],
-                    "charge": ["Q1", "Q2"], "run": "Run", "event": "Event"},
+        data=[str(p)],
+        fmt="flat",
+        treename="events",
+        column_map={
+            "energy": ["E1", "E2"],
+            "eta": ["eta1", "eta2"],
+            "phi": ["phi1", "phi2"],
+            "charge": ["Q1", "Q2"],
+            "run": "Run",
+            "event": "Event",
+        },
     )
     hs = build_histograms(
-        cfg, load_categories(cats), options=RunOptions(executor="iterative", progress=False),
-        selection=SelectionConfig(min_et_lead=20, min_et_sublead=10, max_abs_eta=2.4,
-                                  exclude_crack=False, opposite_charge=True),
+        cfg,
+        load_categories(cats),
+        options=RunOptions(executor="iterative", progress=False),
+        selection=SelectionConfig(
+            min_et_lead=20,
+            min_et_sublead=10,
+            max_abs_eta=2.4,
+            exclude_crack=False,
+            opposite_charge=True,
+        ),
     )
     cf = hs.cutflow["data"]
     assert cf["all"] == 2304

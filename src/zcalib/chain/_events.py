@@ -65,9 +65,15 @@ class ChainLoop:
 
     def with_corrections(self, corrections: tuple[CorrectionStep, ...]) -> ChainLoop:
         """A copy with other prior corrections."""
-        return ChainLoop(self.cfg, options=self.options, selection=self.selection,
-                         binning=self.binning, weights=self.weights, corrections=corrections,
-                         smear_seed=self.smear_seed)
+        return ChainLoop(
+            self.cfg,
+            options=self.options,
+            selection=self.selection,
+            binning=self.binning,
+            weights=self.weights,
+            corrections=corrections,
+            smear_seed=self.smear_seed,
+        )
 
     def only(self, kind: str) -> DatasetConfig:
         """The dataset description restricted to datasets of one kind (``data``/``mc``)."""
@@ -125,8 +131,10 @@ def run_loop(
     fileset: dict[str, Any] = {}
     for ds in cfg.datasets:
         files = [i.path for i in pre.files if i.dataset == ds.name]
-        fileset[ds.name] = {"files": dict.fromkeys(files, cfg.tree_of(ds)),
-                            "metadata": {"kind": ds.kind}}
+        fileset[ds.name] = {
+            "files": dict.fromkeys(files, cfg.tree_of(ds)),
+            "metadata": {"kind": ds.kind},
+        }
     schema = nanoaod_schema() if cfg.format == "nanoaod" else BaseSchema
     run = run_processor(fileset, proc, fmt=cfg.format, schema=schema, options=opts)
     errors = sorted(run.out.get("errors", ()))
@@ -194,6 +202,9 @@ def _keys_of(path: str, tree: str, run_b: str, lumi_b: str | None, fmt: str) -> 
         msg = f"{path}: cannot read the run numbers ({err.__class__.__name__}: {err})"
         raise InputError(msg) from None
     run = np.asarray(arrays[run_b], dtype=np.int64)
-    lumi = (np.asarray(arrays[lumi_b], dtype=np.int64) if lumi_b and lumi_b in arrays
-            else np.zeros(len(run), np.int64))
+    lumi = (
+        np.asarray(arrays[lumi_b], dtype=np.int64)
+        if lumi_b and lumi_b in arrays
+        else np.zeros(len(run), np.int64)
+    )
     return np.unique(pack_run_lumi(run, lumi))

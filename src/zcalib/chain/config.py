@@ -67,7 +67,8 @@ class RunSettings(_Frozen):
     """How the event loops run (does not change the results, so not part of step hashes)."""
 
     executor: Literal["iterative", "futures", "dask"] = Field(
-        "iterative", description="coffea executor: iterative, futures or dask.")
+        "iterative", description="coffea executor: iterative, futures or dask."
+    )
     workers: int = Field(2, ge=1, description="Local worker processes (futures, dask).")
     chunksize: int = Field(200_000, ge=1, description="Events per chunk.")
     scheduler: str | None = Field(None, description="Address of an existing Dask scheduler.")
@@ -77,8 +78,9 @@ class RunSettings(_Frozen):
 class GenerateSettings(_Frozen):
     """Generate demo data (``zcalib generate``) when absent, instead of a datasets file."""
 
-    out: str | None = Field(None, description="Folder of the generated files; default "
-                            "<output>/data.")
+    out: str | None = Field(
+        None, description="Folder of the generated files; default <output>/data."
+    )
     n_data: int = Field(300_000, ge=1, description="Data pairs.")
     n_mc: int = Field(900_000, ge=1, description="MC pairs.")
     seed: int = Field(1, ge=0, description="Generator seed.")
@@ -102,10 +104,13 @@ class BinningSettings(_Frozen):
 
 
 class _StepBase(_Frozen):
-    name: str = Field(description="Unique step name (letters, digits, _): output folder and "
-                      "correction-name prefix.")
-    needs: tuple[str, ...] = Field((), description="Steps whose corrections this step "
-                                   "builds on (applied before filling).")
+    name: str = Field(
+        description="Unique step name (letters, digits, _): output folder and "
+        "correction-name prefix."
+    )
+    needs: tuple[str, ...] = Field(
+        (), description="Steps whose corrections this step builds on (applied before filling)."
+    )
     description: str = Field("", description="Free text.")
 
     @field_validator("name")
@@ -123,21 +128,28 @@ class RunDivideStep(_StepBase):
     type: Literal["run_divide"] = Field(description="Step type.")
     min_events: int = Field(10_000, ge=1, description="Minimum selected pairs per run bin.")
     granularity: Literal["run", "lumi"] = Field(
-        "run", description="run: bins end at run boundaries; lumi: may split runs.")
+        "run", description="run: bins end at run boundaries; lumi: may split runs."
+    )
 
 
 class TimeStabilityStep(_StepBase):
     """Scales per run bin × |η| bin from median(MC) / median(data)."""
 
     type: Literal["time_stability"] = Field(description="Step type.")
-    run_bins: str | None = Field(None, description="Run bins file (YAML or .dat); default: "
-                                 "the run_divide step among `needs`.")
+    run_bins: str | None = Field(
+        None,
+        description="Run bins file (YAML or .dat); default: the run_divide step among `needs`.",
+    )
     eta_bins: tuple[tuple[float, float], ...] = Field(
         ((0.0, 1.0), (1.0, 1.4442), (1.566, 2.0), (2.0, 2.5)),
-        description="|eta_SC| bins (both electrons in the same bin).")
+        description="|eta_SC| bins (both electrons in the same bin).",
+    )
     window: tuple[float, float] = Field((80.0, 100.0), description="Mass window [GeV].")
-    validate_after: bool = Field(True, description="Re-read the data with the new step "
-                                 "applied: peaks after the correction, chi2, plot.")
+    validate_after: bool = Field(
+        True,
+        description="Re-read the data with the new step "
+        "applied: peaks after the correction, chi2, plot.",
+    )
 
 
 class ZWeightsStep(_StepBase):
@@ -146,9 +158,11 @@ class ZWeightsStep(_StepBase):
     type: Literal["zweights"] = Field(description="Step type.")
     pt_edges: tuple[float, ...] = Field(
         (0, 2, 4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 70, 100, 150, 250),
-        description="Z pT bin edges [GeV].")
-    y_edges: tuple[float, ...] = Field((0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 2.1, 2.5),
-                                       description="Z |y| bin edges.")
+        description="Z pT bin edges [GeV].",
+    )
+    y_edges: tuple[float, ...] = Field(
+        (0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 2.1, 2.5), description="Z |y| bin edges."
+    )
     max_weight: float = Field(5.0, ge=1, description="Cap on the weights.")
 
 
@@ -160,14 +174,19 @@ class FitOptions(_Frozen):
     min_data: float = Field(100.0, ge=0, description="Drop regions with fewer data pairs.")
     min_mc: float = Field(200.0, ge=0, description="Drop regions with fewer MC entries.")
     start: Literal["scan", "random", "specify"] = Field(
-        "scan", description="Start style; specify: values from `start_file`.")
-    start_file: str | None = Field(None, description="only-step or scales file with start "
-                                   "values (pymin --only-step refinement).")
+        "scan", description="Start style; specify: values from `start_file`."
+    )
+    start_file: str | None = Field(
+        None,
+        description="only-step or scales file with start values (pymin --only-step refinement).",
+    )
     fix_scales: bool = Field(False, description="Fit smearings only (scales held at 1).")
     ignore: tuple[int, ...] = Field((), description="Scale-category indices held at 1.")
     mc_stat: Literal["auto", "sandwich", "bootstrap", "none"] = Field(
-        "auto", description="MC-statistics error method; auto: bootstrap for closure steps "
-        "(smearings fixed at 0, where the sandwich estimate is unreliable), else sandwich.")
+        "auto",
+        description="MC-statistics error method; auto: bootstrap for closure steps "
+        "(smearings fixed at 0, where the sandwich estimate is unreliable), else sandwich.",
+    )
     seed: int = Field(0, ge=0, description="Seed of random starts / bootstrap.")
 
 
@@ -176,13 +195,23 @@ class FitStep(_StepBase):
 
     type: Literal["fit"] = Field(description="Step type.")
     categories: str = Field(description="Categories file (TSV or YAML).")
-    closure: bool = Field(False, description="pymin --closure: MC smeared ahead with the "
-                          "latest smearings, only scales fitted.")
+    closure: bool = Field(
+        False,
+        description="pymin --closure: MC smeared ahead with the "
+        "latest smearings, only scales fitted.",
+    )
     mc_smearing: Literal["auto", "latest", "none"] = Field(
-        "auto", description="MC smearing while filling: latest smear step or none; auto: "
-        "latest for closure steps, none otherwise (the fit derives the full smearing).")
-    iterations: int = Field(1, ge=1, le=5, description="Refill with this step's own scales "
-                            "applied and refit the residual (removes Et-migration bias).")
+        "auto",
+        description="MC smearing while filling: latest smear step or none; auto: "
+        "latest for closure steps, none otherwise (the fit derives the full smearing).",
+    )
+    iterations: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Refill with this step's own scales "
+        "applied and refit the residual (removes Et-migration bias).",
+    )
     fit: FitOptions = Field(default_factory=FitOptions, description="Fit options.")
 
 
@@ -192,7 +221,8 @@ class CorrectionsStep(_StepBase):
     type: Literal["corrections"] = Field(description="Step type.")
     file: str = Field(description="correctionlib JSON file.")
     corrections: tuple[str, ...] | None = Field(
-        None, description="Correction names to use, in order; default: all scale/smear ones.")
+        None, description="Correction names to use, in order; default: all scale/smear ones."
+    )
 
 
 StepConfig = Annotated[
@@ -209,16 +239,19 @@ class PipelineConfig(_Frozen):
     output: str = Field(description="Output folder (one subfolder per step, `final/`).")
     datasets: str | None = Field(None, description="Dataset description YAML.")
     generate: GenerateSettings | None = Field(None, description="Generate demo inputs.")
-    selection: SelectionConfig = Field(default_factory=SelectionConfig,
-                                       description="Pair selection.")
-    binning: BinningSettings = Field(default_factory=BinningSettings,
-                                     description="Fine mass binning.")
-    run: RunSettings = Field(default_factory=RunSettings,
-                             description="Event-loop execution.")
+    selection: SelectionConfig = Field(
+        default_factory=SelectionConfig, description="Pair selection."
+    )
+    binning: BinningSettings = Field(
+        default_factory=BinningSettings, description="Fine mass binning."
+    )
+    run: RunSettings = Field(default_factory=RunSettings, description="Event-loop execution.")
     smear_seed: int = Field(0, ge=0, description="Seed of the MC smearing random numbers.")
     weights: tuple[WeightEntry, ...] = Field((), description="Static MC weights (pile-up).")
-    compound_name: str = Field("zcalib_scale_compound", description="Name of the compound "
-                               "correction stacking every scale step in the final file.")
+    compound_name: str = Field(
+        "zcalib_scale_compound",
+        description="Name of the compound correction stacking every scale step in the final file.",
+    )
     steps: tuple[StepConfig, ...] = Field(min_length=1, description="The steps.")
 
 
@@ -275,8 +308,10 @@ def topological_order(
     for n in names:
         for d in needs[n]:
             if d not in known:
-                msg = (f"{source}: step '{n}' needs unknown step '{d}'; known steps: "
-                       f"{', '.join(names)}")
+                msg = (
+                    f"{source}: step '{n}' needs unknown step '{d}'; known steps: "
+                    f"{', '.join(names)}"
+                )
                 raise InvalidConfig(msg)
     done: list[str] = []
     left = list(names)
@@ -295,7 +330,7 @@ def _cycle_message(left: list[str], needs: dict[str, tuple[str, ...]], source: s
     while True:
         nxt = next(d for d in needs[path[-1]] if d in left)
         if nxt in path:
-            cyc = [*path[path.index(nxt):], nxt]
+            cyc = [*path[path.index(nxt) :], nxt]
             return f"{source}: steps form a dependency cycle: {' -> '.join(cyc)}"
         path.append(nxt)
 
@@ -361,14 +396,17 @@ def _check_semantics(lp: LoadedPipeline) -> None:
             if s.fit.start_file is not None and not lp.resolve(s.fit.start_file).is_file():
                 msg = f"{where}: fit.start_file {lp.resolve(s.fit.start_file)} not found"
                 raise InvalidConfig(msg)
-            smearing = s.mc_smearing if s.mc_smearing != "auto" else (
-                "latest" if s.closure else "none")
+            smearing = (
+                s.mc_smearing if s.mc_smearing != "auto" else ("latest" if s.closure else "none")
+            )
             if s.closure and smearing != "latest":
                 msg = f"{where}: a closure step smears MC ahead: mc_smearing must be 'latest'"
                 raise InvalidConfig(msg)
             if smearing == "latest" and not any(_provides_smear(lp, d) for d in deps):
-                msg = (f"{where}: {'closure ' if s.closure else ''}MC smearing 'latest' needs a "
-                       "fit step deriving smearings among its dependencies (needs)")
+                msg = (
+                    f"{where}: {'closure ' if s.closure else ''}MC smearing 'latest' needs a "
+                    "fit step deriving smearings among its dependencies (needs)"
+                )
                 raise InvalidConfig(msg)
         elif isinstance(s, TimeStabilityStep):
             if s.run_bins is not None:
@@ -376,15 +414,19 @@ def _check_semantics(lp: LoadedPipeline) -> None:
                     msg = f"{where}: run_bins file {lp.resolve(s.run_bins)} not found"
                     raise InvalidConfig(msg)
             elif not any(kinds[d] == "run_divide" for d in s.needs):
-                msg = (f"{where}: time_stability needs run bins: a run_divide step in 'needs' "
-                       "or a 'run_bins' file")
+                msg = (
+                    f"{where}: time_stability needs run bins: a run_divide step in 'needs' "
+                    "or a 'run_bins' file"
+                )
                 raise InvalidConfig(msg)
             else:
                 rd = next(lp.step(d) for d in s.needs if kinds[d] == "run_divide")
                 if rd.granularity != "run":
-                    msg = (f"{where}: time_stability needs whole-run bins but run_divide step "
-                           f"'{rd.name}' has granularity '{rd.granularity}' (the correction is "
-                           "keyed on 'run' only)")
+                    msg = (
+                        f"{where}: time_stability needs whole-run bins but run_divide step "
+                        f"'{rd.name}' has granularity '{rd.granularity}' (the correction is "
+                        "keyed on 'run' only)"
+                    )
                     raise InvalidConfig(msg)
         elif isinstance(s, CorrectionsStep) and not lp.resolve(s.file).is_file():
             msg = f"{where}: corrections file {lp.resolve(s.file)} not found"

@@ -146,19 +146,21 @@ class _Setup:
         settings = cfg.run.model_copy(update=run_override or {})
         self.options = RunOptions(
             executor="dask" if settings.scheduler else settings.executor,
-            workers=settings.workers, chunksize=settings.chunksize,
-            scheduler=settings.scheduler, progress=settings.progress,
+            workers=settings.workers,
+            chunksize=settings.chunksize,
+            scheduler=settings.scheduler,
+            progress=settings.progress,
         )
         self.options.check()
-        self.binning = MassBinning(n_bins=cfg.binning.n_bins, lo=cfg.binning.lo,
-                                   hi=cfg.binning.hi)
+        self.binning = MassBinning(n_bins=cfg.binning.n_bins, lo=cfg.binning.lo, hi=cfg.binning.hi)
         if not cfg.binning.lo < cfg.binning.hi:
             msg = f"{lp.path}: field 'binning': lo must be < hi, got {cfg.binning}"
             raise InvalidConfig(msg)
         from zcalib.runner import load_weight
 
         self.static_weights = tuple(
-            load_weight(w.name, lp.resolve(w.file), w.correction) for w in cfg.weights)
+            load_weight(w.name, lp.resolve(w.file), w.correction) for w in cfg.weights
+        )
         self.data_keys = data_run_keys(self.dataset_cfg)
         all_keys = np.unique(np.concatenate(list(self.data_keys.values())))
         if not len(all_keys):
@@ -177,18 +179,27 @@ class _Setup:
             "zcalib": _version(),
             "format": _FORMAT,
             "inputs": [
-                {"dataset": ds.name, "kind": ds.kind, "file": Path(f).name,
-                 "fingerprint": file_fingerprint(f)}
-                for ds in self.dataset_cfg.datasets for f in ds.files
+                {
+                    "dataset": ds.name,
+                    "kind": ds.kind,
+                    "file": Path(f).name,
+                    "fingerprint": file_fingerprint(f),
+                }
+                for ds in self.dataset_cfg.datasets
+                for f in ds.files
             ],
             "format_name": self.dataset_cfg.format,
             "selection": cfg.selection.model_dump(mode="json"),
             "binning": cfg.binning.model_dump(mode="json"),
             "smear_seed": cfg.smear_seed,
-            "weights": [{"name": w.name, "correction": w.correction,
-                         "payload": hashlib.blake2b(w.payload.encode(),
-                                                    digest_size=16).hexdigest()}
-                        for w in self.static_weights],
+            "weights": [
+                {
+                    "name": w.name,
+                    "correction": w.correction,
+                    "payload": hashlib.blake2b(w.payload.encode(), digest_size=16).hexdigest(),
+                }
+                for w in self.static_weights
+            ],
         }
 
     # ----------------------------------------------------------------- inputs
@@ -209,13 +220,13 @@ class _Setup:
             except (OSError, json.JSONDecodeError):
                 have = {}
         if any(have.get(k) != v for k, v in want.items()) or not all(
-                (out / f).is_file() for f in ("data.root", "mc.root")):
+            (out / f).is_file() for f in ("data.root", "mc.root")
+        ):
             from zcalib.generate import generate
 
             log.info("generating demo inputs in %s (%s)", out, want)
             generate(out, n_data=gen.n_data, n_mc=gen.n_mc, seed=gen.seed, drift=gen.drift)
-        return dataset_config_from_files(data=[str(out / "data.root")],
-                                         mc=[str(out / "mc.root")])
+        return dataset_config_from_files(data=[str(out / "data.root")], mc=[str(out / "mc.root")])
 
     # ----------------------------------------------------------------- checks
     def _where(self, name: str) -> str:
@@ -241,8 +252,9 @@ class _Setup:
             from zcalib.corrections.steps import load_correction_steps
 
             path = lp.resolve(step.file)
-            steps = load_correction_steps(path, list(step.corrections) if step.corrections
-                                          else None)
+            steps = load_correction_steps(
+                path, list(step.corrections) if step.corrections else None
+            )
             self._check_era(path, steps)
             self.external[step.name] = steps
             hashes["file"] = _file_hash(path)
@@ -253,16 +265,21 @@ class _Setup:
 
         o = step.fit
         kw: dict[str, Any] = {
-            "window": o.window, "bin_width": o.bin_width, "min_data": o.min_data,
-            "min_mc": o.min_mc, "start": o.start, "fix_scales": o.fix_scales,
-            "ignore_scales": o.ignore, "seed": o.seed,
-            "mc_stat": o.mc_stat if o.mc_stat != "auto" else (
-                "bootstrap" if step.closure else "sandwich"),
+            "window": o.window,
+            "bin_width": o.bin_width,
+            "min_data": o.min_data,
+            "min_mc": o.min_mc,
+            "start": o.start,
+            "fix_scales": o.fix_scales,
+            "ignore_scales": o.ignore,
+            "seed": o.seed,
+            "mc_stat": o.mc_stat
+            if o.mc_stat != "auto"
+            else ("bootstrap" if step.closure else "sandwich"),
             "fix_smears": step.closure,
         }
         if o.start_file is not None:
-            values, _ = read_legacy_for_scheme(self.lp.resolve(o.start_file), scheme,
-                                               kind="scale")
+            values, _ = read_legacy_for_scheme(self.lp.resolve(o.start_file), scheme, kind="scale")
             kw["start_scales"] = tuple(float(v) for v in values)
         try:
             cfg = FitConfig(**kw)
@@ -288,8 +305,10 @@ class _Setup:
                 continue
             lo, hi = span
             if lo_d < lo or hi_d >= hi:
-                msg = (f"{path}: correction '{s.name}' is binned in runs {lo}-{hi - 1} but the "
-                       f"data hold runs {lo_d}-{hi_d} (a payload for another era?)")
+                msg = (
+                    f"{path}: correction '{s.name}' is binned in runs {lo}-{hi - 1} but the "
+                    f"data hold runs {lo_d}-{hi_d} (a payload for another era?)"
+                )
                 raise InvalidConfig(msg)
 
     def _check_smearing(self) -> None:
@@ -299,8 +318,10 @@ class _Setup:
                 continue
             deps = self.lp.closure[name]
             if not any(self._provides_smear(d) for d in deps):
-                msg = (f"{self._where(name)}: {'closure ' if step.closure else ''}MC smearing "
-                       "'latest' needs a step providing smearings among its dependencies (needs)")
+                msg = (
+                    f"{self._where(name)}: {'closure ' if step.closure else ''}MC smearing "
+                    "'latest' needs a step providing smearings among its dependencies (needs)"
+                )
                 raise InvalidConfig(msg)
 
     def _provides_smear(self, name: str) -> bool:
@@ -308,7 +329,8 @@ class _Setup:
         if isinstance(step, FitStep):
             return not step.closure
         return isinstance(step, CorrectionsStep) and any(
-            s.kind == "smear" for s in self.external[name])
+            s.kind == "smear" for s in self.external[name]
+        )
 
     def _check_nesting(self) -> None:
         """Dry run of the combined legacy scales file on the scale categories of the steps."""
@@ -321,8 +343,9 @@ class _Setup:
             if isinstance(step, FitStep):
                 layers.append((name, list(self.schemes[name].scale)))
             elif isinstance(step, TimeStabilityStep):
-                layers.append((name, [Category("scale", i, eta=b)
-                                      for i, b in enumerate(step.eta_bins)]))
+                layers.append(
+                    (name, [Category("scale", i, eta=b) for i, b in enumerate(step.eta_bins)])
+                )
         if len(layers) < 2:
             return
         with tempfile.TemporaryDirectory() as tmp:
@@ -335,20 +358,26 @@ class _Setup:
                 try:
                     combine(base, nxt, Path(tmp) / f"c{k}.dat")
                 except InputError as err:
-                    found = re.search(r"row \((.*?)\) partially overlaps .*? \((.*?)\);",
-                                      str(err))
-                    what = (f"({found.group(1)}) partially overlaps ({found.group(2)}) of an "
-                            "earlier step" if found else str(err))
-                    msg = (f"{self.lp.path}: the scale categories of step '{name}' cannot be "
-                           f"combined with the previous steps: {what}; categories of later "
-                           "steps must be nested in or contain the earlier ones")
+                    found = re.search(r"row \((.*?)\) partially overlaps .*? \((.*?)\);", str(err))
+                    what = (
+                        f"({found.group(1)}) partially overlaps ({found.group(2)}) of an "
+                        "earlier step"
+                        if found
+                        else str(err)
+                    )
+                    msg = (
+                        f"{self.lp.path}: the scale categories of step '{name}' cannot be "
+                        f"combined with the previous steps: {what}; categories of later "
+                        "steps must be nested in or contain the earlier ones"
+                    )
                     raise InvalidConfig(msg) from None
                 base = Path(tmp) / f"c{k}.dat"
 
 
 def _smears_mc(step: FitStep) -> bool:
-    mode = step.mc_smearing if step.mc_smearing != "auto" else (
-        "latest" if step.closure else "none")
+    mode = (
+        step.mc_smearing if step.mc_smearing != "auto" else ("latest" if step.closure else "none")
+    )
     return mode == "latest"
 
 
@@ -421,12 +450,14 @@ def run_pipeline(
     stopped = False
     for name in lp.order:
         step = lp.step(name)
-        input_hash = _hash({
-            "base": setup.base_hash,
-            "step": step.model_dump(mode="json"),
-            "files": setup.file_hashes.get(name, {}),
-            "deps": [(d, outputs[d].output_hash) for d in lp.closure[name]],
-        })
+        input_hash = _hash(
+            {
+                "base": setup.base_hash,
+                "step": step.model_dump(mode="json"),
+                "files": setup.file_hashes.get(name, {}),
+                "deps": [(d, outputs[d].output_hash) for d in lp.closure[name]],
+            }
+        )
         step_dir = out_dir / name
         cached = None if name in forced else _cached(step_dir, input_hash, step, setup)
         if cached is not None:
@@ -449,10 +480,17 @@ def run_pipeline(
             break
     final: dict[str, Path] = {}
     if not stopped:
-        final = _write_final(lp, setup, outputs, out_dir / "final",
-                             wall_time=time.perf_counter() - t0)
-    return PipelineResult(output=out_dir, steps=outputs, ran=tuple(ran), skipped=tuple(skipped),
-                          final=final, wall_time_s=time.perf_counter() - t0)
+        final = _write_final(
+            lp, setup, outputs, out_dir / "final", wall_time=time.perf_counter() - t0
+        )
+    return PipelineResult(
+        output=out_dir,
+        steps=outputs,
+        ran=tuple(ran),
+        skipped=tuple(skipped),
+        final=final,
+        wall_time_s=time.perf_counter() - t0,
+    )
 
 
 def _prior(
@@ -472,14 +510,22 @@ def _prior(
 
 
 def _loop(
-    setup: _Setup, scales: tuple[CorrectionStep, ...], smear: CorrectionStep | None,
+    setup: _Setup,
+    scales: tuple[CorrectionStep, ...],
+    smear: CorrectionStep | None,
     weights: tuple[WeightSpec, ...],
 ) -> ChainLoop:
     cfg = setup.lp.config
     corr = (*scales, *((smear,) if smear is not None else ()))
-    return ChainLoop(setup.dataset_cfg, options=setup.options, selection=cfg.selection,
-                     binning=setup.binning, weights=(*setup.static_weights, *weights),
-                     corrections=corr, smear_seed=cfg.smear_seed)
+    return ChainLoop(
+        setup.dataset_cfg,
+        options=setup.options,
+        selection=cfg.selection,
+        binning=setup.binning,
+        weights=(*setup.static_weights, *weights),
+        corrections=corr,
+        smear_seed=cfg.smear_seed,
+    )
 
 
 def _run_step(
@@ -488,13 +534,24 @@ def _run_step(
     lp = setup.lp
     scales, smear, weights = _prior(step.name, lp, outputs)
     if isinstance(step, RunDivideStep):
-        bins = run_divide(_loop(setup, scales, smear, weights), min_events=step.min_events,
-                          granularity=step.granularity, out=step_dir / "run_bins.yaml")
+        bins = run_divide(
+            _loop(setup, scales, smear, weights),
+            min_events=step.min_events,
+            granularity=step.granularity,
+            out=step_dir / "run_bins.yaml",
+        )
         bins.check_coverage(setup.data_keys)
-        return StepOutputs(name=step.name, type=step.type, run_bins=bins,
-                           output_hash=_file_hash(step_dir / "run_bins.yaml"),
-                           summary={"bins": len(bins), "granularity": bins.granularity,
-                                    "pairs": [b.pairs for b in bins.bins]})
+        return StepOutputs(
+            name=step.name,
+            type=step.type,
+            run_bins=bins,
+            output_hash=_file_hash(step_dir / "run_bins.yaml"),
+            summary={
+                "bins": len(bins),
+                "granularity": bins.granularity,
+                "pairs": [b.pairs for b in bins.bins],
+            },
+        )
     if isinstance(step, TimeStabilityStep):
         if step.run_bins is not None:
             bins = load_run_bins(lp.resolve(step.run_bins))
@@ -504,14 +561,24 @@ def _run_step(
             assert found is not None
             bins = found
         loop = _loop(setup, scales, smear, weights)
-        res, paths = time_stability(loop, bins, step_dir, eta_bins=step.eta_bins,
-                                    window=step.window, name=f"{step.name}_scale",
-                                    validate=step.validate_after)
+        res, paths = time_stability(
+            loop,
+            bins,
+            step_dir,
+            eta_bins=step.eta_bins,
+            window=step.window,
+            name=f"{step.name}_scale",
+            validate=step.validate_after,
+        )
         return _ts_outputs(step, res.to_dict(), paths["corrections"], paths["scales"])
     if isinstance(step, ZWeightsStep):
-        zw = derive_zweights(_loop(setup, scales, smear, weights), name=step.name,
-                             pt_edges=step.pt_edges, y_edges=step.y_edges,
-                             max_weight=step.max_weight)
+        zw = derive_zweights(
+            _loop(setup, scales, smear, weights),
+            name=step.name,
+            pt_edges=step.pt_edges,
+            y_edges=step.y_edges,
+            max_weight=step.max_weight,
+        )
         paths = write_zweights(zw, step_dir)
         return _zw_outputs(step, paths["corrections"], zw.weights)
     if isinstance(step, FitStep):
@@ -520,7 +587,8 @@ def _run_step(
         ext = setup.external[step.name]
         step_dir.mkdir(parents=True, exist_ok=True)
         return StepOutputs(
-            name=step.name, type=step.type,
+            name=step.name,
+            type=step.type,
             scales=tuple(s for s in ext if s.kind == "scale"),
             smear=next((s for s in reversed(ext) if s.kind == "smear"), None),
             output_hash=_hash([setup.file_hashes[step.name], [s.name for s in ext]]),
@@ -530,27 +598,32 @@ def _run_step(
     raise InvalidConfig(msg)
 
 
-def _ts_outputs(step: TimeStabilityStep, summary: dict[str, Any], corr: Path,
-                legacy: Path) -> StepOutputs:
+def _ts_outputs(
+    step: TimeStabilityStep, summary: dict[str, Any], corr: Path, legacy: Path
+) -> StepOutputs:
     name = f"{step.name}_scale"
     chi = summary.get("chi2", {})
     return StepOutputs(
-        name=step.name, type=step.type,
-        scales=(CorrectionStep(name=name, payload=corr.read_text(), kind="scale",
-                               source=str(corr)),),
-        scale_legacy=(legacy,), output_hash=_file_hash(corr),
-        summary={"run_bins": len(summary["run_bins"]),
-                 "chi2_before": [chi.get("before", {}).get(k) for k in ("total_chi2",
-                                                                        "total_ndf")],
-                 "chi2_after": [chi.get("after", {}).get(k) for k in ("total_chi2",
-                                                                      "total_ndf")]},
+        name=step.name,
+        type=step.type,
+        scales=(
+            CorrectionStep(name=name, payload=corr.read_text(), kind="scale", source=str(corr)),
+        ),
+        scale_legacy=(legacy,),
+        output_hash=_file_hash(corr),
+        summary={
+            "run_bins": len(summary["run_bins"]),
+            "chi2_before": [chi.get("before", {}).get(k) for k in ("total_chi2", "total_ndf")],
+            "chi2_after": [chi.get("after", {}).get(k) for k in ("total_chi2", "total_ndf")],
+        },
     )
 
 
 def _zw_outputs(step: ZWeightsStep, corr: Path, weights: Any) -> StepOutputs:
     w = np.asarray(weights, dtype=np.float64)
     return StepOutputs(
-        name=step.name, type=step.type,
+        name=step.name,
+        type=step.type,
         weight=load_zweight_spec(corr, step.name, weight_name=step.name),
         output_hash=_file_hash(corr),
         summary={"weight_min": float(w.min()), "weight_max": float(w.max())},
@@ -560,16 +633,22 @@ def _zw_outputs(step: ZWeightsStep, corr: Path, weights: Any) -> StepOutputs:
 def _fit_outputs(step: FitStep, step_dir: Path, summary: dict[str, Any]) -> StepOutputs:
     corr = step_dir / "corrections.json"
     text = corr.read_text()
-    smear = None if step.closure else CorrectionStep(
-        name=f"{step.name}_smear", payload=text, kind="smear", source=str(corr))
+    smear = (
+        None
+        if step.closure
+        else CorrectionStep(name=f"{step.name}_smear", payload=text, kind="smear", source=str(corr))
+    )
     return StepOutputs(
-        name=step.name, type=step.type,
-        scales=(CorrectionStep(name=f"{step.name}_scale", payload=text, kind="scale",
-                               source=str(corr)),),
+        name=step.name,
+        type=step.type,
+        scales=(
+            CorrectionStep(name=f"{step.name}_scale", payload=text, kind="scale", source=str(corr)),
+        ),
         smear=smear,
         scale_legacy=(step_dir / f"{step.name}_scales.dat",),
         smear_legacy=None if step.closure else step_dir / f"{step.name}_smearings.dat",
-        output_hash=_file_hash(corr), summary=summary,
+        output_hash=_file_hash(corr),
+        summary=summary,
     )
 
 
@@ -597,45 +676,88 @@ def _run_fit(
     result: FitResult | None = None
     hset = None
     for it in range(step.iterations):
-        corr = (*scales, *((own,) if own is not None else ()),
-                *((use_smear,) if use_smear is not None else ()))
-        hset = build_histograms(setup.dataset_cfg, scheme, options=setup.options,
-                                selection=cfg.selection, binning=setup.binning,
-                                weights=(*setup.static_weights, *weights), corrections=corr,
-                                smear_seed=cfg.smear_seed)
-        fit_cfg = base_cfg if it == 0 else base_cfg.with_overrides(start="scan",
-                                                                   start_scales=None)
+        corr = (
+            *scales,
+            *((own,) if own is not None else ()),
+            *((use_smear,) if use_smear is not None else ()),
+        )
+        hset = build_histograms(
+            setup.dataset_cfg,
+            scheme,
+            options=setup.options,
+            selection=cfg.selection,
+            binning=setup.binning,
+            weights=(*setup.static_weights, *weights),
+            corrections=corr,
+            smear_seed=cfg.smear_seed,
+        )
+        fit_cfg = base_cfg if it == 0 else base_cfg.with_overrides(start="scan", start_scales=None)
         result = fit_histograms(hset, fit_cfg, scheme=scheme).raise_if_failed()
         cumulative = cumulative * result.scale_values()
-        iterations.append({"iteration": it, "status": result.status,
-                           "residual_scales": result.scale_values().tolist()})
+        iterations.append(
+            {
+                "iteration": it,
+                "status": result.status,
+                "residual_scales": result.scale_values().tolist(),
+            }
+        )
         if it + 1 < step.iterations:
             name = f"{step.name}_scale_iter{it}"
             path = write_correction_set(
                 step_dir / f"iter{it}" / "corrections.json",
-                [build_scale_correction(name, scheme, cumulative,
-                                        np.zeros(len(cumulative)),
-                                        description=f"{step.name}: scales after iteration {it}")],
-                description=f"zcalib {step.name} iteration {it}")
-            own = CorrectionStep(name=name, payload=path.read_text(), kind="scale",
-                                 source=str(path))
+                [
+                    build_scale_correction(
+                        name,
+                        scheme,
+                        cumulative,
+                        np.zeros(len(cumulative)),
+                        description=f"{step.name}: scales after iteration {it}",
+                    )
+                ],
+                description=f"zcalib {step.name} iteration {it}",
+            )
+            own = CorrectionStep(
+                name=name, payload=path.read_text(), kind="scale", source=str(path)
+            )
     assert result is not None
     assert hset is not None
     if step.iterations > 1:
         prev = cumulative / result.scale_values()
-        result = replace(result, scales=tuple(
-            replace(c, value=float(cumulative[i]), stat=c.stat * prev[i],
-                    mc_stat=c.mc_stat * prev[i])
-            for i, c in enumerate(result.scales)))
+        result = replace(
+            result,
+            scales=tuple(
+                replace(
+                    c,
+                    value=float(cumulative[i]),
+                    stat=c.stat * prev[i],
+                    mc_stat=c.mc_stat * prev[i],
+                )
+                for i, c in enumerate(result.scales)
+            ),
+        )
     save_histograms(hset, step_dir / "histograms.npz")
-    write_outputs(result, scheme, step_dir, step=step.name, hset=hset,
-                  extra={"pipeline": {"step": step.model_dump(mode="json"),
-                                      "prior_corrections": [c.name for c in scales],
-                                      "mc_smearing": use_smear.name if use_smear else None,
-                                      "mc_weights": [w.name for w in weights],
-                                      "iterations": iterations}})
-    write_only_step(step_dir / f"{step.name}_only_step.tsv", scheme,
-                    result.scale_values(), [c.total_stat for c in result.scales])
+    write_outputs(
+        result,
+        scheme,
+        step_dir,
+        step=step.name,
+        hset=hset,
+        extra={
+            "pipeline": {
+                "step": step.model_dump(mode="json"),
+                "prior_corrections": [c.name for c in scales],
+                "mc_smearing": use_smear.name if use_smear else None,
+                "mc_weights": [w.name for w in weights],
+                "iterations": iterations,
+            }
+        },
+    )
+    write_only_step(
+        step_dir / f"{step.name}_only_step.tsv",
+        scheme,
+        result.scale_values(),
+        [c.total_stat for c in result.scales],
+    )
     summary = {
         "status": result.status,
         "closure": step.closure,
@@ -654,9 +776,10 @@ def _round(v: float) -> float | None:
 
 # ---------------------------------------------------------------------------- cache
 def _write_manifest(step_dir: Path, step: Any, input_hash: str, res: StepOutputs) -> None:
-    outputs: dict[str, Any] = {"scale_legacy": [p.name for p in res.scale_legacy],
-                               "smear_legacy": res.smear_legacy.name if res.smear_legacy
-                               else None}
+    outputs: dict[str, Any] = {
+        "scale_legacy": [p.name for p in res.scale_legacy],
+        "smear_legacy": res.smear_legacy.name if res.smear_legacy else None,
+    }
     record = {
         "schema_version": 1,
         "step": step.name,
@@ -698,15 +821,19 @@ def _reload(step: Any, step_dir: Path, setup: _Setup, record: dict[str, Any]) ->
     if isinstance(step, RunDivideStep):
         path = step_dir / "run_bins.yaml"
         bins = load_run_bins(path)
-        return StepOutputs(name=step.name, type=step.type, run_bins=bins,
-                           output_hash=_file_hash(path), summary=summary)
+        return StepOutputs(
+            name=step.name,
+            type=step.type,
+            run_bins=bins,
+            output_hash=_file_hash(path),
+            summary=summary,
+        )
     if isinstance(step, TimeStabilityStep):
         corr = step_dir / "corrections.json"
         legacy = step_dir / f"{step.name}_scales.dat"
         if not legacy.is_file():
             raise OSError(str(legacy))
-        res = _ts_outputs(step, {"run_bins": [0] * int(summary.get("run_bins", 0))}, corr,
-                          legacy)
+        res = _ts_outputs(step, {"run_bins": [0] * int(summary.get("run_bins", 0))}, corr, legacy)
         return replace(res, summary=summary)
     if isinstance(step, ZWeightsStep):
         corr = step_dir / "corrections.json"
@@ -761,13 +888,20 @@ def _write_final(
         take(w.correction, w.payload)
     if scale_steps:
         compound = build_compound(
-            lp.config.compound_name, [c for c in corrections if c.output.name == "scale"],
-            description=("Product of the data scale steps " +
-                         ", ".join(s.name for s in scale_steps) +
-                         "; pt updated between steps"))
+            lp.config.compound_name,
+            [c for c in corrections if c.output.name == "scale"],
+            description=(
+                "Product of the data scale steps "
+                + ", ".join(s.name for s in scale_steps)
+                + "; pt updated between steps"
+            ),
+        )
         paths["corrections"] = write_correction_set(
-            final_dir / "corrections.json", corrections, [compound],
-            description=f"zcalib pipeline {lp.path.name}: {lp.config.description}".strip())
+            final_dir / "corrections.json",
+            corrections,
+            [compound],
+            description=f"zcalib pipeline {lp.path.name}: {lp.config.description}".strip(),
+        )
         validate_file(paths["corrections"])
     legacy = [p for n in lp.order for p in outputs[n].scale_legacy]
     if legacy:
@@ -793,11 +927,19 @@ def _write_final(
         "data_runs": list(setup.data_runs),
         "corrections": [c.name for c in corrections],
         "compound": lp.config.compound_name if scale_steps else None,
-        "steps": {n: {"type": o.type, "output_hash": o.output_hash, "ran": o.ran,
-                      "wall_time_s": round(o.wall_time_s, 3), "summary": o.summary}
-                  for n, o in outputs.items()},
+        "steps": {
+            n: {
+                "type": o.type,
+                "output_hash": o.output_hash,
+                "ran": o.ran,
+                "wall_time_s": round(o.wall_time_s, 3),
+                "summary": o.summary,
+            }
+            for n, o in outputs.items()
+        },
         "wall_time_s": round(wall_time, 3),
     }
-    paths["summary"] = atomic_write_text(final_dir / "pipeline.json",
-                                         json.dumps(record, indent=2) + "\n")
+    paths["summary"] = atomic_write_text(
+        final_dir / "pipeline.json", json.dumps(record, indent=2) + "\n"
+    )
     return paths

@@ -124,8 +124,10 @@ class RunBins:
                 msg = f"{self.source}: run bin {k} ({b.label()}) is empty or inverted"
                 raise InvalidConfig(msg)
             if k and b.start_key <= self.bins[k - 1].stop_key:
-                msg = (f"{self.source}: run bins {k - 1} ({self.bins[k - 1].label()}) and {k} "
-                       f"({b.label()}) overlap or are out of order")
+                msg = (
+                    f"{self.source}: run bins {k - 1} ({self.bins[k - 1].label()}) and {k} "
+                    f"({b.label()}) overlap or are out of order"
+                )
                 raise InvalidConfig(msg)
 
     def __len__(self) -> int:
@@ -159,10 +161,12 @@ class RunBins:
                 key = int(keys[np.argmax(bad)])
                 run, lumi = key >> 32, key & LUMI_ALL
                 where = f"run {run}" + (f" lumi {lumi}" if self.splits_runs else "")
-                msg = (f"{self.source}: data {where} in {path} is outside every run bin "
-                       f"(bins cover {self.bins[0].label().split('-')[0]}-"
-                       f"{self.bins[-1].label().split('-')[-1]}, {len(self.bins)} bins); "
-                       "rerun run-divide on these data")
+                msg = (
+                    f"{self.source}: data {where} in {path} is outside every run bin "
+                    f"(bins cover {self.bins[0].label().split('-')[0]}-"
+                    f"{self.bins[-1].label().split('-')[-1]}, {len(self.bins)} bins); "
+                    "rerun run-divide on these data"
+                )
                 raise InputError(msg)
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,8 +197,9 @@ class RunBins:
     def write(self, path: str | Path) -> tuple[Path, Path]:
         """Write ``<path>`` (YAML) and the ``.dat`` with the same stem, atomically."""
         p = Path(path)
-        y = atomic_write_text(p, yaml.safe_dump(self.to_dict(), sort_keys=False,
-                                                default_flow_style=None))
+        y = atomic_write_text(
+            p, yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        )
         d = atomic_write_text(p.with_suffix(".dat"), self.dat_text())
         return y, d
 
@@ -204,8 +209,10 @@ class _BinModel(BaseModel):
 
     runs: tuple[int, int] = Field(description="First and last run of the bin (inclusive).")
     lumis: tuple[int, int] | None = Field(
-        None, description="First lumi of the first run, last lumi of the last run (inclusive); "
-        "absent = whole runs.")
+        None,
+        description="First lumi of the first run, last lumi of the last run (inclusive); "
+        "absent = whole runs.",
+    )
     pairs: int | None = Field(None, description="Selected pairs in the bin (informative).")
 
 
@@ -232,9 +239,13 @@ def load_run_bins(path: str | Path) -> RunBins:
         except ValidationError as err:
             raise InvalidConfig(format_validation_error(str(p), err)) from None
         bins = tuple(
-            RunBin(run_min=b.runs[0], run_max=b.runs[1],
-                   lumi_min=b.lumis[0] if b.lumis else 0,
-                   lumi_max=b.lumis[1] if b.lumis else LUMI_ALL, pairs=b.pairs)
+            RunBin(
+                run_min=b.runs[0],
+                run_max=b.runs[1],
+                lumi_min=b.lumis[0] if b.lumis else 0,
+                lumi_max=b.lumis[1] if b.lumis else LUMI_ALL,
+                pairs=b.pairs,
+            )
             for b in m.bins
         )
         return RunBins(bins, granularity=m.granularity, min_events=m.min_events, source=str(p))
@@ -252,14 +263,21 @@ def load_run_bins(path: str | Path) -> RunBins:
             msg = f"{p}:{lineno}: non-numeric value in {fields}; expected run_min run_max"
             raise InvalidConfig(msg) from None
         if len(nums) not in (2, 5):
-            msg = (f"{p}:{lineno}: expected 2 columns (run_min run_max) or 5 (run_min run_max "
-                   f"lumi_min lumi_max pairs), got {len(nums)}")
+            msg = (
+                f"{p}:{lineno}: expected 2 columns (run_min run_max) or 5 (run_min run_max "
+                f"lumi_min lumi_max pairs), got {len(nums)}"
+            )
             raise InvalidConfig(msg)
         lo, hi = (nums[2], nums[3]) if len(nums) == 5 else (-1, -1)
-        bins_l.append(RunBin(run_min=nums[0], run_max=nums[1],
-                             lumi_min=max(lo, 0),
-                             lumi_max=LUMI_ALL if hi < 0 else hi,
-                             pairs=nums[4] if len(nums) == 5 and nums[4] >= 0 else None))
+        bins_l.append(
+            RunBin(
+                run_min=nums[0],
+                run_max=nums[1],
+                lumi_min=max(lo, 0),
+                lumi_max=LUMI_ALL if hi < 0 else hi,
+                pairs=nums[4] if len(nums) == 5 and nums[4] >= 0 else None,
+            )
+        )
     split = any(not b.whole_runs for b in bins_l)
     return RunBins(tuple(bins_l), granularity="lumi" if split else "run", source=str(p))
 
@@ -317,13 +335,17 @@ def divide(
         if acc >= min_events and i + 1 < len(sel):
             bounds.append(i + 1)
             acc = 0.0
-    tail = float(sel[bounds[-1]:].sum())
+    tail = float(sel[bounds[-1] :].sum())
     if len(bounds) > 1 and tail < min_events:
         bounds.pop()  # merge the short remainder into the previous bin
     total = float(sel.sum())
     if total < min_events:
-        log.warning("%s: only %d selected pairs in all data (< min_events %d): one run bin",
-                    source, int(total), min_events)
+        log.warning(
+            "%s: only %d selected pairs in all data (< min_events %d): one run bin",
+            source,
+            int(total),
+            min_events,
+        )
     bins: list[RunBin] = []
     for j, lo in enumerate(bounds):
         hi = bounds[j + 1] if j + 1 < len(bounds) else len(sel)
@@ -337,8 +359,15 @@ def divide(
             stop = nxt - 1
         else:
             stop = (int(runs[-1]) << 32) | LUMI_ALL
-        bins.append(RunBin(run_min=start >> 32, run_max=stop >> 32, lumi_min=start & LUMI_ALL,
-                           lumi_max=stop & LUMI_ALL, pairs=round(float(sel[lo:hi].sum()))))
+        bins.append(
+            RunBin(
+                run_min=start >> 32,
+                run_max=stop >> 32,
+                lumi_min=start & LUMI_ALL,
+                lumi_max=stop & LUMI_ALL,
+                pairs=round(float(sel[lo:hi].sum())),
+            )
+        )
     return RunBins(tuple(bins), granularity=granularity, min_events=min_events, source=source)
 
 
@@ -382,14 +411,21 @@ def run_divide(
         msg = f"min_events must be >= 1, got {min_events}"
         raise InvalidConfig(msg)
     if granularity == "lumi" and not _has_lumi(loop):
-        msg = ("granularity 'lumi' needs luminosity blocks, but the data have no "
-               "luminosityBlock/lumiBlock branch; use granularity 'run'")
+        msg = (
+            "granularity 'lumi' needs luminosity blocks, but the data have no "
+            "luminosityBlock/lumiBlock branch; use granularity 'run'"
+        )
         raise InvalidConfig(msg)
     counts = count_pairs(loop)
     bins = divide(counts, min_events, granularity, source=str(out) if out else "run-divide")
     n_runs = len(np.unique(counts.runs))
-    log.info("run-divide: %d selected pairs in %d runs -> %d bins (min %d pairs)",
-             int(counts.selected.sum()), n_runs, len(bins), min_events)
+    log.info(
+        "run-divide: %d selected pairs in %d runs -> %d bins (min %d pairs)",
+        int(counts.selected.sum()),
+        n_runs,
+        len(bins),
+        min_events,
+    )
     if out is not None:
         bins.write(out)
     return bins

@@ -63,7 +63,10 @@ log = logging.getLogger(__name__)
 
 #: pymin's |η| bins of the time-stability step.
 DEFAULT_ETA_BINS: tuple[tuple[float, float], ...] = (
-    (0.0, 1.0), (1.0, 1.4442), (1.566, 2.0), (2.0, 2.5),
+    (0.0, 1.0),
+    (1.0, 1.4442),
+    (1.566, 2.0),
+    (2.0, 2.5),
 )
 _MIN_PAIRS = 20
 
@@ -147,8 +150,14 @@ def fill_peaks(
     """One event loop: medians per run bin × |η| bin (data) and per |η| bin (MC)."""
     cfg = loop.cfg if with_mc else loop.only("data")
     scheme = eta_scheme(tuple(eta_bins), "time-stability |eta| bins")
-    out = run_loop(loop, cfg, RunMassProcessor, scheme, run_bins=bins.keys(),
-                   eta_bins=tuple(tuple(b) for b in eta_bins))
+    out = run_loop(
+        loop,
+        cfg,
+        RunMassProcessor,
+        scheme,
+        run_bins=bins.keys(),
+        eta_bins=tuple(tuple(b) for b in eta_bins),
+    )
     h = out["hist"]
     kinds = cfg.kinds()
     n_r, n_e = len(bins), len(eta_bins)
@@ -174,8 +183,14 @@ def fill_peaks(
     if with_mc:
         for e in range(n_e):
             out_m[:, e] = histogram_median(mc[e, 0], mc[e, 1], edges, window)
-    return PeakTable(data=out_d[0], data_err=out_d[1], data_n=out_d[2],
-                     mc=out_m[0], mc_err=out_m[1], mc_n=out_m[2])
+    return PeakTable(
+        data=out_d[0],
+        data_err=out_d[1],
+        data_n=out_d[2],
+        mc=out_m[0],
+        mc_err=out_m[1],
+        mc_n=out_m[2],
+    )
 
 
 def flatness_chi2(peaks: NDArray[np.float64], errors: NDArray[np.float64]) -> dict[str, Any]:
@@ -203,8 +218,13 @@ def flatness_chi2(peaks: NDArray[np.float64], errors: NDArray[np.float64]) -> di
         chis.append(float((w * (p[ok] - mean) ** 2).sum()))
         ndfs.append(int(ok.sum() - 1))
     total, ndf = float(sum(chis)), int(sum(ndfs))
-    return {"chi2": chis, "ndf": ndfs, "total_chi2": total, "total_ndf": ndf,
-            "p_value": float(chi2_dist.sf(total, ndf)) if ndf > 0 else math.nan}
+    return {
+        "chi2": chis,
+        "ndf": ndfs,
+        "total_chi2": total,
+        "total_ndf": ndf,
+        "p_value": float(chi2_dist.sf(total, ndf)) if ndf > 0 else math.nan,
+    }
 
 
 @dataclass(frozen=True)
@@ -237,9 +257,14 @@ class TimeStabilityResult:
         cats: list[Category] = []
         for b in self.bins.bins:
             for lo, hi in self.eta_bins:
-                cats.append(Category("scale", len(cats), run=(float(b.run_min),
-                                                              float(b.run_max) + 1),
-                                     eta=(lo, hi)))
+                cats.append(
+                    Category(
+                        "scale",
+                        len(cats),
+                        run=(float(b.run_min), float(b.run_max) + 1),
+                        eta=(lo, hi),
+                    )
+                )
         return cats
 
     def chi2(self) -> dict[str, Any]:
@@ -265,11 +290,16 @@ class TimeStabilityResult:
             "run_bins": [b.label() for b in self.bins.bins],
             "scales": arr(self.scales),
             "errors": arr(self.errors),
-            "before": {"data": arr(self.before.data), "data_err": arr(self.before.data_err),
-                       "data_n": arr(self.before.data_n), "mc": arr(self.before.mc)[0],
-                       "mc_err": arr(self.before.mc_err)[0]},
-            "after": None if self.after is None else {
-                "data": arr(self.after.data), "data_err": arr(self.after.data_err)},
+            "before": {
+                "data": arr(self.before.data),
+                "data_err": arr(self.before.data_err),
+                "data_n": arr(self.before.data_n),
+                "mc": arr(self.before.mc)[0],
+                "mc_err": arr(self.before.mc_err)[0],
+            },
+            "after": None
+            if self.after is None
+            else {"data": arr(self.after.data), "data_err": arr(self.after.data_err)},
             "chi2": self.chi2(),
         }
 
@@ -297,22 +327,34 @@ def derive_time_stability(
     peaks = fill_peaks(loop, bins, eta_bins, window)
     for e, (lo, hi) in enumerate(eta_bins):
         if not peaks.mc_n[e] >= min_pairs:
-            msg = (f"time-stability: MC has {peaks.mc_n[e]:.0f} effective pairs with both "
-                   f"electrons in |eta| {lo:g}-{hi:g} inside {window[0]:g}-{window[1]:g} GeV; "
-                   f"need >= {min_pairs}")
+            msg = (
+                f"time-stability: MC has {peaks.mc_n[e]:.0f} effective pairs with both "
+                f"electrons in |eta| {lo:g}-{hi:g} inside {window[0]:g}-{window[1]:g} GeV; "
+                f"need >= {min_pairs}"
+            )
             raise InputError(msg)
         for r, b in enumerate(bins.bins):
             if not peaks.data_n[r, e] >= min_pairs:
-                msg = (f"time-stability: run bin {b.label()} has {peaks.data_n[r, e]:.0f} pairs "
-                       f"with both electrons in |eta| {lo:g}-{hi:g} inside {window[0]:g}-"
-                       f"{window[1]:g} GeV; need >= {min_pairs}: use larger run bins "
-                       "(run-divide min_events)")
+                msg = (
+                    f"time-stability: run bin {b.label()} has {peaks.data_n[r, e]:.0f} pairs "
+                    f"with both electrons in |eta| {lo:g}-{hi:g} inside {window[0]:g}-"
+                    f"{window[1]:g} GeV; need >= {min_pairs}: use larger run bins "
+                    "(run-divide min_events)"
+                )
                 raise InputError(msg)
     scales = peaks.mc[None, :] / peaks.data
-    errors = scales * np.hypot(peaks.data_err / peaks.data, peaks.mc_err[None, :] / peaks.mc[None, :])
-    return TimeStabilityResult(bins=bins, eta_bins=tuple(tuple(b) for b in eta_bins),  # type: ignore[misc]
-                               window=window, before=peaks, scales=scales, errors=errors,
-                               name=name)
+    errors = scales * np.hypot(
+        peaks.data_err / peaks.data, peaks.mc_err[None, :] / peaks.mc[None, :]
+    )
+    return TimeStabilityResult(
+        bins=bins,
+        eta_bins=tuple(tuple(b) for b in eta_bins),  # type: ignore[misc]
+        window=window,
+        before=peaks,
+        scales=scales,
+        errors=errors,
+        name=name,
+    )
 
 
 def check_setup(
@@ -329,8 +371,10 @@ def check_setup(
     """
     if bins.splits_runs:
         first = next(b for b in bins.bins if not b.whole_runs)
-        msg = (f"{bins.source}: run bin {first.label()} splits a run at a luminosity block; the "
-               "time-stability correction is keyed on 'run' only: use granularity 'run'")
+        msg = (
+            f"{bins.source}: run bin {first.label()} splits a run at a luminosity block; the "
+            "time-stability correction is keyed on 'run' only: use granularity 'run'"
+        )
         raise InvalidConfig(msg)
     if not eta_bins:
         msg = "time-stability: no |eta| bins"
@@ -351,10 +395,15 @@ def correction_of(result: TimeStabilityResult) -> Any:
 
     scheme = build_scheme(result.scheme_categories(), [], source=f"{result.name} run x |eta|")
     return build_scale_correction(
-        result.name, scheme, result.scales.ravel(), result.errors.ravel(),
-        description=(f"Time stability: median(MC)/median(data) of m_ee in "
-                     f"{result.window[0]:g}-{result.window[1]:g} GeV per run bin x |eta_SC| bin "
-                     "(both electrons in the bin)"),
+        result.name,
+        scheme,
+        result.scales.ravel(),
+        result.errors.ravel(),
+        description=(
+            f"Time stability: median(MC)/median(data) of m_ee in "
+            f"{result.window[0]:g}-{result.window[1]:g} GeV per run bin x |eta_SC| bin "
+            "(both electrons in the bin)"
+        ),
     )
 
 
@@ -370,12 +419,21 @@ def write_time_stability(
 
     out = Path(out_dir)
     paths = {
-        "corrections": write_correction_set(out / "corrections.json", [correction_of(result)],
-                                            description=f"zcalib time stability ({result.name})"),
-        "scales": write_legacy(out / f"{result.name}s.dat", result.scheme_categories(),
-                               result.scales.ravel(), result.errors.ravel(), kind="scale"),
-        "summary": atomic_write_text(out / "time_stability.json",
-                                     json.dumps(result.to_dict(), indent=2) + "\n"),
+        "corrections": write_correction_set(
+            out / "corrections.json",
+            [correction_of(result)],
+            description=f"zcalib time stability ({result.name})",
+        ),
+        "scales": write_legacy(
+            out / f"{result.name}s.dat",
+            result.scheme_categories(),
+            result.scales.ravel(),
+            result.errors.ravel(),
+            kind="scale",
+        ),
+        "summary": atomic_write_text(
+            out / "time_stability.json", json.dumps(result.to_dict(), indent=2) + "\n"
+        ),
     }
     if plot:
         paths["plot"] = plot_time_stability(result, out / "time_stability.png")
@@ -384,8 +442,12 @@ def write_time_stability(
 
 def step_of(result: TimeStabilityResult, corrections_path: Path) -> CorrectionStep:
     """The processor step of a written time-stability correction."""
-    return CorrectionStep(name=result.name, payload=corrections_path.read_text(), kind="scale",
-                          source=str(corrections_path))
+    return CorrectionStep(
+        name=result.name,
+        payload=corrections_path.read_text(),
+        kind="scale",
+        source=str(corrections_path),
+    )
 
 
 def time_stability(
@@ -411,15 +473,27 @@ def time_stability(
     paths = write_time_stability(res, out_dir, plot=False)
     if validate:
         step = step_of(res, paths["corrections"])
-        after = fill_peaks(loop.with_corrections((*loop.corrections, step)), bins, eta_bins,
-                           window, with_mc=False)
-        res = TimeStabilityResult(bins=res.bins, eta_bins=res.eta_bins, window=res.window,
-                                  before=res.before, scales=res.scales, errors=res.errors,
-                                  after=after, name=res.name)
+        after = fill_peaks(
+            loop.with_corrections((*loop.corrections, step)), bins, eta_bins, window, with_mc=False
+        )
+        res = TimeStabilityResult(
+            bins=res.bins,
+            eta_bins=res.eta_bins,
+            window=res.window,
+            before=res.before,
+            scales=res.scales,
+            errors=res.errors,
+            after=after,
+            name=res.name,
+        )
         chi = res.chi2()
-        log.info("time stability: peak flatness chi2/ndf before %.1f/%d, after %.1f/%d",
-                 chi["before"]["total_chi2"], chi["before"]["total_ndf"],
-                 chi["after"]["total_chi2"], chi["after"]["total_ndf"])
+        log.info(
+            "time stability: peak flatness chi2/ndf before %.1f/%d, after %.1f/%d",
+            chi["before"]["total_chi2"],
+            chi["before"]["total_ndf"],
+            chi["after"]["total_chi2"],
+            chi["after"]["total_ndf"],
+        )
     paths = write_time_stability(res, out_dir, plot=plot)
     return res, paths
 
@@ -441,20 +515,46 @@ def plot_time_stability(result: TimeStabilityResult, path: str | Path) -> Path:
         axes = fig.subplots(n_e, 1, sharex=True, squeeze=False)[:, 0]
         for e, ax in enumerate(axes):
             lo, hi = result.eta_bins[e]
-            ax.errorbar(x, before.data[:, e], xerr=xerr, yerr=before.data_err[:, e], fmt="o",
-                        color="#e42536", markersize=4, label="data, before")
+            ax.errorbar(
+                x,
+                before.data[:, e],
+                xerr=xerr,
+                yerr=before.data_err[:, e],
+                fmt="o",
+                color="#e42536",
+                markersize=4,
+                label="data, before",
+            )
             if after is not None:
-                ax.errorbar(x, after.data[:, e], xerr=xerr, yerr=after.data_err[:, e], fmt="s",
-                            color="black", markersize=4, label="data, after")
+                ax.errorbar(
+                    x,
+                    after.data[:, e],
+                    xerr=xerr,
+                    yerr=after.data_err[:, e],
+                    fmt="s",
+                    color="black",
+                    markersize=4,
+                    label="data, after",
+                )
             if math.isfinite(before.mc[e]):
-                ax.axhspan(before.mc[e] - before.mc_err[e], before.mc[e] + before.mc_err[e],
-                           color="#5790fc", alpha=0.4)
+                ax.axhspan(
+                    before.mc[e] - before.mc_err[e],
+                    before.mc[e] + before.mc_err[e],
+                    color="#5790fc",
+                    alpha=0.4,
+                )
                 ax.axhline(before.mc[e], color="#1f4e9c", linewidth=1.5, label="MC")
             ymin, ymax = ax.get_ylim()
             ax.set_ylim(ymin, ymax + 0.35 * (ymax - ymin))  # room for the labels
             ax.set_ylabel("median $m_{ee}$ [GeV]", fontsize=16)
-            ax.text(0.02, 0.92, f"$|\\eta_{{SC}}|$ {lo:g}-{hi:g}", transform=ax.transAxes,
-                    va="top", fontsize=16)
+            ax.text(
+                0.02,
+                0.92,
+                f"$|\\eta_{{SC}}|$ {lo:g}-{hi:g}",
+                transform=ax.transAxes,
+                va="top",
+                fontsize=16,
+            )
             ax.tick_params(labelsize=13)
             if e == 0:
                 ax.legend(loc="upper right", fontsize=13, ncol=3, frameon=False)

@@ -48,8 +48,25 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Default Z pT bin edges [GeV].
-DEFAULT_PT_EDGES: tuple[float, ...] = (0, 2, 4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 70, 100,
-                                       150, 250)
+DEFAULT_PT_EDGES: tuple[float, ...] = (
+    0,
+    2,
+    4,
+    6,
+    8,
+    10,
+    12,
+    15,
+    20,
+    25,
+    30,
+    40,
+    50,
+    70,
+    100,
+    150,
+    250,
+)
 #: Default Z |y| bin edges.
 DEFAULT_Y_EDGES: tuple[float, ...] = (0, 0.3, 0.6, 0.9, 1.2, 1.5, 1.8, 2.1, 2.5)
 _ALL_ETA = ((0.0, 1.4442), (1.566, 1000.0))
@@ -94,8 +111,12 @@ class ZWeights:
 
 def _check_edges(name: str, edges: Sequence[float]) -> tuple[float, ...]:
     e = tuple(float(x) for x in edges)
-    if len(e) < 2 or not all(math.isfinite(x) for x in e) or any(
-            b <= a for a, b in itertools.pairwise(e)) or e[0] < 0:
+    if (
+        len(e) < 2
+        or not all(math.isfinite(x) for x in e)
+        or any(b <= a for a, b in itertools.pairwise(e))
+        or e[0] < 0
+    ):
         msg = f"zweights: {name} must be >= 2 increasing finite edges starting at >= 0, got {e}"
         raise InvalidConfig(msg)
     return e
@@ -132,8 +153,10 @@ def derive_zweights(
         target = data if kinds.get(ds) == "data" else mc
         target += view[di]["value"]
     if not data.sum() > 0 or not mc.sum() > 0:
-        msg = (f"zweights: no selected {'data' if not data.sum() > 0 else 'MC'} pairs in Z pT "
-               f"{pt[0]:g}-{pt[-1]:g} GeV x |y| {y[0]:g}-{y[-1]:g}")
+        msg = (
+            f"zweights: no selected {'data' if not data.sum() > 0 else 'MC'} pairs in Z pT "
+            f"{pt[0]:g}-{pt[-1]:g} GeV x |y| {y[0]:g}-{y[-1]:g}"
+        )
         raise InputError(msg)
     f_d = data / data.sum()
     f_m = mc / mc.sum()
@@ -142,8 +165,9 @@ def derive_zweights(
     if capped.any():
         log.info("zweights: %d bins capped at %g", int(capped.sum()), max_weight)
     w = np.minimum(w, max_weight)
-    return ZWeights(pt_edges=pt, y_edges=y, data=data, mc=mc, weights=w, name=name,
-                    max_weight=max_weight)
+    return ZWeights(
+        pt_edges=pt, y_edges=y, data=data, mc=mc, weights=w, name=name, max_weight=max_weight
+    )
 
 
 def build_zweight_correction(zw: ZWeights) -> schemav2.Correction:
@@ -173,8 +197,10 @@ def build_zweight_correction(zw: ZWeights) -> schemav2.Correction:
     ]
     return schemav2.Correction(
         name=zw.name,
-        description=("Z pT x |y| MC weights: data/MC fractions, capped at "
-                     f"{zw.max_weight:g}; up = w^2, down = 1"),
+        description=(
+            "Z pT x |y| MC weights: data/MC fractions, capped at "
+            f"{zw.max_weight:g}; up = w^2, down = 1"
+        ),
         version=1,
         inputs=[
             schemav2.Variable(name="ptZ", type="real", description="Dielectron pT [GeV]"),
@@ -198,16 +224,21 @@ def write_zweights(zw: ZWeights, out_dir: str | Path) -> dict[str, Path]:
     lines = ["#absY_min\tabsY_max\tptZ_min\tptZ_max\tweight\tdata\tmc_sumw"]
     for j in range(len(zw.y_edges) - 1):
         for i in range(len(zw.pt_edges) - 1):
-            lines.append(f"{zw.y_edges[j]:g}\t{zw.y_edges[j + 1]:g}\t{zw.pt_edges[i]:g}\t"
-                         f"{zw.pt_edges[i + 1]:g}\t{zw.weights[i, j]:.6g}\t"
-                         f"{zw.data[i, j]:.6g}\t{zw.mc[i, j]:.6g}")
+            lines.append(
+                f"{zw.y_edges[j]:g}\t{zw.y_edges[j + 1]:g}\t{zw.pt_edges[i]:g}\t"
+                f"{zw.pt_edges[i + 1]:g}\t{zw.weights[i, j]:.6g}\t"
+                f"{zw.data[i, j]:.6g}\t{zw.mc[i, j]:.6g}"
+            )
     return {
-        "corrections": write_correction_set(out / "corrections.json",
-                                            [build_zweight_correction(zw)],
-                                            description=f"zcalib Z pT x |y| weights ({zw.name})"),
+        "corrections": write_correction_set(
+            out / "corrections.json",
+            [build_zweight_correction(zw)],
+            description=f"zcalib Z pT x |y| weights ({zw.name})",
+        ),
         "table": atomic_write_text(out / "ptz_x_rapidity_weights.tsv", "\n".join(lines) + "\n"),
-        "summary": atomic_write_text(out / "zweights.json",
-                                     json.dumps(zw.to_dict(), indent=1) + "\n"),
+        "summary": atomic_write_text(
+            out / "zweights.json", json.dumps(zw.to_dict(), indent=1) + "\n"
+        ),
     }
 
 
@@ -237,5 +268,6 @@ def load_zweight_spec(path: str | Path, name: str, *, weight_name: str = "zpt") 
     if inputs != ["ptZ", "absYZ", "weights"]:
         msg = f"{p}: correction {name!r} has inputs {inputs}; expected [ptZ, absYZ, weights]"
         raise InvalidConfig(msg)
-    return WeightSpec(name=weight_name, payload=text, correction=name, inputs=("ptZ", "absYZ"),
-                      source=str(p))
+    return WeightSpec(
+        name=weight_name, payload=text, correction=name, inputs=("ptZ", "absYZ"), source=str(p)
+    )

@@ -58,8 +58,10 @@ def load_correction_steps(path: str | Path, names: list[str] | None = None) -> l
         corr = by_name[name]
         kind = corr.output.name
         if kind not in _KEYS:
-            msg = (f"{p}: correction {name!r} has output {kind!r}; allowed: 'scale' (data) or "
-                   "'smear' (MC)")
+            msg = (
+                f"{p}: correction {name!r} has output {kind!r}; allowed: 'scale' (data) or "
+                "'smear' (MC)"
+            )
             raise InvalidConfig(msg)
         inputs = [v.name for v in corr.inputs]
         unknown = [i for i in inputs if i not in PROVIDED_INPUTS]
@@ -85,8 +87,10 @@ def _probe(evaluator: object, corr: correctionlib.schemav2.Correction, kind: str
         try:
             evaluator.evaluate(*args)  # type: ignore[attr-defined]
         except Exception as err:  # noqa: BLE001
-            msg = (f"{p}: correction {corr.name!r} cannot be evaluated with syst={key!r} "
-                   f"({err}); a {kind} step needs keys {', '.join(_KEYS[kind])}")
+            msg = (
+                f"{p}: correction {corr.name!r} cannot be evaluated with syst={key!r} "
+                f"({err}); a {kind} step needs keys {', '.join(_KEYS[kind])}"
+            )
             raise InvalidConfig(msg) from None
 
 

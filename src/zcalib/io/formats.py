@@ -53,14 +53,24 @@ IdLevel = Literal["none", "loose", "medium", "tight"]
 FORMATS: tuple[str, ...] = ("ecalelf", "nanoaod", "flat", "parquet")
 #: Parquet has no trees; its entry is a placeholder coffea's fileset needs.
 DEFAULT_TREES: dict[str, str] = {
-    "ecalelf": "selected", "nanoaod": "Events", "flat": "events", "parquet": "pairs",
+    "ecalelf": "selected",
+    "nanoaod": "Events",
+    "flat": "events",
+    "parquet": "pairs",
 }
 
 #: Working points passed by a lepton, as bits of the skim ``id_1``/``id_2`` columns.
 ID_BITS: dict[str, int] = {"none": 0, "loose": 1, "medium": 2, "tight": 4}
 #: Per-lepton skim columns (suffixed ``_1``/``_2``), in file order.
 SKIM_LEPTON_COLUMNS: tuple[str, ...] = (
-    "energy", "eta", "sc_eta", "phi", "r9", "gain", "charge", "id",
+    "energy",
+    "eta",
+    "sc_eta",
+    "phi",
+    "r9",
+    "gain",
+    "charge",
+    "id",
 )
 #: Per-pair skim columns; ``lumi``, ``event`` and ``npu`` only when the source has them.
 SKIM_EVENT_COLUMNS: tuple[str, ...] = ("run", "lumi", "event", "weight", "npu", "mass")
@@ -100,8 +110,16 @@ class ColumnMap(BaseModel):
         """(per-lepton branches, per-event branches) named by this map."""
         per_lepton = [
             b
-            for pair in (self.energy, self.pt, self.eta, self.sc_eta, self.phi, self.r9,
-                         self.gain, self.charge)
+            for pair in (
+                self.energy,
+                self.pt,
+                self.eta,
+                self.sc_eta,
+                self.phi,
+                self.r9,
+                self.gain,
+                self.charge,
+            )
             if pair is not None
             for b in pair
         ]
@@ -149,13 +167,28 @@ def required_branches(fmt: str, column_map: ColumnMap | None = None) -> list[str
     """Branches that must exist for ``fmt`` (MC-only and optional ones excluded)."""
     if fmt == "ecalelf":
         return [
-            "runNumber", "R9Ele", "etaEle", "phiEle", "energy_ECAL_ele", "gainSeedSC", "eleID",
+            "runNumber",
+            "R9Ele",
+            "etaEle",
+            "phiEle",
+            "energy_ECAL_ele",
+            "gainSeedSC",
+            "eleID",
         ]
     if fmt == "nanoaod":
         return [
-            "run", "luminosityBlock", "event", "nElectron", "Electron_pt", "Electron_eta",
-            "Electron_deltaEtaSC", "Electron_phi", "Electron_r9", "Electron_seedGain",
-            "Electron_cutBased", "Electron_charge",
+            "run",
+            "luminosityBlock",
+            "event",
+            "nElectron",
+            "Electron_pt",
+            "Electron_eta",
+            "Electron_deltaEtaSC",
+            "Electron_phi",
+            "Electron_r9",
+            "Electron_seedGain",
+            "Electron_cutBased",
+            "Electron_charge",
         ]
     if fmt == "parquet":
         return [f"{c}_{i}" for c in SKIM_LEPTON_COLUMNS for i in (1, 2)] + ["run", "weight"]

@@ -167,14 +167,15 @@ def preflight(cfg: DatasetConfig, *, allow_empty: bool = False) -> PreflightResu
         for f in ds.files:
             try:
                 if cfg.format == "parquet":
-                    info = _check_parquet(f, ds.name, tree, needed, optional,
-                                          allow_empty=allow_empty)
+                    info = _check_parquet(
+                        f, ds.name, tree, needed, optional, allow_empty=allow_empty
+                    )
                 else:
-                    info = _check_file(f, ds.name, tree, needed, optional,
-                                       allow_empty=allow_empty)
+                    info = _check_file(f, ds.name, tree, needed, optional, allow_empty=allow_empty)
             except _Bad as err:
-                bad.append(BadFile(path=f, dataset=ds.name, message=err.message,
-                                   entries=err.entries))
+                bad.append(
+                    BadFile(path=f, dataset=ds.name, message=err.message, entries=err.entries)
+                )
                 continue
             infos.append(info)
             seen_optional.add(info.optional)
@@ -247,7 +248,9 @@ def _check_file(
         keys = set(obj.keys())
         missing = [b for b in needed if b not in keys]
         if missing:
-            msg = f"{path}: tree '{tree}' lacks branch(es) {', '.join(missing)} needed by the format"
+            msg = (
+                f"{path}: tree '{tree}' lacks branch(es) {', '.join(missing)} needed by the format"
+            )
             raise _Bad(msg, entries)
         if entries == 0 and not allow_empty:
             msg = f"{path}: tree '{tree}' has no entries"
@@ -306,8 +309,9 @@ def _check_parquet(
             msg = f"{path}: unreadable '{SKIM_METADATA_KEY}' provenance record ({err})"
             raise _Bad(msg, rows) from None
     found = tuple(sorted((role, c) for role, c in optional.items() if c in columns))
-    return FileInfo(path=path, dataset=dataset, treename=tree, entries=rows, optional=found,
-                    skim=skim)
+    return FileInfo(
+        path=path, dataset=dataset, treename=tree, entries=rows, optional=found, skim=skim
+    )
 
 
 def _short(err: BaseException) -> str:

@@ -109,12 +109,17 @@ class RunLumiCounts:
 
     def __add__(self, other: RunLumiCounts) -> RunLumiCounts:
         keys, inverse = np.unique(np.concatenate([self.keys, other.keys]), return_inverse=True)
-        total = np.bincount(inverse, weights=np.concatenate([self.total, other.total]),
-                            minlength=len(keys))
-        sel = np.bincount(inverse, weights=np.concatenate([self.selected, other.selected]),
-                          minlength=len(keys))
-        return RunLumiCounts(keys=keys.astype(np.int64), total=np.rint(total).astype(np.int64),
-                             selected=np.rint(sel).astype(np.int64))
+        total = np.bincount(
+            inverse, weights=np.concatenate([self.total, other.total]), minlength=len(keys)
+        )
+        sel = np.bincount(
+            inverse, weights=np.concatenate([self.selected, other.selected]), minlength=len(keys)
+        )
+        return RunLumiCounts(
+            keys=keys.astype(np.int64),
+            total=np.rint(total).astype(np.int64),
+            selected=np.rint(sel).astype(np.int64),
+        )
 
     @property
     def runs(self) -> NDArray[np.int64]:
@@ -150,8 +155,10 @@ class _ChainBase(ZeeProcessor):
         """Read, correct and select one chunk; ``None`` (errors in ``out``) if unreadable."""
         meta = events.metadata
         dataset = meta["dataset"]
-        where = (f"{meta.get('filename', '?')} "
-                 f"(entries {meta.get('entrystart')}-{meta.get('entrystop')})")
+        where = (
+            f"{meta.get('filename', '?')} "
+            f"(entries {meta.get('entrystart')}-{meta.get('entrystop')})"
+        )
         kind = self.kinds[dataset]
         out["cutflow"] = {dataset: {"all": len(events)}}
         lep = self._read_chunk(events, out)
@@ -163,8 +170,9 @@ class _ChainBase(ZeeProcessor):
         for name in CUTS:
             cut = cut & sel.all(name)
             out["cutflow"][dataset][name] = int(cut.sum())
-        return _Prepared(lep=lep, kind=kind, dataset=dataset, energies=energies, mass=mass,
-                         cut=cut, where=where)
+        return _Prepared(
+            lep=lep, kind=kind, dataset=dataset, energies=energies, mass=mass, cut=cut, where=where
+        )
 
     def _weights(self, prep: _Prepared) -> NDArray[np.float64]:
         """Nominal weights of the selected pairs (1 for data)."""
@@ -197,8 +205,9 @@ class RunCountProcessor(_ChainBase):
         return {"counts": {}, "cutflow": {}, "errors": set(), "failed": set()}
 
     def _fill(self, prep: _Prepared, out: dict[str, Any]) -> None:
-        out["counts"][prep.dataset] = RunLumiCounts.from_events(prep.lep.run, prep.lep.lumi,
-                                                                prep.cut)
+        out["counts"][prep.dataset] = RunLumiCounts.from_events(
+            prep.lep.run, prep.lep.lumi, prep.cut
+        )
 
 
 @dataclass
@@ -244,8 +253,13 @@ class RunMassProcessor(_ChainBase):
         else:
             run_bin = np.full(int(cut.sum()), -1, dtype=np.int64)
         keep = (eta_bin >= 0) & ((run_bin >= 0) | (prep.kind != "data"))
-        out["hist"].fill(dataset=prep.dataset, run_bin=run_bin[keep], eta_bin=eta_bin[keep],
-                         mass=prep.mass[cut][keep], weight=w[keep])
+        out["hist"].fill(
+            dataset=prep.dataset,
+            run_bin=run_bin[keep],
+            eta_bin=eta_bin[keep],
+            mass=prep.mass[cut][keep],
+            weight=w[keep],
+        )
 
 
 def same_eta_bin(
@@ -296,5 +310,9 @@ class ZKinProcessor(_ChainBase):
     def _fill(self, prep: _Prepared, out: dict[str, Any]) -> None:
         kin = pair_kinematics(prep.lep, prep.energies["nominal"])
         cut = prep.cut
-        out["hist"].fill(dataset=prep.dataset, ptZ=kin["ptZ"][cut], absYZ=kin["absYZ"][cut],
-                         weight=self._weights(prep))
+        out["hist"].fill(
+            dataset=prep.dataset,
+            ptZ=kin["ptZ"][cut],
+            absYZ=kin["absYZ"][cut],
+            weight=self._weights(prep),
+        )

@@ -56,10 +56,18 @@ PAIR_INPUTS: tuple[str, ...] = ("ptZ", "yZ", "absYZ", "mZ")
 #: Branch that feeds each checked lepton quantity, per format (for error messages).
 _SOURCES = {
     "ecalelf": {"energy": "energy_ECAL_ele", "eta": "etaEle", "phi": "phiEle", "r9": "R9Ele"},
-    "nanoaod": {"energy": "Electron_pt", "eta": "Electron_eta", "phi": "Electron_phi",
-                "r9": "Electron_r9"},
-    "parquet": {"energy": "energy_1/energy_2", "eta": "eta_1/eta_2", "phi": "phi_1/phi_2",
-                "r9": "r9_1/r9_2"},
+    "nanoaod": {
+        "energy": "Electron_pt",
+        "eta": "Electron_eta",
+        "phi": "Electron_phi",
+        "r9": "Electron_r9",
+    },
+    "parquet": {
+        "energy": "energy_1/energy_2",
+        "eta": "eta_1/eta_2",
+        "phi": "phi_1/phi_2",
+        "r9": "r9_1/r9_2",
+    },
 }
 
 
@@ -186,8 +194,11 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             return {"nominal": raw}
         if kind == "data":
             out = {}
-            for variation, key in (("nominal", "scale"), ("scale_up", "scale_up"),
-                                   ("scale_down", "scale_down")):
+            for variation, key in (
+                ("nominal", "scale"),
+                ("scale_up", "scale_up"),
+                ("scale_down", "scale_down"),
+            ):
                 energy = raw
                 for step in steps:
                     energy = energy * self._eval_step(step, lep, energy, key)
@@ -196,8 +207,11 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             return out
         z = self._normals(lep, meta)
         out = {}
-        for variation, key in (("nominal", "smear"), ("smear_up", "smear_up"),
-                               ("smear_down", "smear_down")):
+        for variation, key in (
+            ("nominal", "smear"),
+            ("smear_up", "smear_up"),
+            ("smear_down", "smear_down"),
+        ):
             var = np.zeros_like(raw)
             for step in steps:
                 var = var + self._eval_step(step, lep, raw, key) ** 2
@@ -245,8 +259,10 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
     @staticmethod
     def _where(meta: Mapping[str, Any]) -> str:
         """``file (entries a-b)``: where a chunk comes from, for messages."""
-        return (f"{meta.get('filename', '?')} "
-                f"(entries {meta.get('entrystart')}-{meta.get('entrystop')})")
+        return (
+            f"{meta.get('filename', '?')} "
+            f"(entries {meta.get('entrystart')}-{meta.get('entrystop')})"
+        )
 
     def _read_chunk(self, events: Any, out: dict[str, Any]) -> Leptons | None:
         """Read the leptons of a chunk and check their values.
@@ -271,8 +287,15 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         except Exception as err:  # noqa: BLE001  (unreadable baskets surface here)
             reason = f"cannot read events ({err.__class__.__name__}: {err})"
             out["errors"].add(f"{where}: {reason}")
-            out["failed"].add((dataset, str(meta.get("filename", "?")), start,
-                               int(meta.get("entrystop") or 0), reason))
+            out["failed"].add(
+                (
+                    dataset,
+                    str(meta.get("filename", "?")),
+                    start,
+                    int(meta.get("entrystop") or 0),
+                    reason,
+                )
+            )
             if dataset in out.get("cutflow", {}):
                 out["cutflow"][dataset]["all"] = 0  # not processed: reported as skipped
             return None
@@ -320,8 +343,13 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         for variation, m in masses.items():
             h.fill(dataset=dataset, variation=variation, region=region, mass=m, weight=nominal)
         for vname, ratio in variations.items():
-            h.fill(dataset=dataset, variation=vname, region=region, mass=masses["nominal"],
-                   weight=nominal * ratio)
+            h.fill(
+                dataset=dataset,
+                variation=vname,
+                region=region,
+                mass=masses["nominal"],
+                weight=nominal * ratio,
+            )
         return out
 
     def postprocess(self, accumulator: Any) -> Any:
@@ -339,8 +367,9 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         for spec in self.weights:
             if pair is None and any(v in PAIR_INPUTS for v in spec.input_names):
                 pair = pair_kinematics(lep, energy)
-            xs = [self._weight_input(lep, spec, name, where, pair)[cut]
-                  for name in spec.input_names]
+            xs = [
+                self._weight_input(lep, spec, name, where, pair)[cut] for name in spec.input_names
+            ]
             ev = self._evaluator(spec)
             wn, wu, wd = (np.asarray(ev.evaluate(*xs, k), dtype=np.float64) for k in spec.keys)
             nominal = nominal * wn
@@ -424,9 +453,7 @@ def pair_selection(
     sel.add("eta", in_eta.all(axis=1))
     sel.add("et", (lead >= cfg.min_et_lead) & (sub >= cfg.min_et_sublead))
     charge_ok = (
-        lep.charge[:, 0] * lep.charge[:, 1] < 0
-        if cfg.opposite_charge
-        else np.ones(n, dtype=bool)
+        lep.charge[:, 0] * lep.charge[:, 1] < 0 if cfg.opposite_charge else np.ones(n, dtype=bool)
     )
     sel.add("charge", charge_ok)
     sel.add("mass", (mass >= binning.lo) & (mass < binning.hi))
@@ -460,14 +487,16 @@ def pair_kinematics(lep: Leptons, energy: NDArray[np.float64]) -> dict[str, NDAr
 def _mass(lep: Leptons, energy: NDArray[np.float64]) -> NDArray[np.float64]:
     with np.errstate(invalid="ignore"):
         return pair_mass(  # type: ignore[return-value]
-            energy[:, 0], lep.eta[:, 0], lep.phi[:, 0],
-            energy[:, 1], lep.eta[:, 1], lep.phi[:, 1],
+            energy[:, 0],
+            lep.eta[:, 0],
+            lep.phi[:, 0],
+            energy[:, 1],
+            lep.eta[:, 1],
+            lep.phi[:, 1],
         )
 
 
 def merge_cutflows(cutflows: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
     """Order each dataset's cutflow as ``all`` then :data:`CUTS`."""
     order = ("all", *CUTS)
-    return {
-        ds: {k: int(cf[k]) for k in order if k in cf} for ds, cf in cutflows.items()
-    }
+    return {ds: {k: int(cf[k]) for k in order if k in cf} for ds, cf in cutflows.items()}
