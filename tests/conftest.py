@@ -39,3 +39,41 @@ def shared_file(name: str) -> Path:
     if not p.is_file():
         pytest.skip(f"real CMS open-data file {p} is not available (../shared/data absent)")
     return p
+
+
+#: Branches of the CMS 2010 dimuon ntuple (``../shared/data/README.md``) for the flat reader.
+DIMUON_COLUMNS = {
+    "energy": ["E1", "E2"],
+    "eta": ["eta1", "eta2"],
+    "phi": ["phi1", "phi2"],
+    "charge": ["Q1", "Q2"],
+    "run": "Run",
+    "event": "Event",
+}
+
+
+def dimuon_histograms(categories: Path, **selection):
+    """Histograms of the real CMS 2010 dimuon ntuple (skips when ../shared/data is absent):
+    opposite charge, Et > 20/10 GeV, |eta| < 2.4, no crack exclusion."""
+    from zcalib.categories import load_categories
+    from zcalib.config import SelectionConfig, dataset_config_from_files
+    from zcalib.runner import RunOptions, build_histograms
+
+    p = shared_file("cms_opendata_2010_zmumu.root")
+    cfg = dataset_config_from_files(
+        data=[str(p)], fmt="flat", treename="events", column_map=DIMUON_COLUMNS
+    )
+    sel = SelectionConfig(
+        min_et_lead=20,
+        min_et_sublead=10,
+        max_abs_eta=2.4,
+        exclude_crack=False,
+        opposite_charge=True,
+        **selection,
+    )
+    return build_histograms(
+        cfg,
+        load_categories(categories),
+        options=RunOptions(executor="iterative", progress=False),
+        selection=sel,
+    )

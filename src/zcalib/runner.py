@@ -333,17 +333,12 @@ def build_histograms(
     sumw = dict(out["sumw"])
     if cfg.format == "parquet":
         sumw = _skim_sumw(infos, sumw, skipped)
-    metrics = build_metrics(
-        coffea_metrics=run.metrics,
-        workers=run.workers,
+    metrics = run.metrics_record(
         events=n_events,
+        chunksize=opts.chunksize,
         wall_time_s=time.perf_counter() - t_start,
         wall_time_checks_s=t_checks,
         wall_time_fill_s=t_run,
-        executor=run.executor,
-        chunksize=opts.chunksize,
-        n_workers=run.n_workers,
-        dashboard=run.dashboard,
         skipped_files=skipped,
     )
     metadata: dict[str, Any] = {
@@ -615,6 +610,33 @@ class ProcessorRun:
     dashboard: str | None = None
     maxchunks: int | None = None
     skip_messages: list[str] = field(default_factory=list)
+
+    def metrics_record(
+        self,
+        *,
+        events: int,
+        chunksize: int,
+        wall_time_s: float,
+        wall_time_checks_s: float,
+        wall_time_fill_s: float,
+        skipped_files: list[dict[str, Any]],
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The metrics record of this run (:func:`zcalib.metrics.build_metrics`)."""
+        return build_metrics(
+            coffea_metrics=self.metrics,
+            workers=self.workers,
+            events=events,
+            wall_time_s=wall_time_s,
+            wall_time_checks_s=wall_time_checks_s,
+            wall_time_fill_s=wall_time_fill_s,
+            executor=self.executor,
+            chunksize=chunksize,
+            n_workers=self.n_workers,
+            dashboard=self.dashboard,
+            skipped_files=skipped_files,
+            extra=extra,
+        )
 
 
 def run_processor(

@@ -58,7 +58,7 @@ from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import MassBinning
 from zcalib.io.formats import ID_BITS, SKIM_LEPTON_COLUMNS, Leptons, extract_leptons, nanoaod_schema
 from zcalib.io.preflight import SKIM_METADATA_KEY, FileInfo
-from zcalib.metrics import build_metrics, write_metrics, zcalib_version
+from zcalib.metrics import write_metrics, zcalib_version
 from zcalib.processors.zee import ZeeProcessor, pair_selection
 from zcalib.runner import RunOptions, checked_inputs, file_fingerprint, run_processor
 
@@ -385,17 +385,12 @@ def skim(
         shutil.rmtree(parts_dir, ignore_errors=True)
 
     n_events = sum(f.entries for f in files)
-    metrics = build_metrics(
-        coffea_metrics=run.metrics,
-        workers=run.workers,
+    metrics = run.metrics_record(
         events=n_events,
+        chunksize=opts.chunksize,
         wall_time_s=time.perf_counter() - t_start,
         wall_time_checks_s=t_checks,
         wall_time_fill_s=t_run,
-        executor=run.executor,
-        chunksize=opts.chunksize,
-        n_workers=run.n_workers,
-        dashboard=run.dashboard,
         skipped_files=skipped,
         extra={"rows_written": sum(f.rows for f in files)},
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, shared_file
+from tests.conftest import ROOT, dimuon_histograms, shared_file
 from zcalib.config import DatasetConfig, SelectionConfig, dataset_config_from_files
 from zcalib.exceptions import InputError
 from zcalib.histograms import HistogramSet
@@ -163,36 +163,9 @@ def test_real_nanoaod_file_is_read_and_reported(scheme):
 
 
 def test_real_dimuon_flat_ntuple_through_column_map(tmp_path):
-    p = shared_file("cms_opendata_2010_zmumu.root")
     cats = tmp_path / "mu.yaml"
     cats.write_text("scale:\n  - {eta: [0, 1.2]}\n  - {eta: [1.2, 2.4]}\n")
-    from zcalib.categories import load_categories
-
-    cfg = dataset_config_from_files(
-        data=[str(p)],
-        fmt="flat",
-        treename="events",
-        column_map={
-            "energy": ["E1", "E2"],
-            "eta": ["eta1", "eta2"],
-            "phi": ["phi1", "phi2"],
-            "charge": ["Q1", "Q2"],
-            "run": "Run",
-            "event": "Event",
-        },
-    )
-    hs = build_histograms(
-        cfg,
-        load_categories(cats),
-        options=RunOptions(executor="iterative", progress=False),
-        selection=SelectionConfig(
-            min_et_lead=20,
-            min_et_sublead=10,
-            max_abs_eta=2.4,
-            exclude_crack=False,
-            opposite_charge=True,
-        ),
-    )
+    hs = dimuon_histograms(cats)
     cf = hs.cutflow["data"]
     assert cf["all"] == 2304
     assert cf["charge"] < cf["et"]  # same-sign pairs removed

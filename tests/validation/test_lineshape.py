@@ -9,7 +9,7 @@ import matplotlib as mpl
 import numpy as np
 import pytest
 
-from tests.conftest import shared_file
+from tests.conftest import dimuon_histograms, shared_file
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.validation.lineshape import (
     Z_MASS,
@@ -122,39 +122,9 @@ def test_no_data_is_an_input_error(demo_hists):
 
 def test_real_cms_dimuon_peak_is_at_the_z_mass(tmp_path):
     """CMS 2010 open data, 2304 dimuon events: a data-only fit finds the Z peak."""
-    from zcalib.categories import load_categories
-    from zcalib.config import SelectionConfig, dataset_config_from_files
-    from zcalib.runner import RunOptions, build_histograms
-
-    p = shared_file("cms_opendata_2010_zmumu.root")
     cats = tmp_path / "muons.yaml"
     cats.write_text("scale:\n  - {eta: [0, 2.4]}\n")
-    cfg = dataset_config_from_files(
-        data=[str(p)],
-        fmt="flat",
-        treename="events",
-        column_map={
-            "energy": ["E1", "E2"],
-            "eta": ["eta1", "eta2"],
-            "phi": ["phi1", "phi2"],
-            "charge": ["Q1", "Q2"],
-            "run": "Run",
-            "event": "Event",
-        },
-    )
-    hset = build_histograms(
-        cfg,
-        load_categories(cats),
-        options=RunOptions(executor="iterative", progress=False),
-        selection=SelectionConfig(
-            min_et_lead=20,
-            min_et_sublead=10,
-            max_abs_eta=2.4,
-            exclude_crack=False,
-            opposite_charge=True,
-            id_level="none",
-        ),
-    )
+    hset = dimuon_histograms(cats, id_level="none")
     res = run_lineshape(hset, tmp_path / "out", config=LineshapeConfig(mode="inclusive"))
     (row,) = res.rows
     assert row.mc is None
