@@ -175,8 +175,13 @@ def test_calibrate_with_prior_corrections(ecalelf_run, tmp_path):
         "smear_down",
         "pileup_up",
     }
-    # after applying the derived scales the residual scales are ~1
-    np.testing.assert_allclose(cal.fit.scales, 1.0, atol=2e-3)
+    # after applying the derived scales the residual scales are 1 within 3 sigma (stat incl.
+    # MC statistics) and within 0.5 %
+    res = cal.fit.result
+    pulls = [(c.value - 1.0) / c.total_stat for c in res.scales]
+    print("closure scale pulls", np.round(pulls, 2), [round(c.total_stat, 5) for c in res.scales])
+    assert np.all(np.abs(pulls) < 3), pulls
+    np.testing.assert_allclose(cal.fit.scales, 1.0, atol=5e-3)
     # raw energies stay available: fitting them gives back the first derivation
     raw = api.fit(cal.histograms, closure_cfg.with_overrides(systematic="uncorrected"))
     assert (raw.data_variation, raw.mc_variation) == ("uncorrected", "uncorrected")

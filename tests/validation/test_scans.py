@@ -46,13 +46,18 @@ def test_scans_of_every_parameter(validated: Path):
         )
         best, sigma, lo, hi = r["best"], r["sigma_hessian"], r["scan_lo"], r["scan_hi"]
         assert dnll.min() > -1e-6  # the fit sits at the minimum
-        assert values[0] < best < values[-1]
         assert np.all(np.diff(values) > 0)
-        assert lo is not None
-        assert hi is not None
         png = folder / r["file"]
         assert png.is_file()
         assert png.stat().st_size > 10_000
+        assert hi is not None
+        if r["kind"] == "smear" and best == 0.0:
+            # a smearing at its bound: the scan starts there and rises on one side only
+            assert values[0] == 0.0
+            assert lo is None
+            continue
+        assert values[0] < best < values[-1]
+        assert lo is not None
         if values[0] == 0.0:
             continue  # a smearing within 3σ of zero: its likelihood is not Gaussian there
         checked += 1
@@ -65,7 +70,7 @@ def test_scans_of_every_parameter(validated: Path):
         else:
             assert at == pytest.approx([0.5, 0.5], rel=0.25)
             assert at.mean() == pytest.approx(0.5, rel=0.05)
-    assert checked >= 14
+    assert checked >= 12
     assert (folder / "nll_scans.png").stat().st_size > 50_000
 
 

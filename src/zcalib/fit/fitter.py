@@ -190,10 +190,18 @@ def _covariances(
     """Data-stat and MC-stat covariances of ``θ`` (NaN where undefined) and a note.
 
     With BB-lite the data-stat part uses the plain (data-only) Hessian at the minimum, so the
-    MC statistics enter once, through ``mc_stat`` (see the module docstring).
+    MC statistics enter once, through ``mc_stat`` (see the module docstring). With the
+    noise correction the data part is the sandwich ``H⁻¹ F H⁻¹`` (objective Hessian ``H``,
+    data information ``F``).
     """
+    h_sandwich: FloatArray | None = None
+    if problem.model.noise_correction:
+        # θ̂ minimises NLL + C(θ) with C a fixed function of the template: its data
+        # covariance is H⁻¹ F H⁻¹ (H: Hessian of the minimised objective, F: the data's
+        # Fisher information, the plain-NLL Hessian)
+        h_sandwich = problem.hessian(theta, data_only=True)[2]
     if problem.model.bb_lite:
-        h_data = problem.hessian(theta, bb_lite=False)[2]
+        h_data = problem.hessian(theta, data_only=True)[2]
         free_d = ~at_bound
         try:
             np.linalg.cholesky(h_data[np.ix_(free_d, free_d)])
@@ -208,12 +216,22 @@ def _covariances(
             )
             config = config.with_overrides(mc_stat="none")
     p = problem.n_params
-    cov = np.full((p, p), np.nan)
     cov_mc = np.full((p, p), np.nan)
     note = ""
     free = ~at_bound
-    diag = np.diag(hess)
+    if h_sandwich is not None and free.any():
+        try:
+            np.linalg.cholesky(hess[np.ix_(free, free)])
+        except np.linalg.LinAlgError:
+            # the corrected objective is not convex at the minimum: data errors from the
+            # data's own information instead
+            log.info("noise-corrected objective not convex at the minimum; data errors from F⁻¹")
+            hess, h_sandwich = h_sandwich, None
+    # at a bound the objective's curvature can be ≤ 0 (the noise correction is concave in
+    # s²): conditional errors there come from the data's information when it is known
+    diag = np.diag(hess if h_sandwich is None else h_sandwich)
     hinv = np.full((p, p), np.nan)
+    cov = hinv
     if free.any():
         hf = hess[np.ix_(free, free)]
         try:
@@ -221,6 +239,10 @@ def _covariances(
             inv_l = np.linalg.inv(chol)
             hinv_f = inv_l.T @ inv_l
             hinv[np.ix_(free, free)] = hinv_f
+            if h_sandwich is not None:
+                data_f = hinv_f @ h_sandwich[np.ix_(free, free)] @ hinv_f
+                cov = np.full((p, p), np.nan)
+                cov[np.ix_(free, free)] = 0.5 * (data_f + data_f.T)
         except np.linalg.LinAlgError:
             eig = np.linalg.eigvalsh(hf)
             names = [problem.names[i] for i in np.flatnonzero(free)]
@@ -230,7 +252,7 @@ def _covariances(
             )
     for i in np.flatnonzero(at_bound):
         hinv[i, i] = 1.0 / diag[i] if diag[i] > 0 else np.nan
-    cov = hinv
+        cov[i, i] = hinv[i, i]
     if config.mc_stat == "sandwich":
         v = problem.mc_stat_information(theta)
         hv = np.where(np.isnan(hinv), 0.0, hinv)
@@ -295,7 +317,15 @@ def fit_problem(
     theta0, n_scan = start_values(problem, config)
     timings["start"] = time.perf_counter() - t1
     t1 = time.perf_counter()
+    problem.set_noise_reference(theta0)
     theta, info = minimise(problem, theta0, config)
+    if problem.model.noise_correction:
+        # the correction's weights are fixed per minimisation: refresh them at the minimum
+        # and polish (a few evaluations; the weights move by the fitted shift only)
+        n_first = int(info["n_eval"])
+        problem.set_noise_reference(theta)
+        theta, info = minimise(problem, theta, config)
+        info["n_eval"] = int(info["n_eval"]) + n_first
     timings["minimise"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     hess = info["hess"]
@@ -368,7 +398,15 @@ def fit_problem(
             user_err[i] = _smear_err(val, tot_v) / tot_v if tot_v > 0 else math.nan
             smears.append(
                 CategoryFit(
-                    "smear", b, mlabels[b], val, st, mc, float(n_pairs_smear[b]), bool(at_bound[i])
+                    "smear",
+                    b,
+                    mlabels[b],
+                    val,
+                    st,
+                    mc,
+                    float(n_pairs_smear[b]),
+                    bool(at_bound[i]),
+                    sq_error=float(tot_v),
                 )
             )
         else:

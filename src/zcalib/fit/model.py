@@ -50,7 +50,8 @@ from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
+from scipy.ndimage import gaussian_filter1d
 from scipy.special import erfc
 
 __all__ = [
@@ -390,6 +391,14 @@ class TemplateModel:
             without changing derivatives), shape ``(R,)``.
         bb_lite: use the Barlow-Beeston-lite likelihood (MC-template statistics profiled
             per data bin, see :meth:`evaluate`) instead of the plain multinomial NLL.
+        noise_correction: subtract the expected template-noise term from the multinomial
+            NLL (see :meth:`noise_correction_terms`); the reference weights are set by
+            :meth:`set_noise_reference` (at ``μ = s² = 0`` until then).
+        s2_floor: soft floor ``s₀²`` of the kernel variance (see :meth:`effective_s2`):
+            the template is read as a density smoothed by ``s₀``, so that the NLL stays
+            smooth in the shift when the fitted smearing goes to 0 (a bare histogram,
+            ``s = 0``, is piecewise linear in the shift with kinks at every fine bin, which
+            locks fitted scales to the fine-bin grid). ``0`` switches it off.
     """
 
     template: FloatArray
@@ -401,10 +410,16 @@ class TemplateModel:
     n_sigma: float = N_SIGMA
     floor: FloatArray = field(default_factory=lambda: np.zeros(0))
     bb_lite: bool = False
+    noise_correction: bool = False
+    s2_floor: float = 0.0
     _cache: dict[tuple[int, int], _Segment] = field(default_factory=dict, repr=False)
-    _var_cache: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict, repr=False)
+    _var_cache: dict[tuple[int, int, int], tuple[Any, Any]] = field(
+        default_factory=dict, repr=False
+    )
     _sat: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     _ntot: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    _q: FloatArray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
+    _var_smooth: FloatArray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
 
     def __post_init__(self) -> None:
         n = self.data
@@ -486,6 +501,24 @@ class TemplateModel:
         win.reshape(r, nb, self.rebin)[...] = coarse[:, :, None]
         return self._rfft(out, seg.length)
 
+    # ------------------------------------------------------------------ soft floor
+    def effective_s2(self, s2: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Kernel variance used for ``s²``, with its first and second derivatives.
+
+        ``s²_eff = s² + s₀² exp(−s²/s₀²)``: equal to ``s₀²`` at ``s² = 0`` and to ``s²``
+        (within ``s₀² e⁻ˣ``) once ``s² >> s₀²``, monotonic, so fitted smearings above a
+        few ``s₀`` are unchanged.
+        """
+        x = np.asarray(s2, dtype=np.float64)
+        f = self.s2_floor
+        if f <= 0.0:
+            return x, np.ones_like(x), np.zeros_like(x)
+        e = np.exp(-np.maximum(x, 0.0) / f)
+        return x + f * e, 1.0 - e, e / f
+
+    def _floored(self, s2: ArrayLike) -> FloatArray:
+        return self.effective_s2(s2)[0]
+
     # ------------------------------------------------------------------ public kernels
     def predict_fine(self, mu: FloatArray, s2: FloatArray) -> FloatArray:
         """Expected (unnormalised) content of each fine bin inside the window, ``(R, n_out)``.
@@ -497,13 +530,19 @@ class TemplateModel:
             >>> (m.predict_fine(np.array([0.01]), np.array([0.0])).round(9) + 0.0).tolist()
             [[0.0, 0.0, 10.0, 0.0]]
         """
-        seg, spec, xs, _ = self._spectra(mu, s2, 0)
+        seg, spec, xs, _ = self._spectra(mu, self._floored(s2), 0)
         full = self._irfft(xs * spec.base, seg.length)
         out: FloatArray = full[:, seg.width - 1 : seg.width - 1 + self.n_out]
         return out
 
     def evaluate(
-        self, mu: FloatArray, s2: FloatArray, order: int = 1, bb_lite: bool | None = None
+        self,
+        mu: FloatArray,
+        s2: FloatArray,
+        order: int = 1,
+        bb_lite: bool | None = None,
+        *,
+        data_only: bool = False,
     ) -> RegionTerms:
         """Per-region NLL (minus its saturated value) and derivatives in ``(μ, s²)``.
 
@@ -516,9 +555,38 @@ class TemplateModel:
             s2: Gaussian variance per region, ``(R,)``.
             order: 0 value only, 1 with gradient, 2 with gradient and Hessian.
             bb_lite: override the model's likelihood choice.
+            data_only: the plain multinomial NLL of the data (no BB-lite, no noise
+                correction), with the data's Fisher information (the outer-product part
+                ``Σ n ∇log p ∇log pᵀ``, always positive semi-definite) as its "Hessian".
         """
-        if self.bb_lite if bb_lite is None else bb_lite:
-            return self.evaluate_bb_lite(mu, s2, order)
+        s2e, d1, d2 = self.effective_s2(s2)
+        if not data_only and (self.bb_lite if bb_lite is None else bb_lite):
+            t = self.evaluate_bb_lite(mu, s2e, order)
+        else:
+            t = self._evaluate_plain(
+                mu, s2e, order, self.noise_correction and not data_only, fisher=data_only
+            )
+        if data_only:
+            d2 = np.zeros_like(d2)
+        if self.s2_floor <= 0.0 or t.g_s is None:
+            return t
+        g_s = t.g_s * d1
+        if t.h_ss is None or t.h_mus is None:
+            return RegionTerms(nll=t.nll, g_mu=t.g_mu, g_s=g_s)
+        return RegionTerms(
+            nll=t.nll,
+            g_mu=t.g_mu,
+            g_s=g_s,
+            h_mumu=t.h_mumu,
+            h_mus=t.h_mus * d1,
+            h_ss=t.h_ss * d1 * d1 + t.g_s * d2,
+        )
+
+    def _evaluate_plain(
+        self, mu: FloatArray, s2: FloatArray, order: int, correction: bool, fisher: bool = False
+    ) -> RegionTerms:
+        """Multinomial NLL (plus the noise correction with ``correction``) at the kernel
+        variance ``s2``; ``fisher``: the Hessian is the outer-product (Fisher) part only."""
         seg, spec, xs, parseval = self._spectra(mu, s2, order)
         p = self._window_coarse(seg, xs * spec.base) + self.floor[:, None]
         s_tot = p.sum(axis=1)
@@ -527,14 +595,24 @@ class TemplateModel:
         with np.errstate(divide="ignore", invalid="ignore"):
             logp = np.log(p)
         nll = self._sat - np.where(n > 0, n * logp, 0.0).sum(axis=1) + ntot * np.log(s_tot)
+        corr: tuple[FloatArray, FloatArray, FloatArray] | None = None
+        if correction:
+            corr = self.noise_correction_terms(seg, spec, order)
+            nll = nll + corr[0]
         if order < 1:
             return RegionTerms(nll=nll)
         gcoarse = -n / p + (ntot / s_tot)[:, None]
         chat = self._adjoint(seg, gcoarse)[:, : xs.shape[1]] * np.conj(xs)
         if order < 2:
             g_mu, g_s = spec.dots((1, 2), chat, parseval)
+            if corr is not None:
+                g_mu, g_s = g_mu + corr[1], g_s + corr[2]
             return RegionTerms(nll=nll, g_mu=g_mu, g_s=g_s)
         g_mu, g_s, k_mumu, k_mus, k_ss = spec.dots((1, 2, 3, 4, 5), chat, parseval)
+        c_mumu = c_mus = c_ss = np.zeros_like(g_mu)
+        if corr is not None:
+            g_mu, g_s = g_mu + corr[1], g_s + corr[2]
+            c_mumu, c_mus, c_ss = self._noise_correction_hessian(mu, s2)
         dmu = self._window_coarse(seg, xs * spec.term(1))
         ds = self._window_coarse(seg, xs * spec.term(2))
         w = n / (p * p)
@@ -545,9 +623,11 @@ class TemplateModel:
             out: FloatArray = (a * b * w).sum(axis=1) - c2 * sa * sb
             return out
 
-        h_mumu = quad(dmu, dmu, smu, smu) + k_mumu
-        h_mus = quad(dmu, ds, smu, ss) + k_mus
-        h_ss = quad(ds, ds, ss, ss) + k_ss
+        if fisher:
+            k_mumu = k_mus = k_ss = np.zeros_like(g_mu)
+        h_mumu = quad(dmu, dmu, smu, smu) + k_mumu + c_mumu
+        h_mus = quad(dmu, ds, smu, ss) + k_mus + c_mus
+        h_ss = quad(ds, ds, ss, ss) + k_ss + c_ss
         return RegionTerms(nll=nll, g_mu=g_mu, g_s=g_s, h_mumu=h_mumu, h_mus=h_mus, h_ss=h_ss)
 
     def mc_stat_matrix(self, mu: FloatArray, s2: FloatArray) -> FloatArray:
@@ -557,6 +637,7 @@ class TemplateModel:
         and ``Var(t_k)`` the template's Σw²; the fit-parameter covariance from MC statistics is
         then the sandwich ``H⁻¹ (Jᵀ M J) H⁻¹``.
         """
+        s2, d1, _ = self.effective_s2(s2)
         seg, spec, xs, _ = self._spectra(mu, s2, 1)
         nk = xs.shape[1]
         p = self._window_coarse(seg, xs * spec.base) + self.floor[:, None]
@@ -578,6 +659,7 @@ class TemplateModel:
         a, b = max(i0, 0), min(i0 + n_in, n_fine)
         if b > a:
             var[:, a - i0 : b - i0] = self.variance[:, a:b]
+        jac[1] = jac[1] * d1[:, None]
         out = np.empty((self.n_regions, 2, 2))
         out[:, 0, 0] = (var * jac[0] * jac[0]).sum(axis=1)
         out[:, 0, 1] = out[:, 1, 0] = (var * jac[0] * jac[1]).sum(axis=1)
@@ -585,19 +667,35 @@ class TemplateModel:
         return out
 
     # ------------------------------------------------------------------ Barlow-Beeston lite
-    def _var_segment(self, seg: _Segment) -> tuple[Any, Any]:
-        """Spectra of the template Σw² on the segment and of the coarse-bin box (cached)."""
-        key = (seg.dmin, seg.width)
+    def smoothed_variance(self) -> FloatArray:
+        """Template Σw² smoothed with a Gaussian of one coarse bin (``rebin`` fine bins).
+
+        An estimate of ``Var(t_k)`` that is not correlated with the template's own noise in
+        bin ``k`` (the raw Σw² of an unweighted bin *is* its fluctuating count), used by the
+        noise correction.
+        """
+        if self._var_smooth.shape != self.variance.shape:
+            self._var_smooth = np.maximum(
+                gaussian_filter1d(self.variance, float(self.rebin), axis=1, mode="constant"),
+                0.0,
+            )
+        return self._var_smooth
+
+    def _var_segment(self, seg: _Segment, smooth: bool = False) -> tuple[Any, Any]:
+        """Spectra of the template Σw² (raw or :meth:`smoothed_variance`) on the segment and
+        of the coarse-bin box (cached)."""
+        key = (seg.dmin, seg.width, int(smooth))
         hit = self._var_cache.get(key)
         if hit is not None:
             return hit
         n_in = seg.width - 1 + self.n_out
-        r, n_fine = self.variance.shape
+        variance = self.smoothed_variance() if smooth else self.variance
+        r, n_fine = variance.shape
         x = np.zeros((r, seg.length))
         i0 = seg.offset
         a, b = max(i0, 0), min(i0 + n_in, n_fine)
         if b > a:
-            x[:, a - i0 : b - i0] = self.variance[:, a:b]
+            x[:, a - i0 : b - i0] = variance[:, a:b]
         box = np.zeros(seg.length)
         box[: self.rebin] = 1.0
         out = (self._rfft(x, seg.length), sfft.rfft(box))
@@ -612,18 +710,20 @@ class TemplateModel:
         ``C_bk`` is the kernel summed over the fine bins of coarse bin ``b`` (so
         ``P_b = Σ_k C_bk t_k``) and ``Var(t_k)`` the template Σw²; shape ``(R, nb)``.
         """
-        seg, spec, _, _ = self._spectra(mu, s2, 0)
+        seg, spec, _, _ = self._spectra(mu, self._floored(s2), 0)
         v: FloatArray = self._bb_parts(seg, spec)[0]
         return v
 
-    def _bb_parts(self, seg: _Segment, spec: KernelSpectra) -> tuple[Any, ...]:
+    def _bb_parts(
+        self, seg: _Segment, spec: KernelSpectra, smooth: bool = False
+    ) -> tuple[Any, ...]:
         """``V_b`` and what the ``V`` part of the gradient needs.
 
         With ``C'`` the kernel convolved with the coarse-bin box (support
         ``[0, width + rebin − 1)`` of the segment), ``V = (Σw² ⊛ C'²)`` sampled at the last
         fine position of every coarse bin.
         """
-        varhat, boxhat = self._var_segment(seg)
+        varhat, boxhat = self._var_segment(seg, smooth)
         nk = spec.omega.size
         wk = seg.width + self.rebin - 1
         kc = self._irfft(spec.base * boxhat[None, :nk], seg.length)[:, :wk]
@@ -710,8 +810,18 @@ class TemplateModel:
         g_v = -0.5 * rr * rr / (p_abs * p_abs)
         chat = self._adjoint(seg, g_p)[:, : xs.shape[1]] * np.conj(xs)
         g_mu, g_s = spec.dots((1, 2), chat, parseval)
-        # V part: Σ_b g_V,b ∂V_b = Σ_d 2 C'(d) ∂C'(d) c(d), c(d) = Σ_b g_V,b Σw²(n_b − d)
-        nb = n.shape[1]
+        e_mu, e_s = self._v_gradient(seg, spec, (kc, boxhat, varhat, first, wk), g_v)
+        return RegionTerms(nll=nll, g_mu=g_mu + e_mu, g_s=g_s + e_s)
+
+    def _v_gradient(
+        self, seg: _Segment, spec: KernelSpectra, parts: tuple[Any, ...], g_v: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """``Σ_b g_V,b ∂V_b/∂(μ, s²)`` per region for ``V`` from :meth:`_bb_parts`.
+
+        ``Σ_b g_V,b ∂V_b = Σ_d 2 C'(d) ∂C'(d) c(d)`` with ``c(d) = Σ_b g_V,b Σw²(n_b − d)``.
+        """
+        kc, boxhat, varhat, first, wk = parts
+        nb = self.data.shape[1]
         spread = np.zeros((self.n_regions, seg.length))
         spread[:, first : first + nb * self.rebin : self.rebin] = g_v
         corr = self._irfft(self._rfft(spread, seg.length) * np.conj(varhat), seg.length)[:, :wk]
@@ -721,7 +831,78 @@ class TemplateModel:
         for i in (1, 2):
             dkc = self._irfft(spec.term(i) * boxhat[None, :nk], seg.length)[:, :wk]
             extra.append((weight * dkc).sum(axis=1))
-        return RegionTerms(nll=nll, g_mu=g_mu + extra[0], g_s=g_s + extra[1])
+        return extra[0], extra[1]
+
+    # ------------------------------------------------------------------ noise correction
+    def set_noise_reference(self, mu: FloatArray, s2: FloatArray) -> None:
+        """Fix the weights ``q_b = N / (ΣP̃ · P̃_b)`` of the noise correction at ``(μ, s²)``.
+
+        ``P̃`` is the prediction from the template smoothed by one more coarse bin
+        (``s² + (rebin·h)²``): a smooth stand-in for the expected data ``n_b/P_b² ≈ N/(ΣP P_b)``
+        that carries neither the data's nor the template's bin-to-bin noise.
+        """
+        mu = np.asarray(mu, dtype=np.float64)
+        s2 = self._floored(s2) + (self.rebin * self.h) ** 2
+        seg, spec, xs, _ = self._spectra(mu, s2, 0)
+        p = np.maximum(self._window_coarse(seg, xs * spec.base), 0.0) + self.floor[:, None]
+        tot = p.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = np.where(p > 0, self._ntot[:, None] / (tot * p), 0.0)
+        self._q = np.where(np.isfinite(q), q, 0.0)
+
+    def _noise_correction_hessian(
+        self, mu: FloatArray, s2: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """``(μ, s²)`` Hessian of the noise correction per region: central differences of
+        its exact gradient (the correction is smooth: it is built from the smoothed Σw²)."""
+        mu = np.asarray(mu, dtype=np.float64)
+        s2 = np.asarray(s2, dtype=np.float64)
+
+        def grad(m: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray]:
+            seg, spec, _, _ = self._spectra(m, v, 1)
+            _, g_mu, g_s = self.noise_correction_terms(seg, spec, 1)
+            return g_mu, g_s
+
+        d_mu = 1e-3 * self.h
+        d_s = np.full_like(s2, 1e-3 * self.h * self.h)
+        s_lo = np.maximum(s2 - d_s, 0.0)
+        s_hi = s_lo + 2.0 * d_s
+        up_m, dn_m = grad(mu + d_mu, s2), grad(mu - d_mu, s2)
+        up_s, dn_s = grad(mu, s_hi), grad(mu, s_lo)
+        h_mumu = (up_m[0] - dn_m[0]) / (2.0 * d_mu)
+        h_mus = 0.5 * ((up_m[1] - dn_m[1]) / (2.0 * d_mu) + (up_s[0] - dn_s[0]) / (2.0 * d_s))
+        h_ss = (up_s[1] - dn_s[1]) / (2.0 * d_s)
+        return h_mumu, h_mus, h_ss
+
+    def copy_noise_reference(self, other: TemplateModel) -> None:
+        """Use the noise-correction weights of ``other`` (same regions and bins)."""
+        self._q = other._q.copy()
+
+    def noise_correction_terms(
+        self, seg: _Segment, spec: KernelSpectra, order: int
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Template-noise correction of the multinomial NLL and its ``(μ, s²)`` gradient.
+
+        A template with noise ``ε_b`` (variance ``V_b``) in its coarse prediction raises the
+        expected NLL by ``E[−n_b log(P_b + ε_b)] + n_b log P_b ≈ n_b V_b / (2P_b²)``. ``V_b``
+        falls as the kernel widens (smearing averages the noise), so the plain NLL rewards
+        smearing for the noise alone and fitted smearings come out high when the MC is
+        sparse. The correction ``−½ Σ_b q_b V_b(μ, s²)`` removes that term to second order,
+        with ``V_b = Σ_k C_bk² Var(t_k)`` from :meth:`smoothed_variance` and the fixed weights
+        ``q_b ≈ n_b/P_b²`` of :meth:`set_noise_reference`. Returns the per-region value and
+        (for ``order >= 1``) gradient; its Hessian is not included (errors come from the
+        data-only Hessian).
+        """
+        if self._q.shape != self.data.shape:
+            zero = np.zeros(self.n_regions)
+            self.set_noise_reference(zero, zero)
+        parts = self._bb_parts(seg, spec, smooth=True)
+        v = parts[0]
+        value = -0.5 * (self._q * v).sum(axis=1)
+        if order < 1:
+            return value, np.zeros_like(value), np.zeros_like(value)
+        e_mu, e_s = self._v_gradient(seg, spec, parts[1:], -0.5 * self._q)
+        return value, e_mu, e_s
 
     def _bb_hessian(self, mu: FloatArray, s2: FloatArray) -> RegionTerms:
         """Value, gradient and finite-difference ``(μ, s²)`` Hessian of the BB-lite NLL."""

@@ -243,16 +243,17 @@ class FitProblem:
         return value, grad
 
     def hessian(
-        self, theta: ArrayLike, bb_lite: bool | None = None
+        self, theta: ArrayLike, *, data_only: bool = False
     ) -> tuple[float, FloatArray, FloatArray]:
-        """NLL, gradient and Hessian in ``θ`` (exact; with BB-lite the per-region
-        ``(μ, s²)`` Hessian is a finite difference of the exact gradient).
+        """NLL, gradient and Hessian in ``θ`` (exact for the multinomial NLL; the BB-lite
+        and noise-correction parts of the per-region ``(μ, s²)`` Hessian are central
+        differences of their exact gradients).
 
-        ``bb_lite`` overrides the model's likelihood (``False``: the plain multinomial NLL,
-        whose Hessian is the data-only information).
+        ``data_only``: the plain multinomial NLL (no BB-lite, no noise correction) with the
+        data's Fisher information (outer-product form, positive semi-definite) as Hessian.
         """
         mu, s2 = self._params_checked(theta)
-        t = self.model.evaluate(mu, s2, order=2, bb_lite=bb_lite)
+        t = self.model.evaluate(mu, s2, order=2, data_only=data_only)
         value = float(t.nll.sum())
         self._check(value, theta)
         assert t.g_mu is not None
@@ -296,8 +297,18 @@ class FitProblem:
             n_sigma=m.n_sigma,
             floor=m.floor,
             bb_lite=m.bb_lite,
+            noise_correction=m.noise_correction,
+            s2_floor=m.s2_floor,
         )
+        if m.noise_correction:
+            model.copy_noise_reference(m)
         return dataclasses.replace(self, model=model)
+
+    def set_noise_reference(self, theta: ArrayLike) -> None:
+        """Set the weights of the template-noise correction at ``θ`` (no-op without it)."""
+        if self.model.noise_correction:
+            mu, s2 = self.region_params(theta)
+            self.model.set_noise_reference(mu, s2)
 
 
 def _as_float2d(name: str, arr: ArrayLike, shape: tuple[int, ...] | None) -> FloatArray:
@@ -530,6 +541,8 @@ def build_problem(
         rebin=rebin,
         floor=floor,
         bb_lite=config.mc_stat_likelihood == "bb-lite",
+        noise_correction=config.mc_stat_likelihood == "noise-corrected",
+        s2_floor=(config.template_smoothing * h) ** 2,
     )
     return FitProblem(
         model=model,

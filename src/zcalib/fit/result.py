@@ -36,6 +36,9 @@ class CategoryFit:
         n_pairs: data pairs (Σw, inside the window) in the used regions touching it.
         at_bound: the value sits at a bound of the fit range (errors are conditional).
         state: ``"fitted"``, ``"fixed"`` (fix_scales/fix_smears) or ``"ignored"``.
+        sq_error: smear categories: total statistical error (stat ⊕ MC stat) of ``σ²``, the
+            fit's own parameter, whose estimate is close to Gaussian even at ``σ = 0`` (where
+            the error of ``σ`` is not); NaN for scales and non-fitted categories.
     """
 
     kind: Literal["scale", "smear"]
@@ -47,6 +50,24 @@ class CategoryFit:
     n_pairs: float
     at_bound: bool = False
     state: Literal["fitted", "fixed", "ignored"] = "fitted"
+    sq_error: float = math.nan
+
+    @property
+    def zero_significance(self) -> float:
+        """Smear categories: ``σ² / sq_error``, how many standard deviations the fitted
+        smearing is from 0 (judge "consistent with no smearing" with this); NaN otherwise.
+
+        Example:
+            >>> CategoryFit("smear", 0, "s", 0.004, 0.001, 0.0, 1e4, sq_error=8e-6).zero_significance
+            2.0
+        """
+        if self.kind != "smear" or self.state != "fitted":
+            return math.nan
+        if self.value == 0.0:
+            return 0.0
+        if not math.isfinite(self.sq_error) or self.sq_error <= 0:
+            return math.nan
+        return self.value * self.value / self.sq_error
 
     @property
     def total_stat(self) -> float:
@@ -67,6 +88,8 @@ class CategoryFit:
             "n_pairs": _num(self.n_pairs),
             "at_bound": self.at_bound,
             "state": self.state,
+            "sq_error": _num(self.sq_error),
+            "zero_significance": _num(self.zero_significance),
         }
 
 
@@ -117,7 +140,8 @@ class FitResult:
             whose EDM is below tolerance when L-BFGS-B stopped on a line-search failure).
         grad_norm: norm of the projected gradient at the minimum (internal units).
         edm: estimated distance to minimum ``½ gᵀH⁻¹g`` (NLL units).
-        nll: NLL at the minimum, minus its saturated value (``Σ n log(n/N)``).
+        nll: the minimised objective: NLL minus its saturated value (``Σ n log(n/N)``),
+            plus the template-noise correction (negative) with ``noise-corrected``.
         wall_time: seconds for the whole fit (set-up, start, minimisation, errors).
         regions: all regions with their counts and whether they were used.
         window: effective fit window in GeV (snapped to fine-bin edges).
