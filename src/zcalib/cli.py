@@ -285,7 +285,7 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
         default=(80.0, 100.0),
         help="mass window of the likelihood [GeV] (default 80 100)",
     )
-    g.add_argument("--bin-width", type=float, default=0.25, help="data bin width [GeV]")
+    g.add_argument("--bin-width", type=float, default=0.5, help="data bin width [GeV]")
     g.add_argument(
         "--min-data",
         type=float,
@@ -320,9 +320,17 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--mc-stat",
-        choices=("sandwich", "bootstrap", "none"),
-        default="sandwich",
-        help="MC-statistics error method",
+        choices=("bootstrap", "sandwich", "none"),
+        default="bootstrap",
+        help="MC-statistics error method (bootstrap: refits on fluctuated templates, "
+        "reliable for smearings; sandwich: linear propagation, faster)",
+    )
+    g.add_argument(
+        "--mc-stat-likelihood",
+        choices=("noise-corrected", "none", "bb-lite"),
+        default="noise-corrected",
+        help="template-statistics treatment in the likelihood (noise-corrected removes the "
+        "upward smearing bias from MC noise; none: plain multinomial NLL)",
     )
     g.add_argument("--fit-seed", type=int, default=0, help="seed for random starts/bootstrap")
 
@@ -535,6 +543,7 @@ def fit_config(args: argparse.Namespace, scheme: Any) -> Any:
         "fix_scales": args.fix_scales,
         "ignore_scales": tuple(args.ignore),
         "mc_stat": args.mc_stat,
+        "mc_stat_likelihood": args.mc_stat_likelihood,
         "seed": args.fit_seed,
     }
     if args.start_style == "specify":

@@ -170,7 +170,7 @@ class FitOptions(_Frozen):
     """Options of the scale/smearing fit (see :class:`zcalib.fit.FitConfig`)."""
 
     window: tuple[float, float] = Field((80.0, 100.0), description="Mass window [GeV].")
-    bin_width: float = Field(0.25, gt=0, description="Data bin width [GeV].")
+    bin_width: float = Field(0.5, gt=0, description="Data bin width [GeV].")
     min_data: float = Field(100.0, ge=0, description="Drop regions with fewer data pairs.")
     min_mc: float = Field(200.0, ge=0, description="Drop regions with fewer MC entries.")
     start: Literal["scan", "random", "specify"] = Field(
@@ -184,8 +184,13 @@ class FitOptions(_Frozen):
     ignore: tuple[int, ...] = Field((), description="Scale-category indices held at 1.")
     mc_stat: Literal["auto", "sandwich", "bootstrap", "none"] = Field(
         "auto",
-        description="MC-statistics error method; auto: bootstrap for closure steps "
-        "(smearings fixed at 0, where the sandwich estimate is unreliable), else sandwich.",
+        description="MC-statistics error method; auto: the fit default (bootstrap: refits "
+        "on fluctuated templates, reliable for smearings and for closure steps).",
+    )
+    mc_stat_likelihood: Literal["noise-corrected", "none", "bb-lite"] = Field(
+        "noise-corrected",
+        description="Template-statistics treatment in the likelihood (noise-corrected: the "
+        "expected MC-noise term removed, unbiased smearings; none: plain multinomial NLL).",
     )
     seed: int = Field(0, ge=0, description="Seed of random starts / bootstrap.")
 

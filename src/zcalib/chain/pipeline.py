@@ -273,9 +273,8 @@ class _Setup:
             "fix_scales": o.fix_scales,
             "ignore_scales": o.ignore,
             "seed": o.seed,
-            "mc_stat": o.mc_stat
-            if o.mc_stat != "auto"
-            else ("bootstrap" if step.closure else "sandwich"),
+            "mc_stat": o.mc_stat if o.mc_stat != "auto" else "bootstrap",
+            "mc_stat_likelihood": o.mc_stat_likelihood,
             "fix_smears": step.closure,
         }
         if o.start_file is not None:

@@ -180,12 +180,29 @@ def minimise(
     return theta, info
 
 
+def minimise_objective(
+    problem: FitProblem, theta0: FloatArray, config: FitConfig
+) -> tuple[FloatArray, dict[str, Any]]:
+    """:func:`minimise` from ``theta0`` with the noise-correction weights set there; with the
+    correction on, the weights are then refreshed at the minimum and the fit polished (a
+    few evaluations: the weights move with the fitted shift only)."""
+    problem.set_noise_reference(theta0)
+    theta, info = minimise(problem, theta0, config)
+    if problem.model.noise_correction:
+        n_first = int(info["n_eval"])
+        problem.set_noise_reference(theta)
+        theta, info = minimise(problem, theta, config)
+        info["n_eval"] = int(info["n_eval"]) + n_first
+    return theta, info
+
+
 def _covariances(
     problem: FitProblem,
     theta: FloatArray,
     hess: FloatArray,
     at_bound: NDArray[np.bool_],
     config: FitConfig,
+    mc_covariance: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray, str]:
     """Data-stat and MC-stat covariances of ``θ`` (NaN where undefined) and a note.
 
@@ -253,7 +270,9 @@ def _covariances(
     for i in np.flatnonzero(at_bound):
         hinv[i, i] = 1.0 / diag[i] if diag[i] > 0 else np.nan
         cov[i, i] = hinv[i, i]
-    if config.mc_stat == "sandwich":
+    if mc_covariance is not None:
+        cov_mc = np.asarray(mc_covariance, dtype=np.float64)
+    elif config.mc_stat == "sandwich":
         v = problem.mc_stat_information(theta)
         hv = np.where(np.isnan(hinv), 0.0, hinv)
         cov_mc = hv @ v @ hv
@@ -261,13 +280,13 @@ def _covariances(
         for i in np.flatnonzero(at_bound):
             cov_mc[i, i] = v[i, i] / diag[i] ** 2 if diag[i] > 0 else np.nan
     elif config.mc_stat == "bootstrap":
-        cov_mc = _bootstrap(problem, theta, config)
+        cov_mc = bootstrap_covariance(problem, theta, config)
     else:
         cov_mc = np.zeros((p, p))
     return cov, cov_mc, note
 
 
-def _bootstrap(problem: FitProblem, theta: FloatArray, config: FitConfig) -> FloatArray:
+def bootstrap_covariance(problem: FitProblem, theta: FloatArray, config: FitConfig) -> FloatArray:
     """Covariance of refits on templates fluctuated by ``N(0, √Σw²)`` per bin (clipped at 0)."""
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xB007]))
     m = problem.model
@@ -306,8 +325,13 @@ def fit_problem(
     smear_labels: Sequence[str] | None = None,
     t_start: float | None = None,
     t_setup: float = 0.0,
+    mc_covariance: FloatArray | None = None,
 ) -> FitResult:
-    """Fit a prepared :class:`FitProblem` and build the :class:`FitResult`."""
+    """Fit a prepared :class:`FitProblem` and build the :class:`FitResult`.
+
+    ``mc_covariance``: a known MC-statistics covariance of ``θ`` (``(P, P)``) used instead of
+    estimating it (injection toys share one template, so they share this too).
+    """
     t0 = time.perf_counter() if t_start is None else t_start
     timings = {"setup": t_setup}
     if problem.n_params == 0:
@@ -317,21 +341,13 @@ def fit_problem(
     theta0, n_scan = start_values(problem, config)
     timings["start"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    problem.set_noise_reference(theta0)
-    theta, info = minimise(problem, theta0, config)
-    if problem.model.noise_correction:
-        # the correction's weights are fixed per minimisation: refresh them at the minimum
-        # and polish (a few evaluations; the weights move by the fitted shift only)
-        n_first = int(info["n_eval"])
-        problem.set_noise_reference(theta)
-        theta, info = minimise(problem, theta, config)
-        info["n_eval"] = int(info["n_eval"]) + n_first
+    theta, info = minimise_objective(problem, theta0, config)
     timings["minimise"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     hess = info["hess"]
     step = info["step"]
     at_bound = _at_bound(problem, theta, step)
-    cov, cov_mc, note = _covariances(problem, theta, hess, at_bound, config)
+    cov, cov_mc, note = _covariances(problem, theta, hess, at_bound, config, mc_covariance)
     timings["errors"] = time.perf_counter() - t1
 
     edm = float(info["edm"])

@@ -28,10 +28,17 @@ from numpy.typing import ArrayLike, NDArray
 from zcalib.categories import CategoryScheme
 from zcalib.exceptions import FitError
 from zcalib.fit.config import FitConfig
-from zcalib.fit.fitter import check_scheme, fit_problem, histogram_arrays
+from zcalib.fit.fitter import (
+    bootstrap_covariance,
+    check_scheme,
+    fit_problem,
+    histogram_arrays,
+    minimise_objective,
+)
 from zcalib.fit.model import TemplateModel
 from zcalib.fit.problem import build_problem
 from zcalib.fit.result import FitResult
+from zcalib.fit.start import start_values
 from zcalib.histograms import HistogramSet
 
 __all__ = ["InjectionResult", "inject", "inject_arrays"]
@@ -236,6 +243,9 @@ def inject_arrays(
     seqs = np.random.SeedSequence(seed).spawn(n_toys)
     fits: list[FitResult] = []
     t0 = time.perf_counter()
+    # every toy is fitted with the same template, so its MC-statistics covariance (the
+    # expensive bootstrap) is estimated once, on the first toy, and shared
+    mc_cov: FloatArray | None = None
     for k, ss in enumerate(seqs):
         rng = np.random.default_rng(ss)
         fluct = np.maximum(
@@ -269,7 +279,16 @@ def inject_arrays(
             n_smear=n_smear,
             warn=False,
         )
-        res = fit_problem(prob_k, cfg, scale_labels=scale_labels, smear_labels=smear_labels)
+        if cfg.mc_stat == "bootstrap" and mc_cov is None:
+            th_k, _ = minimise_objective(prob_k, start_values(prob_k, cfg)[0], cfg)
+            mc_cov = bootstrap_covariance(prob_k, th_k, cfg)
+        res = fit_problem(
+            prob_k,
+            cfg,
+            scale_labels=scale_labels,
+            smear_labels=smear_labels,
+            mc_covariance=mc_cov,
+        )
         if res.status != "converged":
             log.warning("injection toy %d: fit failed (%s)", k, res.message)
         fits.append(res)
