@@ -67,7 +67,8 @@ def run_case(
     n_mc: int,
     repeat: int,
     seed: int,
-    mc_stat_likelihood: str = "none",
+    mc_stat_likelihood: str = "noise-corrected",
+    mc_stat: str = "bootstrap",
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     truth_s = 1.0 + rng.uniform(-0.01, 0.01, len(scheme.scale))
@@ -77,7 +78,7 @@ def run_case(
         scheme, n_data=n_data, n_mc=n_mc, scales=truth_s, smears=truth_m, seed=seed
     )
     t_gen = time.perf_counter() - t0
-    cfg = FitConfig(mc_stat_likelihood=mc_stat_likelihood)  # type: ignore[arg-type]
+    cfg = FitConfig(mc_stat_likelihood=mc_stat_likelihood, mc_stat=mc_stat)  # type: ignore[arg-type]
 
     walls = []
     result = None
@@ -89,6 +90,10 @@ def run_case(
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     assert result is not None
+    # the same fit with the linear (sandwich) MC-statistics errors, for the cost ratio
+    t0 = time.perf_counter()
+    fit_histograms(hset, cfg.with_overrides(mc_stat="sandwich"))
+    wall_sandwich = time.perf_counter() - t0
 
     # per-evaluation timings on the same problem
     prob, _ = problem_from_histograms(hset, cfg)
@@ -122,6 +127,10 @@ def run_case(
         "generate_s": t_gen,
         "fit_wall_s": min(walls),
         "fit_wall_all_s": walls,
+        "mc_stat": mc_stat,
+        "mc_stat_likelihood": mc_stat_likelihood,
+        "fit_wall_sandwich_s": wall_sandwich,
+        "errors_cost_ratio_vs_sandwich": min(walls) / wall_sandwich,
         "timings": result.timings,
         "status": result.status,
         "n_eval": result.n_eval,
@@ -150,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--cases", default="ab", help="which cases to run (subset of 'ab')")
     ap.add_argument(
-        "--mc-stat-likelihood", default="none", choices=["none", "bb-lite"], help="likelihood"
+        "--mc-stat-likelihood",
+        default="noise-corrected",
+        choices=["noise-corrected", "none", "bb-lite"],
+        help="likelihood",
+    )
+    ap.add_argument(
+        "--mc-stat", default="bootstrap", choices=["bootstrap", "sandwich", "none"], help="errors"
     )
     ap.add_argument("--n-data-b", type=int, default=3_000_000)
     ap.add_argument("--n-mc-b", type=int, default=12_000_000)
@@ -161,7 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         small = load_categories(ROOT / "configs" / "cats_eta_r9.tsv")
         results.append(
             run_case(
-                "a", small, 300_000, 1_200_000, args.repeat, args.seed, args.mc_stat_likelihood
+                "a",
+                small,
+                300_000,
+                1_200_000,
+                args.repeat,
+                args.seed,
+                args.mc_stat_likelihood,
+                args.mc_stat,
             )
         )
     if "b" in args.cases:
@@ -174,12 +196,14 @@ def main(argv: list[str] | None = None) -> int:
                 args.repeat,
                 args.seed,
                 args.mc_stat_likelihood,
+                args.mc_stat,
             )
         )
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     header = (
         f"{'case':4} {'cats':>7} {'regions':>8} {'params':>6} {'fit [s]':>8} {'n_eval':>6} "
-        f"{'nll [ms]':>8} {'grad [ms]':>9} {'hess [ms]':>9} {'peak MB':>8} {'target':>6}"
+        f"{'nll [ms]':>8} {'grad [ms]':>9} {'hess [ms]':>9} {'peak MB':>8} {'target':>6} "
+        f"{'sandwich [s]':>12}"
     )
     print(header)
     print("-" * len(header))
@@ -189,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['regions_used']:>8} {r['parameters']:>6} {r['fit_wall_s']:>8.3f} "
             f"{r['n_eval']:>6} {1e3 * r['nll_s']:>8.2f} {1e3 * r['nll_grad_s']:>9.2f} "
             f"{1e3 * r['hessian_s']:>9.2f} {r['fit_peak_tracemalloc_mb']:>8.1f} "
-            f"{'ok' if r['meets_target'] else 'MISS':>6}"
+            f"{'ok' if r['meets_target'] else 'MISS':>6} {r['fit_wall_sandwich_s']:>12.3f}"
         )
     print(f"process peak RSS: {rss_mb:.0f} MB")
     payload = {

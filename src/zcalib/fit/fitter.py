@@ -104,18 +104,14 @@ def _free_mask(
     return out
 
 
-def minimise(
-    problem: FitProblem, theta0: FloatArray, config: FitConfig
-) -> tuple[FloatArray, dict[str, Any]]:
-    """Minimise the NLL from ``theta0`` with L-BFGS-B (+ Newton polish).
-
-    Returns:
-        ``(θ̂, info)`` with ``info`` keys ``success``, ``message``, ``n_eval``, ``nll``,
-        ``grad``, ``hess``, ``edm``, ``grad_norm``, ``step``.
-    """
-    counter = _Counter()
-    _, _, h0 = problem.hessian(theta0)
-    step = _steps(problem, h0)
+def _lbfgs(
+    problem: FitProblem,
+    theta0: FloatArray,
+    step: FloatArray,
+    config: FitConfig,
+    counter: _Counter,
+) -> tuple[FloatArray, Any]:
+    """L-BFGS-B in the scaled coordinates ``(θ − θ₀)/step``; returns ``(θ, scipy result)``."""
     lower = (problem.lower - theta0) / step
     upper = (problem.upper - theta0) / step
 
@@ -138,7 +134,28 @@ def minimise(
             "maxcor": 30,
         },
     )
-    theta = np.clip(theta0 + step * res.x, problem.lower, problem.upper)
+    theta: FloatArray = np.clip(theta0 + step * res.x, problem.lower, problem.upper)
+    return theta, res
+
+
+def minimise(
+    problem: FitProblem,
+    theta0: FloatArray,
+    config: FitConfig,
+    step: FloatArray | None = None,
+) -> tuple[FloatArray, dict[str, Any]]:
+    """Minimise the NLL from ``theta0`` with L-BFGS-B (+ Newton polish).
+
+    ``step``: parameter scaling (default: from the Hessian at ``theta0``).
+
+    Returns:
+        ``(θ̂, info)`` with ``info`` keys ``success``, ``message``, ``n_eval``, ``nll``,
+        ``grad``, ``hess``, ``edm``, ``grad_norm``, ``step``.
+    """
+    counter = _Counter()
+    if step is None:
+        step = _steps(problem, problem.hessian(theta0)[2])
+    theta, res = _lbfgs(problem, theta0, step, config, counter)
     nll, grad, hess = problem.hessian(theta)
     free = _free_mask(problem, theta, grad, step)
     edm = _edm(grad, hess, free)
@@ -287,14 +304,22 @@ def _covariances(
 
 
 def bootstrap_covariance(problem: FitProblem, theta: FloatArray, config: FitConfig) -> FloatArray:
-    """Covariance of refits on templates fluctuated by ``N(0, √Σw²)`` per bin (clipped at 0)."""
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xB007]))
+    """Covariance of refits on templates fluctuated by ``N(0, √Σw²)`` per bin (clipped at 0).
+
+    Replica ``k`` draws its template from its own seed (``SeedSequence([seed, 0xB007])``
+    spawned), so replicas are reproducible one by one.
+    """
+    seeds = np.random.SeedSequence([config.seed, 0xB007]).spawn(config.n_bootstrap)
     m = problem.model
+    sd = np.sqrt(m.variance)
+    # the refits start at the minimum, with its parameter scaling
+    step = _steps(problem, problem.hessian(theta)[2])
     fits = []
-    for _ in range(config.n_bootstrap):
-        t = m.template + rng.standard_normal(m.template.shape) * np.sqrt(m.variance)
+    for ss in seeds:
+        rng = np.random.default_rng(ss)
+        t = m.template + rng.standard_normal(m.template.shape) * sd
         prob = problem.with_template(np.maximum(t, 0.0))
-        th, _ = minimise(prob, theta.copy(), config)
+        th, _ = minimise(prob, theta.copy(), config, step)
         fits.append(th)
     arr = np.array(fits)
     out: FloatArray = np.atleast_2d(np.cov(arr, rowvar=False))
