@@ -1306,8 +1306,9 @@ def _add_chain_parsers(sub: Any) -> None:
         "time-stability",
         help="scales per run bin x |eta| bin from median(MC)/median(data), with a plot",
         description="Derive the time-stability step: a correctionlib scale step with inputs "
-        "run and AbsScEta, the legacy scales file, time_stability.json and the "
-        "peak-vs-run plot (before/after) in --out.",
+        "run and AbsScEta (run, lumi and AbsScEta when the run bins split runs at a "
+        "luminosity block), the legacy scales file (a run/lumi TSV for bins splitting runs), "
+        "time_stability.json and the peak-vs-run plot (before/after) in --out.",
         epilog="Example: zcalib time-stability --data d.root --mc m.root --run-bins "
         "output/run_bins.yaml --out output/time_stability",
         formatter_class=fmt,

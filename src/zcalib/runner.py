@@ -49,7 +49,13 @@ from zcalib.histograms import HistogramSet, MassBinning
 from zcalib.io.formats import nanoaod_schema
 from zcalib.io.preflight import FileInfo, bad_files_message, preflight
 from zcalib.metrics import WORKERS_KEY, TrackedProcessor, build_metrics, write_metrics
-from zcalib.processors.zee import CorrectionStep, WeightSpec, ZeeProcessor, merge_cutflows
+from zcalib.processors.zee import (
+    CorrectionStep,
+    WeightSpec,
+    ZeeProcessor,
+    merge_cutflows,
+    missing_event_input,
+)
 
 __all__ = [
     "EXECUTORS",
@@ -195,16 +201,28 @@ def file_fingerprint(path: str) -> str:
 
 
 def checked_inputs(
-    cfg: DatasetConfig, *, skip_bad_files: bool, weights: tuple[WeightSpec, ...] = ()
+    cfg: DatasetConfig,
+    *,
+    skip_bad_files: bool,
+    weights: tuple[WeightSpec, ...] = (),
+    corrections: tuple[CorrectionStep, ...] = (),
 ) -> tuple[Any, dict[str, dict[str, str]]]:
     """Pre-flight every input file; fail (or, with ``skip_bad_files``, warn) on bad ones.
+
+    Args:
+        cfg: dataset description.
+        skip_bad_files: drop bad files (with a warning) instead of failing.
+        weights: MC weights (their branch inputs must exist in every MC file).
+        corrections: correction steps; a step keyed on ``run``/``lumi`` needs that branch in
+            every file it applies to (data for scale steps, MC for smear steps).
 
     Returns:
         The pre-flight result and the optional branches present per dataset.
 
     Raises:
-        InputError: bad files without ``skip_bad_files``, no readable file at all, or an MC
-            dataset lacking a branch that an MC weight needs.
+        InputError: bad files without ``skip_bad_files``, no readable file at all, an MC
+            dataset lacking a branch that an MC weight needs, or a file lacking the
+            luminosity-block (run) branch a correction step is keyed on.
     """
     pre = preflight(cfg)
     if pre.bad and not skip_bad_files:
@@ -227,6 +245,14 @@ def checked_inputs(
                         f"needs the '{var}' branch, which {first} lacks"
                     )
                     raise InputError(msg)
+    kinds = cfg.kinds()
+    for info in pre.files if corrections else ():
+        missing = missing_event_input(
+            corrections, kinds[info.dataset], cfg.format, dict(info.optional), cfg.column_map
+        )
+        if missing:
+            msg = f"{info.path} (dataset '{info.dataset}'): {missing}"
+            raise InputError(msg)
     return pre, available
 
 
@@ -260,7 +286,8 @@ def build_histograms(
 
     Raises:
         InputError: files fail the set-up checks (all are listed) or hold bad values
-            (NaN/inf); unreadable chunks unless ``skip_bad_files``.
+            (NaN/inf); unreadable chunks unless ``skip_bad_files``; a file lacking the
+            luminosity-block (or run) branch a correction step is keyed on.
         InvalidConfig: bad options (unknown executor, ID level the format cannot express,
             a selection looser than the one a Parquet skim was made with).
     """
@@ -275,7 +302,9 @@ def build_histograms(
     _check_scheme_inputs(cfg, scheme)
 
     t0 = time.perf_counter()
-    pre, available = checked_inputs(cfg, skip_bad_files=opts.skip_bad_files, weights=weights)
+    pre, available = checked_inputs(
+        cfg, skip_bad_files=opts.skip_bad_files, weights=weights, corrections=corrections
+    )
     infos = pre.files
     if cfg.format == "parquet":
         _check_skims(infos, cfg, sel, mb, corrections)

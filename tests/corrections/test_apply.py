@@ -127,7 +127,7 @@ def test_unexpected_inputs(tmp_path: Path) -> None:
         evaluate_scale(p, "x", abs_sc_eta=[0.1])
     assert str(exc.value) == (
         f"correction 'x' in {p} needs inputs [eta, syst]; "
-        "zcalib provides run, AbsScEta, ScEta, r9, pt, seedGain, syst"
+        "zcalib provides run, lumi, AbsScEta, ScEta, r9, pt, seedGain, syst"
     )
 
 

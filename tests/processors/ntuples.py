@@ -18,8 +18,14 @@ def write_ecalelf(
     seed: int = 3,
     drop: tuple[str, ...] = (),
     tree: str = "selected",
+    runs: np.ndarray | None = None,
+    lumis: np.ndarray | None = None,
 ) -> Path:
-    """Write ``n`` back-to-back Z-like pairs to an ECALELF ``selected`` TTree."""
+    """Write ``n`` back-to-back Z-like pairs to an ECALELF ``selected`` TTree.
+
+    ``runs`` (default: all 355100) and ``lumis`` give each event's run and luminosity block;
+    without ``lumis`` the tree has no ``lumiBlock`` branch (like minimal ECALELF lists).
+    """
     rng = np.random.default_rng(seed)
     eta = rng.uniform(-1.2, 1.2, (n, 3)).astype(np.float32)
     phi = rng.uniform(-3, 3, (n, 3)).astype(np.float32)
@@ -29,7 +35,9 @@ def write_ecalelf(
     if nan_at is not None:
         energy[nan_at, 1] = np.nan
     branches = {
-        "runNumber": np.full(n, 355100, np.uint32),
+        "runNumber": np.full(n, 355100, np.uint32)
+        if runs is None
+        else np.asarray(runs, dtype=np.uint32),
         "R9Ele": rng.uniform(0.8, 1.0, (n, 3)).astype(np.float32),
         "etaEle": eta,
         "phiEle": phi,
@@ -38,6 +46,8 @@ def write_ecalelf(
         "gainSeedSC": np.zeros((n, 3), np.uint8),
         "eleID": np.full((n, 3), 0x18, np.uint32),
     }
+    if lumis is not None:
+        branches["lumiBlock"] = np.asarray(lumis, dtype=np.uint32)
     for b in drop:
         branches.pop(b)
     types = {

@@ -144,6 +144,6 @@ def test_correction_for_other_inputs_is_refused_before_reading(tmp_path):
     with pytest.raises(InvalidConfig) as err:
         load_correction_steps(p)
     assert str(err.value) == (
-        f"{p}: correction 'egm_scale' needs inputs [era, eta]; zcalib provides run, AbsScEta, "
-        "ScEta, r9, pt, seedGain, syst (is this a payload for another era/convention?)"
+        f"{p}: correction 'egm_scale' needs inputs [era, eta]; zcalib provides run, lumi, "
+        "AbsScEta, ScEta, r9, pt, seedGain, syst (is this a payload for another era/convention?)"
     )

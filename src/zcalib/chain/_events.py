@@ -113,7 +113,9 @@ def run_loop(
     opts = loop.options
     opts.check()
     t0 = time.perf_counter()
-    pre, available = checked_inputs(cfg, skip_bad_files=False, weights=loop.weights)
+    pre, available = checked_inputs(
+        cfg, skip_bad_files=False, weights=loop.weights, corrections=loop.corrections
+    )
     kinds = cfg.kinds()
     proc = proc_cls(
         fmt=cfg.format,

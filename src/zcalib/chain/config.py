@@ -424,15 +424,6 @@ def _check_semantics(lp: LoadedPipeline) -> None:
                     "or a 'run_bins' file"
                 )
                 raise InvalidConfig(msg)
-            else:
-                rd = next(lp.step(d) for d in s.needs if kinds[d] == "run_divide")
-                if rd.granularity != "run":
-                    msg = (
-                        f"{where}: time_stability needs whole-run bins but run_divide step "
-                        f"'{rd.name}' has granularity '{rd.granularity}' (the correction is "
-                        "keyed on 'run' only)"
-                    )
-                    raise InvalidConfig(msg)
         elif isinstance(s, CorrectionsStep) and not lp.resolve(s.file).is_file():
             msg = f"{where}: corrections file {lp.resolve(s.file)} not found"
             raise InvalidConfig(msg)

@@ -22,7 +22,9 @@ reruns the named steps and everything depending on them; ``stop_after`` stops af
 When every step is done, ``<output>/final/`` receives ``corrections.json`` (every scale
 step, the final smearing, the Z weights and a ``compound_corrections`` entry stacking the
 scale steps), the combined legacy ``scales.dat`` (pymin ``--combine-files`` folded over the
-scale steps), ``smearings.dat`` and ``pipeline.json`` (steps, hashes, timings, results).
+scale steps; not written, with a warning, when a time-stability step has run bins splitting
+runs at luminosity blocks, which the legacy format cannot express), ``smearings.dat`` and
+``pipeline.json`` (steps, hashes, timings, results).
 
 All set-up checks (configuration, categories, correction files and their run coverage,
 run bins against the data runs, nesting of the scale categories) run before any event is
@@ -569,7 +571,7 @@ def _run_step(
             name=f"{step.name}_scale",
             validate=step.validate_after,
         )
-        return _ts_outputs(step, res.to_dict(), paths["corrections"], paths["scales"])
+        return _ts_outputs(step, res.to_dict(), paths["corrections"], paths.get("scales"))
     if isinstance(step, ZWeightsStep):
         zw = derive_zweights(
             _loop(setup, scales, smear, weights),
@@ -598,23 +600,28 @@ def _run_step(
 
 
 def _ts_outputs(
-    step: TimeStabilityStep, summary: dict[str, Any], corr: Path, legacy: Path
+    step: TimeStabilityStep, summary: dict[str, Any], corr: Path, legacy: Path | None
 ) -> StepOutputs:
+    """Outputs of a time-stability step; ``legacy`` is ``None`` when its run bins split runs
+    (the legacy format cannot express lumis: ``<name>s.tsv`` is written instead)."""
     name = f"{step.name}_scale"
     chi = summary.get("chi2", {})
+    record: dict[str, Any] = {
+        "run_bins": len(summary["run_bins"]),
+        "chi2_before": [chi.get("before", {}).get(k) for k in ("total_chi2", "total_ndf")],
+        "chi2_after": [chi.get("after", {}).get(k) for k in ("total_chi2", "total_ndf")],
+    }
+    if legacy is None:
+        record["splits_runs"] = True
     return StepOutputs(
         name=step.name,
         type=step.type,
         scales=(
             CorrectionStep(name=name, payload=corr.read_text(), kind="scale", source=str(corr)),
         ),
-        scale_legacy=(legacy,),
+        scale_legacy=() if legacy is None else (legacy,),
         output_hash=_file_hash(corr),
-        summary={
-            "run_bins": len(summary["run_bins"]),
-            "chi2_before": [chi.get("before", {}).get(k) for k in ("total_chi2", "total_ndf")],
-            "chi2_after": [chi.get("after", {}).get(k) for k in ("total_chi2", "total_ndf")],
-        },
+        summary=record,
     )
 
 
@@ -829,10 +836,16 @@ def _reload(step: Any, step_dir: Path, setup: _Setup, record: dict[str, Any]) ->
         )
     if isinstance(step, TimeStabilityStep):
         corr = step_dir / "corrections.json"
-        legacy = step_dir / f"{step.name}_scales.dat"
-        if not legacy.is_file():
-            raise OSError(str(legacy))
-        res = _ts_outputs(step, {"run_bins": [0] * int(summary.get("run_bins", 0))}, corr, legacy)
+        split = bool(summary.get("splits_runs"))
+        table = step_dir / f"{step.name}_scales.{'tsv' if split else 'dat'}"
+        if not table.is_file():
+            raise OSError(str(table))
+        res = _ts_outputs(
+            step,
+            {"run_bins": [0] * int(summary.get("run_bins", 0))},
+            corr,
+            None if split else table,
+        )
         return replace(res, summary=summary)
     if isinstance(step, ZWeightsStep):
         corr = step_dir / "corrections.json"
@@ -903,7 +916,15 @@ def _write_final(
         )
         validate_file(paths["corrections"])
     legacy = [p for n in lp.order for p in outputs[n].scale_legacy]
-    if legacy:
+    lumi_split = [n for n in lp.order if outputs[n].summary.get("splits_runs")]
+    if lumi_split:
+        log.warning(
+            "final/scales.dat not written: the run bins of step(s) %s split runs at "
+            "luminosity blocks, which the legacy format cannot express (see "
+            "final/corrections.json and <step>/<step>_scales.tsv)",
+            ", ".join(lumi_split),
+        )
+    elif legacy:
         with tempfile.TemporaryDirectory() as tmp:
             base = legacy[0]
             for k, nxt in enumerate(legacy[1:]):

@@ -13,11 +13,33 @@ and 60 % quantiles and ``N_eff = (Σw)² / Σw²``. The scale of run bin *r* and
 resolution- and selection-dependent offset of the median and leaves the per-category
 residuals to the following fit steps). Its error combines the data and MC median errors.
 
-The scales are written as a correctionlib scale step with inputs ``run``, ``AbsScEta`` and
-``syst`` (:func:`~zcalib.corrections.writer.build_scale_correction` over a run × |η| scheme,
-``flow: clamp``) and as the legacy text file. With ``validate`` the data are read again with
-the new step applied, giving the peak positions after the correction, a χ² of their spread
-around a constant per |η| bin, and the before/after plot (PNG).
+The scales are written as a correctionlib scale step (``corrections.json``):
+
+* run bins of whole runs: inputs ``run``, ``AbsScEta`` and ``syst``
+  (:func:`~zcalib.corrections.writer.build_scale_correction` over a run × |η| scheme,
+  ``flow: clamp``), and the legacy text file ``<name>s.dat``;
+* run bins that split a run at a luminosity block (``run-divide`` with granularity
+  ``lumi``): inputs ``run`` (int), ``lumi`` (int), ``AbsScEta`` (real) and ``syst``
+  (string), as ``Category(syst) -> Binning(run) -> [Binning(lumi) ->] Binning(AbsScEta)``,
+  all with ``flow: clamp``. The run edges are every bin boundary; a run shared by several
+  bins is an interval ``[R, R+1)`` of its own, binned in ``lumi`` at the first lumi of each
+  bin starting inside it (edges from 0 to 2³², so every lumi is covered); every leaf holds
+  the |η|-bin scales of one run bin exactly as the whole-run payload does (same ``syst``
+  keys ``scale``/``escale``/``scale_up``/``scale_down``, the crack neutral; runs or lumis
+  between bins neutral, before the first and after the last clamped). The legacy text
+  format cannot express lumis, so instead of ``<name>s.dat`` a TSV ``<name>s.tsv`` is
+  written: a ``#`` header, then one row per run bin × |η| bin with the columns
+  ``run_min lumi_min run_max lumi_max eta_min eta_max scale err`` (inclusive
+  ``(run, lumi)`` ranges; ``lumi_min`` 0 / ``lumi_max`` 4294967295 = from the start / to
+  the end of the run). Applying this step needs the luminosity block of every event: inputs
+  without a ``lumiBlock``/``luminosityBlock`` branch are refused before any event is read.
+
+Peaks are filled per run bin by packed ``(run << 32 | lumi)`` keys
+(:class:`~zcalib.processors.runs.RunMassProcessor`), so split runs are shared between bins
+by luminosity block in the derivation as in the correction. With ``validate`` the data are
+read again with the new step applied, giving the peak positions after the correction, a χ²
+of their spread around a constant per |η| bin, and the before/after plot (PNG; against the
+run for whole-run bins, against the run-bin index for bins splitting runs).
 
 Note: derived and validated on the same events, the "after" peaks agree with the MC median
 by construction (up to selection migration at the window edges); an independent sample is
@@ -42,8 +64,9 @@ from zcalib._atomic import atomic_write_bytes, atomic_write_text
 from zcalib.categories import Category, build_scheme
 from zcalib.chain._events import ChainLoop, data_run_keys, eta_scheme, run_loop
 from zcalib.chain.run_divide import RunBins
-from zcalib.exceptions import InputError, InvalidConfig
-from zcalib.processors.runs import RunMassProcessor
+from zcalib.config import DatasetConfig
+from zcalib.exceptions import InputError, InvalidConfig, OutputError
+from zcalib.processors.runs import LUMI_ALL, RunMassProcessor, assign_run_bins, pack_run_lumi
 from zcalib.processors.zee import CorrectionStep
 
 __all__ = [
@@ -56,6 +79,7 @@ __all__ = [
     "histogram_median",
     "plot_time_stability",
     "time_stability",
+    "write_run_lumi_scales",
     "write_time_stability",
 ]
 
@@ -253,7 +277,20 @@ class TimeStabilityResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def scheme_categories(self) -> list[Category]:
-        """The run × |η| scale categories, index ``r * n_eta + e``."""
+        """The run × |η| scale categories, index ``r * n_eta + e``.
+
+        Raises:
+            InvalidConfig: the run bins split runs (categories cut on whole runs only: bins
+                sharing a run would overlap).
+        """
+        if self.bins.splits_runs:
+            first = next(b for b in self.bins.bins if not b.whole_runs)
+            msg = (
+                f"{self.bins.source}: run bin {first.label()} splits a run at a luminosity "
+                "block: run x |eta| categories cannot express it (use correction_of and "
+                "the run/lumi TSV)"
+            )
+            raise InvalidConfig(msg)
         cats: list[Category] = []
         for b in self.bins.bins:
             for lo, hi in self.eta_bins:
@@ -320,8 +357,10 @@ def derive_time_stability(
     """Peaks per run bin × |η| bin and the scales ``median_MC / median_data``.
 
     Raises:
-        InvalidConfig: bins split runs (the ``run`` input cannot express that).
-        InputError: a run × |η| cell or an MC |η| bin has fewer than ``min_pairs`` pairs.
+        InvalidConfig: bad |η| bins or window.
+        InputError: a data run outside every run bin, bins splitting runs on data without
+            luminosity blocks, or a run × |η| cell or an MC |η| bin with fewer than
+            ``min_pairs`` pairs.
     """
     check_setup(loop, bins, eta_bins, window)
     peaks = fill_peaks(loop, bins, eta_bins, window)
@@ -365,17 +404,14 @@ def check_setup(
 ) -> None:
     """Set-up checks before any event is processed (bins, |η| bins, window, run coverage).
 
+    Run bins may split runs at a luminosity block (the correction is then keyed on ``run``
+    and ``lumi``); the data must have luminosity blocks then.
+
     Raises:
-        InvalidConfig: bins splitting runs, bad |η| bins or window.
-        InputError: a data run outside every run bin.
+        InvalidConfig: bad |η| bins or window.
+        InputError: a data run (or lumi) outside every run bin; bins splitting runs on a
+            data file without a luminosity-block branch (its lumis would all read 0).
     """
-    if bins.splits_runs:
-        first = next(b for b in bins.bins if not b.whole_runs)
-        msg = (
-            f"{bins.source}: run bin {first.label()} splits a run at a luminosity block; the "
-            "time-stability correction is keyed on 'run' only: use granularity 'run'"
-        )
-        raise InvalidConfig(msg)
     if not eta_bins:
         msg = "time-stability: no |eta| bins"
         raise InvalidConfig(msg)
@@ -386,13 +422,39 @@ def check_setup(
     if not 0 < window[0] < window[1]:
         msg = f"time-stability: window {tuple(window)} must be (lo, hi) with 0 < lo < hi"
         raise InvalidConfig(msg)
-    bins.check_coverage(data_run_keys(loop.only("data")))
+    data = loop.only("data")
+    if bins.splits_runs:
+        _check_lumis(data, bins)
+    bins.check_coverage(data_run_keys(data))
+
+
+def _check_lumis(cfg: DatasetConfig, bins: RunBins) -> None:
+    """Raise if a data file has no luminosity-block branch (bins split runs)."""
+    from zcalib.io.formats import event_branch
+    from zcalib.io.preflight import preflight
+
+    first = next(b for b in bins.bins if not b.whole_runs)
+    lacks = {
+        "flat": "the column_map names no 'lumi' branch",
+        "parquet": "it has no 'lumi' column",
+    }.get(cfg.format, "it has no 'lumiBlock' branch")
+    for info in preflight(cfg).files:
+        if event_branch(cfg.format, "lumi", dict(info.optional), cfg.column_map) is None:
+            msg = (
+                f"{bins.source}: run bin {first.label()} splits a run at a luminosity block, "
+                f"but data file {info.path} has no luminosity blocks ({lacks}); use run bins "
+                "of whole runs (run-divide granularity 'run')"
+            )
+            raise InputError(msg)
 
 
 def correction_of(result: TimeStabilityResult) -> Any:
-    """The correctionlib scale step (run × AbsScEta)."""
+    """The correctionlib scale step: run × AbsScEta, or run × lumi × AbsScEta when the run
+    bins split runs (layout in the module docstring)."""
     from zcalib.corrections import build_scale_correction
 
+    if result.bins.splits_runs:
+        return _run_lumi_correction(result)
     scheme = build_scheme(result.scheme_categories(), [], source=f"{result.name} run x |eta|")
     return build_scale_correction(
         result.name,
@@ -407,13 +469,152 @@ def correction_of(result: TimeStabilityResult) -> Any:
     )
 
 
+def _run_lumi_correction(result: TimeStabilityResult) -> Any:
+    """The scale step keyed on ``run``, ``lumi`` and ``AbsScEta`` (bins splitting runs).
+
+    Every leaf is the ``AbsScEta`` binning :func:`build_scale_correction` writes for the
+    |η| bins of one run bin (same values, rounding, neutral crack and ``syst`` keys).
+    """
+    from correctionlib import schemav2
+
+    from zcalib.corrections import SCALE_SYST_KEYS, build_scale_correction
+
+    bins = result.bins.bins
+    eta_cats = [Category("scale", e, eta=b) for e, b in enumerate(result.eta_bins)]
+    neutral: dict[str, float] = {"scale": 1.0, "escale": 0.0, "scale_up": 1.0, "scale_down": 1.0}
+    leaves: list[dict[str, Any]] = []
+    ref: Any = None
+    for r, b in enumerate(bins):
+        try:
+            ref = build_scale_correction(
+                result.name, eta_cats, result.scales[r], result.errors[r], description=""
+            )
+        except OutputError as err:
+            msg = f"run bin {b.label()}: {err}"
+            raise OutputError(msg) from None
+        leaves.append({item.key: _binning_of(item.value) for item in ref.data.content})
+    # runs holding a bin boundary inside them get an interval [R, R+1) binned in lumi
+    split = {b.run_min for b in bins if b.lumi_min != 0}
+    split |= {b.run_max for b in bins if b.lumi_max != LUMI_ALL}
+    edges = sorted(
+        {b.run_min for b in bins}
+        | {b.run_max + 1 for b in bins}
+        | split
+        | {run + 1 for run in split}
+    )
+    starts = np.array([b.start_key for b in bins], dtype=np.int64)
+    stops = np.array([b.stop_key for b in bins], dtype=np.int64)
+    lows = np.array(edges[:-1], dtype=np.int64)
+    owner = assign_run_bins(pack_run_lumi(lows, np.zeros_like(lows)), starts, stops)
+    sharing: dict[int, list[tuple[int, int, int]]] = {run: [] for run in split}
+    for r, b in enumerate(bins):
+        for run in {b.run_min, b.run_max} & split:
+            lo = b.lumi_min if run == b.run_min else 0
+            hi = (b.lumi_max if run == b.run_max else LUMI_ALL) + 1
+            sharing[run].append((lo, hi, r))
+
+    def lumi_node(run: int, key: str) -> Any:
+        lumi_edges: list[float] = [0.0]
+        content: list[Any] = []
+        for lo, hi, r in sorted(sharing[run]):
+            if lo > lumi_edges[-1]:  # lumis between two bins: neutral
+                lumi_edges.append(float(lo))
+                content.append(neutral[key])
+            lumi_edges.append(float(hi))
+            content.append(leaves[r][key])
+        if lumi_edges[-1] < LUMI_ALL + 1:
+            lumi_edges.append(float(LUMI_ALL + 1))
+            content.append(neutral[key])
+        return schemav2.Binning(
+            nodetype="binning", input="lumi", edges=lumi_edges, content=content, flow="clamp"
+        )
+
+    def run_node(key: str) -> Any:
+        content: list[Any] = []
+        for lo, r in zip(lows.tolist(), owner.tolist(), strict=True):
+            if lo in split:
+                content.append(lumi_node(lo, key))
+            else:
+                content.append(leaves[r][key] if r >= 0 else neutral[key])
+        return schemav2.Binning(
+            nodetype="binning",
+            input="run",
+            edges=[float(x) for x in edges],
+            content=content,
+            flow="clamp",
+        )
+
+    inputs = [
+        schemav2.Variable(name="run", type="int", description="Run number"),
+        schemav2.Variable(
+            name="lumi",
+            type="int",
+            description="Luminosity block (run bins split runs at a luminosity block)",
+        ),
+        *ref.inputs,  # AbsScEta, syst
+    ]
+    return schemav2.Correction(
+        name=result.name,
+        description=(
+            f"Time stability: median(MC)/median(data) of m_ee in "
+            f"{result.window[0]:g}-{result.window[1]:g} GeV per run bin x |eta_SC| bin "
+            "(both electrons in the bin); run bins split runs at luminosity blocks"
+        ),
+        version=1,
+        inputs=inputs,
+        output=ref.output,
+        data=schemav2.Category(
+            nodetype="category",
+            input="syst",
+            content=[
+                schemav2.CategoryItem(key=key, value=run_node(key)) for key in SCALE_SYST_KEYS
+            ],
+        ),
+    )
+
+
+def _binning_of(node: Any) -> Any:
+    """A one-input ``MultiBinning`` as the equivalent ``Binning`` (other nodes unchanged)."""
+    from correctionlib import schemav2
+
+    if isinstance(node, schemav2.MultiBinning) and len(node.inputs) == 1:
+        return schemav2.Binning(
+            nodetype="binning",
+            input=node.inputs[0],
+            edges=node.edges[0],
+            content=node.content,
+            flow=node.flow,
+        )
+    return node
+
+
+def write_run_lumi_scales(result: TimeStabilityResult, path: str | Path) -> Path:
+    """The TSV of scales per run bin × |η| bin for bins splitting runs (module docstring)."""
+    lines = ["#run_min\tlumi_min\trun_max\tlumi_max\teta_min\teta_max\tscale\terr"]
+    for r, b in enumerate(result.bins.bins):
+        for e, (lo, hi) in enumerate(result.eta_bins):
+            fields = [b.run_min, b.lumi_min, b.run_max, b.lumi_max]
+            nums = [lo, hi, float(result.scales[r, e]), float(result.errors[r, e])]
+            lines.append("\t".join([*(str(int(x)) for x in fields), *(_fmt(x) for x in nums)]))
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _fmt(v: float) -> str:
+    """Shortest exact text of a number (integers without a decimal point)."""
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
 def write_time_stability(
     result: TimeStabilityResult, out_dir: str | Path, *, plot: bool = True
 ) -> dict[str, Path]:
-    """Write ``corrections.json``, the legacy scales file, ``time_stability.json``, the plot.
+    """Write ``corrections.json``, the scales table, ``time_stability.json``, the plot.
+
+    The scales table is the legacy ``<name>s.dat`` for whole-run bins, ``<name>s.tsv``
+    (:func:`write_run_lumi_scales`) for bins splitting runs.
 
     Returns:
-        ``{"corrections", "scales", "summary", "plot"}`` paths (``plot`` if drawn).
+        ``{"corrections", "scales" | "run_lumi_scales", "summary", "plot"}`` paths (``plot``
+        if drawn; ``scales`` is the legacy file, absent when the bins split runs).
     """
     from zcalib.corrections import write_correction_set, write_legacy
 
@@ -423,18 +624,21 @@ def write_time_stability(
             out / "corrections.json",
             [correction_of(result)],
             description=f"zcalib time stability ({result.name})",
-        ),
-        "scales": write_legacy(
+        )
+    }
+    if result.bins.splits_runs:
+        paths["run_lumi_scales"] = write_run_lumi_scales(result, out / f"{result.name}s.tsv")
+    else:
+        paths["scales"] = write_legacy(
             out / f"{result.name}s.dat",
             result.scheme_categories(),
             result.scales.ravel(),
             result.errors.ravel(),
             kind="scale",
-        ),
-        "summary": atomic_write_text(
-            out / "time_stability.json", json.dumps(result.to_dict(), indent=2) + "\n"
-        ),
-    }
+        )
+    paths["summary"] = atomic_write_text(
+        out / "time_stability.json", json.dumps(result.to_dict(), indent=2) + "\n"
+    )
     if plot:
         paths["plot"] = plot_time_stability(result, out / "time_stability.png")
     return paths
@@ -499,14 +703,24 @@ def time_stability(
 
 
 def plot_time_stability(result: TimeStabilityResult, path: str | Path) -> Path:
-    """Peak position vs run (one panel per |η| bin), before and after the correction (PNG)."""
+    """Peak position vs run (one panel per |η| bin), before and after the correction (PNG).
+
+    Run bins splitting runs are drawn against their index (several bins may share a run),
+    labelled with their first ``run:lumi``.
+    """
     import mplhep as hep
     from matplotlib import style as mstyle
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     bins = result.bins.bins
-    x = np.array([0.5 * (b.run_min + b.run_max) for b in bins])
-    xerr = np.array([0.5 * (b.run_max - b.run_min) + 0.5 for b in bins])
+    by_index = result.bins.splits_runs
+    if by_index:
+        x = np.arange(len(bins), dtype=np.float64)
+        xerr = np.full(len(bins), 0.5)
+    else:
+        x = np.array([0.5 * (b.run_min + b.run_max) for b in bins])
+        xerr = np.array([0.5 * (b.run_max - b.run_min) + 0.5 for b in bins])
     n_e = len(result.eta_bins)
     before = result.before
     after = result.after
@@ -558,7 +772,20 @@ def plot_time_stability(result: TimeStabilityResult, path: str | Path) -> Path:
             ax.tick_params(labelsize=13)
             if e == 0:
                 ax.legend(loc="upper right", fontsize=13, ncol=3, frameon=False)
-        axes[-1].set_xlabel("run", fontsize=16)
+        if by_index:
+
+            def first_key(v: float, _pos: int) -> str:
+                k = round(v)
+                if not (0 <= k < len(bins) and abs(v - k) < 1e-9):
+                    return ""
+                return f"{bins[k].run_min}:{bins[k].lumi_min}"
+
+            axes[-1].xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
+            axes[-1].xaxis.set_major_formatter(FuncFormatter(first_key))
+            axes[-1].tick_params(axis="x", labelrotation=30)
+            axes[-1].set_xlabel("run bin (first run:lumi)", fontsize=16)
+        else:
+            axes[-1].set_xlabel("run", fontsize=16)
         hep.cms.label(text="Work in progress", data=True, ax=axes[0], loc=0, fontsize=16)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")

@@ -6,6 +6,7 @@ The inputs a correction declares are fed by name from the arrays zcalib provides
 input         keyword              type
 ============  ===================  ======
 run           ``run``              int
+lumi          ``lumi``             int
 AbsScEta      ``abs_sc_eta``       real
 ScEta         ``sc_eta``           real
 r9            ``r9``               real
@@ -17,6 +18,12 @@ syst          ``syst``             string
 so zcalib payloads (see :mod:`zcalib.corrections.writer`) and EGM-style payloads with the
 same input names both work, and compound corrections too. A correction needing any other
 input is rejected with a message listing what it needs and what zcalib provides.
+
+``lumi`` is the luminosity block: the time-stability step keys on ``run`` and ``lumi`` when
+its run bins split runs (:mod:`zcalib.chain.time_stability`). An input that is not passed
+(``None``) is never replaced by a default, so a correction needing ``lumi`` without it
+raises; the processor refuses such a correction for inputs without a luminosity-block
+branch before reading any event (:func:`zcalib.runner.checked_inputs`).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ log = logging.getLogger(__name__)
 #: correctionlib input name -> keyword of :func:`evaluate_scale` / :func:`evaluate_smear`
 PROVIDED_INPUTS: dict[str, str] = {
     "run": "run",
+    "lumi": "lumi",
     "AbsScEta": "abs_sc_eta",
     "ScEta": "sc_eta",
     "r9": "r9",
@@ -175,6 +183,7 @@ def evaluate_scale(
     name: str,
     *,
     run: ArrayLike | None = None,
+    lumi: ArrayLike | None = None,
     abs_sc_eta: ArrayLike | None = None,
     r9: ArrayLike | None = None,
     pt: ArrayLike | None = None,
@@ -191,6 +200,8 @@ def evaluate_scale(
         cset_or_path: A correctionlib file, evaluator set or schema-v2 model.
         name: Correction (or compound) name.
         run: Run number of each lepton (int).
+        lumi: Luminosity block of each lepton (int; for corrections keyed on ``lumi``, e.g.
+            a time-stability step whose run bins split runs at a luminosity block).
         abs_sc_eta: |η| of the supercluster.
         r9: R9.
         pt: Transverse energy [GeV].
@@ -216,7 +227,7 @@ def evaluate_scale(
         array([1.03, 1.03])
     """
     return evaluate_correction(
-        cset_or_path, name, _arrays(run, abs_sc_eta, sc_eta, r9, pt, gain, syst)
+        cset_or_path, name, _arrays(run, abs_sc_eta, sc_eta, r9, pt, gain, syst, lumi=lumi)
     )
 
 
@@ -225,6 +236,7 @@ def evaluate_smear(
     name: str,
     *,
     run: ArrayLike | None = None,
+    lumi: ArrayLike | None = None,
     abs_sc_eta: ArrayLike | None = None,
     r9: ArrayLike | None = None,
     pt: ArrayLike | None = None,
@@ -238,6 +250,7 @@ def evaluate_smear(
         cset_or_path: A correctionlib file, evaluator set or schema-v2 model.
         name: Correction name.
         run: Run number of each lepton (int).
+        lumi: Luminosity block of each lepton (int).
         abs_sc_eta: |η| of the supercluster.
         r9: R9.
         pt: Transverse energy [GeV].
@@ -249,7 +262,7 @@ def evaluate_smear(
         float64 array of the relative smearings.
     """
     return evaluate_correction(
-        cset_or_path, name, _arrays(run, abs_sc_eta, sc_eta, r9, pt, gain, syst)
+        cset_or_path, name, _arrays(run, abs_sc_eta, sc_eta, r9, pt, gain, syst, lumi=lumi)
     )
 
 
@@ -261,11 +274,18 @@ def _arrays(
     pt: ArrayLike | None,
     gain: ArrayLike | None,
     syst: str,
+    lumi: ArrayLike | None = None,
 ) -> dict[str, ArrayLike | str | None]:
+    """Arrays by correctionlib input name (``abs_sc_eta`` from ``sc_eta`` if omitted).
+
+    ``lumi`` feeds the ``lumi`` input (luminosity block); ``None`` = not provided, so a
+    correction needing it raises instead of evaluating at some default lumi.
+    """
     if abs_sc_eta is None and sc_eta is not None:
         abs_sc_eta = np.abs(np.asarray(sc_eta, dtype=np.float64))
     return {
         "run": run,
+        "lumi": lumi,
         "AbsScEta": abs_sc_eta,
         "ScEta": sc_eta,
         "r9": r9,

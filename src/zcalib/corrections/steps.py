@@ -81,7 +81,15 @@ def load_correction_steps(path: str | Path, names: list[str] | None = None) -> l
 
 def _probe(evaluator: object, corr: correctionlib.schemav2.Correction, kind: str, p: Path) -> None:
     """Evaluate once per syst key at a typical point to catch missing keys at set-up."""
-    point = {"run": 1, "AbsScEta": 0.5, "ScEta": 0.5, "r9": 0.95, "pt": 40.0, "seedGain": 12}
+    point = {
+        "run": 1,
+        "lumi": 1,
+        "AbsScEta": 0.5,
+        "ScEta": 0.5,
+        "r9": 0.95,
+        "pt": 40.0,
+        "seedGain": 12,
+    }
     for key in _KEYS[kind]:
         args = [key if v.name == "syst" else point[v.name] for v in corr.inputs]
         try:

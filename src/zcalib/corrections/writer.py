@@ -84,7 +84,16 @@ SCALE_SYST_KEYS: tuple[str, ...] = ("scale", "escale", "scale_up", "scale_down")
 #: ``syst`` keys of an MC smear correction, in payload order.
 SMEAR_SYST_KEYS: tuple[str, ...] = ("smear", "esmear", "smear_up", "smear_down")
 #: Canonical order of the inputs of zcalib corrections (each uses the subset it needs).
-INPUT_ORDER: tuple[str, ...] = ("run", "AbsScEta", "ScEta", "r9", "pt", "seedGain", "syst")
+INPUT_ORDER: tuple[str, ...] = (
+    "run",
+    "lumi",
+    "AbsScEta",
+    "ScEta",
+    "r9",
+    "pt",
+    "seedGain",
+    "syst",
+)
 #: Inputs of the pile-up weight correction, in order.
 PILEUP_INPUTS: tuple[str, ...] = ("NumTrueInteractions", "weights")
 

@@ -40,9 +40,11 @@ __all__ = [
     "SKIM_EVENT_COLUMNS",
     "SKIM_LEPTON_COLUMNS",
     "ColumnMap",
+    "EventBranch",
     "FormatName",
     "IdLevel",
     "Leptons",
+    "event_branch",
     "extract_leptons",
     "optional_branches",
     "required_branches",
@@ -135,6 +137,9 @@ class Leptons:
     marks pair slots that are filled (jagged inputs with fewer than two selected leptons);
     ``has_pair`` marks events with at least two leptons before any ID (``None``: all);
     ``id_bits`` the working points each lepton passes (:data:`ID_BITS`; for skims).
+    ``run``, ``lumi`` and ``event`` are 0 when the input has no such branch (ECALELF lists
+    without ``lumiBlock``/``eventNumber``, flat ntuples whose column map names none, skims of
+    such inputs): :func:`event_branch` tells whether they were read.
     """
 
     energy: NDArray[np.float64]
@@ -216,6 +221,43 @@ def optional_branches(fmt: str, column_map: ColumnMap | None = None) -> dict[str
         return {"weight": "weight", "npu": "npu", "lumi": "lumi", "event": "event"}
     assert column_map is not None
     return {k: v for k, v in (("weight", column_map.weight), ("npu", column_map.npu)) if v}
+
+
+EventBranch = Literal["run", "lumi", "event"]
+
+
+def event_branch(
+    fmt: str,
+    role: EventBranch,
+    available: Mapping[str, str],
+    column_map: ColumnMap | None = None,
+) -> str | None:
+    """The branch (column) read for ``run``, ``lumi`` or ``event``, ``None`` if the input has none.
+
+    Without a branch :func:`extract_leptons` fills the :class:`Leptons` attribute with 0.
+
+    Args:
+        fmt: the input format.
+        role: ``run``, ``lumi`` or ``event``.
+        available: optional branches present in the input, by role (see
+            :func:`optional_branches`).
+        column_map: branch names for the ``flat`` format.
+
+    Example:
+        >>> event_branch("ecalelf", "lumi", {}) is None
+        True
+        >>> event_branch("ecalelf", "lumi", {"lumi": "lumiBlock"})
+        'lumiBlock'
+        >>> event_branch("nanoaod", "lumi", {})
+        'luminosityBlock'
+    """
+    if fmt == "nanoaod":
+        return {"run": "run", "lumi": "luminosityBlock", "event": "event"}[role]
+    if fmt == "flat":
+        return None if column_map is None else getattr(column_map, role)
+    if role == "run":
+        return "runNumber" if fmt == "ecalelf" else "run"
+    return available.get(role)
 
 
 def _np(x: Any, dtype: Any) -> NDArray[Any]:

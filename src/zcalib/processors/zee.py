@@ -19,8 +19,10 @@ not counted in the cutflow).
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +34,7 @@ from numpy.typing import NDArray
 from zcalib.categories import CRACK, CategoryScheme, region_code, scheme_from_dict
 from zcalib.config import SelectionConfig
 from zcalib.histograms import MassBinning, empty_hist
-from zcalib.io.formats import ColumnMap, Leptons, extract_leptons
+from zcalib.io.formats import ColumnMap, EventBranch, Leptons, event_branch, extract_leptons
 from zcalib.physics import pair_mass
 
 __all__ = [
@@ -41,6 +43,8 @@ __all__ = [
     "CorrectionStep",
     "WeightSpec",
     "ZeeProcessor",
+    "correction_inputs",
+    "missing_event_input",
     "pair_kinematics",
     "pair_selection",
 ]
@@ -128,6 +132,77 @@ class CorrectionStep:
     payload: str
     kind: str
     source: str = "<memory>"
+
+
+def correction_inputs(step: CorrectionStep) -> tuple[str, ...]:
+    """The input names of a correction step, read from its payload (``()`` if not found)."""
+    return _inputs_of(step.payload, step.name)
+
+
+@functools.lru_cache(maxsize=32)
+def _inputs_of(payload: str, name: str) -> tuple[str, ...]:
+    try:
+        raw = json.loads(payload)
+    except ValueError:
+        return ()
+    for corr in raw.get("corrections", []) if isinstance(raw, dict) else []:
+        if isinstance(corr, dict) and corr.get("name") == name:
+            return tuple(str(v.get("name")) for v in corr.get("inputs", []))
+    return ()
+
+
+#: Per-event correction inputs read from a branch an input may lack (0 is read then).
+_EVENT_INPUTS: tuple[tuple[EventBranch, str], ...] = (
+    ("run", "run number"),
+    ("lumi", "luminosity block"),
+)
+_ECALELF_EVENT_BRANCHES = {"run": "runNumber", "lumi": "lumiBlock"}
+
+
+def missing_event_input(
+    corrections: Sequence[CorrectionStep],
+    kind: str,
+    fmt: str,
+    available: Mapping[str, str],
+    column_map: ColumnMap | None = None,
+) -> str | None:
+    """Why a correction applied to ``kind`` cannot be evaluated on this input, or ``None``.
+
+    A step keyed on ``run`` or ``lumi`` (e.g. a time-stability step whose run bins split runs
+    at a luminosity block) needs that branch: without it :func:`extract_leptons` reads 0,
+    and the step would silently be evaluated at run or lumi 0 (for ``lumi``: the first lumi
+    bin of every run).
+
+    Args:
+        corrections: the processor's correction steps.
+        kind: ``data`` (scale steps apply) or ``mc`` (smear steps apply).
+        fmt: the input format.
+        available: optional branches present in the input, by role.
+        column_map: branch names for the ``flat`` format.
+
+    Returns:
+        ``"correction 'x' (source) needs the luminosity block (input 'lumi'), but ..."``
+        naming the missing branch, or ``None`` when every needed branch is there.
+    """
+    wanted = "scale" if kind == "data" else "smear"
+    for step in corrections:
+        if step.kind != wanted:
+            continue
+        needed = correction_inputs(step)
+        for role, label in _EVENT_INPUTS:
+            if role not in needed or event_branch(fmt, role, available, column_map):
+                continue
+            if fmt == "flat":
+                lacks = f"the column_map names no '{role}' branch"
+            elif fmt == "parquet":
+                lacks = f"the file has no '{role}' column"
+            else:
+                lacks = f"the file has no '{_ECALELF_EVENT_BRANCHES[role]}' branch"
+            return (
+                f"correction '{step.name}' ({step.source}) needs the {label} (input "
+                f"'{role}'), but {lacks}; it cannot be applied to these events"
+            )
+    return None
 
 
 @dataclass
@@ -225,8 +300,11 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         from zcalib.corrections.apply import evaluate_correction
 
         sc_eta = lep.sc_eta
+        # run/lumi of inputs without those branches are 0: _read_chunk refuses steps keyed
+        # on them there (missing_event_input), so these are always the events' own values
         arrays: dict[str, Any] = {
             "run": np.repeat(lep.run[:, None], 2, axis=1).ravel(),
+            "lumi": np.repeat(lep.lumi[:, None], 2, axis=1).ravel(),
             "AbsScEta": np.abs(sc_eta).ravel(),
             "ScEta": sc_eta.ravel(),
             "r9": lep.r9.ravel(),
@@ -302,6 +380,16 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         bad = self._check_finite(lep, where, start)
         if bad:
             out["errors"].add(bad)
+            return None
+        missing = missing_event_input(
+            self.corrections,
+            self.kinds[dataset],
+            self.fmt,
+            self.available.get(dataset, {}),
+            self.column_map,
+        )
+        if missing:
+            out["errors"].add(f"{where}: {missing}")
             return None
         return lep
 
