@@ -38,9 +38,18 @@ def _fit(name, needs=(), **kw):
 
 def test_demo_config_is_valid():
     lp = load_pipeline(CONFIGS / "pipeline_demo.yaml")
-    assert lp.order == ("run_divide", "time_stability", "step2", "zweights", "step3", "step4")
+    assert lp.order == (
+        "run_divide",
+        "time_stability",
+        "step2",
+        "zweights",
+        "step3",
+        "step4",
+        "closure",
+    )
     assert lp.closure["step4"] == ("run_divide", "time_stability", "step2", "zweights", "step3")
-    assert lp.dependents("zweights") == ("zweights", "step3", "step4")
+    assert lp.dependents("zweights") == ("zweights", "step3", "step4", "closure")
+    assert lp.step("closure").max_significance == 3.0
 
 
 def test_order_follows_dependencies_then_file_order():
@@ -240,3 +249,74 @@ def test_time_stability_on_lumi_split_bins(tmp_path, demo_ecalelf):
         ],
     )
     assert load_pipeline(path).order == ("rd", "ts")
+
+
+def _closure(name="check", needs=("a",), **kw):
+    return {
+        "name": name,
+        "type": "closure",
+        "categories": str(CONFIGS / "cats_eta_r9.yaml"),
+        "needs": list(needs),
+        **kw,
+    }
+
+
+@pytest.mark.parametrize("bad", [0, -1.5, float("nan"), float("inf")])
+def test_closure_step_bad_max_significance(tmp_path, demo_ecalelf, no_events, bad):
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a"), _closure(max_significance=bad)])
+    with pytest.raises(InvalidConfig) as err:
+        load_pipeline(path)
+    assert str(err.value) == (
+        f"{path}: step 'check': field 'max_significance' must be a finite number > 0 "
+        f"(standard deviations), got {float(bad)}"
+    )
+
+
+def test_closure_step_unknown_categories(tmp_path, demo_ecalelf, no_events):
+    path = write_pipeline(
+        tmp_path, demo_ecalelf, steps=[_fit("a"), _closure(categories="cats_nowhere.yaml")]
+    )
+    with pytest.raises(InvalidConfig) as err:
+        load_pipeline(path)
+    assert str(err.value) == (
+        f"{path}: step 'check': categories file {tmp_path / 'cats_nowhere.yaml'} not found "
+        "(unknown category scheme)"
+    )
+
+
+@pytest.mark.parametrize("needs", [(), ("rd",)])
+def test_closure_step_without_corrections_before_it(tmp_path, demo_ecalelf, no_events, needs):
+    rd = {"name": "rd", "type": "run_divide"}
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=[rd, _closure(needs=needs)])
+    with pytest.raises(InvalidConfig) as err:
+        load_pipeline(path)
+    given = "needs: rd" if needs else "no 'needs'"
+    assert str(err.value) == (
+        f"{path}: step 'check': a closure step checks the corrections of the steps before "
+        f"it, but none of its dependencies ({given}) provides corrections; add a "
+        "time_stability, fit, zweights or corrections step to 'needs'"
+    )
+
+
+def test_closure_step_fits_scales(tmp_path, demo_ecalelf, no_events):
+    path = write_pipeline(
+        tmp_path, demo_ecalelf, steps=[_fit("a"), _closure(fit={"fix_scales": True})]
+    )
+    with pytest.raises(InvalidConfig) as err:
+        load_pipeline(path)
+    assert str(err.value) == (
+        f"{path}: step 'check': a closure step fits scales and smearings free: "
+        "fit.fix_scales must be false"
+    )
+
+
+def test_closure_step_needing_a_closure_step_only(tmp_path, demo_ecalelf, no_events):
+    """Closure steps provide no corrections: a closure needing only the check of a
+    correction step is fine (the corrections come transitively), a chain of checks alone
+    is not."""
+    steps = [_fit("a"), _closure(), _closure("again", needs=("check",))]
+    lp = load_pipeline(write_pipeline(tmp_path, demo_ecalelf, steps=steps))
+    assert lp.closure["again"] == ("a", "check")
+    steps = [_closure("first", needs=()), _closure("again", needs=("first",))]
+    with pytest.raises(InvalidConfig, match="step 'first': a closure step checks"):
+        load_pipeline(write_pipeline(tmp_path, demo_ecalelf, steps=steps))

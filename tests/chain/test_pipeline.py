@@ -1,4 +1,5 @@
-"""The whole chain on a drifted demo sample: outputs, truth recovery, closure, caching, resume."""
+"""The whole chain on a drifted demo sample: outputs, truth recovery, the closure step,
+caching, resume."""
 
 from __future__ import annotations
 
@@ -30,7 +31,11 @@ PHYSICS_FILES = (
     "step3/corrections.json",
     "step4/corrections.json",
     "step4/step4_only_step.tsv",
+    "closure/closure.json",
 )
+
+#: The steps of the demo chain, in execution order (the last one is the closure check).
+STEPS = ("run_divide", "time_stability", "step2", "zweights", "step3", "step4", "closure")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +58,7 @@ def test_outputs_of_every_step_and_final(chain_a):
         f"\npipeline wall time {wall:.1f} s; per step: "
         + ", ".join(f"{n} {o.wall_time_s:.1f} s" for n, o in res.steps.items())
     )
-    assert res.ran == ("run_divide", "time_stability", "step2", "zweights", "step3", "step4")
+    assert res.ran == STEPS
     assert set(res.final) == {"corrections", "scales", "smearings", "summary"}
     from zcalib.corrections import validate_file
 
@@ -73,6 +78,14 @@ def test_outputs_of_every_step_and_final(chain_a):
     assert (res.output / "time_stability" / "time_stability.png").stat().st_size > 10_000
     summary = json.loads(res.final["summary"].read_text())
     assert summary["order"] == list(res.ran)
+    # the closure step is no correction: not in the final file, the compound or legacy files
+    assert not any(n.startswith("closure") for n in names)
+    assert "closure" not in res.final["scales"].read_text()
+    assert res.steps["closure"].scales == ()
+    assert res.steps["closure"].smear is None
+    assert res.steps["closure"].weight is None
+    assert summary["closure"]["closes"] is True
+    assert summary["closure"]["steps"]["closure"]["closes"] is True
     # the combined legacy file: run bins x fine categories x Et bins, all scales positive
     from zcalib.corrections import read_legacy
 
@@ -166,11 +179,107 @@ def test_final_scales_recover_injected_values(chain_a, drift_sample):
     assert np.all(np.abs(pulls) < 3), pulls
 
 
+def _closure_json(res):
+    return json.loads((res.output / "closure" / "closure.json").read_text())
+
+
+def test_closure_step_closes(chain_a):
+    """The closure step (type: closure, 8 η × R9 categories after step4): scales consistent
+    with 1 and smearings with 0, each within 3 standard deviations (stat ⊕ MC stat). A
+    smearing is judged in σ², the fit's parameter, whose estimate is Gaussian at 0:
+    ``σ²/err(σ²) < 3``."""
+    _, res, _ = chain_a
+    folder = res.output / "closure"
+    assert {p.name for p in folder.iterdir()} == {
+        "closure.json",
+        "fit_result.json",
+        "histograms.npz",
+        "step.json",
+    }
+    c = _closure_json(res)
+    assert c["status"] == "converged"
+    assert len(c["scales"]) == 8
+    assert len(c["smears"]) == 8
+    assert c["prior_corrections"] == [
+        "time_stability_scale",
+        "step2_scale",
+        "step3_scale",
+        "step4_scale",
+    ]
+    assert c["mc_smearing"] == "step3_smear"
+    assert c["mc_weights"] == ["pileup", "zweights"]
+    for e in c["scales"]:
+        print(f"closure {e['label']}: scale-1 = {e['residual']:+.5f} +- {e['error']:.5f}")
+        assert abs(e["pull"]) < 3
+        assert e["pull"] == pytest.approx(e["residual"] / e["error"], rel=1e-12)
+    for e in c["smears"]:
+        print(
+            f"closure {e['label']}: smear = {e['value']:.5f}, smear^2 = {e['sigma2']:.2e} "
+            f"+- {e['sq_error']:.2e} ({e['zero_significance']:.2f} sigma from 0)"
+        )
+        assert e["zero_significance"] < 3
+    assert c["closes"] is True
+    assert c["max_scale_pull"] == max(abs(e["pull"]) for e in c["scales"])
+    assert c["max_smear_significance"] == max(e["zero_significance"] for e in c["smears"])
+    assert c["verdict"] == res.steps["closure"].summary["verdict"]
+    assert c["verdict"].startswith("closure step 'closure': scales within ")
+    assert c["verdict"].endswith("(threshold 3σ) — closes")
+    # the residual smearings are small in absolute terms too
+    assert max(e["value"] for e in c["smears"]) < 0.015
+    # the final summary records the verdict
+    summary = json.loads(res.final["summary"].read_text())
+    assert summary["closure"]["steps"]["closure"]["verdict"] == c["verdict"]
+
+
+def test_step_needing_the_closure_step(chain_a, tmp_path):
+    """A step needing the closure step gets the prior corrections it would get without it,
+    and its input hash does not depend on the closure step's output."""
+    import shutil
+    from dataclasses import replace
+
+    import yaml
+
+    import zcalib.chain.pipeline as pl
+    from tests.conftest import CONFIGS
+    from zcalib.categories import load_categories
+    from zcalib.corrections import build_scale_correction, write_correction_set
+    from zcalib.corrections.steps import load_correction_steps
+
+    path, ref, _ = chain_a
+    scheme = load_categories(CONFIGS / "cats_eta_r9.yaml")
+    neutral = write_correction_set(
+        tmp_path / "neutral.json",
+        [build_scale_correction("neutral_scale", scheme, [1.0] * 8, [0.0] * 8, description="1")],
+        description="neutral",
+    )
+    out = tmp_path / "out"
+    shutil.copytree(ref.output, out)
+    raw = yaml.safe_load(path.read_text())
+    raw["output"] = str(out)
+    raw["steps"] += [
+        {"name": "after", "type": "corrections", "file": str(neutral), "needs": ["closure"]},
+    ]
+    new = tmp_path / "pipeline.yaml"
+    new.write_text(yaml.safe_dump(raw, sort_keys=False))
+    lp = load_pipeline(new)
+    res = run_pipeline(lp)
+    assert res.ran == ("after",)
+    assert pl._prior("after", lp, res.steps) == pl._prior("closure", lp, res.steps)
+    assert [s.name for s in load_correction_steps(res.final["corrections"])][-2:] == [
+        "neutral_scale",
+        "step3_smear",
+    ]
+    setup = pl._Setup(lp, None)
+    changed = {**res.steps, "closure": replace(res.steps["closure"], output_hash="other")}
+    assert pl._input_hash("after", setup, changed) == pl._input_hash("after", setup, res.steps)
+    changed = {**res.steps, "step4": replace(res.steps["step4"], output_hash="other")}
+    assert pl._input_hash("after", setup, changed) != pl._input_hash("after", setup, res.steps)
+
+
 def test_closure_of_the_final_output(chain_a, drift_sample):
-    """Data corrected and MC smeared with the chain's own final file, then re-derived in the
-    8-category scheme (scales and smearings free): scales consistent with 1 and smearings
-    with 0, each within 3 standard deviations (stat ⊕ MC stat). A smearing is judged in
-    σ², the fit's parameter, whose estimate is Gaussian at 0: ``σ²/err(σ²) < 3``."""
+    """Data corrected and MC smeared with the chain's own final file, then re-derived by hand
+    in the 8-category scheme (scales and smearings free): the same inputs and fit as the
+    closure step, so the same residuals (to 1e-9)."""
     from tests.conftest import ROOT
     from zcalib.chain.zweights import load_zweight_spec
     from zcalib.config import dataset_config_from_files
@@ -196,26 +305,33 @@ def test_closure_of_the_final_output(chain_a, drift_sample):
     assert {"zweights_up", "zweights_down", "pileup_up", "pileup_down"} <= set(hset.variations)
     fit = fit_histograms(hset, FitConfig(), scheme=scheme).raise_if_failed()
     assert fit.config.mc_stat == "bootstrap"
-    for c in fit.scales:
-        print(f"closure {c.label}: scale-1 = {c.value - 1:+.5f} +- {c.total_stat:.5f}")
+    step = _closure_json(res)
+    for c, e in zip(fit.scales, step["scales"], strict=True):
+        assert e["label"] == c.label
+        assert e["residual"] == pytest.approx(c.value - 1, rel=0, abs=1e-9)
+        assert e["error"] == pytest.approx(c.total_stat, rel=0, abs=1e-9)
         assert abs(c.value - 1) < 3 * c.total_stat
-    for c in fit.smears:
-        print(
-            f"closure {c.label}: smear = {c.value:.5f}, smear^2 = {c.value**2:.2e} "
-            f"+- {c.sq_error:.2e} ({c.zero_significance:.2f} sigma from 0)"
-        )
+    for c, e in zip(fit.smears, step["smears"], strict=True):
+        assert e["label"] == c.label
+        assert e["value"] == pytest.approx(c.value, rel=0, abs=1e-9)
+        assert e["sq_error"] == pytest.approx(c.sq_error, rel=0, abs=1e-9)
+        assert e["zero_significance"] == pytest.approx(c.zero_significance, rel=1e-9, abs=1e-9)
         assert c.zero_significance < 3
-    # the residual smearings are small in absolute terms too
-    assert max(c.value for c in fit.smears) < 0.015
 
 
-def test_rerun_skips_every_step_and_keeps_outputs(chain_a):
+def test_rerun_skips_every_step_and_keeps_outputs(chain_a, caplog):
+    import logging
+
     path, res, _ = chain_a
     before = _bytes(res)
-    again = run_pipeline(load_pipeline(path))
+    with caplog.at_level(logging.INFO, logger="zcalib"):
+        again = run_pipeline(load_pipeline(path))
     assert again.ran == ()
     assert again.skipped == res.ran
     assert _bytes(again) == before
+    # the cached closure step reports its verdict again (and, as it closes, no warning)
+    assert res.steps["closure"].summary["verdict"] in caplog.messages
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_interrupted_run_resumes_to_identical_outputs(chain_a, drift_sample, tmp_path, monkeypatch):
@@ -241,16 +357,21 @@ def test_interrupted_run_resumes_to_identical_outputs(chain_a, drift_sample, tmp
     monkeypatch.setattr(pl, "_run_fit", real)
     resumed = run_pipeline(lp)
     assert resumed.skipped == ("run_divide", "time_stability", "step2", "zweights")
-    assert resumed.ran == ("step3", "step4")
+    assert resumed.ran == ("step3", "step4", "closure")
     assert _bytes(resumed) == _bytes(ref)
     # --force reruns the step and everything depending on it, with identical results
     forced = run_pipeline(lp, force=("step3",))
-    assert forced.ran == ("step3", "step4")
+    assert forced.ran == ("step3", "step4", "closure")
     assert _bytes(forced) == _bytes(ref)
 
 
-def test_changed_input_reruns_dependents_only(chain_a, drift_sample, tmp_path):
-    """A changed step option invalidates that step and the steps depending on it."""
+def test_changed_input_reruns_dependents_only(chain_a, drift_sample, tmp_path, caplog):
+    """A changed step option invalidates that step and the steps depending on it.
+
+    The closure step reruns anyway, so it also gets a threshold it cannot pass: a chain that
+    does not close warns, naming the worst categories, and still writes the final outputs
+    with the verdict."""
+    import logging
     import shutil
 
     import yaml
@@ -263,10 +384,47 @@ def test_changed_input_reruns_dependents_only(chain_a, drift_sample, tmp_path):
     for s in raw["steps"]:
         if s["name"] == "step4":
             s["fit"] = {"window": [81, 99]}
+        if s["name"] == "closure":
+            s["max_significance"] = 0.01
     new = tmp_path / "pipeline.yaml"
     new.write_text(yaml.safe_dump(raw, sort_keys=False))
-    res = run_pipeline(load_pipeline(new))
-    assert res.ran == ("step4",)
+    with caplog.at_level(logging.INFO, logger="zcalib"):
+        res = run_pipeline(load_pipeline(new))
+    assert res.ran == ("step4", "closure")
+    c = _closure_json(res)
+    assert c["closes"] is False
+    assert c["max_significance"] == 0.01
+    assert c["verdict"].endswith("(threshold 0.01σ) — does NOT close")
+    assert c["verdict"] in caplog.messages
+    (warning,) = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name == "zcalib.chain.pipeline"
+    ]
+    # (nearly) every category fails; the warning names the 5 worst, worst first
+    ranked = sorted(
+        [
+            (abs(e["pull"]), f"{e['label']} (pull {e['pull']:+.1f})")
+            for e in c["scales"]
+            if not e["closes"]
+        ]
+        + [
+            (e["zero_significance"], f"{e['label']} ({e['zero_significance']:.1f}σ from 0)")
+            for e in c["smears"]
+            if not e["closes"]
+        ],
+        key=lambda b: -b[0],
+    )
+    assert len(ranked) > 5
+    assert warning == (
+        "closure step 'closure' does not close (threshold 0.01σ): "
+        + ", ".join(b[1] for b in ranked[:5])
+        + f", and {len(ranked) - 5} more"
+    )
+    worst = max(c["scales"], key=lambda e: abs(e["pull"]))
+    summary = json.loads(res.final["summary"].read_text())
+    assert summary["closure"]["closes"] is False
+    assert summary["closure"]["steps"]["closure"]["worst_scale"] == worst["label"]
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ Public API:
 * :func:`time_stability` → :class:`TimeStabilityResult` (``zcalib time-stability``);
 * :func:`derive_zweights` → :class:`ZWeights`, :func:`load_zweight_spec`;
 * :func:`load_pipeline` → :class:`LoadedPipeline`, :func:`run_pipeline` →
-  :class:`PipelineResult` (``zcalib pipeline``).
+  :class:`PipelineResult` (``zcalib pipeline``); :func:`closure_verdict` judges a residual
+  fit the way a pipeline ``closure`` step does (scales consistent with 1, smearings with 0).
 
 :class:`ChainLoop` bundles what every event loop of the chain shares (inputs, selection,
 binning, MC weights, prior corrections, executor). See ``docs/pipeline.md``.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from zcalib.chain._events import ChainLoop
 from zcalib.chain.config import LoadedPipeline, PipelineConfig, load_pipeline
-from zcalib.chain.pipeline import PipelineResult, StepOutputs, run_pipeline
+from zcalib.chain.pipeline import PipelineResult, StepOutputs, closure_verdict, run_pipeline
 from zcalib.chain.run_divide import RunBin, RunBins, divide, load_run_bins, run_divide
 from zcalib.chain.time_stability import TimeStabilityResult, time_stability
 from zcalib.chain.zweights import ZWeights, derive_zweights, load_zweight_spec, write_zweights
@@ -31,6 +32,7 @@ __all__ = [
     "StepOutputs",
     "TimeStabilityResult",
     "ZWeights",
+    "closure_verdict",
     "derive_zweights",
     "divide",
     "load_pipeline",

@@ -14,23 +14,29 @@ Example (``configs/pipeline_demo.yaml``)::
       - {name: step2, type: fit, categories: cats_step2_coarse.yaml, needs: [time_stability]}
       - {name: step2_closure, type: fit, closure: true, categories: cats_step2_coarse.yaml,
          needs: [step2]}
+      - {name: check, type: closure, categories: cats_step2_coarse.yaml,
+         needs: [step2_closure]}
 
 Relative paths are resolved against the folder of the YAML file, except ``output`` (relative
 to the working directory, like every zcalib output). Steps form a graph through ``needs``;
 a step's histograms are filled with the corrections of *every* step it depends on
 (transitively) applied, in dependency order: their data scales, the MC smearing of the
-latest smearing step, their Z pT × |y| weights (see ``docs/pipeline.md``).
+latest smearing step, their Z pT × |y| weights (see ``docs/pipeline.md``). A ``closure``
+step (:class:`ClosureStep`) re-derives residual scales and smearings with everything before it
+applied and reports whether the chain closes; it provides no corrections.
 
 :func:`load_pipeline` raises :class:`~zcalib.exceptions.InvalidConfig` with one line naming
 the file and the field for: unknown keys, bad values, duplicate step names, a ``needs``
 entry naming no step, dependency cycles, missing categories/correction files, a time
-stability without run bins, a closure step without a smearing step before it.
+stability without run bins, a closure fit step without a smearing step before it, a
+``closure`` step with a bad ``max_significance`` or without a correction step before it.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,6 +47,8 @@ from zcalib.config import SelectionConfig, format_validation_error, load_yaml
 from zcalib.exceptions import InvalidConfig
 
 __all__ = [
+    "CORRECTION_STEP_TYPES",
+    "ClosureStep",
     "CorrectionsStep",
     "FitOptions",
     "FitStep",
@@ -230,10 +238,34 @@ class CorrectionsStep(_StepBase):
     )
 
 
+class ClosureStep(_StepBase):
+    """Closure check: residual scales and smearings with every step before it applied.
+
+    Filled like a fit step at its position (MC smeared with the latest smearing), scales and
+    smearings fitted free; the chain closes when every residual scale is within
+    ``max_significance`` standard deviations of 1 and every smearing's ``σ²/err(σ²)`` is
+    below it. Provides no corrections: never in the final file, never applied downstream.
+    """
+
+    type: Literal["closure"] = Field(description="Step type.")
+    categories: str = Field(description="Categories file (TSV or YAML) of the refit.")
+    max_significance: float = Field(
+        3.0,
+        description="Closure threshold (> 0): |scale - 1| / error and σ²/err(σ²) must be "
+        "below it in every category.",
+    )
+    fit: FitOptions = Field(
+        default_factory=FitOptions, description="Fit options (fix_scales must stay false)."
+    )
+
+
 StepConfig = Annotated[
-    RunDivideStep | TimeStabilityStep | ZWeightsStep | FitStep | CorrectionsStep,
+    RunDivideStep | TimeStabilityStep | ZWeightsStep | FitStep | CorrectionsStep | ClosureStep,
     Field(discriminator="type"),
 ]
+
+#: Step types providing corrections (data scales, MC smearings or MC weights).
+CORRECTION_STEP_TYPES = frozenset({"time_stability", "zweights", "fit", "corrections"})
 
 
 class PipelineConfig(_Frozen):
@@ -390,7 +422,7 @@ def _check_semantics(lp: LoadedPipeline) -> None:
     for s in cfg.steps:
         deps = lp.closure[s.name]
         where = f"{p}: step '{s.name}'"
-        if isinstance(s, FitStep):
+        if isinstance(s, FitStep | ClosureStep):
             cats = lp.resolve(s.categories)
             if not cats.is_file():
                 msg = f"{where}: categories file {cats} not found (unknown category scheme)"
@@ -401,6 +433,9 @@ def _check_semantics(lp: LoadedPipeline) -> None:
             if s.fit.start_file is not None and not lp.resolve(s.fit.start_file).is_file():
                 msg = f"{where}: fit.start_file {lp.resolve(s.fit.start_file)} not found"
                 raise InvalidConfig(msg)
+        if isinstance(s, ClosureStep):
+            _check_closure_step(s, deps, kinds, where)
+        elif isinstance(s, FitStep):
             smearing = (
                 s.mc_smearing if s.mc_smearing != "auto" else ("latest" if s.closure else "none")
             )
@@ -427,6 +462,30 @@ def _check_semantics(lp: LoadedPipeline) -> None:
         elif isinstance(s, CorrectionsStep) and not lp.resolve(s.file).is_file():
             msg = f"{where}: corrections file {lp.resolve(s.file)} not found"
             raise InvalidConfig(msg)
+
+
+def _check_closure_step(
+    s: ClosureStep, deps: tuple[str, ...], kinds: Mapping[str, str], where: str
+) -> None:
+    if not (math.isfinite(s.max_significance) and s.max_significance > 0):
+        msg = (
+            f"{where}: field 'max_significance' must be a finite number > 0 (standard "
+            f"deviations), got {s.max_significance}"
+        )
+        raise InvalidConfig(msg)
+    if s.fit.fix_scales:
+        msg = (
+            f"{where}: a closure step fits scales and smearings free: fit.fix_scales must be false"
+        )
+        raise InvalidConfig(msg)
+    if not any(kinds[d] in CORRECTION_STEP_TYPES for d in deps):
+        given = f"needs: {', '.join(s.needs)}" if s.needs else "no 'needs'"
+        msg = (
+            f"{where}: a closure step checks the corrections of the steps before it, but none "
+            f"of its dependencies ({given}) provides corrections; add a time_stability, fit, "
+            "zweights or corrections step to 'needs'"
+        )
+        raise InvalidConfig(msg)
 
 
 def _provides_smear(lp: LoadedPipeline, name: str) -> bool:

@@ -19,12 +19,20 @@ dependency order. Each step:
 An interrupted run therefore resumes at the first step without a valid manifest. ``force``
 reruns the named steps and everything depending on them; ``stop_after`` stops after a step.
 
+A ``closure`` step (:class:`~zcalib.chain.config.ClosureStep`) is filled like a fit step at its
+position (MC smeared with the latest smearing), fits scales *and* smearings free and writes
+``closure.json`` (residual scale − 1, error and pull per scale category; smearing, σ², its
+error and ``zero_significance`` per smear category; the verdict ``closes``),
+``fit_result.json`` and ``histograms.npz``. It logs one summary line, warns (without failing)
+when the chain does not close, and provides no corrections: steps needing it see the same
+prior corrections, and hash the same inputs, as without it.
+
 When every step is done, ``<output>/final/`` receives ``corrections.json`` (every scale
 step, the final smearing, the Z weights and a ``compound_corrections`` entry stacking the
 scale steps), the combined legacy ``scales.dat`` (pymin ``--combine-files`` folded over the
 scale steps; not written, with a warning, when a time-stability step has run bins splitting
 runs at luminosity blocks, which the legacy format cannot express), ``smearings.dat`` and
-``pipeline.json`` (steps, hashes, timings, results).
+``pipeline.json`` (steps, hashes, timings, results, the verdict of the closure steps).
 
 All set-up checks (configuration, categories, correction files and their run coverage,
 run bins against the data runs, nesting of the scale categories) run before any event is
@@ -50,6 +58,7 @@ from zcalib._atomic import atomic_write_text
 from zcalib.categories import CategoryScheme, load_categories
 from zcalib.chain._events import ChainLoop, data_run_keys
 from zcalib.chain.config import (
+    ClosureStep,
     CorrectionsStep,
     FitStep,
     LoadedPipeline,
@@ -67,7 +76,7 @@ from zcalib.histograms import MassBinning
 from zcalib.processors.zee import CorrectionStep, WeightSpec
 from zcalib.runner import RunOptions, file_fingerprint
 
-__all__ = ["PipelineResult", "StepOutputs", "run_pipeline"]
+__all__ = ["PipelineResult", "StepOutputs", "closure_verdict", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +246,7 @@ class _Setup:
     def _check_step(self, step: Any) -> None:
         lp = self.lp
         hashes: dict[str, str] = {}
-        if isinstance(step, FitStep):
+        if isinstance(step, FitStep | ClosureStep):
             path = lp.resolve(step.categories)
             scheme = load_categories(path)
             self.schemes[step.name] = scheme
@@ -262,7 +271,7 @@ class _Setup:
             hashes["file"] = _file_hash(path)
         self.file_hashes[step.name] = hashes
 
-    def _fit_config(self, step: FitStep, scheme: CategoryScheme) -> FitConfig:
+    def _fit_config(self, step: FitStep | ClosureStep, scheme: CategoryScheme) -> FitConfig:
         from zcalib.corrections import read_legacy_for_scheme
 
         o = step.fit
@@ -277,7 +286,7 @@ class _Setup:
             "seed": o.seed,
             "mc_stat": o.mc_stat if o.mc_stat != "auto" else "bootstrap",
             "mc_stat_likelihood": o.mc_stat_likelihood,
-            "fix_smears": step.closure,
+            "fix_smears": isinstance(step, FitStep) and step.closure,
         }
         if o.start_file is not None:
             values, _ = read_legacy_for_scheme(self.lp.resolve(o.start_file), scheme, kind="scale")
@@ -451,14 +460,7 @@ def run_pipeline(
     stopped = False
     for name in lp.order:
         step = lp.step(name)
-        input_hash = _hash(
-            {
-                "base": setup.base_hash,
-                "step": step.model_dump(mode="json"),
-                "files": setup.file_hashes.get(name, {}),
-                "deps": [(d, outputs[d].output_hash) for d in lp.closure[name]],
-            }
-        )
+        input_hash = _input_hash(name, setup, outputs)
         step_dir = out_dir / name
         cached = None if name in forced else _cached(step_dir, input_hash, step, setup)
         if cached is not None:
@@ -475,6 +477,8 @@ def run_pipeline(
             outputs[name] = res
             ran.append(name)
             log.info("step %s done in %.1f s", name, res.wall_time_s)
+        if isinstance(step, ClosureStep):
+            _log_closure(name, outputs[name].summary)
         if name == stop_after and name != lp.order[-1]:
             stopped = True
             log.info("stopping after step %s (stop_after)", name)
@@ -491,6 +495,24 @@ def run_pipeline(
         skipped=tuple(skipped),
         final=final,
         wall_time_s=time.perf_counter() - t0,
+    )
+
+
+def _input_hash(name: str, setup: _Setup, outputs: dict[str, StepOutputs]) -> str:
+    """The input hash of step ``name`` (its dependencies are in ``outputs``)."""
+    lp = setup.lp
+    return _hash(
+        {
+            "base": setup.base_hash,
+            "step": lp.step(name).model_dump(mode="json"),
+            "files": setup.file_hashes.get(name, {}),
+            # closure steps provide nothing: steps needing one hash as without it
+            "deps": [
+                (d, outputs[d].output_hash)
+                for d in lp.closure[name]
+                if not isinstance(lp.step(d), ClosureStep)
+            ],
+        }
     )
 
 
@@ -584,19 +606,25 @@ def _run_step(
         return _zw_outputs(step, paths["corrections"], zw.weights)
     if isinstance(step, FitStep):
         return _run_fit(step, setup, scales, smear, weights, step_dir)
+    if isinstance(step, ClosureStep):
+        return _run_closure(step, setup, scales, smear, weights, step_dir)
     if isinstance(step, CorrectionsStep):
-        ext = setup.external[step.name]
         step_dir.mkdir(parents=True, exist_ok=True)
-        return StepOutputs(
-            name=step.name,
-            type=step.type,
-            scales=tuple(s for s in ext if s.kind == "scale"),
-            smear=next((s for s in reversed(ext) if s.kind == "smear"), None),
-            output_hash=_hash([setup.file_hashes[step.name], [s.name for s in ext]]),
-            summary={"corrections": [s.name for s in ext]},
-        )
+        return _corrections_outputs(step, setup)
     msg = f"unknown step type {step.type!r}"
     raise InvalidConfig(msg)
+
+
+def _corrections_outputs(step: CorrectionsStep, setup: _Setup) -> StepOutputs:
+    ext = setup.external[step.name]
+    return StepOutputs(
+        name=step.name,
+        type=step.type,
+        scales=tuple(s for s in ext if s.kind == "scale"),
+        smear=next((s for s in reversed(ext) if s.kind == "smear"), None),
+        output_hash=_hash([setup.file_hashes[step.name], [s.name for s in ext]]),
+        summary={"corrections": [s.name for s in ext]},
+    )
 
 
 def _ts_outputs(
@@ -780,6 +808,214 @@ def _round(v: float) -> float | None:
     return float(f"{v:.8g}") if math.isfinite(v) else None
 
 
+# ---------------------------------------------------------------------------- closure
+def _num(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def _badness(v: float | None) -> float:
+    """Sort key of a pull / significance: its magnitude, ``inf`` when undefined."""
+    return abs(v) if v is not None and math.isfinite(v) else math.inf
+
+
+def closure_verdict(result: FitResult, max_significance: float = 3.0) -> dict[str, Any]:
+    """Whether a residual fit closes: every fitted scale within ``max_significance``
+    standard deviations (stat ⊕ MC stat) of 1 and every fitted smearing's
+    ``zero_significance`` (``σ²/err(σ²)``) below it; a fit that did not converge, or an
+    undefined pull, does not close. Categories held fixed or ignored are listed, not judged.
+
+    Returns:
+        The ``closure.json`` content without provenance: ``closes``, the worst scale pull
+        and smearing significance (with their categories), and one entry per category.
+    """
+    scales: list[dict[str, Any]] = []
+    for c in result.scales:
+        fitted = c.state == "fitted"
+        err = c.total_stat
+        pull = (c.value - 1) / err if fitted and math.isfinite(err) and err > 0 else math.nan
+        scales.append(
+            {
+                "index": c.index,
+                "label": c.label,
+                "state": c.state,
+                "residual": _num(c.value - 1),
+                "error": _num(err),
+                "pull": _num(pull),
+                "closes": (not fitted) or abs(pull) < max_significance,
+            }
+        )
+    smears: list[dict[str, Any]] = []
+    for c in result.smears:
+        fitted = c.state == "fitted"
+        z = c.zero_significance
+        smears.append(
+            {
+                "index": c.index,
+                "label": c.label,
+                "state": c.state,
+                "value": _num(c.value),
+                "error": _num(c.total_stat),
+                "sigma2": _num(c.value * c.value),
+                "sq_error": _num(c.sq_error),
+                "zero_significance": _num(z),
+                "closes": (not fitted) or z < max_significance,
+            }
+        )
+    judged_scales = [e for e in scales if e["state"] == "fitted"]
+    judged_smears = [e for e in smears if e["state"] == "fitted"]
+    worst_scale = max(judged_scales, key=lambda e: _badness(e["pull"]), default=None)
+    worst_smear = max(judged_smears, key=lambda e: _badness(e["zero_significance"]), default=None)
+    scales_close = all(e["closes"] for e in scales)
+    smears_close = all(e["closes"] for e in smears)
+    return {
+        "max_significance": max_significance,
+        "status": result.status,
+        "closes": result.converged and scales_close and smears_close,
+        "scales_close": scales_close,
+        "smears_close": smears_close,
+        "max_scale_pull": None if worst_scale is None else _num(_badness(worst_scale["pull"])),
+        "worst_scale": None if worst_scale is None else worst_scale["label"],
+        "max_smear_significance": None
+        if worst_smear is None
+        else _num(_badness(worst_smear["zero_significance"])),
+        "worst_smear": None if worst_smear is None else worst_smear["label"],
+        "scales": scales,
+        "smears": smears,
+    }
+
+
+def _closure_line(name: str, verdict: dict[str, Any]) -> str:
+    """``closure step 'x': scales within 1.6σ of 1, smearings within 2.7σ of 0 (threshold
+    3σ) — closes``."""
+
+    def part(kind: str, worst: float | None, ref: int) -> str:
+        return f"{kind} within {worst:.1f}σ of {ref}" if worst is not None else f"{kind} undefined"
+
+    if verdict["status"] != "converged":
+        state = "the refit did not converge — does not close"
+    else:
+        state = "closes" if verdict["closes"] else "does NOT close"
+    return (
+        f"closure step '{name}': {part('scales', verdict['max_scale_pull'], 1)}, "
+        f"{part('smearings', verdict['max_smear_significance'], 0)} (threshold "
+        f"{verdict['max_significance']:g}σ) — {state}"
+    )
+
+
+def _closure_failures(verdict: dict[str, Any], limit: int = 5) -> str:
+    """The categories failing the closure, worst first."""
+    bad: list[tuple[float, str]] = []
+    for e in verdict["scales"]:
+        if not e["closes"]:
+            pull = e["pull"]
+            text = "undefined pull" if pull is None else f"pull {pull:+.1f}"
+            bad.append((_badness(pull), f"{e['label']} ({text})"))
+    for e in verdict["smears"]:
+        if not e["closes"]:
+            z = e["zero_significance"]
+            text = "undefined significance" if z is None else f"{z:.1f}σ from 0"
+            bad.append((_badness(z), f"{e['label']} ({text})"))
+    bad.sort(key=lambda b: -b[0])
+    shown = [b[1] for b in bad[:limit]]
+    if len(bad) > limit:
+        shown.append(f"and {len(bad) - limit} more")
+    return ", ".join(shown)
+
+
+def _closure_summary(name: str, verdict: dict[str, Any]) -> dict[str, Any]:
+    def r(v: float | None) -> float | None:
+        return None if v is None else _round(v)
+
+    return {
+        "status": verdict["status"],
+        "closes": verdict["closes"],
+        "max_significance": verdict["max_significance"],
+        "max_scale_pull": r(verdict["max_scale_pull"]),
+        "worst_scale": verdict["worst_scale"],
+        "max_smear_significance": r(verdict["max_smear_significance"]),
+        "worst_smear": verdict["worst_smear"],
+        "failing": _closure_failures(verdict),  # the 5 worst (closure.json has them all)
+        "scale_pulls": [r(e["pull"]) for e in verdict["scales"]],
+        "smear_significances": [r(e["zero_significance"]) for e in verdict["smears"]],
+        "verdict": _closure_line(name, verdict),
+    }
+
+
+def _log_closure(name: str, summary: dict[str, Any]) -> None:
+    log.info("%s", summary.get("verdict", f"closure step '{name}': no verdict recorded"))
+    if not summary.get("closes", False):
+        log.warning(
+            "closure step '%s' does not close (threshold %gσ): %s",
+            name,
+            summary.get("max_significance", math.nan),
+            summary.get("failing") or f"the refit status is {summary.get('status')!r}",
+        )
+
+
+def _closure_outputs(step: ClosureStep, path: Path, summary: dict[str, Any]) -> StepOutputs:
+    return StepOutputs(
+        name=step.name, type=step.type, output_hash=_file_hash(path), summary=summary
+    )
+
+
+def _run_closure(
+    step: ClosureStep,
+    setup: _Setup,
+    scales: tuple[CorrectionStep, ...],
+    smear: CorrectionStep | None,
+    weights: tuple[WeightSpec, ...],
+    step_dir: Path,
+) -> StepOutputs:
+    """Refill as a fit step at this position would (latest smearing on MC), refit scales and
+    smearings free, and judge the residuals; never fails on the verdict."""
+    from zcalib.derive import fit_record
+    from zcalib.fit import fit_histograms
+    from zcalib.histograms import save_histograms
+    from zcalib.runner import build_histograms
+
+    scheme = setup.schemes[step.name]
+    cfg = setup.lp.config
+    hset = build_histograms(
+        setup.dataset_cfg,
+        scheme,
+        options=setup.options,
+        selection=cfg.selection,
+        binning=setup.binning,
+        weights=(*setup.static_weights, *weights),
+        corrections=(*scales, *((smear,) if smear is not None else ())),
+        smear_seed=cfg.smear_seed,
+    )
+    result = fit_histograms(hset, setup.fit_configs[step.name], scheme=scheme)
+    provenance = {
+        "prior_corrections": [c.name for c in scales],
+        "mc_smearing": smear.name if smear is not None else None,
+        "mc_weights": [w.name for w in (*setup.static_weights, *weights)],
+    }
+    step_dir.mkdir(parents=True, exist_ok=True)
+    save_histograms(hset, step_dir / "histograms.npz")
+    record = fit_record(
+        result,
+        scheme,
+        step=step.name,
+        hset=hset,
+        extra={"pipeline": {"step": step.model_dump(mode="json"), **provenance}},
+    )
+    atomic_write_text(step_dir / "fit_result.json", json.dumps(record, indent=2))
+    verdict = closure_verdict(result, step.max_significance)
+    closure = {
+        "schema_version": 1,
+        "step": step.name,
+        "categories": Path(step.categories).name,
+        **provenance,
+        "verdict": _closure_line(step.name, verdict),
+        **verdict,
+    }
+    if not result.converged:
+        closure["fit_message"] = result.message
+    path = atomic_write_text(step_dir / "closure.json", json.dumps(closure, indent=2) + "\n")
+    return _closure_outputs(step, path, _closure_summary(step.name, verdict))
+
+
 # ---------------------------------------------------------------------------- cache
 def _write_manifest(step_dir: Path, step: Any, input_hash: str, res: StepOutputs) -> None:
     outputs: dict[str, Any] = {
@@ -855,13 +1091,37 @@ def _reload(step: Any, step_dir: Path, setup: _Setup, record: dict[str, Any]) ->
             if not (step_dir / f).is_file():
                 raise OSError(str(step_dir / f))
         return _fit_outputs(step, step_dir, summary)
+    if isinstance(step, ClosureStep):
+        if not (step_dir / "fit_result.json").is_file():
+            raise OSError(str(step_dir / "fit_result.json"))
+        return _closure_outputs(step, step_dir / "closure.json", summary)
     if isinstance(step, CorrectionsStep):
-        return _run_step(step, setup, {}, step_dir)
+        # not _run_step: it collects the prior corrections, which a reload does not have
+        return _corrections_outputs(step, setup)
     msg = f"unknown step type {step.type!r}"
     raise ValueError(msg)
 
 
 # ---------------------------------------------------------------------------- final
+def _final_closure(lp: LoadedPipeline, outputs: dict[str, StepOutputs]) -> dict[str, Any] | None:
+    """The verdict of the closure steps (``None``: the pipeline has none)."""
+    names = [n for n in lp.order if isinstance(lp.step(n), ClosureStep)]
+    if not names:
+        return None
+    keys = (
+        "closes",
+        "status",
+        "max_significance",
+        "max_scale_pull",
+        "worst_scale",
+        "max_smear_significance",
+        "worst_smear",
+        "verdict",
+    )
+    steps = {n: {k: outputs[n].summary.get(k) for k in keys} for n in names}
+    return {"closes": all(bool(v["closes"]) for v in steps.values()), "steps": steps}
+
+
 def _write_final(
     lp: LoadedPipeline,
     setup: _Setup,
@@ -947,6 +1207,7 @@ def _write_final(
         "data_runs": list(setup.data_runs),
         "corrections": [c.name for c in corrections],
         "compound": lp.config.compound_name if scale_steps else None,
+        "closure": _final_closure(lp, outputs),
         "steps": {
             n: {
                 "type": o.type,
