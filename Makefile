@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.zcalib-installed
 
-.PHONY: demo test test-fast lint typecheck bench docs clean install browser
+.PHONY: demo test test-fast lint typecheck bench docs clean install browser slurm
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,13 +29,23 @@ browser:
 	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "make browser: chromium could not be installed; the report screenshot test will be skipped"
 
+# A single-node SLURM (Debian slurm-wlm + munge) for the batch tests in tests/slurm/: the
+# fixture starts munged, slurmctld and slurmd itself (private config, state and logs in a
+# temporary folder). A no-op when installed. Without it those tests are skipped locally and
+# fail in CI (CI=true).
+slurm:
+	@(command -v slurmctld && command -v slurmd && command -v munged) >/dev/null 2>&1 || \
+	  (DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null) || \
+	  echo "make slurm: slurm-wlm/munge could not be installed; the SLURM tests cannot run"
+
 # The CI command (.ci/run calls this): the whole suite, slow physics tests included.
-test: $(STAMP) browser
+test: $(STAMP) browser slurm
 	$(BIN)/python -m pytest -q
 
 # quick local iteration: skips the tests marked slow (150-toy injection, 30 independent
 # samples, the shipped demo pipeline; about 40 s together)
-test-fast: $(STAMP) browser
+test-fast: $(STAMP) browser slurm
 	$(BIN)/python -m pytest -m "not slow" -q
 
 lint: $(STAMP)
