@@ -1,0 +1,110 @@
+"""zcalib on a real single-node SLURM through ``kind: slurm`` recipes (dask-jobqueue
+``SLURMCluster``): the same histograms and fit as the iterative executor, worker jobs lost
+mid-run, jobs the batch system refuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.cluster.conftest import assert_same_histograms
+from tests.conftest import CONFIGS
+from zcalib.histograms import load_histograms
+from zcalib.metrics import default_metrics_path
+
+pytestmark = [pytest.mark.slurm, pytest.mark.cluster]
+
+CATS = str(CONFIGS / "cats_eta_r9.tsv")
+CLI_TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """A small generated sample: 12k data, 24k MC pairs (9 chunks of 4000 events)."""
+    from zcalib.generate import generate
+
+    return generate(tmp_path_factory.mktemp("sample"), n_data=12_000, n_mc=24_000, seed=11)
+
+
+def zcalib(*argv: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    """The ``zcalib`` command in a subprocess (its own Dask scheduler, SLURM_CONF inherited)."""
+    env = {**os.environ, "COLUMNS": "1000", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "zcalib.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def fit_argv(sample, out: Path, *run: str) -> list[str]:
+    return [
+        "fit",
+        "--data",
+        str(sample.data),
+        "--mc",
+        str(sample.mc),
+        "--categories",
+        CATS,
+        "--out",
+        str(out),
+        "--chunksize",
+        "4000",
+        "--no-progress",
+        *run,
+    ]
+
+
+@pytest.fixture(scope="module")
+def iterative_fit(sample, tmp_path_factory):
+    out = tmp_path_factory.mktemp("iterative")
+    res = zcalib(*fit_argv(sample, out, "--executor", "iterative"))
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def assert_same_fit(a: Path, b: Path) -> None:
+    """Same histograms (data exactly, MC to 1e-12: chunks are summed in another order) and
+    the same fit: every value within 1e-4 of its statistical error (the minimiser's
+    tolerance turns the 1e-12 MC differences into ~1e-9 absolute), errors to 1e-4."""
+    assert_same_histograms(
+        load_histograms(a / "histograms.npz"), load_histograms(b / "histograms.npz")
+    )
+    ra = json.loads((a / "fit_result.json").read_text())
+    rb = json.loads((b / "fit_result.json").read_text())
+    assert ra["status"] == rb["status"] == "converged"
+    assert [c["label"] for c in ra["categories"]] == [c["label"] for c in rb["categories"]]
+    va, vb = (np.array([c["value"] for c in r["categories"]]) for r in (ra, rb))
+    stat = np.array([c["stat"] for c in ra["categories"]])
+    assert np.all(np.abs(va - vb) <= 1e-4 * stat), np.abs(va - vb) / stat
+    for key in ("stat", "mc_stat"):
+        ea, eb = ([c[key] for c in r["categories"]] for r in (ra, rb))
+        np.testing.assert_allclose(ea, eb, rtol=1e-4, atol=0, err_msg=key)
+
+
+def test_fit_on_two_slurm_jobs_equals_iterative(idle_slurm, sample, iterative_fit, tmp_path):
+    recipe = write_recipe(tmp_path / "slurm.yaml", idle_slurm.recipe())
+    out = tmp_path / "slurm"
+    res = zcalib(*fit_argv(sample, out, "--recipe", str(recipe)))
+    assert res.returncode == 0, res.stderr + idle_slurm.logs()
+    metrics = json.loads(default_metrics_path(out).read_text())
+    assert metrics["executor"] == "dask"
+    assert metrics["workers"] == 2  # the two sbatch jobs of `adapt: 2-2`
+    # the workers ran as SLURM batch jobs: their logs are in the recipe's log_directory
+    assert len(list((idle_slurm.folder / "jobs").glob("*.err"))) >= 2
+    assert_same_fit(iterative_fit, out)
