@@ -31,6 +31,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import shutil
+import subprocess
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -59,6 +61,7 @@ __all__ = [
     "SlurmRecipe",
     "WorkerEnv",
     "build_cluster",
+    "check_slurm_job",
     "dask_client",
     "job_script",
     "load_recipe",
@@ -449,13 +452,82 @@ def dask_client(
             msg = f"workers must be >= 1, got {workers}"
             raise InvalidConfig(msg)
         r = LocalRecipe(kind="local", workers=workers, memory_limit=memory_limit)
-    with _client_for(r) as client:
+    source = str(recipe) if isinstance(recipe, str | Path) else "recipe"
+    with _client_for(r, source) as client:
         _prepare_workers(client, r.worker_env)
         yield client
 
 
+#: How long ``sbatch --test-only`` may take before the batch system counts as unreachable.
+SUBMIT_CHECK_TIMEOUT_S = 60.0
+
+#: Recipe fields named by SLURM's refusals (a pattern of the sbatch message -> the field).
+_SLURM_REFUSALS: tuple[tuple[str, str], ...] = (
+    ("partition", "queue"),
+    ("account", "account"),
+    ("time limit", "walltime"),
+    ("qos", "job_extra_directives"),
+)
+
+
+def _sbatch_test(script: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sbatch", "--test-only", *extra, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=SUBMIT_CHECK_TIMEOUT_S,
+        check=False,
+    )
+
+
+def check_slurm_job(cluster: Any, r: SlurmRecipe, source: str = "recipe") -> None:
+    """Ask SLURM whether it would run the recipe's worker job (``sbatch --test-only``).
+
+    dask-jobqueue submits from its adaptive loop and only logs a refused job, so a recipe the
+    batch system rejects would wait for workers forever; this check runs before any job is
+    submitted and names the recipe field the refusal is about.
+
+    Raises:
+        InvalidConfig: no ``sbatch``, no answer within :data:`SUBMIT_CHECK_TIMEOUT_S`, or the
+            job refused (``<source>: field 'queue': SLURM refuses the worker job: ...``).
+    """
+    if shutil.which("sbatch") is None:
+        msg = f"{source}: kind 'slurm' needs the sbatch command (run on a SLURM submit node)"
+        raise InvalidConfig(msg)
+    with tempfile.TemporaryDirectory(prefix="zcalib-sbatch-") as tmp:
+        script = Path(tmp) / "worker.sh"
+        script.write_text(str(cluster.job_script()))
+        try:
+            res = _sbatch_test(script)
+            if res.returncode == 0:
+                return
+            text = " ".join((res.stderr or res.stdout).split()) or f"exit code {res.returncode}"
+            field = next((f for pat, f in _SLURM_REFUSALS if pat in text.lower()), None)
+            if field is None:  # node configuration: find out whether memory or cores
+                fits = {
+                    "memory": ("--mem=1M",),
+                    "cores": ("--cpus-per-task=1", "--ntasks=1"),
+                }
+                field = next(
+                    (f for f, opt in fits.items() if _sbatch_test(script, *opt).returncode == 0),
+                    None,
+                )
+        except subprocess.TimeoutExpired:
+            msg = (
+                f"{source}: sbatch --test-only did not answer within "
+                f"{SUBMIT_CHECK_TIMEOUT_S:.0f} s: is the SLURM controller reachable?"
+            )
+            raise InvalidConfig(msg) from None
+    if field is None:
+        msg = f"{source}: SLURM refuses the worker job: {text}"
+    else:
+        value = getattr(r, field)
+        msg = f"{source}: field '{field}': SLURM refuses the worker job ({field}={value!r}): {text}"
+    raise InvalidConfig(msg)
+
+
 @contextlib.contextmanager
-def _client_for(r: Any) -> Iterator[Any]:
+def _client_for(r: Any, source: str = "recipe") -> Iterator[Any]:
     from distributed import Client
 
     if isinstance(r, SchedulerRecipe):
@@ -478,6 +550,8 @@ def _client_for(r: Any) -> Iterator[Any]:
         return
     cluster = build_cluster(r)
     try:
+        if isinstance(r, SlurmRecipe):
+            check_slurm_job(cluster, r, source)
         if isinstance(r, HTCondorRecipe | SlurmRecipe):
             if r.adapt is not None:
                 cluster.adapt(minimum_jobs=r.adapt.minimum_jobs, maximum_jobs=r.adapt.maximum_jobs)

@@ -108,3 +108,40 @@ def test_fit_on_two_slurm_jobs_equals_iterative(idle_slurm, sample, iterative_fi
     # the workers ran as SLURM batch jobs: their logs are in the recipe's log_directory
     assert len(list((idle_slurm.folder / "jobs").glob("*.err"))) >= 2
     assert_same_fit(iterative_fit, out)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("queue", "nope", "sbatch: error: invalid partition specified: nope"),
+        ("memory", "100GB", "Requested node configuration is not available"),
+        ("cores", 64, "Requested node configuration is not available"),
+    ],
+)
+def test_refused_job_is_exit_1_naming_the_field(idle_slurm, sample, tmp_path, field, value, reason):
+    recipe = write_recipe(tmp_path / "bad.yaml", idle_slurm.recipe(**{field: value}))
+    out = tmp_path / "h.npz"
+    t0 = time.monotonic()
+    res = zcalib(
+        "histograms",
+        "--data",
+        str(sample.data),
+        "--categories",
+        CATS,
+        "--out",
+        str(out),
+        "--recipe",
+        str(recipe),
+        "--no-progress",
+        timeout=120,
+    )
+    assert time.monotonic() - t0 < 60
+    assert res.returncode == 1
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith(
+        f"zcalib: error: {recipe}: field '{field}': SLURM refuses the worker job "
+        f"({field}={value!r}): "
+    )
+    assert reason in line
+    assert not out.exists()
+    assert idle_slurm.jobs() == []  # nothing was submitted
