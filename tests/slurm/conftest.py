@@ -85,7 +85,7 @@ class Slurm:
                 f"--log-file={self.folder / 'logs' / 'munged.log'}",
             ],
         )
-        self._wait(lambda: socket_path.exists(), "munged", "its socket")
+        self._wait(socket_path.exists, "munged", "its socket")
         self.conf.write_text(self._config(socket_path))
         self._spawn("slurmctld", [bins["slurmctld"], "-D", "-c", "-f", str(self.conf)])
         self._wait(self._controller_up, "slurmctld", "answering sinfo")
