@@ -1367,7 +1367,8 @@ def _add_chain_parsers(sub: Any) -> None:
         "resumes. Outputs: <output>/<step>/ and <output>/final/.",
         epilog="Examples:\n  zcalib pipeline configs/pipeline_demo.yaml\n"
         "  zcalib pipeline configs/pipeline_demo.yaml --force step3\n"
-        "  zcalib pipeline configs/pipeline_demo.yaml --stop-after time_stability",
+        "  zcalib pipeline configs/pipeline_demo.yaml --stop-after time_stability\n"
+        "  zcalib pipeline configs/pipeline_demo.yaml --recipe dask_cluster/slurm.yaml",
         formatter_class=fmt,
     )
     pl.add_argument("config", type=Path, help="pipeline YAML")
@@ -1386,6 +1387,13 @@ def _add_chain_parsers(sub: Any) -> None:
         help="override the config's executor (results do not depend on it)",
     )
     pl.add_argument("--workers", type=int, default=None, help="override the worker count")
+    pl.add_argument(
+        "--recipe",
+        type=Path,
+        default=None,
+        help="Dask cluster recipe YAML (dask_cluster/: local, scheduler, htcondor, slurm); "
+        "one cluster serves every event loop of the pipeline (overrides run.recipe)",
+    )
     pl.add_argument("--progress", action="store_true", help="show progress bars")
     pl.set_defaults(func=_cmd_pipeline)
 
@@ -1458,6 +1466,8 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         override["executor"] = args.executor
     if args.workers is not None:
         override["workers"] = args.workers
+    if args.recipe is not None:
+        override["recipe"] = str(args.recipe.resolve())
     res = run_pipeline(
         load_pipeline(args.config),
         force=tuple(args.force),

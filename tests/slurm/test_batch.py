@@ -145,3 +145,40 @@ def test_refused_job_is_exit_1_naming_the_field(idle_slurm, sample, tmp_path, fi
     assert reason in line
     assert not out.exists()
     assert idle_slurm.jobs() == []  # nothing was submitted
+
+
+def pipeline_yaml(folder: Path, sample) -> Path:
+    """Run division, time stability and a fit: three steps with event loops (four loops)."""
+    from tests.chain.conftest import write_pipeline
+
+    steps = [
+        {"name": "run_divide", "type": "run_divide", "min_events": 2000},
+        {"name": "time_stability", "type": "time_stability", "needs": ["run_divide"]},
+        {
+            "name": "step2",
+            "type": "fit",
+            "categories": str(CONFIGS / "cats_eta_r9.yaml"),
+            "needs": ["time_stability"],
+        },
+    ]
+    return write_pipeline(
+        folder, sample, steps=steps, run={"executor": "iterative", "chunksize": 4000}
+    )
+
+
+def test_pipeline_runs_every_event_loop_on_one_batch_cluster(idle_slurm, sample, tmp_path):
+    ref = zcalib("pipeline", str(pipeline_yaml(tmp_path / "iterative", sample)))
+    assert ref.returncode == 0, ref.stderr
+    logs = tmp_path / "job-logs"
+    recipe = write_recipe(tmp_path / "slurm.yaml", idle_slurm.recipe(log_directory=str(logs)))
+    res = zcalib(
+        "pipeline", str(pipeline_yaml(tmp_path / "slurm", sample)), "--recipe", str(recipe)
+    )
+    assert res.returncode == 0, res.stderr + idle_slurm.logs()
+    assert "3 step(s) ran" in res.stdout
+    # one cluster for the whole pipeline: the two jobs of `adapt: 2-2`, not two per loop
+    assert len(list(logs.glob("*.err"))) == 2, sorted(p.name for p in logs.iterdir())
+    a, b = tmp_path / "iterative" / "out", tmp_path / "slurm" / "out"
+    for name in ("run_divide/run_bins.yaml", "run_divide/run_bins.dat"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    assert_same_fit(a / "step2", b / "step2")

@@ -80,6 +80,11 @@ class RunSettings(_Frozen):
     workers: int = Field(2, ge=1, description="Local worker processes (futures, dask).")
     chunksize: int = Field(200_000, ge=1, description="Events per chunk.")
     scheduler: str | None = Field(None, description="Address of an existing Dask scheduler.")
+    recipe: str | None = Field(
+        None,
+        description="Dask cluster recipe YAML (dask_cluster/; e.g. kind: slurm): one cluster "
+        "for every event loop of the pipeline. Relative to the pipeline YAML.",
+    )
     progress: bool = Field(False, description="Show progress bars.")
 
 

@@ -41,6 +41,7 @@ processed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -155,12 +156,14 @@ class _Setup:
         cfg = lp.config
         self.dataset_cfg = self._datasets()
         settings = cfg.run.model_copy(update=run_override or {})
+        recipe = settings.recipe
         self.options = RunOptions(
-            executor="dask" if settings.scheduler else settings.executor,
+            executor="dask" if settings.scheduler or recipe else settings.executor,
             workers=settings.workers,
             chunksize=settings.chunksize,
             scheduler=settings.scheduler,
             progress=settings.progress,
+            recipe=None if recipe is None else lp.resolve(recipe),
         )
         self.options.check()
         self.binning = MassBinning(n_bins=cfg.binning.n_bins, lo=cfg.binning.lo, hi=cfg.binning.hi)
@@ -450,6 +453,31 @@ def run_pipeline(
             msg = f"{lp.path}: unknown step {name!r}; steps: {', '.join(lp.order)}"
             raise InvalidConfig(msg)
     setup = _Setup(lp, run_override)
+    with contextlib.ExitStack() as cluster:
+        return _run_steps(lp, setup, force, stop_after, cluster, t0)
+
+
+def _one_cluster(setup: _Setup, cluster: contextlib.ExitStack) -> None:
+    """Start the Dask cluster (local, scheduler or batch jobs) on the first step that runs
+    an event loop; every later step and loop reuses its client (``cluster`` closes it)."""
+    opts = setup.options
+    if opts.uses_dask and opts.client is None:
+        from zcalib.cluster import dask_client
+
+        client = cluster.enter_context(
+            dask_client(recipe=opts.recipe, scheduler=opts.scheduler, workers=opts.workers)
+        )
+        setup.options = replace(opts, client=client)
+
+
+def _run_steps(
+    lp: LoadedPipeline,
+    setup: _Setup,
+    force: tuple[str, ...],
+    stop_after: str | None,
+    cluster: contextlib.ExitStack,
+    t0: float,
+) -> PipelineResult:
     forced: set[str] = set()
     for name in force:
         forced |= set(lp.dependents(name))
@@ -470,6 +498,8 @@ def run_pipeline(
         else:
             log.info("step %s (%s): running", name, step.type)
             (step_dir / _MANIFEST).unlink(missing_ok=True)
+            if not isinstance(step, CorrectionsStep):
+                _one_cluster(setup, cluster)
             t_step = time.perf_counter()
             res = _run_step(step, setup, outputs, step_dir)
             res = replace(res, wall_time_s=time.perf_counter() - t_step)
