@@ -182,3 +182,57 @@ def test_pipeline_runs_every_event_loop_on_one_batch_cluster(idle_slurm, sample,
     for name in ("run_divide/run_bins.yaml", "run_divide/run_bins.dat"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
     assert_same_fit(a / "step2", b / "step2")
+
+
+def test_worker_job_cancelled_mid_run_gives_the_same_histograms(
+    idle_slurm, sample, iterative_fit, tmp_path
+):
+    """``scancel`` of one of the two worker jobs while chunks are being filled: the scheduler
+    reschedules its chunks (those it held in memory included) on the other worker (or a
+    replacement job of the adaptive cluster), and the histograms are those of the iterative
+    run."""
+    logs = tmp_path / "job-logs"
+    recipe = write_recipe(tmp_path / "slurm.yaml", idle_slurm.recipe(log_directory=str(logs)))
+    out, chunks = tmp_path / "h.npz", tmp_path / "chunks"
+    n_chunks = (12_000 + 24_000) // 300
+    argv = [
+        *("histograms", "--data", str(sample.data), "--mc", str(sample.mc)),
+        *("--categories", CATS, "--out", str(out), "--chunksize", "300"),
+        *("--checkpoint-dir", str(chunks), "--recipe", str(recipe), "--no-progress"),
+    ]
+    env = {**os.environ, "COLUMNS": "1000", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zcalib.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + CLI_TIMEOUT_S
+        while True:  # both jobs running and a few chunks stored
+            running = idle_slurm.jobs("RUNNING")
+            done = len(list(chunks.rglob("*.npz"))) if chunks.is_dir() else 0
+            if len(running) == 2 and done >= 4:
+                break
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the worker jobs never processed chunks"
+            time.sleep(0.1)
+        victim = running[0]
+        idle_slurm.run("scancel", victim)
+        stored_at_kill = len(list(chunks.rglob("*.npz")))
+        stdout, stderr = proc.communicate(timeout=CLI_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    print(f"\njob {victim} cancelled with {stored_at_kill}/{n_chunks} chunks stored")
+    assert stored_at_kill < n_chunks, "the run had finished before the job was cancelled"
+    assert proc.returncode == 0, stderr + idle_slurm.logs()
+    assert "36,000 events in" in stdout
+    assert victim not in idle_slurm.jobs()
+    # the worker of the cancelled job was stopped mid-run (its log, as a user would read it)
+    victim_log = (logs / f"dask-worker-{victim}.err").read_text()
+    assert f"JOB {victim} ON {idle_slurm.node} CANCELLED" in victim_log
+    assert "killed by signal 15" in victim_log
+    assert_same_histograms(load_histograms(iterative_fit / "histograms.npz"), load_histograms(out))
