@@ -148,7 +148,7 @@ def test_refused_job_is_exit_1_naming_the_field(idle_slurm, sample, tmp_path, fi
 
 
 def pipeline_yaml(folder: Path, sample) -> Path:
-    """Run division, time stability and a fit: three steps with event loops (four loops)."""
+    """Run division, time stability and a fit: three steps, each with its own event loops."""
     from tests.chain.conftest import write_pipeline
 
     steps = [
