@@ -217,6 +217,11 @@ class Slurm:
         """Cancel what is left, then stop slurmd, slurmctld and munged by their PIDs."""
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
             self.run("scancel", "--user=root", check=False)
+            deadline = time.monotonic() + 30
+            while self.run("squeue", "-h", check=False).stdout.strip():
+                if time.monotonic() > deadline:  # slurmd's stop ends what is left
+                    break
+                time.sleep(0.5)
         for name in ("slurmd", "slurmctld", "munged"):
             proc = self.procs.get(name)
             if proc is None or proc.poll() is not None:

@@ -166,6 +166,7 @@ def pipeline_yaml(folder: Path, sample) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_pipeline_runs_every_event_loop_on_one_batch_cluster(idle_slurm, sample, tmp_path):
     ref = zcalib("pipeline", str(pipeline_yaml(tmp_path / "iterative", sample)))
     assert ref.returncode == 0, ref.stderr
@@ -184,6 +185,7 @@ def test_pipeline_runs_every_event_loop_on_one_batch_cluster(idle_slurm, sample,
     assert_same_fit(a / "step2", b / "step2")
 
 
+@pytest.mark.slow
 def test_worker_job_cancelled_mid_run_gives_the_same_histograms(
     idle_slurm, sample, iterative_fit, tmp_path
 ):
