@@ -463,10 +463,10 @@ SUBMIT_CHECK_TIMEOUT_S = 60.0
 
 #: Recipe fields named by SLURM's refusals (a pattern of the sbatch message -> the field).
 _SLURM_REFUSALS: tuple[tuple[str, str], ...] = (
-    ("partition", "queue"),
-    ("account", "account"),
-    ("time limit", "walltime"),
+    ("account", "account"),  # "Invalid account or account/partition combination specified"
     ("qos", "job_extra_directives"),
+    ("time limit", "walltime"),
+    ("partition", "queue"),
 )
 
 
