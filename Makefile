@@ -55,10 +55,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) slurm
 	$(BIN)/python benchmarks/bench_fit.py
 	$(BIN)/python benchmarks/closure_study.py
 	$(BIN)/python benchmarks/bench_processor.py
+	$(BIN)/python benchmarks/bench_slurm.py
 
 # The documentation site (mkdocs, strict: any warning fails) into site/.
 docs: $(STAMP)

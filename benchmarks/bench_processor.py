@@ -22,6 +22,7 @@ import platform
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 import uproot
 
@@ -43,6 +44,21 @@ def raw_read(path: Path, branches: list[str], chunksize: int) -> float:
     return time.perf_counter() - t0
 
 
+def demo_mc(n_mc: int) -> Path:
+    """Demo MC in ECALELF format, generated once into ``benchmarks/.data``."""
+    mc = ROOT / "benchmarks" / ".data" / f"mc_{n_mc}" / "mc.root"
+    if not mc.is_file():
+        generate(mc.parent, n_data=1000, n_mc=n_mc, seed=11, fmt="ecalelf")
+    return mc
+
+
+def demo_setup(mc: Path) -> tuple[Any, Any, tuple[Any, ...]]:
+    """The 8-category scheme, the dataset description of ``mc`` and the pile-up weight."""
+    scheme = load_categories(ROOT / "configs" / "cats_eta_r9.tsv")
+    cfg = dataset_config_from_files(mc=[str(mc)])
+    return scheme, cfg, (load_weight("pileup", ROOT / "corrections" / "pileup_demo.json"),)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n-mc", type=int, default=2_000_000)
@@ -50,14 +66,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "processor.json")
     args = ap.parse_args()
 
-    data_dir = ROOT / "benchmarks" / ".data" / f"mc_{args.n_mc}"
-    mc = data_dir / "mc.root"
-    if not mc.is_file():
-        generate(data_dir, n_data=1000, n_mc=args.n_mc, seed=11, fmt="ecalelf")
+    mc = demo_mc(args.n_mc)
     n = uproot.open(mc)["selected"].num_entries
-    scheme = load_categories(ROOT / "configs" / "cats_eta_r9.tsv")
-    cfg = dataset_config_from_files(mc=[str(mc)])
-    weights = (load_weight("pileup", ROOT / "corrections" / "pileup_demo.json"),)
+    scheme, cfg, weights = demo_setup(mc)
     branches = required_branches("ecalelf") + [
         b for role, b in optional_branches("ecalelf").items() if role in ("sc_eta", "weight", "npu")
     ]

@@ -1,0 +1,107 @@
+"""The event loop on 1 and 2 SLURM worker jobs: the same events, one run.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_slurm.py [--n-mc 2000000] [--out benchmarks/results/slurm.json]
+
+Starts the private single-node SLURM of the tests (``tests/slurm/conftest.py``: munged,
+slurmctld, slurmd on 127.0.0.1; ``make slurm`` installs the Debian packages), then fills the
+histograms of the same generated MC (cached in ``benchmarks/.data``) through a ``kind: slurm``
+recipe with ``jobs: 1`` and ``jobs: 2`` (1 core, 3 GB each, the venv activated in the job
+prologue). The jobs are submitted and their workers connected before the timing starts; the
+time from ``sbatch`` to connected workers is listed separately. Prints seconds, events/s and
+the 2-job / 1-job speed-up, writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import uproot
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the tests' SLURM fixture class
+
+from bench_processor import demo_mc, demo_setup
+from tests.slurm.conftest import Slurm
+
+from zcalib.cluster import dask_client
+from zcalib.runner import RunOptions, build_histograms
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n-mc", type=int, default=2_000_000)
+    ap.add_argument("--chunksize", type=int, default=100_000)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "slurm.json")
+    args = ap.parse_args()
+
+    mc = demo_mc(args.n_mc)  # the sample of bench_processor.py
+    n = uproot.open(mc)["selected"].num_entries
+    scheme, cfg, weights = demo_setup(mc)
+
+    seconds: dict[str, float] = {}
+    cutflows = []
+    with tempfile.TemporaryDirectory(prefix="zcalib-bench-slurm-") as tmp:
+        slurm = Slurm(Path(tmp))
+        try:
+            slurm.start()
+            os.environ["SLURM_CONF"] = str(slurm.conf)
+            for jobs in (1, 2):
+                recipe = slurm.recipe(jobs=jobs, adapt=None)
+                t_submit = time.perf_counter()
+                with dask_client(recipe=recipe) as client:
+                    client.wait_for_workers(jobs, timeout=300)
+                    seconds[f"slurm_{jobs}job_startup_s"] = time.perf_counter() - t_submit
+                    t0 = time.perf_counter()
+                    hs = build_histograms(
+                        cfg,
+                        scheme,
+                        weights=weights,
+                        options=RunOptions(
+                            executor="dask",
+                            client=client,
+                            chunksize=args.chunksize,
+                            progress=False,
+                        ),
+                    )
+                    seconds[f"slurm_{jobs}job_s"] = time.perf_counter() - t0
+                    cutflows.append(hs.cutflow)
+                slurm.wait_idle(120)
+        finally:
+            slurm.close()
+    assert cutflows[0] == cutflows[1], "1 and 2 jobs selected different events"
+
+    rate = {
+        k.replace("_s", "_events_per_s"): n / v for k, v in seconds.items() if "startup" not in k
+    }
+    ratios = {"slurm_2job_vs_1job": seconds["slurm_1job_s"] / seconds["slurm_2job_s"]}
+    report = {
+        "events": n,
+        "chunksize": args.chunksize,
+        "seconds": seconds,
+        "events_per_s": rate,
+        "ratios": ratios,
+        "load_average_after": os.getloadavg(),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+    }
+    print(f"events: {n:,}  chunksize: {args.chunksize:,}")
+    for k, v in seconds.items():
+        rate_txt = "" if "startup" in k else f"   {n / v:12,.0f} events/s"
+        print(f"  {k:<24} {v:8.2f} s{rate_txt}")
+    for k, v in ratios.items():
+        print(f"  {k:<24} {v:6.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
