@@ -117,15 +117,21 @@ def main() -> None:
         "peak_rss_client_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
     }
-    print(f"events: {n:,}  chunksize: {args.chunksize:,}")
-    for k, v in results.items():
+    print_and_write(report, args.out)
+
+
+def print_and_write(report: dict[str, Any], out: Path) -> None:
+    """Print the seconds (with events/s, except start-up times) and ratios; write the JSON."""
+    n = report["events"]
+    print(f"events: {n:,}  chunksize: {report['chunksize']:,}")
+    for k, v in report["seconds"].items():
         rate_txt = "" if "startup" in k else f"   {n / v:12,.0f} events/s"
-        print(f"  {k:<20} {v:8.2f} s{rate_txt}")
-    for k, v in ratios.items():
+        print(f"  {k:<24} {v:8.2f} s{rate_txt}")
+    for k, v in report["ratios"].items():
         print(f"  {k:<24} {v:6.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ events/s and the 2-job / 1-job speed-ups, writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,7 +30,7 @@ import uproot
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tests' SLURM fixture class
 
-from bench_processor import demo_mc, demo_setup
+from bench_processor import demo_mc, demo_setup, print_and_write
 from tests.slurm.conftest import Slurm
 
 from zcalib.cluster import dask_client
@@ -106,15 +105,7 @@ def main() -> None:
         "load_average_1min_at_start": load,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
     }
-    print(f"events: {n:,}  chunksize: {args.chunksize:,}")
-    for k, v in seconds.items():
-        rate_txt = "" if "startup" in k else f"   {n / v:12,.0f} events/s"
-        print(f"  {k:<24} {v:8.2f} s{rate_txt}")
-    for k, v in ratios.items():
-        print(f"  {k:<24} {v:6.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    print_and_write(report, args.out)
 
 
 if __name__ == "__main__":
