@@ -98,7 +98,8 @@ def assert_same_fit(a: Path, b: Path) -> None:
 
 
 def test_fit_on_two_slurm_jobs_equals_iterative(idle_slurm, sample, iterative_fit, tmp_path):
-    recipe = write_recipe(tmp_path / "slurm.yaml", idle_slurm.recipe())
+    logs = tmp_path / "job-logs"
+    recipe = write_recipe(tmp_path / "slurm.yaml", idle_slurm.recipe(log_directory=str(logs)))
     out = tmp_path / "slurm"
     res = zcalib(*fit_argv(sample, out, "--recipe", str(recipe)))
     assert res.returncode == 0, res.stderr + idle_slurm.logs()
@@ -106,7 +107,7 @@ def test_fit_on_two_slurm_jobs_equals_iterative(idle_slurm, sample, iterative_fi
     assert metrics["executor"] == "dask"
     assert metrics["workers"] == 2  # the two sbatch jobs of `adapt: 2-2`
     # the workers ran as SLURM batch jobs: their logs are in the recipe's log_directory
-    assert len(list((idle_slurm.folder / "jobs").glob("*.err"))) >= 2
+    assert len(list(logs.glob("dask-worker-*.err"))) == 2
     assert_same_fit(iterative_fit, out)
 
 
