@@ -190,3 +190,17 @@ def test_upload_package_ships_zcalib(tmp_path):
     import zcalib.rng
 
     assert "zcalib.zip" not in zcalib.rng.__file__
+
+
+def test_slurm_recipe_without_sbatch_fails_at_set_up(tmp_path, monkeypatch):
+    """Not on a SLURM submit node: one line naming the recipe, before anything is submitted."""
+    path = tmp_path / "slurm.yaml"
+    path.write_text(
+        "kind: slurm\ncores: 1\nmemory: 1GB\njobs: 1\nscheduler_options: {host: 127.0.0.1}\n"
+    )
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    with pytest.raises(InvalidConfig) as err, dask_client(recipe=path):
+        pytest.fail("no client without sbatch")
+    assert str(err.value) == (
+        f"{path}: kind 'slurm' needs the sbatch command (run on a SLURM submit node)"
+    )
