@@ -41,6 +41,7 @@ processed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -56,6 +57,7 @@ import numpy as np
 
 from zcalib._atomic import atomic_write_text
 from zcalib.categories import CategoryScheme, load_categories
+from zcalib.corrections.egm import EgmNames
 from zcalib.chain._events import ChainLoop, data_run_keys
 from zcalib.chain.config import (
     ClosureStep,
@@ -81,7 +83,7 @@ __all__ = ["PipelineResult", "StepOutputs", "closure_verdict", "run_pipeline"]
 log = logging.getLogger(__name__)
 
 _MANIFEST = "step.json"
-_FORMAT = 1
+_FORMAT = 2  # 2: EGM payload layout
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class _Setup:
     def __init__(self, lp: LoadedPipeline, run_override: dict[str, Any] | None) -> None:
         self.lp = lp
         cfg = lp.config
+        self.names = EgmNames(cfg.era, cfg.collection)
         self.dataset_cfg = self._datasets()
         settings = cfg.run.model_copy(update=run_override or {})
         self.options = RunOptions(
@@ -203,6 +206,7 @@ class _Setup:
             "selection": cfg.selection.model_dump(mode="json"),
             "binning": cfg.binning.model_dump(mode="json"),
             "smear_seed": cfg.smear_seed,
+            "payload_names": [cfg.era, cfg.collection],
             "weights": [
                 {
                     "name": w.name,
@@ -307,10 +311,11 @@ class _Setup:
         if model is None:
             return
         by_name = {c.name: c for c in model.corrections}
+        stacks = {c.name: c.stack for c in model.compound_corrections or ()}
         lo_d, hi_d = self.data_runs
         for s in steps:
-            data = by_name[s.name].data
-            span = _run_span(data.model_dump() if hasattr(data, "model_dump") else data)
+            parts = [by_name[n].data for n in stacks.get(s.name, [s.name])]
+            span = _run_span([d.model_dump() if hasattr(d, "model_dump") else d for d in parts])
             if span is None:
                 continue
             lo, hi = span
@@ -664,19 +669,23 @@ def _zw_outputs(step: ZWeightsStep, corr: Path, weights: Any) -> StepOutputs:
     )
 
 
-def _fit_outputs(step: FitStep, step_dir: Path, summary: dict[str, Any]) -> StepOutputs:
+def _fit_outputs(
+    step: FitStep, step_dir: Path, summary: dict[str, Any], names: EgmNames
+) -> StepOutputs:
+    """A fit step's outputs: its payload's compound (the step with its own uncertainty)
+    and smearing, applied by the steps after it."""
     corr = step_dir / "corrections.json"
     text = corr.read_text()
     smear = (
         None
         if step.closure
-        else CorrectionStep(name=f"{step.name}_smear", payload=text, kind="smear", source=str(corr))
+        else CorrectionStep(name=names.smear, payload=text, kind="smear", source=str(corr))
     )
     return StepOutputs(
         name=step.name,
         type=step.type,
         scales=(
-            CorrectionStep(name=f"{step.name}_scale", payload=text, kind="scale", source=str(corr)),
+            CorrectionStep(name=names.compound, payload=text, kind="scale", source=str(corr)),
         ),
         smear=smear,
         scale_legacy=(step_dir / f"{step.name}_scales.dat",),
@@ -776,6 +785,8 @@ def _run_fit(
         step_dir,
         step=step.name,
         hset=hset,
+        names=setup.names,
+        smear_seed=cfg.smear_seed,
         extra={
             "pipeline": {
                 "step": step.model_dump(mode="json"),
@@ -801,7 +812,7 @@ def _run_fit(
         "smear_errors": [_round(c.total_stat) for c in result.smears],
         "regions_used": len(result.regions_used),
     }
-    return _fit_outputs(step, step_dir, summary)
+    return _fit_outputs(step, step_dir, summary, setup.names)
 
 
 def _round(v: float) -> float | None:
@@ -1090,7 +1101,7 @@ def _reload(step: Any, step_dir: Path, setup: _Setup, record: dict[str, Any]) ->
         for f in (f"{step.name}_scales.dat", "fit_result.json"):
             if not (step_dir / f).is_file():
                 raise OSError(str(step_dir / f))
-        return _fit_outputs(step, step_dir, summary)
+        return _fit_outputs(step, step_dir, summary, setup.names)
     if isinstance(step, ClosureStep):
         if not (step_dir / "fit_result.json").is_file():
             raise OSError(str(step_dir / "fit_result.json"))
@@ -1103,6 +1114,19 @@ def _reload(step: Any, step_dir: Path, setup: _Setup, record: dict[str, Any]) ->
 
 
 # ---------------------------------------------------------------------------- final
+def _correction_of(payload: str, name: str) -> Any:
+    """The ``schemav2.Correction`` ``name`` of a payload (JSON text)."""
+    model = _model_of(payload)
+    return next(c for c in model.corrections if c.name == name)
+
+
+@functools.lru_cache(maxsize=16)
+def _model_of(payload: str) -> Any:
+    from correctionlib import schemav2
+
+    return schemav2.CorrectionSet.model_validate_json(payload)
+
+
 def _final_closure(lp: LoadedPipeline, outputs: dict[str, StepOutputs]) -> dict[str, Any] | None:
     """The verdict of the closure steps (``None``: the pipeline has none)."""
     names = [n for n in lp.order if isinstance(lp.step(n), ClosureStep)]
@@ -1131,48 +1155,35 @@ def _write_final(
     wall_time: float,
 ) -> dict[str, Path]:
     """The final correctionlib file, combined legacy files and ``pipeline.json``."""
-    from correctionlib import schemav2
 
-    from zcalib.corrections import build_compound, combine, validate_file, write_correction_set
+    from zcalib.corrections import ScaleSource, combine, egm_corrections, validate_file
+    from zcalib.corrections import write_correction_set
 
-    scale_steps = [s for name in lp.order for s in outputs[name].scales]
+    names = setup.names
+    sources: list[ScaleSource] = []
+    for name in lp.order:
+        steps = outputs[name].scales
+        for k, s in enumerate(steps):
+            label = name if len(steps) == 1 else f"{name}{k + 1}"
+            sources.append(ScaleSource.from_payload(s.payload, s.name, names.step(label)))
     smear_steps = [outputs[n].smear for n in lp.order if outputs[n].smear is not None]
     weights = [outputs[n].weight for n in lp.order if outputs[n].weight is not None]
     paths: dict[str, Path] = {}
-    corrections: list[schemav2.Correction] = []
-    models: dict[str, schemav2.CorrectionSet] = {}
-
-    def take(name: str, payload: str) -> None:
-        key = hashlib.blake2b(payload.encode(), digest_size=8).hexdigest()
-        if key not in models:
-            models[key] = schemav2.CorrectionSet.model_validate_json(payload)
-        corr = next(c for c in models[key].corrections if c.name == name)
-        corrections.append(corr)
-
-    for s in scale_steps:
-        take(s.name, s.payload)
+    smear = None
     if smear_steps:
         last = smear_steps[-1]
         assert last is not None
-        take(last.name, last.payload)
+        smear = _correction_of(last.payload, last.name)
+    description = f"zcalib pipeline {lp.path.name}: {lp.config.description}".strip()
+    corrections, compounds = egm_corrections(
+        names, sources, smear, seed=lp.config.smear_seed, description=description
+    )
     for w in weights:
         assert w is not None
-        take(w.correction, w.payload)
-    if scale_steps:
-        compound = build_compound(
-            lp.config.compound_name,
-            [c for c in corrections if c.output.name == "scale"],
-            description=(
-                "Product of the data scale steps "
-                + ", ".join(s.name for s in scale_steps)
-                + "; pt updated between steps"
-            ),
-        )
+        corrections.append(_correction_of(w.payload, w.correction))
+    if sources or smear is not None:
         paths["corrections"] = write_correction_set(
-            final_dir / "corrections.json",
-            corrections,
-            [compound],
-            description=f"zcalib pipeline {lp.path.name}: {lp.config.description}".strip(),
+            final_dir / "corrections.json", corrections, compounds, description=description
         )
         validate_file(paths["corrections"])
     legacy = [p for n in lp.order for p in outputs[n].scale_legacy]
@@ -1206,7 +1217,8 @@ def _write_final(
         "order": list(lp.order),
         "data_runs": list(setup.data_runs),
         "corrections": [c.name for c in corrections],
-        "compound": lp.config.compound_name if scale_steps else None,
+        "compound": names.compound if sources else None,
+        "smear": names.smear if smear is not None else None,
         "closure": _final_closure(lp, outputs),
         "steps": {
             n: {
