@@ -65,16 +65,18 @@ def test_outputs_of_every_step_and_final(chain_a):
     model = validate_file(res.final["corrections"])
     names = [c.name for c in model.corrections]
     assert names == [
-        "time_stability_scale",
-        "step2_scale",
-        "step3_scale",
-        "step4_scale",
-        "step3_smear",
+        "EGMScale_time_stability_2022preEE",
+        "EGMScale_step2_2022preEE",
+        "EGMScale_step3_2022preEE",
+        "EGMScale_step4_2022preEE",
+        "EGMScaleUnc_Ele_2022preEE",
+        "EGMSmearAndSyst_ElePTsplit_2022preEE",
+        "EGMRandomGenerator",
         "zweights",
     ]
     (compound,) = model.compound_corrections
-    assert compound.name == "zcalib_scale_compound"
-    assert compound.stack == names[:4]
+    assert compound.name == "EGMScale_Compound_Ele_2022preEE"
+    assert compound.stack == names[:5]
     assert (res.output / "time_stability" / "time_stability.png").stat().st_size > 10_000
     summary = json.loads(res.final["summary"].read_text())
     assert summary["order"] == list(res.ran)
@@ -143,25 +145,34 @@ def truth_pulls(res, truth, data_path):
 
     cs = correctionlib.CorrectionSet.from_file(str(res.final["corrections"]))
     run, eta, r9, pt = _electrons(data_path)
-    args = {"run": run, "AbsScEta": eta, "r9": r9, "pt": pt}
-    scale = cs.compound["zcalib_scale_compound"].evaluate(run, eta, r9, pt, "scale")
+    run = run.astype(np.float64)
+    twelve = np.full_like(pt, 12.0)
+    scale = cs.compound["EGMScale_Compound_Ele_2022preEE"].evaluate(
+        "scale", run, eta, r9, eta, pt, twelve
+    )
     mid, width = truth["run_mid"], truth["runs"][1] - truth["runs"][0]
     drift = 1 + truth["drift"] * (run - mid) / width
     cats = scheme_from_dict(truth["categories"]).assign(abs_eta=eta, r9=r9, et=pt)
     n_bins = res.steps["run_divide"].summary["bins"]
 
-    def escale(name):
-        c = cs[name]
-        return c.evaluate(*[args[v.name] if v.name != "syst" else "escale" for v in c.inputs])
+    def escale(step):
+        """The step's own error, from its own payload (pinned at nominal in the final file).
 
-    fits = ("step2_scale", "step3_scale", "step4_scale")
-    errs = {n: escale(n) for n in ("time_stability_scale", *fits)}
+        Evaluated at the raw pt: the per-step errors do not depend on pt here but step4's."""
+        own = correctionlib.CorrectionSet.from_file(str(res.output / step / "corrections.json"))
+        c = own.compound["EGMScale_Compound_Ele_2022preEE"] if step != "time_stability" else own[
+            "time_stability_scale"
+        ]
+        return c.evaluate("escale", run, eta, r9, eta, pt, twelve)
+
+    fits = ("step2", "step3", "step4")
+    errs = {n: escale(n) for n in ("time_stability", *fits)}
     pulls = []
     for k, inj in enumerate(truth["scale"]):
         sel = cats == k
         derived = float(np.mean(scale[sel] * drift[sel]))
         sigma = math.sqrt(
-            np.mean(errs["time_stability_scale"][sel]) ** 2 / n_bins
+            np.mean(errs["time_stability"][sel]) ** 2 / n_bins
             + sum(np.mean(errs[n][sel]) ** 2 for n in fits)
         )
         pulls.append((derived - inj) / sigma)
@@ -201,12 +212,12 @@ def test_closure_step_closes(chain_a):
     assert len(c["scales"]) == 8
     assert len(c["smears"]) == 8
     assert c["prior_corrections"] == [
-        "time_stability_scale",
-        "step2_scale",
-        "step3_scale",
-        "step4_scale",
+        "time_stability/time_stability_scale",
+        "step2/EGMScale_Compound_Ele_2022preEE",
+        "step3/EGMScale_Compound_Ele_2022preEE",
+        "step4/EGMScale_Compound_Ele_2022preEE",
     ]
-    assert c["mc_smearing"] == "step3_smear"
+    assert c["mc_smearing"] == "step3/EGMSmearAndSyst_ElePTsplit_2022preEE"
     assert c["mc_weights"] == ["pileup", "zweights"]
     for e in c["scales"]:
         print(f"closure {e['label']}: scale-1 = {e['residual']:+.5f} +- {e['error']:.5f}")
@@ -265,9 +276,14 @@ def test_step_needing_the_closure_step(chain_a, tmp_path):
     res = run_pipeline(lp)
     assert res.ran == ("after",)
     assert pl._prior("after", lp, res.steps) == pl._prior("closure", lp, res.steps)
-    assert [s.name for s in load_correction_steps(res.final["corrections"])][-2:] == [
-        "neutral_scale",
-        "step3_smear",
+    assert [s.name for s in load_correction_steps(res.final["corrections"])] == [
+        "EGMScale_Compound_Ele_2022preEE",
+        "EGMSmearAndSyst_ElePTsplit_2022preEE",
+    ]
+    final = json.loads(res.final["corrections"].read_text())
+    assert final["compound_corrections"][0]["stack"][-2:] == [
+        "EGMScale_after_2022preEE",
+        "EGMScaleUnc_Ele_2022preEE",
     ]
     setup = pl._Setup(lp, None)
     changed = {**res.steps, "closure": replace(res.steps["closure"], output_hash="other")}
@@ -291,7 +307,7 @@ def test_closure_of_the_final_output(chain_a, drift_sample):
     _, res, _ = chain_a
     final = res.final["corrections"]
     steps = tuple(load_correction_steps(final))
-    assert [s.kind for s in steps] == ["scale"] * 4 + ["smear"]
+    assert [s.kind for s in steps] == ["scale", "smear"]  # the compound, the smearing
     weights = (
         load_weight("pileup", ROOT / "corrections" / "pileup_demo.json"),
         load_zweight_spec(final, "zweights", weight_name="zweights"),

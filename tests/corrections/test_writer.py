@@ -217,9 +217,9 @@ def test_clamp_run_gain_et(scheme_gain_et: CategoryScheme) -> None:
     assert at(0, 0.5, 5.0, 6) == val[2]
     assert at(50, 0.5, 5.0, 1) == val[3]
     assert at(50, 2.2, 5.0, 6) == val[4]  # endcap: no gain cut
-    with pytest.raises(IndexError, match="below bounds"):
+    with pytest.raises(RuntimeError, match="Index below bounds"):
         at(50, 0.5, 5.0, 0)  # ECALELF gain index, not 12/6/1: raises, never read as gain 1
-    with pytest.raises(IndexError, match="above bounds"):
+    with pytest.raises(RuntimeError, match="Index above bounds"):
         at(50, 0.5, 5.0, 13)
 
 

@@ -790,8 +790,8 @@ def _run_fit(
         extra={
             "pipeline": {
                 "step": step.model_dump(mode="json"),
-                "prior_corrections": [c.name for c in scales],
-                "mc_smearing": use_smear.name if use_smear else None,
+                "prior_corrections": [_applied(c) for c in scales],
+                "mc_smearing": _applied(use_smear) if use_smear else None,
                 "mc_weights": [w.name for w in weights],
                 "iterations": iterations,
             }
@@ -813,6 +813,11 @@ def _run_fit(
         "regions_used": len(result.regions_used),
     }
     return _fit_outputs(step, step_dir, summary, setup.names)
+
+
+def _applied(step: CorrectionStep) -> str:
+    """``<folder of its file>/<correction>``: which correction a step applied, and whose."""
+    return f"{Path(step.source).parent.name}/{step.name}"
 
 
 def _round(v: float) -> float | None:
@@ -998,8 +1003,8 @@ def _run_closure(
     )
     result = fit_histograms(hset, setup.fit_configs[step.name], scheme=scheme)
     provenance = {
-        "prior_corrections": [c.name for c in scales],
-        "mc_smearing": smear.name if smear is not None else None,
+        "prior_corrections": [_applied(c) for c in scales],
+        "mc_smearing": _applied(smear) if smear is not None else None,
         "mc_weights": [w.name for w in (*setup.static_weights, *weights)],
     }
     step_dir.mkdir(parents=True, exist_ok=True)
