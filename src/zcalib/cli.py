@@ -634,6 +634,8 @@ def fit_config(args: argparse.Namespace, scheme: Any) -> Any:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from zcalib.categories import load_categories
     from zcalib.corrections.egm import EgmNames, check_era
+
+    names = EgmNames(check_era(args.era, "--era"))  # before any work
     from zcalib.derive import write_outputs
     from zcalib.exceptions import InvalidConfig
     from zcalib.fit import fit_histograms
@@ -657,7 +659,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         step=args.step,
         hset=hset,
         extra={"command": "fit", "fit_config": config.to_dict()},
-        names=EgmNames(check_era(args.era, "--era")),
+        names=names,
         smear_seed=int(hset.metadata.get("smear_seed") or 0),
     )
     _print_fit(result)

@@ -19,11 +19,12 @@ API's :func:`zcalib.api.write_corrections`) holds, for an era ``<era>`` and a co
     correction, ``e_k`` being step *k*'s uncertainty (stat ⊕ MC stat ⊕ syst) evaluated where
     the stack evaluates step *k*. So the compound returns ``S = prod s_k`` for ``scale``,
     ``S·r`` (the absolute total uncertainty) for ``escale`` and ``S·(1 ± r)`` for
-    ``scale_up``/``scale_down``. Its grid is the union of the steps' bin edges; each cell
-    holds ``r`` at its representative point, with pt read as the corrected pt (the stack
-    passes the corrected pt to its last element). Near a pt edge of an *earlier* step,
-    within that step's correction (typically < 1 %), a lepton gets the neighbouring cell's
-    ``r``.
+    ``scale_up``/``scale_down``. Its grid is the union of the steps' bin edges in every
+    input but pt; its pt (the corrected pt the stack hands its last element) is binned per
+    cell at the images of the steps' pt edges through the stack, so ``r`` is exact except
+    where a step's own scale jumps by ``Δ`` at one of its pt edges: within ``±Δ/2`` of the
+    mapped edge (a few per mille) the corrected pt cannot tell the two sides apart and the
+    mean image is the boundary.
 ``EGMSmearAndSyst_<P>PTsplit_<era>`` (MC)
     ``evaluate(syst, pt, r9, AbsScEta)`` with ``smear``, ``esmear``, ``smear_up``,
     ``smear_down`` (``max(smear - esmear, 0)``) and the scale uncertainty for MC, relative
@@ -413,18 +414,20 @@ def _with_defaults(points: Mapping[str, NDArray[np.float64]], n: int) -> dict[st
 
 
 def _relative_total(
-    sources: Sequence[ScaleSource], arrays: Mapping[str, NDArray[np.float64]]
+    sources: Sequence[ScaleSource], arrays: Mapping[str, NDArray[np.float64]], *, raw: bool = False
 ) -> NDArray[np.float64]:
-    """``sqrt(sum_k (e_k/s_k)^2)`` along the stack, with ``arrays["pt"]`` the corrected pt."""
+    """``sqrt(sum_k (e_k/s_k)^2)`` along the stack at ``arrays["pt"]`` (the raw pt when
+    ``raw``; else the corrected pt, inverted by fixed-point iteration)."""
     final_pt = np.asarray(arrays["pt"], dtype=np.float64)
-    raw = final_pt.copy()
-    for _ in range(4):  # raw pt whose corrected pt is the representative point
-        pt = raw.copy()
+    raw_pt = final_pt.copy()
+    for _ in range(0 if raw else 4):  # raw pt whose corrected pt is the representative point
+        pt = raw_pt.copy()
         for src in sources:
             pt = pt * src.evaluate("scale", {**arrays, "pt": pt})
-        raw = raw * final_pt / pt
-    total = np.zeros_like(raw)
-    pt = raw
+        raw_pt = raw_pt * final_pt / pt
+    raw = raw_pt  # type: ignore[assignment]
+    total = np.zeros_like(raw_pt)
+    pt = raw_pt
     for src in sources:
         here = {**arrays, "pt": pt}
         s = src.evaluate("scale", here)
@@ -440,27 +443,35 @@ def _tree(
     keys: Sequence[str],
     axes: Mapping[str, Sequence[float]],
 ) -> schemav2.Category:
+    """:func:`_tree_of` for a table of numbers per key."""
+    return _tree_of(lambda k: [_stored(float(x)) for x in table[k]], keys, axes)
+
+
+def _tree_of(
+    content: Callable[[str], list[Any]],
+    keys: Sequence[str],
+    axes: Mapping[str, Sequence[float]],
+) -> schemav2.Category:
     """``Category(syst) -> [Binning(seedGain)] -> MultiBinning(others, clamp)`` of values
     laid out C-ordered over ``axes`` (seedGain first when present)."""
     binned = [v for v in axes if v != "seedGain"]
     n_other = int(np.prod([len(axes[v]) - 1 for v in binned])) if binned else 1
 
-    def leaf(values: NDArray[np.float64]) -> Any:
-        content = [_stored(float(x)) for x in values]
+    def leaf(values: list[Any]) -> Any:
         if not binned:
-            return content[0]
+            return values[0]
         return schemav2.MultiBinning(
             nodetype="multibinning",
             inputs=binned,
             edges=[[_stored(float(x)) for x in axes[v]] for v in binned],
-            content=content,
+            content=values,
             flow="clamp",
         )
 
-    def node(values: NDArray[np.float64]) -> Any:
+    def node(values: list[Any]) -> Any:
         if "seedGain" not in axes:
             return leaf(values)
-        parts = values.reshape(len(_GAIN_VALUES), n_other)
+        parts = [values[g * n_other : (g + 1) * n_other] for g in range(len(_GAIN_VALUES))]
         return schemav2.Binning(
             nodetype="binning",
             input="seedGain",
@@ -472,7 +483,7 @@ def _tree(
     return schemav2.Category(
         nodetype="category",
         input="syst",
-        content=[schemav2.CategoryItem(key=k, value=node(table[k])) for k in keys],
+        content=[schemav2.CategoryItem(key=k, value=node(content(k))) for k in keys],
     )
 
 
@@ -505,15 +516,46 @@ def build_scale_uncertainty(
         for var, e in src.edges.items():
             merged.setdefault(var, set()).update(e)
     extra = sorted(v for v in merged if v not in SCALE_INPUTS)
+    pt_edges = sorted(merged.pop("pt", set()))
     axes = _axes({k: sorted(v) for k, v in merged.items()}, [*SCALE_INPUTS[1:], *extra])
-    reps = {v: _representatives(v, e) for v, e in axes.items()}
-    points = _mesh(reps)
+    points = _mesh({v: _representatives(v, e) for v, e in axes.items()})
     n = len(next(iter(points.values()))) if points else 1
-    r = _relative_total(sources, _with_defaults(points, n))
-    if not np.all(np.isfinite(r)):
+    arrays = _with_defaults(points, n)
+    if len(pt_edges) < 2:  # no step cuts on pt
+        r = _relative_total(sources, arrays)
+        leaves: list[Any] = [None] * n
+        tables = {"escale": r}
+    else:
+        leaves = [
+            _pt_leaf(sources, {k: v[i : i + 1] for k, v in arrays.items()}, pt_edges)
+            for i in range(n)
+        ]
+        tables = {}
+    if any(not np.all(np.isfinite(leaf[1])) for leaf in leaves if leaf is not None) or (
+        tables and not np.all(np.isfinite(tables["escale"]))
+    ):
         msg = f"cannot build {name!r}: non-finite total scale uncertainty"
         raise OutputError(msg)
-    table = {"scale": np.ones(n), "escale": r, "scale_up": 1.0 + r, "scale_down": 1.0 - r}
+
+    def value(key: str, r: Any) -> Any:
+        return {"scale": 1.0 + 0.0 * r, "escale": r, "scale_up": 1.0 + r, "scale_down": 1.0 - r}[
+            key
+        ]
+
+    def content(key: str) -> list[Any]:
+        if tables:
+            return [_stored(float(x)) for x in value(key, tables["escale"])]
+        return [
+            schemav2.Binning(
+                nodetype="binning",
+                input="pt",
+                edges=[_stored(float(x)) for x in edges],
+                content=[_stored(float(x)) for x in value(key, r)],
+                flow="clamp",
+            )
+            for edges, r in leaves
+        ]
+
     return schemav2.Correction(
         name=name,
         version=1,
@@ -521,7 +563,9 @@ def build_scale_uncertainty(
             "Total relative uncertainty r = sqrt(sum_k (e_k/s_k)^2) of the stacked scale steps "
             f"({', '.join(s.label for s in sources)}), each error stat (+) MC stat (+) syst: "
             "scale -> 1, escale -> r, scale_up -> 1 + r, scale_down -> 1 - r; the last "
-            "element of the compound, which then returns S, S r, S (1 + r), S (1 - r)"
+            "element of the compound, which then returns S, S r, S (1 + r), S (1 - r). Its pt "
+            "is the corrected pt: the pt edges are those of the steps mapped through the "
+            "stack in each cell"
             + (f". {description}" if description else "")
         ),
         inputs=signature_variables(
@@ -530,8 +574,54 @@ def build_scale_uncertainty(
         output=schemav2.Variable(
             name=_UNC_OUTPUT, type="real", description="Uncertainty factor of the stacked scale"
         ),
-        data=_tree(table, SCALE_SYST_KEYS, axes),
+        data=_tree_of(content, SCALE_SYST_KEYS, axes),
     )
+
+
+def _pt_leaf(
+    sources: Sequence[ScaleSource], cell: Mapping[str, NDArray[np.float64]], pt_edges: list[float]
+) -> tuple[list[float], NDArray[np.float64]]:
+    """``(corrected-pt edges, r per bin)`` of one cell of the other inputs.
+
+    Works in raw pt: every step's pt edge is mapped to the raw pt where the stack feeds it
+    that pt (the steps before it are constant between breakpoints), then each raw interval
+    gets its exact ``r`` and is mapped to corrected pt by its constant total scale. Where a
+    step's scale jumps at an edge, the corrected-pt edge is the mean of the two images.
+    """
+    lo, hi = pt_edges[0], pt_edges[-1]
+    breaks = [lo, hi]
+    for k, src in enumerate(sources):
+        own = [e for e in src.edges.get("pt", ()) if lo < e < hi]
+        if not own:
+            continue
+        mids = 0.5 * (np.array(breaks[:-1]) + np.array(breaks[1:]))
+        prefix = np.ones_like(mids)
+        pt = mids.copy()
+        for prior in sources[:k]:
+            s = prior.evaluate("scale", {**_cell(cell, len(mids)), "pt": pt})
+            prefix, pt = prefix * s, pt * s
+        new = []
+        for j, p in enumerate(prefix):
+            new += [e / p for e in own if breaks[j] < e / p < breaks[j + 1]]
+        breaks = sorted({*breaks, *new})
+    b = np.array(breaks)
+    mids = 0.5 * (b[:-1] + b[1:])
+    arrays = {**_cell(cell, len(mids)), "pt": mids}
+    r = _relative_total(sources, arrays, raw=True)
+    total = np.ones_like(mids)
+    pt = mids.copy()
+    for src in sources:
+        s = src.evaluate("scale", {**arrays, "pt": pt})
+        total, pt = total * s, pt * s
+    edges = [b[0] * total[0]]
+    for j in range(1, len(b) - 1):
+        edges.append(max(b[j] * 0.5 * (total[j - 1] + total[j]), np.nextafter(edges[-1], np.inf)))
+    edges.append(max(b[-1] * total[-1], np.nextafter(edges[-1], np.inf)))
+    return edges, r
+
+
+def _cell(cell: Mapping[str, NDArray[np.float64]], n: int) -> dict[str, NDArray[np.float64]]:
+    return {k: np.repeat(v, n) for k, v in cell.items()}
 
 
 def build_smear_and_syst(
