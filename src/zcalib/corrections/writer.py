@@ -8,32 +8,37 @@ One correction per derivation step:
 * MC **smear** (:func:`build_smear_correction`): output ``smear``; keys ``smear``, ``esmear``,
   ``smear_up = smear + esmear`` and ``smear_down = max(smear - esmear, 0)``.
 
-The inputs are those the categories cut on, always in this order (``syst`` last)::
+These are one step with its own uncertainty; :mod:`zcalib.corrections.egm` assembles them into
+the payload analysts use. Their inputs are the CMS EGM Run-3 signatures, fixed whatever the
+categories cut on (inputs not cut on are declared and ignored), ``syst`` first, every
+numeric input ``real``::
 
-    run (int)  AbsScEta (real)  r9 (real)  pt (real)  seedGain (int)  syst (string)
+    scale:  syst, run, ScEta, r9, AbsScEta, pt, seedGain      (SCALE_INPUTS)
+    smear:  syst, pt, r9, AbsScEta                            (SMEAR_INPUTS)
 
-The tree is ``Category(syst) -> [Category(seedGain) ->] MultiBinning(run, AbsScEta, r9, pt)``
-with ``flow: "clamp"``. The multibinning grid is the union of the category edges (run
-ranges, inclusive ``[min, max]`` in files, are stored half-open ``[min, max + 1)`` by
-:class:`~zcalib.categories.Category` and become the bin edges ``min, max + 1``, matching
-correctionlib's ``lo <= x < hi`` bins for an int input). Infinite edges ("no cut" on
-one side) become finite outer edges (run 0 / 1000000, |η| 0 / 5, R9 0 / 10, pt 0 / 14000)
-which, with clamping, extend the outer bins to infinity. Each grid cell gets the value of
-the category containing its representative point (the midpoint; the lower edge for
-``run``), using the same test as :meth:`zcalib.categories.CategoryScheme.assign`, so
-evaluating the correction reproduces the lepton categorisation of the fit. Cells that no
-category covers (the barrel/endcap crack |η| 1.4442-1.566) are neutral: scale ``1`` with
-``escale = 0`` (EGM convention), smear ``0`` with ``esmear = 0``. ``seedGain`` only accepts
-12, 6 and 1 (a ``Category`` node without default): other values raise at evaluation.
-Payload numbers are rounded to 15 significant digits, which correctionlib's JSON parser
-reads back exactly (with the 17 digits of a full ``repr`` it can be one unit in the last
-place off), so evaluation returns bit for bit the stored values.
+The tree is ``Category(syst) -> [Binning(seedGain) ->] MultiBinning(run, AbsScEta, r9, pt)``
+(a variable is binned only where the categories differ in it) with ``flow: "clamp"``; the
+``seedGain`` binning (``[0.5, 3.5, 9, 12.5)`` for gains 1, 6, 12) has ``flow: "error"``. The
+multibinning grid is the union of the category edges (run ranges, inclusive ``[min, max]``
+in files, are stored half-open ``[min, max + 1)`` by :class:`~zcalib.categories.Category`
+and become the bin edges ``min, max + 1``). Infinite edges ("no cut" on one side) become
+finite outer edges (run 0 / 1000000, |η| 0 / 5, R9 0 / 10, pt 0 / 14000) which, with
+clamping, extend the outer bins to infinity. Each grid cell gets the value of the category
+containing its representative point (the midpoint; the lower edge for ``run``), using the
+same test as :meth:`zcalib.categories.CategoryScheme.assign`, so evaluating the correction
+reproduces the lepton categorisation of the fit. Cells that no category covers (the
+barrel/endcap crack |η| 1.4442-1.566) are neutral: scale ``1`` with ``escale = 0`` (EGM
+convention), smear ``0`` with ``esmear = 0``. A smearing whose categories cut on run or gain
+cannot be expressed in the smear signature and is refused. Payload numbers are rounded to 15
+significant digits, which correctionlib's JSON parser reads back exactly (with the 17 digits
+of a full ``repr`` it can be one unit in the last place off), so evaluation returns bit for
+bit the stored values.
 
 :func:`build_compound` stacks scale steps into a ``compound_corrections`` entry
 (``input_op``/``output_op`` ``"*"``, ``inputs_update: ["pt"]``): step *k* sees
 ``pt * s_1 * ... * s_{k-1}`` and the output is ``s_1 * ... * s_n``. The same ``syst`` key is
-passed to every step, so the compound is meaningful for ``scale``, ``scale_up`` and
-``scale_down`` (the last two as fully correlated variations across steps), not ``escale``.
+passed to every step; :mod:`zcalib.corrections.egm` pins the steps at nominal and ends the
+stack with the total uncertainty, so that ``escale`` means the stack's total uncertainty.
 
 :func:`write_correction_set` validates the set (pydantic schema, as ``correction validate``
 does, and a load by the correctionlib C++ evaluator) and writes it atomically, gzipped when
@@ -166,8 +171,8 @@ def build_scale_correction(
         ...     "s", build_scheme(cats, []), [1.01, 0.99], [1e-3, 2e-3], description="demo"
         ... )
         >>> [v.name for v in corr.inputs]
-        ['AbsScEta', 'syst']
-        >>> corr.to_evaluator().evaluate(2.0, "scale_up")
+        ['syst', 'run', 'ScEta', 'r9', 'AbsScEta', 'pt', 'seedGain']
+        >>> corr.to_evaluator().evaluate("scale_up", 1.0, 2.0, 0.9, 2.0, 40.0, 12.0)
         0.992
     """
     cats = tuple(scheme.scale) if isinstance(scheme, CategoryScheme) else tuple(scheme)
@@ -206,7 +211,7 @@ def build_smear_correction(
         >>> cats = [Category("smear", 0, eta=(0, 1.4442)), Category("smear", 1, eta=(1.566, 2.5))]
         >>> corr = build_smear_correction("m", cats, [0.01, 0.02], [0.02, 0.001],
         ...                               description="demo")
-        >>> corr.to_evaluator().evaluate(0.5, "smear_down")
+        >>> corr.to_evaluator().evaluate("smear_down", 40.0, 0.9, 0.5)
         0.0
     """
     cats = tuple(scheme.smear) if isinstance(scheme, CategoryScheme) else tuple(scheme)
