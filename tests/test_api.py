@@ -145,7 +145,13 @@ def test_write_corrections_and_evaluate(ecalelf_run):
     scale = cset.compound[corrections.scale_name]
     assert corrections.scale_name == "EGMScale_Compound_Ele_2022preEE"
     assert [v.name for v in scale.inputs] == [
-        "syst", "run", "ScEta", "r9", "AbsScEta", "pt", "seedGain"
+        "syst",
+        "run",
+        "ScEta",
+        "r9",
+        "AbsScEta",
+        "pt",
+        "seedGain",
     ]
     assert scale.evaluate("scale", 1.0, 0.5, 0.5, 0.5, 40.0, 12.0) == pytest.approx(
         fitted.scales[0]

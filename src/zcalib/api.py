@@ -1022,7 +1022,7 @@ def apply(
     staging = out / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     fileset = {
-        ds: {"files": {f: tree for f in fs}, "metadata": {"kind": ds}}
+        ds: {"files": dict.fromkeys(fs, tree), "metadata": {"kind": ds}}
         for ds, fs in files.items()
         if fs
     }
@@ -1070,7 +1070,11 @@ def _payload_names(
         return EgmNames(check(era, "era"), collection)
     prefix = f"EGMScale_Compound_{collection}_"
     eras = sorted(
-        {c.name[len(prefix) :] for c in model.compound_corrections or () if c.name.startswith(prefix)}
+        {
+            c.name[len(prefix) :]
+            for c in model.compound_corrections or ()
+            if c.name.startswith(prefix)
+        }
         | {
             c.name[len(f"EGMSmearAndSyst_{collection}PTsplit_") :]
             for c in model.corrections

@@ -51,8 +51,8 @@ from zcalib.exceptions import InvalidConfig
 from zcalib.io.formats import DEFAULT_TREES, ColumnMap
 
 if TYPE_CHECKING:
-    from zcalib.corrections.egm import EgmNames
     from zcalib.categories import CategoryScheme
+    from zcalib.corrections.egm import EgmNames
     from zcalib.fit.config import FitConfig
     from zcalib.histograms import HistogramSet, MassBinning
     from zcalib.processors.zee import CorrectionStep, WeightSpec

@@ -20,14 +20,14 @@ import logging
 import math
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from zcalib._atomic import atomic_write_text
 from zcalib.categories import Category, CategoryScheme
@@ -145,7 +145,8 @@ def write_outputs(
             step=step,
             names=names,
             seed=smear_seed,
-            description=desc + (f", errors stat (+) MC stat (+) syst ({syst.label})" if syst.label else ""),
+            description=desc
+            + (f", errors stat (+) MC stat (+) syst ({syst.label})" if syst.label else ""),
         )
     }
     validate_file(paths["corrections"])
@@ -207,8 +208,8 @@ def _quadrature(stat: Sequence[float], syst: Sequence[float]) -> NDArray[np.floa
 def write_step_payload(
     path: str | Path,
     scheme: CategoryScheme,
-    scale: tuple[Sequence[float], Sequence[float]],
-    smear: tuple[Sequence[float], Sequence[float]] | None,
+    scale: tuple[ArrayLike, ArrayLike],
+    smear: tuple[ArrayLike, ArrayLike] | None,
     *,
     step: str,
     names: EgmNames,
@@ -239,7 +240,11 @@ def write_step_payload(
     )
 
     own = build_scale_correction(
-        names.step(step), scheme, scale[0], scale[1], description=f"Data energy scale, {description}"
+        names.step(step),
+        scheme,
+        scale[0],
+        scale[1],
+        description=f"Data energy scale, {description}",
     )
     smear_corr = (
         None

@@ -161,7 +161,9 @@ def random_generator(seed: int = 0, name: str = RNG_NAME) -> Any:
         return schemav2.Transform(nodetype="transform", input="event", rule=rule, content=node)
 
     def flipped(node: Any) -> Any:
-        rule = schemav2.Formula(nodetype="formula", expression="-x", parser="TFormula", variables=["pt"])
+        rule = schemav2.Formula(
+            nodetype="formula", expression="-x", parser="TFormula", variables=["pt"]
+        )
         return schemav2.Transform(nodetype="transform", input="pt", rule=rule, content=node)
 
     normal = schemav2.HashPRNG(nodetype="hashprng", inputs=keys, distribution="normal")

@@ -208,6 +208,7 @@ def test_clamp_run_gain_et(scheme_gain_et: CategoryScheme) -> None:
     val, stat, _ = _values(5, 7, "scale")
     val = np.round(val, 6)
     ev = build_scale_correction("c", scheme_gain_et, val, stat, description="t").to_evaluator()
+
     def at(run: float, eta: float, pt: float, gain: float) -> object:
         return _at(ev, "scale", run=run, abs_sc_eta=eta, pt=pt, gain=gain)
 
@@ -250,7 +251,9 @@ def test_up_down_consistency(scheme8: CategoryScheme) -> None:
     assert nom - down == pytest.approx(err)
     assert _at(sm, "smear_down", abs_sc_eta=2.2, r9=0.99) == 0.0  # clipped: 0.01 - 0.0501 < 0
     sc = build_scale_correction("s", scheme8, val + 1, stat, syst, description="t").to_evaluator()
-    assert _at(sc, "scale_down", abs_sc_eta=2.2, r9=0.99) == pytest.approx(1.01 - np.hypot(0.003, 0.05))
+    assert _at(sc, "scale_down", abs_sc_eta=2.2, r9=0.99) == pytest.approx(
+        1.01 - np.hypot(0.003, 0.05)
+    )
 
 
 def test_bad_values_raise(scheme8: CategoryScheme) -> None:
@@ -316,8 +319,7 @@ def test_compound_type_clash(scheme8: CategoryScheme) -> None:
         update={
             "name": "b",
             "inputs": [
-                schemav2.Variable(name="r9", type="int") if v.name == "r9" else v
-                for v in s1.inputs
+                schemav2.Variable(name="r9", type="int") if v.name == "r9" else v for v in s1.inputs
             ],
         }
     )

@@ -226,6 +226,12 @@ class FitStep(_StepBase):
         "applied and refit the residual (removes Et-migration bias).",
     )
     fit: FitOptions = Field(default_factory=FitOptions, description="Fit options.")
+    systematics: str | None = Field(
+        None,
+        description="Systematics YAML (the `zcalib systematics` format): after the fit, refit "
+        "with each variation and fold the systematic errors into the payload's "
+        "escale/esmear (stat (+) MC stat (+) syst; components in fit_result.json).",
+    )
 
 
 class CorrectionsStep(_StepBase):

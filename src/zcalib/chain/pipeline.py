@@ -57,7 +57,6 @@ import numpy as np
 
 from zcalib._atomic import atomic_write_text
 from zcalib.categories import CategoryScheme, load_categories
-from zcalib.corrections.egm import EgmNames
 from zcalib.chain._events import ChainLoop, data_run_keys
 from zcalib.chain.config import (
     ClosureStep,
@@ -72,6 +71,7 @@ from zcalib.chain.run_divide import RunBins, load_run_bins, run_divide
 from zcalib.chain.time_stability import time_stability
 from zcalib.chain.zweights import derive_zweights, load_zweight_spec, write_zweights
 from zcalib.config import DatasetConfig, dataset_config_from_files, load_dataset_config
+from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.fit import FitConfig, FitResult
 from zcalib.histograms import MassBinning
@@ -184,6 +184,7 @@ class _Setup:
         self.schemes: dict[str, CategoryScheme] = {}
         self.fit_configs: dict[str, FitConfig] = {}
         self.external: dict[str, list[CorrectionStep]] = {}
+        self.systematics: dict[str, Any] = {}
         self.file_hashes: dict[str, dict[str, str]] = {}
         for name in lp.order:
             self._check_step(lp.step(name))
@@ -258,6 +259,12 @@ class _Setup:
             self.fit_configs[step.name] = self._fit_config(step, scheme)
             if step.fit.start_file is not None:
                 hashes["start_file"] = _file_hash(lp.resolve(step.fit.start_file))
+            if isinstance(step, FitStep) and step.systematics is not None:
+                from zcalib.validation.systematics import load_systematics_config
+
+                path = lp.resolve(step.systematics)
+                self.systematics[step.name] = load_systematics_config(path)
+                hashes["systematics"] = _file_hash(path)
         elif isinstance(step, TimeStabilityStep) and step.run_bins is not None:
             path = lp.resolve(step.run_bins)
             bins = load_run_bins(path)
@@ -684,9 +691,7 @@ def _fit_outputs(
     return StepOutputs(
         name=step.name,
         type=step.type,
-        scales=(
-            CorrectionStep(name=names.compound, payload=text, kind="scale", source=str(corr)),
-        ),
+        scales=(CorrectionStep(name=names.compound, payload=text, kind="scale", source=str(corr)),),
         smear=smear,
         scale_legacy=(step_dir / f"{step.name}_scales.dat",),
         smear_legacy=None if step.closure else step_dir / f"{step.name}_smearings.dat",
@@ -779,6 +784,28 @@ def _run_fit(
             ),
         )
     save_histograms(hset, step_dir / "histograms.npz")
+    syst = None
+    if step.name in setup.systematics:
+        from zcalib.validation.systematics import run_systematics
+
+        syst_res = run_systematics(
+            hset,
+            dataset_config=setup.dataset_cfg,
+            scheme=scheme,
+            config=setup.systematics[step.name],
+            fit_config=base_cfg,
+            selection=cfg.selection,
+            options=setup.options,
+            weights=(*setup.static_weights, *weights),
+            corrections=corr,
+            smear_seed=cfg.smear_seed,
+            nominal=result,
+        )
+        syst = syst_res.step_syst()
+        atomic_write_text(
+            step_dir / "systematics.json",
+            json.dumps(syst_res.to_dict(), indent=2, allow_nan=False) + "\n",
+        )
     write_outputs(
         result,
         scheme,
@@ -787,6 +814,7 @@ def _run_fit(
         hset=hset,
         names=setup.names,
         smear_seed=cfg.smear_seed,
+        syst=syst,
         extra={
             "pipeline": {
                 "step": step.model_dump(mode="json"),
@@ -1161,8 +1189,13 @@ def _write_final(
 ) -> dict[str, Path]:
     """The final correctionlib file, combined legacy files and ``pipeline.json``."""
 
-    from zcalib.corrections import ScaleSource, combine, egm_corrections, validate_file
-    from zcalib.corrections import write_correction_set
+    from zcalib.corrections import (
+        ScaleSource,
+        combine,
+        egm_corrections,
+        validate_file,
+        write_correction_set,
+    )
 
     names = setup.names
     sources: list[ScaleSource] = []

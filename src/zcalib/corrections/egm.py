@@ -565,8 +565,7 @@ def build_scale_uncertainty(
             "scale -> 1, escale -> r, scale_up -> 1 + r, scale_down -> 1 - r; the last "
             "element of the compound, which then returns S, S r, S (1 + r), S (1 - r). Its pt "
             "is the corrected pt: the pt edges are those of the steps mapped through the "
-            "stack in each cell"
-            + (f". {description}" if description else "")
+            "stack in each cell" + (f". {description}" if description else "")
         ),
         inputs=signature_variables(
             (*SCALE_INPUTS, *extra), "Variation: scale, escale, scale_up, scale_down"

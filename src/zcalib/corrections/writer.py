@@ -497,7 +497,9 @@ def build_compound(
             if known is None:
                 variables[var.name] = var
                 owner[var.name] = step.name
-    for fixed in signature_variables(SCALE_INPUTS, "Variation: scale, escale, scale_up, scale_down"):
+    for fixed in signature_variables(
+        SCALE_INPUTS, "Variation: scale, escale, scale_up, scale_down"
+    ):
         known = variables.get(fixed.name)
         if known is not None and known.type != fixed.type:
             msg = (

@@ -119,7 +119,7 @@ def lepton_columns(events: Any, fmt: str, collection: str) -> dict[str, NDArray[
             "r9": two("R9Ele"),
             "seedGain": gain,
         }
-    out = {k: np.repeat(v, counts) for k, v in per_event.items()}
+    out: dict[str, NDArray[Any]] = {k: np.repeat(v, counts) for k, v in per_event.items()}
     starts = np.cumsum(counts) - counts
     out["lepton"] = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(starts, counts)
     out.update(cols)

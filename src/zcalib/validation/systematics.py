@@ -52,8 +52,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from zcalib._atomic import atomic_write_text
 from zcalib.categories import Category, CategoryScheme, build_scheme
-from zcalib.corrections.egm import EgmNames
 from zcalib.config import DatasetConfig, SelectionConfig, format_validation_error, load_yaml
+from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import FitError, InvalidConfig
 from zcalib.fit import FitConfig, FitResult, fit_histograms
 from zcalib.histograms import HistogramSet
