@@ -612,11 +612,19 @@ def _pt_leaf(
     for src in sources:
         s = src.evaluate("scale", {**arrays, "pt": pt})
         total, pt = total * s, pt * s
-    edges = [b[0] * total[0]]
-    for j in range(1, len(b) - 1):
-        edges.append(max(b[j] * 0.5 * (total[j - 1] + total[j]), np.nextafter(edges[-1], np.inf)))
-    edges.append(max(b[-1] * total[-1], np.nextafter(edges[-1], np.inf)))
-    return edges, r
+    images = [b[0] * total[0]]
+    images += [b[j] * 0.5 * (total[j - 1] + total[j]) for j in range(1, len(b) - 1)]
+    images.append(b[-1] * total[-1])
+    # keep the bins whose (stored) edges increase: a bin squeezed out by a jump is dropped
+    edges, kept = [_stored(float(images[0]))], []
+    for j in range(len(mids)):
+        hi = _stored(float(images[j + 1]))
+        if hi > edges[-1]:
+            edges.append(hi)
+            kept.append(j)
+    if not kept:  # degenerate: one bin over the whole range
+        return [edges[0], edges[0] + 1.0], r[:1]
+    return edges, r[kept]
 
 
 def _cell(cell: Mapping[str, NDArray[np.float64]], n: int) -> dict[str, NDArray[np.float64]]:
