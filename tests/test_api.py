@@ -138,21 +138,15 @@ def test_fit_recovers_truth_and_selects_systematics(ecalelf_run, demo_ecalelf):
 
 
 def test_write_corrections_and_evaluate(ecalelf_run):
+    from zcalib.corrections import SCALE_INPUTS
+
     _, _, _, fitted, corrections = ecalelf_run
     assert set(corrections.paths) == {"corrections", "scales", "smearings", "fit_result"}
     assert all(p.is_file() for p in corrections.paths.values())
     cset = corrections.correction_set()
     scale = cset.compound[corrections.scale_name]
     assert corrections.scale_name == "EGMScale_Compound_Ele_2022preEE"
-    assert [v.name for v in scale.inputs] == [
-        "syst",
-        "run",
-        "ScEta",
-        "r9",
-        "AbsScEta",
-        "pt",
-        "seedGain",
-    ]
+    assert tuple(v.name for v in scale.inputs) == SCALE_INPUTS
     assert scale.evaluate("scale", 1.0, 0.5, 0.5, 0.5, 40.0, 12.0) == pytest.approx(
         fitted.scales[0]
     )

@@ -474,19 +474,14 @@ def test_public_egm_example_calls_on_the_pipeline_payload(chain_a, drift_sample)
     """The EGM example's calls, unchanged, on final/corrections.json: the compound equals the
     steps (each from its own file) stacked by hand, and its escale their errors combined in
     quadrature by hand."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     import awkward as ak
     import correctionlib
 
+    from tests.corrections.conftest import _run_correction_validate
+
     _, res, _ = chain_a
     final = res.final["corrections"]
-    exe = Path(sys.executable).with_name("correction")
-    out = subprocess.run(
-        [str(exe), "validate", str(final)], capture_output=True, text=True, check=False
-    )
+    out = _run_correction_validate(final)
     assert out.returncode == 0, out.stdout + out.stderr
     cset = correctionlib.CorrectionSet.from_file(str(final))
     scale_evaluator = cset.compound["EGMScale_Compound_Ele_2022preEE"]

@@ -24,6 +24,7 @@ from zcalib.chain.time_stability import (
     time_stability,
 )
 from zcalib.config import dataset_config_from_files
+from zcalib.corrections import SCALE_INPUTS
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import MassBinning
 from zcalib.processors.runs import assign_run_bins, pack_run_lumi
@@ -112,15 +113,7 @@ def test_time_stability_files(derived):
     model = validate_file(paths["corrections"])
     (corr,) = model.corrections
     # the EGM scale signature; the tree reads run and AbsScEta only
-    assert [v.name for v in corr.inputs] == [
-        "syst",
-        "run",
-        "ScEta",
-        "r9",
-        "AbsScEta",
-        "pt",
-        "seedGain",
-    ]
+    assert tuple(v.name for v in corr.inputs) == SCALE_INPUTS
     ev = corr.to_evaluator()
 
     def at(run: float, eta: float) -> float:
@@ -184,10 +177,8 @@ def test_lumi_split_correction_gives_the_scale_of_each_side(derived_lumi):
     model = validate_file(paths["corrections"])
     (corr,) = model.corrections
     # the EGM scale signature, then lumi (every numeric input real)
-    assert [(v.name, v.type) for v in corr.inputs] == [
-        ("syst", "string"),
-        *((n, "real") for n in ("run", "ScEta", "r9", "AbsScEta", "pt", "seedGain", "lumi")),
-    ]
+    assert [v.name for v in corr.inputs] == [*SCALE_INPUTS, "lumi"]
+    assert {v.type for v in corr.inputs[1:]} == {"real"}
     cli = subprocess.run(
         [str(Path(sys.executable).with_name("correction")), "validate", str(paths["corrections"])],
         capture_output=True,
@@ -376,7 +367,7 @@ def test_pipeline_with_lumi_split_run_bins(demo_ecalelf, tmp_path):
     assert res.steps["ts"].summary["splits_runs"] is True
     assert set(res.final) == {"corrections", "summary"}  # no legacy scales.dat
     model = validate_file(res.final["corrections"])
-    egm = ["syst", "run", "ScEta", "r9", "AbsScEta", "pt", "seedGain"]
+    egm = list(SCALE_INPUTS)
     assert model.corrections[0].name == "EGMScale_ts_2022preEE"
     assert [v.name for v in model.corrections[0].inputs] == [*egm, "lumi"]
     # the EGM signature, then lumi: the one input beyond it (run bins splitting runs)

@@ -5,8 +5,6 @@ the shared random numbers, and `zcalib apply`."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import awkward as ak
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import CONFIGS
+from tests.corrections.conftest import _run_correction_validate
 from zcalib.categories import load_categories
 from zcalib.cli import main
 from zcalib.corrections import (
@@ -32,10 +31,7 @@ NAMES = EgmNames(ERA, "Ele")
 
 
 def _validate(path: Path) -> None:
-    exe = Path(sys.executable).with_name("correction")
-    out = subprocess.run(
-        [str(exe), "validate", str(path)], capture_output=True, text=True, check=False
-    )
+    out = _run_correction_validate(path)  # the `correction validate` CLI
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -148,14 +144,8 @@ def test_public_egm_example_calls_on_the_fit_payload(fitted) -> None:
     assert keys[5] == pytest.approx(1 + keys[4])
     assert keys[6] == pytest.approx(1 - keys[4])
     # the inputs: syst first, every numeric input real, the same whatever the categories
-    assert [(v.name, v.type) for v in scale_evaluator.inputs] == [
-        ("syst", "string"),
-        ("run", "real"),
-        ("ScEta", "real"),
-        ("r9", "real"),
-        ("AbsScEta", "real"),
-        ("pt", "real"),
-        ("seedGain", "real"),
+    assert [(v.name, v.type) for v in scale_evaluator.inputs] == [("syst", "string")] + [
+        (n, "real") for n in ("run", "ScEta", "r9", "AbsScEta", "pt", "seedGain")
     ]
     assert [v.name for v in smear_and_syst_evaluator.inputs] == ["syst", "pt", "r9", "AbsScEta"]
     assert sorted(cset) == sorted(
