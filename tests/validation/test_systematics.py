@@ -193,7 +193,9 @@ def test_cli_systematics(nominal, demo_ecalelf, tmp_path):
     assert rc == 0
     rec = json.loads((out / "systematics.json").read_text())
     assert [v["variation"]["name"] for v in rec["variations"]] == ["w"]
-    assert correctionlib.CorrectionSet.from_file(str(out / "corrections.json"))["demo_scale"]
+    assert correctionlib.CorrectionSet.from_file(str(out / "corrections.json")).compound[
+        "EGMScale_Compound_Ele_2022preEE"
+    ]
     cfg.write_text("variations:\n  - {name: w, source: window, kind: windows}\n")
     assert (
         main(
