@@ -533,6 +533,7 @@ def test_public_egm_example_calls_on_the_pipeline_payload(chain_a, drift_sample)
     assert abs(np.std(z) - 1) < 0.05
 
 
+@pytest.mark.slow
 def test_pipeline_folds_systematics_into_the_payload(tmp_path, demo_ecalelf):
     """A fit step with `systematics:` refits each variation; escale/esmear = stat (+) MC stat
     (+) syst, each component in fit_result.json."""
