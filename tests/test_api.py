@@ -138,17 +138,22 @@ def test_fit_recovers_truth_and_selects_systematics(ecalelf_run, demo_ecalelf):
 
 
 def test_write_corrections_and_evaluate(ecalelf_run):
+    from zcalib.corrections import SCALE_INPUTS
+
     _, _, _, fitted, corrections = ecalelf_run
     assert set(corrections.paths) == {"corrections", "scales", "smearings", "fit_result"}
     assert all(p.is_file() for p in corrections.paths.values())
     cset = corrections.correction_set()
-    scale = cset[corrections.scale_name]
-    assert [v.name for v in scale.inputs] == ["AbsScEta", "r9", "syst"]
-    assert scale.evaluate(0.5, 0.5, "scale") == pytest.approx(fitted.scales[0])
+    scale = cset.compound[corrections.scale_name]
+    assert corrections.scale_name == "EGMScale_Compound_Ele_2022preEE"
+    assert tuple(v.name for v in scale.inputs) == SCALE_INPUTS
+    assert scale.evaluate("scale", 1.0, 0.5, 0.5, 0.5, 40.0, 12.0) == pytest.approx(
+        fitted.scales[0]
+    )
     record = json.loads(corrections.paths["fit_result"].read_text())
     assert record["calibration_config"]["input_format"] == "ecalelf"
     assert record["variations"] == {"data": "nominal", "mc": "nominal"}
-    assert "step1_smear" in corrections._repr_html_()
+    assert "EGMSmearAndSyst_ElePTsplit_2022preEE" in corrections._repr_html_()
     with pytest.raises(TypeError):
         corrections.paths["x"] = corrections.json  # type: ignore[index]
 

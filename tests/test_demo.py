@@ -48,10 +48,11 @@ def test_demo_recovers_injected_scales_and_smearings(tmp_path, capsys):
             assert abs(r["pull"]) < 3 or abs(r["diff"]) < 2e-3, r
     # the correctionlib output evaluates to the fitted values at each category centre
     cset = correctionlib.CorrectionSet.from_file(str(out / "corrections.json"))
-    scale = cset["demo_scale"]
+    scale = cset.compound["EGMScale_Compound_Ele_2022preEE"]
     c0 = record["categories"][0]
-    assert scale.evaluate(0.5, 0.5, "scale") == pytest.approx(c0["value"], rel=1e-12)
-    assert scale.evaluate(0.5, 0.5, "scale_up") == pytest.approx(
+    point = (1.0, 0.5, 0.5, 0.5, 40.0, 12.0)  # run, ScEta, r9, AbsScEta, pt, seedGain
+    assert scale.evaluate("scale", *point) == pytest.approx(c0["value"], rel=1e-12)
+    assert scale.evaluate("scale_up", *point) == pytest.approx(
         c0["value"] + c0["total_stat"], rel=1e-12
     )
     # rerunning reuses the generated data (same truth file, not regenerated)

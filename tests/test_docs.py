@@ -26,6 +26,7 @@ DOCTEST_MODULES = (
     "zcalib.categories",
     "zcalib.corrections",
     "zcalib.corrections.apply",
+    "zcalib.corrections.egm",
     "zcalib.corrections.legacy",
     "zcalib.corrections.writer",
     "zcalib.fit",

@@ -41,13 +41,14 @@ import html
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from zcalib.calibration import CalibrationConfig
 from zcalib.config import DatasetConfig
+from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import InvalidConfig, ZcalibError
 
 if TYPE_CHECKING:
@@ -55,17 +56,20 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from zcalib.categories import CategoryScheme
+    from zcalib.derive import StepSyst
     from zcalib.fit.config import FitConfig
     from zcalib.fit.result import CategoryFit, FitResult
     from zcalib.histograms import HistogramSet
     from zcalib.runner import RunOptions
 
 __all__ = [
+    "Applied",
     "Calibration",
     "Corrections",
     "Fit",
     "Histograms",
     "Validation",
+    "apply",
     "calibrate",
     "datasets_from_files",
     "fit",
@@ -700,13 +704,19 @@ def validate(
 class Corrections:
     """The files of one derivation step.
 
+    The payload has the CMS EGM Run-3 layout (:mod:`zcalib.corrections.egm`): analysts call
+    ``cset.compound[c.scale_name].evaluate(syst, run, ScEta, r9, AbsScEta, pt, seedGain)``
+    and ``cset[c.smear_name].evaluate(syst, pt, r9, AbsScEta)``.
+
     Attributes:
-        step: step name; the corrections are ``<step>_scale`` (data) and ``<step>_smear`` (MC).
+        step: step name (the scale step is ``EGMScale_<step>_<era>``).
         paths: ``{"corrections", "scales", "smearings", "fit_result"}`` → file.
+        names: era and collection of the correction names.
     """
 
     step: str
     paths: Mapping[str, Path]
+    names: EgmNames = field(default_factory=EgmNames)
 
     def __repr__(self) -> str:
         return f"Corrections(step={self.step!r}, json={str(self.json)!r})"
@@ -718,13 +728,18 @@ class Corrections:
 
     @property
     def scale_name(self) -> str:
-        """Name of the data scale correction."""
-        return f"{self.step}_scale"
+        """Name of the data scale compound (``EGMScale_Compound_<P>_<era>``)."""
+        return self.names.compound
 
     @property
     def smear_name(self) -> str:
-        """Name of the MC smearing correction."""
-        return f"{self.step}_smear"
+        """Name of the MC smearing (``EGMSmearAndSyst_<P>PTsplit_<era>``)."""
+        return self.names.smear
+
+    @property
+    def rng_name(self) -> str:
+        """Name of the random-number generator of the MC smearing."""
+        return self.names.rng
 
     def correction_set(self) -> Any:
         """The correctionlib evaluator set (``correctionlib.CorrectionSet``)."""
@@ -735,8 +750,11 @@ class Corrections:
     def _repr_html_(self) -> str:
         cset = self.correction_set()
         rows = []
-        for name in (self.scale_name, self.smear_name):
-            corr = cset[name]
+        for name, corr in (
+            (self.scale_name, cset.compound[self.scale_name]),
+            (self.smear_name, cset[self.smear_name]),
+            (self.rng_name, cset[self.rng_name]),
+        ):
             rows.append((name, ", ".join(v.name for v in corr.inputs), corr.output.name))
         files = ", ".join(f"{k}: {p}" for k, p in self.paths.items())
         return (
@@ -754,14 +772,21 @@ def write_corrections(
     *,
     step: str = "step",
     hists: Histograms | None = None,
+    syst: StepSyst | None = None,
 ) -> Corrections:
     """Write correctionlib JSON, legacy ``.dat`` files and ``fit_result.json`` for a fit.
+
+    Era and collection of the payload names come from the fit's
+    :class:`~zcalib.calibration.CalibrationConfig` (``era``, ``collection``), as does the
+    smearing seed of the shipped ``EGMRandomGenerator``.
 
     Args:
         fitted: the fit.
         out_dir: output folder (created).
-        step: step name (corrections ``<step>_scale`` / ``<step>_smear``).
+        step: step name (scale step ``EGMScale_<step>_<era>``, legacy file names).
         hists: the histograms fitted (their provenance goes into ``fit_result.json``).
+        syst: systematic uncertainties (e.g. ``run_systematics(...).step_syst()``), folded
+            into ``escale``/``esmear`` and stored per category in ``fit_result.json``.
 
     Returns:
         The :class:`Corrections` (paths and names).
@@ -774,8 +799,12 @@ def write_corrections(
     extra: dict[str, Any] = {
         "variations": {"data": fitted.data_variation, "mc": fitted.mc_variation},
     }
+    names = EgmNames()
+    seed = 0
     if fitted.config is not None:
         extra["calibration_config"] = fitted.config.to_dict()
+        names = fitted.config.payload_names()
+        seed = fitted.config.smear_seed
     paths = write_outputs(
         fitted.result,
         fitted.scheme,
@@ -783,8 +812,11 @@ def write_corrections(
         step=step,
         hset=hists.hset if hists is not None else None,
         extra=extra,
+        names=names,
+        smear_seed=seed,
+        syst=syst,
     )
-    return Corrections(step=step, paths=MappingProxyType(dict(paths)))
+    return Corrections(step=step, paths=MappingProxyType(dict(paths)), names=names)
 
 
 # =========================================================================== everything
@@ -857,3 +889,225 @@ def calibrate(
         write_corrections(fitted, out_dir, step=step, hists=hists) if out_dir is not None else None
     )
     return Calibration(config=cfg, histograms=hists, fit=fitted, corrections=corr)
+
+
+# =========================================================================== apply
+@dataclass(frozen=True, repr=False)
+class Applied:
+    """What :func:`apply` wrote.
+
+    Attributes:
+        out_dir: the output folder.
+        parts: Parquet files per dataset (``data``, ``mc``), one per chunk.
+        leptons: leptons written per dataset.
+        names: the payload names used.
+        manifest: the ``apply.json`` record.
+    """
+
+    out_dir: Path
+    parts: Mapping[str, tuple[Path, ...]]
+    leptons: Mapping[str, int]
+    names: EgmNames
+    manifest: Path
+
+    def __repr__(self) -> str:
+        return f"Applied(out_dir={str(self.out_dir)!r}, leptons={dict(self.leptons)!r})"
+
+    def read(self, dataset: str) -> Any:
+        """The rows of a dataset as one ``awkward`` array (all its parts, in chunk order)."""
+        import awkward as ak
+
+        return ak.concatenate([ak.from_parquet(str(p)) for p in self.parts[dataset]])
+
+
+_APPLY_BRANCHES = {
+    "ecalelf": ("runNumber", "energy_ECAL_ele", "etaEle", "R9Ele", "gainSeedSC"),
+    "Electron": (
+        "run",
+        "luminosityBlock",
+        "event",
+        "Electron_pt",
+        "Electron_eta",
+        "Electron_deltaEtaSC",
+        "Electron_r9",
+    ),
+    "Photon": ("run", "luminosityBlock", "event", "Photon_pt", "Photon_eta", "Photon_r9"),
+}
+
+
+def apply(
+    payload: str | Path,
+    out_dir: str | Path,
+    *,
+    data: Sequence[str | Path] = (),
+    mc: Sequence[str | Path] = (),
+    input_format: str = "nanoaod",
+    collection: str = "Ele",
+    era: str | None = None,
+    treename: str | None = None,
+    options: RunOptions | None = None,
+) -> Applied:
+    """Correct data and smear MC leptons with a zcalib payload only (``zcalib apply``).
+
+    Per lepton: corrected (data) or smeared (MC) pt and energy with their variations
+    (:mod:`zcalib.processors.apply`), written as Parquet, one file per chunk, under
+    ``out_dir/data`` and ``out_dir/mc``, with ``out_dir/apply.json``. The chunks are run by
+    coffea's ``Runner`` on any executor (``options``); the parts are staged and moved into
+    place only when every chunk succeeded.
+
+    Args:
+        payload: an EGM-layout correctionlib file (``zcalib fit`` / pipeline output).
+        out_dir: output folder.
+        data: data files (scales applied).
+        mc: MC files (smearing applied, scale uncertainty as variations).
+        input_format: ``nanoaod`` or ``ecalelf``.
+        collection: ``Ele`` (NanoAOD ``Electron_*``) or ``Pho`` (``Photon_*``).
+        era: era of the payload names (default: the payload's only era).
+        treename: tree name (default ``Events`` / ``selected``).
+        options: event-loop options (default: iterative, no progress bars).
+
+    Returns:
+        The :class:`Applied` record.
+
+    Raises:
+        InputError: unreadable payload or inputs, missing corrections or branches.
+        InvalidConfig: bad options.
+    """
+    import json
+    import os
+    import shutil
+
+    from coffea.nanoevents import BaseSchema
+
+    from zcalib._atomic import atomic_write_text
+    from zcalib.corrections import validate_file
+    from zcalib.corrections.egm import PARTICLES, check_era
+    from zcalib.exceptions import InputError
+    from zcalib.processors.apply import APPLY_FORMATS, ApplyProcessor
+    from zcalib.runner import RunOptions, run_processor
+
+    if input_format not in APPLY_FORMATS:
+        msg = f"input format {input_format!r}; allowed: {', '.join(APPLY_FORMATS)}"
+        raise InvalidConfig(msg)
+    if collection not in PARTICLES:
+        msg = f"collection {collection!r}; allowed: {', '.join(PARTICLES)}"
+        raise InvalidConfig(msg)
+    if input_format == "ecalelf" and collection != "Ele":
+        msg = "ECALELF inputs hold electrons: use collection 'Ele'"
+        raise InvalidConfig(msg)
+    if not data and not mc:
+        msg = "nothing to apply: give data and/or mc files"
+        raise InvalidConfig(msg)
+    pfile = Path(payload)
+    model = validate_file(pfile)
+    text = model.model_dump_json(exclude_unset=True)
+    names = _payload_names(model, collection, era, pfile, check_era)
+    have = {c.name for c in model.corrections}
+    compounds = {c.name for c in model.compound_corrections or ()}
+    needed = ([names.compound] if data else []) + ([names.smear, names.rng] if mc else [])
+    for name in needed:
+        if name not in have | compounds:
+            available = ", ".join(sorted(have | compounds))
+            msg = f"{pfile}: no correction named {name!r}; available: {available}"
+            raise InputError(msg)
+    tree = treename or ("Events" if input_format == "nanoaod" else "selected")
+    nano_coll = "Photon" if collection == "Pho" else "Electron"
+    branches = _APPLY_BRANCHES["ecalelf" if input_format == "ecalelf" else nano_coll]
+    files = {"data": [str(f) for f in data], "mc": [str(f) for f in mc]}
+    has_event = {ds: _check_apply_inputs(fs, tree, branches) for ds, fs in files.items() if fs}
+    opts = options or RunOptions(executor="iterative", progress=False)
+    opts.check()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    fileset = {
+        ds: {"files": dict.fromkeys(fs, tree), "metadata": {"kind": ds}}
+        for ds, fs in files.items()
+        if fs
+    }
+    proc = ApplyProcessor(
+        fmt=input_format,
+        payload=text,
+        compound=names.compound,
+        smear=names.smear,
+        rng=names.rng,
+        kinds={"data": "data", "mc": "mc"},
+        collection=nano_coll,
+        staging=str(staging.resolve()),
+        has_event=has_event,
+    )
+    try:
+        run = run_processor(fileset, proc, fmt=input_format, schema=BaseSchema, options=opts)
+        parts: dict[str, tuple[Path, ...]] = {}
+        for ds in fileset:
+            final = out / ds
+            shutil.rmtree(final, ignore_errors=True)
+            (staging / ds).rename(final)
+            parts[ds] = tuple(sorted(final / Path(p).name for p in run.out["parts"][ds]))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    leptons = {ds: int(run.out["leptons"][ds]) for ds in fileset}
+    record = {
+        "schema_version": 1,
+        "payload": str(pfile),
+        "era": names.era,
+        "collection": names.particle,
+        "corrections": needed,
+        "input_format": input_format,
+        "inputs": files,
+        "leptons": leptons,
+        "parts": {ds: [p.name for p in ps] for ds, ps in parts.items()},
+    }
+    manifest = atomic_write_text(out / "apply.json", json.dumps(record, indent=2) + "\n")
+    return Applied(out_dir=out, parts=parts, leptons=leptons, names=names, manifest=manifest)
+
+
+def _payload_names(
+    model: Any, collection: str, era: str | None, path: Path, check: Any
+) -> EgmNames:
+    if era is not None:
+        return EgmNames(check(era, "era"), collection)
+    prefix = f"EGMScale_Compound_{collection}_"
+    eras = sorted(
+        {
+            c.name[len(prefix) :]
+            for c in model.compound_corrections or ()
+            if c.name.startswith(prefix)
+        }
+        | {
+            c.name[len(f"EGMSmearAndSyst_{collection}PTsplit_") :]
+            for c in model.corrections
+            if c.name.startswith(f"EGMSmearAndSyst_{collection}PTsplit_")
+        }
+    )
+    if len(eras) != 1:
+        found = ", ".join(eras) or "none"
+        msg = f"{path}: cannot tell the era of the {collection} corrections (found: {found}); pass era"
+        raise InvalidConfig(msg)
+    return EgmNames(check(eras[0], f"{path}: era"), collection)
+
+
+def _check_apply_inputs(files: Sequence[str], tree: str, branches: Sequence[str]) -> bool:
+    """Each file has ``tree`` and ``branches``; returns whether they all have event numbers."""
+    import uproot
+
+    from zcalib.exceptions import InputError
+
+    has_event = True
+    for f in files:
+        try:
+            with uproot.open(f) as fh:
+                if tree not in fh:
+                    msg = f"{f}: no tree {tree!r}"
+                    raise InputError(msg)
+                keys = set(fh[tree].keys())
+        except (OSError, ValueError) as err:
+            msg = f"{f}: cannot open ({err})"
+            raise InputError(msg) from None
+        missing = [b for b in branches if b not in keys]
+        if missing:
+            msg = f"{f}: tree {tree!r} has no branch {missing[0]!r} (needed: {', '.join(branches)})"
+            raise InputError(msg)
+        has_event = has_event and ("event" in keys or "eventNumber" in keys)
+    return has_event

@@ -52,6 +52,7 @@ from zcalib.io.formats import DEFAULT_TREES, ColumnMap
 
 if TYPE_CHECKING:
     from zcalib.categories import CategoryScheme
+    from zcalib.corrections.egm import EgmNames
     from zcalib.fit.config import FitConfig
     from zcalib.histograms import HistogramSet, MassBinning
     from zcalib.processors.zee import CorrectionStep, WeightSpec
@@ -283,6 +284,12 @@ class CalibrationConfig(_Frozen):
     smear_seed: int = Field(
         0, ge=0, description="Seed of the counter-based random numbers of MC smearing."
     )
+    era: str = Field(
+        "2022preEE",
+        description="Era in the payload names (`EGMScale_Compound_Ele_<era>`...): one of "
+        "2016preVFP, 2016postVFP, 2017, 2018, 2022preEE, 2022postEE, 2023preBPIX, "
+        "2023postBPIX, 2024, 2025.",
+    )
 
     # ------------------------------------------------------------------ validation
     @model_validator(mode="before")
@@ -294,6 +301,22 @@ class CalibrationConfig(_Frozen):
                 msg = _unknown_message(unknown, cls.model_fields)
                 raise ValueError(msg)
         return data
+
+    @field_validator("era")
+    @classmethod
+    def _known_era(cls, v: str) -> str:
+        from zcalib.corrections.egm import ERAS
+
+        if v not in ERAS:
+            msg = f"unknown era {v!r}; allowed: {', '.join(ERAS)}"
+            raise ValueError(msg)
+        return v
+
+    def payload_names(self) -> EgmNames:
+        """The correction names of this step's payload (era, ``Ele``/``Pho``)."""
+        from zcalib.corrections.egm import EgmNames, particle_of
+
+        return EgmNames(self.era, particle_of(self.collection))
 
     @field_validator("categories", mode="before")
     @classmethod

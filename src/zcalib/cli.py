@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
     f.add_argument("--out", type=Path, required=True, help="output folder")
     f.add_argument("--step", default="step", help="step name used in output names")
+    _add_era_option(f)
     _add_fit_options(f)
     _add_run_options(f)
     f.set_defaults(func=_cmd_fit)
@@ -225,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validation_parsers(sub)  # lineshape, systematics, stats
     _add_plot_parsers(sub)  # validate, scan, report
     _add_chain_parsers(sub)  # run-divide, time-stability, combine, pipeline
+    _add_apply_parser(sub)  # apply
 
     d = sub.add_parser(
         "demo",
@@ -257,6 +259,7 @@ PIPELINE_ORDER = (
     "fit",
     "combine",
     "pipeline",
+    "apply",
     "inject",
     "scan",
     "validate",
@@ -273,6 +276,76 @@ def _order_subcommands(sub: Any) -> None:
     rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
     sub._choices_actions.sort(key=lambda a: rank.get(a.dest, len(rank)))
     sub.choices = dict(sorted(sub.choices.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+
+
+# ----------------------------------------------------------------- payloads: --era, apply
+def _add_era_option(p: argparse.ArgumentParser) -> None:
+    from zcalib.corrections.egm import DEFAULT_ERA, ERAS
+
+    p.add_argument(
+        "--era",
+        default=DEFAULT_ERA,
+        metavar="ERA",
+        help=f"era in the payload names, e.g. EGMScale_Compound_Ele_<era> (default {DEFAULT_ERA}; "
+        f"one of {', '.join(ERAS)})",
+    )
+
+
+def _add_apply_parser(sub: Any) -> None:
+    a = sub.add_parser(
+        "apply",
+        help="correct data / smear MC leptons with a payload (Parquet, per chunk)",
+        description="Apply a zcalib payload (EGM layout) to NanoAOD or ECALELF files, using "
+        "only the payload: corrected data pt/energy with scale_up/down, smeared MC pt/energy "
+        "(EGMRandomGenerator) with smear_up/down and scale_up/down. One Parquet file per chunk "
+        "under OUT/data and OUT/mc, and OUT/apply.json.",
+        epilog="Examples:\n  zcalib apply output/pipeline_demo/final/corrections.json --data "
+        "d.root --mc m.root --input-format ecalelf --out output/applied\n  zcalib apply "
+        "step/corrections.json --mc nano.root --collection Pho --out output/applied",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument("payload", type=Path, help="correctionlib file written by zcalib")
+    a.add_argument("--data", nargs="+", default=[], help="data files (scales applied)")
+    a.add_argument("--mc", nargs="+", default=[], help="MC files (smearing applied)")
+    a.add_argument(
+        "--input-format", choices=("nanoaod", "ecalelf"), default="nanoaod", help="input format"
+    )
+    a.add_argument("--treename", default=None, help="tree name (default Events / selected)")
+    a.add_argument(
+        "--collection",
+        choices=("Ele", "Pho"),
+        default="Ele",
+        help="Ele: Electron_* and the Ele corrections; Pho: Photon_* (NanoAOD)",
+    )
+    a.add_argument(
+        "--era", default=None, help="era of the payload names (default: the payload's only era)"
+    )
+    a.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_run_options(a)
+    a.set_defaults(func=_cmd_apply)
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from zcalib.api import apply
+
+    opts = replace(run_options(args), checkpoint_dir=None, resume=False, metrics_path=None)
+    res = apply(
+        args.payload,
+        args.out,
+        data=args.data,
+        mc=args.mc,
+        input_format=args.input_format,
+        collection=args.collection,
+        era=args.era,
+        treename=args.treename,
+        options=opts,
+    )
+    for ds, n in res.leptons.items():
+        _echo(f"{ds}: {n} leptons in {len(res.parts[ds])} Parquet file(s) under {args.out / ds}")
+    _echo(f"wrote {res.manifest}")
+    return EXIT_OK
 
 
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
@@ -560,6 +633,9 @@ def fit_config(args: argparse.Namespace, scheme: Any) -> Any:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from zcalib.categories import load_categories
+    from zcalib.corrections.egm import EgmNames, check_era
+
+    names = EgmNames(check_era(args.era, "--era"))  # before any work
     from zcalib.derive import write_outputs
     from zcalib.exceptions import InvalidConfig
     from zcalib.fit import fit_histograms
@@ -583,6 +659,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         step=args.step,
         hset=hset,
         extra={"command": "fit", "fit_config": config.to_dict()},
+        names=names,
+        smear_seed=int(hset.metadata.get("smear_seed") or 0),
     )
     _print_fit(result)
     _echo(f"wrote {', '.join(str(p) for p in paths.values())}")

@@ -20,13 +20,18 @@ import logging
 import math
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
 from zcalib._atomic import atomic_write_text
 from zcalib.categories import Category, CategoryScheme
+from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import InvalidConfig
 from zcalib.fit import FitConfig, FitResult, fit_histograms
 from zcalib.histograms import HistogramSet
@@ -35,10 +40,12 @@ __all__ = [
     "DEMO_N_DATA",
     "DEMO_N_MC",
     "DemoResult",
+    "StepSyst",
     "comparison_rows",
     "run_demo",
     "versions",
     "write_outputs",
+    "write_step_payload",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,44 +101,53 @@ def write_outputs(
     step: str = "step",
     hset: HistogramSet | None = None,
     extra: dict[str, Any] | None = None,
+    names: EgmNames | None = None,
+    smear_seed: int = 0,
+    syst: StepSyst | None = None,
 ) -> dict[str, Path]:
     """Write correctionlib JSON, legacy text files and ``fit_result.json`` for one step.
+
+    The correctionlib file has the EGM layout (:mod:`zcalib.corrections.egm`): compound
+    ``EGMScale_Compound_<P>_<era>`` over the step ``EGMScale_<step>_<era>``,
+    ``EGMSmearAndSyst_<P>PTsplit_<era>`` and ``EGMRandomGenerator``. ``escale``/``esmear``
+    are stat ⊕ MC stat ⊕ syst; ``fit_result.json`` keeps each component per category.
 
     Args:
         result: the fit result.
         scheme: the category scheme fitted.
         out_dir: output folder (created).
-        step: step name (correction names ``<step>_scale`` / ``<step>_smear``).
+        step: step name (the scale step is ``EGMScale_<step>_<era>``; legacy file names).
         hset: the histograms fitted (their provenance goes into ``fit_result.json``).
         extra: more provenance entries (config, command line...).
+        names: era and collection of the payload names (default: 2022preEE, Ele).
+        smear_seed: seed of the shipped random-number generator (the processor's).
+        syst: systematic uncertainties per category (absolute; default none).
 
     Returns:
         ``{"corrections": path, "scales": path, "smearings": path, "fit_result": path}``.
     """
-    from zcalib.corrections import (
-        build_scale_correction,
-        build_smear_correction,
-        validate_file,
-        write_correction_set,
-        write_legacy,
-    )
+    from zcalib.corrections import validate_file, write_legacy
 
     out = Path(out_dir)
+    names = names or EgmNames()
     scales = result.scale_values()
     smears = result.smear_values()
-    scale_err = [c.total_stat for c in result.scales]
-    smear_err = [c.total_stat for c in result.smears]
+    syst = syst or StepSyst.none(len(scales), len(smears))
+    scale_err = _quadrature([c.total_stat for c in result.scales], syst.scale)
+    smear_err = _quadrature([c.total_stat for c in result.smears], syst.smear)
     desc = f"zcalib {versions()['zcalib']} step '{step}' ({result.status})"
-    corr_scale = build_scale_correction(
-        f"{step}_scale", scheme, scales, scale_err, description=f"Data energy scale, {desc}"
-    )
-    corr_smear = build_smear_correction(
-        f"{step}_smear", scheme, smears, smear_err, description=f"MC extra smearing, {desc}"
-    )
     paths = {
-        "corrections": write_correction_set(
-            out / "corrections.json", [corr_scale, corr_smear], description=desc
-        ),
+        "corrections": write_step_payload(
+            out / "corrections.json",
+            scheme,
+            (scales, scale_err),
+            (smears, smear_err),
+            step=step,
+            names=names,
+            seed=smear_seed,
+            description=desc
+            + (f", errors stat (+) MC stat (+) syst ({syst.label})" if syst.label else ""),
+        )
     }
     validate_file(paths["corrections"])
     paths["scales"] = write_legacy(
@@ -140,11 +156,111 @@ def write_outputs(
     paths["smearings"] = write_legacy(
         out / f"{step}_smearings.dat", list(scheme.smear), smears, smear_err, kind="smear"
     )
-    record = fit_record(result, scheme, step=step, hset=hset, extra=extra)
+    record = fit_record(result, scheme, step=step, hset=hset, extra=extra, syst=syst)
+    record["payload"] = {
+        "era": names.era,
+        "collection": names.particle,
+        "compound": names.compound,
+        "smear": names.smear,
+        "random_generator": names.rng,
+        "smear_seed": smear_seed,
+    }
     paths["fit_result"] = atomic_write_text(
         out / "fit_result.json", json.dumps(record, indent=2, sort_keys=False)
     )
     return paths
+
+
+@dataclass(frozen=True)
+class StepSyst:
+    """Systematic uncertainties of one step per category (absolute), by source.
+
+    Attributes:
+        scale: total systematic of each scale category.
+        smear: total systematic of each smear category.
+        scale_by_source: per source, per scale category.
+        smear_by_source: per source, per smear category.
+        label: how the sources were combined (for descriptions), ``""`` for none.
+    """
+
+    scale: tuple[float, ...]
+    smear: tuple[float, ...]
+    scale_by_source: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    smear_by_source: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    label: str = ""
+
+    @classmethod
+    def none(cls, n_scale: int, n_smear: int) -> StepSyst:
+        """No systematic uncertainty."""
+        return cls(scale=(0.0,) * n_scale, smear=(0.0,) * n_smear)
+
+
+def _quadrature(stat: Sequence[float], syst: Sequence[float]) -> NDArray[np.float64]:
+    a = np.asarray(stat, dtype=np.float64)
+    b = np.asarray(syst, dtype=np.float64)
+    if a.shape != b.shape:
+        msg = f"{len(b)} systematic errors for {len(a)} categories"
+        raise ValueError(msg)
+    out: NDArray[np.float64] = np.sqrt(a**2 + b**2)
+    return out
+
+
+def write_step_payload(
+    path: str | Path,
+    scheme: CategoryScheme,
+    scale: tuple[ArrayLike, ArrayLike],
+    smear: tuple[ArrayLike, ArrayLike] | None,
+    *,
+    step: str,
+    names: EgmNames,
+    seed: int = 0,
+    description: str,
+) -> Path:
+    """Write one step's EGM-layout payload (values and total absolute errors per category).
+
+    Args:
+        path: output ``.json`` / ``.json.gz``.
+        scheme: the categories.
+        scale: ``(values, errors)`` of the scale categories.
+        smear: ``(values, errors)`` of the smear categories, or ``None`` (no smearing).
+        step: step name.
+        names: era and collection.
+        seed: smearing seed of the random-number generator.
+        description: payload description.
+
+    Returns:
+        The path written (validated).
+    """
+    from zcalib.corrections import (
+        ScaleSource,
+        build_scale_correction,
+        build_smear_correction,
+        egm_corrections,
+        write_correction_set,
+    )
+
+    own = build_scale_correction(
+        names.step(step),
+        scheme,
+        scale[0],
+        scale[1],
+        description=f"Data energy scale, {description}",
+    )
+    smear_corr = (
+        None
+        if smear is None
+        else build_smear_correction(
+            names.smear, scheme, smear[0], smear[1], description=f"MC extra smearing, {description}"
+        )
+    )
+    corrections, compounds = egm_corrections(
+        names,
+        [ScaleSource.from_correction(own, names.step(step))],
+        smear_corr,
+        seed=seed,
+        description=description,
+    )
+    return write_correction_set(path, corrections, compounds, description=description)
 
 
 def fit_record(
@@ -154,12 +270,31 @@ def fit_record(
     step: str,
     hset: HistogramSet | None = None,
     extra: dict[str, Any] | None = None,
+    syst: StepSyst | None = None,
 ) -> dict[str, Any]:
-    """The ``fit_result.json`` content (JSON-serialisable)."""
+    """The ``fit_result.json`` content (JSON-serialisable).
+
+    Per category: ``value``, ``stat``, ``mc_stat``, ``total_stat`` (stat ⊕ MC stat),
+    ``syst`` (and ``syst_by_source``) and ``total`` (stat ⊕ MC stat ⊕ syst, the payload's
+    ``escale``/``esmear`` of the step).
+    """
     fit = result.to_dict()
+    syst = syst or StepSyst.none(len(result.scales), len(result.smears))
 
     def cats(kind: str, fits: list[dict[str, Any]], cats_: tuple[Category, ...]) -> list[Any]:
-        return [{"type": kind, "bins": _bins(c), **f} for c, f in zip(cats_, fits, strict=True)]
+        total = syst.scale if kind == "scale" else syst.smear
+        by_source = syst.scale_by_source if kind == "scale" else syst.smear_by_source
+        rows = []
+        for i, (c, f) in enumerate(zip(cats_, fits, strict=True)):
+            stat = f.get("total_stat")
+            row = {"type": kind, "bins": _bins(c), **f, "syst": total[i]}
+            if by_source:
+                row["syst_by_source"] = {k: v[i] for k, v in by_source.items()}
+            row["total"] = (
+                None if stat is None else math.sqrt(float(stat) ** 2 + float(total[i]) ** 2)
+            )
+            rows.append(row)
+        return rows
 
     meta = dict(hset.metadata) if hset is not None else {}
     run = meta.get("run", {})

@@ -1,5 +1,22 @@
 """Counter-based random numbers keyed on event identity.
 
+**The MC smearing generator** (:func:`random_generator`, :func:`lepton_normals`) is one
+definition shared by the payload and the processor: the correction ``EGMRandomGenerator``
+written into every zcalib payload, evaluated as (HiggsDNA's call)::
+
+    z = cset["EGMRandomGenerator"].evaluate("stdnormal", pt, r9, AbsScEta, event)
+
+a correctionlib ``HashPRNG`` (``distribution: "normal"``) keyed on the lepton's raw
+(uncorrected, unsmeared) ``pt``, ``r9``, ``|eta_SC|`` and the event number, with the
+smearing seed folded into the event number (``event + seed * 2**32``). zcalib's processor
+draws its ``z`` by evaluating exactly this correction (:func:`lepton_normals`), so an analyst
+evaluating the payload gets the same smeared energy for the same lepton. ``"stdflat"`` gives
+an independent uniform number on [0, 1) (the ``pt`` key sign-flipped), for double-Gaussian
+smearing. Inputs without event numbers use a pseudo event number from the file identity and
+the entry index (:func:`entry_events`).
+
+The older SplitMix64 helpers below remain for keys that are not lepton smearing.
+
 Smearing MC must not depend on how events are split into chunks or spread over workers, and
 the up/down variations must reuse the same random numbers as the nominal. So each lepton's
 standard-normal number is a pure function of ``(seed, run, lumi, event, lepton index)``: the
@@ -12,13 +29,30 @@ built from the file's ROOT UUID and the entry index instead (:func:`entry_keys`)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["entry_keys", "event_keys", "normal_from_keys"]
+__all__ = [
+    "RNG_INPUTS",
+    "RNG_NAME",
+    "entry_events",
+    "entry_keys",
+    "event_keys",
+    "lepton_normals",
+    "normal_from_keys",
+    "random_generator",
+]
+
+#: Name of the random-number correction in zcalib payloads (as in the IJazZ payloads).
+RNG_NAME = "EGMRandomGenerator"
+#: Its inputs, in call order.
+RNG_INPUTS: tuple[str, ...] = ("distribution", "pt", "r9", "AbsScEta", "event")
+_SEED_STRIDE = 1 << 32
+_EVENT_BITS = (1 << 52) - 1
 
 U64 = NDArray[np.uint64]
 
@@ -90,3 +124,127 @@ def normal_from_keys(keys: U64, n_leptons: int = 2) -> NDArray[np.float64]:
         u2 = (b >> _S11).astype(np.float64) * _INV53
         out[:, i] = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
     return out
+
+
+def random_generator(seed: int = 0, name: str = RNG_NAME) -> Any:
+    """The shared random-number correction (``schemav2.Correction``; module docstring).
+
+    Args:
+        seed: the smearing seed (``>= 0``), folded into the event number.
+        name: correction name.
+
+    Example:
+        >>> import correctionlib
+        >>> from correctionlib import schemav2
+        >>> cset = schemav2.CorrectionSet(schema_version=2, corrections=[random_generator(1)])
+        >>> ev = correctionlib.CorrectionSet(cset)["EGMRandomGenerator"]
+        >>> z = ev.evaluate("stdnormal", 40.0, 0.95, 0.5, 1234.0)
+        >>> z == ev.evaluate("stdnormal", 40.0, 0.95, 0.5, 1234.0)
+        True
+    """
+    from correctionlib import schemav2
+
+    if seed < 0:
+        msg = f"smearing seed {seed} must be >= 0"
+        raise ValueError(msg)
+    keys = list(RNG_INPUTS[1:])
+
+    def seeded(node: Any) -> Any:
+        if seed == 0:
+            return node
+        rule = schemav2.Formula(
+            nodetype="formula",
+            expression=f"x+{seed * _SEED_STRIDE}",
+            parser="TFormula",
+            variables=["event"],
+        )
+        return schemav2.Transform(nodetype="transform", input="event", rule=rule, content=node)
+
+    def flipped(node: Any) -> Any:
+        rule = schemav2.Formula(
+            nodetype="formula", expression="-x", parser="TFormula", variables=["pt"]
+        )
+        return schemav2.Transform(nodetype="transform", input="pt", rule=rule, content=node)
+
+    normal = schemav2.HashPRNG(nodetype="hashprng", inputs=keys, distribution="normal")
+    flat = schemav2.HashPRNG(nodetype="hashprng", inputs=keys, distribution="stdflat")
+    descriptions = {
+        "pt": "Raw (uncorrected, unsmeared) transverse momentum of the lepton [GeV]",
+        "r9": "R9 of the supercluster",
+        "AbsScEta": "|eta_SC|",
+        "event": "Event number (a real; exact below 2**53)",
+    }
+    return schemav2.Correction(
+        name=name,
+        version=1,
+        description=(
+            "Counter-based random numbers for the MC smearing E' = E (1 + smear z): "
+            "correctionlib HashPRNG keyed on (pt, r9, AbsScEta, event + seed * 2**32), "
+            f"seed {seed}; zcalib's processor draws z from this same definition"
+        ),
+        inputs=[
+            schemav2.Variable(
+                name="distribution", type="string", description="stdnormal or stdflat"
+            ),
+            *(schemav2.Variable(name=k, type="real", description=descriptions[k]) for k in keys),
+        ],
+        output=schemav2.Variable(name="random", type="real", description="Random number"),
+        data=schemav2.Category(
+            nodetype="category",
+            input="distribution",
+            content=[
+                schemav2.CategoryItem(key="stdnormal", value=seeded(normal)),
+                schemav2.CategoryItem(key="stdflat", value=seeded(flipped(flat))),
+            ],
+        ),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _generator(seed: int) -> Any:
+    import correctionlib
+    from correctionlib import schemav2
+
+    cset = schemav2.CorrectionSet(schema_version=2, corrections=[random_generator(seed)])
+    return correctionlib.CorrectionSet.from_string(cset.model_dump_json(exclude_unset=True))[
+        RNG_NAME
+    ]
+
+
+def lepton_normals(
+    seed: int,
+    pt: NDArray[np.floating[Any]],
+    r9: NDArray[np.floating[Any]],
+    abs_sc_eta: NDArray[np.floating[Any]],
+    event: NDArray[Any],
+) -> NDArray[np.float64]:
+    """Standard-normal ``z`` per lepton from the shared definition (:func:`random_generator`).
+
+    All arrays broadcast together (``event`` is per lepton, or broadcast from per event).
+
+    Example:
+        >>> import numpy as np
+        >>> z = lepton_normals(0, np.array([40.0, 35.0]), np.array([0.9, 0.95]),
+        ...                    np.array([0.3, 1.2]), np.array([7, 7]))
+        >>> z.shape, bool(z[0] != z[1])
+        ((2,), True)
+    """
+    arrays = np.broadcast_arrays(
+        np.asarray(pt, dtype=np.float64),
+        np.asarray(r9, dtype=np.float64),
+        np.asarray(abs_sc_eta, dtype=np.float64),
+        np.asarray(event, dtype=np.float64),
+    )
+    shape = arrays[0].shape
+    flat = [np.ascontiguousarray(a.ravel()) for a in arrays]
+    out = np.asarray(_generator(int(seed)).evaluate("stdnormal", *flat), dtype=np.float64)
+    return out.reshape(shape)
+
+
+def entry_events(file_id: str, entries: NDArray[np.integer[Any]]) -> NDArray[np.float64]:
+    """Pseudo event numbers (exact doubles below 2**52) from a file identity and entries.
+
+    For inputs without event numbers: the key of :func:`entry_keys` (seed 0) cut to 52 bits.
+    """
+    keys = entry_keys(0, file_id, entries)
+    return (keys & np.uint64(_EVENT_BITS)).astype(np.float64)

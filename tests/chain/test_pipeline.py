@@ -65,16 +65,18 @@ def test_outputs_of_every_step_and_final(chain_a):
     model = validate_file(res.final["corrections"])
     names = [c.name for c in model.corrections]
     assert names == [
-        "time_stability_scale",
-        "step2_scale",
-        "step3_scale",
-        "step4_scale",
-        "step3_smear",
+        "EGMScale_time_stability_2022preEE",
+        "EGMScale_step2_2022preEE",
+        "EGMScale_step3_2022preEE",
+        "EGMScale_step4_2022preEE",
+        "EGMScaleUnc_Ele_2022preEE",
+        "EGMSmearAndSyst_ElePTsplit_2022preEE",
+        "EGMRandomGenerator",
         "zweights",
     ]
     (compound,) = model.compound_corrections
-    assert compound.name == "zcalib_scale_compound"
-    assert compound.stack == names[:4]
+    assert compound.name == "EGMScale_Compound_Ele_2022preEE"
+    assert compound.stack == names[:5]
     assert (res.output / "time_stability" / "time_stability.png").stat().st_size > 10_000
     summary = json.loads(res.final["summary"].read_text())
     assert summary["order"] == list(res.ran)
@@ -143,25 +145,36 @@ def truth_pulls(res, truth, data_path):
 
     cs = correctionlib.CorrectionSet.from_file(str(res.final["corrections"]))
     run, eta, r9, pt = _electrons(data_path)
-    args = {"run": run, "AbsScEta": eta, "r9": r9, "pt": pt}
-    scale = cs.compound["zcalib_scale_compound"].evaluate(run, eta, r9, pt, "scale")
+    run = run.astype(np.float64)
+    twelve = np.full_like(pt, 12.0)
+    scale = cs.compound["EGMScale_Compound_Ele_2022preEE"].evaluate(
+        "scale", run, eta, r9, eta, pt, twelve
+    )
     mid, width = truth["run_mid"], truth["runs"][1] - truth["runs"][0]
     drift = 1 + truth["drift"] * (run - mid) / width
     cats = scheme_from_dict(truth["categories"]).assign(abs_eta=eta, r9=r9, et=pt)
     n_bins = res.steps["run_divide"].summary["bins"]
 
-    def escale(name):
-        c = cs[name]
-        return c.evaluate(*[args[v.name] if v.name != "syst" else "escale" for v in c.inputs])
+    def escale(step):
+        """The step's own error, from its own payload (pinned at nominal in the final file).
 
-    fits = ("step2_scale", "step3_scale", "step4_scale")
-    errs = {n: escale(n) for n in ("time_stability_scale", *fits)}
+        Evaluated at the raw pt: the per-step errors do not depend on pt here but step4's."""
+        own = correctionlib.CorrectionSet.from_file(str(res.output / step / "corrections.json"))
+        c = (
+            own.compound["EGMScale_Compound_Ele_2022preEE"]
+            if step != "time_stability"
+            else own["time_stability_scale"]
+        )
+        return c.evaluate("escale", run, eta, r9, eta, pt, twelve)
+
+    fits = ("step2", "step3", "step4")
+    errs = {n: escale(n) for n in ("time_stability", *fits)}
     pulls = []
     for k, inj in enumerate(truth["scale"]):
         sel = cats == k
         derived = float(np.mean(scale[sel] * drift[sel]))
         sigma = math.sqrt(
-            np.mean(errs["time_stability_scale"][sel]) ** 2 / n_bins
+            np.mean(errs["time_stability"][sel]) ** 2 / n_bins
             + sum(np.mean(errs[n][sel]) ** 2 for n in fits)
         )
         pulls.append((derived - inj) / sigma)
@@ -201,12 +214,12 @@ def test_closure_step_closes(chain_a):
     assert len(c["scales"]) == 8
     assert len(c["smears"]) == 8
     assert c["prior_corrections"] == [
-        "time_stability_scale",
-        "step2_scale",
-        "step3_scale",
-        "step4_scale",
+        "time_stability/time_stability_scale",
+        "step2/EGMScale_Compound_Ele_2022preEE",
+        "step3/EGMScale_Compound_Ele_2022preEE",
+        "step4/EGMScale_Compound_Ele_2022preEE",
     ]
-    assert c["mc_smearing"] == "step3_smear"
+    assert c["mc_smearing"] == "step3/EGMSmearAndSyst_ElePTsplit_2022preEE"
     assert c["mc_weights"] == ["pileup", "zweights"]
     for e in c["scales"]:
         print(f"closure {e['label']}: scale-1 = {e['residual']:+.5f} +- {e['error']:.5f}")
@@ -265,9 +278,14 @@ def test_step_needing_the_closure_step(chain_a, tmp_path):
     res = run_pipeline(lp)
     assert res.ran == ("after",)
     assert pl._prior("after", lp, res.steps) == pl._prior("closure", lp, res.steps)
-    assert [s.name for s in load_correction_steps(res.final["corrections"])][-2:] == [
-        "neutral_scale",
-        "step3_smear",
+    assert [s.name for s in load_correction_steps(res.final["corrections"])] == [
+        "EGMScale_Compound_Ele_2022preEE",
+        "EGMSmearAndSyst_ElePTsplit_2022preEE",
+    ]
+    final = json.loads(res.final["corrections"].read_text())
+    assert final["compound_corrections"][0]["stack"][-2:] == [
+        "EGMScale_after_2022preEE",
+        "EGMScaleUnc_Ele_2022preEE",
     ]
     setup = pl._Setup(lp, None)
     changed = {**res.steps, "closure": replace(res.steps["closure"], output_hash="other")}
@@ -291,7 +309,7 @@ def test_closure_of_the_final_output(chain_a, drift_sample):
     _, res, _ = chain_a
     final = res.final["corrections"]
     steps = tuple(load_correction_steps(final))
-    assert [s.kind for s in steps] == ["scale"] * 4 + ["smear"]
+    assert [s.kind for s in steps] == ["scale", "smear"]  # the compound, the smearing
     weights = (
         load_weight("pileup", ROOT / "corrections" / "pileup_demo.json"),
         load_zweight_spec(final, "zweights", weight_name="zweights"),
@@ -450,3 +468,121 @@ def test_shipped_demo_pipeline(tmp_path):
     truth = json.loads((tmp_path / "out" / "data" / "truth.json").read_text())
     pulls = truth_pulls(res, truth, tmp_path / "out" / "data" / "data.root")
     assert np.all(np.abs(pulls) < 3), pulls
+
+
+def test_public_egm_example_calls_on_the_pipeline_payload(chain_a, drift_sample):
+    """The EGM example's calls, unchanged, on final/corrections.json: the compound equals the
+    steps (each from its own file) stacked by hand, and its escale their errors combined in
+    quadrature by hand."""
+    import awkward as ak
+    import correctionlib
+
+    from tests.corrections.conftest import _run_correction_validate
+
+    _, res, _ = chain_a
+    final = res.final["corrections"]
+    out = _run_correction_validate(final)
+    assert out.returncode == 0, out.stdout + out.stderr
+    cset = correctionlib.CorrectionSet.from_file(str(final))
+    scale_evaluator = cset.compound["EGMScale_Compound_Ele_2022preEE"]
+    smear_and_syst_evaluator = cset["EGMSmearAndSyst_ElePTsplit_2022preEE"]
+    run, eta, r9, pt = _electrons(drift_sample.data)
+    run, eta, r9, pt = run[:5000], eta[:5000], r9[:5000], pt[:5000]
+    data_electrons = ak.Array({"seedGain": np.full(len(pt), 12), "pt": pt, "ScEta": eta, "r9": r9})
+    scale = scale_evaluator.evaluate(
+        "scale",
+        run,  # numpy int64, as in the example
+        data_electrons.ScEta,
+        data_electrons.r9,
+        np.abs(data_electrons.ScEta),
+        data_electrons.pt,
+        data_electrons.seedGain,
+    )
+    escale = scale_evaluator.evaluate("escale", run, eta, r9, eta, pt, np.full(len(pt), 12))
+    # by hand: each step's own payload, pt updated along the stack
+    total, rel2, p = np.ones_like(pt), np.zeros_like(pt), pt.copy()
+    twelve, frun = np.full_like(pt, 12.0), run.astype(np.float64)
+    for step in ("time_stability", "step2", "step3", "step4"):
+        own = correctionlib.CorrectionSet.from_file(str(res.output / step / "corrections.json"))
+        c = (
+            own["time_stability_scale"]
+            if step == "time_stability"
+            else own.compound["EGMScale_Compound_Ele_2022preEE"]
+        )
+        s = c.evaluate("scale", frun, eta, r9, eta, p, twelve)
+        e = c.evaluate("escale", frun, eta, r9, eta, p, twelve)
+        total, rel2, p = total * s, rel2 + (e / s) ** 2, p * s
+    np.testing.assert_allclose(np.asarray(scale), total, rtol=1e-13)
+    near_edge = np.zeros(len(pt), bool)  # step4's 1 % Et edges: the documented +-delta/2 band
+    for edge in (35.0, 45.0):
+        near_edge |= np.abs(p / edge - 1) < 0.01
+    good = ~near_edge
+    np.testing.assert_allclose(escale[good], (total * np.sqrt(rel2))[good], rtol=1e-9)
+    assert good.mean() > 0.8
+    assert np.all((escale[good] > 1e-4) & (escale[good] < 1e-2))
+    # MC: smear with the shared generator, uncertainties relative
+    smear = smear_and_syst_evaluator.evaluate("smear", pt, r9, eta)
+    esmear = smear_and_syst_evaluator.evaluate("esmear", pt, r9, eta)
+    unc_scale = smear_and_syst_evaluator.evaluate("escale", pt, r9, eta)
+    assert np.all(smear >= 0)
+    assert np.all(esmear > 0)
+    assert np.all(unc_scale >= 0)
+    assert np.all(unc_scale < 0.02)
+    z = cset["EGMRandomGenerator"].evaluate("stdnormal", pt, r9, eta, np.arange(len(pt)) * 1.0)
+    assert abs(np.mean(z)) < 0.05
+    assert abs(np.std(z) - 1) < 0.05
+
+
+@pytest.mark.slow
+def test_pipeline_folds_systematics_into_the_payload(tmp_path, demo_ecalelf):
+    """A fit step with `systematics:` refits each variation; escale/esmear = stat (+) MC stat
+    (+) syst, each component in fit_result.json."""
+    import correctionlib
+    import yaml
+
+    from tests.conftest import CONFIGS
+
+    syst_yaml = tmp_path / "syst.yaml"
+    syst_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "schema_version": 1,
+                "combine": "quadrature",
+                "variations": [
+                    {"name": "narrow", "source": "window", "kind": "window", "window": [82, 98]},
+                    {"name": "wide", "source": "window", "kind": "window", "window": [78, 102]},
+                ],
+            }
+        )
+    )
+    steps = [
+        {
+            "name": "step2",
+            "type": "fit",
+            "categories": str(CONFIGS / "cats_eta_r9.yaml"),
+            "systematics": str(syst_yaml),
+        }
+    ]
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=steps, era="2024")
+    res = run_pipeline(load_pipeline(path))
+    rec = json.loads((res.output / "step2" / "fit_result.json").read_text())
+    assert (res.output / "step2" / "systematics.json").is_file()
+    cset = correctionlib.CorrectionSet.from_file(str(res.final["corrections"]))
+    comp = cset.compound["EGMScale_Compound_Ele_2024"]
+    mc = cset["EGMSmearAndSyst_ElePTsplit_2024"]
+    n_syst = 0
+    for c in rec["categories"]:
+        lo, hi = c["bins"]["abs_eta"]
+        rlo, rhi = c["bins"].get("r9", [None, None])
+        eta = 0.5 * (lo + hi)
+        r9 = 0.5 * ((rlo if rlo is not None else 0.5) + (rhi if rhi is not None else 1.2))
+        total = math.sqrt(c["stat"] ** 2 + c["mc_stat"] ** 2 + c["syst"] ** 2)
+        assert c["total"] == pytest.approx(total, rel=1e-12)
+        assert set(c["syst_by_source"]) == {"window"}
+        n_syst += c["syst"] > 0
+        if c["type"] == "scale":
+            got = comp.evaluate("escale", 1.0, eta, r9, eta, 40.0, 12.0)
+            assert got == pytest.approx(total, rel=1e-9)  # S r = s (e / s)
+        else:
+            assert mc.evaluate("esmear", 40.0, r9, eta) == pytest.approx(total, rel=1e-12)
+    assert n_syst == len(rec["categories"])

@@ -24,6 +24,7 @@ from zcalib.chain.time_stability import (
     time_stability,
 )
 from zcalib.config import dataset_config_from_files
+from zcalib.corrections import SCALE_INPUTS
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import MassBinning
 from zcalib.processors.runs import assign_run_bins, pack_run_lumi
@@ -111,16 +112,19 @@ def test_time_stability_files(derived):
     bins, res, paths = derived
     model = validate_file(paths["corrections"])
     (corr,) = model.corrections
-    assert [v.name for v in corr.inputs] == ["run", "AbsScEta", "syst"]
+    # the EGM scale signature; the tree reads run and AbsScEta only
+    assert tuple(v.name for v in corr.inputs) == SCALE_INPUTS
     ev = corr.to_evaluator()
+
+    def at(run: float, eta: float) -> float:
+        return ev.evaluate("scale", float(run), eta, 0.9, eta, 40.0, 12.0)
+
     # every bin x |eta| cell gives back its scale (run bins inclusive at both ends)
     for r, b in enumerate(bins.bins):
         for e, (lo, hi) in enumerate(res.eta_bins):
             for run in (b.run_min, b.run_max):
-                assert ev.evaluate(run, 0.5 * (lo + hi), "scale") == pytest.approx(
-                    res.scales[r, e], rel=1e-12
-                )
-    assert ev.evaluate(bins.bins[0].run_min, 1.5, "scale") == 1.0  # the crack is neutral
+                assert at(run, 0.5 * (lo + hi)) == pytest.approx(res.scales[r, e], rel=1e-12)
+    assert at(bins.bins[0].run_min, 1.5) == 1.0  # the crack is neutral
     table = read_legacy(paths["scales"])
     assert len(table) == len(bins) * len(res.eta_bins)
     summary = json.loads(paths["summary"].read_text())
@@ -172,7 +176,9 @@ def test_lumi_split_correction_gives_the_scale_of_each_side(derived_lumi):
     assert len(splits) >= len(bins) // 2
     model = validate_file(paths["corrections"])
     (corr,) = model.corrections
-    assert [v.name for v in corr.inputs] == ["run", "lumi", "AbsScEta", "syst"]
+    # the EGM scale signature, then lumi (every numeric input real)
+    assert [v.name for v in corr.inputs] == [*SCALE_INPUTS, "lumi"]
+    assert {v.type for v in corr.inputs[1:]} == {"real"}
     cli = subprocess.run(
         [str(Path(sys.executable).with_name("correction")), "validate", str(paths["corrections"])],
         capture_output=True,
@@ -361,14 +367,13 @@ def test_pipeline_with_lumi_split_run_bins(demo_ecalelf, tmp_path):
     assert res.steps["ts"].summary["splits_runs"] is True
     assert set(res.final) == {"corrections", "summary"}  # no legacy scales.dat
     model = validate_file(res.final["corrections"])
-    assert [v.name for v in model.corrections[0].inputs] == ["run", "lumi", "AbsScEta", "syst"]
-    assert [v.name for v in model.compound_corrections[0].inputs] == [
-        "run",
-        "lumi",
-        "AbsScEta",
-        "pt",
-        "syst",
-    ]
+    egm = list(SCALE_INPUTS)
+    assert model.corrections[0].name == "EGMScale_ts_2022preEE"
+    assert [v.name for v in model.corrections[0].inputs] == [*egm, "lumi"]
+    # the EGM signature, then lumi: the one input beyond it (run bins splitting runs)
+    assert [v.name for v in model.compound_corrections[0].inputs] == [*egm, "lumi"]
+    unc = next(c for c in model.corrections if c.name == "EGMScaleUnc_Ele_2022preEE")
+    assert [v.name for v in unc.inputs] == [*egm, "lumi"]
     assert (res.output / "ts" / "ts_scales.tsv").is_file()
     again = run_pipeline(load_pipeline(path))
     assert again.skipped == ("rd", "ts")

@@ -55,7 +55,9 @@ def test_evaluate_matches_correctionlib(payload: Path) -> None:
     cset = correctionlib.CorrectionSet.from_file(str(payload))
     for syst in ("scale", "escale", "scale_up", "scale_down"):
         got = evaluate_scale(payload, "step2", syst=syst, **lep)
-        want = cset["step2"].evaluate(lep["run"], lep["abs_sc_eta"], lep["pt"], lep["gain"], syst)
+        eta = lep["abs_sc_eta"]
+        f = {k: v.astype(np.float64) for k, v in lep.items()}
+        want = cset["step2"].evaluate(syst, f["run"], eta, f["r9"], eta, f["pt"], f["gain"])
         np.testing.assert_array_equal(got, want)
         assert got.dtype == np.float64
     np.testing.assert_array_equal(
@@ -65,7 +67,7 @@ def test_evaluate_matches_correctionlib(payload: Path) -> None:
     got = evaluate_smear(
         payload, "smear", abs_sc_eta=lep["abs_sc_eta"], r9=lep["r9"], syst="smear_up"
     )
-    want = cset["smear"].evaluate(lep["abs_sc_eta"], lep["r9"], "smear_up")
+    want = cset["smear"].evaluate("smear_up", lep["pt"], lep["r9"], lep["abs_sc_eta"])
     np.testing.assert_array_equal(got, want)
 
 
@@ -86,11 +88,30 @@ def test_sc_eta_and_float_runs(payload: Path) -> None:
     )
     b = evaluate_scale(payload, "step2", **{**lep, "run": lep["run"].astype(np.float64)})
     np.testing.assert_array_equal(a, b)
-    with pytest.raises(InputError) as exc:
-        evaluate_scale(payload, "step2", **{**lep, "run": lep["run"] + 0.5})
-    assert str(exc.value) == (
-        f"correction 'step2' in {payload}: input 'run' is an int input but got non-integral values"
+
+
+def test_int_input_of_a_foreign_payload(tmp_path: Path) -> None:
+    corr = schemav2.Correction(
+        name="x",
+        version=1,
+        inputs=[schemav2.Variable(name="run", type="int")],
+        output=schemav2.Variable(name="scale", type="real"),
+        data=1.0,
     )
+    p = write_correction_set(tmp_path / "x.json", [corr], description="foreign")
+    np.testing.assert_array_equal(evaluate_scale(p, "x", run=np.array([3.0, 4.0])), [1.0, 1.0])
+    with pytest.raises(InputError) as exc:
+        evaluate_scale(p, "x", run=np.array([1.5]))
+    assert str(exc.value) == (
+        f"correction 'x' in {p}: input 'run' is an int input but got non-integral values"
+    )
+
+
+def test_unread_inputs_of_the_signature_are_optional(payload: Path) -> None:
+    """The EGM signature declares every input; those a step does not read need no value."""
+    got = evaluate_scale(payload, "step1", abs_sc_eta=[0.2, 2.2], r9=[0.99, 0.5])
+    want = evaluate_scale(payload, "step1", **{**_leptons(), "abs_sc_eta": [0.2, 2.2, 0, 0]})
+    np.testing.assert_array_equal(got, want[:2])
 
 
 def test_missing_input(payload: Path) -> None:

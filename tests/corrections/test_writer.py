@@ -15,6 +15,7 @@ from correctionlib import schemav2
 from zcalib.categories import CategoryScheme, load_categories
 from zcalib.corrections import writer
 from zcalib.corrections.writer import (
+    SCALE_INPUTS,
     SCALE_SYST_KEYS,
     SMEAR_SYST_KEYS,
     build_compound,
@@ -53,9 +54,31 @@ def _expected(kind: str, val: float, stat: float, syst: float) -> dict[str, floa
     return {k: _q(v) for k, v in out.items()}
 
 
-def _kwargs(corr: schemav2.Correction, point: dict[str, float | int]) -> list[float | int]:
-    names = {"run": "run", "AbsScEta": "abs_sc_eta", "r9": "r9", "pt": "pt", "seedGain": "gain"}
-    return [point[names[v.name]] for v in corr.inputs if v.name != "syst"]
+_POINT_NAMES = {
+    "run": "run",
+    "AbsScEta": "abs_sc_eta",
+    "ScEta": "abs_sc_eta",
+    "r9": "r9",
+    "pt": "pt",
+    "seedGain": "gain",
+}
+_DEFAULT = {"run": 1.0, "abs_sc_eta": 0.5, "r9": 0.9, "pt": 40.0, "gain": 12.0}
+
+
+def _kwargs(corr: schemav2.Correction, point: dict[str, object]) -> list[object]:
+    """The numeric inputs after ``syst``, as doubles (analysts' call)."""
+    return [
+        np.asarray(point.get(_POINT_NAMES[v.name], _DEFAULT[_POINT_NAMES[v.name]]), dtype=float)
+        if isinstance(point.get(_POINT_NAMES[v.name]), np.ndarray)
+        else float(point.get(_POINT_NAMES[v.name], _DEFAULT[_POINT_NAMES[v.name]]))  # type: ignore[arg-type]
+        for v in corr.inputs
+        if v.name != "syst"
+    ]
+
+
+def _at(ev: object, key: str, **point: object) -> object:
+    """Evaluate ``ev`` (signature ``syst`` first) at named values (others defaulted)."""
+    return ev.evaluate(key, *_kwargs(ev, point))  # type: ignore[attr-defined, arg-type]
 
 
 # --------------------------------------------------------------------------- structure
@@ -65,11 +88,22 @@ def test_inputs_eight_categories(scheme8: CategoryScheme) -> None:
     val, stat, syst = _values(8, 1, "scale")
     corr = build_scale_correction("s", scheme8, val, stat, syst, description="d")
     assert [(v.name, v.type) for v in corr.inputs] == [
-        ("AbsScEta", "real"),
-        ("r9", "real"),
         ("syst", "string"),
+        ("run", "real"),
+        ("ScEta", "real"),
+        ("r9", "real"),
+        ("AbsScEta", "real"),
+        ("pt", "real"),
+        ("seedGain", "real"),
     ]
     assert corr.output.name == "scale"
+    sm = build_smear_correction("m", scheme8, np.full(8, 0.01), stat, syst, description="d")
+    assert [(v.name, v.type) for v in sm.inputs] == [
+        ("syst", "string"),
+        ("pt", "real"),
+        ("r9", "real"),
+        ("AbsScEta", "real"),
+    ]
     node = corr.data
     assert isinstance(node, schemav2.Category)
     assert [item.key for item in node.content] == list(SCALE_SYST_KEYS)
@@ -82,21 +116,20 @@ def test_inputs_eight_categories(scheme8: CategoryScheme) -> None:
 def test_inputs_run_gain_et(scheme_gain_et: CategoryScheme) -> None:
     val, stat, _ = _values(5, 2, "scale")
     corr = build_scale_correction("s", scheme_gain_et, val, stat, description="d")
-    assert [(v.name, v.type) for v in corr.inputs] == [
-        ("run", "int"),
-        ("AbsScEta", "real"),
-        ("pt", "real"),
-        ("seedGain", "int"),
-        ("syst", "string"),
-    ]
+    # the same fixed signature whatever the categories cut on
+    assert [v.name for v in corr.inputs] == list(SCALE_INPUTS)
+    assert {v.type for v in corr.inputs if v.name != "syst"} == {"real"}
     gain_node = corr.data.content[0].value
-    assert isinstance(gain_node, schemav2.Category)
-    assert [item.key for item in gain_node.content] == [12, 6, 1]
-    mb = gain_node.content[0].value
-    assert mb.inputs == ["run", "AbsScEta", "pt"]
-    # inclusive run range [1, 200] -> edges 1, 201
-    assert mb.edges[0] == [1.0, 201.0]
-    assert mb.edges[2] == [0.0, 50.0, 14000.0]
+    assert isinstance(gain_node, schemav2.Binning)
+    assert (gain_node.input, gain_node.edges, gain_node.flow) == (
+        "seedGain",
+        [0.5, 3.5, 9.0, 12.5],
+        "error",
+    )
+    mb = gain_node.content[2]
+    # every category has the run range [1, 200]: no run dependence, run not binned
+    assert mb.inputs == ["AbsScEta", "pt"]
+    assert mb.edges[1] == [0.0, 50.0, 14000.0]
 
 
 # --------------------------------------------------------------------------- values
@@ -126,7 +159,7 @@ def test_midpoints_every_syst_key(
         args = _kwargs(corr, midpoint(cat))
         expected = _expected(kind, val[i], stat[i], syst[i])
         for key in keys:
-            assert ev.evaluate(*args, key) == expected[key], (cat.label(), key)
+            assert ev.evaluate(key, *args) == expected[key], (cat.label(), key)
 
 
 @pytest.mark.parametrize("which", ["scheme8", "scheme_gain_et"])
@@ -149,7 +182,7 @@ def test_agrees_with_scheme_assign(which: str, request: pytest.FixtureRequest) -
         abs_eta=pts["abs_sc_eta"], r9=pts["r9"], et=pts["pt"], gain=pts["gain"], run=pts["run"]
     )
     expected = np.where(cell >= 0, [_q(v) for v in val[scheme.cell_scale_index()[cell]]], 1.0)
-    got = ev.evaluate(*_kwargs(corr, pts), "scale")
+    got = ev.evaluate("scale", *_kwargs(corr, pts))
     np.testing.assert_array_equal(got, expected)
 
 
@@ -158,45 +191,51 @@ def test_clamp_and_crack(scheme8: CategoryScheme) -> None:
     val = np.round(val, 6)
     ev = build_scale_correction("c", scheme8, val, stat, syst, description="t").to_evaluator()
     # |eta| = 3 -> last eta bin (2-2.5); r9 = 20 -> last r9 bin; r9 = -1 -> first bin
-    assert ev.evaluate(3.0, 0.99, "scale") == val[7]
-    assert ev.evaluate(3.0, 20.0, "scale") == val[7]
-    assert ev.evaluate(0.5, -1.0, "scale") == val[0]
+    assert _at(ev, "scale", abs_sc_eta=3.0, r9=0.99) == val[7]
+    assert _at(ev, "scale", abs_sc_eta=3.0, r9=20.0) == val[7]
+    assert _at(ev, "scale", abs_sc_eta=0.5, r9=-1.0) == val[0]
     # the crack: neutral scale, zero uncertainty
     for key, neutral in zip(SCALE_SYST_KEYS, (1.0, 0.0, 1.0, 1.0), strict=True):
-        assert ev.evaluate(1.5, 0.9, key) == neutral
+        assert _at(ev, key, abs_sc_eta=1.5, r9=0.9) == neutral
     sm = build_smear_correction(
         "m", scheme8, np.full(8, 0.02), stat, syst, description="t"
     ).to_evaluator()
     for key in SMEAR_SYST_KEYS:
-        assert sm.evaluate(1.5, 0.9, key) == 0.0
+        assert _at(sm, key, abs_sc_eta=1.5, r9=0.9) == 0.0
 
 
 def test_clamp_run_gain_et(scheme_gain_et: CategoryScheme) -> None:
     val, stat, _ = _values(5, 7, "scale")
     val = np.round(val, 6)
     ev = build_scale_correction("c", scheme_gain_et, val, stat, description="t").to_evaluator()
-    assert ev.evaluate(1, 0.5, 30.0, 12, "scale") == val[0]
-    assert ev.evaluate(200, 0.5, 60.0, 12, "scale") == val[1]
-    assert ev.evaluate(10**6, 0.5, 1e5, 12, "scale") == val[1]  # run and pt clamp
-    assert ev.evaluate(0, 0.5, 5.0, 6, "scale") == val[2]
-    assert ev.evaluate(50, 0.5, 5.0, 1, "scale") == val[3]
-    assert ev.evaluate(50, 2.2, 5.0, 6, "scale") == val[4]  # endcap: no gain cut
-    with pytest.raises(IndexError, match="Index not available"):
-        ev.evaluate(50, 0.5, 5.0, 0, "scale")  # gain index, not 12/6/1
+
+    def at(run: float, eta: float, pt: float, gain: float) -> object:
+        return _at(ev, "scale", run=run, abs_sc_eta=eta, pt=pt, gain=gain)
+
+    assert at(1, 0.5, 30.0, 12) == val[0]
+    assert at(200, 0.5, 60.0, 12) == val[1]
+    assert at(10**6, 0.5, 1e5, 12) == val[1]  # run and pt clamp
+    assert at(0, 0.5, 5.0, 6) == val[2]
+    assert at(50, 0.5, 5.0, 1) == val[3]
+    assert at(50, 2.2, 5.0, 6) == val[4]  # endcap: no gain cut
+    with pytest.raises(RuntimeError, match="Index below bounds"):
+        at(50, 0.5, 5.0, 0)  # ECALELF gain index, not 12/6/1: raises, never read as gain 1
+    with pytest.raises(RuntimeError, match="Index above bounds"):
+        at(50, 0.5, 5.0, 13)
 
 
 def test_inclusive_run_bins(run_categories) -> None:
     ev = build_scale_correction(
         "r", run_categories, [1.01, 1.02, 1.03], [0.0] * 3, description="t"
     ).to_evaluator()
-    assert ev.evaluate(1, 0.3, "scale") == 1.01
-    assert ev.evaluate(100, 0.3, "scale") == 1.01
-    assert ev.evaluate(101, 0.3, "scale") == 1.02
-    assert ev.evaluate(200, 0.3, "scale") == 1.02
-    assert ev.evaluate(0, 0.3, "scale") == 1.01  # clamp below
-    assert ev.evaluate(999999, 0.3, "scale") == 1.02  # clamp above
-    assert ev.evaluate(100, 2.0, "scale") == 1.03
-    assert ev.evaluate(100, 1.5, "scale") == 1.0  # crack
+    assert _at(ev, "scale", run=1, abs_sc_eta=0.3) == 1.01
+    assert _at(ev, "scale", run=100, abs_sc_eta=0.3) == 1.01
+    assert _at(ev, "scale", run=101, abs_sc_eta=0.3) == 1.02
+    assert _at(ev, "scale", run=200, abs_sc_eta=0.3) == 1.02
+    assert _at(ev, "scale", run=0, abs_sc_eta=0.3) == 1.01  # clamp below
+    assert _at(ev, "scale", run=999999, abs_sc_eta=0.3) == 1.02  # clamp above
+    assert _at(ev, "scale", run=100, abs_sc_eta=2.0) == 1.03
+    assert _at(ev, "scale", run=100, abs_sc_eta=1.5) == 1.0  # crack
 
 
 def test_up_down_consistency(scheme8: CategoryScheme) -> None:
@@ -205,14 +244,16 @@ def test_up_down_consistency(scheme8: CategoryScheme) -> None:
     syst = np.array([0.004, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.05])
     sm = build_smear_correction("m", scheme8, val, stat, syst, description="t").to_evaluator()
     up, nom, down, err = (
-        sm.evaluate(0.5, 0.5, k) for k in ("smear_up", "smear", "smear_down", "esmear")
+        _at(sm, k, abs_sc_eta=0.5, r9=0.5) for k in ("smear_up", "smear", "smear_down", "esmear")
     )
     assert err == pytest.approx(0.005)
     assert up - nom == pytest.approx(err)
     assert nom - down == pytest.approx(err)
-    assert sm.evaluate(2.2, 0.99, "smear_down") == 0.0  # clipped: 0.01 - 0.0501 < 0
+    assert _at(sm, "smear_down", abs_sc_eta=2.2, r9=0.99) == 0.0  # clipped: 0.01 - 0.0501 < 0
     sc = build_scale_correction("s", scheme8, val + 1, stat, syst, description="t").to_evaluator()
-    assert sc.evaluate(2.2, 0.99, "scale_down") == pytest.approx(1.01 - np.hypot(0.003, 0.05))
+    assert _at(sc, "scale_down", abs_sc_eta=2.2, r9=0.99) == pytest.approx(
+        1.01 - np.hypot(0.003, 0.05)
+    )
 
 
 def test_bad_values_raise(scheme8: CategoryScheme) -> None:
@@ -248,7 +289,7 @@ def test_compound_updates_pt(tmp_path: Path, scheme8: CategoryScheme, correction
     s2_val = np.array([1.1, 0.9, 1.2, 0.8])
     s2 = build_scale_correction("step2", et_scheme, s2_val, np.full(4, 2e-3), description="2")
     comp = build_compound("total", [s1, s2], description="step1 x step2")
-    assert [v.name for v in comp.inputs] == ["AbsScEta", "r9", "pt", "syst"]
+    assert [v.name for v in comp.inputs] == list(SCALE_INPUTS)
     assert (comp.input_op, comp.output_op, comp.inputs_update) == ("*", "*", ["pt"])
     path = write_correction_set(tmp_path / "all.json.gz", [s1, s2], [comp], description="t")
     assert correction_validate(path).returncode == 0
@@ -256,12 +297,13 @@ def test_compound_updates_pt(tmp_path: Path, scheme8: CategoryScheme, correction
     eta = np.array([0.5, 0.5, 0.5, 2.2, 1.5])
     r9 = np.array([0.9, 0.99, 0.9, 0.9, 0.9])
     pt = np.array([39.5, 39.5, 45.0, 39.5, 39.5])
+    one, twelve = np.ones_like(eta), np.full_like(eta, 12.0)
     for key in ("scale", "scale_up", "scale_down"):
-        got = cset.compound["total"].evaluate(eta, r9, pt, key)
-        a = cset["step1"].evaluate(eta, r9, key)
-        b = cset["step2"].evaluate(eta, pt * a, key)
+        got = cset.compound["total"].evaluate(key, one, eta, r9, eta, pt, twelve)
+        a = cset["step1"].evaluate(key, one, eta, r9, eta, pt, twelve)
+        b = cset["step2"].evaluate(key, one, eta, r9, eta, pt * a, twelve)
         np.testing.assert_allclose(got, a * b, rtol=1e-15)
-    got = cset.compound["total"].evaluate(eta, r9, pt, "scale")
+    got = cset.compound["total"].evaluate("scale", one, eta, r9, eta, pt, twelve)
     # lepton 0: 39.5 * 1.02 = 40.29 -> second step in the Et >= 40 bin
     assert got[0] == pytest.approx(1.02 * 0.9)
     # lepton 1: 39.5 * 1.03 = 40.685 -> Et >= 40 bin as well
@@ -276,7 +318,9 @@ def test_compound_type_clash(scheme8: CategoryScheme) -> None:
     bad = s1.model_copy(
         update={
             "name": "b",
-            "inputs": [schemav2.Variable(name="r9", type="int"), *s1.inputs[1:]],
+            "inputs": [
+                schemav2.Variable(name="r9", type="int") if v.name == "r9" else v for v in s1.inputs
+            ],
         }
     )
     with pytest.raises(ValueError, match="input 'r9' is real in 'a' but int in 'b'"):

@@ -75,24 +75,30 @@ def test_syst_errors_are_nonzero_and_stored_apart_from_stat(study):
 def test_syst_errors_reach_the_correctionlib_keys(study):
     out, res = study
     cset = correctionlib.CorrectionSet.from_file(str(out / "corrections.json"))
-    scale, smear = cset["demo_scale"], cset["demo_smear"]
+    # the EGM layout: the compound (one step) and the MC smearing, default era
+    scale = cset.compound["EGMScale_Compound_Ele_2022preEE"]
+    smear = cset["EGMSmearAndSyst_ElePTsplit_2022preEE"]
     scheme = default_categories()
     for k, cat in enumerate(scheme.scale):
         eta, r9 = _point(cat)
         value = res.nominal.scales[k].value
         err = math.hypot(res.scale_stat[k], res.scale_syst[k])
-        assert scale.evaluate(eta, r9, "scale") == pytest.approx(value)
-        assert scale.evaluate(eta, r9, "escale") == pytest.approx(err)
-        assert scale.evaluate(eta, r9, "scale_up") == pytest.approx(value + err)
-        assert scale.evaluate(eta, r9, "scale_down") == pytest.approx(value - err)
+
+        def at(key: str, eta: float = eta, r9: float = r9) -> float:
+            return scale.evaluate(key, 1.0, eta, r9, eta, 40.0, 12.0)
+
+        assert at("scale") == pytest.approx(value)
+        assert at("escale") == pytest.approx(err)
+        assert at("scale_up") == pytest.approx(value + err)
+        assert at("scale_down") == pytest.approx(value - err)
         assert err > res.scale_stat[k]  # the syst part is really in there
     for k, cat in enumerate(scheme.smear):
         eta, r9 = _point(cat)
         value = res.nominal.smears[k].value
         err = math.hypot(res.smear_stat[k], res.smear_syst[k])
-        assert smear.evaluate(eta, r9, "esmear") == pytest.approx(err)
-        assert smear.evaluate(eta, r9, "smear_up") == pytest.approx(value + err)
-        assert smear.evaluate(eta, r9, "smear_down") == pytest.approx(max(value - err, 0.0))
+        assert smear.evaluate("esmear", 40.0, r9, eta) == pytest.approx(err)
+        assert smear.evaluate("smear_up", 40.0, r9, eta) == pytest.approx(value + err)
+        assert smear.evaluate("smear_down", 40.0, r9, eta) == pytest.approx(max(value - err, 0.0))
 
 
 def test_window_only_study_needs_no_inputs_and_max_combination(nominal):
@@ -187,7 +193,9 @@ def test_cli_systematics(nominal, demo_ecalelf, tmp_path):
     assert rc == 0
     rec = json.loads((out / "systematics.json").read_text())
     assert [v["variation"]["name"] for v in rec["variations"]] == ["w"]
-    assert correctionlib.CorrectionSet.from_file(str(out / "corrections.json"))["demo_scale"]
+    assert correctionlib.CorrectionSet.from_file(str(out / "corrections.json")).compound[
+        "EGMScale_Compound_Ele_2022preEE"
+    ]
     cfg.write_text("variations:\n  - {name: w, source: window, kind: windows}\n")
     assert (
         main(

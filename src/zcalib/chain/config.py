@@ -231,6 +231,12 @@ class FitStep(_StepBase):
         "applied and refit the residual (removes Et-migration bias).",
     )
     fit: FitOptions = Field(default_factory=FitOptions, description="Fit options.")
+    systematics: str | None = Field(
+        None,
+        description="Systematics YAML (the `zcalib systematics` format): after the fit, refit "
+        "with each variation and fold the systematic errors into the payload's "
+        "escale/esmear (stat (+) MC stat (+) syst; components in fit_result.json).",
+    )
 
 
 class CorrectionsStep(_StepBase):
@@ -290,9 +296,13 @@ class PipelineConfig(_Frozen):
     run: RunSettings = Field(default_factory=RunSettings, description="Event-loop execution.")
     smear_seed: int = Field(0, ge=0, description="Seed of the MC smearing random numbers.")
     weights: tuple[WeightEntry, ...] = Field((), description="Static MC weights (pile-up).")
-    compound_name: str = Field(
-        "zcalib_scale_compound",
-        description="Name of the compound correction stacking every scale step in the final file.",
+    era: str = Field(
+        "2022preEE",
+        description="Era in the payload names (`EGMScale_Compound_<collection>_<era>`...); "
+        "one of zcalib.corrections.ERAS.",
+    )
+    collection: Literal["Ele", "Pho"] = Field(
+        "Ele", description="Collection in the payload names: `Ele` (electrons) or `Pho`."
     )
     steps: tuple[StepConfig, ...] = Field(min_length=1, description="The steps.")
 
@@ -412,7 +422,10 @@ def load_pipeline(path: str | Path) -> LoadedPipeline:
 
 
 def _check_semantics(lp: LoadedPipeline) -> None:
+    from zcalib.corrections.egm import check_era
+
     cfg, p = lp.config, lp.path
+    check_era(cfg.era, f"{p}: field 'era'")
     if (cfg.datasets is None) == (cfg.generate is None):
         msg = f"{p}: give exactly one of 'datasets' (a dataset description) or 'generate'"
         raise InvalidConfig(msg)

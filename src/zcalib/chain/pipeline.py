@@ -42,6 +42,7 @@ processed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -71,6 +72,7 @@ from zcalib.chain.run_divide import RunBins, load_run_bins, run_divide
 from zcalib.chain.time_stability import time_stability
 from zcalib.chain.zweights import derive_zweights, load_zweight_spec, write_zweights
 from zcalib.config import DatasetConfig, dataset_config_from_files, load_dataset_config
+from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.fit import FitConfig, FitResult
 from zcalib.histograms import MassBinning
@@ -82,7 +84,7 @@ __all__ = ["PipelineResult", "StepOutputs", "closure_verdict", "run_pipeline"]
 log = logging.getLogger(__name__)
 
 _MANIFEST = "step.json"
-_FORMAT = 1
+_FORMAT = 2  # 2: EGM payload layout
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ class _Setup:
     def __init__(self, lp: LoadedPipeline, run_override: dict[str, Any] | None) -> None:
         self.lp = lp
         cfg = lp.config
+        self.names = EgmNames(cfg.era, cfg.collection)
         self.dataset_cfg = self._datasets()
         settings = cfg.run.model_copy(update=run_override or {})
         recipe = settings.recipe
@@ -184,6 +187,7 @@ class _Setup:
         self.schemes: dict[str, CategoryScheme] = {}
         self.fit_configs: dict[str, FitConfig] = {}
         self.external: dict[str, list[CorrectionStep]] = {}
+        self.systematics: dict[str, Any] = {}
         self.file_hashes: dict[str, dict[str, str]] = {}
         for name in lp.order:
             self._check_step(lp.step(name))
@@ -206,6 +210,7 @@ class _Setup:
             "selection": cfg.selection.model_dump(mode="json"),
             "binning": cfg.binning.model_dump(mode="json"),
             "smear_seed": cfg.smear_seed,
+            "payload_names": [cfg.era, cfg.collection],
             "weights": [
                 {
                     "name": w.name,
@@ -257,6 +262,12 @@ class _Setup:
             self.fit_configs[step.name] = self._fit_config(step, scheme)
             if step.fit.start_file is not None:
                 hashes["start_file"] = _file_hash(lp.resolve(step.fit.start_file))
+            if isinstance(step, FitStep) and step.systematics is not None:
+                from zcalib.validation.systematics import load_systematics_config
+
+                path = lp.resolve(step.systematics)
+                self.systematics[step.name] = load_systematics_config(path)
+                hashes["systematics"] = _file_hash(path)
         elif isinstance(step, TimeStabilityStep) and step.run_bins is not None:
             path = lp.resolve(step.run_bins)
             bins = load_run_bins(path)
@@ -310,10 +321,11 @@ class _Setup:
         if model is None:
             return
         by_name = {c.name: c for c in model.corrections}
+        stacks = {c.name: c.stack for c in model.compound_corrections or ()}
         lo_d, hi_d = self.data_runs
         for s in steps:
-            data = by_name[s.name].data
-            span = _run_span(data.model_dump() if hasattr(data, "model_dump") else data)
+            parts = [by_name[n].data for n in stacks.get(s.name, [s.name])]
+            span = _run_span([d.model_dump() if hasattr(d, "model_dump") else d for d in parts])
             if span is None:
                 continue
             lo, hi = span
@@ -694,20 +706,22 @@ def _zw_outputs(step: ZWeightsStep, corr: Path, weights: Any) -> StepOutputs:
     )
 
 
-def _fit_outputs(step: FitStep, step_dir: Path, summary: dict[str, Any]) -> StepOutputs:
+def _fit_outputs(
+    step: FitStep, step_dir: Path, summary: dict[str, Any], names: EgmNames
+) -> StepOutputs:
+    """A fit step's outputs: its payload's compound (the step with its own uncertainty)
+    and smearing, applied by the steps after it."""
     corr = step_dir / "corrections.json"
     text = corr.read_text()
     smear = (
         None
         if step.closure
-        else CorrectionStep(name=f"{step.name}_smear", payload=text, kind="smear", source=str(corr))
+        else CorrectionStep(name=names.smear, payload=text, kind="smear", source=str(corr))
     )
     return StepOutputs(
         name=step.name,
         type=step.type,
-        scales=(
-            CorrectionStep(name=f"{step.name}_scale", payload=text, kind="scale", source=str(corr)),
-        ),
+        scales=(CorrectionStep(name=names.compound, payload=text, kind="scale", source=str(corr)),),
         smear=smear,
         scale_legacy=(step_dir / f"{step.name}_scales.dat",),
         smear_legacy=None if step.closure else step_dir / f"{step.name}_smearings.dat",
@@ -800,17 +814,42 @@ def _run_fit(
             ),
         )
     save_histograms(hset, step_dir / "histograms.npz")
+    syst = None
+    if step.name in setup.systematics:
+        from zcalib.validation.systematics import run_systematics
+
+        syst_res = run_systematics(
+            hset,
+            dataset_config=setup.dataset_cfg,
+            scheme=scheme,
+            config=setup.systematics[step.name],
+            fit_config=base_cfg,
+            selection=cfg.selection,
+            options=setup.options,
+            weights=(*setup.static_weights, *weights),
+            corrections=corr,
+            smear_seed=cfg.smear_seed,
+            nominal=result,
+        )
+        syst = syst_res.step_syst()
+        atomic_write_text(
+            step_dir / "systematics.json",
+            json.dumps(syst_res.to_dict(), indent=2, allow_nan=False) + "\n",
+        )
     write_outputs(
         result,
         scheme,
         step_dir,
         step=step.name,
         hset=hset,
+        names=setup.names,
+        smear_seed=cfg.smear_seed,
+        syst=syst,
         extra={
             "pipeline": {
                 "step": step.model_dump(mode="json"),
-                "prior_corrections": [c.name for c in scales],
-                "mc_smearing": use_smear.name if use_smear else None,
+                "prior_corrections": [_applied(c) for c in scales],
+                "mc_smearing": _applied(use_smear) if use_smear else None,
                 "mc_weights": [w.name for w in weights],
                 "iterations": iterations,
             }
@@ -831,7 +870,12 @@ def _run_fit(
         "smear_errors": [_round(c.total_stat) for c in result.smears],
         "regions_used": len(result.regions_used),
     }
-    return _fit_outputs(step, step_dir, summary)
+    return _fit_outputs(step, step_dir, summary, setup.names)
+
+
+def _applied(step: CorrectionStep) -> str:
+    """``<folder of its file>/<correction>``: which correction a step applied, and whose."""
+    return f"{Path(step.source).parent.name}/{step.name}"
 
 
 def _round(v: float) -> float | None:
@@ -1017,8 +1061,8 @@ def _run_closure(
     )
     result = fit_histograms(hset, setup.fit_configs[step.name], scheme=scheme)
     provenance = {
-        "prior_corrections": [c.name for c in scales],
-        "mc_smearing": smear.name if smear is not None else None,
+        "prior_corrections": [_applied(c) for c in scales],
+        "mc_smearing": _applied(smear) if smear is not None else None,
         "mc_weights": [w.name for w in (*setup.static_weights, *weights)],
     }
     step_dir.mkdir(parents=True, exist_ok=True)
@@ -1120,7 +1164,7 @@ def _reload(step: Any, step_dir: Path, setup: _Setup, record: dict[str, Any]) ->
         for f in (f"{step.name}_scales.dat", "fit_result.json"):
             if not (step_dir / f).is_file():
                 raise OSError(str(step_dir / f))
-        return _fit_outputs(step, step_dir, summary)
+        return _fit_outputs(step, step_dir, summary, setup.names)
     if isinstance(step, ClosureStep):
         if not (step_dir / "fit_result.json").is_file():
             raise OSError(str(step_dir / "fit_result.json"))
@@ -1133,6 +1177,19 @@ def _reload(step: Any, step_dir: Path, setup: _Setup, record: dict[str, Any]) ->
 
 
 # ---------------------------------------------------------------------------- final
+def _correction_of(payload: str, name: str) -> Any:
+    """The ``schemav2.Correction`` ``name`` of a payload (JSON text)."""
+    model = _model_of(payload)
+    return next(c for c in model.corrections if c.name == name)
+
+
+@functools.lru_cache(maxsize=16)
+def _model_of(payload: str) -> Any:
+    from correctionlib import schemav2
+
+    return schemav2.CorrectionSet.model_validate_json(payload)
+
+
 def _final_closure(lp: LoadedPipeline, outputs: dict[str, StepOutputs]) -> dict[str, Any] | None:
     """The verdict of the closure steps (``None``: the pipeline has none)."""
     names = [n for n in lp.order if isinstance(lp.step(n), ClosureStep)]
@@ -1161,48 +1218,40 @@ def _write_final(
     wall_time: float,
 ) -> dict[str, Path]:
     """The final correctionlib file, combined legacy files and ``pipeline.json``."""
-    from correctionlib import schemav2
 
-    from zcalib.corrections import build_compound, combine, validate_file, write_correction_set
+    from zcalib.corrections import (
+        ScaleSource,
+        combine,
+        egm_corrections,
+        validate_file,
+        write_correction_set,
+    )
 
-    scale_steps = [s for name in lp.order for s in outputs[name].scales]
+    names = setup.names
+    sources: list[ScaleSource] = []
+    for name in lp.order:
+        steps = outputs[name].scales
+        for k, s in enumerate(steps):
+            label = name if len(steps) == 1 else f"{name}{k + 1}"
+            sources.append(ScaleSource.from_payload(s.payload, s.name, names.step(label)))
     smear_steps = [outputs[n].smear for n in lp.order if outputs[n].smear is not None]
     weights = [outputs[n].weight for n in lp.order if outputs[n].weight is not None]
     paths: dict[str, Path] = {}
-    corrections: list[schemav2.Correction] = []
-    models: dict[str, schemav2.CorrectionSet] = {}
-
-    def take(name: str, payload: str) -> None:
-        key = hashlib.blake2b(payload.encode(), digest_size=8).hexdigest()
-        if key not in models:
-            models[key] = schemav2.CorrectionSet.model_validate_json(payload)
-        corr = next(c for c in models[key].corrections if c.name == name)
-        corrections.append(corr)
-
-    for s in scale_steps:
-        take(s.name, s.payload)
+    smear = None
     if smear_steps:
         last = smear_steps[-1]
         assert last is not None
-        take(last.name, last.payload)
+        smear = _correction_of(last.payload, last.name)
+    description = f"zcalib pipeline {lp.path.name}: {lp.config.description}".strip()
+    corrections, compounds = egm_corrections(
+        names, sources, smear, seed=lp.config.smear_seed, description=description
+    )
     for w in weights:
         assert w is not None
-        take(w.correction, w.payload)
-    if scale_steps:
-        compound = build_compound(
-            lp.config.compound_name,
-            [c for c in corrections if c.output.name == "scale"],
-            description=(
-                "Product of the data scale steps "
-                + ", ".join(s.name for s in scale_steps)
-                + "; pt updated between steps"
-            ),
-        )
+        corrections.append(_correction_of(w.payload, w.correction))
+    if sources or smear is not None:
         paths["corrections"] = write_correction_set(
-            final_dir / "corrections.json",
-            corrections,
-            [compound],
-            description=f"zcalib pipeline {lp.path.name}: {lp.config.description}".strip(),
+            final_dir / "corrections.json", corrections, compounds, description=description
         )
         validate_file(paths["corrections"])
     legacy = [p for n in lp.order for p in outputs[n].scale_legacy]
@@ -1236,7 +1285,8 @@ def _write_final(
         "order": list(lp.order),
         "data_runs": list(setup.data_runs),
         "corrections": [c.name for c in corrections],
-        "compound": lp.config.compound_name if scale_steps else None,
+        "compound": names.compound if sources else None,
+        "smear": names.smear if smear is not None else None,
         "closure": _final_closure(lp, outputs),
         "steps": {
             n: {

@@ -15,12 +15,12 @@ residuals to the following fit steps). Its error combines the data and MC median
 
 The scales are written as a correctionlib scale step (``corrections.json``):
 
-* run bins of whole runs: inputs ``run``, ``AbsScEta`` and ``syst``
+* run bins of whole runs: the EGM scale signature ``(syst, run, ScEta, r9, AbsScEta, pt,
+  seedGain)`` reading ``run`` and ``AbsScEta``
   (:func:`~zcalib.corrections.writer.build_scale_correction` over a run × |η| scheme,
   ``flow: clamp``), and the legacy text file ``<name>s.dat``;
 * run bins that split a run at a luminosity block (``run-divide`` with granularity
-  ``lumi``): inputs ``run`` (int), ``lumi`` (int), ``AbsScEta`` (real) and ``syst``
-  (string), as ``Category(syst) -> Binning(run) -> [Binning(lumi) ->] Binning(AbsScEta)``,
+  ``lumi``): the same signature plus a trailing real ``lumi`` input, as ``Category(syst) -> Binning(run) -> [Binning(lumi) ->] Binning(AbsScEta)``,
   all with ``flow: clamp``. The run edges are every bin boundary; a run shared by several
   bins is an interval ``[R, R+1)`` of its own, binned in ``lumi`` at the first lumi of each
   bin starting inside it (edges from 0 to 2³², so every lumi is covered); every leaf holds
@@ -544,15 +544,12 @@ def _run_lumi_correction(result: TimeStabilityResult) -> Any:
             flow="clamp",
         )
 
-    inputs = [
-        schemav2.Variable(name="run", type="int", description="Run number"),
-        schemav2.Variable(
-            name="lumi",
-            type="int",
-            description="Luminosity block (run bins split runs at a luminosity block)",
-        ),
-        *ref.inputs,  # AbsScEta, syst
-    ]
+    lumi = schemav2.Variable(
+        name="lumi",
+        type="real",
+        description="Luminosity block (a real; run bins split runs at a luminosity block)",
+    )
+    inputs = [*ref.inputs, lumi]  # the EGM signature (syst, run, ...), then lumi
     return schemav2.Correction(
         name=result.name,
         description=(

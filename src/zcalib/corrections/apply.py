@@ -98,6 +98,29 @@ def _load_file(path: str, mtime_ns: int, size: int) -> Any:
         raise InputError(msg) from None
 
 
+def _read_inputs(cset_or_path: CorrectionSetLike, name: str) -> frozenset[str] | None:
+    """Inputs correction ``name`` reads (``None``: unknown for an evaluator object)."""
+    from zcalib.corrections.egm import payload_inputs
+
+    if isinstance(cset_or_path, correctionlib.CorrectionSet):
+        return None
+    if isinstance(cset_or_path, schemav2.CorrectionSet):
+        return frozenset(payload_inputs(cset_or_path.model_dump(mode="json"), name))
+    p = Path(cset_or_path)
+    st = p.stat()
+    return _file_inputs(str(p.resolve()), st.st_mtime_ns, st.st_size, name)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_inputs(path: str, mtime_ns: int, size: int, name: str) -> frozenset[str]:
+    from correctionlib.highlevel import open_auto
+
+    from zcalib.corrections.egm import payload_inputs
+
+    del mtime_ns, size  # cache keys only
+    return frozenset(payload_inputs(open_auto(path), name))
+
+
 def evaluate_correction(
     cset_or_path: CorrectionSetLike,
     name: str,
@@ -137,9 +160,12 @@ def evaluate_correction(
             f"zcalib provides {', '.join(PROVIDED_INPUTS)}"
         )
         raise InputError(msg)
+    read = _read_inputs(cset_or_path, name)
     args: list[Any] = []
     for inp, typ in needed:
         value = arrays.get(inp)
+        if value is None and read is not None and inp not in read:
+            value = 0.0 if typ == "real" else 0  # declared (EGM signature) but never read
         if value is None:
             msg = (
                 f"correction {name!r} in {source} needs input {inp!r}; pass {PROVIDED_INPUTS[inp]}="

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import correctionlib
 
@@ -23,8 +24,10 @@ def load_correction_steps(path: str | Path, names: list[str] | None = None) -> l
 
     Args:
         path: a correctionlib JSON (``.json`` or ``.json.gz``).
-        names: corrections to take, in order; default: every correction whose output is
-            ``scale`` or ``smear`` (compound corrections are not applied: their steps are).
+        names: corrections (or compound corrections) to take, in order; default: the
+            compound corrections of the file if it has any (a zcalib payload: its
+            ``EGMScale_Compound_*``), else every correction whose output is ``scale``; then
+            every correction whose output is ``smear`` (``EGMSmearAndSyst_*``).
 
     Returns:
         The steps in file (or given) order; ``kind`` comes from the correction's output name.
@@ -44,9 +47,12 @@ def load_correction_steps(path: str | Path, names: list[str] | None = None) -> l
     except Exception as err:  # noqa: BLE001  (correctionlib raises several types)
         msg = f"{p}: not a valid correctionlib file ({err.__class__.__name__}: {err})"
         raise InvalidConfig(msg) from None
-    by_name = {c.name: c for c in model.corrections}
+    by_name: dict[str, Any] = {c.name: c for c in model.corrections}
+    by_name.update({c.name: c for c in model.compound_corrections or ()})
     if names is None:
-        names = [c.name for c in model.corrections if c.output.name in _KEYS]
+        compounds = [c.name for c in model.compound_corrections or ()]
+        scales = compounds or [c.name for c in model.corrections if c.output.name == "scale"]
+        names = scales + [c.name for c in model.corrections if c.output.name == "smear"]
         if not names:
             msg = f"{p}: no correction with output 'scale' or 'smear' (found {sorted(by_name)})"
             raise InvalidConfig(msg)
@@ -74,12 +80,13 @@ def load_correction_steps(path: str | Path, names: list[str] | None = None) -> l
         if "syst" not in inputs:
             msg = f"{p}: correction {name!r} has no 'syst' input (needs keys {_KEYS[kind]})"
             raise InvalidConfig(msg)
-        _probe(cset[name], corr, kind, p)
+        is_compound = isinstance(corr, correctionlib.schemav2.CompoundCorrection)
+        _probe(cset.compound[name] if is_compound else cset[name], corr, kind, p)
         steps.append(CorrectionStep(name=name, payload=text, kind=kind, source=str(p)))
     return steps
 
 
-def _probe(evaluator: object, corr: correctionlib.schemav2.Correction, kind: str, p: Path) -> None:
+def _probe(evaluator: object, corr: Any, kind: str, p: Path) -> None:
     """Evaluate once per syst key at a typical point to catch missing keys at set-up."""
     point = {
         "run": 1,
@@ -91,7 +98,12 @@ def _probe(evaluator: object, corr: correctionlib.schemav2.Correction, kind: str
         "seedGain": 12,
     }
     for key in _KEYS[kind]:
-        args = [key if v.name == "syst" else point[v.name] for v in corr.inputs]
+        args = [
+            key
+            if v.name == "syst"
+            else (float(point[v.name]) if v.type == "real" else point[v.name])
+            for v in corr.inputs
+        ]
         try:
             evaluator.evaluate(*args)  # type: ignore[attr-defined]
         except Exception as err:  # noqa: BLE001

@@ -8,32 +8,37 @@ One correction per derivation step:
 * MC **smear** (:func:`build_smear_correction`): output ``smear``; keys ``smear``, ``esmear``,
   ``smear_up = smear + esmear`` and ``smear_down = max(smear - esmear, 0)``.
 
-The inputs are those the categories cut on, always in this order (``syst`` last)::
+These are one step with its own uncertainty; :mod:`zcalib.corrections.egm` assembles them into
+the payload analysts use. Their inputs are the CMS EGM Run-3 signatures, fixed whatever the
+categories cut on (inputs not cut on are declared and ignored), ``syst`` first, every
+numeric input ``real``::
 
-    run (int)  AbsScEta (real)  r9 (real)  pt (real)  seedGain (int)  syst (string)
+    scale:  syst, run, ScEta, r9, AbsScEta, pt, seedGain      (SCALE_INPUTS)
+    smear:  syst, pt, r9, AbsScEta                            (SMEAR_INPUTS)
 
-The tree is ``Category(syst) -> [Category(seedGain) ->] MultiBinning(run, AbsScEta, r9, pt)``
-with ``flow: "clamp"``. The multibinning grid is the union of the category edges (run
-ranges, inclusive ``[min, max]`` in files, are stored half-open ``[min, max + 1)`` by
-:class:`~zcalib.categories.Category` and become the bin edges ``min, max + 1``, matching
-correctionlib's ``lo <= x < hi`` bins for an int input). Infinite edges ("no cut" on
-one side) become finite outer edges (run 0 / 1000000, |η| 0 / 5, R9 0 / 10, pt 0 / 14000)
-which, with clamping, extend the outer bins to infinity. Each grid cell gets the value of
-the category containing its representative point (the midpoint; the lower edge for
-``run``), using the same test as :meth:`zcalib.categories.CategoryScheme.assign`, so
-evaluating the correction reproduces the lepton categorisation of the fit. Cells that no
-category covers (the barrel/endcap crack |η| 1.4442-1.566) are neutral: scale ``1`` with
-``escale = 0`` (EGM convention), smear ``0`` with ``esmear = 0``. ``seedGain`` only accepts
-12, 6 and 1 (a ``Category`` node without default): other values raise at evaluation.
-Payload numbers are rounded to 15 significant digits, which correctionlib's JSON parser
-reads back exactly (with the 17 digits of a full ``repr`` it can be one unit in the last
-place off), so evaluation returns bit for bit the stored values.
+The tree is ``Category(syst) -> [Binning(seedGain) ->] MultiBinning(run, AbsScEta, r9, pt)``
+(a variable is binned only where the categories differ in it) with ``flow: "clamp"``; the
+``seedGain`` binning (``[0.5, 3.5, 9, 12.5)`` for gains 1, 6, 12) has ``flow: "error"``. The
+multibinning grid is the union of the category edges (run ranges, inclusive ``[min, max]``
+in files, are stored half-open ``[min, max + 1)`` by :class:`~zcalib.categories.Category`
+and become the bin edges ``min, max + 1``). Infinite edges ("no cut" on one side) become
+finite outer edges (run 0 / 1000000, |η| 0 / 5, R9 0 / 10, pt 0 / 14000) which, with
+clamping, extend the outer bins to infinity. Each grid cell gets the value of the category
+containing its representative point (the midpoint; the lower edge for ``run``), using the
+same test as :meth:`zcalib.categories.CategoryScheme.assign`, so evaluating the correction
+reproduces the lepton categorisation of the fit. Cells that no category covers (the
+barrel/endcap crack |η| 1.4442-1.566) are neutral: scale ``1`` with ``escale = 0`` (EGM
+convention), smear ``0`` with ``esmear = 0``. A smearing whose categories cut on run or gain
+cannot be expressed in the smear signature and is refused. Payload numbers are rounded to 15
+significant digits, which correctionlib's JSON parser reads back exactly (with the 17 digits
+of a full ``repr`` it can be one unit in the last place off), so evaluation returns bit for
+bit the stored values.
 
 :func:`build_compound` stacks scale steps into a ``compound_corrections`` entry
 (``input_op``/``output_op`` ``"*"``, ``inputs_update: ["pt"]``): step *k* sees
 ``pt * s_1 * ... * s_{k-1}`` and the output is ``s_1 * ... * s_n``. The same ``syst`` key is
-passed to every step, so the compound is meaningful for ``scale``, ``scale_up`` and
-``scale_down`` (the last two as fully correlated variations across steps), not ``escale``.
+passed to every step; :mod:`zcalib.corrections.egm` pins the steps at nominal and ends the
+stack with the total uncertainty, so that ``escale`` means the stack's total uncertainty.
 
 :func:`write_correction_set` validates the set (pydantic schema, as ``correction validate``
 does, and a load by the correctionlib C++ evaluator) and writes it atomically, gzipped when
@@ -83,28 +88,39 @@ Kind = Literal["scale", "smear"]
 SCALE_SYST_KEYS: tuple[str, ...] = ("scale", "escale", "scale_up", "scale_down")
 #: ``syst`` keys of an MC smear correction, in payload order.
 SMEAR_SYST_KEYS: tuple[str, ...] = ("smear", "esmear", "smear_up", "smear_down")
-#: Canonical order of the inputs of zcalib corrections (each uses the subset it needs).
+#: Order of the inputs of a compound: the EGM signature, then inputs beyond it (``lumi``).
 INPUT_ORDER: tuple[str, ...] = (
+    "syst",
     "run",
-    "lumi",
-    "AbsScEta",
     "ScEta",
     "r9",
+    "AbsScEta",
     "pt",
     "seedGain",
-    "syst",
+    "lumi",
 )
 #: Inputs of the pile-up weight correction, in order.
 PILEUP_INPUTS: tuple[str, ...] = ("NumTrueInteractions", "weights")
 
 #: category variable -> (correctionlib input name, type, description)
 _INPUTS: dict[str, tuple[str, Literal["int", "real"], str]] = {
-    "run": ("run", "int", "Run number"),
+    "run": ("run", "real", "Run number (a real: analysts pass doubles; MC uses run 1)"),
     "eta": ("AbsScEta", "real", "Absolute pseudorapidity of the supercluster, |eta_SC|"),
     "r9": ("r9", "real", "R9 of the supercluster (full 5x5)"),
-    "et": ("pt", "real", "Transverse energy of the electron [GeV]"),
-    "gain": ("seedGain", "int", "Gain of the seed crystal: 12, 6 or 1"),
+    "et": ("pt", "real", "Transverse momentum (Et) of the lepton [GeV]"),
+    "gain": ("seedGain", "real", "Gain of the seed crystal: 12, 6 or 1 (a real)"),
 }
+#: the inputs of a data scale step and of the compound, in call order (EGM Run-3 signature)
+SCALE_INPUTS: tuple[str, ...] = ("syst", "run", "ScEta", "r9", "AbsScEta", "pt", "seedGain")
+#: the inputs of the MC smearing-and-systematics correction, in call order
+SMEAR_INPUTS: tuple[str, ...] = ("syst", "pt", "r9", "AbsScEta")
+_DESCRIPTIONS: dict[str, str] = {
+    **{v[0]: v[2] for v in _INPUTS.values()},
+    "ScEta": "Pseudorapidity of the supercluster, eta_SC (signed)",
+    "lumi": "Luminosity block (a real; run bins splitting runs)",
+}
+#: seedGain bin edges: gain 1 in [0.5, 3.5), 6 in [3.5, 9), 12 in [9, 12.5); others raise
+GAIN_EDGES: tuple[float, ...] = (0.5, 3.5, 9.0, 12.5)
 _BINNED = ("run", "eta", "r9", "et")
 _GAINS = (12, 6, 1)
 #: finite outer edges replacing -inf / +inf (clamping extends the outer bins anyway)
@@ -155,8 +171,8 @@ def build_scale_correction(
         ...     "s", build_scheme(cats, []), [1.01, 0.99], [1e-3, 2e-3], description="demo"
         ... )
         >>> [v.name for v in corr.inputs]
-        ['AbsScEta', 'syst']
-        >>> corr.to_evaluator().evaluate(2.0, "scale_up")
+        ['syst', 'run', 'ScEta', 'r9', 'AbsScEta', 'pt', 'seedGain']
+        >>> corr.to_evaluator().evaluate("scale_up", 1.0, 2.0, 0.9, 2.0, 40.0, 12.0)
         0.992
     """
     cats = tuple(scheme.scale) if isinstance(scheme, CategoryScheme) else tuple(scheme)
@@ -195,7 +211,7 @@ def build_smear_correction(
         >>> cats = [Category("smear", 0, eta=(0, 1.4442)), Category("smear", 1, eta=(1.566, 2.5))]
         >>> corr = build_smear_correction("m", cats, [0.01, 0.02], [0.02, 0.001],
         ...                               description="demo")
-        >>> corr.to_evaluator().evaluate(0.5, "smear_down")
+        >>> corr.to_evaluator().evaluate("smear_down", 40.0, 0.9, 0.5)
         0.0
     """
     cats = tuple(scheme.smear) if isinstance(scheme, CategoryScheme) else tuple(scheme)
@@ -250,19 +266,22 @@ def _build_step(
         neutral = dict.fromkeys(SMEAR_SYST_KEYS, 0.0)
         keys = SMEAR_SYST_KEYS
     grid = _Grid.from_categories(cats)
+    signature = SCALE_INPUTS if kind == "scale" else SMEAR_INPUTS
+    unusable = [_INPUTS[v][0] for v in grid.variables if _INPUTS[v][0] not in signature]
+    if unusable:
+        msg = (
+            f"cannot build correction {name!r}: the {kind} categories cut on "
+            f"{', '.join(unusable)}, which the EGM {kind} signature ({', '.join(signature)}) "
+            "does not take; allowed cuts: "
+            + ", ".join(v for v in ("run", "AbsScEta", "r9", "pt", "seedGain") if v in signature)
+        )
+        raise OutputError(msg)
     content = [
         schemav2.CategoryItem(key=key, value=grid.node(table[key], neutral[key])) for key in keys
     ]
-    inputs = [
-        schemav2.Variable(name=_INPUTS[v][0], type=_INPUTS[v][1], description=_INPUTS[v][2])
-        for v in grid.variables
-    ]
-    inputs.append(
-        schemav2.Variable(
-            name="syst",
-            type="string",
-            description=f"Variation: {', '.join(keys)} ({err_name} is the absolute uncertainty)",
-        )
+    inputs = signature_variables(
+        signature,
+        f"Variation: {', '.join(keys)} ({err_name} is the absolute uncertainty)",
     )
     output_desc = (
         "Multiplicative correction of the data electron energy, E_corr = scale * E"
@@ -277,6 +296,18 @@ def _build_step(
         output=schemav2.Variable(name=kind, type="real", description=output_desc),
         data=schemav2.Category(nodetype="category", input="syst", content=content),
     )
+
+
+def signature_variables(
+    names: Sequence[str], syst_description: str, *, first: str = "syst"
+) -> list[schemav2.Variable]:
+    """The ``schemav2.Variable`` list of a signature: ``first`` a string, every other real."""
+    return [
+        schemav2.Variable(name=n, type="string", description=syst_description)
+        if n == first
+        else schemav2.Variable(name=n, type="real", description=_DESCRIPTIONS[n])
+        for n in names
+    ]
 
 
 def _as_vector(values: ArrayLike, n: int, what: str, name: str) -> NDArray[np.float64]:
@@ -305,7 +336,9 @@ class _Grid:
 
     @classmethod
     def from_categories(cls, cats: Sequence[Category]) -> _Grid:
-        binned = tuple(v for v in _BINNED if any(c.ranges()[v] != (-_INF, _INF) for c in cats))
+        # a variable binned only where the categories differ in it (one shared range is no
+        # dependence: with clamping, its single bin would extend to infinity anyway)
+        binned = tuple(v for v in _BINNED if len({c.ranges()[v] for c in cats}) > 1)
         use_gain = any(c.gain is not None for c in cats)
         edges = {v: _finite_edges(v, cats) for v in binned}
         reps = {v: _representatives(v, edges[v]) for v in binned}
@@ -320,7 +353,8 @@ class _Grid:
             if v in points:
                 found: NDArray[Any] = points[v]
                 return found
-            return np.zeros(n, dtype=np.int64 if v == "run" else np.float64)
+            inside = _representatives(v, _finite_edges(v, cats))[0]  # the shared range
+            return np.full(n, inside, dtype=np.int64 if v == "run" else np.float64)
 
         owners: dict[int | None, NDArray[np.int64]] = {}
         for gain in _GAINS if use_gain else (None,):
@@ -363,10 +397,12 @@ class _Grid:
 
         if "gain" not in self.variables:
             return fill(self.owners[None])
-        return schemav2.Category(
-            nodetype="category",
+        return schemav2.Binning(
+            nodetype="binning",
             input=_INPUTS["gain"][0],
-            content=[schemav2.CategoryItem(key=g, value=fill(self.owners[g])) for g in _GAINS],
+            edges=list(GAIN_EDGES),
+            content=[fill(self.owners[g]) for g in (1, 6, 12)],
+            flow="error",
         )
 
 
@@ -418,9 +454,10 @@ def build_compound(
 ) -> schemav2.CompoundCorrection:
     """Stack data scale steps into one compound correction (EGM convention).
 
-    The compound inputs are the union of the step inputs (correctionlib looks each step's
-    inputs up by name, so a name must have the same type in every step) in the order of
-    :data:`INPUT_ORDER`, always including ``pt`` (updated between steps). Evaluating it
+    The compound inputs are the EGM signature :data:`SCALE_INPUTS` (present whatever the
+    steps use) followed by step inputs beyond it (``lumi`` of a time-stability step whose
+    run bins split runs), in the order of :data:`INPUT_ORDER` (correctionlib looks each
+    step's inputs up by name, so a name must have the same type in every step). Evaluating it
     returns ``s_1 * s_2 * ... * s_n`` where step *k* is evaluated at
     ``pt * s_1 * ... * s_{k-1}``.
 
@@ -460,9 +497,18 @@ def build_compound(
             if known is None:
                 variables[var.name] = var
                 owner[var.name] = step.name
-    if "pt" not in variables:
-        variables["pt"] = schemav2.Variable(name="pt", type="real", description=_INPUTS["et"][2])
-    elif variables["pt"].type != "real":
+    for fixed in signature_variables(
+        SCALE_INPUTS, "Variation: scale, escale, scale_up, scale_down"
+    ):
+        known = variables.get(fixed.name)
+        if known is not None and known.type != fixed.type:
+            msg = (
+                f"compound correction {name!r}: input {fixed.name!r} is {known.type} in "
+                f"{owner[fixed.name]!r}; the EGM signature needs {fixed.type}"
+            )
+            raise ValueError(msg)
+        variables.setdefault(fixed.name, fixed)
+    if variables["pt"].type != "real":
         msg = f"compound correction {name!r}: input 'pt' must be real (it is updated)"
         raise ValueError(msg)
     rank = {n: i for i, n in enumerate(INPUT_ORDER)}

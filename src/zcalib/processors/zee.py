@@ -20,7 +20,6 @@ not counted in the cutflow).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -141,14 +140,10 @@ def correction_inputs(step: CorrectionStep) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=32)
 def _inputs_of(payload: str, name: str) -> tuple[str, ...]:
-    try:
-        raw = json.loads(payload)
-    except ValueError:
-        return ()
-    for corr in raw.get("corrections", []) if isinstance(raw, dict) else []:
-        if isinstance(corr, dict) and corr.get("name") == name:
-            return tuple(str(v.get("name")) for v in corr.get("inputs", []))
-    return ()
+    """The inputs the correction (or compound) ``name`` reads in its trees."""
+    from zcalib.corrections.egm import payload_inputs
+
+    return payload_inputs(payload, name)
 
 
 #: Per-event correction inputs read from a branch an input may lack (0 is read then).
@@ -317,7 +312,8 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         return np.where(lep.valid, values, 1.0 if step.kind == "scale" else 0.0)
 
     def _normals(self, lep: Leptons, meta: Mapping[str, Any]) -> NDArray[np.float64]:
-        from zcalib.rng import entry_keys, event_keys, normal_from_keys
+        """``z`` per lepton from the payloads' ``EGMRandomGenerator`` (:mod:`zcalib.rng`)."""
+        from zcalib.rng import entry_events, lepton_normals
 
         dataset = meta["dataset"]
         has_ids = (
@@ -326,13 +322,13 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             or "event" in self.available.get(dataset, {})
         )
         if has_ids:
-            keys = event_keys(self.smear_seed, lep.run, lep.lumi, lep.event)
+            event = lep.event.astype(np.float64)
         else:
             start = int(meta.get("entrystart") or 0)
             entries = np.arange(start, start + len(lep), dtype=np.int64)
-            file_id = str(meta.get("fileuuid") or meta.get("filename"))
-            keys = entry_keys(self.smear_seed, file_id, entries)
-        return normal_from_keys(keys, 2)
+            event = entry_events(str(meta.get("fileuuid") or meta.get("filename")), entries)
+        raw_pt = lep.energy / np.cosh(lep.sc_eta)
+        return lepton_normals(self.smear_seed, raw_pt, lep.r9, np.abs(lep.sc_eta), event[:, None])
 
     @staticmethod
     def _where(meta: Mapping[str, Any]) -> str:

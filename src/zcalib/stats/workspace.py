@@ -234,12 +234,12 @@ def _representative(cat: Category) -> dict[str, Any]:
     eta = mid(cat.eta, 0.5)
     run = cat.run[0] if math.isfinite(cat.run[0]) else 1.0
     return {
-        "run": np.array([int(run)]),
+        "run": np.array([float(run)]),
         "AbsScEta": np.array([eta]),
         "ScEta": np.array([eta]),
         "r9": np.array([mid(cat.r9, 0.95)]),
         "pt": np.array([mid(cat.et, 40.0)]),
-        "seedGain": np.array([cat.gain or 12]),
+        "seedGain": np.array([float(cat.gain or 12)]),
     }
 
 
@@ -271,9 +271,14 @@ def steps_from_corrections(
     except Exception as err:  # noqa: BLE001  (pydantic/json errors)
         msg = f"{p}: not a valid correctionlib file ({err.__class__.__name__})"
         raise InputError(msg) from None
+    # a zcalib (EGM-layout) payload: the data scale is its compound (its steps are pinned at
+    # nominal, the compound's escale is the total uncertainty)
+    compounds = [c.name for c in model.compound_corrections or ()]
     for corr in model.corrections:
-        if corr.output.name in names:
+        if corr.output.name in names and not (compounds and corr.output.name == "scale"):
             names[corr.output.name].append(corr.name)
+    if compounds:
+        names["scale"] = compounds
     for kind, found in names.items():
         if len(found) != 1:
             msg = (

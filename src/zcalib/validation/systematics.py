@@ -45,7 +45,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -53,9 +53,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from zcalib._atomic import atomic_write_text
 from zcalib.categories import Category, CategoryScheme, build_scheme
 from zcalib.config import DatasetConfig, SelectionConfig, format_validation_error, load_yaml
+from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import FitError, InvalidConfig
 from zcalib.fit import FitConfig, FitResult, fit_histograms
 from zcalib.histograms import HistogramSet
+
+if TYPE_CHECKING:
+    from zcalib.derive import StepSyst
 
 __all__ = [
     "DEFAULT_VARIATIONS",
@@ -308,6 +312,18 @@ class SystematicsResult:
     outputs: dict[str, str] = field(default_factory=dict)
     wall_time: float = 0.0
 
+    def step_syst(self) -> StepSyst:
+        """The systematic uncertainties for :func:`zcalib.derive.write_outputs`."""
+        from zcalib.derive import StepSyst
+
+        return StepSyst(
+            scale=self.scale_syst,
+            smear=self.smear_syst,
+            scale_by_source=dict(self.scale_by_source),
+            smear_by_source=dict(self.smear_by_source),
+            label=f"{self.combine} of {len(self.scale_by_source)} sources",
+        )
+
     @property
     def scale_stat(self) -> tuple[float, ...]:
         """Statistical error (stat ⊕ MC stat) of each scale."""
@@ -380,6 +396,7 @@ def run_systematics(
     nominal: FitResult | None = None,
     out_dir: str | Path | None = None,
     step: str = "step",
+    names: EgmNames | None = None,
 ) -> SystematicsResult:
     """Refit with every variation and derive per-category systematic uncertainties.
 
@@ -398,7 +415,8 @@ def run_systematics(
         nominal: the nominal fit result (computed when ``None``).
         out_dir: write ``systematics.json`` and ``corrections.json`` (with the systematic
             errors) there.
-        step: step name of the correction payload (``<step>_scale``, ``<step>_smear``).
+        step: step name of the correction payload (``EGMScale_<step>_<era>``).
+        names: era and collection of the payload names (default 2022preEE, Ele).
 
     Returns:
         The :class:`SystematicsResult`.
@@ -506,7 +524,10 @@ def run_systematics(
     )
     if out_dir is not None:
         out = Path(out_dir)
-        paths = {"corrections": str(write_corrections_with_syst(result, sch, out, step=step))}
+        written = write_corrections_with_syst(
+            result, sch, out, step=step, names=names, smear_seed=smear_seed
+        )
+        paths = {"corrections": str(written)}
         paths["systematics"] = str(out / "systematics.json")
         result = replace(result, outputs=paths, wall_time=time.perf_counter() - t0)
         atomic_write_text(
@@ -516,44 +537,37 @@ def run_systematics(
 
 
 def write_corrections_with_syst(
-    result: SystematicsResult, scheme: CategoryScheme, out_dir: str | Path, *, step: str
+    result: SystematicsResult,
+    scheme: CategoryScheme,
+    out_dir: str | Path,
+    *,
+    step: str,
+    names: EgmNames | None = None,
+    smear_seed: int = 0,
 ) -> Path:
-    """Write ``corrections.json`` with ``escale/esmear = stat ⊕ syst`` (validated).
+    """Write ``corrections.json`` (EGM layout) with ``escale/esmear = stat ⊕ MC stat ⊕ syst``.
 
     Returns:
-        The path written.
+        The path written (validated).
     """
-    from zcalib.corrections import (
-        build_scale_correction,
-        build_smear_correction,
-        validate_file,
-        write_correction_set,
-    )
-    from zcalib.derive import versions
+    from zcalib.corrections import validate_file
+    from zcalib.derive import versions, write_step_payload
 
     nom = result.nominal
+    syst = result.step_syst()
     desc = (
-        f"zcalib {versions()['zcalib']} step '{step}' ({nom.status}), errors = stat (+) "
-        f"syst ({result.combine} of {len(result.scale_by_source)} sources)"
+        f"zcalib {versions()['zcalib']} step '{step}' ({nom.status}), errors stat (+) MC stat "
+        f"(+) syst ({syst.label})"
     )
-    corr_scale = build_scale_correction(
-        f"{step}_scale",
+    path = write_step_payload(
+        Path(out_dir) / "corrections.json",
         scheme,
-        nom.scale_values(),
-        result.scale_stat,
-        result.scale_syst,
-        description=f"Data energy scale, {desc}",
-    )
-    corr_smear = build_smear_correction(
-        f"{step}_smear",
-        scheme,
-        nom.smear_values(),
-        result.smear_stat,
-        result.smear_syst,
-        description=f"MC extra smearing, {desc}",
-    )
-    path = write_correction_set(
-        Path(out_dir) / "corrections.json", [corr_scale, corr_smear], description=desc
+        (nom.scale_values(), np.hypot(result.scale_stat, result.scale_syst)),
+        (nom.smear_values(), np.hypot(result.smear_stat, result.smear_syst)),
+        step=step,
+        names=names or EgmNames(),
+        seed=smear_seed,
+        description=desc,
     )
     validate_file(path)
     return path
