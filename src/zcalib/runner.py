@@ -46,6 +46,7 @@ from zcalib.categories import CategoryScheme
 from zcalib.config import DatasetConfig, SelectionConfig
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import HistogramSet, MassBinning
+from zcalib.io import coffea_compat
 from zcalib.io.formats import nanoaod_schema
 from zcalib.io.preflight import FileInfo, bad_files_message, preflight
 from zcalib.metrics import WORKERS_KEY, TrackedProcessor, build_metrics, write_metrics
@@ -72,6 +73,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+coffea_compat.install()  # non-ASCII paths and dataset names
 
 Executor = Literal["iterative", "futures", "dask"]
 EXECUTORS: tuple[str, ...] = ("iterative", "futures", "dask")
@@ -746,16 +748,20 @@ def _call(
     run: processor.Runner, fileset: dict[str, Any], proc: Any, opts: RunOptions
 ) -> ProcessorRun:
     skip_messages: list[str] = []
+    caught: list[warnings.WarningMessage] = []
     try:
-        with _coffea_bars(opts.progress), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _coffea_bars(opts.progress):
             try:
-                chunks = list(run.preprocess(fileset, treename=None))
-                if not chunks:
-                    msg = "no chunks to process: every input file failed to open"
-                    raise InputError(msg)
-                wrapped = run.run(chunks, proc)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    chunks = list(run.preprocess(fileset, treename=None))
+                    if not chunks:
+                        msg = "no chunks to process: every input file failed to open"
+                        raise InputError(msg)
+                    wrapped = run.run(chunks, proc)
             finally:
+                # sorted once recording has stopped: re-emitting a warning while
+                # catch_warnings(record=True) is active appends it to the list being read
                 skip_messages = _sort_warnings(caught)
     except InputError:
         raise
@@ -1024,7 +1030,8 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
         if not p.is_file():
             return None
         try:
-            with np.load(p, allow_pickle=False) as npz:
+            # the handle is ours: np.load leaks it when the file is not a readable zip
+            with p.open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
                 header = json.loads(npz["header"].tobytes().decode())
                 values = npz["values"]
                 variances = npz["variances"]

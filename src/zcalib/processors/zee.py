@@ -503,7 +503,8 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
     def _select(
         self, lep: Leptons, energy: NDArray[np.float64]
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], PackedSelection]:
-        et = energy / np.cosh(lep.sc_eta)
+        with np.errstate(over="ignore"):  # fill values (ECALELF η = -999): Et 0, cut on η
+            et = energy / np.cosh(lep.sc_eta)
         n = len(lep)
         cells = self.scheme.assign(
             abs_eta=np.abs(lep.sc_eta).ravel(),
@@ -525,7 +526,8 @@ def pair_selection(
     Shared by the processor and the skimmer (``zcalib skim``), so a skim keeps exactly the
     pairs the same selection keeps.
     """
-    et = energy / np.cosh(lep.sc_eta)
+    with np.errstate(over="ignore"):  # fill values (ECALELF η = -999): Et 0, cut on η
+        et = energy / np.cosh(lep.sc_eta)
     abs_eta = np.abs(lep.sc_eta)
     lead = np.maximum(et[:, 0], et[:, 1])
     sub = np.minimum(et[:, 0], et[:, 1])
