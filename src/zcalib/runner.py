@@ -165,7 +165,9 @@ def load_weight(name: str, path: str | Path, correction: str | None = None) -> W
     """Read a correctionlib payload used as an MC weight (e.g. pile-up).
 
     Raises:
-        InvalidConfig: the file is missing, not a correction set, or lacks the correction.
+        InvalidConfig: the file is missing, not a correction set, lacks the correction, or
+            the correction's inputs do not match the weight (checked by name, see
+            :func:`zcalib.corrections.apply.bind_weight`).
     """
     import correctionlib
 
@@ -183,7 +185,9 @@ def load_weight(name: str, path: str | Path, correction: str | None = None) -> W
     if corr not in list(cset.keys()):
         msg = f"{p}: no correction '{corr}' (available: {', '.join(cset.keys())})"
         raise InvalidConfig(msg)
-    return WeightSpec(name=name, payload=text, correction=corr, source=str(p))
+    from zcalib.corrections.apply import bind_weight
+
+    return bind_weight(WeightSpec(name=name, payload=text, correction=corr, source=str(p)))
 
 
 def file_fingerprint(path: str) -> str:

@@ -268,6 +268,10 @@ def load_zweight_spec(path: str | Path, name: str, *, weight_name: str = "zpt") 
     if inputs != ["ptZ", "absYZ", "weights"]:
         msg = f"{p}: correction {name!r} has inputs {inputs}; expected [ptZ, absYZ, weights]"
         raise InvalidConfig(msg)
-    return WeightSpec(
-        name=weight_name, payload=text, correction=name, inputs=("ptZ", "absYZ"), source=str(p)
+    from zcalib.corrections.apply import bind_weight
+
+    return bind_weight(
+        WeightSpec(
+            name=weight_name, payload=text, correction=name, inputs=("ptZ", "absYZ"), source=str(p)
+        )
     )

@@ -28,21 +28,26 @@ branch before reading any event (:func:`zcalib.runner.checked_inputs`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import correctionlib
 import numpy as np
 from correctionlib import schemav2
 from numpy.typing import ArrayLike, NDArray
 
-from zcalib.exceptions import InputError
+from zcalib.exceptions import InputError, InvalidConfig
+
+if TYPE_CHECKING:
+    from zcalib.processors.zee import WeightSpec
 
 __all__ = [
     "PROVIDED_INPUTS",
+    "bind_weight",
     "evaluate_correction",
     "evaluate_scale",
     "evaluate_smear",
@@ -293,3 +298,67 @@ def _arrays(
         "seedGain": gain,
         "syst": syst,
     }
+
+
+def bind_weight(spec: WeightSpec) -> WeightSpec:
+    """Match an MC weight's quantities to its correction's inputs by name, at set-up.
+
+    The correction must take exactly one ``string`` input (the variation key: ``nominal``,
+    ``up``, ``down``) and one ``real`` input per quantity zcalib feeds. With several
+    quantities (``inputs=("ptZ", "absYZ")``) every numeric input must carry the name of one
+    of them; they are then fed in the correction's order, wherever it puts the key. A
+    single-quantity weight (pile-up: ``npu``) accepts any input name (CMS payloads call it
+    ``NumTrueInteractions``) unless that name is another quantity zcalib knows.
+
+    Args:
+        spec: the weight as read.
+
+    Returns:
+        ``spec`` with ``inputs`` in the correction's order and ``key_index`` set.
+
+    Raises:
+        InvalidConfig: a wrong number of inputs, no (or several) string inputs, an ``int``
+            input, or an input name that is not one of the fed quantities; the message
+            names the payload, the correction, its signature and what zcalib feeds.
+    """
+    from zcalib.io.formats import Leptons
+    from zcalib.processors.zee import PAIR_INPUTS
+
+    known = {*PAIR_INPUTS, *(f.name for f in dataclasses.fields(Leptons))}
+    corr = correctionlib.CorrectionSet.from_string(spec.payload)[spec.correction]
+    inputs = [(v.name, v.type) for v in corr.inputs]
+    signature = ", ".join(f"{n}: {t}" for n, t in inputs)
+    feeds = spec.input_names
+    where = f"{spec.source}: MC weight '{spec.name}': correction '{spec.correction}' ({signature})"
+    keys = [i for i, (_, t) in enumerate(inputs) if t == "string"]
+    numeric = [(n, t) for n, t in inputs if t != "string"]
+    if len(keys) != 1 or len(numeric) != len(feeds):
+        msg = (
+            f"{where} has the wrong inputs: an MC weight takes one string input (the "
+            f"variation: {', '.join(spec.keys)}) and {len(feeds)} real input(s) "
+            f"({', '.join(feeds)})"
+        )
+        raise InvalidConfig(msg)
+    ints = [n for n, t in numeric if t != "real"]
+    if ints:
+        msg = f"{where}: input '{ints[0]}' must be real (zcalib feeds floating-point values)"
+        raise InvalidConfig(msg)
+    names = [n for n, _ in numeric]
+    if len(feeds) == 1:
+        if names[0] != feeds[0] and names[0] in known:
+            msg = (
+                f"{where}: input '{names[0]}' names another quantity than the '{feeds[0]}' "
+                "this weight is fed; inputs are matched by name"
+            )
+            raise InvalidConfig(msg)
+        order = tuple(feeds)
+    else:
+        stray = [n for n in names if n not in feeds]
+        if stray or len(set(names)) != len(names):
+            msg = (
+                f"{where}: input '{(stray or names)[0]}' is not one of the quantities this "
+                f"weight is fed ({', '.join(feeds)}); inputs are matched by name"
+            )
+            raise InvalidConfig(msg)
+        order = tuple(names)
+    return dataclasses.replace(spec, inputs=order, key_index=keys[0])

@@ -31,6 +31,6 @@ def utf8_hash(items: Iterable[Any]) -> int:
 
 def install() -> None:
     """Use :func:`utf8_hash` wherever coffea's executors key files (idempotent)."""
-    import coffea.processor.executor as executor
+    from coffea.processor import executor
 
     executor._hash = utf8_hash  # type: ignore[attr-defined]

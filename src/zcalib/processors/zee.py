@@ -87,10 +87,13 @@ class WeightSpec:
             ``inputs`` is empty.
         keys: ``(nominal, up, down)`` values of the string input.
         source: where the payload came from (for messages).
-        inputs: the numeric inputs fed in order before the string key: lepton-record
+        inputs: the numeric inputs, in the correction's order: lepton-record
             attributes (``npu``) or pair-level quantities of :data:`PAIR_INPUTS`
             (``ptZ``, ``absYZ``..., from the corrected nominal energies). Empty means
             ``(variable,)``.
+        key_index: position of the string (variation key) input among the correction's
+            inputs; ``-1`` is last. Set by :func:`zcalib.corrections.apply.bind_weight`,
+            which matches the inputs by name at set-up.
     """
 
     name: str
@@ -100,6 +103,7 @@ class WeightSpec:
     keys: tuple[str, str, str] = ("nominal", "up", "down")
     source: str = "<memory>"
     inputs: tuple[str, ...] = ()
+    key_index: int = -1
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -459,7 +463,10 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
                 self._weight_input(lep, spec, name, where, pair)[cut] for name in spec.input_names
             ]
             ev = self._evaluator(spec)
-            wn, wu, wd = (np.asarray(ev.evaluate(*xs, k), dtype=np.float64) for k in spec.keys)
+            at = len(xs) if spec.key_index < 0 else spec.key_index
+            wn, wu, wd = (
+                np.asarray(ev.evaluate(*xs[:at], k, *xs[at:]), dtype=np.float64) for k in spec.keys
+            )
             nominal = nominal * wn
             ratio_u = np.divide(wu, wn, out=np.zeros_like(wu), where=wn != 0)
             ratio_d = np.divide(wd, wn, out=np.zeros_like(wd), where=wn != 0)
