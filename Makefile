@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.zcalib-installed
 
-.PHONY: demo test test-fast lint typecheck bench docs clean install browser
+.PHONY: demo test test-fast lint typecheck bench docs clean install browser xrootd-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,13 +29,22 @@ browser:
 	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "make browser: chromium could not be installed; the report screenshot test will be skipped"
 
+# XRootD server (Debian package xrootd-server) for tests/io/test_xrootd.py, which serves test
+# files on 127.0.0.1 and reads them back through root:// URLs; a no-op when it is installed.
+# Installing needs root (as in CI); without the server the test skips locally and fails in CI.
+xrootd-server:
+	@command -v xrootd >/dev/null 2>&1 || \
+	  (DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xrootd-server >/dev/null) || \
+	  echo "make xrootd-server: xrootd-server could not be installed; the XRootD test cannot run"
+
 # The CI command (.ci/run calls this): the whole suite, slow physics tests included.
-test: $(STAMP) browser
+test: $(STAMP) browser xrootd-server
 	$(BIN)/python -m pytest -q
 
 # quick local iteration: skips the tests marked slow (150-toy injection, 30 independent
 # samples, the shipped demo pipeline; about 40 s together)
-test-fast: $(STAMP) browser
+test-fast: $(STAMP) browser xrootd-server
 	$(BIN)/python -m pytest -m "not slow" -q
 
 lint: $(STAMP)

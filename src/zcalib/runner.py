@@ -47,6 +47,7 @@ from zcalib.config import DatasetConfig, SelectionConfig
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import HistogramSet, MassBinning
 from zcalib.io import coffea_compat
+from zcalib.io.fingerprint import file_fingerprint
 from zcalib.io.formats import nanoaod_schema
 from zcalib.io.preflight import FileInfo, bad_files_message, preflight
 from zcalib.metrics import WORKERS_KEY, TrackedProcessor, build_metrics, write_metrics
@@ -188,22 +189,6 @@ def load_weight(name: str, path: str | Path, correction: str | None = None) -> W
     from zcalib.corrections.apply import bind_weight
 
     return bind_weight(WeightSpec(name=name, payload=text, correction=corr, source=str(p)))
-
-
-def file_fingerprint(path: str) -> str:
-    """blake2b of the file's size and first and last MiB (fast, for provenance)."""
-    if "://" in path:
-        return "remote"
-    p = Path(path)
-    h = hashlib.blake2b(digest_size=16)
-    size = p.stat().st_size
-    h.update(str(size).encode())
-    with p.open("rb") as fh:
-        h.update(fh.read(1 << 20))
-        if size > (1 << 20):
-            fh.seek(max(size - (1 << 20), 1 << 20))
-            h.update(fh.read(1 << 20))
-    return h.hexdigest()
 
 
 def checked_inputs(

@@ -56,11 +56,12 @@ from zcalib._atomic import atomic_open, atomic_write_text
 from zcalib.config import DatasetConfig, SelectionConfig
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import MassBinning
+from zcalib.io.fingerprint import file_fingerprint
 from zcalib.io.formats import ID_BITS, SKIM_LEPTON_COLUMNS, Leptons, extract_leptons, nanoaod_schema
 from zcalib.io.preflight import SKIM_METADATA_KEY, FileInfo
 from zcalib.metrics import write_metrics, zcalib_version
 from zcalib.processors.zee import ZeeProcessor, pair_selection
-from zcalib.runner import RunOptions, checked_inputs, file_fingerprint, run_processor
+from zcalib.runner import RunOptions, checked_inputs, run_processor
 
 __all__ = ["SKIM_CUTS", "SkimFile", "SkimProcessor", "SkimResult", "skim", "skim_selection"]
 
