@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROVIDED_INPUTS",
+    "WEIGHT_INPUT_NAMES",
     "bind_weight",
     "evaluate_correction",
     "evaluate_scale",
@@ -300,15 +301,21 @@ def _arrays(
     }
 
 
+#: Input names a correction may give each quantity an MC weight is fed (CMS pile-up payloads
+#: call the true pile-up ``NumTrueInteractions``); any other quantity goes by its own name.
+WEIGHT_INPUT_NAMES: dict[str, tuple[str, ...]] = {
+    "npu": ("npu", "nPU", "NumTrueInteractions", "nTrueInt", "Pileup_nTrueInt"),
+}
+
+
 def bind_weight(spec: WeightSpec) -> WeightSpec:
     """Match an MC weight's quantities to its correction's inputs by name, at set-up.
 
     The correction must take exactly one ``string`` input (the variation key: ``nominal``,
-    ``up``, ``down``) and one ``real`` input per quantity zcalib feeds. With several
-    quantities (``inputs=("ptZ", "absYZ")``) every numeric input must carry the name of one
-    of them; they are then fed in the correction's order, wherever it puts the key. A
-    single-quantity weight (pile-up: ``npu``) accepts any input name (CMS payloads call it
-    ``NumTrueInteractions``) unless that name is another quantity zcalib knows.
+    ``up``, ``down``) and one ``real`` input per quantity zcalib feeds, each named after it
+    (:data:`WEIGHT_INPUT_NAMES` lists the accepted names; ``ptZ``, ``absYZ``... go by their
+    own). The quantities are then fed in the correction's order, wherever it puts the key,
+    so a payload declaring ``(absYZ, ptZ, weights)`` or ``(syst, npu)`` is evaluated right.
 
     Args:
         spec: the weight as read.
@@ -321,10 +328,6 @@ def bind_weight(spec: WeightSpec) -> WeightSpec:
             input, or an input name that is not one of the fed quantities; the message
             names the payload, the correction, its signature and what zcalib feeds.
     """
-    from zcalib.io.formats import Leptons
-    from zcalib.processors.zee import PAIR_INPUTS
-
-    known = {*PAIR_INPUTS, *(f.name for f in dataclasses.fields(Leptons))}
     corr = correctionlib.CorrectionSet.from_string(spec.payload)[spec.correction]
     inputs = [(v.name, v.type) for v in corr.inputs]
     signature = ", ".join(f"{n}: {t}" for n, t in inputs)
@@ -343,22 +346,17 @@ def bind_weight(spec: WeightSpec) -> WeightSpec:
     if ints:
         msg = f"{where}: input '{ints[0]}' must be real (zcalib feeds floating-point values)"
         raise InvalidConfig(msg)
-    names = [n for n, _ in numeric]
-    if len(feeds) == 1:
-        if names[0] != feeds[0] and names[0] in known:
+    order: list[str] = []
+    for name, _ in numeric:
+        match = [q for q in feeds if name in WEIGHT_INPUT_NAMES.get(q, (q,))]
+        if not match or match[0] in order:
+            allowed = "; ".join(
+                f"{q}: {' or '.join(WEIGHT_INPUT_NAMES.get(q, (q,)))}" for q in feeds
+            )
             msg = (
-                f"{where}: input '{names[0]}' names another quantity than the '{feeds[0]}' "
-                "this weight is fed; inputs are matched by name"
+                f"{where}: input '{name}' is not one of the quantities this weight is fed "
+                f"({allowed}); inputs are matched by name, not position"
             )
             raise InvalidConfig(msg)
-        order = tuple(feeds)
-    else:
-        stray = [n for n in names if n not in feeds]
-        if stray or len(set(names)) != len(names):
-            msg = (
-                f"{where}: input '{(stray or names)[0]}' is not one of the quantities this "
-                f"weight is fed ({', '.join(feeds)}); inputs are matched by name"
-            )
-            raise InvalidConfig(msg)
-        order = tuple(names)
-    return dataclasses.replace(spec, inputs=order, key_index=keys[0])
+        order.append(match[0])
+    return dataclasses.replace(spec, inputs=tuple(order), key_index=keys[0])
