@@ -56,7 +56,7 @@ import numpy as np
 
 from zcalib._atomic import atomic_write_text
 from zcalib.categories import CategoryScheme, load_categories
-from zcalib.chain._events import ChainLoop, data_run_keys
+from zcalib.chain._events import data_run_keys
 from zcalib.chain.config import (
     ClosureStep,
     CorrectionsStep,
@@ -75,7 +75,7 @@ from zcalib.fit import FitConfig, FitResult
 from zcalib.histograms import MassBinning
 from zcalib.io.fingerprint import file_fingerprint
 from zcalib.processors.zee import CorrectionStep, WeightSpec
-from zcalib.runner import RunOptions
+from zcalib.runner import EventLoop, RunOptions
 
 __all__ = ["PipelineResult", "StepOutputs", "closure_verdict", "run_pipeline"]
 
@@ -538,10 +538,10 @@ def _loop(
     scales: tuple[CorrectionStep, ...],
     smear: CorrectionStep | None,
     weights: tuple[WeightSpec, ...],
-) -> ChainLoop:
+) -> EventLoop:
     cfg = setup.lp.config
     corr = (*scales, *((smear,) if smear is not None else ()))
-    return ChainLoop(
+    return EventLoop(
         setup.dataset_cfg,
         options=setup.options,
         selection=cfg.selection,

@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from zcalib.categories import CRACK, CategoryScheme, region_code, scheme_from_dict
 from zcalib.config import SelectionConfig
 from zcalib.histograms import MassBinning, empty_hist
-from zcalib.io.formats import ColumnMap, EventBranch, Leptons, event_branch, extract_leptons
+from zcalib.io.formats import ColumnMap, EventBranch, Leptons, get_format
 from zcalib.physics import pair_mass
 
 __all__ = [
@@ -56,23 +56,6 @@ CUTS: tuple[str, ...] = ("two_leptons", "id", "eta", "et", "charge", "categorise
 
 #: Pair-level quantities a :class:`WeightSpec` may use as inputs (see :func:`pair_kinematics`).
 PAIR_INPUTS: tuple[str, ...] = ("ptZ", "yZ", "absYZ", "mZ")
-
-#: Branch that feeds each checked lepton quantity, per format (for error messages).
-_SOURCES = {
-    "ecalelf": {"energy": "energy_ECAL_ele", "eta": "etaEle", "phi": "phiEle", "r9": "R9Ele"},
-    "nanoaod": {
-        "energy": "Electron_pt",
-        "eta": "Electron_eta",
-        "phi": "Electron_phi",
-        "r9": "Electron_r9",
-    },
-    "parquet": {
-        "energy": "energy_1/energy_2",
-        "eta": "eta_1/eta_2",
-        "phi": "phi_1/phi_2",
-        "r9": "r9_1/r9_2",
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -160,7 +143,6 @@ _EVENT_INPUTS: tuple[tuple[EventBranch, str], ...] = (
     ("run", "run number"),
     ("lumi", "luminosity block"),
 )
-_ECALELF_EVENT_BRANCHES = {"run": "runNumber", "lumi": "lumiBlock"}
 
 
 def missing_event_input(
@@ -189,19 +171,15 @@ def missing_event_input(
         naming the missing branch, or ``None`` when every needed branch is there.
     """
     wanted = "scale" if kind == "data" else "smear"
+    form = get_format(fmt)
     for step in corrections:
         if step.kind != wanted:
             continue
         needed = correction_inputs(step)
         for role, label in _EVENT_INPUTS:
-            if role not in needed or event_branch(fmt, role, available, column_map):
+            if role not in needed or form.event_branch(role, available, column_map):
                 continue
-            if fmt == "flat":
-                lacks = f"the column_map names no '{role}' branch"
-            elif fmt == "parquet":
-                lacks = f"the file has no '{role}' column"
-            else:
-                lacks = f"the file has no '{_ECALELF_EVENT_BRANCHES[role]}' branch"
+            lacks = form.lacks(role, column_map)
             return (
                 f"correction '{step.name}' ({step.source}) needs the {label} (input "
                 f"'{role}'), but {lacks}; it cannot be applied to these events"
@@ -324,12 +302,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         from zcalib.rng import entry_keys, event_keys, normal_from_keys
 
         dataset = meta["dataset"]
-        has_ids = (
-            self.fmt == "nanoaod"
-            or (self.fmt == "flat" and self.column_map is not None and bool(self.column_map.event))
-            or "event" in self.available.get(dataset, {})
-        )
-        if has_ids:
+        if get_format(self.fmt).has_event_ids(self.available.get(dataset, {}), self.column_map):
             keys = event_keys(self.smear_seed, lep.run, lep.lumi, lep.event)
         else:
             start = int(meta.get("entrystart") or 0)
@@ -359,9 +332,8 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         where = self._where(meta)
         start = int(meta.get("entrystart") or 0)
         try:
-            lep = extract_leptons(
+            lep = get_format(self.fmt).extract(
                 events,
-                self.fmt,
                 id_level=self.selection.id_level,
                 available=self.available.get(dataset, {}),
                 column_map=self.column_map,
@@ -491,16 +463,13 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         return np.asarray(x, dtype=np.float64)
 
     def _check_finite(self, lep: Leptons, where: str, start: int) -> str | None:
-        sources = _SOURCES.get(self.fmt, {})
+        form = get_format(self.fmt)
         for role in ("energy", "eta", "phi", "r9"):
             values = getattr(lep, role)
             bad = ~np.isfinite(values) & lep.valid
             if bad.any():
                 row = int(np.nonzero(bad.any(axis=1))[0][0])
-                branch = sources.get(role, role)
-                if self.fmt == "flat" and self.column_map is not None:
-                    names = getattr(self.column_map, role) or (role, role)
-                    branch = "/".join(names)
+                branch = form.source(role, self.column_map)
                 return (
                     f"{where}: branch '{branch}' has {int(bad.sum())} non-finite value(s) "
                     f"(NaN/inf), first at entry {start + row}; {role} values must be finite"
