@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import yaml
 
+from tests.cluster.conftest import assert_same_histograms
 from tests.conftest import CONFIGS
 from zcalib.cli import main
 from zcalib.config import dataset_config_from_files, load_dataset_config
@@ -34,13 +34,6 @@ def served(xrootd_server, tmp_path_factory):
     return local, urls
 
 
-def _same(a, b):
-    assert a.kinds == b.kinds
-    assert a.cutflow == b.cutflow
-    np.testing.assert_array_equal(a.hist.values(flow=True), b.hist.values(flow=True))
-    np.testing.assert_array_equal(a.hist.variances(flow=True), b.hist.variances(flow=True))
-
-
 def test_xrootd_histograms_identical_to_local_files(served, scheme):
     local, urls = served
     opts = RunOptions(executor="iterative", progress=False, chunksize=2000)
@@ -52,7 +45,7 @@ def test_xrootd_histograms_identical_to_local_files(served, scheme):
     assert [(i.path, i.entries) for i in infos] == [(urls["data"], 3000), (urls["mc"], 6000)]
     remote = build_histograms(remote_cfg, scheme, options=opts)
     assert on_disk.cutflow["data"]["mass"] > 2000
-    _same(remote, on_disk)
+    assert_same_histograms(remote, on_disk)
 
 
 def test_root_urls_in_dataset_yaml_kept_verbatim(served, tmp_path, monkeypatch, capsys):
@@ -110,7 +103,7 @@ def test_root_urls_in_dataset_yaml_kept_verbatim(served, tmp_path, monkeypatch, 
         )
         == 0
     )
-    _same(load_histograms("remote.npz"), load_histograms("local.npz"))
+    assert_same_histograms(load_histograms("remote.npz"), load_histograms("local.npz"))
     meta = json.loads((tmp_path / "remote.metrics.json").read_text())
     assert (meta["events"], meta["executor"], meta["bytes_read"] > 0) == (9000, "futures", True)
     capsys.readouterr()
