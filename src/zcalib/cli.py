@@ -390,7 +390,7 @@ def _scheduler_lost(err: BaseException, args: argparse.Namespace) -> str | None:
     if "distributed" not in sys.modules:
         return None
     from distributed.client import FutureCancelledError
-    from distributed.comm import CommClosedError
+    from distributed.comm.core import CommClosedError
 
     chain: list[BaseException] = []
     e: BaseException | None = err

@@ -33,4 +33,4 @@ def install() -> None:
     """Use :func:`utf8_hash` wherever coffea's executors key files (idempotent)."""
     from coffea.processor import executor
 
-    executor._hash = utf8_hash  # type: ignore[attr-defined]
+    executor._hash = utf8_hash
