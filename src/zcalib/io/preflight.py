@@ -6,8 +6,9 @@ file, holds the tree, the tree holds the branches the format needs with the type
 it reads (float kinematics, integer ids/gains/run numbers, per-electron arrays where the
 format has them), and it has entries. Parquet skims are checked the same way (footer
 readable, columns present and typed, rows > 0) and their provenance record is read. The same
-physical file listed twice (directly, through a symlink or a hard link, in one dataset or in
-two) is an error naming both paths: it would be counted twice.
+physical file listed twice among the data, or among the MC (directly, through a symlink or a
+hard link, in one dataset or in two), is an error naming both paths: it would be counted
+twice. The same file as data *and* MC is allowed (a closure of the simulation on itself).
 
 Every file is checked, and *all* failures are collected: :func:`check_inputs` raises one
 :class:`~zcalib.exceptions.InputError` listing every bad file (one line per file naming the
@@ -209,7 +210,8 @@ def preflight(cfg: DatasetConfig, *, allow_empty: bool = False) -> PreflightResu
 
 
 def check_unique_files(cfg: DatasetConfig) -> None:
-    """Refuse one physical file listed twice: its events would be counted twice.
+    """Refuse one physical file listed twice among the datasets of one kind (data or MC): its
+    events would be counted twice. One file used as data and as MC is allowed (closure).
 
     Local files are compared by device and inode (a symlink or hard link is the same file),
     URLs by their normalised form (case-insensitive scheme and host, ``//`` runs collapsed).
@@ -220,9 +222,10 @@ def check_unique_files(cfg: DatasetConfig) -> None:
     seen: dict[Any, tuple[str, str]] = {}
     for ds in cfg.datasets:
         for f in ds.files:
-            key = _identity(f)
-            if key is None:
+            identity = _identity(f)
+            if identity is None:
                 continue
+            key = (ds.kind, identity)
             if key in seen:
                 first, first_ds = seen[key]
                 where = (
