@@ -45,8 +45,9 @@ from zcalib.categories import CategoryScheme
 from zcalib.config import DatasetConfig, SelectionConfig
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import HistogramSet, MassBinning, PairCounts
+from zcalib.io._base import READ_BYTES_KEY
 from zcalib.io.formats import get_format
-from zcalib.io.parquet import PARQUET_BYTES_KEY, ParquetChunkReader
+from zcalib.io.parquet import ParquetChunkReader
 from zcalib.io.preflight import FileInfo, bad_files_message, preflight
 from zcalib.metrics import WORKERS_KEY, TrackedProcessor, build_metrics, write_metrics
 from zcalib.processors.zee import (
@@ -917,9 +918,9 @@ def _call(
     out = wrapped["out"]
     workers = out.pop(WORKERS_KEY, {}) if isinstance(out, dict) else {}
     metrics = dict(wrapped.get("metrics") or {})
-    parquet_bytes = out.pop(PARQUET_BYTES_KEY, None) if isinstance(out, dict) else None
-    if parquet_bytes is not None:
-        metrics["bytesread"] = metrics.get("bytesread", 0) + parquet_bytes
+    read_bytes = out.pop(READ_BYTES_KEY, None) if isinstance(out, dict) else None
+    if read_bytes is not None:
+        metrics["bytesread"] = metrics.get("bytesread", 0) + read_bytes
     return ProcessorRun(
         out=out,
         metrics=metrics,

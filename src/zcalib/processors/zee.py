@@ -35,6 +35,7 @@ from zcalib._jit import jitted
 from zcalib.categories import CRACK, CategoryScheme, region_code, scheme_from_dict
 from zcalib.config import SelectionConfig
 from zcalib.histograms import MassBinning, PairCounts
+from zcalib.io._base import READ_BYTES_KEY
 from zcalib.io.formats import ColumnMap, EventBranch, Leptons, get_format
 from zcalib.physics import pair_mass
 
@@ -337,8 +338,15 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         dataset = meta["dataset"]
         where = self._where(meta)
         start = int(meta.get("entrystart") or 0)
+        form = get_format(self.fmt)
         try:
-            lep = get_format(self.fmt).extract(
+            if form.reads_columns:
+                # read exactly the needed branches as numpy, like a raw uproot read
+                available = self.available.get(dataset, {})
+                wanted = list(dict.fromkeys([*form.required(self.column_map), *available.values()]))
+                events = form.read_chunk(meta, wanted)
+                out[READ_BYTES_KEY] = events.nbytes
+            lep = form.extract(
                 events,
                 id_level=self.selection.id_level,
                 available=self.available.get(dataset, {}),
@@ -483,31 +491,38 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
     def _select(
         self, lep: Leptons, energy: NDArray[np.float64]
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], PackedSelection]:
-        et = energy / np.cosh(lep.sc_eta)
+        cosh_sc = np.cosh(lep.sc_eta)
         n = len(lep)
         cells = self.scheme.assign(
             abs_eta=np.abs(lep.sc_eta).ravel(),
             r9=lep.r9.ravel(),
-            et=et.ravel(),
+            et=(energy / cosh_sc).ravel(),
             gain=lep.gain.ravel(),
             run=np.repeat(lep.run, 2),
         ).reshape(n, 2)
-        mass, sel = pair_selection(lep, energy, self.selection, self.binning)
+        mass, sel = pair_selection(lep, energy, self.selection, self.binning, cosh_sc=cosh_sc)
         sel.add("categorised", (cells >= 0).all(axis=1))
         return cells, mass, sel
 
 
 def pair_selection(
-    lep: Leptons, energy: NDArray[np.float64], cfg: SelectionConfig, binning: MassBinning
+    lep: Leptons,
+    energy: NDArray[np.float64],
+    cfg: SelectionConfig,
+    binning: MassBinning,
+    *,
+    cosh_sc: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], PackedSelection]:
     """The pair mass and every selection step of :data:`CUTS` except ``categorised``.
 
     Shared by the processor and the skimmer (``zcalib skim``), so a skim keeps exactly the
     pairs the same selection keeps. The cuts are evaluated in one compiled pass
-    (:func:`_pair_cuts`); the transcendental functions stay numpy's.
+    (:func:`_pair_cuts`); the transcendental functions stay numpy's (``cosh_sc``:
+    ``cosh(η_SC)`` if the caller has it).
     """
     n = len(lep)
-    cosh_sc = np.cosh(lep.sc_eta)
+    if cosh_sc is None:
+        cosh_sc = np.cosh(lep.sc_eta)
     mass = _mass(lep, energy)
     has_pair = lep.has_pair if lep.has_pair is not None else np.ones(n, dtype=bool)
     bits = jitted(_pair_cuts)(
