@@ -44,11 +44,12 @@ from zcalib._atomic import atomic_open
 from zcalib.categories import CategoryScheme
 from zcalib.config import DatasetConfig, SelectionConfig
 from zcalib.exceptions import InputError, InvalidConfig
-from zcalib.histograms import HistogramSet, MassBinning
+from zcalib.histograms import HistogramSet, MassBinning, PairCounts
 from zcalib.io import coffea_compat
+from zcalib.io._base import READ_BYTES_KEY
 from zcalib.io.fingerprint import file_fingerprint
 from zcalib.io.formats import get_format
-from zcalib.io.parquet import PARQUET_BYTES_KEY, ParquetChunkReader
+from zcalib.io.parquet import ParquetChunkReader
 from zcalib.io.preflight import FileInfo, bad_files_message, preflight
 from zcalib.metrics import WORKERS_KEY, TrackedProcessor, build_metrics, write_metrics
 from zcalib.processors.zee import (
@@ -560,7 +561,7 @@ def build_histograms(
         n_events / max(t_run, 1e-9),
     )
     return HistogramSet(
-        hist=out["hist"],
+        counts=out["counts"],
         categories=scheme.to_yaml_dict(),
         kinds=cfg.kinds(),
         cutflow=merge_cutflows(out["cutflow"]),
@@ -912,9 +913,9 @@ def _call(
     out = wrapped["out"]
     workers = out.pop(WORKERS_KEY, {}) if isinstance(out, dict) else {}
     metrics = dict(wrapped.get("metrics") or {})
-    parquet_bytes = out.pop(PARQUET_BYTES_KEY, None) if isinstance(out, dict) else None
-    if parquet_bytes is not None:
-        metrics["bytesread"] = metrics.get("bytesread", 0) + parquet_bytes
+    read_bytes = out.pop(READ_BYTES_KEY, None) if isinstance(out, dict) else None
+    if read_bytes is not None:
+        metrics["bytesread"] = metrics.get("bytesread", 0) + read_bytes
     return ProcessorRun(
         out=out,
         metrics=metrics,
@@ -1009,7 +1010,7 @@ def processor_hash(proc: Any) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2
 
 
 class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
@@ -1075,9 +1076,8 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
             # the handle is ours: np.load leaks it when the file is not a readable zip
             with p.open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
                 header = json.loads(npz["header"].tobytes().decode())
-                values = npz["values"]
-                variances = npz["variances"]
-            return self._restore(header, values, variances, metadata)
+                arrays = {k: npz[k] for k in npz.files if k != "header"}
+            return self._restore(header, arrays, metadata)
         except Exception as err:  # noqa: BLE001  (a damaged chunk file is recomputed)
             log.warning("%s: unreadable checkpoint, recomputing the chunk (%s)", p, err)
             return None
@@ -1086,19 +1086,19 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
         """Store a finished chunk (not if it reported errors)."""
         del processor_instance
         out = output.get("out", {}) if isinstance(output, Mapping) else {}
-        if not isinstance(out, Mapping) or "hist" not in out:
+        if not isinstance(out, Mapping) or "counts" not in out:
             return
         if out.get("errors") or out.get("failed"):
             return
-        h = out["hist"]
+        counts = out.get("counts")
+        if not isinstance(counts, PairCounts):
+            return
         m = output.get("metrics", {})
         header = {
             "format": "zcalib-chunk",
             "format_version": _CHECKPOINT_VERSION,
             "config_hash": self.config_hash,
-            "datasets": [str(x) for x in h.axes["dataset"]],
-            "variations": [str(x) for x in h.axes["variation"]],
-            "regions": [int(x) for x in h.axes["region"]],
+            "blocks": [[d, v] for d, v in counts.blocks],
             "cutflow": out.get("cutflow", {}),
             "sumw": out.get("sumw", {}),
             "entries": int(
@@ -1106,41 +1106,34 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
             ),
             "columns": sorted(str(c) for c in m.get("columns", ())),
         }
-        view = h.view(flow=True)
+        arrays: dict[str, Any] = {
+            "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
+        }
+        for i, block in enumerate(counts.blocks.values()):
+            arrays[f"keys_{i}"] = block.keys
+            arrays[f"sumw_{i}"] = block.sumw
+            arrays[f"sumw2_{i}"] = block.sumw2
         p = self.path(metadata)
         with atomic_open(p, "wb") as fh:
-            np.savez_compressed(
-                fh,  # type: ignore[arg-type]
-                header=np.frombuffer(json.dumps(header).encode(), np.uint8),
-                values=np.ascontiguousarray(view["value"]),
-                variances=np.ascontiguousarray(view["variance"]),
-            )
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
 
     def _restore(
-        self, header: dict[str, Any], values: Any, variances: Any, metadata: Mapping[str, Any]
+        self, header: dict[str, Any], arrays: Mapping[str, Any], metadata: Mapping[str, Any]
     ) -> dict[str, Any]:
-        import hist
+        from zcalib.histograms import _Block
 
         if header.get("format") != "zcalib-chunk" or header.get("config_hash") != self.config_hash:
             msg = "not a chunk file of this configuration"
             raise ValueError(msg)
-        h = hist.Hist(
-            hist.axis.StrCategory(header["datasets"], name="dataset", label="Dataset", growth=True),
-            hist.axis.StrCategory(
-                header["variations"], name="variation", label="Variation", growth=True
-            ),
-            hist.axis.IntCategory(
-                header["regions"], name="region", label="Pair region", growth=True
-            ),
-            self.binning.axis(),
-            storage=hist.storage.Weight(),
-        )
-        view = h.view(flow=True)
-        if view.shape != values.shape:
-            msg = f"shape {values.shape} does not match the axes {view.shape}"
-            raise ValueError(msg)
-        view["value"] = values
-        view["variance"] = variances
+        counts = PairCounts(self.binning)
+        for i, (d, v) in enumerate(header["blocks"]):
+            keys = np.asarray(arrays[f"keys_{i}"], dtype=np.int64)
+            sumw = np.asarray(arrays[f"sumw_{i}"], dtype=np.float64)
+            sumw2 = np.asarray(arrays[f"sumw2_{i}"], dtype=np.float64)
+            if not keys.shape == sumw.shape == sumw2.shape:
+                msg = f"block {i} has inconsistent array shapes"
+                raise ValueError(msg)
+            counts.blocks[(str(d), str(v))] = _Block(keys, sumw, sumw2)
         fileuuid = str(metadata.get("fileuuid") or "")
         item = WorkItem(
             metadata["dataset"],
@@ -1152,7 +1145,7 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
         )
         return {
             "out": {
-                "hist": h,
+                "counts": counts,
                 "cutflow": header["cutflow"],
                 "sumw": header["sumw"],
                 "errors": set(),

@@ -22,8 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ID_BITS",
+    "READ_BYTES_KEY",
     "SKIM_EVENT_COLUMNS",
     "SKIM_LEPTON_COLUMNS",
+    "ColumnChunk",
     "ColumnMap",
     "EventBranch",
     "IdLevel",
@@ -34,6 +36,9 @@ __all__ = [
 IdLevel = Literal["none", "loose", "medium", "tight"]
 EventBranch = Literal["run", "lumi", "event"]
 
+#: Processor-output key carrying the bytes a chunk read outside coffea's own reader (Parquet
+#: row groups, direct column reads); the runner adds them to coffea's ``bytesread``.
+READ_BYTES_KEY = "_bytes_read"
 #: Working points passed by a lepton, as bits of the skim ``id_1``/``id_2`` columns.
 ID_BITS: dict[str, int] = {"none": 0, "loose": 1, "medium": 2, "tight": 4}
 #: Per-lepton skim columns (suffixed ``_1``/``_2``), in file order.
@@ -155,6 +160,8 @@ class InputFormat:
     event_ids_always: ClassVar[bool] = False
     #: What the ID working point is read from (for messages).
     id_field: ClassVar[str] = "the electron ID"
+    #: Chunks of this format can be read as plain numpy columns (:meth:`read_chunk`).
+    reads_columns: ClassVar[bool] = False
     #: Branch feeding each checked lepton quantity (for error messages).
     sources: ClassVar[dict[str, str]] = {}
 
@@ -206,6 +213,21 @@ class InputFormat:
 
         return BaseSchema
 
+    def read_chunk(self, metadata: Mapping[str, Any], columns: list[str]) -> ColumnChunk:
+        """Read ``columns`` of one chunk (coffea's per-chunk ``metadata``) as numpy arrays.
+
+        A direct ``uproot`` read of exactly the branches a processor needs, at the cost of a
+        raw read, instead of materialising coffea's lazy arrays one by one.
+        """
+        import uproot
+
+        start, stop = int(metadata["entrystart"]), int(metadata["entrystop"])
+        with uproot.open(str(metadata["filename"])) as fh:
+            tree = fh[str(metadata["treename"])]
+            arrays = tree.arrays(columns, entry_start=start, entry_stop=stop, library="np")
+            nbytes = int(fh.file.source.num_requested_bytes)
+        return ColumnChunk(dict(arrays), metadata, stop - start, nbytes)
+
     def branch_names(self, path: str, tree: str) -> set[str]:
         """Names of the top-level branches (columns) of one file."""
         import uproot
@@ -224,9 +246,39 @@ class InputFormat:
         return {c: arrays[c] for c in columns}
 
 
+class ColumnChunk:
+    """A chunk's branches as numpy arrays, indexable like coffea's events (``chunk[name]``).
+
+    Attributes:
+        metadata: coffea's per-chunk metadata (dataset, file, entry range).
+        nbytes: bytes requested from the file while reading.
+    """
+
+    def __init__(
+        self, arrays: dict[str, Any], metadata: Mapping[str, Any], n: int, nbytes: int
+    ) -> None:
+        self._arrays = arrays
+        self.metadata = metadata
+        self._n = n
+        self.nbytes = nbytes
+
+    @property
+    def fields(self) -> list[str]:
+        """The branches read."""
+        return list(self._arrays)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._arrays[name]
+
+    def __len__(self) -> int:
+        return self._n
+
+
 # ------------------------------------------------------------------ helpers of the formats
 def np_col(x: Any, dtype: Any) -> NDArray[Any]:
-    """A flat awkward/NanoEvents column as a numpy array of ``dtype``."""
+    """A flat awkward/NanoEvents (or numpy) column as a numpy array of ``dtype``."""
+    if isinstance(x, np.ndarray):
+        return x.astype(dtype, copy=False)
     return np.asarray(ak.to_numpy(x), dtype=dtype)
 
 

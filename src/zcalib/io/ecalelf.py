@@ -35,7 +35,8 @@ _EVENT_BRANCHES = {"run": "runNumber", "lumi": "lumiBlock", "event": "eventNumbe
 def _first2(column: Any, dtype: Any) -> NDArray[Any]:
     """Slots 0 and 1 of a fixed-size ``[3]`` ECALELF branch (sliced in numpy: no copy of the
     whole awkward RegularArray)."""
-    return np.asarray(ak.to_numpy(column)[:, :2], dtype=dtype)
+    values = column if isinstance(column, np.ndarray) else ak.to_numpy(column)
+    return np.asarray(values[:, :2], dtype=dtype)
 
 
 class EcalelfFormat(InputFormat):
@@ -43,6 +44,7 @@ class EcalelfFormat(InputFormat):
 
     name = "ecalelf"
     default_tree = "selected"
+    reads_columns = True
     id_levels = ("none", "medium", "tight")
     id_field = "ECALELF eleID"
     sources: ClassVar[dict[str, str]] = {

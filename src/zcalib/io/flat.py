@@ -35,6 +35,7 @@ class FlatFormat(InputFormat):
 
     name = "flat"
     default_tree = "events"
+    reads_columns = True
 
     def required(self, column_map: ColumnMap | None = None) -> list[str]:
         """Every branch the column map names (except weight and pile-up)."""

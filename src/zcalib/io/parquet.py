@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from zcalib.io._base import (
     ID_BITS,
+    READ_BYTES_KEY,
     SKIM_LEPTON_COLUMNS,
     ColumnMap,
     EventBranch,
@@ -28,10 +29,7 @@ from zcalib.io._base import (
     pair_cols,
 )
 
-__all__ = ["PARQUET", "PARQUET_BYTES_KEY", "ParquetChunkReader", "ParquetFormat"]
-
-#: Output key carrying the bytes a Parquet chunk read (added to coffea's ``bytesread``).
-PARQUET_BYTES_KEY = "_parquet_bytes"
+__all__ = ["PARQUET", "ParquetChunkReader", "ParquetFormat"]
 
 
 class ParquetFormat(InputFormat):
@@ -199,7 +197,7 @@ class ParquetChunkReader(processor.ProcessorABC):  # type: ignore[misc]
             source, schemaclass=BaseSchema, metadata=meta
         ).events()
         out = self.inner.process(chunk)
-        out[PARQUET_BYTES_KEY] = nbytes
+        out[READ_BYTES_KEY] = nbytes
         return out
 
     def postprocess(self, accumulator: Any) -> Any:

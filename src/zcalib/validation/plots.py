@@ -564,7 +564,7 @@ def histogram_plot_inputs(
         InvalidConfig: corrections that vary inside a cell, or edges off the fine axis.
     """
     scheme = hset.scheme()
-    fine_edges = np.asarray(hset.hist.axes["mass"].edges, dtype=np.float64)
+    fine_edges = hset.mass_edges
     filled_with = hset.metadata.get("corrections") or []
     analytic = bool(corrections) and not filled_with
     if corrections and filled_with:
@@ -981,7 +981,7 @@ def _plan(
     scheme = None
     if hset is not None:
         scheme = hset.scheme()
-        regions = [int(r) for r in hset.hist.axes["region"]]
+        regions = hset.regions
     not_expressible = []
     for cat in plots:
         var = resolve_variable(cat.variable, branches, category=cat.name, source=cat.source)
@@ -1105,9 +1105,7 @@ def run_validation(
     out = Path(out_dir)
     from_hist, from_events = _plan(plots, histograms, datasets)
     fine = (
-        np.asarray(histograms.hist.axes["mass"].edges, dtype=np.float64)
-        if histograms is not None
-        else np.asarray(MassBinning().axis().edges)
+        histograms.mass_edges if histograms is not None else np.asarray(MassBinning().axis().edges)
     )
     hist_plans = [(c, v, _variable_edges(v, c, binning, fine)) for c, v in from_hist]
     event_plans = [(c, v, _variable_edges(v, c, binning, fine)) for c, v in from_events]
