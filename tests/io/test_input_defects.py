@@ -365,7 +365,7 @@ def test_mc_weight_input_names_matched_by_name(tmp_path):
     key_first = load_weight(
         "pileup", _pileup_payload(tmp_path, [("weights", "string"), ("nPU", "real")])
     )
-    assert (key_first.inputs, key_first.key_index) == (("npu",), 0)
+    assert (key_first.input_names, key_first.key_index) == (("npu",), 0)
 
 
 def test_mc_weight_key_first_fills_like_key_last(tmp_path, scheme, demo_ecalelf):

@@ -321,7 +321,7 @@ def bind_weight(spec: WeightSpec) -> WeightSpec:
         spec: the weight as read.
 
     Returns:
-        ``spec`` with ``inputs`` in the correction's order and ``key_index`` set.
+        ``spec`` with ``inputs`` (if given) in the correction's order and ``key_index`` set.
 
     Raises:
         InvalidConfig: a wrong number of inputs, no (or several) string inputs, an ``int``
@@ -359,4 +359,6 @@ def bind_weight(spec: WeightSpec) -> WeightSpec:
             )
             raise InvalidConfig(msg)
         order.append(match[0])
-    return dataclasses.replace(spec, inputs=tuple(order), key_index=keys[0])
+    # a single-quantity weight keeps ``inputs`` empty: it is fed ``variable``
+    inputs = tuple(order) if spec.inputs else ()
+    return dataclasses.replace(spec, inputs=inputs, key_index=keys[0])
