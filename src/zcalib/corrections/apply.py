@@ -360,5 +360,5 @@ def bind_weight(spec: WeightSpec) -> WeightSpec:
             raise InvalidConfig(msg)
         order.append(match[0])
     # a single-quantity weight keeps ``inputs`` empty: it is fed ``variable``
-    inputs = tuple(order) if spec.inputs else ()
-    return dataclasses.replace(spec, inputs=inputs, key_index=keys[0])
+    bound = tuple(order) if spec.inputs else ()
+    return dataclasses.replace(spec, inputs=bound, key_index=keys[0])
