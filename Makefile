@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fit.py
 	$(BIN)/python benchmarks/closure_study.py
 	$(BIN)/python benchmarks/bench_processor.py
+	$(BIN)/python benchmarks/bench_categories.py
 	$(BIN)/python benchmarks/bench_fingerprint.py
 
 # The documentation site (mkdocs, strict: any warning fails) into site/.

@@ -294,6 +294,32 @@ def event_int(events: Any, name: str | None, n: int) -> NDArray[np.int64]:
     return np_col(events[name], np.int64)
 
 
+def optional_fields(available: Mapping[str, str]) -> dict[str, str | None]:
+    """``lumi``, ``event``, ``weight``, ``npu`` branches of ``available`` (``None`` if absent)."""
+    return {role: available.get(role) for role in ("lumi", "event", "weight", "npu")}
+
+
+def event_columns(
+    events: Any,
+    n: int,
+    *,
+    run: str | None,
+    lumi: str | None,
+    event: str | None,
+    weight: str | None,
+    npu: str | None,
+) -> dict[str, Any]:
+    """The per-event fields of :class:`Leptons` read from the named branches (``None``: the
+    input has none; zeros, unit weights, no pile-up)."""
+    return {
+        "run": event_int(events, run, n),
+        "lumi": event_int(events, lumi, n),
+        "event": event_int(events, event, n),
+        "weight": event_weight(events, weight, n),
+        "npu": np_col(events[npu], np.float64) if npu else None,
+    }
+
+
 def event_weight(events: Any, name: str | None, n: int) -> NDArray[np.float64]:
     """The generator weight, ones when the input has none."""
     if name is None:

@@ -20,9 +20,9 @@ from zcalib.io._base import (
     EventBranch,
     InputFormat,
     Leptons,
-    event_int,
-    event_weight,
+    event_columns,
     np_col,
+    optional_fields,
 )
 
 __all__ = ["ECALELF", "EcalelfFormat"]
@@ -121,12 +121,8 @@ class EcalelfFormat(InputFormat):
             id_pass=id_pass,
             charge=charge,
             valid=np.ones((n, 2), dtype=bool),
-            run=np_col(events["runNumber"], np.int64),
-            lumi=event_int(events, available.get("lumi"), n),
-            event=event_int(events, available.get("event"), n),
-            weight=event_weight(events, available.get("weight"), n),
-            npu=np_col(events[available["npu"]], np.float64) if "npu" in available else None,
             id_bits=ecal_bits,
+            **event_columns(events, n, run="runNumber", **optional_fields(available)),
         )
 
 

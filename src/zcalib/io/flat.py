@@ -14,9 +14,7 @@ from zcalib.io._base import (
     EventBranch,
     InputFormat,
     Leptons,
-    event_int,
-    event_weight,
-    np_col,
+    event_columns,
     pair_cols,
 )
 
@@ -98,11 +96,9 @@ class FlatFormat(InputFormat):
                 pair_cols(events, cm.charge, np.int64) if cm.charge else np.zeros((n, 2), np.int64)
             ),
             valid=np.ones((n, 2), dtype=bool),
-            run=event_int(events, cm.run, n),
-            lumi=event_int(events, cm.lumi, n),
-            event=event_int(events, cm.event, n),
-            weight=event_weight(events, cm.weight, n),
-            npu=np_col(events[cm.npu], np.float64) if cm.npu else None,
+            **event_columns(
+                events, n, run=cm.run, lumi=cm.lumi, event=cm.event, weight=cm.weight, npu=cm.npu
+            ),
             id_bits=np.full((n, 2), ID_BITS["loose"] | ID_BITS["medium"] | ID_BITS["tight"]),
         )
 

@@ -23,9 +23,8 @@ from zcalib.io._base import (
     EventBranch,
     InputFormat,
     Leptons,
-    event_int,
-    event_weight,
-    np_col,
+    event_columns,
+    optional_fields,
     pair_cols,
 )
 
@@ -86,12 +85,8 @@ class ParquetFormat(InputFormat):
             id_pass=(id_bits & need) == need,
             charge=pair("charge", np.int64),
             valid=np.ones((n, 2), dtype=bool),
-            run=np_col(events["run"], np.int64),
-            lumi=event_int(events, available.get("lumi"), n),
-            event=event_int(events, available.get("event"), n),
-            weight=event_weight(events, available.get("weight"), n),
-            npu=np_col(events[available["npu"]], np.float64) if "npu" in available else None,
             id_bits=id_bits,
+            **event_columns(events, n, run="run", **optional_fields(available)),
         )
 
     def branch_names(self, path: str, tree: str) -> set[str]:

@@ -56,10 +56,7 @@ class ValidationProcessor(ZeeProcessor):
         """Process one chunk of events (called by coffea)."""
         meta = events.metadata
         dataset = meta["dataset"]
-        where = (
-            f"{meta.get('filename', '?')} "
-            f"(entries {meta.get('entrystart')}-{meta.get('entrystop')})"
-        )
+        where = self._where(meta)
         kind = self.kinds[dataset]
         out: dict[str, Any] = {
             "hists": {p.name: _plot_hist(p) for p in self.plots},
