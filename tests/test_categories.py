@@ -176,3 +176,34 @@ def test_grid_lookup_matches_testing_every_category(tmp_path):
     slow = s._assign_slow(**kw)
     np.testing.assert_array_equal(fast, slow)
     assert (fast >= 0).mean() > 0.1  # the comparison covers many assigned leptons
+
+
+def test_compiled_assignment_matches_the_reference():
+    """The compiled grid look-up gives the cell of the category-by-category test, also for
+    NaN and out-of-range values of the variables cut on, and every gain."""
+    from zcalib.categories import scheme_from_dict
+
+    scheme = scheme_from_dict(
+        {
+            "scale": [
+                {"eta": [a, b], "r9": [r, s], "gain": g}
+                for a, b in ((0, 1.0), (1.0, 1.4442), (1.566, 2.5))
+                for r, s in ((0, 0.94), (0.94, 10))
+                for g in (12, 6, 1)
+            ],
+            "smear": [{"eta": [0, 1.4442], "r9": [0, 10]}, {"eta": [1.566, 2.5], "r9": [0, 10]}],
+        }
+    )
+    rng = np.random.default_rng(5)
+    n = 20_000
+    kw = {
+        "abs_eta": rng.uniform(-0.2, 2.7, n),
+        "r9": rng.uniform(0.5, 1.1, n),
+        "et": rng.uniform(-5, 100, n),
+        "gain": rng.choice([12, 6, 1, 0], n),
+        "run": np.zeros(n, np.int64),
+    }
+    kw["abs_eta"][::50] = np.nan  # (Et is cut on by no category: its value is not read)
+    fast = scheme.assign(**kw)
+    np.testing.assert_array_equal(fast, scheme._assign_slow(**kw))
+    assert (fast >= 0).sum() > n // 2

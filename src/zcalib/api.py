@@ -167,7 +167,7 @@ class Histograms:
         kinds = ", ".join(f"{d}={self.hset.kinds.get(d, '?')}" for d in self.datasets)
         return (
             f"Histograms(datasets=[{kinds}], variations={self.variations}, "
-            f"regions={len(self.hset.hist.axes['region'])})"
+            f"regions={len(self.hset.regions)})"
         )
 
     @property
@@ -197,7 +197,7 @@ class Histograms:
 
     def summary(self) -> dict[str, Any]:
         """Counts per dataset and the filling provenance, as a plain dict."""
-        h = self.hset.hist
+        mb = self.hset.binning
         run = self.hset.metadata.get("run", {})
         per_ds = []
         for ds in self.datasets:
@@ -213,9 +213,9 @@ class Histograms:
         return {
             "datasets": per_ds,
             "variations": self.variations,
-            "regions": len(h.axes["region"]),
-            "mass_bins": h.axes["mass"].size,
-            "mass_range": (float(h.axes["mass"].edges[0]), float(h.axes["mass"].edges[-1])),
+            "regions": len(self.hset.regions),
+            "mass_bins": mb.n_bins,
+            "mass_range": (float(self.hset.mass_edges[0]), float(self.hset.mass_edges[-1])),
             "categories": (
                 len(self.hset.categories.get("scale", [])),
                 len(self.hset.categories.get("smear", [])),
@@ -276,7 +276,7 @@ class Histograms:
             data_var, mc_var = self.config.fit_variations(hset)
         else:
             data_var = mc_var = "nominal"
-        edges = np.asarray(hset.hist.axes["mass"].edges, dtype=np.float64)
+        edges = hset.mass_edges
         n = (len(edges) - 1) // rebin * rebin
         coarse = edges[: n + 1 : rebin]
         curves = {}

@@ -38,6 +38,7 @@ import yaml
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from zcalib._jit import jitted
 from zcalib.exceptions import InvalidCategories
 
 __all__ = [
@@ -213,20 +214,18 @@ class CategoryScheme:
         if run is None:
             run = np.zeros(n, dtype=np.int64)
         edges, lut = self._grid()
-        values = {"run": run, "eta": abs_eta, "r9": r9, "et": et}
-        # slot 0: below the first edge, len(edges): at/above the last (both map to -1)
-        index = tuple(
-            np.searchsorted(edges[name], np.asarray(values[name], dtype=np.float64), side="right")
-            if len(edges[name])
-            else np.zeros(n, dtype=np.int64)  # no cut on this variable: a single slot
-            for name in _GRID_VARS
+        return jitted(_assign_loop)(  # type: ignore[no-any-return]
+            np.asarray(run, dtype=np.float64),
+            np.asarray(abs_eta, dtype=np.float64),
+            np.asarray(r9, dtype=np.float64),
+            np.asarray(et, dtype=np.float64),
+            np.asarray(gain, dtype=np.int64),
+            edges["run"],
+            edges["eta"],
+            edges["r9"],
+            edges["et"],
+            lut,
         )
-        gain_slot = np.full(n, 3, dtype=np.int64)
-        for slot, g in enumerate(_GAINS_ORDER):
-            gain_slot[np.asarray(gain) == g] = slot
-        if lut.shape[-1] == 1:
-            gain_slot[:] = 0
-        return np.asarray(lut[(*index, gain_slot)], dtype=np.int64)
 
     def _grid(self) -> tuple[dict[str, NDArray[np.float64]], NDArray[np.int64]]:
         """Lookup table of cell indices over the grid of all category edges (cached).
@@ -302,6 +301,41 @@ class CategoryScheme:
             "scale": [one(c) for c in self.scale],
             "smear": [one(c) for c in self.smear],
         }
+
+
+def _assign_loop(
+    run: NDArray[np.float64],
+    abs_eta: NDArray[np.float64],
+    r9: NDArray[np.float64],
+    et: NDArray[np.float64],
+    gain: NDArray[np.int64],
+    e_run: NDArray[np.float64],
+    e_eta: NDArray[np.float64],
+    e_r9: NDArray[np.float64],
+    e_et: NDArray[np.float64],
+    lut: NDArray[np.int64],
+) -> NDArray[np.int64]:  # pragma: no cover
+    """Cell of each lepton: one binary search per variable and one table look-up."""
+    n = len(abs_eta)
+    out = np.empty(n, np.int64)
+    gains = lut.shape[4] > 1
+    for i in range(n):
+        # np.searchsorted(edges, v, side="right"); NaN after the last edge; no edges: 0
+        a = len(e_run) if np.isnan(run[i]) else np.searchsorted(e_run, run[i], side="right")
+        b = len(e_eta) if np.isnan(abs_eta[i]) else np.searchsorted(e_eta, abs_eta[i], "right")
+        c = len(e_r9) if np.isnan(r9[i]) else np.searchsorted(e_r9, r9[i], side="right")
+        d = len(e_et) if np.isnan(et[i]) else np.searchsorted(e_et, et[i], side="right")
+        g = 0
+        if gains:
+            g = 3
+            if gain[i] == 12:
+                g = 0
+            elif gain[i] == 6:
+                g = 1
+            elif gain[i] == 1:
+                g = 2
+        out[i] = lut[a, b, c, d, g]
+    return out
 
 
 def region_code(ci: NDArray[np.int64], cj: NDArray[np.int64], n_cells: int) -> NDArray[np.int64]:
@@ -549,40 +583,51 @@ def _intersects(a: Category, b: Category) -> bool:
 
 
 def _check_tiling(cats: Sequence[Category], source: str) -> None:
-    """Every grid cell of the union of edges is covered exactly once (crack excepted)."""
+    """Every grid cell of the union of edges is covered exactly once (crack excepted).
+
+    Coverage is counted on the grid of all category edges in one array (each category adds
+    1 to the grid boxes it spans), so the check costs one slice per category, not one test
+    per (box, category); the first offending box (in run, |η|, R9, Et, gain order) is named.
+    """
     names = ("run", "eta", "r9", "et")
     edges = {n: sorted({v for c in cats for v in c.ranges()[n]}) for n in names}
     gains: list[int | None] = [None] if all(c.gain is None for c in cats) else list(_GAINS)
     kind = cats[0].kind
-    intervals = {n: list(itertools.pairwise(edges[n])) for n in names}
-    combo: Any
-    for combo in itertools.product(*(intervals[n] for n in names), gains):
-        box: dict[str, tuple[float, float]] = dict(zip(names, combo[:4], strict=True))
-        gain: int | None = combo[4]
-        eta_lo, eta_hi = box["eta"]
-        if eta_lo >= CRACK[0] and eta_hi <= CRACK[1]:
-            continue  # the barrel/endcap crack may stay uncovered
-        mid = {n: _mid(*box[n]) for n in names}
-        owners = [
-            c
-            for c in cats
-            if all(c.ranges()[n][0] <= mid[n] < c.ranges()[n][1] for n in names)
-            and (c.gain is None or gain is None or c.gain == gain)
-        ]
-        where = ", ".join(
-            f"{'|eta|' if n == 'eta' else n} [{_fmt(box[n][0])}, {_fmt(box[n][1])})"
-            for n in names
-            if box[n] != (-_INF, _INF)
-        )
-        if gain is not None:
-            where += f", gain {gain}"
-        if len(owners) > 1:
-            idx = ", ".join(str(c.index) for c in owners)
-            msg = f"{source}: {kind} categories {idx} overlap in {where}"
-            raise InvalidCategories(msg)
-        if not owners:
-            msg = f"{source}: gap in {kind} categories: no category covers {where}"
-            raise InvalidCategories(msg)
+    slot = {n: {v: i for i, v in enumerate(edges[n])} for n in names}
+    count = np.zeros([len(edges[n]) - 1 for n in names] + [len(gains)], dtype=np.int64)
+    for c in cats:
+        rng = c.ranges()
+        span: list[Any] = [slice(slot[n][rng[n][0]], slot[n][rng[n][1]]) for n in names]
+        span.append(slice(None) if c.gain is None else gains.index(c.gain))
+        count[tuple(span)] += 1
+    eta_iv = list(itertools.pairwise(edges["eta"]))
+    crack = np.array([lo >= CRACK[0] and hi <= CRACK[1] for lo, hi in eta_iv], dtype=bool)
+    bad = (count != 1) & ~crack[None, :, None, None, None]
+    if not bad.any():
+        return
+    first = np.argwhere(bad)[0]
+    box = {n: (edges[n][first[k]], edges[n][first[k] + 1]) for k, n in enumerate(names)}
+    gain = gains[first[4]]
+    mid = {n: _mid(*box[n]) for n in names}
+    owners = [
+        c
+        for c in cats
+        if all(c.ranges()[n][0] <= mid[n] < c.ranges()[n][1] for n in names)
+        and (c.gain is None or gain is None or c.gain == gain)
+    ]
+    where = ", ".join(
+        f"{'|eta|' if n == 'eta' else n} [{_fmt(box[n][0])}, {_fmt(box[n][1])})"
+        for n in names
+        if box[n] != (-_INF, _INF)
+    )
+    if gain is not None:
+        where += f", gain {gain}"
+    if len(owners) > 1:
+        idx = ", ".join(str(c.index) for c in owners)
+        msg = f"{source}: {kind} categories {idx} overlap in {where}"
+        raise InvalidCategories(msg)
+    msg = f"{source}: gap in {kind} categories: no category covers {where}"
+    raise InvalidCategories(msg)
 
 
 def _check_same_domain(scale: Sequence[Category], smear: Sequence[Category], source: str) -> None:

@@ -441,12 +441,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
+        lost = _scheduler_lost(err, args)
+        if lost is not None:
+            sys.stderr.write(f"zcalib: error: {lost}\n")
+            return EXIT_INPUT
         sys.stderr.write(
             f"zcalib: internal error: {err.__class__.__name__}: {err}\n"
             "(rerun with --debug for the traceback and report it)\n"
         )
         return EXIT_INTERNAL
     return rc
+
+
+def _scheduler_lost(err: BaseException, args: argparse.Namespace) -> str | None:
+    """The one-line message for a run whose Dask scheduler went away (``None``: another error).
+
+    distributed reports the loss as cancelled futures or closed comms once the client gives
+    up reconnecting; the finished chunks survive in the checkpoint folder, so the hint is
+    ``--resume``.
+    """
+    if "distributed" not in sys.modules:
+        return None
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+
+    chain: list[BaseException] = []
+    e: BaseException | None = err
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    cause = next((c for c in chain if isinstance(c, FutureCancelledError | CommClosedError)), None)
+    if cause is None:
+        return None
+    where = getattr(args, "scheduler", None) or getattr(args, "recipe", None) or "local cluster"
+    checkpoints = getattr(args, "checkpoint_dir", None)
+    if checkpoints is None and getattr(args, "resume", False) and getattr(args, "out", None):
+        from zcalib.runner import default_checkpoint_dir
+
+        checkpoints = default_checkpoint_dir(args.out)
+    if checkpoints is not None:
+        hint = (
+            f"the chunks finished so far are kept in {checkpoints}: restart the cluster and "
+            "rerun the same command with --resume"
+        )
+    else:
+        hint = (
+            "restart the cluster and rerun the same command; with --checkpoint-dir DIR the "
+            "finished chunks are kept and --resume reuses them after such a loss"
+        )
+    return (
+        f"lost the Dask scheduler ({where}) during the run "
+        f"({cause.__class__.__name__}); no output was written; {hint}"
+    )
 
 
 # ---------------------------------------------------------------------------- commands

@@ -16,12 +16,14 @@ A dataset description lists the input files and how to read them::
 
 For ``format: flat`` a ``column_map`` names the per-lepton branches (see
 :class:`zcalib.io.formats.ColumnMap`). Relative file paths are resolved against the folder of
-the YAML file. The YAML is validated once into frozen pydantic models (unknown keys are
+the YAML file; URLs (``root://eosuser.cern.ch//eos/...``, ``https://...``, any fsspec scheme)
+are kept verbatim and read by the workers (``pip install 'zcalib[remote]'`` for XRootD). The YAML is validated once into frozen pydantic models (unknown keys are
 errors), then a semantic pass checks names, kinds and file existence.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,9 +39,22 @@ __all__ = [
     "SelectionConfig",
     "dataset_config_from_files",
     "format_validation_error",
+    "is_url",
     "load_dataset_config",
     "load_yaml",
 ]
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(path: str) -> bool:
+    """Whether ``path`` is a URL (``root://``, ``https://``, ``s3://``...) rather than a local path.
+
+    Example:
+        >>> is_url("root://eosuser.cern.ch//eos/user/z/zee.root"), is_url("data/zee.root")
+        (True, False)
+    """
+    return _URL.match(path) is not None
 
 
 class _Frozen(BaseModel):
@@ -150,7 +165,8 @@ def format_validation_error(source: str, err: ValidationError) -> str:
 def load_dataset_config(path: str | Path) -> DatasetConfig:
     """Load and validate a dataset description YAML.
 
-    Relative file paths are resolved against the YAML file's folder; every file must exist.
+    Relative file paths are resolved against the YAML file's folder and every local file must
+    exist; URLs are kept verbatim (the pre-flight opens them).
 
     Raises:
         InvalidConfig: malformed YAML, unknown or invalid fields, missing files.
@@ -167,7 +183,7 @@ def load_dataset_config(path: str | Path) -> DatasetConfig:
     base = p.parent
     datasets = []
     for ds in cfg.datasets:
-        files = tuple(str(f if Path(f).is_absolute() else (base / f)) for f in ds.files)
+        files = tuple(f if is_url(f) or Path(f).is_absolute() else str(base / f) for f in ds.files)
         datasets.append(ds.model_copy(update={"files": files}))
     cfg = cfg.model_copy(update={"datasets": tuple(datasets)})
     _check_files_exist(cfg, str(p))
@@ -205,8 +221,8 @@ def dataset_config_from_files(
 def _check_files_exist(cfg: DatasetConfig, source: str) -> None:
     for ds in cfg.datasets:
         for f in ds.files:
-            if "://" in f:
-                continue  # remote (root://, https://): checked when opened
+            if is_url(f):
+                continue  # remote (root://, https://): checked by the pre-flight
             if not Path(f).is_file():
                 msg = f"{source}: dataset '{ds.name}': input file {f} not found"
                 raise InvalidConfig(msg)

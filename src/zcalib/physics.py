@@ -24,6 +24,10 @@ def pair_mass(e1: Array, eta1: Array, phi1: Array, e2: Array, eta2: Array, phi2:
         ...                 np.array([45.6]), np.array([0.0]), np.array([np.pi]))[0])
         91.2
     """
-    cos12 = (np.cos(phi1 - phi2) + np.sinh(eta1) * np.sinh(eta2)) / (np.cosh(eta1) * np.cosh(eta2))
-    m2 = 2.0 * e1 * e2 * (1.0 - cos12)
+    # fill values (ECALELF η = -999) overflow to a NaN mass, which no mass window keeps
+    with np.errstate(over="ignore", invalid="ignore"):
+        cos12 = (np.cos(phi1 - phi2) + np.sinh(eta1) * np.sinh(eta2)) / (
+            np.cosh(eta1) * np.cosh(eta2)
+        )
+        m2 = 2.0 * e1 * e2 * (1.0 - cos12)
     return np.asarray(np.sqrt(np.maximum(m2, 0.0)), dtype=np.float64)

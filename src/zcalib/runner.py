@@ -36,7 +36,6 @@ from typing import Any, Literal
 
 import numpy as np
 from coffea import processor
-from coffea.nanoevents import BaseSchema
 from coffea.processor.checkpointer import CheckpointerABC
 from coffea.processor.executor import WorkItem
 from pydantic import BaseModel
@@ -45,8 +44,12 @@ from zcalib._atomic import atomic_open
 from zcalib.categories import CategoryScheme
 from zcalib.config import DatasetConfig, SelectionConfig
 from zcalib.exceptions import InputError, InvalidConfig
-from zcalib.histograms import HistogramSet, MassBinning
-from zcalib.io.formats import nanoaod_schema
+from zcalib.histograms import HistogramSet, MassBinning, PairCounts
+from zcalib.io import coffea_compat
+from zcalib.io._base import READ_BYTES_KEY
+from zcalib.io.fingerprint import file_fingerprint
+from zcalib.io.formats import get_format
+from zcalib.io.parquet import ParquetChunkReader
 from zcalib.io.preflight import FileInfo, bad_files_message, preflight
 from zcalib.metrics import WORKERS_KEY, TrackedProcessor, build_metrics, write_metrics
 from zcalib.processors.zee import (
@@ -60,6 +63,9 @@ from zcalib.processors.zee import (
 __all__ = [
     "EXECUTORS",
     "ChunkCheckpointer",
+    "EventLoop",
+    "LoopRun",
+    "ParquetChunkReader",
     "ProcessorRun",
     "RunOptions",
     "build_histograms",
@@ -72,6 +78,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+coffea_compat.install()  # non-ASCII paths and dataset names
 
 Executor = Literal["iterative", "futures", "dask"]
 EXECUTORS: tuple[str, ...] = ("iterative", "futures", "dask")
@@ -163,7 +170,9 @@ def load_weight(name: str, path: str | Path, correction: str | None = None) -> W
     """Read a correctionlib payload used as an MC weight (e.g. pile-up).
 
     Raises:
-        InvalidConfig: the file is missing, not a correction set, or lacks the correction.
+        InvalidConfig: the file is missing, not a correction set, lacks the correction, or
+            the correction's inputs do not match the weight (checked by name, see
+            :func:`zcalib.corrections.apply.bind_weight`).
     """
     import correctionlib
 
@@ -181,23 +190,9 @@ def load_weight(name: str, path: str | Path, correction: str | None = None) -> W
     if corr not in list(cset.keys()):
         msg = f"{p}: no correction '{corr}' (available: {', '.join(cset.keys())})"
         raise InvalidConfig(msg)
-    return WeightSpec(name=name, payload=text, correction=corr, source=str(p))
+    from zcalib.corrections.apply import bind_weight
 
-
-def file_fingerprint(path: str) -> str:
-    """blake2b of the file's size and first and last MiB (fast, for provenance)."""
-    if "://" in path:
-        return "remote"
-    p = Path(path)
-    h = hashlib.blake2b(digest_size=16)
-    size = p.stat().st_size
-    h.update(str(size).encode())
-    with p.open("rb") as fh:
-        h.update(fh.read(1 << 20))
-        if size > (1 << 20):
-            fh.seek(max(size - (1 << 20), 1 << 20))
-            h.update(fh.read(1 << 20))
-    return h.hexdigest()
+    return bind_weight(WeightSpec(name=name, payload=text, correction=corr, source=str(p)))
 
 
 def checked_inputs(
@@ -256,6 +251,170 @@ def checked_inputs(
     return pre, available
 
 
+@dataclass(frozen=True)
+class EventLoop:
+    """One event loop over a dataset description: the value every pass is run from.
+
+    Histograms (:func:`build_histograms`), the chain's processors
+    (:func:`zcalib.chain._events.run_loop`), skims (:func:`zcalib.skim.skim`) and validation
+    plots (:func:`zcalib.validation.plots.fill_validation_histograms`) all describe their
+    pass as an ``EventLoop`` and call :meth:`run` with their processor class.
+
+    Attributes:
+        cfg: the dataset description (files, format, data/MC).
+        options: executor, chunking, fault tolerance, checkpoints, metrics.
+        selection: pair selection.
+        binning: fine mass binning.
+        weights: MC weights (correctionlib) with their up/down variations.
+        corrections: prior data scale steps and MC smear steps.
+        smear_seed: seed of the counter-based MC smearing random numbers.
+    """
+
+    cfg: DatasetConfig
+    options: RunOptions = field(default_factory=RunOptions)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    binning: MassBinning = field(default_factory=MassBinning)
+    weights: tuple[WeightSpec, ...] = ()
+    corrections: tuple[CorrectionStep, ...] = ()
+    smear_seed: int = 0
+
+    def replace(self, **changes: Any) -> EventLoop:
+        """A copy with some fields changed (``loop.replace(corrections=...)``)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_corrections(self, corrections: tuple[CorrectionStep, ...]) -> EventLoop:
+        """A copy with other prior corrections."""
+        return self.replace(corrections=corrections)
+
+    def only(self, kind: str) -> DatasetConfig:
+        """The dataset description restricted to datasets of one kind (``data``/``mc``)."""
+        datasets = tuple(d for d in self.cfg.datasets if d.kind == kind)
+        if not datasets:
+            msg = f"the dataset description has no {kind} dataset; this step needs one"
+            raise InvalidConfig(msg)
+        return self.cfg.model_copy(update={"datasets": datasets})
+
+    def check(self) -> None:
+        """Set-up checks that need no file: run options, ID level the format can express.
+
+        Raises:
+            InvalidConfig: naming the option and what is allowed.
+        """
+        self.options.check()
+        form = get_format(self.cfg.format)
+        if self.selection.id_level not in form.id_levels:
+            msg = (
+                f"id_level '{self.selection.id_level}' is not available in {form.id_field}; "
+                f"allowed: {', '.join(form.id_levels)}"
+            )
+            raise InvalidConfig(msg)
+
+    def run(
+        self,
+        proc_cls: type[Any],
+        *,
+        scheme: CategoryScheme | None = None,
+        skip_bad_files: bool | None = None,
+        checkpoint: bool = False,
+        prepare: Any = None,
+        **extra: Any,
+    ) -> LoopRun:
+        """Pre-flight every input, build the processor and run it (the one run entry).
+
+        Args:
+            proc_cls: a :class:`~zcalib.processors.zee.ZeeProcessor` (sub)class.
+            scheme: the category scheme (``None``: the processor does not categorise).
+            skip_bad_files: override ``options.skip_bad_files`` for the pre-flight.
+            checkpoint: store/reuse per-chunk outputs in ``options.checkpoint_dir``.
+            prepare: called with the pre-flight's good files before the processor runs
+                (extra set-up checks of a pass, output folders).
+            **extra: processor-specific fields.
+
+        Returns:
+            The pre-flight result, the processor, its run and the timings.
+
+        Raises:
+            InputError: files fail the set-up checks, or cannot be read.
+            InvalidConfig: bad options.
+        """
+        t_start = time.perf_counter()
+        self.check()
+        cfg, opts = self.cfg, self.options
+        skip = opts.skip_bad_files if skip_bad_files is None else skip_bad_files
+        pre, available = checked_inputs(
+            cfg, skip_bad_files=skip, weights=self.weights, corrections=self.corrections
+        )
+        if prepare is not None:
+            prepare(pre.files)
+        t_checks = time.perf_counter() - t_start
+        proc = proc_cls(
+            fmt=cfg.format,
+            categories=scheme.to_yaml_dict() if scheme is not None else {},
+            kinds=cfg.kinds(),
+            available=available,
+            selection=self.selection,
+            binning=self.binning,
+            column_map=cfg.column_map,
+            weights=self.weights,
+            corrections=self.corrections,
+            smear_seed=self.smear_seed,
+            **extra,
+        )
+        checkpointer = None
+        if checkpoint and opts.checkpoint_dir is not None:
+            checkpointer = ChunkCheckpointer(
+                opts.checkpoint_dir, processor_hash(proc), self.binning, resume=opts.resume
+            )
+        t1 = time.perf_counter()
+        run = run_processor(
+            _fileset(cfg, pre.files),
+            proc,
+            fmt=cfg.format,
+            schema=get_format(cfg.format).schema(),
+            options=opts,
+            checkpointer=checkpointer,
+        )
+        return LoopRun(
+            pre=pre,
+            available=available,
+            proc=proc,
+            run=run,
+            t_start=t_start,
+            t_checks=t_checks,
+            t_run=time.perf_counter() - t1,
+        )
+
+
+@dataclass
+class LoopRun:
+    """What :meth:`EventLoop.run` returns.
+
+    Attributes:
+        pre: the pre-flight result (good and bad files).
+        available: optional branches present per dataset.
+        proc: the processor that ran.
+        run: the processor run (accumulated output, metrics, chunks).
+        t_start: ``time.perf_counter()`` when the loop started.
+        t_checks: wall time of the set-up checks [s].
+        t_run: wall time of the event loop [s].
+    """
+
+    pre: Any
+    available: dict[str, dict[str, str]]
+    proc: Any
+    run: ProcessorRun
+    t_start: float
+    t_checks: float
+    t_run: float
+
+    def raise_errors(self, handled: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        """Raise the processor's bad-content errors (first one, and how many more)."""
+        errors = sorted(set(self.run.out.get("errors", ())) - set(handled))
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise InputError(errors[0] + more)
+
+
 def build_histograms(
     cfg: DatasetConfig,
     scheme: CategoryScheme,
@@ -291,49 +450,28 @@ def build_histograms(
         InvalidConfig: bad options (unknown executor, ID level the format cannot express,
             a selection looser than the one a Parquet skim was made with).
     """
-    t_start = time.perf_counter()
     opts = options or RunOptions()
     sel = selection or SelectionConfig()
     mb = binning or MassBinning()
-    opts.check()
-    if cfg.format == "ecalelf" and sel.id_level == "loose":
-        msg = "id_level 'loose' is not available in ECALELF eleID; allowed: none, medium, tight"
-        raise InvalidConfig(msg)
-    _check_scheme_inputs(cfg, scheme)
-
-    t0 = time.perf_counter()
-    pre, available = checked_inputs(
-        cfg, skip_bad_files=opts.skip_bad_files, weights=weights, corrections=corrections
-    )
-    infos = pre.files
-    if cfg.format == "parquet":
-        _check_skims(infos, cfg, sel, mb, corrections)
-    t_checks = time.perf_counter() - t0
-
-    proc = ZeeProcessor(
-        fmt=cfg.format,
-        categories=scheme.to_yaml_dict(),
-        kinds=cfg.kinds(),
-        available=available,
+    loop = EventLoop(
+        cfg,
+        options=opts,
         selection=sel,
         binning=mb,
-        column_map=cfg.column_map,
         weights=weights,
         corrections=corrections,
         smear_seed=smear_seed,
     )
-    fileset = _fileset(cfg, infos)
-    schema = nanoaod_schema() if cfg.format == "nanoaod" else BaseSchema
-    checkpointer = None
-    if opts.checkpoint_dir is not None:
-        checkpointer = ChunkCheckpointer(
-            opts.checkpoint_dir, processor_hash(proc), mb, resume=opts.resume
-        )
-    t1 = time.perf_counter()
-    run = run_processor(
-        fileset, proc, fmt=cfg.format, schema=schema, options=opts, checkpointer=checkpointer
-    )
-    t_run = time.perf_counter() - t1
+    loop.check()
+    _check_scheme_inputs(cfg, scheme)
+
+    def check_skims(infos: list[FileInfo]) -> None:
+        if cfg.format == "parquet":
+            _check_skims(infos, cfg, sel, mb, corrections)
+
+    done = loop.run(ZeeProcessor, scheme=scheme, checkpoint=True, prepare=check_skims)
+    pre, run, t_start, t_checks, t_run = done.pre, done.run, done.t_start, done.t_checks, done.t_run
+    infos = pre.files
     out = run.out
 
     skipped = [b.record() for b in pre.bad]
@@ -423,7 +561,7 @@ def build_histograms(
         n_events / max(t_run, 1e-9),
     )
     return HistogramSet(
-        hist=out["hist"],
+        counts=out["counts"],
         categories=scheme.to_yaml_dict(),
         kinds=cfg.kinds(),
         cutflow=merge_cutflows(out["cutflow"]),
@@ -694,7 +832,8 @@ def run_processor(
         InputError: a file could not be read (coffea's one-line cause).
     """
     opts = options
-    tracked = TrackedProcessor(ParquetChunkReader(proc) if fmt == "parquet" else proc)
+    reader = get_format(fmt).reader
+    tracked = TrackedProcessor(ParquetChunkReader(proc) if reader == "parquet" else proc)
 
     def make_runner(executor: Any) -> processor.Runner:
         return processor.Runner(
@@ -705,7 +844,7 @@ def run_processor(
             maxchunks=opts.maxchunks,
             savemetrics=True,
             skipbadfiles=_skippable() if opts.skip_bad_files else False,
-            format="parquet" if fmt == "parquet" else "root",
+            format=reader,
             checkpointer=checkpointer,
         )
 
@@ -746,16 +885,20 @@ def _call(
     run: processor.Runner, fileset: dict[str, Any], proc: Any, opts: RunOptions
 ) -> ProcessorRun:
     skip_messages: list[str] = []
+    caught: list[warnings.WarningMessage] = []
     try:
-        with _coffea_bars(opts.progress), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _coffea_bars(opts.progress):
             try:
-                chunks = list(run.preprocess(fileset, treename=None))
-                if not chunks:
-                    msg = "no chunks to process: every input file failed to open"
-                    raise InputError(msg)
-                wrapped = run.run(chunks, proc)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    chunks = list(run.preprocess(fileset, treename=None))
+                    if not chunks:
+                        msg = "no chunks to process: every input file failed to open"
+                        raise InputError(msg)
+                    wrapped = run.run(chunks, proc)
             finally:
+                # sorted once recording has stopped: re-emitting a warning while
+                # catch_warnings(record=True) is active appends it to the list being read
                 skip_messages = _sort_warnings(caught)
     except InputError:
         raise
@@ -770,9 +913,9 @@ def _call(
     out = wrapped["out"]
     workers = out.pop(WORKERS_KEY, {}) if isinstance(out, dict) else {}
     metrics = dict(wrapped.get("metrics") or {})
-    parquet_bytes = out.pop(_PARQUET_BYTES_KEY, None) if isinstance(out, dict) else None
-    if parquet_bytes is not None:
-        metrics["bytesread"] = metrics.get("bytesread", 0) + parquet_bytes
+    read_bytes = out.pop(READ_BYTES_KEY, None) if isinstance(out, dict) else None
+    if read_bytes is not None:
+        metrics["bytesread"] = metrics.get("bytesread", 0) + read_bytes
     return ProcessorRun(
         out=out,
         metrics=metrics,
@@ -831,100 +974,6 @@ def _find_message(err: BaseException) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------ Parquet input
-_PARQUET_BYTES_KEY = "_parquet_bytes"
-
-
-class _Columns(dict):  # type: ignore[type-arg]
-    """A column mapping with the ``metadata`` coffea's ``from_preloaded`` needs."""
-
-    metadata: dict[str, Any]
-
-
-class ParquetChunkReader(processor.ProcessorABC):  # type: ignore[misc]
-    """Read a Parquet chunk's rows with pyarrow, then run the real processor on them.
-
-    coffea 2026.9 reads Parquet input through ``Runner(format="parquet")``, but its column
-    source reads a *whole column of the file* for every chunk and slices it, so the cost of a
-    file grows with (rows x chunks). This wrapper leaves coffea's lazy events untouched (no
-    column of them is ever read) and instead reads only the row groups that overlap the
-    chunk's entry range, and only the skim columns, with ``pyarrow``; it builds NanoEvents
-    with the same record layout (``NanoEventsFactory.from_preloaded``, ``BaseSchema``, the same
-    metadata) and calls the inner processor's ``process`` on them. Chunking, executors,
-    retries, checkpoints and metrics stay coffea's.
-
-    Args:
-        inner: the processor to run (``ZeeProcessor``, the skimmer).
-    """
-
-    def __init__(self, inner: processor.ProcessorABC) -> None:
-        self.inner = inner
-        self._files: dict[str, Any] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"inner": self.inner, "_files": {}}
-
-    def _file(self, path: str) -> Any:
-        import pyarrow.parquet as pq
-
-        pf = self._files.get(path)
-        if pf is None:
-            if len(self._files) > 8:
-                self._files.clear()
-            pf = self._files[path] = pq.ParquetFile(path)
-        return pf
-
-    def process(self, events: Any) -> Any:
-        """Read rows ``entrystart..entrystop`` of the chunk's file and process them."""
-        import awkward as ak
-        from coffea.nanoevents import NanoEventsFactory
-
-        from zcalib.io.formats import optional_branches, required_branches
-
-        meta = dict(events.metadata)
-        path = str(meta["filename"])
-        start, stop = int(meta.get("entrystart") or 0), int(meta.get("entrystop") or 0)
-        pf = self._file(path)
-        names = set(pf.schema_arrow.names)
-        columns = [c for c in required_branches("parquet") if c in names] + [
-            c for c in optional_branches("parquet").values() if c in names
-        ]
-        groups, offset, first, nbytes = [], 0, None, 0
-        md = pf.metadata
-        for i in range(md.num_row_groups):
-            rg = md.row_group(i)
-            lo, hi = offset, offset + rg.num_rows
-            offset = hi
-            if hi <= start or lo >= stop:
-                continue
-            if first is None:
-                first = lo
-            groups.append(i)
-            for j in range(rg.num_columns):
-                if rg.column(j).path_in_schema in columns:
-                    nbytes += rg.column(j).total_compressed_size
-        table = pf.read_row_groups(groups, columns=columns, use_threads=False)
-        table = table.slice(start - (first or 0), stop - start)
-        source = _Columns(
-            {name: ak.Array(table.column(name).to_numpy()) for name in table.column_names}
-        )
-        source.metadata = {
-            "uuid": str(meta.get("fileuuid") or path),
-            "num_rows": len(table),
-            "object_path": "pairs",
-        }
-        chunk = NanoEventsFactory.from_preloaded(
-            source, schemaclass=BaseSchema, metadata=meta
-        ).events()
-        out = self.inner.process(chunk)
-        out[_PARQUET_BYTES_KEY] = nbytes
-        return out
-
-    def postprocess(self, accumulator: Any) -> Any:
-        """Delegate to the inner processor."""
-        return self.inner.postprocess(accumulator)
-
-
 # ------------------------------------------------------------------------ checkpoints
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, BaseModel):
@@ -961,7 +1010,7 @@ def processor_hash(proc: Any) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2
 
 
 class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
@@ -1024,11 +1073,11 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
         if not p.is_file():
             return None
         try:
-            with np.load(p, allow_pickle=False) as npz:
+            # the handle is ours: np.load leaks it when the file is not a readable zip
+            with p.open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
                 header = json.loads(npz["header"].tobytes().decode())
-                values = npz["values"]
-                variances = npz["variances"]
-            return self._restore(header, values, variances, metadata)
+                arrays = {k: npz[k] for k in npz.files if k != "header"}
+            return self._restore(header, arrays, metadata)
         except Exception as err:  # noqa: BLE001  (a damaged chunk file is recomputed)
             log.warning("%s: unreadable checkpoint, recomputing the chunk (%s)", p, err)
             return None
@@ -1037,19 +1086,19 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
         """Store a finished chunk (not if it reported errors)."""
         del processor_instance
         out = output.get("out", {}) if isinstance(output, Mapping) else {}
-        if not isinstance(out, Mapping) or "hist" not in out:
+        if not isinstance(out, Mapping) or "counts" not in out:
             return
         if out.get("errors") or out.get("failed"):
             return
-        h = out["hist"]
+        counts = out.get("counts")
+        if not isinstance(counts, PairCounts):
+            return
         m = output.get("metrics", {})
         header = {
             "format": "zcalib-chunk",
             "format_version": _CHECKPOINT_VERSION,
             "config_hash": self.config_hash,
-            "datasets": [str(x) for x in h.axes["dataset"]],
-            "variations": [str(x) for x in h.axes["variation"]],
-            "regions": [int(x) for x in h.axes["region"]],
+            "blocks": [[d, v] for d, v in counts.blocks],
             "cutflow": out.get("cutflow", {}),
             "sumw": out.get("sumw", {}),
             "entries": int(
@@ -1057,41 +1106,34 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
             ),
             "columns": sorted(str(c) for c in m.get("columns", ())),
         }
-        view = h.view(flow=True)
+        arrays: dict[str, Any] = {
+            "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
+        }
+        for i, block in enumerate(counts.blocks.values()):
+            arrays[f"keys_{i}"] = block.keys
+            arrays[f"sumw_{i}"] = block.sumw
+            arrays[f"sumw2_{i}"] = block.sumw2
         p = self.path(metadata)
         with atomic_open(p, "wb") as fh:
-            np.savez_compressed(
-                fh,  # type: ignore[arg-type]
-                header=np.frombuffer(json.dumps(header).encode(), np.uint8),
-                values=np.ascontiguousarray(view["value"]),
-                variances=np.ascontiguousarray(view["variance"]),
-            )
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
 
     def _restore(
-        self, header: dict[str, Any], values: Any, variances: Any, metadata: Mapping[str, Any]
+        self, header: dict[str, Any], arrays: Mapping[str, Any], metadata: Mapping[str, Any]
     ) -> dict[str, Any]:
-        import hist
+        from zcalib.histograms import _Block
 
         if header.get("format") != "zcalib-chunk" or header.get("config_hash") != self.config_hash:
             msg = "not a chunk file of this configuration"
             raise ValueError(msg)
-        h = hist.Hist(
-            hist.axis.StrCategory(header["datasets"], name="dataset", label="Dataset", growth=True),
-            hist.axis.StrCategory(
-                header["variations"], name="variation", label="Variation", growth=True
-            ),
-            hist.axis.IntCategory(
-                header["regions"], name="region", label="Pair region", growth=True
-            ),
-            self.binning.axis(),
-            storage=hist.storage.Weight(),
-        )
-        view = h.view(flow=True)
-        if view.shape != values.shape:
-            msg = f"shape {values.shape} does not match the axes {view.shape}"
-            raise ValueError(msg)
-        view["value"] = values
-        view["variance"] = variances
+        counts = PairCounts(self.binning)
+        for i, (d, v) in enumerate(header["blocks"]):
+            keys = np.asarray(arrays[f"keys_{i}"], dtype=np.int64)
+            sumw = np.asarray(arrays[f"sumw_{i}"], dtype=np.float64)
+            sumw2 = np.asarray(arrays[f"sumw2_{i}"], dtype=np.float64)
+            if not keys.shape == sumw.shape == sumw2.shape:
+                msg = f"block {i} has inconsistent array shapes"
+                raise ValueError(msg)
+            counts.blocks[(str(d), str(v))] = _Block(keys, sumw, sumw2)
         fileuuid = str(metadata.get("fileuuid") or "")
         item = WorkItem(
             metadata["dataset"],
@@ -1103,7 +1145,7 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
         )
         return {
             "out": {
-                "hist": h,
+                "counts": counts,
                 "cutflow": header["cutflow"],
                 "sumw": header["sumw"],
                 "errors": set(),

@@ -48,39 +48,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
-from coffea.nanoevents import BaseSchema
 
 from zcalib._atomic import atomic_open, atomic_write_text
 from zcalib.config import DatasetConfig, SelectionConfig
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import MassBinning
-from zcalib.io.formats import ID_BITS, SKIM_LEPTON_COLUMNS, Leptons, extract_leptons, nanoaod_schema
+from zcalib.io.fingerprint import file_fingerprint
+from zcalib.io.formats import ID_BITS
 from zcalib.io.preflight import SKIM_METADATA_KEY, FileInfo
 from zcalib.metrics import write_metrics, zcalib_version
-from zcalib.processors.zee import ZeeProcessor, pair_selection
-from zcalib.runner import RunOptions, checked_inputs, file_fingerprint, run_processor
+from zcalib.processors.skim import (
+    _COMPRESSION,
+    ROW_GROUP_SIZE,
+    SKIM_CUTS,
+    SkimProcessor,
+)
+from zcalib.runner import EventLoop, RunOptions
 
 __all__ = ["SKIM_CUTS", "SkimFile", "SkimProcessor", "SkimResult", "skim", "skim_selection"]
 
 log = logging.getLogger(__name__)
 
-#: Cuts a skim applies, in cutflow order (the processor's CUTS without ``categorised``).
-SKIM_CUTS: tuple[str, ...] = ("two_leptons", "id", "eta", "et", "charge", "mass")
 SKIM_FORMAT_VERSION = 1
-#: Rows per Parquet row group: the unit a chunk reads (see ``runner.ParquetChunkReader``).
-ROW_GROUP_SIZE = 65_536
-_COMPRESSION = "zstd"
-
-_INT_TYPES = {"gain": "int16", "charge": "int8", "id": "int8"}
-#: Quantities a format stores as float32, so float32 keeps them exactly (the processor's
-#: float64 values are conversions of them); computed ones (NanoAOD E = pt cosh η,
-#: η_SC = η + Δη_SC) stay float64. ``mass`` is informational (the reader recomputes it).
-_FLOAT32_EXACT = {
-    "ecalelf": {"energy", "eta", "sc_eta", "phi", "r9", "weight", "npu", "mass"},
-    "nanoaod": {"eta", "phi", "r9", "weight", "npu", "mass"},
-}
 
 
 def skim_selection(
@@ -105,153 +95,6 @@ def skim_selection(
         n_bins=binning.n_bins, lo=binning.lo * (1.0 - margin), hi=binning.hi * (1.0 + margin)
     )
     return sel, mb
-
-
-@dataclass
-class SkimProcessor(ZeeProcessor):
-    """Select pairs and write them as Parquet part files (one per chunk).
-
-    Reuses :class:`ZeeProcessor`'s lepton extraction, value checks and pair selection; the
-    category scheme is not used. Output per chunk::
-
-        {"cutflow": {file: {cut: n}}, "sumw": {file: Σw before selection},
-         "parts": {(dataset, file, start, stop, part_path, rows)},
-         "errors": {...}, "failed": {...}}
-
-    Args:
-        parts_dir: folder (shared with the workers) for the part files.
-    """
-
-    parts_dir: str = ""
-
-    def event_columns(self, dataset: str) -> list[str]:
-        """Per-pair columns written for ``dataset`` (``lumi``/``event``/``npu`` if present)."""
-        have = set(self.available.get(dataset, {}))
-        if self.fmt == "nanoaod":
-            have |= {"lumi", "event"}
-        if self.fmt == "flat" and self.column_map is not None:
-            have |= {r for r in ("lumi", "event", "npu") if getattr(self.column_map, r)}
-        cols = ["run"]
-        cols += [c for c in ("lumi", "event") if c in have]
-        cols.append("weight")
-        if "npu" in have:
-            cols.append("npu")
-        cols.append("mass")
-        return cols
-
-    def columns(self, dataset: str) -> list[str]:
-        """Every column of the skim of ``dataset``, in file order."""
-        lep = [f"{c}_{i}" for c in SKIM_LEPTON_COLUMNS for i in (1, 2)]
-        return lep + self.event_columns(dataset)
-
-    def schema(self, dataset: str) -> Any:
-        """The Arrow schema of the skim of ``dataset``."""
-        import pyarrow as pa
-
-        fields = []
-        for name in self.columns(dataset):
-            base = name.rsplit("_", 1)[0] if name[-2:] in ("_1", "_2") else name
-            if base in _INT_TYPES:
-                fields.append(pa.field(name, _INT_TYPES[base]))
-            elif base in ("run", "lumi", "event"):
-                fields.append(pa.field(name, pa.int64()))
-            elif base in _FLOAT32_EXACT.get(self.fmt, {"mass"}):
-                fields.append(pa.field(name, pa.float32()))
-            else:
-                fields.append(pa.field(name, pa.float64()))
-        return pa.schema(fields)
-
-    def process(self, events: Any) -> dict[str, Any]:
-        """Select the pairs of one chunk and write them to a part file."""
-        meta = events.metadata
-        dataset = meta["dataset"]
-        filename = str(meta.get("filename", "?"))
-        start, stop = int(meta.get("entrystart") or 0), int(meta.get("entrystop") or 0)
-        where = f"{filename} (entries {start}-{stop})"
-        out: dict[str, Any] = {
-            "cutflow": {filename: {"all": len(events)}},
-            "sumw": {filename: 0.0},
-            "parts": set(),
-            "errors": set(),
-            "failed": set(),
-        }
-        try:
-            lep = extract_leptons(
-                events,
-                self.fmt,
-                id_level=self.selection.id_level,
-                available=self.available.get(dataset, {}),
-                column_map=self.column_map,
-            )
-        except Exception as err:  # noqa: BLE001  (unreadable baskets surface here)
-            reason = f"cannot read events ({err.__class__.__name__}: {err})"
-            out["errors"].add(f"{where}: {reason}")
-            out["failed"].add((dataset, filename, start, stop, reason))
-            out["cutflow"][filename]["all"] = 0
-            return out
-        bad = self._check_finite(lep, where, start)
-        if bad:
-            out["errors"].add(bad)
-            return out
-        kind = self.kinds[dataset]
-        out["sumw"][filename] = float(lep.weight.sum()) if kind == "mc" else float(len(lep))
-        mass, sel = pair_selection(lep, lep.energy, self.selection, self.binning)
-        cut = np.ones(len(lep), dtype=bool)
-        for name in SKIM_CUTS:
-            cut = cut & sel.all(name)
-            out["cutflow"][filename][name] = int(cut.sum())
-        rows = int(cut.sum())
-        path = ""
-        if rows:
-            table = self._table(lep, mass, cut, dataset)
-            digest = hashlib.blake2b(f"{dataset}\0{filename}".encode(), digest_size=8).hexdigest()
-            p = Path(self.parts_dir) / f"{digest}-{start}-{stop}.parquet"
-            _write_table(table, p)
-            path = str(p)
-        out["parts"].add((dataset, filename, start, stop, path, rows))
-        return out
-
-    def _table(self, lep: Leptons, mass: Any, cut: Any, dataset: str) -> Any:
-        import pyarrow as pa
-
-        schema = self.schema(dataset)
-        id_bits = lep.id_bits if lep.id_bits is not None else np.zeros_like(lep.gain)
-        per_lepton = {
-            "energy": lep.energy,
-            "eta": lep.eta,
-            "sc_eta": lep.sc_eta,
-            "phi": lep.phi,
-            "r9": lep.r9,
-            "gain": lep.gain,
-            "charge": lep.charge,
-            "id": id_bits,
-        }
-        per_event = {
-            "run": lep.run,
-            "lumi": lep.lumi,
-            "event": lep.event,
-            "weight": lep.weight,
-            "npu": lep.npu,
-            "mass": mass,
-        }
-        arrays = []
-        for f in schema:
-            name = f.name
-            if name[-2:] in ("_1", "_2"):
-                values = per_lepton[name[:-2]][cut, int(name[-1]) - 1]
-            else:
-                values = per_event[name][cut]
-            arrays.append(pa.array(np.asarray(values).astype(f.type.to_pandas_dtype())))
-        return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _write_table(table: Any, path: Path, metadata: Mapping[str, str] | None = None) -> None:
-    import pyarrow.parquet as pq
-
-    if metadata:
-        table = table.replace_schema_metadata(dict(metadata))
-    with atomic_open(path, "wb") as fh:
-        pq.write_table(table, fh, compression=_COMPRESSION)
 
 
 @dataclass(frozen=True)
@@ -324,50 +167,22 @@ def skim(
         >>> res = skim(cfg, "skims/")                                  # doctest: +SKIP
         >>> hs = build_histograms(load_dataset_config(res.datasets_yaml), scheme)  # doctest: +SKIP
     """
-    t_start = time.perf_counter()
     opts = options or RunOptions()
-    opts.check()
     sel_hist = selection or SelectionConfig()
     sel, mb = skim_selection(sel_hist, binning or MassBinning(), margin)
-    if cfg.format == "ecalelf" and sel.id_level == "loose":
-        msg = "id_level 'loose' is not available in ECALELF eleID; allowed: none, medium, tight"
-        raise InvalidConfig(msg)
+    loop = EventLoop(cfg, options=opts, selection=sel, binning=mb)
+    loop.check()
     out = Path(out_dir)
-
-    t0 = time.perf_counter()
-    pre, available = checked_inputs(cfg, skip_bad_files=opts.skip_bad_files)
-    infos = pre.files
-    t_checks = time.perf_counter() - t0
-
     parts_dir = out / f".parts-{uuid.uuid4().hex[:12]}"
-    proc = SkimProcessor(
-        fmt=cfg.format,
-        categories={},
-        kinds=cfg.kinds(),
-        available=available,
-        selection=sel,
-        binning=mb,
-        column_map=cfg.column_map,
-        parts_dir=str(parts_dir.resolve()),
-    )
-    fileset: dict[str, Any] = {}
-    for info in infos:
-        ds = fileset.setdefault(info.dataset, {"files": {}, "metadata": {}})
-        ds["files"][info.path] = info.treename
-    schema = nanoaod_schema() if cfg.format == "nanoaod" else BaseSchema
-    t1 = time.perf_counter()
     try:
-        parts_dir.mkdir(parents=True, exist_ok=True)
-        run = run_processor(
-            fileset,
-            proc,
-            fmt=cfg.format,
-            schema=schema,
-            options=RunOptions(
-                **{**_fields(opts), "checkpoint_dir": None, "resume": False, "metrics_path": None}
-            ),
+        done = loop.run(
+            SkimProcessor,
+            parts_dir=str(parts_dir.resolve()),
+            prepare=lambda _: parts_dir.mkdir(parents=True, exist_ok=True),
         )
-        t_run = time.perf_counter() - t1
+        pre, proc, run = done.pre, done.proc, done.run
+        t_start, t_checks, t_run = done.t_start, done.t_checks, done.t_run
+        infos = pre.files
         skipped = [b.record() for b in pre.bad]
         errors = set(run.out["errors"])
         failed = run.out.get("failed", set())
@@ -444,12 +259,6 @@ def skim(
         metrics=metrics,
         skipped_files=skipped,
     )
-
-
-def _fields(opts: RunOptions) -> dict[str, Any]:
-    import dataclasses
-
-    return {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}
 
 
 def _failed_records(failed: set[tuple[str, str, int, int, str]]) -> list[dict[str, Any]]:

@@ -116,14 +116,14 @@ def test_run_divide_on_ntuples(demo_ecalelf, tmp_path):
 
 def test_run_bins_not_covering_a_data_run(demo_ecalelf, tmp_path, monkeypatch):
     """A one-line error naming the bins file, the run and the data file, before any event."""
-    import zcalib.chain._events as ev
+    import zcalib.runner as runner
     from zcalib.chain.time_stability import time_stability
 
     def no_events(*a, **k):
         msg = "the event loop must not start"
         raise AssertionError(msg)
 
-    monkeypatch.setattr(ev, "run_processor", no_events)
+    monkeypatch.setattr(runner, "run_processor", no_events)
     cfg = dataset_config_from_files(data=[str(demo_ecalelf.data)], mc=[str(demo_ecalelf.mc)])
     keys = data_run_keys(cfg)[str(demo_ecalelf.data)]
     runs = np.unique(keys >> 32)

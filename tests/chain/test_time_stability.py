@@ -318,8 +318,8 @@ def test_processor_applies_the_scale_of_each_run_and_lumi(derived_lumi, tmp_path
 
 
 def test_lumi_keyed_step_on_input_without_lumis(derived_lumi, tmp_path):
-    """Never evaluated at lumi 0: refused before any event (set-up checks), by the processor
-    (validation plots, without those checks), and when deriving on such data."""
+    """Never evaluated at lumi 0: refused before any event (set-up checks of the one event
+    loop, for histograms and validation plots alike), and when deriving on such data."""
     from zcalib.chain.time_stability import time_stability as derive
     from zcalib.validation.plots import fill_validation_histograms
 
@@ -338,7 +338,7 @@ def test_lumi_keyed_step_on_input_without_lumis(derived_lumi, tmp_path):
     assert str(err.value) == f"{path} (dataset 'data'): {problem}"
     with pytest.raises(InputError) as err:
         fill_validation_histograms(cfg, (), corrections=(step,), options=OPTS)
-    assert str(err.value) == f"{path} (entries 0-500): {problem}"
+    assert str(err.value) == f"{path} (dataset 'data'): {problem}"
     first = next(b for b in bins.bins if not b.whole_runs)
     with pytest.raises(InputError) as err:
         derive(ChainLoop(cfg, options=OPTS), bins, tmp_path / "ts")

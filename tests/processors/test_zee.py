@@ -175,3 +175,43 @@ def test_real_dimuon_flat_ntuple_through_column_map(tmp_path):
     centers = hs.hist.axes["mass"].centers
     peak = centers[np.argmax(w.sum(axis=0))]
     assert 88.0 < peak < 94.0
+
+
+def test_tiling_check_not_rebuilt_per_chunk(demo_ecalelf, scheme, monkeypatch):
+    """Regression (issue 12): coffea unpickles the processor for every chunk, and the
+    category scheme (tiling checks, look-up table) was rebuilt each time; it is built once
+    per process now, whatever the number of chunks."""
+    import zcalib.categories as categories
+    from zcalib.processors import zee
+
+    builds = []
+    real = categories.build_scheme
+
+    def counting(*a, **k):
+        builds.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(categories, "build_scheme", counting)
+    zee._cached_scheme.cache_clear()
+    hs = build_histograms(
+        _cfg(demo_ecalelf),
+        scheme,
+        options=RunOptions(executor="iterative", chunksize=2_000, progress=False),
+    )
+    assert hs.metadata["run"]["chunks"] >= 10
+    assert len(builds) == 1
+
+
+def test_data_hold_only_data_variations(reference):
+    """Regression (issue 12): the dense storage carried the MC-weight variations for data
+    too; only the variations filled for a dataset are stored."""
+    blocks = set(reference.counts.blocks)
+    assert blocks == {
+        ("data", "nominal"),
+        ("mc", "nominal"),
+        ("mc", "pileup_up"),
+        ("mc", "pileup_down"),
+    }
+    _, w, _ = reference.region_arrays("data", "pileup_up")  # still readable: zeros
+    assert w.shape[0] == len(reference.regions)
+    assert not w.any()

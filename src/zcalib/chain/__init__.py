@@ -9,7 +9,7 @@ Public API:
   :class:`PipelineResult` (``zcalib pipeline``); :func:`closure_verdict` judges a residual
   fit the way a pipeline ``closure`` step does (scales consistent with 1, smearings with 0).
 
-:class:`ChainLoop` bundles what every event loop of the chain shares (inputs, selection,
+:class:`~zcalib.runner.EventLoop` (alias :class:`ChainLoop`) bundles what every event loop of the chain shares (inputs, selection,
 binning, MC weights, prior corrections, executor). See ``docs/pipeline.md``.
 """
 

@@ -1,8 +1,7 @@
 """The event loop of the chain's own processors (counts, run-bin masses, Z kinematics).
 
-Same set-up checks as :func:`zcalib.runner.build_histograms` (every file, tree and branch
-before any event is processed; MC weight branches), then the processor runs through
-:func:`zcalib.runner.run_processor` on the requested executor. Also: reading only the
+Every chain pass is an :class:`zcalib.runner.EventLoop` run (the same set-up checks and
+executors as the histogram step). Also: reading only the
 ``run``/``lumi`` branches of the data (run-coverage checks before the event loop).
 """
 
@@ -14,74 +13,22 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from coffea.nanoevents import BaseSchema
 from numpy.typing import NDArray
 
 from zcalib.categories import CategoryScheme
-from zcalib.config import DatasetConfig, SelectionConfig
+from zcalib.config import DatasetConfig
 from zcalib.exceptions import InputError, InvalidConfig
-from zcalib.histograms import MassBinning
-from zcalib.io.formats import nanoaod_schema, optional_branches
+from zcalib.io.formats import get_format
 from zcalib.processors.runs import pack_run_lumi
-from zcalib.processors.zee import CorrectionStep, WeightSpec
-from zcalib.runner import RunOptions, checked_inputs, run_processor
+from zcalib.runner import EventLoop
 
 __all__ = ["ChainLoop", "data_run_keys", "eta_scheme", "run_loop"]
 
 log = logging.getLogger(__name__)
 
 
-class ChainLoop:
-    """What every chain event loop shares: inputs, selection, binning, weights, corrections.
-
-    Attributes:
-        cfg: dataset description.
-        options: executor options.
-        selection: pair selection.
-        binning: fine mass binning.
-        weights: MC weights (nominal applied; pile-up, Z pT × |y|...).
-        corrections: prior data scale steps and the MC smear step.
-        smear_seed: seed of the MC smearing random numbers.
-    """
-
-    def __init__(
-        self,
-        cfg: DatasetConfig,
-        *,
-        options: RunOptions | None = None,
-        selection: SelectionConfig | None = None,
-        binning: MassBinning | None = None,
-        weights: tuple[WeightSpec, ...] = (),
-        corrections: tuple[CorrectionStep, ...] = (),
-        smear_seed: int = 0,
-    ) -> None:
-        self.cfg = cfg
-        self.options = options or RunOptions(executor="iterative", progress=False)
-        self.selection = selection or SelectionConfig()
-        self.binning = binning or MassBinning()
-        self.weights = weights
-        self.corrections = corrections
-        self.smear_seed = smear_seed
-
-    def with_corrections(self, corrections: tuple[CorrectionStep, ...]) -> ChainLoop:
-        """A copy with other prior corrections."""
-        return ChainLoop(
-            self.cfg,
-            options=self.options,
-            selection=self.selection,
-            binning=self.binning,
-            weights=self.weights,
-            corrections=corrections,
-            smear_seed=self.smear_seed,
-        )
-
-    def only(self, kind: str) -> DatasetConfig:
-        """The dataset description restricted to datasets of one kind (``data``/``mc``)."""
-        datasets = tuple(d for d in self.cfg.datasets if d.kind == kind)
-        if not datasets:
-            msg = f"the dataset description has no {kind} dataset; this step needs one"
-            raise InvalidConfig(msg)
-        return self.cfg.model_copy(update={"datasets": datasets})
+#: The chain's event loops are :class:`zcalib.runner.EventLoop` values (the old name).
+ChainLoop = EventLoop
 
 
 def eta_scheme(eta_bins: tuple[tuple[float, float], ...], source: str) -> CategoryScheme:
@@ -92,7 +39,7 @@ def eta_scheme(eta_bins: tuple[tuple[float, float], ...], source: str) -> Catego
 
 
 def run_loop(
-    loop: ChainLoop,
+    loop: EventLoop,
     cfg: DatasetConfig,
     proc_cls: type,
     scheme: CategoryScheme,
@@ -110,42 +57,11 @@ def run_loop(
     Raises:
         InputError: files fail the set-up checks, hold bad values, or cannot be read.
     """
-    opts = loop.options
-    opts.check()
-    t0 = time.perf_counter()
-    pre, available = checked_inputs(
-        cfg, skip_bad_files=False, weights=loop.weights, corrections=loop.corrections
-    )
-    kinds = cfg.kinds()
-    proc = proc_cls(
-        fmt=cfg.format,
-        categories=scheme.to_yaml_dict(),
-        kinds=kinds,
-        available=available,
-        selection=loop.selection,
-        binning=loop.binning,
-        column_map=cfg.column_map,
-        weights=loop.weights,
-        corrections=loop.corrections,
-        smear_seed=loop.smear_seed,
-        **extra,
-    )
-    fileset: dict[str, Any] = {}
-    for ds in cfg.datasets:
-        files = [i.path for i in pre.files if i.dataset == ds.name]
-        fileset[ds.name] = {
-            "files": dict.fromkeys(files, cfg.tree_of(ds)),
-            "metadata": {"kind": ds.kind},
-        }
-    schema = nanoaod_schema() if cfg.format == "nanoaod" else BaseSchema
-    run = run_processor(fileset, proc, fmt=cfg.format, schema=schema, options=opts)
-    errors = sorted(run.out.get("errors", ()))
-    if errors:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise InputError(errors[0] + more)
-    n = int((run.metrics or {}).get("entries", 0))
-    log.info("%s: %d events in %.2f s", proc_cls.__name__, n, time.perf_counter() - t0)
-    return run.out
+    done = loop.replace(cfg=cfg).run(proc_cls, scheme=scheme, skip_bad_files=False, **extra)
+    done.raise_errors()
+    n = int((done.run.metrics or {}).get("entries", 0))
+    log.info("%s: %d events in %.2f s", proc_cls.__name__, n, time.perf_counter() - done.t_start)
+    return done.run.out
 
 
 def data_run_keys(cfg: DatasetConfig) -> dict[str, NDArray[np.int64]]:
@@ -171,35 +87,20 @@ def data_run_keys(cfg: DatasetConfig) -> dict[str, NDArray[np.int64]]:
 
 
 def _run_branches(cfg: DatasetConfig) -> tuple[str, str | None]:
-    if cfg.format == "ecalelf":
-        return "runNumber", optional_branches("ecalelf")["lumi"]
-    if cfg.format == "nanoaod":
-        return "run", "luminosityBlock"
-    if cfg.format == "parquet":
-        return "run", "lumi"
-    cm = cfg.column_map
-    if cm is None or cm.run is None:
+    form = get_format(cfg.format)
+    run = form.event_branch("run", {}, cfg.column_map)
+    if run is None:
         msg = "the column_map has no 'run' branch; run bins need run numbers"
         raise InvalidConfig(msg)
-    return cm.run, cm.lumi
+    return run, form.event_branch("lumi", form.optional(cfg.column_map), cfg.column_map)
 
 
 def _keys_of(path: str, tree: str, run_b: str, lumi_b: str | None, fmt: str) -> NDArray[np.int64]:
+    form = get_format(fmt)
     try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            names = pq.ParquetFile(path).schema_arrow.names
-            cols = [run_b] + ([lumi_b] if lumi_b and lumi_b in names else [])
-            table = pq.read_table(path, columns=cols)
-            arrays: Mapping[str, Any] = {c: table.column(c).to_numpy() for c in cols}
-        else:
-            import uproot
-
-            with uproot.open(path) as fh:
-                t = fh[tree]
-                cols = [run_b] + ([lumi_b] if lumi_b and lumi_b in t else [])
-                arrays = t.arrays(cols, library="np")
+        names = form.branch_names(path, tree)
+        cols = [run_b] + ([lumi_b] if lumi_b and lumi_b in names else [])
+        arrays: Mapping[str, Any] = form.read(path, tree, cols)
     except Exception as err:  # noqa: BLE001  (uproot/pyarrow raise many types)
         msg = f"{path}: cannot read the run numbers ({err.__class__.__name__}: {err})"
         raise InputError(msg) from None

@@ -9,7 +9,7 @@ dependency order. Each step:
    smearing from unsmeared MC, as pymin does), and their Z pT × |y| **weights**, next to the
    static MC weights (pile-up);
 2. computes its **input hash**: zcalib version, input file fingerprints
-   (:func:`zcalib.runner.file_fingerprint`), selection, binning, smearing seed, static
+   (:func:`zcalib.io.fingerprint.file_fingerprint`, the whole content), selection, binning, smearing seed, static
    weights, the step's own configuration and the files it names (categories, start values,
    run bins, corrections), and the output hashes of every step it depends on;
 3. is **skipped** when ``<output>/<step>/step.json`` records the same input hash and its
@@ -58,7 +58,7 @@ import numpy as np
 
 from zcalib._atomic import atomic_write_text
 from zcalib.categories import CategoryScheme, load_categories
-from zcalib.chain._events import ChainLoop, data_run_keys
+from zcalib.chain._events import data_run_keys
 from zcalib.chain.config import (
     ClosureStep,
     CorrectionsStep,
@@ -76,8 +76,9 @@ from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.fit import FitConfig, FitResult
 from zcalib.histograms import MassBinning
+from zcalib.io.fingerprint import file_fingerprint
 from zcalib.processors.zee import CorrectionStep, WeightSpec
-from zcalib.runner import RunOptions, file_fingerprint
+from zcalib.runner import EventLoop, RunOptions
 
 __all__ = ["PipelineResult", "StepOutputs", "closure_verdict", "run_pipeline"]
 
@@ -579,10 +580,10 @@ def _loop(
     scales: tuple[CorrectionStep, ...],
     smear: CorrectionStep | None,
     weights: tuple[WeightSpec, ...],
-) -> ChainLoop:
+) -> EventLoop:
     cfg = setup.lp.config
     corr = (*scales, *((smear,) if smear is not None else ()))
-    return ChainLoop(
+    return EventLoop(
         setup.dataset_cfg,
         options=setup.options,
         selection=cfg.selection,

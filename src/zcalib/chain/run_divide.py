@@ -43,10 +43,11 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zcalib._atomic import atomic_write_text
-from zcalib.chain._events import ChainLoop, eta_scheme, run_loop
+from zcalib.chain._events import eta_scheme, run_loop
 from zcalib.config import format_validation_error, load_yaml
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.processors.runs import LUMI_ALL, RunCountProcessor, RunLumiCounts
+from zcalib.runner import EventLoop
 
 __all__ = [
     "Granularity",
@@ -371,7 +372,7 @@ def divide(
     return RunBins(tuple(bins), granularity=granularity, min_events=min_events, source=source)
 
 
-def count_pairs(loop: ChainLoop) -> RunLumiCounts:
+def count_pairs(loop: EventLoop) -> RunLumiCounts:
     """Selected pairs (and events) per ``(run, lumi)`` of the data datasets.
 
     Raises:
@@ -387,7 +388,7 @@ def count_pairs(loop: ChainLoop) -> RunLumiCounts:
 
 
 def run_divide(
-    loop: ChainLoop,
+    loop: EventLoop,
     *,
     min_events: int = 10_000,
     granularity: Granularity = "run",
@@ -431,7 +432,7 @@ def run_divide(
     return bins
 
 
-def _has_lumi(loop: ChainLoop) -> bool:
+def _has_lumi(loop: EventLoop) -> bool:
     cfg = loop.cfg
     if cfg.format == "nanoaod":
         return True

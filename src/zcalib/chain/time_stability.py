@@ -62,12 +62,13 @@ from numpy.typing import NDArray
 
 from zcalib._atomic import atomic_write_bytes, atomic_write_text
 from zcalib.categories import Category, build_scheme
-from zcalib.chain._events import ChainLoop, data_run_keys, eta_scheme, run_loop
+from zcalib.chain._events import data_run_keys, eta_scheme, run_loop
 from zcalib.chain.run_divide import RunBins
 from zcalib.config import DatasetConfig
 from zcalib.exceptions import InputError, InvalidConfig, OutputError
 from zcalib.processors.runs import LUMI_ALL, RunMassProcessor, assign_run_bins, pack_run_lumi
 from zcalib.processors.zee import CorrectionStep
+from zcalib.runner import EventLoop
 
 __all__ = [
     "DEFAULT_ETA_BINS",
@@ -164,7 +165,7 @@ class PeakTable:
 
 
 def fill_peaks(
-    loop: ChainLoop,
+    loop: EventLoop,
     bins: RunBins,
     eta_bins: Sequence[tuple[float, float]],
     window: tuple[float, float],
@@ -346,7 +347,7 @@ def _num(v: float) -> float | None:
 
 
 def derive_time_stability(
-    loop: ChainLoop,
+    loop: EventLoop,
     bins: RunBins,
     *,
     eta_bins: Sequence[tuple[float, float]] = DEFAULT_ETA_BINS,
@@ -397,7 +398,7 @@ def derive_time_stability(
 
 
 def check_setup(
-    loop: ChainLoop,
+    loop: EventLoop,
     bins: RunBins,
     eta_bins: Sequence[tuple[float, float]],
     window: tuple[float, float],
@@ -652,7 +653,7 @@ def step_of(result: TimeStabilityResult, corrections_path: Path) -> CorrectionSt
 
 
 def time_stability(
-    loop: ChainLoop,
+    loop: EventLoop,
     bins: RunBins,
     out_dir: str | Path,
     *,

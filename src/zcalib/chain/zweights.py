@@ -30,10 +30,11 @@ from correctionlib import schemav2
 from numpy.typing import NDArray
 
 from zcalib._atomic import atomic_write_text
-from zcalib.chain._events import ChainLoop, eta_scheme, run_loop
+from zcalib.chain._events import eta_scheme, run_loop
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.processors.runs import ZKinProcessor
 from zcalib.processors.zee import WeightSpec
+from zcalib.runner import EventLoop
 
 __all__ = [
     "DEFAULT_PT_EDGES",
@@ -123,7 +124,7 @@ def _check_edges(name: str, edges: Sequence[float]) -> tuple[float, ...]:
 
 
 def derive_zweights(
-    loop: ChainLoop,
+    loop: EventLoop,
     *,
     name: str = "zpt_weight",
     pt_edges: Sequence[float] = DEFAULT_PT_EDGES,
@@ -268,6 +269,10 @@ def load_zweight_spec(path: str | Path, name: str, *, weight_name: str = "zpt") 
     if inputs != ["ptZ", "absYZ", "weights"]:
         msg = f"{p}: correction {name!r} has inputs {inputs}; expected [ptZ, absYZ, weights]"
         raise InvalidConfig(msg)
-    return WeightSpec(
-        name=weight_name, payload=text, correction=name, inputs=("ptZ", "absYZ"), source=str(p)
+    from zcalib.corrections.apply import bind_weight
+
+    return bind_weight(
+        WeightSpec(
+            name=weight_name, payload=text, correction=name, inputs=("ptZ", "absYZ"), source=str(p)
+        )
     )

@@ -28,21 +28,27 @@ branch before reading any event (:func:`zcalib.runner.checked_inputs`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import correctionlib
 import numpy as np
 from correctionlib import schemav2
 from numpy.typing import ArrayLike, NDArray
 
-from zcalib.exceptions import InputError
+from zcalib.exceptions import InputError, InvalidConfig
+
+if TYPE_CHECKING:
+    from zcalib.processors.zee import WeightSpec
 
 __all__ = [
     "PROVIDED_INPUTS",
+    "WEIGHT_INPUT_NAMES",
+    "bind_weight",
     "evaluate_correction",
     "evaluate_scale",
     "evaluate_smear",
@@ -319,3 +325,66 @@ def _arrays(
         "seedGain": gain,
         "syst": syst,
     }
+
+
+#: Input names a correction may give each quantity an MC weight is fed (CMS pile-up payloads
+#: call the true pile-up ``NumTrueInteractions``); any other quantity goes by its own name.
+WEIGHT_INPUT_NAMES: dict[str, tuple[str, ...]] = {
+    "npu": ("npu", "nPU", "NumTrueInteractions", "nTrueInt", "Pileup_nTrueInt"),
+}
+
+
+def bind_weight(spec: WeightSpec) -> WeightSpec:
+    """Match an MC weight's quantities to its correction's inputs by name, at set-up.
+
+    The correction must take exactly one ``string`` input (the variation key: ``nominal``,
+    ``up``, ``down``) and one ``real`` input per quantity zcalib feeds, each named after it
+    (:data:`WEIGHT_INPUT_NAMES` lists the accepted names; ``ptZ``, ``absYZ``... go by their
+    own). The quantities are then fed in the correction's order, wherever it puts the key,
+    so a payload declaring ``(absYZ, ptZ, weights)`` or ``(syst, npu)`` is evaluated right.
+
+    Args:
+        spec: the weight as read.
+
+    Returns:
+        ``spec`` with ``inputs`` (if given) in the correction's order and ``key_index`` set.
+
+    Raises:
+        InvalidConfig: a wrong number of inputs, no (or several) string inputs, an ``int``
+            input, or an input name that is not one of the fed quantities; the message
+            names the payload, the correction, its signature and what zcalib feeds.
+    """
+    corr = correctionlib.CorrectionSet.from_string(spec.payload)[spec.correction]
+    inputs = [(v.name, v.type) for v in corr.inputs]
+    signature = ", ".join(f"{n}: {t}" for n, t in inputs)
+    feeds = spec.input_names
+    where = f"{spec.source}: MC weight '{spec.name}': correction '{spec.correction}' ({signature})"
+    keys = [i for i, (_, t) in enumerate(inputs) if t == "string"]
+    numeric = [(n, t) for n, t in inputs if t != "string"]
+    if len(keys) != 1 or len(numeric) != len(feeds):
+        msg = (
+            f"{where} has the wrong inputs: an MC weight takes one string input (the "
+            f"variation: {', '.join(spec.keys)}) and {len(feeds)} real input(s) "
+            f"({', '.join(feeds)})"
+        )
+        raise InvalidConfig(msg)
+    ints = [n for n, t in numeric if t != "real"]
+    if ints:
+        msg = f"{where}: input '{ints[0]}' must be real (zcalib feeds floating-point values)"
+        raise InvalidConfig(msg)
+    order: list[str] = []
+    for name, _ in numeric:
+        match = [q for q in feeds if name in WEIGHT_INPUT_NAMES.get(q, (q,))]
+        if not match or match[0] in order:
+            allowed = "; ".join(
+                f"{q}: {' or '.join(WEIGHT_INPUT_NAMES.get(q, (q,)))}" for q in feeds
+            )
+            msg = (
+                f"{where}: input '{name}' is not one of the quantities this weight is fed "
+                f"({allowed}); inputs are matched by name, not position"
+            )
+            raise InvalidConfig(msg)
+        order.append(match[0])
+    # a single-quantity weight keeps ``inputs`` empty: it is fed ``variable``
+    bound = tuple(order) if spec.inputs else ()
+    return dataclasses.replace(spec, inputs=bound, key_index=keys[0])

@@ -622,7 +622,7 @@ def histogram_arrays(
     regions, data, _ = hset.region_arrays("data", data_variation)
     regions_mc, mc_w, mc_w2 = hset.region_arrays("mc", mc_variation)
     assert np.array_equal(regions, regions_mc)
-    edges = np.asarray(hset.hist.axes["mass"].edges, dtype=np.float64)
+    edges = hset.mass_edges
     return regions, data, mc_w, mc_w2, edges
 
 

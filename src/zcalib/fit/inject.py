@@ -401,7 +401,7 @@ def inject(
     else:
         regions, mc_w, mc_w2 = hset.region_arrays("mc", mc_variation)
         data = np.zeros_like(mc_w)
-        edges = np.asarray(hset.hist.axes["mass"].edges, dtype=np.float64)
+        edges = hset.mass_edges
     return inject_arrays(
         data,
         mc_w,

@@ -1,9 +1,14 @@
 """Set-up checks of input files, before any event is processed.
 
 Opening a ROOT file reads only its header and directory, so every file of every dataset is
-checked up front: it exists, is a ROOT file, holds the tree, the tree holds the branches the
-format needs, and it has entries. Parquet skims are checked the same way (footer readable,
-columns present, rows > 0) and their provenance record is read.
+checked up front: it exists (URLs such as ``root://`` are opened where they are), is a ROOT
+file, holds the tree, the tree holds the branches the format needs with the types and shapes
+it reads (float kinematics, integer ids/gains/run numbers, per-electron arrays where the
+format has them), and it has entries. Parquet skims are checked the same way (footer
+readable, columns present and typed, rows > 0) and their provenance record is read. The same
+physical file listed twice among the data, or among the MC (directly, through a symlink or a
+hard link, in one dataset or in two), is an error naming both paths: it would be counted
+twice. The same file as data *and* MC is allowed (a closure of the simulation on itself).
 
 Every file is checked, and *all* failures are collected: :func:`check_inputs` raises one
 :class:`~zcalib.exceptions.InputError` listing every bad file (one line per file naming the
@@ -15,15 +20,18 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
+import numpy as np
 import uproot
 
-from zcalib.config import DatasetConfig
+from zcalib.config import DatasetConfig, is_url
 from zcalib.exceptions import InputError
-from zcalib.io.formats import optional_branches, required_branches
+from zcalib.io.formats import SKIM_LEPTON_COLUMNS, optional_branches, required_branches
 
 __all__ = [
     "SKIM_METADATA_KEY",
@@ -155,12 +163,15 @@ def preflight(cfg: DatasetConfig, *, allow_empty: bool = False) -> PreflightResu
         The good files and the bad ones (with the entries their header announces).
 
     Raises:
-        InputError: the good files of a dataset disagree on their optional branches.
+        InputError: the good files of a dataset disagree on their optional branches, or one
+            physical file is listed twice.
     """
+    check_unique_files(cfg)
     infos: list[FileInfo] = []
     bad: list[BadFile] = []
     needed = required_branches(cfg.format, cfg.column_map)
     optional = optional_branches(cfg.format, cfg.column_map)
+    expected = branch_types(cfg)
     for ds in cfg.datasets:
         tree = cfg.tree_of(ds)
         seen_optional: set[tuple[tuple[str, str], ...]] = set()
@@ -168,10 +179,19 @@ def preflight(cfg: DatasetConfig, *, allow_empty: bool = False) -> PreflightResu
             try:
                 if cfg.format == "parquet":
                     info = _check_parquet(
-                        f, ds.name, tree, needed, optional, allow_empty=allow_empty
+                        f, ds.name, tree, needed, optional, expected, allow_empty=allow_empty
                     )
                 else:
-                    info = _check_file(f, ds.name, tree, needed, optional, allow_empty=allow_empty)
+                    info = _check_file(
+                        f,
+                        ds.name,
+                        tree,
+                        needed,
+                        optional,
+                        expected,
+                        fmt=cfg.format,
+                        allow_empty=allow_empty,
+                    )
             except _Bad as err:
                 bad.append(
                     BadFile(path=f, dataset=ds.name, message=err.message, entries=err.entries)
@@ -189,8 +209,204 @@ def preflight(cfg: DatasetConfig, *, allow_empty: bool = False) -> PreflightResu
     return PreflightResult(files=infos, bad=bad)
 
 
+def check_unique_files(cfg: DatasetConfig) -> None:
+    """Refuse one physical file listed twice among the datasets of one kind (data or MC): its
+    events would be counted twice. One file used as data and as MC is allowed (closure).
+
+    Local files are compared by device and inode (a symlink or hard link is the same file),
+    URLs by their normalised form (case-insensitive scheme and host, ``//`` runs collapsed).
+
+    Raises:
+        InputError: naming both paths and their datasets.
+    """
+    seen: dict[Any, tuple[str, str]] = {}
+    for ds in cfg.datasets:
+        for f in ds.files:
+            identity = _identity(f)
+            if identity is None:
+                continue
+            key = (ds.kind, identity)
+            if key in seen:
+                first, first_ds = seen[key]
+                where = (
+                    f"dataset '{ds.name}'"
+                    if first_ds == ds.name
+                    else f"datasets '{first_ds}' and '{ds.name}'"
+                )
+                msg = (
+                    f"{first} and {f} are the same file (listed twice, or through a symlink "
+                    f"or hard link) in {where}; its events would be counted twice: list each "
+                    "input file once"
+                )
+                raise InputError(msg)
+            seen[key] = (f, ds.name)
+
+
+def _identity(path: str) -> Any:
+    """What makes two paths the same file; ``None`` when unknown (a missing local file)."""
+    if is_url(path):
+        u = urlsplit(path)
+        clean = posixpath.normpath("/" + u.path.lstrip("/"))
+        return ("url", u.scheme.lower(), u.netloc.lower(), clean, u.query)
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return ("local", st.st_dev, st.st_ino)
+
+
+# ------------------------------------------------------------------ branch types and shapes
+Kind = Literal["float", "int", "number"]
+Layout = Literal["scalar", "array", "jagged"]
+
+#: What each kind accepts, in messages.
+_ALLOWED = {
+    "float": "floating point (float32, float64)",
+    "int": "integer (int8-int64, uint8-uint64)",
+    "number": "a number (integer or floating point, not bool)",
+}
+_LAYOUT_TEXT = {
+    "scalar": "one value per event",
+    "array": "a fixed-size per-electron array such as [3]",
+    "jagged": "a variable-length per-electron list",
+}
+#: Roles of per-lepton and per-event quantities, and the type they must have.
+_KIND_OF_ROLE: dict[str, Kind] = {
+    "energy": "float",
+    "pt": "float",
+    "eta": "float",
+    "sc_eta": "float",
+    "phi": "float",
+    "r9": "float",
+    "mass": "float",
+    "gain": "int",
+    "id": "int",
+    "charge": "int",
+    "run": "int",
+    "lumi": "int",
+    "event": "int",
+    "count": "int",
+    "weight": "number",
+    "npu": "number",
+}
+_ECALELF_ROLES = {
+    "energy_ECAL_ele": "energy",
+    "etaEle": "eta",
+    "etaSCEle": "sc_eta",
+    "phiEle": "phi",
+    "R9Ele": "r9",
+    "gainSeedSC": "gain",
+    "eleID": "id",
+    "chargeEle": "charge",
+}
+_ECALELF_EVENT_ROLES = {
+    "runNumber": "run",
+    "lumiBlock": "lumi",
+    "eventNumber": "event",
+    "mcGenWeight": "weight",
+    "nPU": "npu",
+}
+_NANOAOD_ROLES = {
+    "Electron_pt": "pt",
+    "Electron_eta": "eta",
+    "Electron_deltaEtaSC": "eta",
+    "Electron_phi": "phi",
+    "Electron_r9": "r9",
+    "Electron_seedGain": "gain",
+    "Electron_cutBased": "id",
+    "Electron_charge": "charge",
+}
+_NANOAOD_EVENT_ROLES = {
+    "run": "run",
+    "luminosityBlock": "lumi",
+    "event": "event",
+    "nElectron": "count",
+    "genWeight": "weight",
+    "Pileup_nTrueInt": "npu",
+}
+
+
+def branch_types(cfg: DatasetConfig) -> dict[str, tuple[Kind, Layout]]:
+    """``{branch: (kind, layout)}`` the reader of ``cfg.format`` expects of each branch it reads.
+
+    Example:
+        >>> from zcalib.config import dataset_config_from_files
+        >>> cfg = DatasetConfig(datasets=[{"name": "d", "kind": "data", "files": ["d.root"]}])
+        >>> branch_types(cfg)["energy_ECAL_ele"], branch_types(cfg)["runNumber"]
+        (('float', 'array'), ('int', 'scalar'))
+    """
+    out: dict[str, tuple[Kind, Layout]] = {}
+    if cfg.format in ("ecalelf", "nanoaod"):
+        per_lepton, per_event = (
+            (_ECALELF_ROLES, _ECALELF_EVENT_ROLES)
+            if cfg.format == "ecalelf"
+            else (_NANOAOD_ROLES, _NANOAOD_EVENT_ROLES)
+        )
+        layout: Layout = "array" if cfg.format == "ecalelf" else "jagged"
+        out.update({b: (_KIND_OF_ROLE[r], layout) for b, r in per_lepton.items()})
+        out.update({b: (_KIND_OF_ROLE[r], "scalar") for b, r in per_event.items()})
+    elif cfg.format == "parquet":
+        for c in SKIM_LEPTON_COLUMNS:
+            for i in (1, 2):
+                out[f"{c}_{i}"] = (_KIND_OF_ROLE[c], "scalar")
+        for c in ("run", "lumi", "event", "weight", "npu", "mass"):
+            out[c] = (_KIND_OF_ROLE[c], "scalar")
+    elif cfg.column_map is not None:
+        for role, value in cfg.column_map.model_dump().items():
+            names = [value] if isinstance(value, str) else list(value or ())
+            for b in names:
+                out[b] = (_KIND_OF_ROLE[role], "scalar")
+    return out
+
+
+def _dtype_kind(dtype: np.dtype[Any]) -> str:
+    if dtype.kind == "f":
+        return "float"
+    if dtype.kind in "iu":
+        return "int"
+    return "bool" if dtype.kind == "b" else str(dtype)
+
+
+def _type_problem(
+    branch: str, dtype: np.dtype[Any] | None, layout: Layout, want: tuple[Kind, Layout], fmt: str
+) -> str | None:
+    """Why a branch of this dtype and layout cannot be read as ``want`` (``None``: it can)."""
+    kind, want_layout = want
+    if dtype is None:
+        return f"branch '{branch}' has a type zcalib cannot read; expected {_ALLOWED[kind]}"
+    got = _dtype_kind(dtype)
+    ok = got == kind or (kind == "number" and got in ("float", "int"))
+    if not ok:
+        return (
+            f"branch '{branch}' is {dtype.name}; the {fmt} format needs {_ALLOWED[kind]} "
+            "(wrong types bias or empty the histograms)"
+        )
+    if layout != want_layout:
+        return (
+            f"branch '{branch}' holds {_LAYOUT_TEXT[layout]}; the {fmt} format needs "
+            f"{_LAYOUT_TEXT[want_layout]}"
+        )
+    return None
+
+
+def _root_branch_type(branch: Any) -> tuple[np.dtype[Any] | None, Layout]:
+    """The element dtype and layout of a TTree branch from its uproot interpretation."""
+    interp = branch.interpretation
+    content = getattr(interp, "content", None)
+    if content is not None and hasattr(content, "to_dtype"):
+        return np.dtype(content.to_dtype), "jagged"
+    to_dtype = getattr(interp, "to_dtype", None)
+    if to_dtype is None:
+        return None, "scalar"
+    dt = np.dtype(to_dtype)
+    if dt.subdtype is not None:
+        base, shape = dt.subdtype
+        return np.dtype(base), "array" if len(shape) == 1 and shape[0] >= 2 else "scalar"
+    return dt, "scalar"
+
+
 def _check_exists(path: str, dataset: str, expected: str) -> None:
-    if "://" in path:
+    if is_url(path):
         return
     p = Path(path)
     if not p.is_file():
@@ -207,20 +423,18 @@ def _check_file(
     tree: str,
     needed: list[str],
     optional: dict[str, str],
+    expected: dict[str, tuple[Kind, Layout]],
     *,
+    fmt: str,
     allow_empty: bool,
 ) -> FileInfo:
     _check_exists(path, dataset, f"a ROOT file with tree '{tree}'")
     try:
         fh = uproot.open(path)
     except Exception as err:  # noqa: BLE001  (uproot raises many types for bad files)
-        msg = (
-            f"{path}: not a readable ROOT file ({_short(err)}); "
-            f"expected a ROOT file with tree '{tree}'"
-        )
-        raise _Bad(msg) from None
+        raise _Bad(_open_failure(path, tree, err)) from None
     with fh:
-        if "://" not in path:
+        if not is_url(path):
             size = Path(path).stat().st_size
             end = int(getattr(fh.file, "fEND", 0) or 0)
             if end > size:
@@ -255,6 +469,12 @@ def _check_file(
         if entries == 0 and not allow_empty:
             msg = f"{path}: tree '{tree}' has no entries"
             raise _Bad(msg, 0)
+        for b, want in expected.items():
+            if b in keys:
+                problem = _type_problem(b, *_root_branch_type(obj[b]), want, fmt)
+                if problem:
+                    msg = f"{path}: tree '{tree}': {problem}"
+                    raise _Bad(msg, entries)
         found = tuple(sorted((role, b) for role, b in optional.items() if b in keys))
         try:
             # reading the last basket of one needed branch catches truncated files here
@@ -279,6 +499,7 @@ def _check_parquet(
     tree: str,
     needed: list[str],
     optional: dict[str, str],
+    expected: dict[str, tuple[Kind, Layout]],
     *,
     allow_empty: bool,
 ) -> FileInfo:
@@ -286,7 +507,13 @@ def _check_parquet(
 
     _check_exists(path, dataset, "a Parquet pair skim (zcalib skim)")
     try:
-        pf = pq.ParquetFile(path)
+        if is_url(path):
+            import fsspec
+
+            with fsspec.open(path, "rb") as remote:
+                pf = pq.ParquetFile(remote.read())
+        else:
+            pf = pq.ParquetFile(path)
     except Exception as err:  # noqa: BLE001  (pyarrow raises several types)
         msg = f"{path}: not a readable Parquet file ({_short(err)}); expected a zcalib pair skim"
         raise _Bad(msg) from None
@@ -296,6 +523,12 @@ def _check_parquet(
     if missing:
         msg = f"{path}: Parquet skim lacks column(s) {', '.join(missing)} needed by the format"
         raise _Bad(msg, rows)
+    for c, want in expected.items():
+        if c in columns:
+            problem = _type_problem(c, *_arrow_type(pf.schema_arrow.field(c).type), want, "parquet")
+            if problem:
+                msg = f"{path}: Parquet skim: {problem.replace('branch', 'column', 1)}"
+                raise _Bad(msg, rows)
     if rows == 0 and not allow_empty:
         msg = f"{path}: Parquet skim has no rows"
         raise _Bad(msg, 0)
@@ -311,6 +544,37 @@ def _check_parquet(
     found = tuple(sorted((role, c) for role, c in optional.items() if c in columns))
     return FileInfo(
         path=path, dataset=dataset, treename=tree, entries=rows, optional=found, skim=skim
+    )
+
+
+def _arrow_type(t: Any) -> tuple[np.dtype[Any] | None, Layout]:
+    import pyarrow as pa
+
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _arrow_type(t.value_type)[0], "jagged"
+    try:
+        return np.dtype(t.to_pandas_dtype()), "scalar"
+    except (NotImplementedError, TypeError):
+        return None, "scalar"
+
+
+def _open_failure(path: str, tree: str, err: BaseException) -> str:
+    """The one-line reason a ROOT file could not be opened."""
+    if is_url(path):
+        text = str(err)
+        scheme = path.split("://", 1)[0]
+        if (
+            scheme in ("root", "xroot")
+            and ("fsspec_xrootd" in text or "XRootD" in text)
+            and (isinstance(err, ImportError) or "pip install" in text)
+        ):
+            return (
+                f"{path}: reading {scheme}:// URLs needs the XRootD client: "
+                "pip install 'zcalib[remote]' (xrootd, fsspec-xrootd)"
+            )
+        return f"{path}: cannot open remote file ({_short(err)}); expected a ROOT file with tree '{tree}'"
+    return (
+        f"{path}: not a readable ROOT file ({_short(err)}); expected a ROOT file with tree '{tree}'"
     )
 
 

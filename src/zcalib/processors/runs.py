@@ -155,10 +155,7 @@ class _ChainBase(ZeeProcessor):
         """Read, correct and select one chunk; ``None`` (errors in ``out``) if unreadable."""
         meta = events.metadata
         dataset = meta["dataset"]
-        where = (
-            f"{meta.get('filename', '?')} "
-            f"(entries {meta.get('entrystart')}-{meta.get('entrystop')})"
-        )
+        where = self._where(meta)
         kind = self.kinds[dataset]
         out["cutflow"] = {dataset: {"all": len(events)}}
         lep = self._read_chunk(events, out)

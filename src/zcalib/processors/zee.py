@@ -4,7 +4,7 @@
 on the iterative, futures and Dask executors of :class:`coffea.processor.Runner`. Its output
 per chunk is::
 
-    {"hist": hist.Hist(dataset, variation, region, mass),
+    {"counts": PairCounts(dataset, variation, region, mass),
      "cutflow": {dataset: {cut: n_events}},
      "sumw": {dataset: Σ generator weights before selection},
      "errors": {one-line error messages},
@@ -30,10 +30,12 @@ from coffea import processor
 from coffea.analysis_tools import PackedSelection
 from numpy.typing import NDArray
 
+from zcalib._jit import jitted
 from zcalib.categories import CRACK, CategoryScheme, region_code, scheme_from_dict
 from zcalib.config import SelectionConfig
-from zcalib.histograms import MassBinning, empty_hist
-from zcalib.io.formats import ColumnMap, EventBranch, Leptons, event_branch, extract_leptons
+from zcalib.histograms import MassBinning, PairCounts
+from zcalib.io._base import READ_BYTES_KEY
+from zcalib.io.formats import ColumnMap, EventBranch, Leptons, get_format
 from zcalib.physics import pair_mass
 
 __all__ = [
@@ -56,23 +58,6 @@ CUTS: tuple[str, ...] = ("two_leptons", "id", "eta", "et", "charge", "categorise
 #: Pair-level quantities a :class:`WeightSpec` may use as inputs (see :func:`pair_kinematics`).
 PAIR_INPUTS: tuple[str, ...] = ("ptZ", "yZ", "absYZ", "mZ")
 
-#: Branch that feeds each checked lepton quantity, per format (for error messages).
-_SOURCES = {
-    "ecalelf": {"energy": "energy_ECAL_ele", "eta": "etaEle", "phi": "phiEle", "r9": "R9Ele"},
-    "nanoaod": {
-        "energy": "Electron_pt",
-        "eta": "Electron_eta",
-        "phi": "Electron_phi",
-        "r9": "Electron_r9",
-    },
-    "parquet": {
-        "energy": "energy_1/energy_2",
-        "eta": "eta_1/eta_2",
-        "phi": "phi_1/phi_2",
-        "r9": "r9_1/r9_2",
-    },
-}
-
 
 @dataclass(frozen=True)
 class WeightSpec:
@@ -86,10 +71,13 @@ class WeightSpec:
             ``inputs`` is empty.
         keys: ``(nominal, up, down)`` values of the string input.
         source: where the payload came from (for messages).
-        inputs: the numeric inputs fed in order before the string key: lepton-record
+        inputs: the numeric inputs, in the correction's order: lepton-record
             attributes (``npu``) or pair-level quantities of :data:`PAIR_INPUTS`
             (``ptZ``, ``absYZ``..., from the corrected nominal energies). Empty means
             ``(variable,)``.
+        key_index: position of the string (variation key) input among the correction's
+            inputs; ``-1`` is last. Set by :func:`zcalib.corrections.apply.bind_weight`,
+            which matches the inputs by name at set-up.
     """
 
     name: str
@@ -99,6 +87,7 @@ class WeightSpec:
     keys: tuple[str, str, str] = ("nominal", "up", "down")
     source: str = "<memory>"
     inputs: tuple[str, ...] = ()
+    key_index: int = -1
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -151,7 +140,6 @@ _EVENT_INPUTS: tuple[tuple[EventBranch, str], ...] = (
     ("run", "run number"),
     ("lumi", "luminosity block"),
 )
-_ECALELF_EVENT_BRANCHES = {"run": "runNumber", "lumi": "lumiBlock"}
 
 
 def missing_event_input(
@@ -180,24 +168,28 @@ def missing_event_input(
         naming the missing branch, or ``None`` when every needed branch is there.
     """
     wanted = "scale" if kind == "data" else "smear"
+    form = get_format(fmt)
     for step in corrections:
         if step.kind != wanted:
             continue
         needed = correction_inputs(step)
         for role, label in _EVENT_INPUTS:
-            if role not in needed or event_branch(fmt, role, available, column_map):
+            if role not in needed or form.event_branch(role, available, column_map):
                 continue
-            if fmt == "flat":
-                lacks = f"the column_map names no '{role}' branch"
-            elif fmt == "parquet":
-                lacks = f"the file has no '{role}' column"
-            else:
-                lacks = f"the file has no '{_ECALELF_EVENT_BRANCHES[role]}' branch"
+            lacks = form.lacks(role, column_map)
             return (
                 f"correction '{step.name}' ({step.source}) needs the {label} (input "
                 f"'{role}'), but {lacks}; it cannot be applied to these events"
             )
     return None
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_scheme(text: str) -> CategoryScheme:
+    """The scheme of a YAML dict (as sorted JSON), validated and tabulated once per process."""
+    scheme = scheme_from_dict(json.loads(text), source="processor")
+    scheme._grid()  # the look-up table, also once
+    return scheme
 
 
 @dataclass
@@ -238,9 +230,10 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
 
     @property
     def scheme(self) -> CategoryScheme:
-        """The category scheme (rebuilt lazily on each worker)."""
+        """The category scheme, built and checked once per worker process (not per chunk:
+        coffea unpickles the processor for every chunk)."""
         if self._scheme is None:
-            self._scheme = scheme_from_dict(self.categories, source="processor")
+            self._scheme = _cached_scheme(json.dumps(self.categories, sort_keys=True))
         return self._scheme
 
     def _evaluator(self, spec: WeightSpec) -> Any:
@@ -316,12 +309,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         from zcalib.rng import entry_events, lepton_normals
 
         dataset = meta["dataset"]
-        has_ids = (
-            self.fmt == "nanoaod"
-            or (self.fmt == "flat" and self.column_map is not None and bool(self.column_map.event))
-            or "event" in self.available.get(dataset, {})
-        )
-        if has_ids:
+        if get_format(self.fmt).has_event_ids(self.available.get(dataset, {}), self.column_map):
             event = lep.event.astype(np.float64)
         else:
             start = int(meta.get("entrystart") or 0)
@@ -350,10 +338,16 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         dataset = meta["dataset"]
         where = self._where(meta)
         start = int(meta.get("entrystart") or 0)
+        form = get_format(self.fmt)
         try:
-            lep = extract_leptons(
+            if form.reads_columns:
+                # read exactly the needed branches as numpy, like a raw uproot read
+                available = self.available.get(dataset, {})
+                wanted = list(dict.fromkeys([*form.required(self.column_map), *available.values()]))
+                events = form.read_chunk(meta, wanted)
+                out[READ_BYTES_KEY] = events.nbytes
+            lep = form.extract(
                 events,
-                self.fmt,
                 id_level=self.selection.id_level,
                 available=self.available.get(dataset, {}),
                 column_map=self.column_map,
@@ -396,7 +390,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         where = self._where(meta)
         kind = self.kinds[dataset]
         out: dict[str, Any] = {
-            "hist": empty_hist(self.binning),
+            "counts": PairCounts(self.binning),
             "cutflow": {dataset: {"all": len(events)}},
             "sumw": {dataset: 0.0},
             "errors": set(),
@@ -418,22 +412,24 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         for variation, energy in energies.items():
             if variation != "nominal":
                 masses[variation] = _mass(lep, energy)[cut]
-        h = out["hist"]
+        counts = out["counts"]
         if kind == "data":
             for variation, m in masses.items():
-                h.fill(dataset=dataset, variation=variation, region=region, mass=m)
+                counts.fill(dataset, variation, region, m)
             return out
         nominal, variations = self._mc_weights(lep, energies["nominal"], cut, where)
+        # the nominal mass with the nominal and every weight variation: binned once
+        counts.fill_weights(
+            dataset,
+            region,
+            masses["nominal"],
+            {"nominal": nominal, **{v: nominal * r for v, r in variations.items()}},
+        )
         for variation, m in masses.items():
-            h.fill(dataset=dataset, variation=variation, region=region, mass=m, weight=nominal)
-        for vname, ratio in variations.items():
-            h.fill(
-                dataset=dataset,
-                variation=vname,
-                region=region,
-                mass=masses["nominal"],
-                weight=nominal * ratio,
-            )
+            if variation != "nominal":
+                counts.fill(dataset, variation, region, m, nominal)
+        order = [*masses, *variations]  # energy variations first, as listed before
+        counts.blocks = {(dataset, v): counts.blocks[(dataset, v)] for v in order}
         return out
 
     def postprocess(self, accumulator: Any) -> Any:
@@ -454,8 +450,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             xs = [
                 self._weight_input(lep, spec, name, where, pair)[cut] for name in spec.input_names
             ]
-            ev = self._evaluator(spec)
-            wn, wu, wd = (np.asarray(ev.evaluate(*xs, k), dtype=np.float64) for k in spec.keys)
+            wn, wu, wd = _evaluate_keys(self._evaluator(spec), xs, spec.keys, spec.key_index)
             nominal = nominal * wn
             ratio_u = np.divide(wu, wn, out=np.zeros_like(wu), where=wn != 0)
             ratio_d = np.divide(wd, wn, out=np.zeros_like(wd), where=wn != 0)
@@ -480,16 +475,13 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         return np.asarray(x, dtype=np.float64)
 
     def _check_finite(self, lep: Leptons, where: str, start: int) -> str | None:
-        sources = _SOURCES.get(self.fmt, {})
+        form = get_format(self.fmt)
         for role in ("energy", "eta", "phi", "r9"):
             values = getattr(lep, role)
             bad = ~np.isfinite(values) & lep.valid
             if bad.any():
                 row = int(np.nonzero(bad.any(axis=1))[0][0])
-                branch = sources.get(role, role)
-                if self.fmt == "flat" and self.column_map is not None:
-                    names = getattr(self.column_map, role) or (role, role)
-                    branch = "/".join(names)
+                branch = form.source(role, self.column_map)
                 return (
                     f"{where}: branch '{branch}' has {int(bad.sum())} non-finite value(s) "
                     f"(NaN/inf), first at entry {start + row}; {role} values must be finite"
@@ -499,49 +491,121 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
     def _select(
         self, lep: Leptons, energy: NDArray[np.float64]
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], PackedSelection]:
-        et = energy / np.cosh(lep.sc_eta)
+        with np.errstate(over="ignore"):  # fill values (ECALELF η = -999): cut on η
+            cosh_sc = np.cosh(lep.sc_eta)
         n = len(lep)
         cells = self.scheme.assign(
             abs_eta=np.abs(lep.sc_eta).ravel(),
             r9=lep.r9.ravel(),
-            et=et.ravel(),
+            et=(energy / cosh_sc).ravel(),
             gain=lep.gain.ravel(),
             run=np.repeat(lep.run, 2),
         ).reshape(n, 2)
-        mass, sel = pair_selection(lep, energy, self.selection, self.binning)
+        mass, sel = pair_selection(lep, energy, self.selection, self.binning, cosh_sc=cosh_sc)
         sel.add("categorised", (cells >= 0).all(axis=1))
         return cells, mass, sel
 
 
 def pair_selection(
-    lep: Leptons, energy: NDArray[np.float64], cfg: SelectionConfig, binning: MassBinning
+    lep: Leptons,
+    energy: NDArray[np.float64],
+    cfg: SelectionConfig,
+    binning: MassBinning,
+    *,
+    cosh_sc: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], PackedSelection]:
     """The pair mass and every selection step of :data:`CUTS` except ``categorised``.
 
     Shared by the processor and the skimmer (``zcalib skim``), so a skim keeps exactly the
-    pairs the same selection keeps.
+    pairs the same selection keeps. The cuts are evaluated in one compiled pass
+    (:func:`_pair_cuts`); the transcendental functions stay numpy's (``cosh_sc``:
+    ``cosh(η_SC)`` if the caller has it).
     """
-    et = energy / np.cosh(lep.sc_eta)
-    abs_eta = np.abs(lep.sc_eta)
-    lead = np.maximum(et[:, 0], et[:, 1])
-    sub = np.minimum(et[:, 0], et[:, 1])
-    in_eta = abs_eta < cfg.max_abs_eta
-    if cfg.exclude_crack:
-        in_eta &= ~((abs_eta > CRACK[0]) & (abs_eta < CRACK[1]))
     n = len(lep)
+    if cosh_sc is None:
+        with np.errstate(over="ignore"):  # fill values (ECALELF η = -999): cut on η
+            cosh_sc = np.cosh(lep.sc_eta)
     mass = _mass(lep, energy)
-    sel = PackedSelection()
     has_pair = lep.has_pair if lep.has_pair is not None else np.ones(n, dtype=bool)
-    sel.add("two_leptons", has_pair)
-    sel.add("id", lep.id_pass.all(axis=1) & lep.valid.all(axis=1))
-    sel.add("eta", in_eta.all(axis=1))
-    sel.add("et", (lead >= cfg.min_et_lead) & (sub >= cfg.min_et_sublead))
-    charge_ok = (
-        lep.charge[:, 0] * lep.charge[:, 1] < 0 if cfg.opposite_charge else np.ones(n, dtype=bool)
+    bits = jitted(_pair_cuts)(
+        np.ascontiguousarray(energy, dtype=np.float64),
+        np.ascontiguousarray(lep.sc_eta, dtype=np.float64),
+        cosh_sc,
+        np.asarray(mass, dtype=np.float64),
+        np.ascontiguousarray(lep.id_pass, dtype=np.bool_),
+        np.ascontiguousarray(lep.valid, dtype=np.bool_),
+        np.asarray(has_pair, dtype=np.bool_),
+        np.ascontiguousarray(lep.charge, dtype=np.int64),
+        float(cfg.max_abs_eta),
+        bool(cfg.exclude_crack),
+        float(CRACK[0]),
+        float(CRACK[1]),
+        float(cfg.min_et_lead),
+        float(cfg.min_et_sublead),
+        bool(cfg.opposite_charge),
+        float(binning.lo),
+        float(binning.hi),
     )
-    sel.add("charge", charge_ok)
-    sel.add("mass", (mass >= binning.lo) & (mass < binning.hi))
+    sel = PackedSelection()
+    for k, name in enumerate(_KERNEL_CUTS):
+        sel.add(name, ((bits >> k) & 1).astype(np.bool_))
     return np.asarray(mass, dtype=np.float64), sel
+
+
+#: The cuts :func:`_pair_cuts` evaluates, in bit order.
+_KERNEL_CUTS: tuple[str, ...] = ("two_leptons", "id", "eta", "et", "charge", "mass")
+
+
+def _pair_cuts(
+    energy: NDArray[np.float64],
+    sc_eta: NDArray[np.float64],
+    cosh_sc: NDArray[np.float64],
+    mass: NDArray[np.float64],
+    id_pass: NDArray[np.bool_],
+    valid: NDArray[np.bool_],
+    has_pair: NDArray[np.bool_],
+    charge: NDArray[np.int64],
+    max_abs_eta: float,
+    exclude_crack: bool,
+    crack_lo: float,
+    crack_hi: float,
+    min_lead: float,
+    min_sub: float,
+    opposite: bool,
+    m_lo: float,
+    m_hi: float,
+) -> NDArray[np.uint8]:  # pragma: no cover
+    """Bit ``k`` of each pair: whether it passes cut ``_KERNEL_CUTS[k]`` (NaN fails)."""
+    n = len(mass)
+    bits = np.zeros(n, np.uint8)
+    for i in range(n):
+        b = 0
+        if has_pair[i]:
+            b |= 1
+        if id_pass[i, 0] and id_pass[i, 1] and valid[i, 0] and valid[i, 1]:
+            b |= 2
+        ok = True
+        for j in range(2):
+            a = abs(sc_eta[i, j])
+            inside = a < max_abs_eta
+            if exclude_crack and a > crack_lo and a < crack_hi:
+                inside = False
+            ok = ok and inside
+        if ok:
+            b |= 4
+        et0 = energy[i, 0] / cosh_sc[i, 0]
+        et1 = energy[i, 1] / cosh_sc[i, 1]
+        both = not (np.isnan(et0) or np.isnan(et1))
+        lead = max(et0, et1) if both else np.nan
+        sub = min(et0, et1) if both else np.nan
+        if lead >= min_lead and sub >= min_sub:
+            b |= 8
+        if not opposite or charge[i, 0] * charge[i, 1] < 0:
+            b |= 16
+        if mass[i] >= m_lo and mass[i] < m_hi:
+            b |= 32
+        bits[i] = b
+    return bits
 
 
 def pair_kinematics(lep: Leptons, energy: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
@@ -566,6 +630,27 @@ def pair_kinematics(lep: Leptons, energy: NDArray[np.float64]) -> dict[str, NDAr
         "absYZ": np.abs(y),
         "mZ": np.sqrt(np.clip(np.nan_to_num(m2), 0.0, None)),
     }
+
+
+def _evaluate_keys(
+    ev: Any, xs: list[NDArray[np.float64]], keys: Sequence[str], key_index: int = -1
+) -> list[NDArray[np.float64]]:
+    """A correction evaluated at ``xs`` for each string key (input ``key_index``, -1: last).
+
+    With one numeric input that takes few distinct values (pile-up), the correction is
+    evaluated once per distinct value and spread back: the same numbers, a fraction of the
+    correctionlib calls.
+    """
+    at = len(xs) if key_index < 0 else key_index
+
+    def call(values: list[NDArray[np.float64]], key: str) -> NDArray[np.float64]:
+        return np.asarray(ev.evaluate(*values[:at], key, *values[at:]), dtype=np.float64)
+
+    if len(xs) == 1 and len(xs[0]) > 4096 and len(np.unique(xs[0][:1024])) < 256:
+        distinct, inverse = np.unique(xs[0], return_inverse=True)
+        if 4 * len(distinct) < len(xs[0]):
+            return [call([distinct], k)[inverse] for k in keys]
+    return [call(xs, k) for k in keys]
 
 
 def _mass(lep: Leptons, energy: NDArray[np.float64]) -> NDArray[np.float64]:

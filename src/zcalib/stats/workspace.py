@@ -470,7 +470,7 @@ def build_templates(
             raise InvalidConfig(msg)
     regions, data, _ = hset.region_arrays("data", cfg.data_variation)
     _, mc, mc2 = hset.region_arrays("mc", cfg.mc_variation)
-    fine_edges = np.asarray(hset.hist.axes["mass"].edges, dtype=np.float64)
+    fine_edges = hset.mass_edges
     logs = np.log(fine_edges)
     h = float(np.mean(np.diff(logs)))
     if not np.allclose(np.diff(logs), h, rtol=1e-6, atol=0):

@@ -540,7 +540,7 @@ def _fit_rows(
 ) -> tuple[list[LineshapeRow], list[dict[str, Any]]]:
     scheme = hset.scheme()
     n_cells = scheme.n_cells
-    edges = np.asarray(hset.hist.axes["mass"].edges, dtype=np.float64)
+    edges = hset.mass_edges
     has_mc = bool(hset.datasets_of("mc"))
     regions, data, _ = hset.region_arrays("data", cfg.data_variation)
     mc = mc2 = None

@@ -56,12 +56,11 @@ from zcalib.categories import CRACK, CategoryScheme, region_pair
 from zcalib.config import DatasetConfig, SelectionConfig
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import HistogramSet, MassBinning
+from zcalib.io.formats import get_format
+from zcalib.processors.validation import ValidationProcessor, _plot_hist
 from zcalib.processors.zee import (
     CorrectionStep,
     WeightSpec,
-    ZeeProcessor,
-    pair_kinematics,
-    pair_selection,
 )
 from zcalib.validation.plotcats import LeptonCuts, PlotCategory
 
@@ -108,7 +107,6 @@ DERIVED_VARIABLES: dict[str, tuple[str, tuple[float, float]]] = {
 }
 #: Names of the corrected pair mass (pyval's ``invMass_ECAL_ele`` is recomputed, corrected).
 MASS_ALIASES: tuple[str, ...] = ("invMass_ECAL_ele", "invMass", "m_ee")
-_PAIR_KEYS = {"pt_ee": "ptZ", "y_ee": "yZ"}
 _INDEXED = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*)\[(\d+)\]$")
 _DATA_VARIATIONS = ("nominal", "scale_up", "scale_down", "uncorrected")
 _MC_VARIATIONS = ("nominal", "smear_up", "smear_down", "uncorrected")
@@ -257,144 +255,6 @@ class PlotSpec:
     edges: tuple[float, ...]
 
 
-def _plot_hist(spec: PlotSpec) -> hist.Hist[Any]:
-    return hist.Hist(
-        hist.axis.StrCategory([], name="dataset", label="Dataset", growth=True),
-        hist.axis.StrCategory([], name="variation", label="Variation", growth=True),
-        hist.axis.Variable(list(spec.edges), name="x", label=spec.variable.label),
-        storage=hist.storage.Weight(),
-    )
-
-
-@dataclass
-class ValidationProcessor(ZeeProcessor):
-    """Fill one histogram per plot category: ``dataset × variation × x`` (Weight storage).
-
-    A :class:`~zcalib.processors.zee.ZeeProcessor` whose ``process`` fills the requested
-    variables instead of the per-region mass: lepton extraction, the correction steps
-    (variations ``nominal``, ``scale_up/down`` for data, ``smear_up/down`` for MC,
-    ``uncorrected``), the MC weights and the pair selection are the parent's. The category
-    scheme (``categories``) is not used. For every variation the pair selection, the
-    leading/subleading order (by corrected Et) and the cuts are evaluated with that
-    variation's energies.
-
-    Args:
-        plots: the plots to fill (see :class:`PlotSpec`).
-    """
-
-    plots: tuple[PlotSpec, ...] = ()
-
-    def process(self, events: Any) -> dict[str, Any]:
-        """Process one chunk of events (called by coffea)."""
-        meta = events.metadata
-        dataset = meta["dataset"]
-        where = (
-            f"{meta.get('filename', '?')} "
-            f"(entries {meta.get('entrystart')}-{meta.get('entrystop')})"
-        )
-        kind = self.kinds[dataset]
-        out: dict[str, Any] = {
-            "hists": {p.name: _plot_hist(p) for p in self.plots},
-            "selected": {dataset: 0},
-            "errors": set(),
-            "failed": set(),
-        }
-        lep = self._read_chunk(events, out)
-        if lep is None:
-            return out
-        energies = self._energy_variations(lep, kind, meta)
-        weight = (
-            self._mc_weights(lep, energies["nominal"], np.ones(len(lep), dtype=bool), where)[0]
-            if kind == "mc"
-            else np.ones(len(lep))
-        )
-        raw_cache: dict[str, FloatArray] = {}
-        rows = np.arange(len(lep))
-        for variation, energy in energies.items():
-            mass, sel = pair_selection(lep, energy, self.selection, self.binning)
-            pair: dict[str, FloatArray] = {}
-            base = sel.all(*sel.names)
-            if variation == "nominal":
-                out["selected"][dataset] = int(base.sum())
-            et = energy / np.cosh(lep.sc_eta)
-            lead = np.argmax(et, axis=1)
-            sub = 1 - lead
-            abs_eta = np.abs(lep.sc_eta)
-
-            def pick(a: NDArray[Any], idx: NDArray[np.int64]) -> NDArray[Any]:
-                return np.asarray(a[rows, idx])
-
-            masks = {}
-            for spec in self.plots:
-                key = (spec.lead, spec.sublead)
-                if key not in masks:
-                    masks[key] = (
-                        base
-                        & spec.lead.mask(pick(abs_eta, lead), pick(lep.r9, lead), pick(et, lead))
-                        & spec.sublead.mask(pick(abs_eta, sub), pick(lep.r9, sub), pick(et, sub))
-                    )
-                mask = masks[key]
-                var = spec.variable
-                if var.kind == "derived":
-                    x = _derived(var.key, lep, energy, et, mass, lead, sub, pair)
-                else:
-                    if var.name not in raw_cache:
-                        raw_cache[var.name] = _branch_values(events, var.key, var.index)
-                    x = raw_cache[var.name]
-                w = np.broadcast_to(weight[:, None] if x.ndim == 2 else weight, x.shape)
-                m = np.broadcast_to(mask[:, None] if x.ndim == 2 else mask, x.shape)
-                xs, ws = x[m].ravel(), w[m].ravel()
-                ok = np.isfinite(xs)
-                out["hists"][spec.name].fill(
-                    dataset=dataset, variation=variation, x=xs[ok], weight=ws[ok]
-                )
-        return out
-
-
-def _derived(
-    key: str,
-    lep: Any,
-    energy: FloatArray,
-    et: FloatArray,
-    mass: FloatArray,
-    lead: NDArray[np.int64],
-    sub: NDArray[np.int64],
-    pair: dict[str, FloatArray],
-) -> FloatArray:
-    """A derived variable per pair from (corrected) energies (``pair`` caches the pair
-    kinematics of this variation)."""
-    rows = np.arange(len(lep))
-    if key == "mass":
-        return mass
-    if key in _PAIR_KEYS:
-        if not pair:
-            pair.update(pair_kinematics(lep, energy))
-        return np.asarray(pair[_PAIR_KEYS[key]], dtype=np.float64)
-    name, _, which = key.rpartition("_")
-    idx = lead if which == "lead" else sub
-    source = {"et": et, "eta": lep.sc_eta, "r9": lep.r9, "phi": lep.phi, "energy": energy}[name]
-    return np.asarray(source[rows, idx], dtype=np.float64)
-
-
-def _events_field(events: Any, name: str) -> Any:
-    if name in events.fields:
-        return events[name]
-    prefix, _, rest = name.partition("_")
-    return events[prefix][rest]
-
-
-def _branch_values(events: Any, branch: str, index: int | None) -> FloatArray:
-    """Values of an input branch: ``(n,)`` for scalars or a slot, ``(n, 2)`` for both pair
-    leptons of a per-lepton branch (missing slots are NaN)."""
-    arr = _events_field(events, branch)
-    if arr.ndim == 1:
-        return np.asarray(ak.to_numpy(arr), dtype=np.float64)
-    width = 2 if index is None else index + 1
-    padded = ak.fill_none(ak.pad_none(arr, width, axis=1, clip=True), np.nan)
-    cols = np.asarray(ak.to_numpy(padded), dtype=np.float64)
-    return cols[:, :2] if index is None else cols[:, index]
-
-
 def fill_validation_histograms(
     cfg: DatasetConfig,
     specs: Sequence[PlotSpec],
@@ -424,44 +284,18 @@ def fill_validation_histograms(
             values found while processing (unreadable chunks are skipped with a warning
             under ``options.skip_bad_files``).
     """
-    from coffea.nanoevents import BaseSchema
+    from zcalib.runner import EventLoop, RunOptions
 
-    from zcalib.io.formats import nanoaod_schema
-    from zcalib.io.preflight import check_inputs
-    from zcalib.runner import RunOptions, run_processor
-
-    opts = options or RunOptions(executor="iterative", progress=False)
-    opts.check()
-    infos = check_inputs(cfg, skip_bad_files=opts.skip_bad_files)
-    available: dict[str, dict[str, str]] = {i.dataset: dict(i.optional) for i in infos}
-    for ds in cfg.datasets:
-        for wspec in weights if ds.kind == "mc" else ():
-            missing = [b for b in wspec.branch_inputs if b not in available.get(ds.name, {})]
-            if missing:
-                msg = (
-                    f"dataset '{ds.name}': MC weight '{wspec.name}' ({wspec.source}) needs the "
-                    f"'{missing[0]}' branch, which {ds.files[0]} lacks"
-                )
-                raise InputError(msg)
-    fileset: dict[str, Any] = {}
-    for ds in cfg.datasets:
-        files = {i.path: cfg.tree_of(ds) for i in infos if i.dataset == ds.name}
-        if files:
-            fileset[ds.name] = {"files": files, "metadata": {"kind": ds.kind, **ds.metadata}}
-    proc = ValidationProcessor(
-        fmt=cfg.format,
-        categories={},
-        kinds=cfg.kinds(),
-        available=available,
+    loop = EventLoop(
+        cfg,
+        options=options or RunOptions(executor="iterative", progress=False),
         selection=selection or SelectionConfig(),
-        column_map=cfg.column_map,
         weights=tuple(weights),
         corrections=tuple(corrections),
         smear_seed=smear_seed,
-        plots=tuple(specs),
     )
-    schema = nanoaod_schema() if cfg.format == "nanoaod" else BaseSchema
-    run = run_processor(fileset, proc, fmt=cfg.format, schema=schema, options=opts)
+    opts = loop.options
+    run = loop.run(ValidationProcessor, plots=tuple(specs)).run
     out = run.out
     errors = set(out.get("errors", ()))
     if opts.skip_bad_files:
@@ -486,15 +320,7 @@ def _input_branches(cfg: DatasetConfig) -> list[str]:
     for ds in cfg.datasets:
         path = ds.files[0]
         try:
-            if cfg.format == "parquet":
-                import pyarrow.parquet as pq
-
-                names = set(pq.read_schema(path).names)
-            else:
-                import uproot
-
-                with uproot.open(path) as fh:
-                    names = {str(k) for k in fh[cfg.tree_of(ds)].keys(recursive=False)}
+            names = get_format(cfg.format).branch_names(path, cfg.tree_of(ds))
         except Exception as err:  # noqa: BLE001  (uproot/pyarrow raise many types)
             msg = f"{path}: cannot list the branches of dataset '{ds.name}' ({err})"
             raise InputError(msg) from None
@@ -507,18 +333,8 @@ def _auto_range(cfg: DatasetConfig, var: Variable) -> Variable:
     ds = next((d for d in cfg.datasets if d.kind == "data"), cfg.datasets[0])
     path = ds.files[0]
     try:
-        if cfg.format == "parquet":
-            import pyarrow.parquet as pq
-
-            arr = ak.from_arrow(pq.read_table(path, columns=[var.key]).column(var.key))
-            arr = arr[:_AUTO_RANGE_ENTRIES]
-        else:
-            import uproot
-
-            with uproot.open(path) as fh:
-                arr = fh[cfg.tree_of(ds)][var.key].array(
-                    entry_stop=_AUTO_RANGE_ENTRIES, library="ak"
-                )
+        form = get_format(cfg.format)
+        arr = form.read(path, cfg.tree_of(ds), [var.key], _AUTO_RANGE_ENTRIES)[var.key]
     except Exception as err:  # noqa: BLE001
         msg = f"{path}: cannot read branch '{var.key}' ({err})"
         raise InputError(msg) from None
@@ -748,7 +564,7 @@ def histogram_plot_inputs(
         InvalidConfig: corrections that vary inside a cell, or edges off the fine axis.
     """
     scheme = hset.scheme()
-    fine_edges = np.asarray(hset.hist.axes["mass"].edges, dtype=np.float64)
+    fine_edges = hset.mass_edges
     filled_with = hset.metadata.get("corrections") or []
     analytic = bool(corrections) and not filled_with
     if corrections and filled_with:
@@ -1165,7 +981,7 @@ def _plan(
     scheme = None
     if hset is not None:
         scheme = hset.scheme()
-        regions = [int(r) for r in hset.hist.axes["region"]]
+        regions = hset.regions
     not_expressible = []
     for cat in plots:
         var = resolve_variable(cat.variable, branches, category=cat.name, source=cat.source)
@@ -1289,9 +1105,7 @@ def run_validation(
     out = Path(out_dir)
     from_hist, from_events = _plan(plots, histograms, datasets)
     fine = (
-        np.asarray(histograms.hist.axes["mass"].edges, dtype=np.float64)
-        if histograms is not None
-        else np.asarray(MassBinning().axis().edges)
+        histograms.mass_edges if histograms is not None else np.asarray(MassBinning().axis().edges)
     )
     hist_plans = [(c, v, _variable_edges(v, c, binning, fine)) for c, v in from_hist]
     event_plans = [(c, v, _variable_edges(v, c, binning, fine)) for c, v in from_events]

@@ -1,0 +1,327 @@
+"""What every input format shares: the :class:`Leptons` record, the flat-ntuple
+:class:`ColumnMap`, the skim column layout, and the :class:`InputFormat` interface that each
+format module (``ecalelf``, ``nanoaod``, ``flat``, ``parquet``) implements.
+
+A format is one object: which branches it needs and may have, where the event identity
+(run, lumi, event) lives, how a chunk of coffea events becomes a :class:`Leptons` record,
+which NanoEvents schema and coffea reader it uses, and how to read a few columns of a file
+directly (run coverage, plot ranges). Adding a format is one module plus one line in the
+registry (:data:`zcalib.io.formats.FORMATS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import awkward as ak
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ID_BITS",
+    "READ_BYTES_KEY",
+    "SKIM_EVENT_COLUMNS",
+    "SKIM_LEPTON_COLUMNS",
+    "ColumnChunk",
+    "ColumnMap",
+    "EventBranch",
+    "IdLevel",
+    "InputFormat",
+    "Leptons",
+]
+
+IdLevel = Literal["none", "loose", "medium", "tight"]
+EventBranch = Literal["run", "lumi", "event"]
+
+#: Processor-output key carrying the bytes a chunk read outside coffea's own reader (Parquet
+#: row groups, direct column reads); the runner adds them to coffea's ``bytesread``.
+READ_BYTES_KEY = "_bytes_read"
+#: Working points passed by a lepton, as bits of the skim ``id_1``/``id_2`` columns.
+ID_BITS: dict[str, int] = {"none": 0, "loose": 1, "medium": 2, "tight": 4}
+#: Per-lepton skim columns (suffixed ``_1``/``_2``), in file order.
+SKIM_LEPTON_COLUMNS: tuple[str, ...] = (
+    "energy",
+    "eta",
+    "sc_eta",
+    "phi",
+    "r9",
+    "gain",
+    "charge",
+    "id",
+)
+#: Per-pair skim columns; ``lumi``, ``event`` and ``npu`` only when the source has them.
+SKIM_EVENT_COLUMNS: tuple[str, ...] = ("run", "lumi", "event", "weight", "npu", "mass")
+
+
+class ColumnMap(BaseModel):
+    """Branch names of a flat ntuple, one pair ``[lepton1, lepton2]`` per variable.
+
+    Either ``energy`` or ``pt`` must be given (the other is derived with η). Variables that
+    are absent get neutral values (R9 = 1, gain = 12, ID passes, charge 0); a category scheme
+    or selection that needs them then fails at set-up.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    energy: tuple[str, str] | None = Field(None, description="Lepton energies [GeV].")
+    pt: tuple[str, str] | None = Field(None, description="Lepton transverse momenta [GeV].")
+    eta: tuple[str, str] = Field(description="Lepton pseudorapidities.")
+    sc_eta: tuple[str, str] | None = Field(
+        None, description="Supercluster η (categories); defaults to `eta`."
+    )
+    phi: tuple[str, str] = Field(description="Lepton azimuths.")
+    r9: tuple[str, str] | None = Field(None, description="Lepton R9.")
+    gain: tuple[str, str] | None = Field(None, description="Seed gain, stored as 12/6/1.")
+    charge: tuple[str, str] | None = Field(None, description="Lepton charges.")
+    run: str | None = Field(None, description="Run number branch.")
+    lumi: str | None = Field(None, description="Luminosity-block branch.")
+    event: str | None = Field(None, description="Event number branch.")
+    weight: str | None = Field(None, description="MC generator weight branch.")
+    npu: str | None = Field(None, description="MC true pile-up branch.")
+
+    def branches(self) -> tuple[list[str], list[str]]:
+        """(per-lepton branches, per-event branches) named by this map."""
+        per_lepton = [
+            b
+            for pair in (
+                self.energy,
+                self.pt,
+                self.eta,
+                self.sc_eta,
+                self.phi,
+                self.r9,
+                self.gain,
+                self.charge,
+            )
+            if pair is not None
+            for b in pair
+        ]
+        per_event = [b for b in (self.run, self.lumi, self.event) if b is not None]
+        return per_lepton, per_event
+
+
+@dataclass
+class Leptons:
+    """The candidate lepton pair of each event, as flat numpy arrays of shape ``(n, 2)``.
+
+    Attributes hold float64 (kinematics) or int64 (gain, charge, ids) arrays; ``valid``
+    marks pair slots that are filled (jagged inputs with fewer than two selected leptons);
+    ``has_pair`` marks events with at least two leptons before any ID (``None``: all);
+    ``id_bits`` the working points each lepton passes (:data:`ID_BITS`; for skims).
+    ``run``, ``lumi`` and ``event`` are 0 when the input has no such branch (ECALELF lists
+    without ``lumiBlock``/``eventNumber``, flat ntuples whose column map names none, skims of
+    such inputs): :meth:`InputFormat.event_branch` tells whether they were read.
+    """
+
+    energy: NDArray[np.float64]
+    eta: NDArray[np.float64]
+    sc_eta: NDArray[np.float64]
+    phi: NDArray[np.float64]
+    r9: NDArray[np.float64]
+    gain: NDArray[np.int64]
+    id_pass: NDArray[np.bool_]
+    charge: NDArray[np.int64]
+    valid: NDArray[np.bool_]
+    run: NDArray[np.int64]
+    lumi: NDArray[np.int64]
+    event: NDArray[np.int64]
+    weight: NDArray[np.float64]
+    npu: NDArray[np.float64] | None = None
+    has_pair: NDArray[np.bool_] | None = None
+    id_bits: NDArray[np.int64] | None = None
+
+    @property
+    def et(self) -> NDArray[np.float64]:
+        """Transverse energy ``E / cosh(η_SC)`` of each lepton."""
+        return self.energy / np.cosh(self.sc_eta)
+
+    def __len__(self) -> int:
+        return len(self.energy)
+
+
+class InputFormat:
+    """One input format (subclassed once per module of :mod:`zcalib.io`).
+
+    Attributes:
+        name: the format name used in dataset descriptions.
+        default_tree: tree read when the dataset description names none.
+        reader: coffea's reader (``root`` or ``parquet``).
+        id_levels: electron working points the format can express.
+        event_ids_always: the event identity (run, lumi, event) is always present.
+    """
+
+    name: ClassVar[str]
+    default_tree: ClassVar[str]
+    reader: ClassVar[Literal["root", "parquet"]] = "root"
+    id_levels: ClassVar[tuple[str, ...]] = ("none", "loose", "medium", "tight")
+    event_ids_always: ClassVar[bool] = False
+    #: What the ID working point is read from (for messages).
+    id_field: ClassVar[str] = "the electron ID"
+    #: Chunks of this format can be read as plain numpy columns (:meth:`read_chunk`).
+    reads_columns: ClassVar[bool] = False
+    #: Branch feeding each checked lepton quantity (for error messages).
+    sources: ClassVar[dict[str, str]] = {}
+
+    def required(self, column_map: ColumnMap | None = None) -> list[str]:
+        """Branches that must exist (MC-only and optional ones excluded)."""
+        raise NotImplementedError
+
+    def optional(self, column_map: ColumnMap | None = None) -> dict[str, str]:
+        """Optional branches by role (``weight``, ``npu``, ``sc_eta``, ``event``, ...)."""
+        raise NotImplementedError
+
+    def event_branch(
+        self, role: EventBranch, available: Mapping[str, str], column_map: ColumnMap | None
+    ) -> str | None:
+        """The branch read for ``run``, ``lumi`` or ``event``; ``None`` if the input has none."""
+        if role == "run":
+            return "run"
+        return available.get(role)
+
+    def lacks(self, role: EventBranch, column_map: ColumnMap | None) -> str:
+        """How to say that the input has no branch for ``role`` (for messages)."""
+        del column_map
+        return f"the file has no '{role}' branch"
+
+    def has_event_ids(self, available: Mapping[str, str], column_map: ColumnMap | None) -> bool:
+        """Whether events carry their (run, lumi, event) identity (smearing keys)."""
+        del column_map
+        return self.event_ids_always or "event" in available
+
+    def source(self, role: str, column_map: ColumnMap | None) -> str:
+        """The branch name(s) of a checked lepton quantity, for messages."""
+        del column_map
+        return self.sources.get(role, role)
+
+    def extract(
+        self,
+        events: Any,
+        *,
+        id_level: str,
+        available: Mapping[str, str],
+        column_map: ColumnMap | None,
+    ) -> Leptons:
+        """The :class:`Leptons` record of a chunk of coffea events."""
+        raise NotImplementedError
+
+    def schema(self) -> Any:
+        """The NanoEvents schema class coffea builds the events with."""
+        from coffea.nanoevents import BaseSchema
+
+        return BaseSchema
+
+    def read_chunk(self, metadata: Mapping[str, Any], columns: list[str]) -> ColumnChunk:
+        """Read ``columns`` of one chunk (coffea's per-chunk ``metadata``) as numpy arrays.
+
+        A direct ``uproot`` read of exactly the branches a processor needs, at the cost of a
+        raw read, instead of materialising coffea's lazy arrays one by one.
+        """
+        import uproot
+
+        start, stop = int(metadata["entrystart"]), int(metadata["entrystop"])
+        with uproot.open(str(metadata["filename"])) as fh:
+            tree = fh[str(metadata["treename"])]
+            arrays = tree.arrays(columns, entry_start=start, entry_stop=stop, library="np")
+            nbytes = int(fh.file.source.num_requested_bytes)
+        return ColumnChunk(dict(arrays), metadata, stop - start, nbytes)
+
+    def branch_names(self, path: str, tree: str) -> set[str]:
+        """Names of the top-level branches (columns) of one file."""
+        import uproot
+
+        with uproot.open(path) as fh:
+            return {str(k) for k in fh[tree].keys(recursive=False)}
+
+    def read(
+        self, path: str, tree: str, columns: list[str], entry_stop: int | None = None
+    ) -> dict[str, Any]:
+        """Read a few columns of one file directly (awkward arrays), outside the event loop."""
+        import uproot
+
+        with uproot.open(path) as fh:
+            arrays = fh[tree].arrays(columns, entry_stop=entry_stop, library="ak")
+        return {c: arrays[c] for c in columns}
+
+
+class ColumnChunk:
+    """A chunk's branches as numpy arrays, indexable like coffea's events (``chunk[name]``).
+
+    Attributes:
+        metadata: coffea's per-chunk metadata (dataset, file, entry range).
+        nbytes: bytes requested from the file while reading.
+    """
+
+    def __init__(
+        self, arrays: dict[str, Any], metadata: Mapping[str, Any], n: int, nbytes: int
+    ) -> None:
+        self._arrays = arrays
+        self.metadata = metadata
+        self._n = n
+        self.nbytes = nbytes
+
+    @property
+    def fields(self) -> list[str]:
+        """The branches read."""
+        return list(self._arrays)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._arrays[name]
+
+    def __len__(self) -> int:
+        return self._n
+
+
+# ------------------------------------------------------------------ helpers of the formats
+def np_col(x: Any, dtype: Any) -> NDArray[Any]:
+    """A flat awkward/NanoEvents (or numpy) column as a numpy array of ``dtype``."""
+    if isinstance(x, np.ndarray):
+        return x.astype(dtype, copy=False)
+    return np.asarray(ak.to_numpy(x), dtype=dtype)
+
+
+def pair_cols(events: Any, names: tuple[str, str], dtype: Any) -> NDArray[Any]:
+    """Two per-event branches stacked as the ``(n, 2)`` lepton pair."""
+    return np.stack([np_col(events[names[0]], dtype), np_col(events[names[1]], dtype)], axis=1)
+
+
+def event_int(events: Any, name: str | None, n: int) -> NDArray[np.int64]:
+    """An integer per-event branch, zeros when the input has none."""
+    if name is None:
+        return np.zeros(n, dtype=np.int64)
+    return np_col(events[name], np.int64)
+
+
+def optional_fields(available: Mapping[str, str]) -> dict[str, str | None]:
+    """``lumi``, ``event``, ``weight``, ``npu`` branches of ``available`` (``None`` if absent)."""
+    return {role: available.get(role) for role in ("lumi", "event", "weight", "npu")}
+
+
+def event_columns(
+    events: Any,
+    n: int,
+    *,
+    run: str | None,
+    lumi: str | None,
+    event: str | None,
+    weight: str | None,
+    npu: str | None,
+) -> dict[str, Any]:
+    """The per-event fields of :class:`Leptons` read from the named branches (``None``: the
+    input has none; zeros, unit weights, no pile-up)."""
+    return {
+        "run": event_int(events, run, n),
+        "lumi": event_int(events, lumi, n),
+        "event": event_int(events, event, n),
+        "weight": event_weight(events, weight, n),
+        "npu": np_col(events[npu], np.float64) if npu else None,
+    }
+
+
+def event_weight(events: Any, name: str | None, n: int) -> NDArray[np.float64]:
+    """The generator weight, ones when the input has none."""
+    if name is None:
+        return np.ones(n, dtype=np.float64)
+    return np_col(events[name], np.float64)
