@@ -2,7 +2,7 @@
 
 Each subcommand loads and validates its inputs, then makes one library call. Exit codes:
 0 success, 1 invalid input (any :class:`~zcalib.exceptions.ZcalibError`, or bad usage),
-2 internal error.
+2 internal error, 3 a fit that ran but failed (no correction payload written).
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from zcalib.exceptions import ZcalibError
+from zcalib.exceptions import FitFailed, ZcalibError
 
 __all__ = ["main"]
 
 log = logging.getLogger("zcalib")
 
 EXIT_OK, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2
+#: A fit ran but failed (parameters at a range bound, EDM/gradient test, Hessian not
+#: positive definite): no correction payload is written (unless --write-failed).
+EXIT_FIT_FAILED = 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -195,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
     f.add_argument("--out", type=Path, required=True, help="output folder")
     f.add_argument("--step", default="step", help="step name used in output names")
+    f.add_argument(
+        "--write-failed",
+        action="store_true",
+        help="also write the correction payload of a failed fit (marked FAILED FIT); by "
+        "default a failed fit writes only fit_result.json and exits with code 3",
+    )
     _add_fit_options(f)
     _add_run_options(f)
     f.set_defaults(func=_cmd_fit)
@@ -357,6 +366,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         rc: int = args.func(args)
+    except FitFailed as err:
+        if args.debug:
+            raise
+        sys.stderr.write(f"zcalib: {err}\n")
+        return EXIT_FIT_FAILED
     except ZcalibError as err:
         if args.debug:
             raise
@@ -583,12 +597,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         step=args.step,
         hset=hset,
         extra={"command": "fit", "fit_config": config.to_dict()},
+        write_failed=args.write_failed,
     )
     _print_fit(result)
     _echo(f"wrote {', '.join(str(p) for p in paths.values())}")
     if not result.converged:
-        _echo(f"WARNING: fit did not converge: {result.message}")
-        return EXIT_INPUT
+        kept = "payload written marked FAILED" if args.write_failed else "no correction payload"
+        sys.stderr.write(f"zcalib: fit {result.message} ({kept})\n")
+        return EXIT_FIT_FAILED
     return EXIT_OK
 
 
@@ -650,7 +666,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"fit {t['fit_s']:.2f} s, plots + scans + report {t['validation_s']:.1f} s"
     )
     _echo(f"wrote {', '.join(str(p) for p in demo.outputs.values())}")
-    return EXIT_OK if demo.result.converged else EXIT_INPUT
+    return EXIT_OK
 
 
 def _print_fit(result: Any) -> None:

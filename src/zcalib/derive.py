@@ -94,8 +94,13 @@ def write_outputs(
     step: str = "step",
     hset: HistogramSet | None = None,
     extra: dict[str, Any] | None = None,
+    write_failed: bool = False,
 ) -> dict[str, Path]:
     """Write correctionlib JSON, legacy text files and ``fit_result.json`` for one step.
+
+    A failed fit (``result.status == "failed"``) writes only ``fit_result.json`` (the record
+    of why it failed), never a correction payload, unless ``write_failed``: then the payload
+    and legacy files are written too, their descriptions marked ``FAILED FIT``.
 
     Args:
         result: the fit result.
@@ -104,9 +109,11 @@ def write_outputs(
         step: step name (correction names ``<step>_scale`` / ``<step>_smear``).
         hset: the histograms fitted (their provenance goes into ``fit_result.json``).
         extra: more provenance entries (config, command line...).
+        write_failed: write the payload of a failed fit as well (marked failed).
 
     Returns:
-        ``{"corrections": path, "scales": path, "smearings": path, "fit_result": path}``.
+        ``{"corrections": path, "scales": path, "smearings": path, "fit_result": path}``
+        (only ``fit_result`` for a failed fit without ``write_failed``).
     """
     from zcalib.corrections import (
         build_scale_correction,
@@ -117,11 +124,17 @@ def write_outputs(
     )
 
     out = Path(out_dir)
+    record = fit_record(result, scheme, step=step, hset=hset, extra=extra)
+    if not result.converged and not write_failed:
+        path = atomic_write_text(out / "fit_result.json", json.dumps(record, indent=2))
+        return {"fit_result": path}
     scales = result.scale_values()
     smears = result.smear_values()
     scale_err = [c.total_stat for c in result.scales]
     smear_err = [c.total_stat for c in result.smears]
     desc = f"zcalib {versions()['zcalib']} step '{step}' ({result.status})"
+    if not result.converged:
+        desc = f"FAILED FIT, do not use: {desc}"
     corr_scale = build_scale_correction(
         f"{step}_scale", scheme, scales, scale_err, description=f"Data energy scale, {desc}"
     )
@@ -140,7 +153,6 @@ def write_outputs(
     paths["smearings"] = write_legacy(
         out / f"{step}_smearings.dat", list(scheme.smear), smears, smear_err, kind="smear"
     )
-    record = fit_record(result, scheme, step=step, hset=hset, extra=extra)
     paths["fit_result"] = atomic_write_text(
         out / "fit_result.json", json.dumps(record, indent=2, sort_keys=False)
     )
@@ -281,6 +293,8 @@ def run_demo(
         hset=hset,
         extra={"demo": {"truth": str(truth_path), "comparison": rows, "timings": timings}},
     )
+    if not result.converged:
+        result.raise_if_failed()  # fit_result.json is written; no payload, no validation
     t3 = time.perf_counter()
     outputs.update(_demo_validation(hset, scheme, out, outputs["corrections"], config))
     timings["validation_s"] = time.perf_counter() - t3

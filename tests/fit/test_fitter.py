@@ -103,6 +103,8 @@ def test_at_bound_is_flagged(scheme: Any) -> None:
     assert res.smears[1].at_bound
     assert res.smears[1].value == pytest.approx(0.005)
     assert not any(c.at_bound for c in res.scales)
+    assert res.status == "failed"
+    assert "ended at a bound of the fit range" in res.message
 
 
 def test_failed_fit_is_reported_not_silent(hset: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -111,9 +113,9 @@ def test_failed_fit_is_reported_not_silent(hset: Any, caplog: pytest.LogCaptureF
         res = fit_histograms(hset, cfg)
     assert res.status == "failed"
     assert "EDM" in res.message
-    assert "above tolerance" in res.message
+    assert "above the tolerance" in res.message
     assert "fit failed" in caplog.text
-    with pytest.raises(FitError, match="fit did not converge"):
+    with pytest.raises(FitError, match="fit failed: the estimated distance"):
         res.raise_if_failed()
 
 

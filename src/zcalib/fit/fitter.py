@@ -281,7 +281,7 @@ def _covariances(
             eig = np.linalg.eigvalsh(hf)
             names = [problem.names[i] for i in np.flatnonzero(free)]
             note = (
-                f"Hessian not positive definite at the minimum (smallest eigenvalue "
+                f"the Hessian is not positive definite at the minimum (smallest eigenvalue "
                 f"{eig[0]:.3g}); parameters {names} may be degenerate"
             )
     for i in np.flatnonzero(at_bound):
@@ -324,6 +324,107 @@ def bootstrap_covariance(problem: FitProblem, theta: FloatArray, config: FitConf
     arr = np.array(fits)
     out: FloatArray = np.atleast_2d(np.cov(arr, rowvar=False))
     return out
+
+
+#: Gradient test: the Newton step to the minimum must be below this many standard errors
+#: in every parameter.
+GRADIENT_TOLERANCE = 0.1
+
+
+def _cat_label(problem: FitProblem, i: int, scale_labels: Sequence[str] | None,
+               smear_labels: Sequence[str] | None) -> str:
+    ns = len(problem.free_scale)
+    if i < ns:
+        a = problem.free_scale[i]
+        return scale_labels[a] if scale_labels is not None else f"scale[{a}]"
+    b = problem.free_smear[i - ns]
+    return smear_labels[b] if smear_labels is not None else f"smear[{b}]"
+
+
+def failure_reasons(
+    problem: FitProblem,
+    theta: FloatArray,
+    info: dict[str, Any],
+    at_bound: NDArray[np.bool_],
+    config: FitConfig,
+    scale_labels: Sequence[str] | None = None,
+    smear_labels: Sequence[str] | None = None,
+) -> list[str]:
+    """Why the minimum is not a trustworthy fit, in words (empty: it is).
+
+    A fit fails when a parameter ends at a bound of its fit range (a smearing at 0, the
+    physical limit, is not a range bound: there the result is judged in ``σ²``), when the
+    non-finite NLL or the estimated distance to the minimum (EDM) fails its tolerance, when
+    the Newton step to the minimum exceeds :data:`GRADIENT_TOLERANCE` standard errors in a
+    parameter, or when the Hessian over the parameters not at a bound is not positive
+    definite.
+    """
+    reasons: list[str] = []
+    ns = len(problem.free_scale)
+    physical = np.zeros(problem.n_params, dtype=bool)
+    if config.smear_bounds[0] == 0.0:
+        # σ = 0 is the physical limit of a smearing, not an arbitrary range bound
+        physical[ns:] = theta[ns:] - problem.lower[ns:] <= 0.5 * (problem.upper[ns:] - theta[ns:])
+    bound = at_bound & ~physical
+    if bound.any():
+        sc, sm = problem.values_from_theta(theta)
+        items = []
+        for i in np.flatnonzero(bound):
+            label = _cat_label(problem, int(i), scale_labels, smear_labels)
+            if i < ns:
+                val = float(sc[problem.free_scale[i]])
+                rng = config.scale_bounds
+            else:
+                val = float(sm[problem.free_smear[i - ns]])
+                rng = config.smear_bounds
+            items.append(f"{label} = {val:.6g}")
+        shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+        reasons.append(
+            f"{int(bound.sum())} of {problem.n_params} parameters ended at a bound of the fit "
+            f"range (scale {config.scale_bounds[0]:g}-{config.scale_bounds[1]:g}, smearing "
+            f"{config.smear_bounds[0]:g}-{config.smear_bounds[1]:g}): {shown}"
+        )
+    edm = float(info["edm"])
+    if not math.isfinite(float(info["nll"])):
+        reasons.append("the likelihood is not finite at the minimum")
+    if not edm < config.edm_tolerance:
+        reasons.append(
+            f"the estimated distance to the minimum (EDM {edm:.3g}) is above the tolerance "
+            f"{config.edm_tolerance:g} after {int(info['n_eval'])} evaluations"
+        )
+    free = ~at_bound
+    hess = info["hess"]
+    if free.any():
+        hf = hess[np.ix_(free, free)]
+        try:
+            chol = np.linalg.cholesky(hf)
+        except np.linalg.LinAlgError:
+            chol = None
+        if chol is None:
+            eig, vec = np.linalg.eigh(hf)
+            worst = int(np.argmax(np.abs(vec[:, 0])))
+            label = _cat_label(problem, int(np.flatnonzero(free)[worst]), scale_labels, smear_labels)
+            reasons.append(
+                f"the Hessian is not positive definite at the minimum (smallest eigenvalue "
+                f"{eig[0]:.3g}, mostly along {label}): it is not a minimum or the parameters "
+                f"are not determined by the data"
+            )
+        else:
+            g = info["grad"][free]
+            newton = np.linalg.solve(hf, g)
+            inv_l = np.linalg.inv(chol)
+            sd = np.sqrt(np.einsum("ij,ij->j", inv_l, inv_l))
+            dist = np.abs(newton) / sd
+            worst = int(np.argmax(dist))
+            if dist[worst] > GRADIENT_TOLERANCE:
+                label = _cat_label(
+                    problem, int(np.flatnonzero(free)[worst]), scale_labels, smear_labels
+                )
+                reasons.append(
+                    f"gradient test failed: the minimum is {dist[worst]:.2g} standard errors "
+                    f"away in {label} (tolerance {GRADIENT_TOLERANCE:g})"
+                )
+    return reasons
 
 
 def _smear_err(sigma: float, err_v: float) -> float:
@@ -376,15 +477,14 @@ def fit_problem(
     timings["errors"] = time.perf_counter() - t1
 
     edm = float(info["edm"])
-    converged = edm < config.edm_tolerance and np.isfinite(info["nll"])
-    message = info["message"]
-    if converged and not info["success"]:
-        message += f" (accepted: EDM {edm:.2g} < {config.edm_tolerance:g})"
-    if not converged:
-        message += f"; EDM {edm:.3g} above tolerance {config.edm_tolerance:g}"
-    if note:
-        message += f"; {note}"
-    status: FitStatus = "converged" if converged and not note else "failed"
+    reasons = failure_reasons(problem, theta, info, at_bound, config, scale_labels, smear_labels)
+    if note and not any("Hessian" in r for r in reasons):
+        reasons.append(note)
+    status: FitStatus = "failed" if reasons else "converged"
+    if reasons:
+        message = "failed: " + "; ".join(reasons)
+    else:
+        message = f"converged: EDM {edm:.2g} < {config.edm_tolerance:g}, {int(info['n_eval'])} evaluations"
 
     scales_all, smears_all = problem.values_from_theta(theta)
     ns = len(problem.free_scale)
@@ -485,7 +585,7 @@ def fit_problem(
     if bound:
         log.warning("parameters at a bound of the fit range: %s", ", ".join(bound))
     if status == "failed":
-        log.warning("fit failed: %s", message)
+        log.warning("fit %s", message)
     else:
         log.info(
             "fit converged: %d parameters, %d regions, %d evaluations, NLL %.6g, EDM %.2g, %.2f s",
