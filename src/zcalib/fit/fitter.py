@@ -304,7 +304,7 @@ def _covariances(
 
 
 def bootstrap_covariance(problem: FitProblem, theta: FloatArray, config: FitConfig) -> FloatArray:
-    """Covariance of refits on templates fluctuated by ``N(0, √Σw²)`` per bin (clipped at 0).
+    """Covariance of refits on templates fluctuated by ``N(0, √Σw²)`` per bin.
 
     Replica ``k`` draws its template from its own seed (``SeedSequence([seed, 0xB007])``
     spawned), so replicas are reproducible one by one.
@@ -318,7 +318,7 @@ def bootstrap_covariance(problem: FitProblem, theta: FloatArray, config: FitConf
     for ss in seeds:
         rng = np.random.default_rng(ss)
         t = m.template + rng.standard_normal(m.template.shape) * sd
-        prob = problem.with_template(np.maximum(t, 0.0))
+        prob = problem.with_template(t)
         th, _ = minimise(prob, theta.copy(), config, step)
         fits.append(th)
     arr = np.array(fits)

@@ -78,6 +78,10 @@ _FOURIER_MIN_S = 3.0
 _SPECTRAL_CUT = math.sqrt(2.0 * math.log(1e18))
 #: Kernel truncation / support in Gaussian widths (tail beyond: < 1e-15).
 N_SIGMA = 8.0
+#: Scale of the positivity of the coarse prediction, relative to the mean template content
+#: per data bin, and in effective MC events (see :meth:`TemplateModel._positive`).
+_POSITIVE_SCALE = 1e-3
+_POSITIVE_EVENTS = 0.5
 #: Below this many array elements FFTs run single-threaded (threads cost more than they gain).
 _THREAD_MIN_SIZE = 1 << 17
 
@@ -392,7 +396,7 @@ class TemplateModel:
         bb_lite: use the Barlow-Beeston-lite likelihood (MC-template statistics profiled
             per data bin, see :meth:`evaluate`) instead of the plain multinomial NLL.
         noise_correction: subtract the expected template-noise term from the multinomial
-            NLL (see :meth:`noise_correction_terms`); the reference weights are set by
+            NLL (see :meth:`noise_terms`); the reference weights are set by
             :meth:`set_noise_reference` (at ``μ = s² = 0`` until then).
         s2_floor: soft floor ``s₀²`` of the kernel variance (see :meth:`effective_s2`):
             the template is read as a density smoothed by ``s₀``, so that the NLL stays
@@ -419,17 +423,27 @@ class TemplateModel:
     _sat: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     _ntot: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     _q: FloatArray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
+    _mu_ref: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    _eps: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     _var_smooth: FloatArray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
 
     def __post_init__(self) -> None:
         n = self.data
+        nb = max(n.shape[1], 1)
+        if self.floor.shape != (n.shape[0],):
+            self.floor = np.zeros(n.shape[0])
+        sl = slice(self.j_lo, self.j_lo + nb * self.rebin)
+        sw, sw2 = self.template[:, sl].sum(axis=1), self.variance[:, sl].sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_event = np.where(sw > 0, sw2 / sw, 0.0)  # Σw per effective MC event
+        self._eps = np.maximum(
+            np.maximum(_POSITIVE_EVENTS * per_event, _POSITIVE_SCALE * np.abs(sw) / nb), 1e-300
+        )
         self._ntot = n.sum(axis=1)
         pos = n > 0
         nlogn = np.where(pos, n * np.log(np.where(pos, n, 1.0)), 0.0).sum(axis=1)
         tot = np.where(self._ntot > 0, self._ntot, 1.0)
         self._sat = nlogn - self._ntot * np.log(tot)
-        if self.floor.shape != (n.shape[0],):
-            self.floor = np.zeros(n.shape[0])
 
     @property
     def n_regions(self) -> int:
@@ -500,6 +514,30 @@ class TemplateModel:
         win = out[:, seg.width - 1 : seg.width - 1 + self.n_out]
         win.reshape(r, nb, self.rebin)[...] = coarse[:, :, None]
         return self._rfft(out, seg.length)
+
+    def _positive(self, raw: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Positivity on the coarse prediction: ``(p̃, dp̃/dP, d²p̃/dP²)`` of ``P + floor``.
+
+        Negative MC weights make fine template bins (and, where the MC is sparse, a coarse
+        prediction) negative. Clipping fine bins at 0 biases the template upward exactly
+        where it is sparse; instead the fine template is used as it is and only the coarse
+        prediction is kept positive: ``p̃ = P`` for ``P >= ε``, ``ε·exp(P/ε − 1)`` below (value
+        and slope continuous). ``ε`` is half an effective MC event (``½ Σw²/Σw`` of the
+        region), at least ``10⁻³ ×`` the mean template content per data bin: a prediction
+        below half an MC event is below what the template resolves, and letting it go to 0
+        makes a data pair in an empty template bin dominate the fit (and its MC-statistics
+        error) of a sparse region.
+        """
+        x = raw + self.floor[:, None]
+        e = self._eps[:, None]
+        low = x < e
+        if not low.any():
+            return x, np.ones_like(x), np.zeros_like(x)
+        ex = np.exp(np.minimum(x / e - 1.0, 0.0))
+        p = np.where(low, np.maximum(e * ex, 1e-300), x)
+        d1 = np.where(low, ex, 1.0)
+        d2 = np.where(low, ex / e, 0.0)
+        return p, d1, d2
 
     # ------------------------------------------------------------------ soft floor
     def effective_s2(self, s2: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -588,7 +626,7 @@ class TemplateModel:
         """Multinomial NLL (plus the noise correction with ``correction``) at the kernel
         variance ``s2``; ``fisher``: the Hessian is the outer-product (Fisher) part only."""
         seg, spec, xs, parseval = self._spectra(mu, s2, order)
-        p = self._window_coarse(seg, xs * spec.base) + self.floor[:, None]
+        p, d1, d2 = self._positive(self._window_coarse(seg, xs * spec.base))
         s_tot = p.sum(axis=1)
         n = self.data
         ntot = self._ntot
@@ -597,27 +635,29 @@ class TemplateModel:
         nll = self._sat - np.where(n > 0, n * logp, 0.0).sum(axis=1) + ntot * np.log(s_tot)
         corr: tuple[FloatArray, FloatArray, FloatArray] | None = None
         if correction:
-            corr = self.noise_correction_terms(seg, spec, order)
+            corr = self.noise_terms(s2, order)
             nll = nll + corr[0]
         if order < 1:
             return RegionTerms(nll=nll)
-        gcoarse = -n / p + (ntot / s_tot)[:, None]
-        chat = self._adjoint(seg, gcoarse)[:, : xs.shape[1]] * np.conj(xs)
+        gp = -n / p + (ntot / s_tot)[:, None]  # ∂NLL/∂p̃
+        chat = self._adjoint(seg, gp * d1)[:, : xs.shape[1]] * np.conj(xs)
         if order < 2:
             g_mu, g_s = spec.dots((1, 2), chat, parseval)
             if corr is not None:
-                g_mu, g_s = g_mu + corr[1], g_s + corr[2]
+                g_s = g_s + corr[1]
             return RegionTerms(nll=nll, g_mu=g_mu, g_s=g_s)
         g_mu, g_s, k_mumu, k_mus, k_ss = spec.dots((1, 2, 3, 4, 5), chat, parseval)
-        c_mumu = c_mus = c_ss = np.zeros_like(g_mu)
+        c_ss = np.zeros_like(g_mu)
         if corr is not None:
-            g_mu, g_s = g_mu + corr[1], g_s + corr[2]
-            c_mumu, c_mus, c_ss = self._noise_correction_hessian(mu, s2)
+            g_s = g_s + corr[1]
+            c_ss = corr[2]
         dmu = self._window_coarse(seg, xs * spec.term(1))
         ds = self._window_coarse(seg, xs * spec.term(2))
-        w = n / (p * p)
+        w = n / (p * p) * d1 * d1
+        if not fisher:
+            w = w + gp * d2
         c2 = ntot / (s_tot * s_tot)
-        smu, ss = dmu.sum(axis=1), ds.sum(axis=1)
+        smu, ss = (dmu * d1).sum(axis=1), (ds * d1).sum(axis=1)
 
         def quad(a: FloatArray, b: FloatArray, sa: FloatArray, sb: FloatArray) -> FloatArray:
             out: FloatArray = (a * b * w).sum(axis=1) - c2 * sa * sb
@@ -625,8 +665,8 @@ class TemplateModel:
 
         if fisher:
             k_mumu = k_mus = k_ss = np.zeros_like(g_mu)
-        h_mumu = quad(dmu, dmu, smu, smu) + k_mumu + c_mumu
-        h_mus = quad(dmu, ds, smu, ss) + k_mus + c_mus
+        h_mumu = quad(dmu, dmu, smu, smu) + k_mumu
+        h_mus = quad(dmu, ds, smu, ss) + k_mus
         h_ss = quad(ds, ds, ss, ss) + k_ss + c_ss
         return RegionTerms(nll=nll, g_mu=g_mu, g_s=g_s, h_mumu=h_mumu, h_mus=h_mus, h_ss=h_ss)
 
@@ -640,7 +680,7 @@ class TemplateModel:
         s2, d1, _ = self.effective_s2(s2)
         seg, spec, xs, _ = self._spectra(mu, s2, 1)
         nk = xs.shape[1]
-        p = self._window_coarse(seg, xs * spec.base) + self.floor[:, None]
+        p = self._positive(self._window_coarse(seg, xs * spec.base))[0]
         s_tot = p.sum(axis=1)
         n = self.data
         ntot = self._ntot
@@ -791,7 +831,7 @@ class TemplateModel:
         if order >= 2:
             return self._bb_hessian(mu, s2)
         seg, spec, xs, parseval = self._spectra(mu, s2, order)
-        p_abs = self._window_coarse(seg, xs * spec.base) + self.floor[:, None]
+        p_abs = self._positive(self._window_coarse(seg, xs * spec.base))[0]
         v, kc, boxhat, varhat, first, wk = self._bb_parts(seg, spec)
         p, tau2, lam, beta, rr = self._bb_solve(p_abs, v)
         n = self.data
@@ -814,8 +854,13 @@ class TemplateModel:
         return RegionTerms(nll=nll, g_mu=g_mu + e_mu, g_s=g_s + e_s)
 
     def _v_gradient(
-        self, seg: _Segment, spec: KernelSpectra, parts: tuple[Any, ...], g_v: FloatArray
-    ) -> tuple[FloatArray, FloatArray]:
+        self,
+        seg: _Segment,
+        spec: KernelSpectra,
+        parts: tuple[Any, ...],
+        g_v: FloatArray,
+        terms: tuple[int, ...] = (1, 2),
+    ) -> tuple[FloatArray, ...]:
         """``Σ_b g_V,b ∂V_b/∂(μ, s²)`` per region for ``V`` from :meth:`_bb_parts`.
 
         ``Σ_b g_V,b ∂V_b = Σ_d 2 C'(d) ∂C'(d) c(d)`` with ``c(d) = Σ_b g_V,b Σw²(n_b − d)``.
@@ -828,81 +873,81 @@ class TemplateModel:
         weight = 2.0 * kc * corr
         nk = spec.omega.size
         extra = []
-        for i in (1, 2):
+        for i in terms:
             dkc = self._irfft(spec.term(i) * boxhat[None, :nk], seg.length)[:, :wk]
             extra.append((weight * dkc).sum(axis=1))
-        return extra[0], extra[1]
+        return tuple(extra)
 
     # ------------------------------------------------------------------ noise correction
     def set_noise_reference(self, mu: FloatArray, s2: FloatArray) -> None:
-        """Fix the weights ``q_b = N / (ΣP̃ · P̃_b)`` of the noise correction at ``(μ, s²)``.
+        """Fix the reference shift ``μ_ref`` and the weights ``q_b`` of the noise correction.
 
-        ``P̃`` is the prediction from the template smoothed by one more coarse bin
-        (``s² + (rebin·h)²``): a smooth stand-in for the expected data ``n_b/P_b² ≈ N/(ΣP P_b)``
-        that carries neither the data's nor the template's bin-to-bin noise.
+        ``q_b = N / (ΣP̃ · P̃_b) / (1 + τ̃_b²)``: ``N/(ΣP̃ P̃_b)`` is a smooth stand-in for the
+        expected ``n_b/P_b²`` (``P̃`` is the prediction from the template smoothed by one
+        more coarse bin, ``s² + (rebin·h)²``, so it carries neither the data's nor the
+        template's bin-to-bin noise); ``τ̃_b² = Ṽ_b/P̃_b²`` is the relative template noise of
+        the bin. The second-order expansion behind the correction holds for ``τ² << 1``; the
+        factor ``1/(1 + τ̃²)`` (the slope of ``½ log(1 + τ²)``, the exact term for log-normal
+        noise) phases it out where the template is too sparse for it.
         """
         mu = np.asarray(mu, dtype=np.float64)
         s2 = self._floored(s2) + (self.rebin * self.h) ** 2
         seg, spec, xs, _ = self._spectra(mu, s2, 0)
         p = np.maximum(self._window_coarse(seg, xs * spec.base), 0.0) + self.floor[:, None]
+        v = self._bb_parts(seg, spec, smooth=True)[0]
         tot = p.sum(axis=1, keepdims=True)
         with np.errstate(divide="ignore", invalid="ignore"):
-            q = np.where(p > 0, self._ntot[:, None] / (tot * p), 0.0)
+            q = np.where(p > 0, self._ntot[:, None] / (tot * p) / (1.0 + v / (p * p)), 0.0)
         self._q = np.where(np.isfinite(q), q, 0.0)
-
-    def _noise_correction_hessian(
-        self, mu: FloatArray, s2: FloatArray
-    ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """``(μ, s²)`` Hessian of the noise correction per region: central differences of
-        its exact gradient (the correction is smooth: it is built from the smoothed Σw²)."""
-        mu = np.asarray(mu, dtype=np.float64)
-        s2 = np.asarray(s2, dtype=np.float64)
-
-        def grad(m: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray]:
-            seg, spec, _, _ = self._spectra(m, v, 1)
-            _, g_mu, g_s = self.noise_correction_terms(seg, spec, 1)
-            return g_mu, g_s
-
-        d_mu = 1e-3 * self.h
-        d_s = np.full_like(s2, 1e-3 * self.h * self.h)
-        s_lo = np.maximum(s2 - d_s, 0.0)
-        s_hi = s_lo + 2.0 * d_s
-        up_m, dn_m = grad(mu + d_mu, s2), grad(mu - d_mu, s2)
-        up_s, dn_s = grad(mu, s_hi), grad(mu, s_lo)
-        h_mumu = (up_m[0] - dn_m[0]) / (2.0 * d_mu)
-        h_mus = 0.5 * ((up_m[1] - dn_m[1]) / (2.0 * d_mu) + (up_s[0] - dn_s[0]) / (2.0 * d_s))
-        h_ss = (up_s[1] - dn_s[1]) / (2.0 * d_s)
-        return h_mumu, h_mus, h_ss
+        self._mu_ref = mu.copy()
 
     def copy_noise_reference(self, other: TemplateModel) -> None:
-        """Use the noise-correction weights of ``other`` (same regions and bins)."""
+        """Use the noise-correction reference of ``other`` (same regions and bins)."""
         self._q = other._q.copy()
+        self._mu_ref = other._mu_ref.copy()
 
-    def noise_correction_terms(
-        self, seg: _Segment, spec: KernelSpectra, order: int
+    def noise_terms(
+        self, s2: FloatArray, order: int
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """Template-noise correction of the multinomial NLL and its ``(μ, s²)`` gradient.
+        """Template-noise correction ``C_r(s²)`` of the multinomial NLL, with its first and
+        (``order >= 2``) second derivative in the kernel variance ``s²``, per region.
 
         A template with noise ``ε_b`` (variance ``V_b``) in its coarse prediction raises the
         expected NLL by ``E[−n_b log(P_b + ε_b)] + n_b log P_b ≈ n_b V_b / (2P_b²)``. ``V_b``
         falls as the kernel widens (smearing averages the noise), so the plain NLL rewards
         smearing for the noise alone and fitted smearings come out high when the MC is
-        sparse. The correction ``−½ Σ_b q_b V_b(μ, s²)`` removes that term to second order,
-        with ``V_b = Σ_k C_bk² Var(t_k)`` from :meth:`smoothed_variance` and the fixed weights
-        ``q_b ≈ n_b/P_b²`` of :meth:`set_noise_reference`. Returns the per-region value and
-        (for ``order >= 1``) gradient; its Hessian is not included (errors come from the
-        data-only Hessian).
+        sparse. The correction ``C = −½ Σ_b q_b V_b(μ_ref, s²)`` removes that term to second
+        order, with ``V_b = Σ_k C_bk² Var(t_k)`` from :meth:`smoothed_variance` and the fixed
+        weights and reference shift of :meth:`set_noise_reference`.
+
+        It depends on ``s²`` only: its purpose is the smearing, and a shift-dependent
+        correction with fixed weights runs away (moving the template peak's variance under
+        tail bins of large ``q`` lowers it without bound). As a function of ``s²`` it is
+        bounded, ``−½ Σ q V(0) <= C <= 0``, so it cannot drive a fit to a range bound. The
+        second derivative is a central difference of the exact first derivative.
         """
         if self._q.shape != self.data.shape:
             zero = np.zeros(self.n_regions)
             self.set_noise_reference(zero, zero)
+        s2 = np.asarray(s2, dtype=np.float64)
+        value, g_s = self._noise_value_grad(s2, order)
+        if order < 2:
+            return value, g_s, np.zeros_like(value)
+        d_s = np.full_like(s2, 1e-3 * self.h * self.h)
+        s_lo = np.maximum(s2 - d_s, 0.0)
+        up = self._noise_value_grad(s_lo + 2.0 * d_s, 1)[1]
+        dn = self._noise_value_grad(s_lo, 1)[1]
+        return value, g_s, (up - dn) / (2.0 * d_s)
+
+    def _noise_value_grad(self, s2: FloatArray, order: int) -> tuple[FloatArray, FloatArray]:
+        mu = self._mu_ref
+        seg, spec, _, _ = self._spectra(mu, s2, min(order, 1))
         parts = self._bb_parts(seg, spec, smooth=True)
-        v = parts[0]
-        value = -0.5 * (self._q * v).sum(axis=1)
+        value = -0.5 * (self._q * parts[0]).sum(axis=1)
         if order < 1:
-            return value, np.zeros_like(value), np.zeros_like(value)
-        e_mu, e_s = self._v_gradient(seg, spec, parts[1:], -0.5 * self._q)
-        return value, e_mu, e_s
+            return value, np.zeros_like(value)
+        g_s = self._v_gradient(seg, spec, parts[1:], -0.5 * self._q, terms=(2,))[0]
+        return value, g_s
 
     def _bb_hessian(self, mu: FloatArray, s2: FloatArray) -> RegionTerms:
         """Value, gradient and finite-difference ``(μ, s²)`` Hessian of the BB-lite NLL."""

@@ -288,7 +288,7 @@ class FitProblem:
         """The same problem with another MC template for the used regions (bootstrap, toys)."""
         m = self.model
         model = TemplateModel(
-            template=np.maximum(template, 0.0),
+            template=template,
             variance=m.variance if variance is None else variance,
             data=m.data,
             h=m.h,
@@ -522,13 +522,13 @@ def build_problem(
     )
 
     template = w_all[idx]
-    negative = template < 0
+    negative = template[:, j_lo:j_hi] < 0
     if negative.any():
-        log.warning(
-            "%d MC template bins with negative Σw (net negative weights) set to 0",
+        # kept as they are: positivity is imposed on the coarse prediction (model._positive)
+        log.info(
+            "%d MC template bins inside the window have negative Σw (negative weights)",
             int(negative.sum()),
         )
-        template = np.where(negative, 0.0, template)
     data_coarse = coarse_sum(d_all[idx, j_lo:j_hi], rebin)
     floor = _FLOOR * template[:, j_lo:j_hi].sum(axis=1) / n_coarse
     floor = np.where(floor > 0, floor, _FLOOR)

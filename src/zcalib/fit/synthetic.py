@@ -26,10 +26,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from zcalib.categories import CRACK, CategoryScheme, region_code
+from zcalib.categories import CRACK, Category, CategoryScheme, build_scheme, region_code
 from zcalib.histograms import HistogramSet, MassBinning, empty_hist
 
-__all__ = ["Z_MASS", "Z_WIDTH", "generate_pairs", "synthetic_histograms"]
+__all__ = ["Z_MASS", "Z_WIDTH", "generate_pairs", "grid_scheme", "synthetic_histograms"]
+
+#: |η| bins of the parent 4 x 2 scheme (``configs/cats_eta_r9.tsv``) and R9 split.
+PARENT_ETA = ((0.0, 1.0), (1.0, CRACK[0]), (CRACK[1], 2.0), (2.0, 2.5))
+PARENT_R9 = ((0.0, 0.96), (0.96, 10.0))
 
 Z_MASS = 91.1876
 Z_WIDTH = 2.4952
@@ -63,6 +67,45 @@ def _electrons(rng: np.random.Generator, n: int) -> tuple[FloatArray, FloatArray
     return eta, r9, res
 
 
+Bins = Sequence[tuple[float, float]]
+
+
+def _grid(kind: str, eta: Bins, r9: Bins, et: Bins) -> list[Category]:
+    out = []
+    for e in et:
+        for r in r9:
+            for a in eta:
+                out.append(Category(kind, len(out), eta=a, r9=r, et=e))  # type: ignore[arg-type]
+    return out
+
+
+def grid_scheme(
+    eta: Bins,
+    r9: Bins,
+    et: Bins = ((-math.inf, math.inf),),
+    *,
+    smear_eta: Bins = PARENT_ETA,
+    smear_r9: Bins = PARENT_R9,
+    smear_et: Bins | None = None,
+) -> CategoryScheme:
+    """A scheme of |η| x R9 x Et scale cells and (by default) the parent 4 x 2 smear cells
+    (over the whole Et range of the scale cells).
+
+    Example:
+        >>> s = grid_scheme(PARENT_ETA, PARENT_R9)
+        >>> len(s.scale), len(s.smear)
+        (8, 8)
+    """
+    m_et = ((et[0][0], et[-1][1]),) if smear_et is None else smear_et
+    return build_scheme(
+        _grid("scale", eta, r9, et), _grid("smear", smear_eta, smear_r9, m_et), source="grid"
+    )
+
+
+def _cuts_on_et(scheme: CategoryScheme) -> bool:
+    return any(c.et != (-math.inf, math.inf) for c in (*scheme.scale, *scheme.smear))
+
+
 def generate_pairs(
     scheme: CategoryScheme,
     n: int,
@@ -70,27 +113,39 @@ def generate_pairs(
     rng: np.random.Generator,
     scales: FloatArray | None = None,
     smears: FloatArray | None = None,
+    truth_scheme: CategoryScheme | None = None,
 ) -> tuple[NDArray[np.int64], FloatArray]:
     """Region codes and masses of ``n`` generated pairs (data if ``scales``/``smears`` given).
 
-    Pairs with an electron outside every category get region code ``-1``.
+    ``scales``/``smears`` are per category of ``truth_scheme`` (default ``scheme``): a fine
+    fit scheme can be generated from a coarser parent truth. When a scheme cuts on Et each
+    electron gets ``Et = m/2 · exp(0.3 z)`` (no Et dependence of the response), else 45 GeV. Pairs with an electron
+    outside every category of either scheme get region code ``-1``.
     """
     m_true = _breit_wigner(rng, n)
     eta1, r91, res1 = _electrons(rng, n)
     eta2, r92, res2 = _electrons(rng, n)
-    et = np.full(n, 45.0)
-    c1 = scheme.assign(abs_eta=eta1, r9=r91, et=et)
-    c2 = scheme.assign(abs_eta=eta2, r9=r92, et=et)
+    if _cuts_on_et(scheme) or (truth_scheme is not None and _cuts_on_et(truth_scheme)):
+        et1 = 0.5 * m_true * np.exp(0.3 * rng.standard_normal(n))
+        et2 = 0.5 * m_true * np.exp(0.3 * rng.standard_normal(n))
+    else:
+        et1 = et2 = np.full(n, 45.0)
+    c1 = scheme.assign(abs_eta=eta1, r9=r91, et=et1)
+    c2 = scheme.assign(abs_eta=eta2, r9=r92, et=et2)
     f1 = np.maximum(1.0 + res1 * rng.standard_normal(n), 1e-3)
     f2 = np.maximum(1.0 + res2 * rng.standard_normal(n), 1e-3)
     m = m_true * np.sqrt(f1 * f2)
     if scales is not None or smears is not None:
-        cs = scheme.cell_scale_index()
-        cm = scheme.cell_smear_index()
-        sc = np.ones(len(scheme.scale)) if scales is None else np.asarray(scales, dtype=float)
-        sm = np.zeros(len(scheme.smear)) if smears is None else np.asarray(smears, dtype=float)
-        ok = (c1 >= 0) & (c2 >= 0)
-        i1, i2 = np.where(ok, c1, 0), np.where(ok, c2, 0)
+        ts = scheme if truth_scheme is None else truth_scheme
+        t1 = c1 if truth_scheme is None else ts.assign(abs_eta=eta1, r9=r91, et=et1)
+        t2 = c2 if truth_scheme is None else ts.assign(abs_eta=eta2, r9=r92, et=et2)
+        cs = ts.cell_scale_index()
+        cm = ts.cell_smear_index()
+        sc = np.ones(len(ts.scale)) if scales is None else np.asarray(scales, dtype=float)
+        sm = np.zeros(len(ts.smear)) if smears is None else np.asarray(smears, dtype=float)
+        ok = (t1 >= 0) & (t2 >= 0)
+        c1 = np.where(ok, c1, -1)
+        i1, i2 = np.where(ok, t1, 0), np.where(ok, t2, 0)
         r1, r2 = 1.0 / sc[cs[i1]], 1.0 / sc[cs[i2]]
         g1 = np.maximum(1.0 + sm[cm[i1]] * rng.standard_normal(n), 1e-3)
         g2 = np.maximum(1.0 + sm[cm[i2]] * rng.standard_normal(n), 1e-3)
@@ -108,6 +163,8 @@ def synthetic_histograms(
     seed: int = 0,
     binning: MassBinning | None = None,
     mc_weights: bool = True,
+    truth_scheme: CategoryScheme | None = None,
+    negative_fraction: float = 0.0,
 ) -> HistogramSet:
     """Data and MC pair-mass histograms with injected data scales and smearings.
 
@@ -120,28 +177,43 @@ def synthetic_histograms(
         seed: seed (data and MC use independent streams).
         binning: fine mass binning (default :class:`MassBinning()`).
         mc_weights: give MC events weights uniform in [0.5, 1.5] (exercises Σw²).
+        truth_scheme: scheme the ``scales``/``smears`` refer to (default ``scheme``), e.g.
+            a coarse parent truth for a finer fit scheme.
+        negative_fraction: fraction of MC events with a negative weight (as aMC@NLO
+            samples have), drawn independently of the event; weights are scaled by
+            ``1/(1 − 2f)`` so the expected template is unchanged.
 
     Returns:
         A :class:`HistogramSet` with datasets ``data`` and ``mc``, variation ``nominal``.
     """
-    sc = np.ones(len(scheme.scale)) if scales is None else np.asarray(scales, dtype=float)
-    sm = np.zeros(len(scheme.smear)) if smears is None else np.asarray(smears, dtype=float)
+    ts = scheme if truth_scheme is None else truth_scheme
+    sc = np.ones(len(ts.scale)) if scales is None else np.asarray(scales, dtype=float)
+    sm = np.zeros(len(ts.smear)) if smears is None else np.asarray(smears, dtype=float)
+    if not 0.0 <= negative_fraction < 0.5:
+        msg = f"negative_fraction is {negative_fraction}; allowed: 0 <= f < 0.5"
+        raise ValueError(msg)
     h = empty_hist(binning)
     ss = np.random.SeedSequence(seed)
-    rng_data, rng_mc = (np.random.default_rng(s) for s in ss.spawn(2))
+    # signs from their own stream: the same MC events with and without negative weights
+    rng_data, rng_mc, rng_sign = (np.random.default_rng(s) for s in ss.spawn(3))
     for name, n, rng, is_data in (("data", n_data, rng_data, True), ("mc", n_mc, rng_mc, False)):
         done = 0
         while done < n:
             k = min(_CHUNK, n - done)
             codes, m = generate_pairs(
-                scheme, k, rng=rng, scales=sc if is_data else None, smears=sm if is_data else None
+                scheme,
+                k,
+                rng=rng,
+                scales=sc if is_data else None,
+                smears=sm if is_data else None,
+                truth_scheme=truth_scheme,
             )
             keep = codes >= 0
-            w = (
-                np.ones(int(keep.sum()))
-                if is_data or not mc_weights
-                else rng.uniform(0.5, 1.5, int(keep.sum()))
-            )
+            nk = int(keep.sum())
+            w = np.ones(nk) if is_data or not mc_weights else rng.uniform(0.5, 1.5, nk)
+            if not is_data and negative_fraction > 0:
+                sign = np.where(rng_sign.random(nk) < negative_fraction, -1.0, 1.0)
+                w = w * sign / (1.0 - 2.0 * negative_fraction)
             h.fill(dataset=name, variation="nominal", region=codes[keep], mass=m[keep], weight=w)
             done += k
     meta: dict[str, Any] = {
@@ -152,6 +224,7 @@ def synthetic_histograms(
             "n_mc": n_mc,
             "scales": sc.tolist(),
             "smears": sm.tolist(),
+            "negative_fraction": negative_fraction,
         },
     }
     return HistogramSet(
