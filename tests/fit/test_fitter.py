@@ -154,8 +154,10 @@ def test_config_validation(field: str, value: Any, match: str) -> None:
 
 def test_config_is_immutable_and_overridable() -> None:
     cfg = FitConfig()
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValueError, match="frozen"):
         cfg.window = (1.0, 2.0)  # type: ignore[misc]
+    with pytest.raises(InvalidConfig, match="unknown field 'windw'; allowed fields: window,"):
+        FitConfig(windw=(80, 100))  # type: ignore[call-arg]
     new = cfg.with_overrides(ignore_scales=[1, 2])
     assert new.ignore_scales == (1, 2)
     assert cfg.ignore_scales == ()

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -18,45 +17,20 @@ import pytest
 
 from zcalib.categories import CategoryScheme
 from zcalib.fit import FitConfig, fit_arrays, fit_histograms, synthetic_histograms
-from zcalib.fit.synthetic import PARENT_ETA, PARENT_R9, generate_pairs, grid_scheme
+from zcalib.fit.synthetic import (
+    ET_3,
+    ETA_11,
+    FINE_ETA,
+    FINE_R9,
+    PARENT_ETA,
+    PARENT_R9,
+    generate_pairs,
+    grid_scheme,
+    parent_scale_index,
+)
 from zcalib.histograms import MassBinning
 
 from .conftest import TRUTH_SCALES, TRUTH_SMEARS
-
-FINE_ETA = (
-    (0.0, 0.5),
-    (0.5, 1.0),
-    (1.0, 1.2),
-    (1.2, 1.4442),
-    (1.566, 1.8),
-    (1.8, 2.0),
-    (2.0, 2.25),
-    (2.25, 2.5),
-)
-FINE_R9 = ((0.0, 0.9), (0.9, 0.94), (0.94, 0.96), (0.96, 0.975), (0.975, 10.0))
-ETA_11 = (
-    (0.0, 0.2),
-    (0.2, 0.4),
-    (0.4, 0.6),
-    (0.6, 0.8),
-    (0.8, 1.0),
-    (1.0, 1.2),
-    (1.2, 1.4442),
-    (1.566, 1.8),
-    (1.8, 2.0),
-    (2.0, 2.25),
-    (2.25, 2.5),
-)
-ET_3 = ((0.0, 35.0), (35.0, 45.0), (45.0, math.inf))
-
-
-def _parent_index(scheme: CategoryScheme, parent: CategoryScheme) -> np.ndarray:
-    """Parent scale category of every scale category of ``scheme`` (by its bin centre)."""
-    eta = np.array([0.5 * (c.eta[0] + c.eta[1]) for c in scheme.scale])
-    r9 = np.array([0.5 * (c.r9[0] + min(c.r9[1], 1.0)) for c in scheme.scale])
-    cells = parent.assign(abs_eta=eta, r9=r9, et=np.full(eta.size, 45.0))
-    return parent.cell_scale_index()[cells]
-
 
 @pytest.mark.slow
 def test_fine_scheme_recovers_parent_truth(scheme: CategoryScheme) -> None:
@@ -74,7 +48,7 @@ def test_fine_scheme_recovers_parent_truth(scheme: CategoryScheme) -> None:
     res = fit_histograms(hs)
     assert res.status == "converged", res.message
     assert 700 < len(res.regions_used) < 820  # sparse off-diagonal regions dropped
-    truth = TRUTH_SCALES[_parent_index(fine, scheme)]
+    truth = TRUTH_SCALES[parent_scale_index(fine, scheme)]
     pulls = np.array([(c.value - t) / c.total_stat for c, t in zip(res.scales, truth, strict=True)])
     assert np.all(np.abs(pulls) < 3), pulls
     assert 0.7 < pulls.std() < 1.3, pulls
@@ -157,7 +131,7 @@ def test_eta_r9_et_scheme_converges_honestly(scheme: CategoryScheme) -> None:
     errs = np.array([c.total_stat for c in res.scales])
     assert np.all(np.isfinite(errs))
     assert errs.max() < 3e-3  # no blow-up (>= 3k data pairs per cell)
-    truth = TRUTH_SCALES[_parent_index(sch, scheme)]
+    truth = TRUTH_SCALES[parent_scale_index(sch, scheme)]
     pulls = (res.scale_values() - truth) / errs
     assert np.all(np.abs(pulls) < 4), pulls
     assert 0.7 < pulls.std() < 1.3

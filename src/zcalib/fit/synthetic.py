@@ -34,6 +34,33 @@ __all__ = ["Z_MASS", "Z_WIDTH", "generate_pairs", "grid_scheme", "synthetic_hist
 #: |η| bins of the parent 4 x 2 scheme (``configs/cats_eta_r9.tsv``) and R9 split.
 PARENT_ETA = ((0.0, 1.0), (1.0, CRACK[0]), (CRACK[1], 2.0), (2.0, 2.5))
 PARENT_R9 = ((0.0, 0.96), (0.96, 10.0))
+#: A fine scheme inside the parent: 8 |η| x 5 R9 scale cells.
+FINE_ETA = (
+    (0.0, 0.5),
+    (0.5, 1.0),
+    (1.0, 1.2),
+    (1.2, CRACK[0]),
+    (CRACK[1], 1.8),
+    (1.8, 2.0),
+    (2.0, 2.25),
+    (2.25, 2.5),
+)
+FINE_R9 = ((0.0, 0.9), (0.9, 0.94), (0.94, 0.96), (0.96, 0.975), (0.975, 10.0))
+#: The production-like |η| x R9 x Et scheme: 11 |η| x 2 R9 x 3 Et = 66 scale cells.
+ETA_11 = (
+    (0.0, 0.2),
+    (0.2, 0.4),
+    (0.4, 0.6),
+    (0.6, 0.8),
+    (0.8, 1.0),
+    (1.0, 1.2),
+    (1.2, CRACK[0]),
+    (CRACK[1], 1.8),
+    (1.8, 2.0),
+    (2.0, 2.25),
+    (2.25, 2.5),
+)
+ET_3 = ((0.0, 35.0), (35.0, 45.0), (45.0, math.inf))
 
 Z_MASS = 91.1876
 Z_WIDTH = 2.4952
@@ -71,7 +98,7 @@ Bins = Sequence[tuple[float, float]]
 
 
 def _grid(kind: str, eta: Bins, r9: Bins, et: Bins) -> list[Category]:
-    out = []
+    out: list[Category] = []
     for e in et:
         for r in r9:
             for a in eta:
@@ -100,6 +127,21 @@ def grid_scheme(
     return build_scheme(
         _grid("scale", eta, r9, et), _grid("smear", smear_eta, smear_r9, m_et), source="grid"
     )
+
+
+def parent_scale_index(scheme: CategoryScheme, parent: CategoryScheme) -> NDArray[np.int64]:
+    """Parent scale category of every scale category of ``scheme`` (by its |η|, R9 centre).
+
+    Example:
+        >>> p = grid_scheme(PARENT_ETA, PARENT_R9)
+        >>> parent_scale_index(grid_scheme(FINE_ETA, FINE_R9), p)[:5].tolist()
+        [0, 0, 1, 1, 2]
+    """
+    eta = np.array([0.5 * (c.eta[0] + c.eta[1]) for c in scheme.scale])
+    r9 = np.array([0.5 * (c.r9[0] + min(c.r9[1], 1.0)) for c in scheme.scale])
+    cells = parent.assign(abs_eta=eta, r9=r9, et=np.full(eta.size, 45.0))
+    out: NDArray[np.int64] = parent.cell_scale_index()[cells]
+    return out
 
 
 def _cuts_on_et(scheme: CategoryScheme) -> bool:
@@ -233,3 +275,85 @@ def synthetic_histograms(
         kinds={"data": "data", "mc": "mc"},
         metadata=meta,
     )
+
+
+def expected_region_arrays(
+    scheme: CategoryScheme,
+    *,
+    n_data: float,
+    n_mc: float,
+    scales: Sequence[float] | None = None,
+    smears: Sequence[float] | None = None,
+    seed: int = 0,
+    min_expected: float = 50.0,
+    binning: MassBinning | None = None,
+) -> dict[str, Any]:
+    """Histogram-level synthesis for schemes too large to fill event by event.
+
+    The same physics as :func:`synthetic_histograms` (Breit-Wigner, per-electron |η|, R9,
+    Et and resolution), but per pair region: cell populations and mean resolutions are
+    taken from 10⁶ generated electrons, each region's mass shape is the Breit-Wigner in
+    ``log m`` convolved with the Gaussian of the pair resolution ``½√(res_i² + res_j²)`` (and,
+    for data, shifted by ``log √(r_i r_j)`` and smeared by ``½√(σ_i² + σ_j²)``), and the
+    counts are Poisson draws of ``n · population`` (MC with unit weights). Regions expecting
+    fewer than ``min_expected`` data pairs are left out (the fit would drop them).
+
+    Returns:
+        The keyword arguments of :func:`zcalib.fit.fit_arrays` (``data``, ``mc_w``,
+        ``mc_w2``, ``regions``, ``mass_edges``, ``cell_scale``, ``cell_smear``).
+    """
+    b = binning or MassBinning()
+    rng = np.random.default_rng(seed)
+    n_el = 1_000_000
+    eta, r9, res = _electrons(rng, n_el)
+    m_el = _breit_wigner(rng, n_el)
+    et = 0.5 * m_el * np.exp(0.3 * rng.standard_normal(n_el)) if _cuts_on_et(scheme) else None
+    cells = scheme.assign(abs_eta=eta, r9=r9, et=np.full(n_el, 45.0) if et is None else et)
+    ok = cells >= 0
+    nc = scheme.n_cells
+    pop = np.bincount(cells[ok], minlength=nc) / n_el
+    res_c = np.bincount(cells[ok], weights=res[ok], minlength=nc) / np.maximum(
+        np.bincount(cells[ok], minlength=nc), 1
+    )
+    cs, cm = scheme.cell_scale_index(), scheme.cell_smear_index()
+    sc = np.ones(len(scheme.scale)) if scales is None else np.asarray(scales, dtype=float)
+    sm = np.zeros(len(scheme.smear)) if smears is None else np.asarray(smears, dtype=float)
+    ii, jj = np.triu_indices(nc)
+    frac = pop[ii] * pop[jj] * np.where(ii == jj, 1.0, 2.0)
+    keep = n_data * frac >= min_expected
+    ii, jj, frac = ii[keep], jj[keep], frac[keep]
+    edges = np.geomspace(b.lo, b.hi, b.n_bins + 1)
+    u = np.log(edges)
+    h = float(u[1] - u[0])
+    centres = 0.5 * (u[1:] + u[:-1])
+    # Breit-Wigner density in u = log m (times the bin width), normalised
+    m = np.exp(centres)
+    g = 0.5 * Z_WIDTH
+    bw = m * (g / np.pi) / ((m - Z_MASS) ** 2 + g * g) * h
+    # all region shapes at once: the Breit-Wigner spectrum times Gaussian (and shift) factors
+    n_fft = 2 * b.n_bins
+    omega = 2.0 * np.pi * np.fft.rfftfreq(n_fft, d=h)
+    bw_hat = np.fft.rfft(bw, n_fft)
+    width2 = 0.25 * (res_c[ii] ** 2 + res_c[jj] ** 2)
+    extra2 = 0.25 * (sm[cm[ii]] ** 2 + sm[cm[jj]] ** 2)
+    shift = -0.5 * (np.log(sc[cs[ii]]) + np.log(sc[cs[jj]]))
+    w2 = omega * omega
+    data = np.empty((ii.size, b.n_bins))
+    mc = np.empty((ii.size, b.n_bins))
+    for a in range(0, ii.size, 2048):
+        sl = slice(a, a + 2048)
+        g_mc = np.exp(-0.5 * width2[sl, None] * w2)
+        shape_mc = np.fft.irfft(bw_hat * g_mc, n_fft)[:, : b.n_bins]
+        g_data = np.exp(-0.5 * extra2[sl, None] * w2 - 1j * shift[sl, None] * omega)
+        shape_data = np.fft.irfft(bw_hat * g_mc * g_data, n_fft)[:, : b.n_bins]
+        data[sl] = rng.poisson(np.maximum(n_data * frac[sl, None] * shape_data, 0.0))
+        mc[sl] = rng.poisson(np.maximum(n_mc * frac[sl, None] * shape_mc, 0.0))
+    return {
+        "data": data,
+        "mc_w": mc,
+        "mc_w2": mc.copy(),
+        "regions": ii * nc + jj,
+        "mass_edges": edges,
+        "cell_scale": cs,
+        "cell_smear": cm,
+    }
