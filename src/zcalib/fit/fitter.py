@@ -143,10 +143,14 @@ def minimise(
     theta0: FloatArray,
     config: FitConfig,
     step: FloatArray | None = None,
+    *,
+    polish_only: bool = False,
 ) -> tuple[FloatArray, dict[str, Any]]:
     """Minimise the NLL from ``theta0`` with L-BFGS-B (+ Newton polish).
 
     ``step``: parameter scaling (default: from the Hessian at ``theta0``).
+    ``polish_only``: ``theta0`` is close to the minimum: Newton steps only (L-BFGS-B if
+    they do not reach the EDM tolerance).
 
     Returns:
         ``(θ̂, info)`` with ``info`` keys ``success``, ``message``, ``n_eval``, ``nll``,
@@ -155,11 +159,14 @@ def minimise(
     counter = _Counter()
     if step is None:
         step = _steps(problem, problem.hessian(theta0)[2])
-    theta, res = _lbfgs(problem, theta0, step, config, counter)
+    if polish_only:
+        theta, success, message, n_iter = np.array(theta0, dtype=np.float64), True, "", 0
+    else:
+        theta, res = _lbfgs(problem, theta0, step, config, counter)
+        success, message, n_iter = bool(res.success), str(res.message), int(res.nit)
     nll, grad, hess = problem.hessian(theta)
     free = _free_mask(problem, theta, grad, step)
     edm = _edm(grad, hess, free)
-    message = str(res.message)
     n_newton = 0
     while edm > 0.1 * config.edm_tolerance and n_newton < 3 and free.any():
         g = grad[free]
@@ -179,11 +186,15 @@ def minimise(
         theta, nll, grad, hess = trial, nll_t, grad_t, hess_t
         free = _free_mask(problem, theta, grad, step)
         edm = _edm(grad, hess, free)
+    if polish_only and not edm <= 0.1 * config.edm_tolerance:
+        theta, info = minimise(problem, theta, config, step)
+        info["n_eval"] = int(info["n_eval"]) + counter.n
+        return theta, info
     if n_newton:
         message += f"; {n_newton} Newton polish step(s)"
     pg = np.where(free, grad, 0.0) * step
     info = {
-        "success": bool(res.success),
+        "success": success,
         "message": message,
         "n_eval": counter.n,
         "nll": nll,
@@ -192,7 +203,7 @@ def minimise(
         "edm": edm,
         "grad_norm": float(np.linalg.norm(pg)),
         "step": step,
-        "n_iter": int(res.nit),
+        "n_iter": n_iter,
     }
     return theta, info
 
@@ -201,14 +212,14 @@ def minimise_objective(
     problem: FitProblem, theta0: FloatArray, config: FitConfig
 ) -> tuple[FloatArray, dict[str, Any]]:
     """:func:`minimise` from ``theta0`` with the noise-correction weights set there; with the
-    correction on, the weights are then refreshed at the minimum and the fit polished (a
-    few evaluations: the weights move with the fitted shift only)."""
+    correction on, the weights are then refreshed at the minimum and the minimum polished
+    by Newton steps (the weights move with the fitted shift only)."""
     problem.set_noise_reference(theta0)
     theta, info = minimise(problem, theta0, config)
     if problem.model.noise_correction:
         n_first = int(info["n_eval"])
         problem.set_noise_reference(theta)
-        theta, info = minimise(problem, theta, config)
+        theta, info = minimise(problem, theta, config, info["step"], polish_only=True)
         info["n_eval"] = int(info["n_eval"]) + n_first
     return theta, info
 
@@ -345,7 +356,9 @@ def bootstrap_covariance(
     for ss in seeds:
         rng = np.random.default_rng(ss)
         t = m.template + rng.standard_normal(m.template.shape) * sd
-        _, g = problem.with_template(t).nll_grad(theta)
+        # the noise correction is a fixed function of θ (smoothed Σw², fixed weights): its
+        # gradient is the same in every replica and drops out of the covariance
+        _, g = problem.with_template(t, noise_correction=False).nll_grad(theta)
         gf = g[free]
         if use_chol:
             y = np.linalg.solve(solve, gf)

@@ -284,9 +284,17 @@ class FitProblem:
         """NLL per used region at given ``(μ, s²)`` (for scans)."""
         return self.model.evaluate(mu, s2, order=0).nll
 
-    def with_template(self, template: FloatArray, variance: FloatArray | None = None) -> FitProblem:
-        """The same problem with another MC template for the used regions (bootstrap, toys)."""
+    def with_template(
+        self,
+        template: FloatArray,
+        variance: FloatArray | None = None,
+        *,
+        noise_correction: bool | None = None,
+    ) -> FitProblem:
+        """The same problem with another MC template for the used regions (bootstrap, toys);
+        ``noise_correction=False`` leaves the template-noise correction out."""
         m = self.model
+        corrected = m.noise_correction if noise_correction is None else noise_correction
         model = TemplateModel(
             template=template,
             variance=m.variance if variance is None else variance,
@@ -297,10 +305,10 @@ class FitProblem:
             n_sigma=m.n_sigma,
             floor=m.floor,
             bb_lite=m.bb_lite,
-            noise_correction=m.noise_correction,
+            noise_correction=corrected,
             s2_floor=m.s2_floor,
         )
-        if m.noise_correction:
+        if corrected:
             model.copy_noise_reference(m)
         return dataclasses.replace(self, model=model)
 
