@@ -44,6 +44,7 @@ from zcalib.fit.synthetic import (
     PARENT_ETA,
     PARENT_R9,
     expected_region_arrays,
+    fit_inputs,
     grid_scheme,
 )
 
@@ -90,17 +91,7 @@ def case_arrays(name: str, seed: int) -> tuple[CategoryScheme, dict[str, Any], A
         hs = synthetic_histograms(
             scheme, n_data=nd, n_mc=nm, scales=truth_s, smears=truth_m, seed=seed
         )
-        regions, data, _ = hs.region_arrays("data")
-        _, mc_w, mc_w2 = hs.region_arrays("mc")
-        arr = {
-            "data": data,
-            "mc_w": mc_w,
-            "mc_w2": mc_w2,
-            "regions": regions,
-            "mass_edges": np.asarray(hs.hist.axes["mass"].edges),
-            "cell_scale": scheme.cell_scale_index(),
-            "cell_smear": scheme.cell_smear_index(),
-        }
+        arr = fit_inputs(hs, scheme)
     return scheme, arr, truth_s, truth_m, time.perf_counter() - t0
 
 

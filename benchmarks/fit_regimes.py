@@ -44,6 +44,7 @@ from zcalib.fit.synthetic import (
     FINE_R9,
     PARENT_ETA,
     PARENT_R9,
+    fit_inputs,
     grid_scheme,
     parent_scale_index,
 )
@@ -72,22 +73,10 @@ REGIMES: dict[str, tuple[str, int, int, float]] = {
 }
 
 
-def arrays(hs: Any, scheme: CategoryScheme) -> dict[str, Any]:
-    regions, data, _ = hs.region_arrays("data")
-    _, mc_w, mc_w2 = hs.region_arrays("mc")
-    return {
-        "data": data,
-        "mc_w": mc_w,
-        "mc_w2": mc_w2,
-        "regions": regions,
-        "mass_edges": np.asarray(hs.hist.axes["mass"].edges),
-        "cell_scale": scheme.cell_scale_index(),
-        "cell_smear": scheme.cell_smear_index(),
-    }
-
-
 def pulls(res: Any, truth_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    sc = np.array([(c.value - t) / c.total_stat for c, t in zip(res.scales, truth_scales)])
+    sc = np.array(
+        [(c.value - t) / c.total_stat for c, t in zip(res.scales, truth_scales, strict=True)]
+    )
     sm = np.array(
         [(c.value**2 - t**2) / c.sq_error for c, t in zip(res.smears, TRUTH_SMEARS, strict=True)]
     )
@@ -114,7 +103,7 @@ def regime_matrix(n_samples: int) -> list[dict[str, Any]]:
                 truth_scheme=sch["parent"],
                 negative_fraction=neg,
             )
-            arr = arrays(hs, scheme)
+            arr = fit_inputs(hs, scheme)
             for lik in LIKELIHOODS:
                 cfg = FitConfig(mc_stat_likelihood=lik)
                 res = fit_arrays(**arr, config=cfg)
@@ -164,7 +153,7 @@ def template_toys(name: str, nd: int, nm: int, n_toys: int) -> dict[str, Any]:
         truth_scheme=sch["parent"],
         mc_weights=False,
     )
-    arr = arrays(hs, scheme)
+    arr = fit_inputs(hs, scheme)
     parent = arr["mc_w"] / 5.0
     rng = np.random.default_rng(78)
     vals, mc_err, t_min, t_err = [], [], [], []

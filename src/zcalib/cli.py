@@ -331,7 +331,7 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
         "--mc-stat",
         choices=("bootstrap", "sandwich", "none"),
         default="bootstrap",
-        help="MC-statistics error method (bootstrap: refits on fluctuated templates, "
+        help="MC-statistics error method (bootstrap: replicas of fluctuated templates, "
         "reliable for smearings; sandwich: linear propagation, faster)",
     )
     g.add_argument(

@@ -32,19 +32,27 @@ from zcalib.histograms import MassBinning
 
 from .conftest import TRUTH_SCALES, TRUTH_SMEARS
 
+
+def _generated(
+    fit_scheme: CategoryScheme, parent: CategoryScheme, nd: int, nm: int, seed: int
+) -> Any:
+    """Data with the conftest truth injected in the parent cells, MC, in ``fit_scheme``."""
+    return synthetic_histograms(
+        fit_scheme,
+        n_data=nd,
+        n_mc=nm,
+        scales=TRUTH_SCALES,
+        smears=TRUTH_SMEARS,
+        seed=seed,
+        truth_scheme=parent,
+    )
+
+
 @pytest.mark.slow
 def test_fine_scheme_recovers_parent_truth(scheme: CategoryScheme) -> None:
     fine = grid_scheme(FINE_ETA, FINE_R9)
     assert (len(fine.scale), len(fine.smear)) == (40, 8)
-    hs = synthetic_histograms(
-        fine,
-        n_data=400_000,
-        n_mc=1_200_000,
-        scales=TRUTH_SCALES,
-        smears=TRUTH_SMEARS,
-        seed=1,
-        truth_scheme=scheme,
-    )
+    hs = _generated(fine, scheme, 400_000, 1_200_000, seed=1)
     res = fit_histograms(hs)
     assert res.status == "converged", res.message
     assert 700 < len(res.regions_used) < 820  # sparse off-diagonal regions dropped
@@ -113,15 +121,7 @@ def test_eta_r9_et_scheme_converges_honestly(scheme: CategoryScheme) -> None:
     """66 scale cells (11 |η| x 2 R9 x 3 Et) and the 8 |η| x R9 smear cells."""
     sch = grid_scheme(ETA_11, PARENT_R9, ET_3, smear_eta=PARENT_ETA)
     assert (len(sch.scale), len(sch.smear)) == (66, 8)
-    hs = synthetic_histograms(
-        sch,
-        n_data=600_000,
-        n_mc=1_800_000,
-        scales=TRUTH_SCALES,
-        smears=TRUTH_SMEARS,
-        seed=3,
-        truth_scheme=scheme,
-    )
+    hs = _generated(sch, scheme, 600_000, 1_800_000, seed=3)
     res = fit_histograms(hs, FitConfig(mc_stat="sandwich"))
     fitted = (*res.scales, *res.smears)
     if res.status == "failed":  # honest: it says why

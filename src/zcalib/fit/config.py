@@ -65,8 +65,9 @@ class FitConfig(BaseModel):
         ignore_smears: smear-category indices held at 0; every region touching one is
             excluded from the likelihood.
         mc_stat: how the MC-statistics uncertainty is estimated: ``"sandwich"`` (linear
-            propagation of the template Σw², ``H⁻¹ V H⁻¹``), ``"bootstrap"`` (refits on
-            Gaussian-fluctuated templates), ``"none"``.
+            propagation of the template Σw², ``H⁻¹ V H⁻¹``), ``"bootstrap"`` (replicas of
+            Gaussian-fluctuated templates, each solved by one Newton step from the minimum
+            with its exact gradient; the default), ``"none"``.
             With ``mc_stat_likelihood="bb-lite"`` the meaning is unchanged: ``stat`` is
             the data-only error (plain-NLL Hessian at the BB-lite minimum) and ``mc_stat``
             the MC-statistics error by this method, so nothing is counted twice (the
@@ -82,7 +83,7 @@ class FitConfig(BaseModel):
             of the mass per bin) where the fitted smearing vanishes, so that the likelihood
             stays smooth in the scales there; smearings ``>> s₀`` are unaffected (see
             :meth:`zcalib.fit.model.TemplateModel.effective_s2`). ``0`` switches it off.
-        n_bootstrap: number of refits for ``mc_stat="bootstrap"``.
+        n_bootstrap: number of template replicas for ``mc_stat="bootstrap"``.
         max_iter: maximum quasi-Newton iterations.
         edm_tolerance: convergence requires the estimated distance to the minimum
             ``½ gᵀH⁻¹g`` (in NLL units) below this.

@@ -4,13 +4,16 @@ The minimiser is scipy's L-BFGS-B on the exact gradient, in parameters rescaled 
 estimated errors (diagonal of the exact Hessian at the start), so tolerances are in units
 of the statistical error. Convergence is judged like MINUIT by the estimated distance to the
 minimum ``EDM = ½ gᵀH⁻¹g`` with the exact Hessian (over parameters not at a bound); if
-L-BFGS-B stops with a larger EDM, up to three projected Newton steps polish the minimum. A
-fit that still misses the tolerance gets status ``"failed"`` and a warning.
+L-BFGS-B stops with a larger EDM, up to three projected Newton steps polish the minimum.
+:func:`failure_reasons` decides the status: a parameter at a fit-range bound, an EDM or
+gradient test that fails, or a Hessian that is not positive definite make the fit
+``"failed"``, with the reasons in words in ``message``.
 
 Uncertainties: ``stat`` from the inverse exact Hessian of the data NLL; ``mc_stat`` either
 from the sandwich ``H⁻¹ V H⁻¹`` with ``V = Σ_k Var(t_k) (∂g/∂t_k)(∂g/∂t_k)ᵀ`` over MC
 template bins (the linear response of the minimum to the template, ``Var(t_k) = Σw²``) or
-from refits on Gaussian-fluctuated templates (``mc_stat="bootstrap"``). Parameters at a
+from replicas of Gaussian-fluctuated templates, each solved by one Newton step with its
+exact gradient (``mc_stat="bootstrap"``, :func:`bootstrap_covariance`). Parameters at a
 bound get conditional errors ``1/√H_ii`` and ``at_bound=True``.
 
 With ``mc_stat_likelihood="bb-lite"`` (off by default) the template statistics are also in
@@ -22,7 +25,7 @@ as independent although one fine MC bin feeds several data bins through the kern
 give pull widths 1.15-1.37 with ``H_bb⁻¹`` errors). So in that mode too ``stat`` is the
 data-only error ``H⁻¹`` of the plain NLL at the minimum and ``mc_stat`` is the MC-statistics
 error of the chosen method (``"sandwich"``: linear propagation of Σw² through the plain
-gradient, ``"bootstrap"``: BB-lite refits, ``"none"``: 0); each is counted once.
+gradient, ``"bootstrap"``: BB-lite replicas, ``"none"``: 0); each is counted once.
 """
 
 from __future__ import annotations
@@ -131,7 +134,7 @@ def _lbfgs(
             "maxfun": 4 * config.max_iter,
             "ftol": 1e-14,
             "gtol": 1e-7,
-            "maxcor": 30,
+            "maxcor": 10,
         },
     )
     theta: FloatArray = np.clip(theta0 + step * res.x, problem.lower, problem.upper)
@@ -377,8 +380,12 @@ def bootstrap_covariance(
 GRADIENT_TOLERANCE = 0.1
 
 
-def _cat_label(problem: FitProblem, i: int, scale_labels: Sequence[str] | None,
-               smear_labels: Sequence[str] | None) -> str:
+def _cat_label(
+    problem: FitProblem,
+    i: int,
+    scale_labels: Sequence[str] | None,
+    smear_labels: Sequence[str] | None,
+) -> str:
     ns = len(problem.free_scale)
     if i < ns:
         a = problem.free_scale[i]
@@ -417,12 +424,7 @@ def failure_reasons(
         items = []
         for i in np.flatnonzero(bound):
             label = _cat_label(problem, int(i), scale_labels, smear_labels)
-            if i < ns:
-                val = float(sc[problem.free_scale[i]])
-                rng = config.scale_bounds
-            else:
-                val = float(sm[problem.free_smear[i - ns]])
-                rng = config.smear_bounds
+            val = float(sc[problem.free_scale[i]] if i < ns else sm[problem.free_smear[i - ns]])
             items.append(f"{label} = {val:.6g}")
         shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
         reasons.append(
@@ -449,7 +451,9 @@ def failure_reasons(
         if chol is None:
             eig, vec = np.linalg.eigh(hf)
             worst = int(np.argmax(np.abs(vec[:, 0])))
-            label = _cat_label(problem, int(np.flatnonzero(free)[worst]), scale_labels, smear_labels)
+            label = _cat_label(
+                problem, int(np.flatnonzero(free)[worst]), scale_labels, smear_labels
+            )
             reasons.append(
                 f"the Hessian is not positive definite at the minimum (smallest eigenvalue "
                 f"{eig[0]:.3g}, mostly along {label}): it is not a minimum or the parameters "

@@ -906,9 +906,7 @@ class TemplateModel:
         self._q = other._q.copy()
         self._mu_ref = other._mu_ref.copy()
 
-    def noise_terms(
-        self, s2: FloatArray, order: int
-    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+    def noise_terms(self, s2: FloatArray, order: int) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Template-noise correction ``C_r(s²)`` of the multinomial NLL, with its first and
         (``order >= 2``) second derivative in the kernel variance ``s²``, per region.
 

@@ -281,8 +281,9 @@ class FitProblem:
         return out
 
     def region_nll(self, mu: FloatArray, s2: FloatArray) -> FloatArray:
-        """NLL per used region at given ``(μ, s²)`` (for scans)."""
-        return self.model.evaluate(mu, s2, order=0).nll
+        """Plain multinomial NLL per used region at given ``(μ, s²)`` (for the start scans:
+        the template-noise correction, which needs a reference point, is left out)."""
+        return self.model.evaluate(mu, s2, order=0, data_only=True).nll
 
     def with_template(
         self,

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -34,32 +35,18 @@ __all__ = ["Z_MASS", "Z_WIDTH", "generate_pairs", "grid_scheme", "synthetic_hist
 #: |η| bins of the parent 4 x 2 scheme (``configs/cats_eta_r9.tsv``) and R9 split.
 PARENT_ETA = ((0.0, 1.0), (1.0, CRACK[0]), (CRACK[1], 2.0), (2.0, 2.5))
 PARENT_R9 = ((0.0, 0.96), (0.96, 10.0))
+
+
+def _bins(*edges: float) -> tuple[tuple[float, float], ...]:
+    """Consecutive bins between ``edges``, leaving out the barrel-endcap crack."""
+    return tuple((lo, hi) for lo, hi in itertools.pairwise(edges) if lo != CRACK[0])
+
+
 #: A fine scheme inside the parent: 8 |η| x 5 R9 scale cells.
-FINE_ETA = (
-    (0.0, 0.5),
-    (0.5, 1.0),
-    (1.0, 1.2),
-    (1.2, CRACK[0]),
-    (CRACK[1], 1.8),
-    (1.8, 2.0),
-    (2.0, 2.25),
-    (2.25, 2.5),
-)
-FINE_R9 = ((0.0, 0.9), (0.9, 0.94), (0.94, 0.96), (0.96, 0.975), (0.975, 10.0))
+FINE_ETA = _bins(0.0, 0.5, 1.0, 1.2, CRACK[0], CRACK[1], 1.8, 2.0, 2.25, 2.5)
+FINE_R9 = _bins(0.0, 0.9, 0.94, 0.96, 0.975, 10.0)
 #: The production-like |η| x R9 x Et scheme: 11 |η| x 2 R9 x 3 Et = 66 scale cells.
-ETA_11 = (
-    (0.0, 0.2),
-    (0.2, 0.4),
-    (0.4, 0.6),
-    (0.6, 0.8),
-    (0.8, 1.0),
-    (1.0, 1.2),
-    (1.2, CRACK[0]),
-    (CRACK[1], 1.8),
-    (1.8, 2.0),
-    (2.0, 2.25),
-    (2.25, 2.5),
-)
+ETA_11 = _bins(0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, CRACK[0], CRACK[1], 1.8, 2.0, 2.25, 2.5)
 ET_3 = ((0.0, 35.0), (35.0, 45.0), (45.0, math.inf))
 
 Z_MASS = 91.1876
@@ -356,4 +343,20 @@ def expected_region_arrays(
         "mass_edges": edges,
         "cell_scale": cs,
         "cell_smear": cm,
+    }
+
+
+def fit_inputs(hset: HistogramSet, scheme: CategoryScheme) -> dict[str, Any]:
+    """The keyword arguments of :func:`zcalib.fit.fit_arrays` for ``hset`` (nominal
+    variation), as :func:`expected_region_arrays` returns them."""
+    regions, data, _ = hset.region_arrays("data")
+    _, mc_w, mc_w2 = hset.region_arrays("mc")
+    return {
+        "data": data,
+        "mc_w": mc_w,
+        "mc_w2": mc_w2,
+        "regions": regions,
+        "mass_edges": np.asarray(hset.hist.axes["mass"].edges),
+        "cell_scale": scheme.cell_scale_index(),
+        "cell_smear": scheme.cell_smear_index(),
     }
