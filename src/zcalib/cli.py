@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fit",
         help="fit scales and smearings (from ntuples, or from saved histograms)",
         description="Fill histograms (or load --histograms), fit, and write correctionlib JSON, "
-        "legacy .dat files and fit_result.json to --out.",
+        "legacy .dat files and fit_result.json to --out. A failed fit (a parameter at a "
+        "fit-range bound, EDM or gradient test failed, Hessian not positive definite) writes "
+        "only fit_result.json and exits with code 3 (see --write-failed).",
         epilog="Examples:\n  zcalib fit --data d.root --mc m.root --categories "
         "configs/cats_eta_r9.tsv --out output/step2\n  zcalib fit --histograms "
         "output/hists.npz --categories configs/cats_eta_r9.tsv --out output/refit",
