@@ -37,17 +37,7 @@ import numpy as np
 
 from zcalib.categories import CategoryScheme
 from zcalib.fit import FitConfig, fit_arrays, synthetic_histograms
-from zcalib.fit.synthetic import (
-    ET_3,
-    ETA_11,
-    FINE_ETA,
-    FINE_R9,
-    PARENT_ETA,
-    PARENT_R9,
-    fit_inputs,
-    grid_scheme,
-    parent_scale_index,
-)
+from zcalib.fit import synthetic as syn
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUTH_SCALES = np.array([1.006, 0.995, 1.003, 0.990, 1.009, 0.998, 1.012, 0.993])
@@ -57,9 +47,9 @@ LIKELIHOODS = ("noise-corrected", "none", "bb-lite")
 
 def schemes() -> dict[str, CategoryScheme]:
     return {
-        "parent": grid_scheme(PARENT_ETA, PARENT_R9),
-        "fine": grid_scheme(FINE_ETA, FINE_R9),
-        "et": grid_scheme(ETA_11, PARENT_R9, ET_3),
+        "parent": syn.grid_scheme(syn.PARENT_ETA, syn.PARENT_R9),
+        "fine": syn.grid_scheme(syn.FINE_ETA, syn.FINE_R9),
+        "et": syn.grid_scheme(syn.ETA_11, syn.PARENT_R9, syn.ET_3),
     }
 
 
@@ -88,7 +78,7 @@ def regime_matrix(n_samples: int) -> list[dict[str, Any]]:
     rows = []
     for regime, (name, nd, nm, neg) in REGIMES.items():
         scheme = sch[name]
-        truth = TRUTH_SCALES[parent_scale_index(scheme, sch["parent"])]
+        truth = TRUTH_SCALES[syn.parent_scale_index(scheme, sch["parent"])]
         acc: dict[str, dict[str, Any]] = {
             lik: {"sc": [], "sm": [], "conv": 0, "bound": 0, "wall": []} for lik in LIKELIHOODS
         }
@@ -103,7 +93,7 @@ def regime_matrix(n_samples: int) -> list[dict[str, Any]]:
                 truth_scheme=sch["parent"],
                 negative_fraction=neg,
             )
-            arr = fit_inputs(hs, scheme)
+            arr = syn.fit_inputs(hs, scheme)
             for lik in LIKELIHOODS:
                 cfg = FitConfig(mc_stat_likelihood=lik)
                 res = fit_arrays(**arr, config=cfg)
@@ -153,7 +143,7 @@ def template_toys(name: str, nd: int, nm: int, n_toys: int) -> dict[str, Any]:
         truth_scheme=sch["parent"],
         mc_weights=False,
     )
-    arr = fit_inputs(hs, scheme)
+    arr = syn.fit_inputs(hs, scheme)
     parent = arr["mc_w"] / 5.0
     rng = np.random.default_rng(78)
     vals, mc_err, t_min, t_err = [], [], [], []
