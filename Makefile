@@ -48,6 +48,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fit.py
 	$(BIN)/python benchmarks/closure_study.py
+	$(BIN)/python benchmarks/fit_regimes.py
 	$(BIN)/python benchmarks/bench_processor.py
 
 # The documentation site (mkdocs, strict: any warning fails) into site/.
