@@ -143,11 +143,17 @@ def run_case(name: str, repeat: int, seed: int, mc_stat: str = "bootstrap") -> d
     t_grad = per_call(prob.nll_grad, n_rep)
     t_hess = per_call(prob.hessian, max(3, n_rep // 5))
 
-    pulls_s = [(c.value - t) / c.total_stat for c, t in zip(result.scales, truth_s, strict=True)]
+    pulls_s = [
+        (c.value - t) / c.total_stat
+        for c, t in zip(result.scales, truth_s, strict=True)
+        if c.state == "fitted"
+    ]
     pulls_m = [
         (c.value**2 - t**2) / c.sq_error for c, t in zip(result.smears, truth_m, strict=True)
     ]
-    delta_s = [abs(c.value - t) for c, t in zip(result.scales, truth_s, strict=True)]
+    delta_s = [
+        abs(c.value - t) for c, t in zip(result.scales, truth_s, strict=True) if c.state == "fitted"
+    ]
     return {
         "case": name,
         "scale_categories": len(scheme.scale),
