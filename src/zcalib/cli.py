@@ -676,7 +676,7 @@ def _print_fit(result: Any) -> None:
 
     used, dropped = len(result.regions_used), len(result.regions_dropped)
     Console(highlight=False).print(
-        f"fit {result.status}: {result.message} | {result.n_eval} evaluations, "
+        f"fit {result.message} | {result.n_eval} evaluations, "
         f"{result.wall_time:.2f} s, {used} regions used, {dropped} dropped",
         markup=False,
     )
