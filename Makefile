@@ -67,6 +67,7 @@ typecheck: $(STAMP)
 bench: $(STAMP) slurm
 	$(BIN)/python benchmarks/bench_fit.py
 	$(BIN)/python benchmarks/closure_study.py
+	$(BIN)/python benchmarks/fit_regimes.py
 	$(BIN)/python benchmarks/bench_processor.py
 	$(BIN)/python benchmarks/bench_categories.py
 	$(BIN)/python benchmarks/bench_fingerprint.py

@@ -121,10 +121,11 @@ def test_model_reference_lists_every_field():
     assert "### PriorCorrection" in text
 
 
-def test_dataclass_reference_has_descriptions():
+def test_fit_config_reference_has_descriptions():
     from zcalib.fit.config import FitConfig
 
-    text = zcalib_docs.dataclass_markdown(FitConfig)
+    # a pydantic model documented in its Attributes: docstring section
+    text = zcalib_docs.model_markdown(FitConfig)
     assert "| `window` |" in text
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert all(not line.rstrip().endswith("|  |") for line in rows), "a field lacks a description"

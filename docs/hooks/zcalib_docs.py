@@ -143,6 +143,7 @@ def model_markdown(
         if summary:
             out.append(summary + "\n")
         out.append("| field | type | default | description |\n|---|---|---|---|")
+        documented = _docstring_attributes(m)  # models documented in an Attributes: section
         for fname, f in m.model_fields.items():  # type: ignore[attr-defined]
             if f.is_required() or (f.default_factory is None and f.default is PydanticUndefined):
                 default = "required"
@@ -155,7 +156,7 @@ def model_markdown(
             key = f.alias or fname
             out.append(
                 f"| `{key}` | {cell('`' + type_name(f.annotation) + '`')} | {cell(default)} "
-                f"| {cell(rst_to_md(f.description or ''))} |"
+                f"| {cell(rst_to_md(f.description or documented.get(fname, '')))} |"
             )
             for sub in _nested_models(f.annotation):
                 if sub not in seen:

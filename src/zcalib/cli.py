@@ -2,7 +2,7 @@
 
 Each subcommand loads and validates its inputs, then makes one library call. Exit codes:
 0 success, 1 invalid input (any :class:`~zcalib.exceptions.ZcalibError`, or bad usage),
-2 internal error.
+2 internal error, 3 a fit that ran but failed (no correction payload written).
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from zcalib.exceptions import ZcalibError
+from zcalib.exceptions import FitFailed, ZcalibError
 
 __all__ = ["main"]
 
 log = logging.getLogger("zcalib")
 
 EXIT_OK, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2
+#: A fit ran but failed (parameters at a range bound, EDM/gradient test, Hessian not
+#: positive definite): no correction payload is written (unless --write-failed).
+EXIT_FIT_FAILED = 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -184,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fit",
         help="fit scales and smearings (from ntuples, or from saved histograms)",
         description="Fill histograms (or load --histograms), fit, and write correctionlib JSON, "
-        "legacy .dat files and fit_result.json to --out.",
+        "legacy .dat files and fit_result.json to --out. A failed fit (a parameter at a "
+        "fit-range bound, EDM or gradient test failed, Hessian not positive definite) writes "
+        "only fit_result.json and exits with code 3 (see --write-failed).",
         epilog="Examples:\n  zcalib fit --data d.root --mc m.root --categories "
         "configs/cats_eta_r9.tsv --out output/step2\n  zcalib fit --histograms "
         "output/hists.npz --categories configs/cats_eta_r9.tsv --out output/refit",
@@ -196,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", type=Path, required=True, help="output folder")
     f.add_argument("--step", default="step", help="step name used in output names")
     _add_era_option(f)
+    f.add_argument(
+        "--write-failed",
+        action="store_true",
+        help="also write the correction payload of a failed fit (marked FAILED FIT); by "
+        "default a failed fit writes only fit_result.json and exits with code 3",
+    )
     _add_fit_options(f)
     _add_run_options(f)
     f.set_defaults(func=_cmd_fit)
@@ -395,7 +406,7 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
         "--mc-stat",
         choices=("bootstrap", "sandwich", "none"),
         default="bootstrap",
-        help="MC-statistics error method (bootstrap: refits on fluctuated templates, "
+        help="MC-statistics error method (bootstrap: replicas of fluctuated templates, "
         "reliable for smearings; sandwich: linear propagation, faster)",
     )
     g.add_argument(
@@ -430,6 +441,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         rc: int = args.func(args)
+    except FitFailed as err:
+        if args.debug:
+            raise
+        sys.stderr.write(f"zcalib: {err}\n")
+        return EXIT_FIT_FAILED
     except ZcalibError as err:
         if args.debug:
             raise
@@ -707,12 +723,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         extra={"command": "fit", "fit_config": config.to_dict()},
         names=names,
         smear_seed=int(hset.metadata.get("smear_seed") or 0),
+        write_failed=args.write_failed,
     )
     _print_fit(result)
     _echo(f"wrote {', '.join(str(p) for p in paths.values())}")
     if not result.converged:
-        _echo(f"WARNING: fit did not converge: {result.message}")
-        return EXIT_INPUT
+        kept = "payload written marked FAILED" if args.write_failed else "no correction payload"
+        sys.stderr.write(f"zcalib: fit {result.message} ({kept})\n")
+        return EXIT_FIT_FAILED
     return EXIT_OK
 
 
@@ -774,7 +792,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"fit {t['fit_s']:.2f} s, plots + scans + report {t['validation_s']:.1f} s"
     )
     _echo(f"wrote {', '.join(str(p) for p in demo.outputs.values())}")
-    return EXIT_OK if demo.result.converged else EXIT_INPUT
+    return EXIT_OK
 
 
 def _print_fit(result: Any) -> None:
@@ -782,7 +800,7 @@ def _print_fit(result: Any) -> None:
 
     used, dropped = len(result.regions_used), len(result.regions_dropped)
     Console(highlight=False).print(
-        f"fit {result.status}: {result.message} | {result.n_eval} evaluations, "
+        f"fit {result.message} | {result.n_eval} evaluations, "
         f"{result.wall_time:.2f} s, {used} regions used, {dropped} dropped",
         markup=False,
     )

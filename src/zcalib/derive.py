@@ -104,6 +104,7 @@ def write_outputs(
     names: EgmNames | None = None,
     smear_seed: int = 0,
     syst: StepSyst | None = None,
+    write_failed: bool = False,
 ) -> dict[str, Path]:
     """Write correctionlib JSON, legacy text files and ``fit_result.json`` for one step.
 
@@ -111,6 +112,10 @@ def write_outputs(
     ``EGMScale_Compound_<P>_<era>`` over the step ``EGMScale_<step>_<era>``,
     ``EGMSmearAndSyst_<P>PTsplit_<era>`` and ``EGMRandomGenerator``. ``escale``/``esmear``
     are stat ⊕ MC stat ⊕ syst; ``fit_result.json`` keeps each component per category.
+
+    A failed fit (``result.status == "failed"``) writes only ``fit_result.json`` (the record
+    of why it failed), never a correction payload, unless ``write_failed``: then the payload
+    and legacy files are written too, their descriptions marked ``FAILED FIT``.
 
     Args:
         result: the fit result.
@@ -122,20 +127,28 @@ def write_outputs(
         names: era and collection of the payload names (default: 2022preEE, Ele).
         smear_seed: seed of the shipped random-number generator (the processor's).
         syst: systematic uncertainties per category (absolute; default none).
+        write_failed: write the payload of a failed fit as well (marked failed).
 
     Returns:
-        ``{"corrections": path, "scales": path, "smearings": path, "fit_result": path}``.
+        ``{"corrections": path, "scales": path, "smearings": path, "fit_result": path}``
+        (only ``fit_result`` for a failed fit without ``write_failed``).
     """
     from zcalib.corrections import validate_file, write_legacy
 
     out = Path(out_dir)
     names = names or EgmNames()
+    record = fit_record(result, scheme, step=step, hset=hset, extra=extra, syst=syst)
+    if not result.converged and not write_failed:
+        path = atomic_write_text(out / "fit_result.json", json.dumps(record, indent=2))
+        return {"fit_result": path}
     scales = result.scale_values()
     smears = result.smear_values()
     syst = syst or StepSyst.none(len(scales), len(smears))
     scale_err = _quadrature([c.total_stat for c in result.scales], syst.scale)
     smear_err = _quadrature([c.total_stat for c in result.smears], syst.smear)
     desc = f"zcalib {versions()['zcalib']} step '{step}' ({result.status})"
+    if not result.converged:
+        desc = f"FAILED FIT, do not use: {desc}"
     paths = {
         "corrections": write_step_payload(
             out / "corrections.json",
@@ -156,7 +169,6 @@ def write_outputs(
     paths["smearings"] = write_legacy(
         out / f"{step}_smearings.dat", list(scheme.smear), smears, smear_err, kind="smear"
     )
-    record = fit_record(result, scheme, step=step, hset=hset, extra=extra, syst=syst)
     record["payload"] = {
         "era": names.era,
         "collection": names.particle,
@@ -416,6 +428,8 @@ def run_demo(
         hset=hset,
         extra={"demo": {"truth": str(truth_path), "comparison": rows, "timings": timings}},
     )
+    if not result.converged:
+        result.raise_if_failed()  # fit_result.json is written; no payload, no validation
     t3 = time.perf_counter()
     outputs.update(_demo_validation(hset, scheme, out, outputs["corrections"], config))
     timings["validation_s"] = time.perf_counter() - t3

@@ -9,6 +9,7 @@ import pytest
 
 from zcalib.categories import CategoryScheme, load_categories
 from zcalib.fit import synthetic_histograms
+from zcalib.fit.synthetic import fit_inputs
 from zcalib.histograms import HistogramSet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,14 +40,4 @@ def hset(scheme: CategoryScheme) -> HistogramSet:
 @pytest.fixture(scope="session")
 def arrays(hset: HistogramSet, scheme: CategoryScheme) -> dict[str, np.ndarray]:
     """The histograms of ``hset`` as the arrays :func:`fit_arrays` takes."""
-    regions, data, _ = hset.region_arrays("data")
-    _, mc_w, mc_w2 = hset.region_arrays("mc")
-    return {
-        "data": data,
-        "mc_w": mc_w,
-        "mc_w2": mc_w2,
-        "regions": regions,
-        "mass_edges": np.asarray(hset.hist.axes["mass"].edges),
-        "cell_scale": scheme.cell_scale_index(),
-        "cell_smear": scheme.cell_smear_index(),
-    }
+    return fit_inputs(hset, scheme)

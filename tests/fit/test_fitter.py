@@ -103,6 +103,8 @@ def test_at_bound_is_flagged(scheme: Any) -> None:
     assert res.smears[1].at_bound
     assert res.smears[1].value == pytest.approx(0.005)
     assert not any(c.at_bound for c in res.scales)
+    assert res.status == "failed"
+    assert "ended at a bound of the fit range" in res.message
 
 
 def test_failed_fit_is_reported_not_silent(hset: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -111,9 +113,9 @@ def test_failed_fit_is_reported_not_silent(hset: Any, caplog: pytest.LogCaptureF
         res = fit_histograms(hset, cfg)
     assert res.status == "failed"
     assert "EDM" in res.message
-    assert "above tolerance" in res.message
+    assert "above the tolerance" in res.message
     assert "fit failed" in caplog.text
-    with pytest.raises(FitError, match="fit did not converge"):
+    with pytest.raises(FitError, match="fit failed: the estimated distance"):
         res.raise_if_failed()
 
 
@@ -152,8 +154,10 @@ def test_config_validation(field: str, value: Any, match: str) -> None:
 
 def test_config_is_immutable_and_overridable() -> None:
     cfg = FitConfig()
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValueError, match="frozen"):
         cfg.window = (1.0, 2.0)  # type: ignore[misc]
+    with pytest.raises(InvalidConfig, match="unknown field 'windw'; allowed fields: window,"):
+        FitConfig(windw=(80, 100))  # type: ignore[call-arg]
     new = cfg.with_overrides(ignore_scales=[1, 2])
     assert new.ignore_scales == (1, 2)
     assert cfg.ignore_scales == ()

@@ -183,8 +183,9 @@ def test_noise_correction_gradient_and_hessian_match_finite_differences() -> Non
 
 def test_template_smoothing_floor_keeps_scales_off_the_fine_bin_grid() -> None:
     """Zero true smearing: without the soft floor the NLL is piecewise linear in the shift
-    at s = 0, and fitted scales stick to multiples of the fine-bin width h (8 of 20 toys
-    here); with it (default, 2 fine bins) none do."""
+    at s = 0, and fitted scales could stick to multiples of the fine-bin width h (8 of 20
+    toys did with the shift-dependent noise correction; with the s²-only correction none
+    do even without it); with the floor (default, 2 fine bins) none do."""
     rng = np.random.default_rng(1)
     shape = _truth_shape()
     h = math.log(2.0) / 1200
@@ -201,5 +202,4 @@ def test_template_smoothing_floor_keeps_scales_off_the_fine_bin_grid() -> None:
                 on_grid[sm] += abs(k - round(k)) < 1e-3
     finally:
         logging.disable(logging.NOTSET)
-    assert on_grid[0.0] >= 4
     assert on_grid[2.0] == 0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
+import zcalib.fit.kernel as kernel
 import zcalib.fit.model as model
 from zcalib.fit.model import (
     TemplateModel,
@@ -103,7 +104,7 @@ def test_closed_form_spectrum_equals_the_real_space_kernel(
     dmin, width = kernel_support(mu, s2, H, 8.0)
     length = 1024 + width
     fast = kernel_spectra(mu, s2, H, dmin, width, length, order=2)
-    monkeypatch.setattr(model, "_FOURIER_MIN_S", 1e9)
+    monkeypatch.setattr(kernel, "_FOURIER_MIN_S", 1e9)
     exact = kernel_spectra(mu, s2, H, dmin, width, length, order=2)
     assert not exact.fourier.any()
     assert fast.fourier.all()

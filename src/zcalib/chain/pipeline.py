@@ -73,7 +73,7 @@ from zcalib.chain.time_stability import time_stability
 from zcalib.chain.zweights import derive_zweights, load_zweight_spec, write_zweights
 from zcalib.config import DatasetConfig, dataset_config_from_files, load_dataset_config
 from zcalib.corrections.egm import EgmNames
-from zcalib.exceptions import InputError, InvalidConfig
+from zcalib.exceptions import FitFailed, InputError, InvalidConfig
 from zcalib.fit import FitConfig, FitResult
 from zcalib.histograms import MassBinning
 from zcalib.io.fingerprint import file_fingerprint
@@ -458,7 +458,7 @@ def run_pipeline(
 
     Raises:
         InvalidConfig: bad configuration (before any event is read).
-        InputError: bad inputs. FitError: a fit that does not converge.
+        InputError: bad inputs. FitFailed: a fit step that failed (the pipeline stops there).
     """
     t0 = time.perf_counter()
     for name in (*force, *((stop_after,) if stop_after else ())):
@@ -771,7 +771,12 @@ def _run_fit(
             smear_seed=cfg.smear_seed,
         )
         fit_cfg = base_cfg if it == 0 else base_cfg.with_overrides(start="scan", start_scales=None)
-        result = fit_histograms(hset, fit_cfg, scheme=scheme).raise_if_failed()
+        result = fit_histograms(hset, fit_cfg, scheme=scheme)
+        if not result.converged:
+            # the record of why, no payload; the pipeline stops here (CLI exit code 3)
+            write_outputs(result, scheme, step_dir, step=step.name, hset=hset)
+            msg = f"{setup.lp.path}: step '{step.name}' (iteration {it}): fit {result.message}"
+            raise FitFailed(msg)
         cumulative = cumulative * result.scale_values()
         iterations.append(
             {

@@ -8,11 +8,11 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, NoReturn, get_args
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from zcalib.exceptions import InvalidConfig
 
@@ -23,13 +23,18 @@ McStatMethod = Literal["sandwich", "bootstrap", "none"]
 McStatLikelihood = Literal["none", "bb-lite", "noise-corrected"]
 
 
-def _tuple_or_none(v: Any) -> tuple[float, ...] | None:
-    return None if v is None else tuple(float(x) for x in v)
+_PAIRS = ("window", "scale_bounds", "smear_bounds", "scan_scale_range", "scan_smear_range")
+_LITERALS = {
+    "start": StartStyle,
+    "mc_stat": McStatMethod,
+    "mc_stat_likelihood": McStatLikelihood,
+}
 
 
-@dataclass(frozen=True)
-class FitConfig:
-    """Settings of one scale/smearing fit (immutable; use :meth:`with_overrides`).
+class FitConfig(BaseModel):
+    """Settings of one scale/smearing fit (frozen pydantic model, unknown fields rejected;
+    use :meth:`with_overrides`). Every invalid value raises :class:`InvalidConfig` naming
+    the field, the value and what is allowed.
 
     Attributes:
         window: fit window ``(lo, hi)`` in GeV; snapped to fine-bin edges (``hi`` is lowered
@@ -60,8 +65,9 @@ class FitConfig:
         ignore_smears: smear-category indices held at 0; every region touching one is
             excluded from the likelihood.
         mc_stat: how the MC-statistics uncertainty is estimated: ``"sandwich"`` (linear
-            propagation of the template Σw², ``H⁻¹ V H⁻¹``), ``"bootstrap"`` (refits on
-            Gaussian-fluctuated templates), ``"none"``.
+            propagation of the template Σw², ``H⁻¹ V H⁻¹``), ``"bootstrap"`` (replicas of
+            Gaussian-fluctuated templates, each solved by one Newton step from the minimum
+            with its exact gradient; the default), ``"none"``.
             With ``mc_stat_likelihood="bb-lite"`` the meaning is unchanged: ``stat`` is
             the data-only error (plain-NLL Hessian at the BB-lite minimum) and ``mc_stat``
             the MC-statistics error by this method, so nothing is counted twice (the
@@ -77,11 +83,13 @@ class FitConfig:
             of the mass per bin) where the fitted smearing vanishes, so that the likelihood
             stays smooth in the scales there; smearings ``>> s₀`` are unaffected (see
             :meth:`zcalib.fit.model.TemplateModel.effective_s2`). ``0`` switches it off.
-        n_bootstrap: number of refits for ``mc_stat="bootstrap"``.
+        n_bootstrap: number of template replicas for ``mc_stat="bootstrap"``.
         max_iter: maximum quasi-Newton iterations.
         edm_tolerance: convergence requires the estimated distance to the minimum
             ``½ gᵀH⁻¹g`` (in NLL units) below this.
     """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     window: tuple[float, float] = (80.0, 100.0)
     bin_width: float = 0.5
@@ -110,37 +118,33 @@ class FitConfig:
     max_iter: int = 1000
     edm_tolerance: float = 1e-3
 
-    def __post_init__(self) -> None:
-        # accept any sequence for tuple fields, store tuples (hashable, immutable)
-        conv: dict[str, Any] = {
-            "window": tuple(float(x) for x in self.window),
-            "scale_bounds": tuple(float(x) for x in self.scale_bounds),
-            "smear_bounds": tuple(float(x) for x in self.smear_bounds),
-            "scan_scale_range": tuple(float(x) for x in self.scan_scale_range),
-            "scan_smear_range": tuple(float(x) for x in self.scan_smear_range),
-            "start_scales": _tuple_or_none(self.start_scales),
-            "start_smears": _tuple_or_none(self.start_smears),
-            "fixed_scales": _tuple_or_none(self.fixed_scales),
-            "fixed_smears": _tuple_or_none(self.fixed_smears),
-            "ignore_scales": tuple(int(x) for x in self.ignore_scales),
-            "ignore_smears": tuple(int(x) for x in self.ignore_smears),
-        }
-        for name, value in conv.items():
-            object.__setattr__(self, name, value)
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            e = err.errors()[0]
+            field = ".".join(str(x) for x in e["loc"]) or "?"
+            if e["type"] == "literal_error" and field in _LITERALS:
+                allowed = ", ".join(get_args(_LITERALS[field]))
+                msg = f"fit config: field '{field}' is {e.get('input')!r}; allowed: {allowed}"
+            elif e["type"] == "extra_forbidden":
+                allowed = ", ".join(type(self).model_fields)
+                msg = f"fit config: unknown field '{field}'; allowed fields: {allowed}"
+            else:
+                msg = f"fit config: field '{field}' is {e.get('input')!r}; {e['msg']}"
+            raise InvalidConfig(msg) from None
+
+    @model_validator(mode="after")
+    def _checked(self) -> FitConfig:
         self._validate()
+        return self
 
     def _validate(self) -> None:
         def bad(field: str, value: Any, allowed: str) -> NoReturn:
             msg = f"fit config: field '{field}' is {value!r}; {allowed}"
             raise InvalidConfig(msg)
 
-        for name in (
-            "window",
-            "scale_bounds",
-            "smear_bounds",
-            "scan_scale_range",
-            "scan_smear_range",
-        ):
+        for name in _PAIRS:
             pair = getattr(self, name)
             if len(pair) != 2 or not all(math.isfinite(x) for x in pair) or not pair[0] < pair[1]:
                 bad(name, pair, "expected two finite numbers (lo, hi) with lo < hi")
@@ -162,16 +166,6 @@ class FitConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 bad(name, v, "expected a number >= 0")
-        if self.start not in get_args(StartStyle):
-            bad("start", self.start, f"allowed: {', '.join(get_args(StartStyle))}")
-        if self.mc_stat not in get_args(McStatMethod):
-            bad("mc_stat", self.mc_stat, f"allowed: {', '.join(get_args(McStatMethod))}")
-        if self.mc_stat_likelihood not in get_args(McStatLikelihood):
-            bad(
-                "mc_stat_likelihood",
-                self.mc_stat_likelihood,
-                f"allowed: {', '.join(get_args(McStatLikelihood))}",
-            )
         if not (math.isfinite(self.template_smoothing) and 0 <= self.template_smoothing <= 20):
             bad("template_smoothing", self.template_smoothing, "expected fine bins in [0, 20]")
         if self.scan_points < 3:
@@ -204,14 +198,11 @@ class FitConfig:
             >>> FitConfig().with_overrides(window=(85, 97)).window
             (85.0, 97.0)
         """
-        return dataclasses.replace(self, **changes)
+        return FitConfig(**{**self.model_dump(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of all fields (tuples become lists)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
+        out: dict[str, Any] = self.model_dump(mode="json")
         return out
 
     def check_lengths(self, n_scale: int, n_smear: int) -> None:

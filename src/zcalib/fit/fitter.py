@@ -4,13 +4,16 @@ The minimiser is scipy's L-BFGS-B on the exact gradient, in parameters rescaled 
 estimated errors (diagonal of the exact Hessian at the start), so tolerances are in units
 of the statistical error. Convergence is judged like MINUIT by the estimated distance to the
 minimum ``EDM = ½ gᵀH⁻¹g`` with the exact Hessian (over parameters not at a bound); if
-L-BFGS-B stops with a larger EDM, up to three projected Newton steps polish the minimum. A
-fit that still misses the tolerance gets status ``"failed"`` and a warning.
+L-BFGS-B stops with a larger EDM, up to three projected Newton steps polish the minimum.
+:func:`failure_reasons` decides the status: a parameter at a fit-range bound, an EDM or
+gradient test that fails, or a Hessian that is not positive definite make the fit
+``"failed"``, with the reasons in words in ``message``.
 
 Uncertainties: ``stat`` from the inverse exact Hessian of the data NLL; ``mc_stat`` either
 from the sandwich ``H⁻¹ V H⁻¹`` with ``V = Σ_k Var(t_k) (∂g/∂t_k)(∂g/∂t_k)ᵀ`` over MC
 template bins (the linear response of the minimum to the template, ``Var(t_k) = Σw²``) or
-from refits on Gaussian-fluctuated templates (``mc_stat="bootstrap"``). Parameters at a
+from replicas of Gaussian-fluctuated templates, each solved by one Newton step with its
+exact gradient (``mc_stat="bootstrap"``, :func:`bootstrap_covariance`). Parameters at a
 bound get conditional errors ``1/√H_ii`` and ``at_bound=True``.
 
 With ``mc_stat_likelihood="bb-lite"`` (off by default) the template statistics are also in
@@ -22,7 +25,7 @@ as independent although one fine MC bin feeds several data bins through the kern
 give pull widths 1.15-1.37 with ``H_bb⁻¹`` errors). So in that mode too ``stat`` is the
 data-only error ``H⁻¹`` of the plain NLL at the minimum and ``mc_stat`` is the MC-statistics
 error of the chosen method (``"sandwich"``: linear propagation of Σw² through the plain
-gradient, ``"bootstrap"``: BB-lite refits, ``"none"``: 0); each is counted once.
+gradient, ``"bootstrap"``: BB-lite replicas, ``"none"``: 0); each is counted once.
 """
 
 from __future__ import annotations
@@ -131,7 +134,7 @@ def _lbfgs(
             "maxfun": 4 * config.max_iter,
             "ftol": 1e-14,
             "gtol": 1e-7,
-            "maxcor": 30,
+            "maxcor": 10,
         },
     )
     theta: FloatArray = np.clip(theta0 + step * res.x, problem.lower, problem.upper)
@@ -143,10 +146,14 @@ def minimise(
     theta0: FloatArray,
     config: FitConfig,
     step: FloatArray | None = None,
+    *,
+    polish_only: bool = False,
 ) -> tuple[FloatArray, dict[str, Any]]:
     """Minimise the NLL from ``theta0`` with L-BFGS-B (+ Newton polish).
 
     ``step``: parameter scaling (default: from the Hessian at ``theta0``).
+    ``polish_only``: ``theta0`` is close to the minimum: Newton steps only (L-BFGS-B if
+    they do not reach the EDM tolerance).
 
     Returns:
         ``(θ̂, info)`` with ``info`` keys ``success``, ``message``, ``n_eval``, ``nll``,
@@ -155,11 +162,14 @@ def minimise(
     counter = _Counter()
     if step is None:
         step = _steps(problem, problem.hessian(theta0)[2])
-    theta, res = _lbfgs(problem, theta0, step, config, counter)
+    if polish_only:
+        theta, success, message, n_iter = np.array(theta0, dtype=np.float64), True, "", 0
+    else:
+        theta, res = _lbfgs(problem, theta0, step, config, counter)
+        success, message, n_iter = bool(res.success), str(res.message), int(res.nit)
     nll, grad, hess = problem.hessian(theta)
     free = _free_mask(problem, theta, grad, step)
     edm = _edm(grad, hess, free)
-    message = str(res.message)
     n_newton = 0
     while edm > 0.1 * config.edm_tolerance and n_newton < 3 and free.any():
         g = grad[free]
@@ -179,11 +189,15 @@ def minimise(
         theta, nll, grad, hess = trial, nll_t, grad_t, hess_t
         free = _free_mask(problem, theta, grad, step)
         edm = _edm(grad, hess, free)
+    if polish_only and not edm <= 0.1 * config.edm_tolerance:
+        theta, info = minimise(problem, theta, config, step)
+        info["n_eval"] = int(info["n_eval"]) + counter.n
+        return theta, info
     if n_newton:
         message += f"; {n_newton} Newton polish step(s)"
     pg = np.where(free, grad, 0.0) * step
     info = {
-        "success": bool(res.success),
+        "success": success,
         "message": message,
         "n_eval": counter.n,
         "nll": nll,
@@ -192,7 +206,7 @@ def minimise(
         "edm": edm,
         "grad_norm": float(np.linalg.norm(pg)),
         "step": step,
-        "n_iter": int(res.nit),
+        "n_iter": n_iter,
     }
     return theta, info
 
@@ -201,14 +215,14 @@ def minimise_objective(
     problem: FitProblem, theta0: FloatArray, config: FitConfig
 ) -> tuple[FloatArray, dict[str, Any]]:
     """:func:`minimise` from ``theta0`` with the noise-correction weights set there; with the
-    correction on, the weights are then refreshed at the minimum and the fit polished (a
-    few evaluations: the weights move with the fitted shift only)."""
+    correction on, the weights are then refreshed at the minimum and the minimum polished
+    by Newton steps (the weights move with the fitted shift only)."""
     problem.set_noise_reference(theta0)
     theta, info = minimise(problem, theta0, config)
     if problem.model.noise_correction:
         n_first = int(info["n_eval"])
         problem.set_noise_reference(theta)
-        theta, info = minimise(problem, theta, config)
+        theta, info = minimise(problem, theta, config, info["step"], polish_only=True)
         info["n_eval"] = int(info["n_eval"]) + n_first
     return theta, info
 
@@ -228,6 +242,7 @@ def _covariances(
     noise correction the data part is the sandwich ``H⁻¹ F H⁻¹`` (objective Hessian ``H``,
     data information ``F``).
     """
+    h_objective = hess
     h_sandwich: FloatArray | None = None
     if problem.model.noise_correction:
         # θ̂ minimises NLL + C(θ) with C a fixed function of the template: its data
@@ -281,7 +296,7 @@ def _covariances(
             eig = np.linalg.eigvalsh(hf)
             names = [problem.names[i] for i in np.flatnonzero(free)]
             note = (
-                f"Hessian not positive definite at the minimum (smallest eigenvalue "
+                f"the Hessian is not positive definite at the minimum (smallest eigenvalue "
                 f"{eig[0]:.3g}); parameters {names} may be degenerate"
             )
     for i in np.flatnonzero(at_bound):
@@ -297,33 +312,169 @@ def _covariances(
         for i in np.flatnonzero(at_bound):
             cov_mc[i, i] = v[i, i] / diag[i] ** 2 if diag[i] > 0 else np.nan
     elif config.mc_stat == "bootstrap":
-        cov_mc = bootstrap_covariance(problem, theta, config)
+        cov_mc = bootstrap_covariance(problem, theta, config, h_objective)
     else:
         cov_mc = np.zeros((p, p))
     return cov, cov_mc, note
 
 
-def bootstrap_covariance(problem: FitProblem, theta: FloatArray, config: FitConfig) -> FloatArray:
-    """Covariance of refits on templates fluctuated by ``N(0, √Σw²)`` per bin (clipped at 0).
+def bootstrap_covariance(
+    problem: FitProblem,
+    theta: FloatArray,
+    config: FitConfig,
+    hess: FloatArray | None = None,
+) -> FloatArray:
+    """MC-statistics covariance from replicas of the template fluctuated by ``N(0, √Σw²)``
+    per fine bin, each solved by one Newton step from the minimum.
 
-    Replica ``k`` draws its template from its own seed (``SeedSequence([seed, 0xB007])``
-    spawned), so replicas are reproducible one by one.
+    Replica ``k`` moves the minimum to ``θ̂ − H⁻¹ g_k(θ̂)``: ``g_k`` is the exact gradient of
+    the objective with the replica template, so every order of the template noise in the
+    gradient (the noise term is quadratic in it, which is why linear propagation
+    underestimates the smearings' MC error) is kept; only the step is linearised, which is
+    exact to ``O(δθ²)`` since the MC-statistics shifts are far below the curvature scale.
+    One gradient evaluation per replica (a full refit costs 10-30). Parameters at a bound
+    are held. Replica ``k`` draws its template from its own seed
+    (``SeedSequence([seed, 0xB007])`` spawned), so replicas are reproducible one by one.
+
+    ``hess``: the objective Hessian at ``θ̂`` (computed when not given).
     """
     seeds = np.random.SeedSequence([config.seed, 0xB007]).spawn(config.n_bootstrap)
     m = problem.model
     sd = np.sqrt(m.variance)
-    # the refits start at the minimum, with its parameter scaling
-    step = _steps(problem, problem.hessian(theta)[2])
-    fits = []
+    if hess is None:
+        hess = problem.hessian(theta)[2]
+    step = _steps(problem, hess)
+    free = ~_at_bound(problem, theta, step)
+    p = problem.n_params
+    out = np.zeros((p, p))
+    if not free.any():
+        return out
+    hf = hess[np.ix_(free, free)]
+    try:
+        solve = np.linalg.cholesky(hf)
+        use_chol = True
+    except np.linalg.LinAlgError:
+        use_chol = False
+    shifts = []
     for ss in seeds:
         rng = np.random.default_rng(ss)
         t = m.template + rng.standard_normal(m.template.shape) * sd
-        prob = problem.with_template(np.maximum(t, 0.0))
-        th, _ = minimise(prob, theta.copy(), config, step)
-        fits.append(th)
-    arr = np.array(fits)
-    out: FloatArray = np.atleast_2d(np.cov(arr, rowvar=False))
+        # the noise correction is a fixed function of θ (smoothed Σw², fixed weights): its
+        # gradient is the same in every replica and drops out of the covariance
+        _, g = problem.with_template(t, noise_correction=False).nll_grad(theta)
+        gf = g[free]
+        if use_chol:
+            y = np.linalg.solve(solve, gf)
+            d = np.linalg.solve(solve.T, y)
+        else:
+            d = np.linalg.lstsq(hf, gf, rcond=None)[0]
+        shifts.append(-d)
+    arr = np.array(shifts)
+    cov_f = np.atleast_2d(np.cov(arr, rowvar=False))
+    out[np.ix_(free, free)] = cov_f
     return out
+
+
+#: Gradient test: the Newton step to the minimum must be below this many standard errors
+#: in every parameter.
+GRADIENT_TOLERANCE = 0.1
+
+
+def _cat_label(
+    problem: FitProblem,
+    i: int,
+    scale_labels: Sequence[str] | None,
+    smear_labels: Sequence[str] | None,
+) -> str:
+    ns = len(problem.free_scale)
+    if i < ns:
+        a = problem.free_scale[i]
+        return scale_labels[a] if scale_labels is not None else f"scale[{a}]"
+    b = problem.free_smear[i - ns]
+    return smear_labels[b] if smear_labels is not None else f"smear[{b}]"
+
+
+def failure_reasons(
+    problem: FitProblem,
+    theta: FloatArray,
+    info: dict[str, Any],
+    at_bound: NDArray[np.bool_],
+    config: FitConfig,
+    scale_labels: Sequence[str] | None = None,
+    smear_labels: Sequence[str] | None = None,
+) -> list[str]:
+    """Why the minimum is not a trustworthy fit, in words (empty: it is).
+
+    A fit fails when a parameter ends at a bound of its fit range (a smearing at 0, the
+    physical limit, is not a range bound: there the result is judged in ``σ²``), when the
+    non-finite NLL or the estimated distance to the minimum (EDM) fails its tolerance, when
+    the Newton step to the minimum exceeds :data:`GRADIENT_TOLERANCE` standard errors in a
+    parameter, or when the Hessian over the parameters not at a bound is not positive
+    definite.
+    """
+    reasons: list[str] = []
+    ns = len(problem.free_scale)
+    physical = np.zeros(problem.n_params, dtype=bool)
+    if config.smear_bounds[0] == 0.0:
+        # σ = 0 is the physical limit of a smearing, not an arbitrary range bound
+        physical[ns:] = theta[ns:] - problem.lower[ns:] <= 0.5 * (problem.upper[ns:] - theta[ns:])
+    bound = at_bound & ~physical
+    if bound.any():
+        sc, sm = problem.values_from_theta(theta)
+        items = []
+        for i in np.flatnonzero(bound):
+            label = _cat_label(problem, int(i), scale_labels, smear_labels)
+            val = float(sc[problem.free_scale[i]] if i < ns else sm[problem.free_smear[i - ns]])
+            items.append(f"{label} = {val:.6g}")
+        shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+        reasons.append(
+            f"{int(bound.sum())} of {problem.n_params} parameters ended at a bound of the fit "
+            f"range (scale {config.scale_bounds[0]:g}-{config.scale_bounds[1]:g}, smearing "
+            f"{config.smear_bounds[0]:g}-{config.smear_bounds[1]:g}): {shown}"
+        )
+    edm = float(info["edm"])
+    if not math.isfinite(float(info["nll"])):
+        reasons.append("the likelihood is not finite at the minimum")
+    if not edm < config.edm_tolerance:
+        reasons.append(
+            f"the estimated distance to the minimum (EDM {edm:.3g}) is above the tolerance "
+            f"{config.edm_tolerance:g} after {int(info['n_eval'])} evaluations"
+        )
+    free = ~at_bound
+    hess = info["hess"]
+    if free.any():
+        hf = hess[np.ix_(free, free)]
+        try:
+            chol = np.linalg.cholesky(hf)
+        except np.linalg.LinAlgError:
+            chol = None
+        if chol is None:
+            eig, vec = np.linalg.eigh(hf)
+            worst = int(np.argmax(np.abs(vec[:, 0])))
+            label = _cat_label(
+                problem, int(np.flatnonzero(free)[worst]), scale_labels, smear_labels
+            )
+            reasons.append(
+                f"the Hessian is not positive definite at the minimum (smallest eigenvalue "
+                f"{eig[0]:.3g}, mostly along {label}): it is not a minimum or the parameters "
+                f"are not determined by the data"
+            )
+        else:
+            g = info["grad"][free]
+            newton = np.linalg.solve(hf, g)
+            inv_l = np.linalg.inv(chol)
+            sd = np.sqrt(np.einsum("ij,ij->j", inv_l, inv_l))
+            dist = np.abs(newton) / sd
+            worst = int(np.argmax(dist))
+            if dist[worst] > GRADIENT_TOLERANCE:
+                label = _cat_label(
+                    problem, int(np.flatnonzero(free)[worst]), scale_labels, smear_labels
+                )
+                reasons.append(
+                    f"gradient test failed: the minimum is {dist[worst]:.2g} standard errors "
+                    f"away in {label} (tolerance {GRADIENT_TOLERANCE:g})"
+                )
+    return reasons
 
 
 def _smear_err(sigma: float, err_v: float) -> float:
@@ -376,15 +527,14 @@ def fit_problem(
     timings["errors"] = time.perf_counter() - t1
 
     edm = float(info["edm"])
-    converged = edm < config.edm_tolerance and np.isfinite(info["nll"])
-    message = info["message"]
-    if converged and not info["success"]:
-        message += f" (accepted: EDM {edm:.2g} < {config.edm_tolerance:g})"
-    if not converged:
-        message += f"; EDM {edm:.3g} above tolerance {config.edm_tolerance:g}"
-    if note:
-        message += f"; {note}"
-    status: FitStatus = "converged" if converged and not note else "failed"
+    reasons = failure_reasons(problem, theta, info, at_bound, config, scale_labels, smear_labels)
+    if note and not any("Hessian" in r for r in reasons):
+        reasons.append(note)
+    status: FitStatus = "failed" if reasons else "converged"
+    if reasons:
+        message = "failed: " + "; ".join(reasons)
+    else:
+        message = f"converged: EDM {edm:.2g} < {config.edm_tolerance:g}, {int(info['n_eval'])} evaluations"
 
     scales_all, smears_all = problem.values_from_theta(theta)
     ns = len(problem.free_scale)
@@ -485,7 +635,7 @@ def fit_problem(
     if bound:
         log.warning("parameters at a bound of the fit range: %s", ", ".join(bound))
     if status == "failed":
-        log.warning("fit failed: %s", message)
+        log.warning("fit %s", message)
     else:
         log.info(
             "fit converged: %d parameters, %d regions, %d evaluations, NLL %.6g, EDM %.2g, %.2f s",

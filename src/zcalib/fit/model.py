@@ -1,50 +1,16 @@
-"""The template model: per-region shift + Gaussian smearing of binned MC, exact in the binning.
+"""The template prediction and the likelihoods of the fit, per pair region.
 
-Everything here is a pure function over arrays, and all dense numerics of the fit (numpy,
-``scipy.fft``, ``scipy.special``) live in this one module, so an array backend (cupy, jax)
-can later be swapped in here alone.
-
-Model (``DESIGN.md`` conventions). The fine mass axis is uniform in ``u = log m`` with bin
-width ``h``. For a pair region with data shift ``μ`` and extra Gaussian width ``s`` (both in
-``log m``), a data pair's log mass is the MC pair's log mass plus ``μ + ε``,
-``ε ~ N(0, s²)``. The MC template is treated as a *piecewise-constant density* in ``u``, so
-the expected content of fine target bin ``j`` is the exact integral
-
-``P_j = Σ_k t_k K(j − k)``,  ``K(d) = Δ²F₂(d h) / h``,
-
-where ``Δ²F(x) = F(x + h) − 2 F(x) + F(x − h)`` and ``F₂`` is the second antiderivative of the
-``N(μ, s²)`` density: ``F₂(x) = (x − μ) Φ(z) + s φ(z)``, ``z = (x − μ)/s``. We evaluate it as
-``K(d) = Λ(d − μ/h) + Δ²G(d h)/h`` with the triangle ``Λ(t) = max(0, 1 − |t|)`` (the exact
-``s = 0`` limit: a shifted histogram, linear in the fractional shift) plus the smooth
-Gaussian correction ``G = s ψ(z)``, ``ψ(z) = φ(z) − |z| Φ(−|z|)``, which vanishes as
-``s → 0``. The kernel is exact for any real shift and any ``s ≥ 0`` and is truncated where
-the Gaussian is below ``φ(n_sigma)``.
-
-Derivatives follow from the heat equation (``∂/∂μ = −∂/∂x``, ``∂/∂s² = ½ ∂²/∂x²``):
-``K_μ = −Δ²Φ/h``, ``K_s = ½ Δ²f/h``, ``K_μμ = Δ²f/h``, ``K_μs = −½ Δ²f'/h``,
-``K_ss = ¼ Δ²f''/h`` with ``f`` the Gaussian density. At ``s = 0`` the ``s²`` derivatives are
-set to their right limit for a generic shift, zero.
-
-The convolution is done with batched real FFTs over all regions at once on a segment of the
-template just long enough that no circular wrap-around reaches the fit window. The kernel
-spectrum is built in one of two exact ways per region:
-
-* ``s ≥ 3h``: analytically, ``sinc²(ωh/2)·exp(−iωμ − ω²s²/2)`` at the DFT frequencies. This
-  is the transform of the continuous kernel; the DFT of the *binned* kernel adds aliases
-  ``ω → ω + 2πm/h``, which are suppressed by ``exp(−π²s²/2h²) < 10⁻¹⁹`` here, so the
-  formula is exact to rounding. Derivatives are multipliers (``−iω``, ``−ω²/2``, ...).
-* ``s < 3h`` (including ``s = 0``): the real-space kernel above, transformed by FFT (the
-  closed-form spectrum would miss the aliases and blur even a zero shift).
-
-The gradient uses the adjoint (one extra FFT and a Parseval sum per derivative), the
-Hessian two more inverse FFTs.
+:class:`TemplateModel` predicts each region's coarse data bins from its fine MC template
+with the exact kernel of :mod:`zcalib.fit.kernel` (batched real FFTs over all regions on a
+segment just long enough that no circular wrap-around reaches the fit window), and
+evaluates the binned multinomial NLL (``mc_stat_likelihood="none"``), its template-noise
+correction (``"noise-corrected"``) or the Barlow-Beeston-lite NLL (``"bb-lite"``) with
+exact gradients. The gradient uses the adjoint (one extra FFT and a Parseval sum per
+derivative), the Hessian two more inverse FFTs.
 """
 
 from __future__ import annotations
 
-import math
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +18,17 @@ import numpy as np
 import scipy.fft as sfft
 from numpy.typing import ArrayLike, NDArray
 from scipy.ndimage import gaussian_filter1d
-from scipy.special import erfc
+
+from zcalib.fit.kernel import (
+    N_SIGMA,
+    KernelSpectra,
+    KernelTerms,
+    _workers,
+    coarse_sum,
+    kernel_spectra,
+    kernel_support,
+    kernel_terms,
+)
 
 __all__ = [
     "KernelSpectra",
@@ -67,287 +43,10 @@ __all__ = [
 
 FloatArray = NDArray[np.float64]
 
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
-#: Kernels are evaluated on a support quantised to this many fine bins (template spectra are
-#: cached per support, so small parameter changes reuse them).
-_QUANTUM = 16
-#: Regions with ``s >= _FOURIER_MIN_S * h`` get the closed-form kernel spectrum.
-_FOURIER_MIN_S = 3.0
-#: Spectra of kernels with ``s >= 3h`` are cut at ``ω s = _SPECTRAL_CUT`` (Gaussian < 1e-18).
-_SPECTRAL_CUT = math.sqrt(2.0 * math.log(1e18))
-#: Kernel truncation / support in Gaussian widths (tail beyond: < 1e-15).
-N_SIGMA = 8.0
-#: Below this many array elements FFTs run single-threaded (threads cost more than they gain).
-_THREAD_MIN_SIZE = 1 << 17
-
-
-def _workers(size: int) -> int:
-    return 1 if size < _THREAD_MIN_SIZE else max(1, os.cpu_count() or 1)
-
-
-def _phi_upper(z: FloatArray) -> FloatArray:
-    """``Φ(−|z|)``, accurate in the far tail."""
-    out: FloatArray = 0.5 * erfc(np.abs(z) * _INV_SQRT2)
-    return out
-
-
-def _second_diff(f: FloatArray) -> FloatArray:
-    out: FloatArray = f[:, :-2] - 2.0 * f[:, 1:-1] + f[:, 2:]
-    return out
-
-
-def coarse_sum(fine: FloatArray, rebin: int) -> FloatArray:
-    """Sum groups of ``rebin`` adjacent fine bins along the last axis.
-
-    Example:
-        >>> import numpy as np
-        >>> coarse_sum(np.arange(6.0)[None, :], 3).tolist()
-        [[3.0, 12.0]]
-    """
-    n = fine.shape[1] - fine.shape[1] % rebin
-    out: FloatArray = fine[:, 0:n:rebin].copy()
-    for i in range(1, rebin):
-        out += fine[:, i:n:rebin]
-    return out
-
-
-def kernel_support(
-    mu: FloatArray, s2: FloatArray, h: float, n_sigma: float, quantum: int = _QUANTUM
-) -> tuple[int, int]:
-    """Common kernel support ``[dmin, dmin + width)`` (in fine bins) for all regions.
-
-    The support covers ``μ ± n_sigma·s`` plus one bin each side and is quantised outwards
-    to multiples of ``quantum`` so that nearby parameter values share a support.
-
-    Example:
-        >>> import numpy as np
-        >>> kernel_support(np.array([0.0]), np.array([0.0]), 0.01, 10.0, quantum=1)
-        (-1, 3)
-    """
-    s = np.sqrt(np.maximum(s2, 0.0))
-    lo = float(np.min(mu - n_sigma * s)) / h
-    hi = float(np.max(mu + n_sigma * s)) / h
-    dmin = math.floor(lo) - 1
-    dmax = math.ceil(hi) + 1
-    dmin = (dmin // quantum) * quantum
-    dmax = -((-dmax) // quantum) * quantum
-    return dmin, dmax - dmin + 1
-
-
-@dataclass(frozen=True)
-class KernelTerms:
-    """Kernel values and derivatives on offsets ``dmin … dmin + width − 1`` (shape ``(R, W)``).
-
-    Attributes:
-        k: the kernel ``K``.
-        k_mu, k_s: ``∂K/∂μ``, ``∂K/∂s²`` (``None`` unless ``order >= 1``).
-        k_mumu, k_mus, k_ss: second derivatives (``None`` unless ``order >= 2``).
-    """
-
-    k: FloatArray
-    k_mu: FloatArray | None = None
-    k_s: FloatArray | None = None
-    k_mumu: FloatArray | None = None
-    k_mus: FloatArray | None = None
-    k_ss: FloatArray | None = None
-
-
-def kernel_terms(
-    mu: FloatArray, s2: FloatArray, h: float, dmin: int, width: int, order: int = 0
-) -> KernelTerms:
-    """Exact bin-integrated shift + Gaussian kernel and its derivatives.
-
-    Args:
-        mu: shift per region (log-mass units), shape ``(R,)``.
-        s2: Gaussian variance per region (log-mass units²), ``>= 0``, shape ``(R,)``.
-        h: fine bin width in ``log m``.
-        dmin: first offset (fine bins) of the support.
-        width: number of offsets.
-        order: 0 for the kernel, 1 to add first derivatives, 2 to add second derivatives.
-
-    Returns:
-        The :class:`KernelTerms`.
-
-    Example:
-        >>> import numpy as np
-        >>> t = kernel_terms(np.array([0.25]), np.array([0.0]), 1.0, -1, 4)
-        >>> t.k.round(12).tolist()  # s = 0: linear split of a quarter-bin shift
-        [[0.0, 0.75, 0.25, 0.0]]
-    """
-    mu = np.asarray(mu, dtype=np.float64)
-    s2 = np.maximum(np.asarray(s2, dtype=np.float64), 0.0)
-    s = np.sqrt(s2)
-    d = np.arange(dmin, dmin + width, dtype=np.float64)
-    # offsets d-1 .. d+W for the second differences
-    dx = np.arange(dmin - 1, dmin + width + 1, dtype=np.float64)[None, :] * h
-    smooth = s > 0.0
-    s_safe = np.where(smooth, s, 1.0)[:, None]
-    xm = dx - mu[:, None]  # x - μ, shape (R, W + 2)
-    z = xm / s_safe
-    zeroed = ~smooth[:, None]
-    # K = triangle (exact s = 0 shift) + Δ²G/h
-    tri = np.maximum(0.0, 1.0 - np.abs(d[None, :] - mu[:, None] / h))
-    tail = _phi_upper(z)
-    pdf_std = _INV_SQRT2PI * np.exp(-0.5 * z * z)
-    g = s_safe * (pdf_std - np.abs(z) * tail)
-    g = np.where(zeroed, 0.0, g)
-    k = tri + _second_diff(g) / h
-    if order < 1:
-        return KernelTerms(k=k)
-    # Φ(z) with the s = 0 limit H(x − μ), H(0) = ½
-    cdf = np.where(z > 0.0, 1.0 - tail, tail)
-    step = np.where(xm > 0.0, 1.0, np.where(xm < 0.0, 0.0, 0.5))
-    cdf = np.where(zeroed, step, cdf)
-    k_mu = -_second_diff(cdf) / h
-    dens = np.where(zeroed, 0.0, pdf_std / s_safe)
-    k_s = 0.5 * _second_diff(dens) / h
-    if order < 2:
-        return KernelTerms(k=k, k_mu=k_mu, k_s=k_s)
-    d1 = -z / s_safe * dens
-    d2 = (z * z - 1.0) / (s_safe * s_safe) * dens
-    k_mumu = _second_diff(dens) / h
-    k_mus = -0.5 * _second_diff(d1) / h
-    k_ss = 0.25 * _second_diff(d2) / h
-    return KernelTerms(k=k, k_mu=k_mu, k_s=k_s, k_mumu=k_mumu, k_mus=k_mus, k_ss=k_ss)
-
-
-def _phase(step: FloatArray, n: int) -> Any:
-    """``exp(−i k step_r)`` for ``k = 0 … n−1``, shape ``(R, n)``, exact to rounding.
-
-    Built from two small tables (``k = k₁ + B k₂``) instead of ``R·n`` complex exponentials.
-    """
-    b = max(1, math.isqrt(n))
-    nb = -(-n // b)
-    k1 = np.arange(b, dtype=np.float64)
-    k2 = np.arange(nb, dtype=np.float64) * b
-    lo = np.exp(-1j * step[:, None] * k1[None, :])
-    hi = np.exp(-1j * step[:, None] * k2[None, :])
-    full = (hi[:, :, None] * lo[:, None, :]).reshape(step.shape[0], nb * b)
-    return full[:, :n]
-
-
-def _multipliers(omega: FloatArray) -> list[Any]:
-    """Fourier multipliers of ``∂/∂μ, ∂/∂s², ∂²/∂μ², ∂²/∂μ∂s², ∂²/∂(s²)²`` of the kernel."""
-    w2 = omega * omega
-    return [-1j * omega, -0.5 * w2 + 0j, -w2 + 0j, 0.5j * w2 * omega, 0.25 * w2 * w2 + 0j]
-
-
-@dataclass(frozen=True)
-class KernelSpectra:
-    """DFT of the kernel and (lazily) of its derivatives, per region.
-
-    Attributes:
-        base: ``K̂``, complex ``(R, K)`` with ``K <= length//2 + 1`` (higher frequencies
-            are zero to double precision).
-        omega: angular frequencies (per unit ``log m``), ``(K,)``.
-        fourier: regions whose derivatives are ``multiplier(ω)·K̂`` (``s >= 3h``).
-        real_terms: for the other regions, the explicit derivative spectra
-            ``[K̂_μ, K̂_s, K̂_μμ, K̂_μs, K̂_ss]`` (as many as the order asked for).
-    """
-
-    base: Any
-    omega: FloatArray
-    fourier: NDArray[np.bool_]
-    real_terms: list[Any]
-
-    def term(self, i: int) -> Any:
-        """Full spectrum of term ``i`` (0: kernel, 1: ``∂μ``, 2: ``∂s²``, 3-5: second)."""
-        if i == 0:
-            return self.base
-        out = self.base * _multipliers(self.omega)[i - 1][None, :]
-        if not self.fourier.all():
-            out[~self.fourier] = self.real_terms[i - 1]
-        return out
-
-    def dots(self, terms: Sequence[int], chat: Any, parseval: FloatArray) -> list[FloatArray]:
-        """``Σ_n K_i(n) c(n)`` per region for each ``i`` in ``terms`` (``ĉ = chat``)."""
-        q = (self.base * np.conj(chat)).view(np.float64)  # (R, 2K): re, im interleaved
-        mults = _multipliers(self.omega)
-        out = []
-        rows = ~self.fourier
-        for i in terms:
-            m = np.ones_like(self.omega) + 0j if i == 0 else mults[i - 1]
-            vec = np.empty(2 * self.omega.size)
-            vec[0::2] = parseval * m.real
-            vec[1::2] = -parseval * m.imag
-            res: FloatArray = q @ vec
-            if rows.any():
-                kr = self.base[rows] if i == 0 else self.real_terms[i - 1]
-                qr = (kr * np.conj(chat[rows])).real
-                res[rows] = qr @ parseval
-            out.append(res)
-        return out
-
-
-def kernel_spectra(
-    mu: FloatArray,
-    s2: FloatArray,
-    h: float,
-    dmin: int,
-    width: int,
-    length: int,
-    order: int = 0,
-    n_sigma: float = N_SIGMA,
-) -> KernelSpectra:
-    """DFT (length ``length``) of the kernel placed at offsets ``dmin …`` and its derivatives.
-
-    Regions with ``s >= 3h`` use the closed form ``sinc²(ωh/2)·exp(−iωμ' − ω²s²/2)``
-    (``μ' = μ − dmin·h``); the others the FFT of the exact real-space kernel. When every
-    region is in the first group, frequencies where all Gaussian factors are below 1e-18 are
-    left out (the arrays then have fewer than ``length//2 + 1`` columns; inverse FFTs pad).
-
-    Example:
-        >>> import numpy as np
-        >>> k = kernel_spectra(np.array([0.0]), np.array([0.0]), 0.01, 0, 1, 4).base
-        >>> bool(np.allclose(k, 1.0))  # zero shift, no smearing: identity
-        True
-    """
-    mu = np.asarray(mu, dtype=np.float64)
-    s2 = np.maximum(np.asarray(s2, dtype=np.float64), 0.0)
-    r = mu.shape[0]
-    nk = length // 2 + 1
-    dw = 2.0 * np.pi / (length * h)
-    four = s2 >= (_FOURIER_MIN_S * h) ** 2
-    real = ~four
-    if four.all():
-        # beyond ω = _SPECTRAL_CUT / s every Gaussian factor is < 1e-18: drop those columns
-        nk = min(nk, math.ceil(_SPECTRAL_CUT / (math.sqrt(float(s2.min())) * dw)) + 2)
-    omega: FloatArray = dw * np.arange(nk, dtype=np.float64)
-    n_terms = (1, 3, 6)[order]
-    if four.all():
-        base = np.empty((r, nk), dtype=np.complex128)
-    else:
-        base = np.zeros((r, nk), dtype=np.complex128)
-    real_terms: list[Any] = []
-    if four.any():
-        half = 0.5 * omega * h
-        sinc2 = np.ones(nk)
-        sinc2[1:] = (np.sin(half[1:]) / half[1:]) ** 2
-        step = (mu[four] - dmin * h) * (omega[1] if nk > 1 else 0.0)
-        gauss = sinc2[None, :] * np.exp(-0.5 * s2[four, None] * (omega * omega)[None, :])
-        if four.all():
-            np.multiply(gauss, _phase(step, nk), out=base)
-        else:
-            base[four] = gauss * _phase(step, nk)
-    if real.any():
-        mu_r, s2_r = mu[real], s2[real]
-        d0, w = kernel_support(mu_r, s2_r, h, n_sigma)
-        d0 = max(d0, dmin)
-        w = min(w, dmin + width - d0)
-        terms = kernel_terms(mu_r, s2_r, h, d0, w, order=order)
-        arrays = [terms.k, terms.k_mu, terms.k_s, terms.k_mumu, terms.k_mus, terms.k_ss]
-        buf = np.zeros((int(real.sum()), length))
-        for i in range(n_terms):
-            arr = arrays[i]
-            assert arr is not None
-            buf[:, d0 - dmin : d0 - dmin + w] = arr
-            spec = sfft.rfft(buf, axis=-1, workers=_workers(buf.size))
-            if i == 0:
-                base[real] = spec
-            else:
-                real_terms.append(spec)
-    return KernelSpectra(base=base, omega=omega, fourier=four, real_terms=real_terms)
+#: Scale of the positivity of the coarse prediction, relative to the mean template content
+#: per data bin, and in effective MC events (see :meth:`TemplateModel._positive`).
+_POSITIVE_SCALE = 1e-3
+_POSITIVE_EVENTS = 0.5
 
 
 @dataclass(frozen=True)
@@ -392,7 +91,7 @@ class TemplateModel:
         bb_lite: use the Barlow-Beeston-lite likelihood (MC-template statistics profiled
             per data bin, see :meth:`evaluate`) instead of the plain multinomial NLL.
         noise_correction: subtract the expected template-noise term from the multinomial
-            NLL (see :meth:`noise_correction_terms`); the reference weights are set by
+            NLL (see :meth:`noise_terms`); the reference weights are set by
             :meth:`set_noise_reference` (at ``μ = s² = 0`` until then).
         s2_floor: soft floor ``s₀²`` of the kernel variance (see :meth:`effective_s2`):
             the template is read as a density smoothed by ``s₀``, so that the NLL stays
@@ -419,17 +118,27 @@ class TemplateModel:
     _sat: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     _ntot: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     _q: FloatArray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
+    _mu_ref: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
+    _eps: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     _var_smooth: FloatArray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
 
     def __post_init__(self) -> None:
         n = self.data
+        nb = max(n.shape[1], 1)
+        if self.floor.shape != (n.shape[0],):
+            self.floor = np.zeros(n.shape[0])
+        sl = slice(self.j_lo, self.j_lo + nb * self.rebin)
+        sw, sw2 = self.template[:, sl].sum(axis=1), self.variance[:, sl].sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_event = np.where(sw > 0, sw2 / sw, 0.0)  # Σw per effective MC event
+        self._eps = np.maximum(
+            np.maximum(_POSITIVE_EVENTS * per_event, _POSITIVE_SCALE * np.abs(sw) / nb), 1e-300
+        )
         self._ntot = n.sum(axis=1)
         pos = n > 0
         nlogn = np.where(pos, n * np.log(np.where(pos, n, 1.0)), 0.0).sum(axis=1)
         tot = np.where(self._ntot > 0, self._ntot, 1.0)
         self._sat = nlogn - self._ntot * np.log(tot)
-        if self.floor.shape != (n.shape[0],):
-            self.floor = np.zeros(n.shape[0])
 
     @property
     def n_regions(self) -> int:
@@ -500,6 +209,30 @@ class TemplateModel:
         win = out[:, seg.width - 1 : seg.width - 1 + self.n_out]
         win.reshape(r, nb, self.rebin)[...] = coarse[:, :, None]
         return self._rfft(out, seg.length)
+
+    def _positive(self, raw: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Positivity on the coarse prediction: ``(p̃, dp̃/dP, d²p̃/dP²)`` of ``P + floor``.
+
+        Negative MC weights make fine template bins (and, where the MC is sparse, a coarse
+        prediction) negative. Clipping fine bins at 0 biases the template upward exactly
+        where it is sparse; instead the fine template is used as it is and only the coarse
+        prediction is kept positive: ``p̃ = P`` for ``P >= ε``, ``ε·exp(P/ε − 1)`` below (value
+        and slope continuous). ``ε`` is half an effective MC event (``½ Σw²/Σw`` of the
+        region), at least ``10⁻³ ×`` the mean template content per data bin: a prediction
+        below half an MC event is below what the template resolves, and letting it go to 0
+        makes a data pair in an empty template bin dominate the fit (and its MC-statistics
+        error) of a sparse region.
+        """
+        x = raw + self.floor[:, None]
+        e = self._eps[:, None]
+        low = x < e
+        if not low.any():
+            return x, np.ones_like(x), np.zeros_like(x)
+        ex = np.exp(np.minimum(x / e - 1.0, 0.0))
+        p = np.where(low, np.maximum(e * ex, 1e-300), x)
+        d1 = np.where(low, ex, 1.0)
+        d2 = np.where(low, ex / e, 0.0)
+        return p, d1, d2
 
     # ------------------------------------------------------------------ soft floor
     def effective_s2(self, s2: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -588,7 +321,7 @@ class TemplateModel:
         """Multinomial NLL (plus the noise correction with ``correction``) at the kernel
         variance ``s2``; ``fisher``: the Hessian is the outer-product (Fisher) part only."""
         seg, spec, xs, parseval = self._spectra(mu, s2, order)
-        p = self._window_coarse(seg, xs * spec.base) + self.floor[:, None]
+        p, d1, d2 = self._positive(self._window_coarse(seg, xs * spec.base))
         s_tot = p.sum(axis=1)
         n = self.data
         ntot = self._ntot
@@ -597,27 +330,29 @@ class TemplateModel:
         nll = self._sat - np.where(n > 0, n * logp, 0.0).sum(axis=1) + ntot * np.log(s_tot)
         corr: tuple[FloatArray, FloatArray, FloatArray] | None = None
         if correction:
-            corr = self.noise_correction_terms(seg, spec, order)
+            corr = self.noise_terms(s2, order)
             nll = nll + corr[0]
         if order < 1:
             return RegionTerms(nll=nll)
-        gcoarse = -n / p + (ntot / s_tot)[:, None]
-        chat = self._adjoint(seg, gcoarse)[:, : xs.shape[1]] * np.conj(xs)
+        gp = -n / p + (ntot / s_tot)[:, None]  # ∂NLL/∂p̃
+        chat = self._adjoint(seg, gp * d1)[:, : xs.shape[1]] * np.conj(xs)
         if order < 2:
             g_mu, g_s = spec.dots((1, 2), chat, parseval)
             if corr is not None:
-                g_mu, g_s = g_mu + corr[1], g_s + corr[2]
+                g_s = g_s + corr[1]
             return RegionTerms(nll=nll, g_mu=g_mu, g_s=g_s)
         g_mu, g_s, k_mumu, k_mus, k_ss = spec.dots((1, 2, 3, 4, 5), chat, parseval)
-        c_mumu = c_mus = c_ss = np.zeros_like(g_mu)
+        c_ss = np.zeros_like(g_mu)
         if corr is not None:
-            g_mu, g_s = g_mu + corr[1], g_s + corr[2]
-            c_mumu, c_mus, c_ss = self._noise_correction_hessian(mu, s2)
+            g_s = g_s + corr[1]
+            c_ss = corr[2]
         dmu = self._window_coarse(seg, xs * spec.term(1))
         ds = self._window_coarse(seg, xs * spec.term(2))
-        w = n / (p * p)
+        w = n / (p * p) * d1 * d1
+        if not fisher:
+            w = w + gp * d2
         c2 = ntot / (s_tot * s_tot)
-        smu, ss = dmu.sum(axis=1), ds.sum(axis=1)
+        smu, ss = (dmu * d1).sum(axis=1), (ds * d1).sum(axis=1)
 
         def quad(a: FloatArray, b: FloatArray, sa: FloatArray, sb: FloatArray) -> FloatArray:
             out: FloatArray = (a * b * w).sum(axis=1) - c2 * sa * sb
@@ -625,8 +360,8 @@ class TemplateModel:
 
         if fisher:
             k_mumu = k_mus = k_ss = np.zeros_like(g_mu)
-        h_mumu = quad(dmu, dmu, smu, smu) + k_mumu + c_mumu
-        h_mus = quad(dmu, ds, smu, ss) + k_mus + c_mus
+        h_mumu = quad(dmu, dmu, smu, smu) + k_mumu
+        h_mus = quad(dmu, ds, smu, ss) + k_mus
         h_ss = quad(ds, ds, ss, ss) + k_ss + c_ss
         return RegionTerms(nll=nll, g_mu=g_mu, g_s=g_s, h_mumu=h_mumu, h_mus=h_mus, h_ss=h_ss)
 
@@ -640,7 +375,7 @@ class TemplateModel:
         s2, d1, _ = self.effective_s2(s2)
         seg, spec, xs, _ = self._spectra(mu, s2, 1)
         nk = xs.shape[1]
-        p = self._window_coarse(seg, xs * spec.base) + self.floor[:, None]
+        p = self._positive(self._window_coarse(seg, xs * spec.base))[0]
         s_tot = p.sum(axis=1)
         n = self.data
         ntot = self._ntot
@@ -791,7 +526,7 @@ class TemplateModel:
         if order >= 2:
             return self._bb_hessian(mu, s2)
         seg, spec, xs, parseval = self._spectra(mu, s2, order)
-        p_abs = self._window_coarse(seg, xs * spec.base) + self.floor[:, None]
+        p_abs = self._positive(self._window_coarse(seg, xs * spec.base))[0]
         v, kc, boxhat, varhat, first, wk = self._bb_parts(seg, spec)
         p, tau2, lam, beta, rr = self._bb_solve(p_abs, v)
         n = self.data
@@ -814,8 +549,13 @@ class TemplateModel:
         return RegionTerms(nll=nll, g_mu=g_mu + e_mu, g_s=g_s + e_s)
 
     def _v_gradient(
-        self, seg: _Segment, spec: KernelSpectra, parts: tuple[Any, ...], g_v: FloatArray
-    ) -> tuple[FloatArray, FloatArray]:
+        self,
+        seg: _Segment,
+        spec: KernelSpectra,
+        parts: tuple[Any, ...],
+        g_v: FloatArray,
+        terms: tuple[int, ...] = (1, 2),
+    ) -> tuple[FloatArray, ...]:
         """``Σ_b g_V,b ∂V_b/∂(μ, s²)`` per region for ``V`` from :meth:`_bb_parts`.
 
         ``Σ_b g_V,b ∂V_b = Σ_d 2 C'(d) ∂C'(d) c(d)`` with ``c(d) = Σ_b g_V,b Σw²(n_b − d)``.
@@ -828,81 +568,79 @@ class TemplateModel:
         weight = 2.0 * kc * corr
         nk = spec.omega.size
         extra = []
-        for i in (1, 2):
+        for i in terms:
             dkc = self._irfft(spec.term(i) * boxhat[None, :nk], seg.length)[:, :wk]
             extra.append((weight * dkc).sum(axis=1))
-        return extra[0], extra[1]
+        return tuple(extra)
 
     # ------------------------------------------------------------------ noise correction
     def set_noise_reference(self, mu: FloatArray, s2: FloatArray) -> None:
-        """Fix the weights ``q_b = N / (ΣP̃ · P̃_b)`` of the noise correction at ``(μ, s²)``.
+        """Fix the reference shift ``μ_ref`` and the weights ``q_b`` of the noise correction.
 
-        ``P̃`` is the prediction from the template smoothed by one more coarse bin
-        (``s² + (rebin·h)²``): a smooth stand-in for the expected data ``n_b/P_b² ≈ N/(ΣP P_b)``
-        that carries neither the data's nor the template's bin-to-bin noise.
+        ``q_b = N / (ΣP̃ · P̃_b) / (1 + τ̃_b²)``: ``N/(ΣP̃ P̃_b)`` is a smooth stand-in for the
+        expected ``n_b/P_b²`` (``P̃`` is the prediction from the template smoothed by one
+        more coarse bin, ``s² + (rebin·h)²``, so it carries neither the data's nor the
+        template's bin-to-bin noise); ``τ̃_b² = Ṽ_b/P̃_b²`` is the relative template noise of
+        the bin. The second-order expansion behind the correction holds for ``τ² << 1``; the
+        factor ``1/(1 + τ̃²)`` (the slope of ``½ log(1 + τ²)``, the exact term for log-normal
+        noise) phases it out where the template is too sparse for it.
         """
         mu = np.asarray(mu, dtype=np.float64)
         s2 = self._floored(s2) + (self.rebin * self.h) ** 2
         seg, spec, xs, _ = self._spectra(mu, s2, 0)
         p = np.maximum(self._window_coarse(seg, xs * spec.base), 0.0) + self.floor[:, None]
+        v = self._bb_parts(seg, spec, smooth=True)[0]
         tot = p.sum(axis=1, keepdims=True)
         with np.errstate(divide="ignore", invalid="ignore"):
-            q = np.where(p > 0, self._ntot[:, None] / (tot * p), 0.0)
+            q = np.where(p > 0, self._ntot[:, None] / (tot * p) / (1.0 + v / (p * p)), 0.0)
         self._q = np.where(np.isfinite(q), q, 0.0)
-
-    def _noise_correction_hessian(
-        self, mu: FloatArray, s2: FloatArray
-    ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """``(μ, s²)`` Hessian of the noise correction per region: central differences of
-        its exact gradient (the correction is smooth: it is built from the smoothed Σw²)."""
-        mu = np.asarray(mu, dtype=np.float64)
-        s2 = np.asarray(s2, dtype=np.float64)
-
-        def grad(m: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray]:
-            seg, spec, _, _ = self._spectra(m, v, 1)
-            _, g_mu, g_s = self.noise_correction_terms(seg, spec, 1)
-            return g_mu, g_s
-
-        d_mu = 1e-3 * self.h
-        d_s = np.full_like(s2, 1e-3 * self.h * self.h)
-        s_lo = np.maximum(s2 - d_s, 0.0)
-        s_hi = s_lo + 2.0 * d_s
-        up_m, dn_m = grad(mu + d_mu, s2), grad(mu - d_mu, s2)
-        up_s, dn_s = grad(mu, s_hi), grad(mu, s_lo)
-        h_mumu = (up_m[0] - dn_m[0]) / (2.0 * d_mu)
-        h_mus = 0.5 * ((up_m[1] - dn_m[1]) / (2.0 * d_mu) + (up_s[0] - dn_s[0]) / (2.0 * d_s))
-        h_ss = (up_s[1] - dn_s[1]) / (2.0 * d_s)
-        return h_mumu, h_mus, h_ss
+        self._mu_ref = mu.copy()
 
     def copy_noise_reference(self, other: TemplateModel) -> None:
-        """Use the noise-correction weights of ``other`` (same regions and bins)."""
+        """Use the noise-correction reference of ``other`` (same regions and bins)."""
         self._q = other._q.copy()
+        self._mu_ref = other._mu_ref.copy()
 
-    def noise_correction_terms(
-        self, seg: _Segment, spec: KernelSpectra, order: int
-    ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """Template-noise correction of the multinomial NLL and its ``(μ, s²)`` gradient.
+    def noise_terms(self, s2: FloatArray, order: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Template-noise correction ``C_r(s²)`` of the multinomial NLL, with its first and
+        (``order >= 2``) second derivative in the kernel variance ``s²``, per region.
 
         A template with noise ``ε_b`` (variance ``V_b``) in its coarse prediction raises the
         expected NLL by ``E[−n_b log(P_b + ε_b)] + n_b log P_b ≈ n_b V_b / (2P_b²)``. ``V_b``
         falls as the kernel widens (smearing averages the noise), so the plain NLL rewards
         smearing for the noise alone and fitted smearings come out high when the MC is
-        sparse. The correction ``−½ Σ_b q_b V_b(μ, s²)`` removes that term to second order,
-        with ``V_b = Σ_k C_bk² Var(t_k)`` from :meth:`smoothed_variance` and the fixed weights
-        ``q_b ≈ n_b/P_b²`` of :meth:`set_noise_reference`. Returns the per-region value and
-        (for ``order >= 1``) gradient; its Hessian is not included (errors come from the
-        data-only Hessian).
+        sparse. The correction ``C = −½ Σ_b q_b V_b(μ_ref, s²)`` removes that term to second
+        order, with ``V_b = Σ_k C_bk² Var(t_k)`` from :meth:`smoothed_variance` and the fixed
+        weights and reference shift of :meth:`set_noise_reference`.
+
+        It depends on ``s²`` only: its purpose is the smearing, and a shift-dependent
+        correction with fixed weights runs away (moving the template peak's variance under
+        tail bins of large ``q`` lowers it without bound). As a function of ``s²`` it is
+        bounded, ``−½ Σ q V(0) <= C <= 0``, so it cannot drive a fit to a range bound. The
+        second derivative is a central difference of the exact first derivative.
         """
         if self._q.shape != self.data.shape:
             zero = np.zeros(self.n_regions)
             self.set_noise_reference(zero, zero)
+        s2 = np.asarray(s2, dtype=np.float64)
+        value, g_s = self._noise_value_grad(s2, order)
+        if order < 2:
+            return value, g_s, np.zeros_like(value)
+        d_s = np.full_like(s2, 1e-3 * self.h * self.h)
+        s_lo = np.maximum(s2 - d_s, 0.0)
+        up = self._noise_value_grad(s_lo + 2.0 * d_s, 1)[1]
+        dn = self._noise_value_grad(s_lo, 1)[1]
+        return value, g_s, (up - dn) / (2.0 * d_s)
+
+    def _noise_value_grad(self, s2: FloatArray, order: int) -> tuple[FloatArray, FloatArray]:
+        mu = self._mu_ref
+        seg, spec, _, _ = self._spectra(mu, s2, min(order, 1))
         parts = self._bb_parts(seg, spec, smooth=True)
-        v = parts[0]
-        value = -0.5 * (self._q * v).sum(axis=1)
+        value = -0.5 * (self._q * parts[0]).sum(axis=1)
         if order < 1:
-            return value, np.zeros_like(value), np.zeros_like(value)
-        e_mu, e_s = self._v_gradient(seg, spec, parts[1:], -0.5 * self._q)
-        return value, e_mu, e_s
+            return value, np.zeros_like(value)
+        g_s = self._v_gradient(seg, spec, parts[1:], -0.5 * self._q, terms=(2,))[0]
+        return value, g_s
 
     def _bb_hessian(self, mu: FloatArray, s2: FloatArray) -> RegionTerms:
         """Value, gradient and finite-difference ``(μ, s²)`` Hessian of the BB-lite NLL."""

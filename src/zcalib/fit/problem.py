@@ -281,14 +281,23 @@ class FitProblem:
         return out
 
     def region_nll(self, mu: FloatArray, s2: FloatArray) -> FloatArray:
-        """NLL per used region at given ``(μ, s²)`` (for scans)."""
-        return self.model.evaluate(mu, s2, order=0).nll
+        """Plain multinomial NLL per used region at given ``(μ, s²)`` (for the start scans:
+        the template-noise correction, which needs a reference point, is left out)."""
+        return self.model.evaluate(mu, s2, order=0, data_only=True).nll
 
-    def with_template(self, template: FloatArray, variance: FloatArray | None = None) -> FitProblem:
-        """The same problem with another MC template for the used regions (bootstrap, toys)."""
+    def with_template(
+        self,
+        template: FloatArray,
+        variance: FloatArray | None = None,
+        *,
+        noise_correction: bool | None = None,
+    ) -> FitProblem:
+        """The same problem with another MC template for the used regions (bootstrap, toys);
+        ``noise_correction=False`` leaves the template-noise correction out."""
         m = self.model
+        corrected = m.noise_correction if noise_correction is None else noise_correction
         model = TemplateModel(
-            template=np.maximum(template, 0.0),
+            template=template,
             variance=m.variance if variance is None else variance,
             data=m.data,
             h=m.h,
@@ -297,10 +306,10 @@ class FitProblem:
             n_sigma=m.n_sigma,
             floor=m.floor,
             bb_lite=m.bb_lite,
-            noise_correction=m.noise_correction,
+            noise_correction=corrected,
             s2_floor=m.s2_floor,
         )
-        if m.noise_correction:
+        if corrected:
             model.copy_noise_reference(m)
         return dataclasses.replace(self, model=model)
 
@@ -522,13 +531,13 @@ def build_problem(
     )
 
     template = w_all[idx]
-    negative = template < 0
+    negative = template[:, j_lo:j_hi] < 0
     if negative.any():
-        log.warning(
-            "%d MC template bins with negative Σw (net negative weights) set to 0",
+        # kept as they are: positivity is imposed on the coarse prediction (model._positive)
+        log.info(
+            "%d MC template bins inside the window have negative Σw (negative weights)",
             int(negative.sum()),
         )
-        template = np.where(negative, 0.0, template)
     data_coarse = coarse_sum(d_all[idx, j_lo:j_hi], rebin)
     floor = _FLOOR * template[:, j_lo:j_hi].sum(axis=1) / n_coarse
     floor = np.where(floor > 0, floor, _FLOOR)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from zcalib.exceptions import FitError
+from zcalib.exceptions import FitFailed
 from zcalib.fit.config import FitConfig
 
 __all__ = ["CategoryFit", "FitResult", "FitStatus", "RegionInfo"]
@@ -196,17 +196,14 @@ class FitResult:
         return np.array([c.value for c in self.smears])
 
     def raise_if_failed(self) -> FitResult:
-        """Return ``self`` if converged, else raise :class:`FitError` with the message.
+        """Return ``self`` if converged, else raise :class:`FitFailed` with the reasons.
 
         Example:
             >>> # result = fit_histograms(hset).raise_if_failed()
         """
         if self.status != "converged":
-            msg = (
-                f"fit did not converge: {self.message} (n_eval={self.n_eval}, "
-                f"edm={self.edm:.3g}, |grad|={self.grad_norm:.3g})"
-            )
-            raise FitError(msg)
+            msg = f"fit {self.message}"
+            raise FitFailed(msg)
         return self
 
     def to_dict(self) -> dict[str, Any]:
