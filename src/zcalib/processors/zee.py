@@ -20,6 +20,7 @@ not counted in the cutflow).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
