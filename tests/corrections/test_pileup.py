@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -69,7 +70,26 @@ def test_demo_is_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = module.main([str(tmp_path / "pu.json")])
-    assert out.read_bytes() == DEMO.read_bytes()
+    # the same payload up to the last printed digit (numpy versions round the 15th digit of
+    # a few weights differently); any real change of binning, keys or weights fails
+    _assert_same_json(json.loads(out.read_text()), json.loads(DEMO.read_text()))
+
+
+def _assert_same_json(got: object, want: object, where: str = "$") -> None:
+    if isinstance(want, dict):
+        assert isinstance(got, dict), where
+        assert sorted(got) == sorted(want), where
+        for key in want:
+            _assert_same_json(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list), where
+        assert len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _assert_same_json(g, w, f"{where}[{i}]")
+    elif isinstance(want, float) and not isinstance(want, bool):
+        assert got == pytest.approx(want, rel=1e-13, abs=1e-300), where
+    else:
+        assert got == want, where
 
 
 def test_hist_profiles_and_zero_mc_bins() -> None:
