@@ -446,7 +446,7 @@ class Fit:
     def _repr_html_(self) -> str:
         r = self.result
         head = (
-            f"fit {r.status}: {r.message}; {r.n_eval} evaluations, {r.wall_time:.2f} s; "
+            f"fit {r.message}; {r.n_eval} evaluations, {r.wall_time:.2f} s; "
             f"window {r.window[0]:g}-{r.window[1]:g} GeV; {len(r.regions_used)} regions used, "
             f"{len(r.regions_dropped)} dropped; variations data={self.data_variation}, "
             f"MC={self.mc_variation}"

@@ -139,6 +139,9 @@ def write_outputs(
     names = names or EgmNames()
     record = fit_record(result, scheme, step=step, hset=hset, extra=extra, syst=syst)
     if not result.converged and not write_failed:
+        # the folder must not keep a payload of an earlier run next to this failed record
+        for stale in ("corrections.json", f"{step}_scales.dat", f"{step}_smearings.dat"):
+            (out / stale).unlink(missing_ok=True)
         path = atomic_write_text(out / "fit_result.json", json.dumps(record, indent=2))
         return {"fit_result": path}
     scales = result.scale_values()

@@ -109,4 +109,11 @@ def test_cli_failed_fit_exit_3_without_payload(
     assert rc == 3
     payload = json.loads((out2 / "corrections.json").read_text())
     assert payload["description"].startswith("FAILED FIT, do not use")
-    assert all("FAILED FIT" in c["description"] for c in payload["corrections"])
+    # every fitted correction is marked; the random-number definition is no fit result
+    fitted = [c for c in payload["corrections"] if c["name"] != "EGMRandomGenerator"]
+    assert len(fitted) == 3
+    assert all("FAILED FIT" in c["description"] for c in fitted)
+    # a failed refit into that folder removes the earlier run's payload: never a mixed folder
+    rc = _fit_cli(out2, hists)
+    assert rc == 3
+    assert sorted(p.name for p in out2.iterdir()) == ["fit_result.json"]
