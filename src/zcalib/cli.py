@@ -972,7 +972,8 @@ def _add_validation_parsers(sub: Any) -> None:
     st.add_argument(
         "--histograms",
         type=Path,
-        help="histograms (.npz) already filled with the corrections applied",
+        help="histograms (.npz) already filled with the --corrections applied (checked "
+        "against their recorded provenance)",
     )
     st.add_argument("--categories", type=Path, help="categories TSV or YAML (with inputs)")
     st.add_argument(
@@ -1132,9 +1133,11 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         mc_variation=args.variation,
     )
     steps: tuple[Any, ...] = ()
-    if args.corrections is not None and args.histograms is None:
+    if args.corrections is not None:
         steps = tuple(load_correction_steps(args.corrections))
-    hset = _histograms_or_inputs(args, steps)
+    hset = _histograms_or_inputs(args, () if args.histograms is not None else steps)
+    if args.histograms is not None and args.corrections is not None:
+        _check_filled_with(hset, args.histograms, args.corrections, steps)
     name = "stats" if args.variation == "nominal" else f"stats_{args.variation}"
     res = run_stats(
         hset,
@@ -1147,6 +1150,37 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     _print_stats(res)
     _echo(f"wrote {res.outputs['stats']}")
     return EXIT_OK
+
+
+def _check_filled_with(
+    hset: Any, histograms: Path, corrections: Path, steps: Sequence[Any]
+) -> None:
+    """Refuse ``stats --histograms H --corrections C`` unless H was filled with C applied.
+
+    Histograms cannot be corrected after the fill (the corrections act per lepton), so the
+    provenance recorded at fill (``metadata["corrections"]``) must name the same corrections,
+    in order, and the same file when its recorded path still exists.
+    """
+    from zcalib.exceptions import InvalidConfig
+
+    recorded = list(hset.metadata.get("corrections", []))
+    names = [(c.get("name"), c.get("kind")) for c in recorded]
+    wanted = [(s.name, s.kind) for s in steps]
+    sources = [Path(str(c.get("source", ""))) for c in recorded]
+    other_file = any(src.is_file() and not src.samefile(corrections) for src in sources if str(src))
+    if names == wanted and not other_file:
+        return
+    done = (
+        "without corrections"
+        if not recorded
+        else "with " + ", ".join(f"{n} ({k})" for n, k in names) + f" from {sources[0]}"
+    )
+    msg = (
+        f"{histograms}: filled {done}, not with the corrections of {corrections}; "
+        "stats compares histograms filled with them applied: give the inputs "
+        "(--data/--mc/--datasets with --categories) instead of --histograms"
+    )
+    raise InvalidConfig(msg)
 
 
 def _print_lineshape(res: Any) -> None:
