@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -218,3 +219,71 @@ def test_no_progress_hides_coffea_bars(tmp_path, capsys):
     rc, shown, _ = _run(argv, capsys)
     assert rc == 0
     assert "Processing" in shown
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"zcalib {version('zcalib')}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose", "quiet"),
+    [
+        (["generate", "--out", "x"], 0, False),
+        (["-v", "generate", "--out", "x"], 1, False),
+        (["generate", "--out", "x", "-v"], 1, False),
+        (["generate", "-vv", "--out", "x"], 2, False),
+        (["-v", "generate", "--out", "x", "--seed", "3"], 1, False),
+        (["generate", "--out", "x", "--quiet"], 0, True),
+        (["-q", "generate", "--out", "x"], 0, True),
+    ],
+)
+def test_verbosity_before_or_after_the_subcommand(argv, verbose, quiet):
+    from zcalib.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.verbose, args.quiet, args.debug) == (verbose, quiet, False)
+
+
+def test_quiet_silences_messages_and_conflicts_with_verbose(tmp_path, capsys):
+    argv = ["generate", "--n-data", "300", "--n-mc", "300", "--seed", "2"]
+    rc, out, err = _run([*argv, "--out", str(tmp_path / "loud")], capsys)
+    assert rc == 0
+    assert out.startswith("INFO     generated 300 data")
+    assert re.search(r"^wrote\s", out, re.MULTILINE)
+    rc, out, err = _run([*argv, "--out", str(tmp_path / "quiet"), "--quiet"], capsys)
+    assert rc == 0
+    assert (out, err) == ("", "")
+    assert (tmp_path / "quiet" / "data.root").is_file()
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--out", str(tmp_path / "both"), "-v", "-q"])
+    assert exc.value.code == 1
+    assert "give -v/--verbose or -q/--quiet, not both" in capsys.readouterr().err
+    assert not (tmp_path / "both").exists()
+
+
+def test_help_shows_defaults(capsys):
+    def help_of(*sub):
+        with pytest.raises(SystemExit):
+            main([*sub, "--help"])
+        return re.sub(r"\s+", " ", capsys.readouterr().out)
+
+    gen = help_of("generate")
+    assert "random seed (default: 1)" in gen
+    assert "data events (pairs) (default: 400000)" in gen
+    assert "ntuple format (default: ecalelf)" in gen
+    assert "(default: None)" not in gen
+    assert "(default: False)" not in gen
+    fit = help_of("fit")
+    assert "data bin width [GeV] (default: 0.5)" in fit
+    assert "step name used in output names (default: step)" in fit
+    # defaults already stated by hand are not repeated
+    assert "(default 80 100)" in fit
+    assert "(default: 80.0 80.0)" not in fit
+    assert "(default: (80.0, 100.0))" not in fit
+    assert "(default 80 100) (default" not in fit
+    assert "-q, --quiet" in fit
