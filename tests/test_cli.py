@@ -287,3 +287,56 @@ def test_help_shows_defaults(capsys):
     assert "(default: (80.0, 100.0))" not in fit
     assert "(default 80 100) (default" not in fit
     assert "-q, --quiet" in fit
+
+
+@pytest.mark.parametrize("command", ["fit", "systematics"])
+@pytest.mark.parametrize("step", ["../../x", "a/b", ".hidden", "", "x y"])
+def test_step_name_escaping_out_is_refused_before_any_work(tmp_path, capsys, step, command):
+    out = tmp_path / "out"
+    argv = [command, "--data", "missing.root", "--categories", CATS, "--out", str(out)]
+    rc, _, err = _run([*argv, "--step", step, "--no-progress"], capsys)
+    assert rc == 1
+    assert err == (
+        f"zcalib: error: --step {step!r}: not a plain name (it is used in file names inside "
+        "the output folder); allowed: letters, digits and _ . + - , starting with a letter "
+        "or digit\n"
+    )
+    assert not out.exists()
+    assert not (tmp_path / "x_scales.dat").exists()
+
+
+def test_write_outputs_refuses_an_escaping_step_name(tmp_path):
+    from zcalib.derive import check_step_name
+    from zcalib.exceptions import InvalidConfig
+
+    assert check_step_name("step2_fine-v1.0") == "step2_fine-v1.0"
+    with pytest.raises(InvalidConfig, match=r"^step '\.\./x': not a plain name"):
+        check_step_name("../x")
+
+
+def test_generated_folders_are_gitignored():
+    from tests.conftest import ROOT
+
+    paths = [
+        "demo_data/data.root",
+        "output/demo/corrections.json",
+        "notebooks/quickstart_output/histograms.npz",
+        "notebooks/casa_output/fit_result.json",
+        "demo_data/data.tmp.root",
+    ]
+    proc = subprocess.run(
+        ["git", "-C", str(ROOT), "check-ignore", "--no-index", *paths],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.stdout.split() == paths
+    kept = ["notebooks/quickstart.ipynb", "configs/cats_eta_r9.tsv"]
+    proc = subprocess.run(
+        ["git", "-C", str(ROOT), "check-ignore", "--no-index", *kept],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""

@@ -763,9 +763,10 @@ def fit_config(args: argparse.Namespace, scheme: Any) -> Any:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from zcalib.categories import load_categories
     from zcalib.corrections.egm import EgmNames, check_era
+    from zcalib.derive import check_step_name, write_outputs
 
     names = EgmNames(check_era(args.era, "--era"))  # before any work
-    from zcalib.derive import write_outputs
+    check_step_name(args.step, "--step")
     from zcalib.exceptions import InvalidConfig
     from zcalib.fit import fit_histograms
     from zcalib.histograms import load_histograms, save_histograms
@@ -1148,6 +1149,7 @@ def _cmd_lineshape(args: argparse.Namespace) -> int:
 
 def _cmd_systematics(args: argparse.Namespace) -> int:
     from zcalib.categories import load_categories
+    from zcalib.derive import check_step_name
     from zcalib.histograms import load_histograms
     from zcalib.runner import build_histograms
     from zcalib.validation.systematics import (
@@ -1156,6 +1158,7 @@ def _cmd_systematics(args: argparse.Namespace) -> int:
         run_systematics,
     )
 
+    check_step_name(args.step, "--step")  # before any work
     scheme = load_categories(args.categories)
     config = load_systematics_config(args.config) if args.config else SystematicsConfig()
     fcfg = fit_config(args, scheme)

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import platform
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ __all__ = [
     "DEMO_N_MC",
     "DemoResult",
     "StepSyst",
+    "check_step_name",
     "comparison_rows",
     "run_demo",
     "versions",
@@ -93,6 +95,25 @@ def _bins(cat: Category) -> dict[str, Any]:
     return out
 
 
+#: A step name: it becomes part of file names inside the output folder and of correction names.
+_STEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def check_step_name(step: str, field: str = "step") -> str:
+    """Return ``step`` if it is a plain name; else raise :class:`InvalidConfig`.
+
+    Step names go into file names under the output folder (``<step>_scales.dat``), so one
+    such as ``../../x`` would write outside it.
+    """
+    if not _STEP_NAME.fullmatch(step):
+        msg = (
+            f"{field} {step!r}: not a plain name (it is used in file names inside the output "
+            "folder); allowed: letters, digits and _ . + - , starting with a letter or digit"
+        )
+        raise InvalidConfig(msg)
+    return step
+
+
 def write_outputs(
     result: FitResult,
     scheme: CategoryScheme,
@@ -135,6 +156,7 @@ def write_outputs(
     """
     from zcalib.corrections import validate_file, write_legacy
 
+    check_step_name(step)
     out = Path(out_dir)
     names = names or EgmNames()
     record = fit_record(result, scheme, step=step, hset=hset, extra=extra, syst=syst)
