@@ -255,6 +255,7 @@ def test_quiet_silences_messages_and_conflicts_with_verbose(tmp_path, capsys):
     assert rc == 0
     assert out.startswith("INFO     generated 300 data")
     assert re.search(r"^wrote\s", out, re.MULTILINE)
+    assert len(re.findall(r"\bwrote\s", out)) == 1  # once, not also as a log record
     rc, out, err = _run([*argv, "--out", str(tmp_path / "quiet"), "--quiet"], capsys)
     assert rc == 0
     assert (out, err) == ("", "")

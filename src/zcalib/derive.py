@@ -34,7 +34,7 @@ from zcalib._atomic import atomic_write_text
 from zcalib.categories import Category, CategoryScheme
 from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import InvalidConfig
-from zcalib.fit import FitConfig, FitResult, fit_histograms
+from zcalib.fit import FitConfig, FitResult
 from zcalib.histograms import HistogramSet
 
 __all__ = [
@@ -406,6 +406,7 @@ def run_demo(
     from zcalib.generate import default_categories, generate
     from zcalib.histograms import save_histograms
     from zcalib.runner import RunOptions, build_histograms, load_weight
+    from zcalib.validation.scans import fit_for_scans
 
     out = Path(out_dir)
     data_dir = out / "data"
@@ -439,7 +440,8 @@ def run_demo(
     timings["histograms_s"] = time.perf_counter() - t1
     save_histograms(hset, out / "histograms.npz")
     t2 = time.perf_counter()
-    result = fit_histograms(hset, config or FitConfig(), scheme=scheme)
+    # as fit_histograms, keeping the problem: the NLL scans reuse this fit (one fit, one log)
+    result, problem, _ = fit_for_scans(hset, config or FitConfig(), scheme=scheme)
     timings["fit_s"] = time.perf_counter() - t2
     rows = comparison_rows(result, truth)
     outputs = write_outputs(
@@ -453,7 +455,9 @@ def run_demo(
     if not result.converged:
         result.raise_if_failed()  # fit_result.json is written; no payload, no validation
     t3 = time.perf_counter()
-    outputs.update(_demo_validation(hset, scheme, out, outputs["corrections"], config))
+    outputs.update(
+        _demo_validation(hset, scheme, out, outputs["corrections"], config, (result, problem))
+    )
     timings["validation_s"] = time.perf_counter() - t3
     return DemoResult(result=result, truth=truth, outputs=outputs, timings=timings)
 
@@ -464,6 +468,7 @@ def _demo_validation(
     out: Path,
     corrections: Path,
     config: FitConfig | None,
+    fitted: tuple[FitResult, Any],
 ) -> dict[str, Path]:
     """Data/MC plots (standard plot categories), NLL scans and the HTML report of the demo."""
     from zcalib.corrections.steps import load_correction_steps
@@ -473,7 +478,7 @@ def _demo_validation(
     run_validation(
         plots, out / "validation", histograms=hset, corrections=load_correction_steps(corrections)
     )
-    run_scans(hset, out / "scans", config=config, scheme=scheme)
+    run_scans(hset, out / "scans", config=config, scheme=scheme, fitted=fitted)
     return {"report": write_report(out, title="zcalib demo derivation")}
 
 
