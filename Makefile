@@ -48,7 +48,8 @@ xrootd-server:
 	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xrootd-server >/dev/null) || \
 	  echo "make xrootd-server: xrootd-server could not be installed; the XRootD test cannot run"
 
-# The CI command (.ci/run calls this): the whole suite, slow physics tests included.
+# The README's test command: the whole suite, slow physics tests included (.ci/run runs
+# `make lint typecheck` first, then this).
 test: $(STAMP) browser slurm xrootd-server
 	$(BIN)/python -m pytest -q
 

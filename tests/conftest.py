@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +37,14 @@ def scheme():
 
 
 def shared_file(name: str) -> Path:
+    """A real CMS open-data file from ``../shared/data``: skips locally when it is absent, fails
+    in CI (CI=true), where a silent skip would hide the real-data tests."""
     p = SHARED_DATA / name
     if not p.is_file():
-        pytest.skip(f"real CMS open-data file {p} is not available (../shared/data absent)")
+        msg = f"real CMS open-data file {p} is not available (../shared/data absent)"
+        if IN_CI:
+            pytest.fail(msg + "; CI must provide it")
+        pytest.skip(msg)
     return p
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -218,3 +219,124 @@ def test_no_progress_hides_coffea_bars(tmp_path, capsys):
     rc, shown, _ = _run(argv, capsys)
     assert rc == 0
     assert "Processing" in shown
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"zcalib {version('zcalib')}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose", "quiet"),
+    [
+        (["generate", "--out", "x"], 0, False),
+        (["-v", "generate", "--out", "x"], 1, False),
+        (["generate", "--out", "x", "-v"], 1, False),
+        (["generate", "-vv", "--out", "x"], 2, False),
+        (["-v", "generate", "--out", "x", "--seed", "3"], 1, False),
+        (["generate", "--out", "x", "--quiet"], 0, True),
+        (["-q", "generate", "--out", "x"], 0, True),
+    ],
+)
+def test_verbosity_before_or_after_the_subcommand(argv, verbose, quiet):
+    from zcalib.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.verbose, args.quiet, args.debug) == (verbose, quiet, False)
+
+
+def test_quiet_silences_messages_and_conflicts_with_verbose(tmp_path, capsys):
+    argv = ["generate", "--n-data", "300", "--n-mc", "300", "--seed", "2"]
+    rc, out, err = _run([*argv, "--out", str(tmp_path / "loud")], capsys)
+    assert rc == 0
+    assert out.startswith("INFO     generated 300 data")
+    assert re.search(r"^wrote\s", out, re.MULTILINE)
+    assert len(re.findall(r"\bwrote\s", out)) == 1  # once, not also as a log record
+    rc, out, err = _run([*argv, "--out", str(tmp_path / "quiet"), "--quiet"], capsys)
+    assert rc == 0
+    assert (out, err) == ("", "")
+    assert (tmp_path / "quiet" / "data.root").is_file()
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--out", str(tmp_path / "both"), "-v", "-q"])
+    assert exc.value.code == 1
+    assert "give -v/--verbose or -q/--quiet, not both" in capsys.readouterr().err
+    assert not (tmp_path / "both").exists()
+
+
+def test_help_shows_defaults(capsys):
+    def help_of(*sub):
+        with pytest.raises(SystemExit):
+            main([*sub, "--help"])
+        return re.sub(r"\s+", " ", capsys.readouterr().out)
+
+    shown = {
+        "generate": (
+            "random seed (default: 1)",
+            "data events (pairs) (default: 400000)",
+            "ntuple format (default: ecalelf)",
+        ),
+        "fit": (
+            "data bin width [GeV] (default: 0.5)",
+            "step name used in output names (default: step)",
+            "(default 80 100)",  # stated by hand, not repeated
+            "-q, --quiet",
+        ),
+    }
+    for command, texts in shown.items():
+        text = help_of(command)
+        assert [t for t in texts if t not in text] == []
+        # no empty defaults, and none repeated after a hand-written one
+        for bad in ("(default: None)", "(default: False)", "(default 80 100) (default"):
+            assert bad not in text
+
+
+@pytest.mark.parametrize("command", ["fit", "systematics"])
+@pytest.mark.parametrize("step", ["../../x", "a/b", ".hidden", "", "x y"])
+def test_step_name_escaping_out_is_refused_before_any_work(tmp_path, capsys, step, command):
+    out = tmp_path / "out"
+    argv = [command, "--data", "missing.root", "--categories", CATS, "--out", str(out)]
+    rc, _, err = _run([*argv, "--step", step, "--no-progress"], capsys)
+    assert rc == 1
+    assert err == (
+        f"zcalib: error: --step {step!r}: not a plain name (it is used in file names inside "
+        "the output folder); allowed: letters, digits and _ . + - , starting with a letter "
+        "or digit\n"
+    )
+    assert not out.exists()
+    assert not (tmp_path / "x_scales.dat").exists()
+
+
+def test_write_outputs_refuses_an_escaping_step_name(tmp_path):
+    from zcalib.derive import check_step_name
+    from zcalib.exceptions import InvalidConfig
+
+    assert check_step_name("step2_fine-v1.0") == "step2_fine-v1.0"
+    with pytest.raises(InvalidConfig, match=r"^step '\.\./x': not a plain name"):
+        check_step_name("../x")
+
+
+def test_generated_folders_are_gitignored():
+    from tests.conftest import ROOT
+
+    def ignored(*paths):
+        proc = subprocess.run(
+            ["git", "-C", str(ROOT), "check-ignore", "--no-index", *paths],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return proc.stdout.split()
+
+    generated = [
+        "demo_data/data.root",
+        "output/demo/corrections.json",
+        "notebooks/quickstart_output/histograms.npz",
+        "notebooks/casa_output/fit_result.json",
+        "demo_data/data.tmp.root",
+    ]
+    assert ignored(*generated) == generated
+    assert ignored("notebooks/quickstart.ipynb", "configs/cats_eta_r9.tsv") == []

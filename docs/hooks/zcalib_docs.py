@@ -391,11 +391,12 @@ PYMIN_ROWS: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "pymin -s step_scales.dat",
-        "validate",
-        "--corrections",
+        "pipeline",
+        "",
         (
-            "prior corrections are correctionlib files; in Python "
-            "`CalibrationConfig(corrections=...)` applies them while filling"
+            "prior corrections are correctionlib files: a pipeline step applies those of the "
+            "steps it `needs:` while filling; `run-divide`, `time-stability`, `validate` and "
+            "`stats` take `--corrections`; in Python `CalibrationConfig(corrections=...)`"
         ),
     ),
     (
@@ -406,9 +407,12 @@ PYMIN_ROWS: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "pymin --smearings FILE --closure",
-        "fit",
+        "pipeline",
         "",
-        "a closure step: apply the derived corrections while filling, fit again",
+        (
+            "a fit step with `closure: true` (applies its own corrections while filling and "
+            "fits again) or a `type: closure` step"
+        ),
     ),
     (
         "pymin --condor --queue Q",
@@ -453,9 +457,9 @@ PYMIN_ROWS: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "pymin --combine-files",
-        "fit",
-        "",
-        "`zcalib.corrections.combine` merges an only-step file into a scales file",
+        "combine",
+        "--scales --only-step --out",
+        "multiplies a step's only-step file into a base scales file (`--error` as pymin)",
     ),
     ("pymin --plot --plot-dir", "scan", "--out", "NLL scans per category, as PNG and JSON"),
     (
@@ -484,7 +488,12 @@ PYMIN_ROWS: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("pyval --binning N", "validate", "--binning", "number of bins of the plots"),
     ("pyval --write DIR", "skim", "--out", "write the selected events"),
-    ("pyval --log LEVEL", "fit", "-v", "`-v` (INFO) or `-vv` (DEBUG) on every command"),
+    (
+        "pyval --log LEVEL",
+        "fit",
+        "-v -q",
+        "`-v` (INFO), `-vv` (DEBUG) or `-q` (warnings only), before or after any subcommand",
+    ),
     (
         "pyval --systematics-study",
         "systematics",
@@ -504,14 +513,13 @@ def _options(parser: Any) -> set[str]:
 def pymin_markdown() -> str:
     """The "coming from pymin" table, each zcalib command checked against the CLI."""
     subs = subcommands()
-    top = _options(_parser())
     out = ["| pymin / pyval | zcalib | notes |", "|---|---|---|"]
     for old, command, opts, notes in PYMIN_ROWS:
         sub = subs.get(command)
         if sub is None:
             new = f"`zcalib {command}` (not in this version)"
         else:
-            known = _options(sub) | top
+            known = _options(sub)  # the subcommand's own: `zcalib fit -v` must parse
             shown = [o for o in opts.split() if o in known]
             new = "`" + " ".join(["zcalib", command, *shown]) + "`"
         out.append(f"| {cell(f'`{old}`')} | {new} | {cell(notes)} |")

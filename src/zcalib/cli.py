@@ -34,6 +34,48 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_INPUT, f"{self.prog}: error: {message}\n")
 
 
+class _DefaultsInHelp(argparse.HelpFormatter):
+    """Every option's default in its help unless the help already states it (``None``,
+    ``False`` and empty defaults are not shown)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or "default" in text
+            or default is None
+            or default is False
+            or default == argparse.SUPPRESS
+            or (isinstance(default, list | tuple) and not default)
+        ):
+            return action.help
+        shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+class _RawDefaultsInHelp(_DefaultsInHelp, argparse.RawDescriptionHelpFormatter):
+    """:class:`_DefaultsInHelp` keeping the description and epilog as written."""
+
+
+def _add_global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """``-v``/``-q``/``--debug``, accepted before and after the subcommand (on a subcommand
+    they default to SUPPRESS, so they do not reset what was given before it)."""
+    g = p.add_argument_group("general") if not top else p
+    kw: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    g.add_argument(
+        "-v", "--verbose", action="count", help="more logging (-vv: debug)", **({"default": 0} | kw)
+    )
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="only warnings, errors and result tables (no progress bars or 'wrote' lines)",
+        **kw,
+    )
+    g.add_argument("--debug", action="store_true", help="show tracebacks on errors", **kw)
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("event loop")
     g.add_argument(
@@ -126,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: zcalib demo   (generates demo data, fills histograms on a local Dask "
         "cluster, fits, writes output/demo/)",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"zcalib {_version()}")
+    _add_global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     g = sub.add_parser(
@@ -140,7 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-data", type=int, default=400_000, help="data events (pairs)")
     g.add_argument("--n-mc", type=int, default=1_200_000, help="MC events (pairs)")
     g.add_argument("--seed", type=int, default=1, help="random seed")
-    g.add_argument("--format", dest="fmt", choices=("ecalelf", "nanoaod"), default="ecalelf")
+    g.add_argument(
+        "--format",
+        dest="fmt",
+        choices=("ecalelf", "nanoaod"),
+        default="ecalelf",
+        help="ntuple format",
+    )
     g.add_argument(
         "--drift",
         type=float,
@@ -257,7 +305,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
     d.set_defaults(func=_cmd_demo)
     _order_subcommands(sub)
+    with_defaults: dict[Any, Any] = {
+        argparse.HelpFormatter: _DefaultsInHelp,
+        argparse.RawDescriptionHelpFormatter: _RawDefaultsInHelp,
+    }
+    for p in (parser, *sub.choices.values()):
+        if p is not parser:
+            _add_global_options(p, top=False)
+        p.formatter_class = with_defaults.get(p.formatter_class, p.formatter_class)
     return parser
+
+
+def _version() -> str:
+    import zcalib
+
+    return str(zcalib.__version__)
 
 
 #: Subcommands in pipeline order (how `zcalib --help` lists them).
@@ -419,13 +481,13 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fit-seed", type=int, default=0, help="seed for random starts/bootstrap")
 
 
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int, *, quiet: bool = False) -> None:
     from rich.logging import RichHandler
 
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = RichHandler(show_path=False, show_time=False, markup=False, rich_tracebacks=False)
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
-    logging.getLogger("zcalib").setLevel(min(level, logging.INFO))
+    logging.getLogger("zcalib").setLevel(logging.WARNING if quiet else min(level, logging.INFO))
 
     def only_ours(record: logging.LogRecord) -> bool:
         # third-party INFO chatter (distributed's scheduler start-up...) only with -vv
@@ -438,7 +500,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``zcalib`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    if args.verbose and args.quiet:
+        parser.error("give -v/--verbose or -q/--quiet, not both")
+    if args.quiet and hasattr(args, "no_progress"):
+        args.no_progress = True
+    _ECHO["quiet"] = args.quiet
+    _setup_logging(args.verbose, quiet=args.quiet)
     try:
         rc: int = args.func(args)
     except FitFailed as err:
@@ -696,9 +763,10 @@ def fit_config(args: argparse.Namespace, scheme: Any) -> Any:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from zcalib.categories import load_categories
     from zcalib.corrections.egm import EgmNames, check_era
+    from zcalib.derive import check_step_name, write_outputs
 
     names = EgmNames(check_era(args.era, "--era"))  # before any work
-    from zcalib.derive import write_outputs
+    check_step_name(args.step, "--step")
     from zcalib.exceptions import InvalidConfig
     from zcalib.fit import fit_histograms
     from zcalib.histograms import load_histograms, save_histograms
@@ -863,7 +931,13 @@ def _print_cutflow(cutflow: dict[str, dict[str, int]]) -> None:
     Console().print(table)
 
 
+#: ``--quiet`` (set by :func:`main`): :func:`_echo` prints nothing.
+_ECHO = {"quiet": False}
+
+
 def _echo(text: str) -> None:
+    if _ECHO["quiet"]:
+        return
     from rich.console import Console
 
     Console(highlight=False).print(text, markup=False)
@@ -972,7 +1046,8 @@ def _add_validation_parsers(sub: Any) -> None:
     st.add_argument(
         "--histograms",
         type=Path,
-        help="histograms (.npz) already filled with the corrections applied",
+        help="histograms (.npz) already filled with the --corrections applied (checked "
+        "against their recorded provenance)",
     )
     st.add_argument("--categories", type=Path, help="categories TSV or YAML (with inputs)")
     st.add_argument(
@@ -1074,6 +1149,7 @@ def _cmd_lineshape(args: argparse.Namespace) -> int:
 
 def _cmd_systematics(args: argparse.Namespace) -> int:
     from zcalib.categories import load_categories
+    from zcalib.derive import check_step_name
     from zcalib.histograms import load_histograms
     from zcalib.runner import build_histograms
     from zcalib.validation.systematics import (
@@ -1082,6 +1158,7 @@ def _cmd_systematics(args: argparse.Namespace) -> int:
         run_systematics,
     )
 
+    check_step_name(args.step, "--step")  # before any work
     scheme = load_categories(args.categories)
     config = load_systematics_config(args.config) if args.config else SystematicsConfig()
     fcfg = fit_config(args, scheme)
@@ -1132,9 +1209,11 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         mc_variation=args.variation,
     )
     steps: tuple[Any, ...] = ()
-    if args.corrections is not None and args.histograms is None:
+    if args.corrections is not None:
         steps = tuple(load_correction_steps(args.corrections))
-    hset = _histograms_or_inputs(args, steps)
+    hset = _histograms_or_inputs(args, () if args.histograms is not None else steps)
+    if args.histograms is not None and args.corrections is not None:
+        _check_filled_with(hset, args.histograms, args.corrections, steps)
     name = "stats" if args.variation == "nominal" else f"stats_{args.variation}"
     res = run_stats(
         hset,
@@ -1147,6 +1226,37 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     _print_stats(res)
     _echo(f"wrote {res.outputs['stats']}")
     return EXIT_OK
+
+
+def _check_filled_with(
+    hset: Any, histograms: Path, corrections: Path, steps: Sequence[Any]
+) -> None:
+    """Refuse ``stats --histograms H --corrections C`` unless H was filled with C applied.
+
+    Histograms cannot be corrected after the fill (the corrections act per lepton), so the
+    provenance recorded at fill (``metadata["corrections"]``) must name the same corrections,
+    in order, and the same file when its recorded path still exists.
+    """
+    from zcalib.exceptions import InvalidConfig
+
+    recorded = list(hset.metadata.get("corrections", []))
+    names = [(c.get("name"), c.get("kind")) for c in recorded]
+    wanted = [(s.name, s.kind) for s in steps]
+    sources = [Path(str(c.get("source", ""))) for c in recorded]
+    other_file = any(src.is_file() and not src.samefile(corrections) for src in sources if str(src))
+    if names == wanted and not other_file:
+        return
+    done = (
+        "without corrections"
+        if not recorded
+        else "with " + ", ".join(f"{n} ({k})" for n, k in names) + f" from {sources[0]}"
+    )
+    msg = (
+        f"{histograms}: filled {done}, not with the corrections of {corrections}; "
+        "stats compares histograms filled with them applied: give the inputs "
+        "(--data/--mc/--datasets with --categories) instead of --histograms"
+    )
+    raise InvalidConfig(msg)
 
 
 def _print_lineshape(res: Any) -> None:

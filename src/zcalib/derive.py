@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import platform
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from zcalib._atomic import atomic_write_text
 from zcalib.categories import Category, CategoryScheme
 from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import InvalidConfig
-from zcalib.fit import FitConfig, FitResult, fit_histograms
+from zcalib.fit import FitConfig, FitResult
 from zcalib.histograms import HistogramSet
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "DEMO_N_MC",
     "DemoResult",
     "StepSyst",
+    "check_step_name",
     "comparison_rows",
     "run_demo",
     "versions",
@@ -93,6 +95,25 @@ def _bins(cat: Category) -> dict[str, Any]:
     return out
 
 
+#: A step name: it becomes part of file names inside the output folder and of correction names.
+_STEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def check_step_name(step: str, field: str = "step") -> str:
+    """Return ``step`` if it is a plain name; else raise :class:`InvalidConfig`.
+
+    Step names go into file names under the output folder (``<step>_scales.dat``), so one
+    such as ``../../x`` would write outside it.
+    """
+    if not _STEP_NAME.fullmatch(step):
+        msg = (
+            f"{field} {step!r}: not a plain name (it is used in file names inside the output "
+            "folder); allowed: letters, digits and _ . + - , starting with a letter or digit"
+        )
+        raise InvalidConfig(msg)
+    return step
+
+
 def write_outputs(
     result: FitResult,
     scheme: CategoryScheme,
@@ -135,6 +156,7 @@ def write_outputs(
     """
     from zcalib.corrections import validate_file, write_legacy
 
+    check_step_name(step)
     out = Path(out_dir)
     names = names or EgmNames()
     record = fit_record(result, scheme, step=step, hset=hset, extra=extra, syst=syst)
@@ -387,6 +409,7 @@ def run_demo(
     from zcalib.generate import default_categories, generate
     from zcalib.histograms import save_histograms
     from zcalib.runner import RunOptions, build_histograms, load_weight
+    from zcalib.validation.scans import fit_for_scans
 
     out = Path(out_dir)
     data_dir = out / "data"
@@ -420,7 +443,8 @@ def run_demo(
     timings["histograms_s"] = time.perf_counter() - t1
     save_histograms(hset, out / "histograms.npz")
     t2 = time.perf_counter()
-    result = fit_histograms(hset, config or FitConfig(), scheme=scheme)
+    # as fit_histograms, keeping the problem: the NLL scans reuse this fit (one fit, one log)
+    result, problem, _ = fit_for_scans(hset, config or FitConfig(), scheme=scheme)
     timings["fit_s"] = time.perf_counter() - t2
     rows = comparison_rows(result, truth)
     outputs = write_outputs(
@@ -434,7 +458,9 @@ def run_demo(
     if not result.converged:
         result.raise_if_failed()  # fit_result.json is written; no payload, no validation
     t3 = time.perf_counter()
-    outputs.update(_demo_validation(hset, scheme, out, outputs["corrections"], config))
+    outputs.update(
+        _demo_validation(hset, scheme, out, outputs["corrections"], config, (result, problem))
+    )
     timings["validation_s"] = time.perf_counter() - t3
     return DemoResult(result=result, truth=truth, outputs=outputs, timings=timings)
 
@@ -445,6 +471,7 @@ def _demo_validation(
     out: Path,
     corrections: Path,
     config: FitConfig | None,
+    fitted: tuple[FitResult, Any],
 ) -> dict[str, Path]:
     """Data/MC plots (standard plot categories), NLL scans and the HTML report of the demo."""
     from zcalib.corrections.steps import load_correction_steps
@@ -454,7 +481,7 @@ def _demo_validation(
     run_validation(
         plots, out / "validation", histograms=hset, corrections=load_correction_steps(corrections)
     )
-    run_scans(hset, out / "scans", config=config, scheme=scheme)
+    run_scans(hset, out / "scans", config=config, scheme=scheme, fitted=fitted)
     return {"report": write_report(out, title="zcalib demo derivation")}
 
 

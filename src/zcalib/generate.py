@@ -346,7 +346,7 @@ def generate(
     }
     truth_path = atomic_write_text(out / "truth.json", json.dumps(truth, indent=2) + "\n")
     dt = time.perf_counter() - t0
-    log.info("wrote %s, %s, %s in %.1f s", data_path, mc_path, truth_path, dt)
+    log.debug("wrote %s, %s, %s in %.1f s", data_path, mc_path, truth_path, dt)
     return GenerateResult(
         data=data_path,
         mc=mc_path,

@@ -112,3 +112,31 @@ def test_cli_stats(derivation, tmp_path):
     # usage errors exit with 1 before any fit
     assert main(["stats", "--histograms", str(h), "--out", str(out), "--regions", "x"]) == 1
     assert main(["stats", "--data", "nothing.root", "--out", str(out)]) == 1
+
+
+def test_cli_stats_refuses_histograms_filled_without_the_corrections(derivation, tmp_path, capsys):
+    """Histograms filled without (or with other) corrections are refused, not misread as
+    corrected: one line naming both files, exit 1, nothing written."""
+    from zcalib.cli import main
+    from zcalib.histograms import save_histograms
+
+    raw = save_histograms(derivation.uncorrected, tmp_path / "raw.npz")
+    out = tmp_path / "out"
+    argv = ["stats", "--corrections", str(derivation.corrections), "--out", str(out)]
+    assert main([*argv[:1], "--histograms", str(raw), *argv[1:], "--no-plots"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert f"{raw}: filled without corrections, not with the corrections of " in err
+    assert str(derivation.corrections) in err
+    assert "give the inputs (--data/--mc/--datasets with --categories)" in err
+    assert not out.exists()
+    # histograms corrected with another payload of the same names are refused too
+    other = tmp_path / "other.json"
+    other.write_bytes(derivation.corrections.read_bytes())
+    corrected = save_histograms(derivation.corrected, tmp_path / "corrected.npz")
+    argv = ["stats", "--histograms", str(corrected), "--corrections", str(other)]
+    assert main([*argv, "--out", str(out), "--no-plots"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert f"{corrected}: filled with " in err
+    assert f"from {derivation.corrections}, not with the corrections of {other}" in err
+    assert not out.exists()

@@ -689,7 +689,7 @@ def time_stability(
             name=res.name,
         )
         chi = res.chi2()
-        log.info(
+        log.debug(  # the CLI prints it (once)
             "time stability: peak flatness chi2/ndf before %.1f/%d, after %.1f/%d",
             chi["before"]["total_chi2"],
             chi["before"]["total_ndf"],

@@ -730,7 +730,7 @@ def write_correction_set(
         else:
             for chunk in _chunks(text):
                 fh.write(chunk.encode())
-    log.info("wrote %d corrections and %d compounds to %s", len(corrections), len(compounds), p)
+    log.debug("wrote %d corrections and %d compounds to %s", len(corrections), len(compounds), p)
     return p
 
 

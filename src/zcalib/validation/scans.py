@@ -439,20 +439,26 @@ def fit_for_scans(
     *,
     scheme: CategoryScheme | None = None,
 ) -> tuple[FitResult, FitProblem, CategoryScheme]:
-    """Fit the histograms exactly as :func:`zcalib.fit.fit_histograms` and keep the problem.
+    """Fit the histograms exactly as :func:`zcalib.fit.fit_histograms` and keep the problem
+    (pass both to :func:`run_scans` as ``fitted`` to scan without fitting again).
 
     Raises:
         FitError: as :func:`zcalib.fit.fit_histograms`.
     """
+    import time
+
     from zcalib.fit.fitter import fit_problem, problem_from_histograms
 
     cfg = config or FitConfig()
+    t0 = time.perf_counter()
     problem, sch = problem_from_histograms(hset, cfg, scheme=scheme)
     result = fit_problem(
         problem,
         cfg,
         scale_labels=[c.label() for c in sch.scale],
         smear_labels=[c.label() for c in sch.smear],
+        t_start=t0,
+        t_setup=time.perf_counter() - t0,
     )
     return result, problem, sch
 
@@ -468,6 +474,7 @@ def run_scans(
     mode: Mode = "fixed",
     parameters: Sequence[str] | None = None,
     keep_figures: bool = False,
+    fitted: tuple[FitResult, FitProblem] | None = None,
 ) -> ScanRun:
     """Fit, scan every fitted parameter, write PNGs and ``scans.json`` into ``out_dir``.
 
@@ -481,6 +488,8 @@ def run_scans(
         mode: ``fixed`` or ``profiled``.
         parameters: names of the parameters to scan (``scale[0]``...; default: all).
         keep_figures: return the figures (tests).
+        fitted: the fit of ``hset`` with ``config`` and its problem, from
+            :func:`fit_for_scans` (default: fit here).
 
     Returns:
         The :class:`ScanRun`.
@@ -489,7 +498,10 @@ def run_scans(
         FitError: the fit cannot be set up, or did not converge (scans around a point
             that is not a minimum are meaningless).
     """
-    result, problem, _ = fit_for_scans(hset, config, scheme=scheme)
+    if fitted is None:
+        result, problem, _ = fit_for_scans(hset, config, scheme=scheme)
+    else:
+        result, problem = fitted
     if not result.converged:
         msg = f"no NLL scans: the fit did not converge ({result.message})"
         raise FitError(msg)
