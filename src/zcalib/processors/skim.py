@@ -91,13 +91,17 @@ class SkimProcessor(ZeeProcessor):
                 fields.append(pa.field(name, pa.float64()))
         return pa.schema(fields)
 
+    @staticmethod
+    def _cutflow_key(meta: Mapping[str, Any]) -> str:
+        """Skims keep one cutflow per file (their provenance)."""
+        return str(meta.get("filename", "?"))
+
     def process(self, events: Any) -> dict[str, Any]:
         """Select the pairs of one chunk and write them to a part file."""
         meta = events.metadata
         dataset = meta["dataset"]
         filename = str(meta.get("filename", "?"))
         start, stop = int(meta.get("entrystart") or 0), int(meta.get("entrystop") or 0)
-        where = f"{filename} (entries {start}-{stop})"
         out: dict[str, Any] = {
             "cutflow": {filename: {"all": len(events)}},
             "sumw": {filename: 0.0},
@@ -105,22 +109,8 @@ class SkimProcessor(ZeeProcessor):
             "errors": set(),
             "failed": set(),
         }
-        try:
-            lep = get_format(self.fmt).extract(
-                events,
-                id_level=self.selection.id_level,
-                available=self.available.get(dataset, {}),
-                column_map=self.column_map,
-            )
-        except Exception as err:  # noqa: BLE001  (unreadable baskets surface here)
-            reason = f"cannot read events ({err.__class__.__name__}: {err})"
-            out["errors"].add(f"{where}: {reason}")
-            out["failed"].add((dataset, filename, start, stop, reason))
-            out["cutflow"][filename]["all"] = 0
-            return out
-        bad = self._check_finite(lep, where, start)
-        if bad:
-            out["errors"].add(bad)
+        lep = self._read_chunk(events, out)
+        if lep is None:
             return out
         kind = self.kinds[dataset]
         out["sumw"][filename] = float(lep.weight.sum()) if kind == "mc" else float(len(lep))

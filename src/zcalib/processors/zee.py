@@ -327,6 +327,11 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             f"(entries {meta.get('entrystart')}-{meta.get('entrystop')})"
         )
 
+    @staticmethod
+    def _cutflow_key(meta: Mapping[str, Any]) -> str:
+        """The key of a chunk's cutflow in the output: its dataset."""
+        return str(meta["dataset"])
+
     def _read_chunk(self, events: Any, out: dict[str, Any]) -> Leptons | None:
         """Read the leptons of a chunk and check their values.
 
@@ -365,8 +370,9 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
                     reason,
                 )
             )
-            if dataset in out.get("cutflow", {}):
-                out["cutflow"][dataset]["all"] = 0  # not processed: reported as skipped
+            key = self._cutflow_key(meta)
+            if key in out.get("cutflow", {}):
+                out["cutflow"][key]["all"] = 0  # not processed: reported as skipped
             return None
         bad = self._check_finite(lep, where, start)
         if bad:
