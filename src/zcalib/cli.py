@@ -160,6 +160,52 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_prior_options(p: argparse.ArgumentParser, *, smears_by_default: bool) -> None:
+    """``--corrections`` (repeatable), ``--mc-smearing``, ``--smear-seed``: the corrections of
+    finished steps applied while filling, as a pipeline step applies its dependencies'."""
+    auto = "latest" if smears_by_default else "none"
+    g = p.add_argument_group("prior corrections (chaining single steps)")
+    g.add_argument(
+        "--corrections",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="a finished step applied before filling: its folder (zcalib fit / time-stability "
+        "--out), its corrections.json, any correctionlib file, or NAME=PATH; repeatable, "
+        "in execution order (data scales of every step in order; MC smearing per "
+        "--mc-smearing)",
+    )
+    g.add_argument(
+        "--mc-smearing",
+        choices=("auto", "latest", "none"),
+        default="auto",
+        help="smear MC with the smearing of the latest --corrections step providing one "
+        f"(latest) or not (none); auto: {auto}, as the pipeline's "
+        + (
+            "time-stability / run-divide steps"
+            if smears_by_default
+            else "fit steps (the fit "
+            "derives the full smearing from unsmeared MC; latest: a closure fit)"
+        ),
+    )
+    g.add_argument(
+        "--smear-seed",
+        type=int,
+        default=0,
+        help="seed of the MC smearing random numbers (recorded in the payload's "
+        "EGMRandomGenerator)",
+    )
+
+
+def prior_corrections(args: argparse.Namespace, *, smears_by_default: bool) -> tuple[Any, Any]:
+    """The prior corrections and Z weights of ``--corrections`` (see :func:`_add_prior_options`)."""
+    from zcalib.chain.assemble import _prior
+
+    mode = args.mc_smearing
+    smear = mode == "latest" or (mode == "auto" and smears_by_default)
+    return _prior(args.corrections, smear_mc=smear)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = _Parser(
@@ -207,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(h)
     h.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
     h.add_argument("--out", type=Path, required=True, help="output histogram file (.npz)")
+    _add_prior_options(h, smears_by_default=False)
     _add_run_options(h)
     h.set_defaults(func=_cmd_histograms)
 
@@ -255,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the correction payload of a failed fit (marked FAILED FIT); by "
         "default a failed fit writes only fit_result.json and exits with code 3",
     )
+    _add_prior_options(f, smears_by_default=False)
     _add_fit_options(f)
     _add_run_options(f)
     f.set_defaults(func=_cmd_fit)
@@ -331,6 +379,7 @@ PIPELINE_ORDER = (
     "histograms",
     "fit",
     "combine",
+    "assemble",
     "pipeline",
     "apply",
     "inject",
@@ -663,14 +712,17 @@ def fill_histograms(args: argparse.Namespace, categories: Path) -> Any:
 
     scheme = load_categories(categories)
     cfg = dataset_config(args)
+    steps, zweights = prior_corrections(args, smears_by_default=False)
     opts = run_options(args)
     weights = mc_weights(args)
     return build_histograms(
         cfg,
         scheme,
         options=opts,
-        weights=weights,
+        weights=(*weights, *zweights),
         selection=SelectionConfig(id_level=args.id_level),
+        corrections=steps,
+        smear_seed=args.smear_seed,
     )
 
 
@@ -776,6 +828,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.histograms is not None:
         if args.data or args.mc or args.datasets:
             msg = "give either --histograms or input files (--data/--mc/--datasets), not both"
+            raise InvalidConfig(msg)
+        if args.corrections:
+            msg = (
+                "--corrections applies while filling: give them to `zcalib histograms`, or "
+                "fill here from input files instead of --histograms"
+            )
             raise InvalidConfig(msg)
         hset = load_histograms(args.histograms)
     else:
@@ -1545,11 +1603,7 @@ def _add_chain_parsers(sub: Any) -> None:
         default="run",
         help="run: bins end at run boundaries; lumi: may split runs (default run)",
     )
-    rd.add_argument(
-        "--corrections",
-        type=Path,
-        help="correctionlib file of prior steps applied before selecting",
-    )
+    _add_prior_options(rd, smears_by_default=True)
     rd.add_argument("--out", type=Path, required=True, help="output YAML (and .dat)")
     _add_run_options(rd)
     rd.set_defaults(func=_cmd_run_divide)
@@ -1575,11 +1629,7 @@ def _add_chain_parsers(sub: Any) -> None:
         default=(80.0, 100.0),
         help="mass window of the medians [GeV] (default 80 100)",
     )
-    ts.add_argument(
-        "--corrections",
-        type=Path,
-        help="correctionlib file of prior steps (data scales, MC smearing)",
-    )
+    _add_prior_options(ts, smears_by_default=True)
     ts.add_argument("--name", default="time_stability_scale", help="correction name")
     ts.add_argument(
         "--no-validate",
@@ -1610,6 +1660,34 @@ def _add_chain_parsers(sub: Any) -> None:
     )
     cb.add_argument("--out", type=Path, required=True, help="combined scales file")
     cb.set_defaults(func=_cmd_combine)
+
+    asm = sub.add_parser(
+        "assemble",
+        help="the final payload of a chain of finished steps (what the pipeline writes to final/)",
+        description="Fold the outputs of finished steps (zcalib fit / time-stability folders, or "
+        "correctionlib files), in execution order, into the final EGM payload exactly as "
+        "`zcalib pipeline` writes final/: corrections.json (every scale step stacked in the "
+        "compound, the smearing of the latest step), the combined scales.dat, smearings.dat, "
+        "and assemble.json. A step is named after its folder (NAME=PATH to rename).",
+        epilog="Example:\n  zcalib assemble output/time_stability output/step2 output/step3 "
+        "--out output/final",
+        formatter_class=fmt,
+    )
+    asm.add_argument(
+        "steps", nargs="+", metavar="STEP", help="step folders (or NAME=PATH), in execution order"
+    )
+    asm.add_argument("--out", type=Path, required=True, help="output folder")
+    asm.add_argument(
+        "--era", default=None, help="era of the payload names (default: the fit steps' era)"
+    )
+    asm.add_argument(
+        "--smear-seed",
+        type=int,
+        default=None,
+        help="seed of EGMRandomGenerator (default: the one recorded by the step providing "
+        "the smearing)",
+    )
+    asm.set_defaults(func=_cmd_assemble)
 
     pl = sub.add_parser(
         "pipeline",
@@ -1652,15 +1730,15 @@ def _add_chain_parsers(sub: Any) -> None:
 
 def _loop_from(args: argparse.Namespace) -> Any:
     from zcalib.chain import ChainLoop
-    from zcalib.corrections.steps import load_correction_steps
 
-    steps = () if args.corrections is None else tuple(load_correction_steps(args.corrections))
+    steps, zweights = prior_corrections(args, smears_by_default=True)
     return ChainLoop(
         dataset_config(args),
         options=run_options(args),
         selection=_selection_from(args),
-        weights=mc_weights(args),
+        weights=(*mc_weights(args), *zweights),
         corrections=steps,
+        smear_seed=args.smear_seed,
     )
 
 
@@ -1707,6 +1785,14 @@ def _cmd_combine(args: argparse.Namespace) -> int:
 
     table = combine(args.scales, args.only_step, args.out, error=args.error)
     _echo(f"wrote {args.out} ({len(table)} rows)")
+    return EXIT_OK
+
+
+def _cmd_assemble(args: argparse.Namespace) -> int:
+    from zcalib.chain.assemble import assemble
+
+    paths = assemble(args.steps, args.out, era=args.era, seed=args.smear_seed)
+    _echo(f"wrote {', '.join(str(p) for p in paths.values())}")
     return EXIT_OK
 
 
