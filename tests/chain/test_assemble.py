@@ -55,16 +55,15 @@ def both_chains(demo_ecalelf, tmp_path_factory):
     pileup = f"pileup={ROOT / 'corrections' / 'pileup_demo.json'}"
     m = tmp / "manual"
     inputs = ["--data", data, "--mc", mc, "--mc-weight", pileup]
+    ts, s2, s3 = f"{m}/time_stability", f"{m}/step2", f"{m}/step3"
+    fit2 = ["--categories", str(STEP2), *FIT, "--corrections", ts, "--step", "step2"]
+    fit3 = ["--categories", str(STEP3), *FIT, "--corrections", ts, "--corrections", s2]
     commands = [
         ["run-divide", "--data", data, "--min-events", "4000", "--out", f"{m}/run_bins.yaml"],
-        ["time-stability", *inputs, "--run-bins", f"{m}/run_bins.yaml"]
-        + ["--out", f"{m}/time_stability"],
-        ["fit", *inputs, "--categories", str(STEP2), *FIT]
-        + ["--corrections", f"{m}/time_stability", "--step", "step2", "--out", f"{m}/step2"],
-        ["fit", *inputs, "--categories", str(STEP3), *FIT]
-        + ["--corrections", f"{m}/time_stability", "--corrections", f"{m}/step2"]
-        + ["--step", "step3", "--out", f"{m}/step3"],
-        ["assemble", f"{m}/time_stability", f"{m}/step2", f"{m}/step3", "--out", f"{m}/final"],
+        ["time-stability", *inputs, "--run-bins", f"{m}/run_bins.yaml", "--out", ts],
+        ["fit", *inputs, *fit2, "--out", s2],
+        ["fit", *inputs, *fit3, "--step", "step3", "--out", s3],
+        ["assemble", ts, s2, s3, "--out", f"{m}/final"],
     ]
     return tmp / "pipe" / "out" / "final", m / "final", commands
 
@@ -85,7 +84,7 @@ def _points(n: int = 400) -> dict[str, np.ndarray]:
 def _evaluate(path, points):
     cset = correctionlib.CorrectionSet.from_file(str(path))
     out = {}
-    (compound,) = [k for k in cset.compound]
+    (compound,) = list(cset.compound)
     scale = cset.compound[compound]
     for key in ("scale", "escale", "scale_up", "scale_down"):
         out[key] = scale.evaluate(key, *(points[v.name] for v in scale.inputs[1:]))
