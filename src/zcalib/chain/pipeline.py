@@ -762,7 +762,7 @@ def _run_fit(
     weights: tuple[WeightSpec, ...],
     step_dir: Path,
 ) -> StepOutputs:
-    from zcalib.corrections import build_scale_correction, write_correction_set, write_only_step
+    from zcalib.corrections import build_scale_correction, write_correction_set
     from zcalib.derive import write_outputs
     from zcalib.fit import fit_histograms
     from zcalib.histograms import save_histograms
@@ -883,12 +883,6 @@ def _run_fit(
                 "iterations": iterations,
             }
         },
-    )
-    write_only_step(
-        step_dir / f"{step.name}_only_step.tsv",
-        scheme,
-        result.scale_values(),
-        [c.total_stat for c in result.scales],
     )
     summary = {
         "status": result.status,
