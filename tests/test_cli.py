@@ -340,3 +340,43 @@ def test_generated_folders_are_gitignored():
     ]
     assert ignored(*generated) == generated
     assert ignored("notebooks/quickstart.ipynb", "configs/cats_eta_r9.tsv") == []
+
+
+def test_fit_prints_a_results_table_not_cut_when_piped(tmp_path, capsys, monkeypatch):
+    """``zcalib fit`` prints scale/smear per category with errors and state; written to a
+    pipe (pytest's capture) the table is PIPE_WIDTH wide, not cut at rich's 80 columns."""
+    import json
+
+    from zcalib.categories import load_categories
+    from zcalib.cli import PIPE_WIDTH
+    from zcalib.fit import synthetic_histograms
+    from zcalib.histograms import save_histograms
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    cats = CONFIGS / "cats_eta_r9.yaml"
+    scheme = load_categories(cats)
+    hset = synthetic_histograms(
+        scheme, n_data=40_000, n_mc=80_000, seed=1, scales=[1.01, 0.99] * 4, smears=[0.01] * 8
+    )
+    h = save_histograms(hset, tmp_path / "h.npz")
+    out_dir = tmp_path / "out"
+    argv = ["fit", "--histograms", str(h), "--categories", str(cats), "--out", str(out_dir)]
+    rc, out, _ = _run([*argv, "--mc-stat", "sandwich"], capsys)
+    assert rc == 0
+    lines = out.splitlines()
+    assert any(line.strip().startswith("fit converged: EDM") for line in lines)  # the title
+    header = next(line for line in lines if "category" in line)
+    for col in ("kind", "value", "stat", "MC stat", "stat ⊕ MC", "pairs", "state"):
+        assert col in header
+    table = [line for line in lines if line.startswith(("┃", "│", "┏", "└"))]
+    assert 80 < max(len(line) for line in table) <= PIPE_WIDTH
+    # the one-line messages are not wrapped (no file name broken over two lines)
+    assert any(line.startswith("wrote ") and line.endswith("fit_result.json") for line in lines)
+    record = json.loads((out_dir / "fit_result.json").read_text())
+    for c in record["categories"]:
+        row = next(line for line in table if f" {c['label']} " in line)
+        assert f"{c['value']:.5f}" in row
+        assert f"{c['total_stat']:.5f}" in row
+        state = "fitted (at bound)" if c["at_bound"] else "fitted"
+        assert row.rstrip(" │").endswith(state)
+    assert len([line for line in lines if "│ fitted" in line]) == 16

@@ -2,7 +2,8 @@
 
 Each subcommand loads and validates its inputs, then makes one library call. Exit codes:
 0 success, 1 invalid input (any :class:`~zcalib.exceptions.ZcalibError`, or bad usage),
-2 internal error, 3 a fit that ran but failed (no correction payload written).
+2 internal error, 3 a fit that ran but failed (no correction payload written), 130
+interrupted (Ctrl-C; one line, local Dask workers closed without tracebacks).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ EXIT_OK, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2
 #: A fit ran but failed (parameters at a range bound, EDM/gradient test, Hessian not
 #: positive definite): no correction payload is written (unless --write-failed).
 EXIT_FIT_FAILED = 3
+#: Interrupted (Ctrl-C, SIGINT): 128 + 2, the shells' convention; one line on stderr.
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -534,7 +537,9 @@ def _setup_logging(verbose: int, *, quiet: bool = False) -> None:
     from rich.logging import RichHandler
 
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = RichHandler(show_path=False, show_time=False, markup=False, rich_tracebacks=False)
+    handler = RichHandler(
+        console=_console(), show_path=False, show_time=False, markup=False, rich_tracebacks=False
+    )
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     logging.getLogger("zcalib").setLevel(logging.WARNING if quiet else min(level, logging.INFO))
 
@@ -555,6 +560,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.no_progress = True
     _ECHO["quiet"] = args.quiet
     _setup_logging(args.verbose, quiet=args.quiet)
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.SIG_IGN:  # started with interrupts ignored (nohup, `&`): keep
+            previous = None
+        else:
+            signal.signal(signal.SIGINT, _interrupted)
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        logging.disable(logging.NOTSET)
+
+
+def _interrupted(_signum: int, _frame: Any) -> None:
+    """SIGINT (Ctrl-C): stop the run. The shutdown that follows (clusters, workers, event
+    loops closing) is no news to the user: its log records are dropped, and the command
+    prints one line (:data:`EXIT_INTERRUPTED`)."""
+    logging.disable(logging.CRITICAL)
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the subcommand; map exceptions to one-line messages and exit codes."""
     try:
         rc: int = args.func(args)
     except FitFailed as err:
@@ -568,8 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"zcalib: error: {err}\n")
         return EXIT_INPUT
     except KeyboardInterrupt:
-        sys.stderr.write("zcalib: interrupted\n")
-        return EXIT_INTERNAL
+        sys.stderr.write(f"zcalib: interrupted (exit code {EXIT_INTERRUPTED})\n")
+        return EXIT_INTERRUPTED
     except Exception as err:
         if args.debug:
             raise
@@ -910,7 +943,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         progress=not args.no_progress,
     )
-    _print_fit(demo.result)
+    _print_fit(demo.result, table=False)  # the derived-vs-injected table follows
     _print_comparison(comparison_rows(demo.result, demo.truth))
     t = demo.timings
     _echo(
@@ -921,19 +954,40 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_fit(result: Any) -> None:
+#: Width of tables written to a pipe or file (a log, CI): rich would cut them at 80 columns.
+PIPE_WIDTH = 160
+
+
+def _console() -> Any:
+    """A rich console as wide as the terminal; written to a pipe or file, ``$COLUMNS`` wide,
+    else :data:`PIPE_WIDTH` (rich's default of 80 columns cuts category labels)."""
+    import os
+
     from rich.console import Console
 
+    width = None
+    if not sys.stdout.isatty():
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isdigit() and int(columns) > 0 else PIPE_WIDTH
+    return Console(highlight=False, width=width)
+
+
+def _print_fit(result: Any, *, table: bool = True) -> None:
+    from zcalib.api import fit_table
+
+    console = _console()
+    if table:
+        console.print(fit_table(result))
     used, dropped = len(result.regions_used), len(result.regions_dropped)
-    Console(highlight=False).print(
+    console.print(
         f"fit {result.message} | {result.n_eval} evaluations, "
         f"{result.wall_time:.2f} s, {used} regions used, {dropped} dropped",
         markup=False,
+        soft_wrap=True,
     )
 
 
 def _print_comparison(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="derived vs injected (error = stat ⊕ MC stat)")
@@ -948,11 +1002,10 @@ def _print_comparison(rows: list[dict[str, Any]]) -> None:
             f"{r['diff']:+.5f}",
             f"{r['pull']:+.2f}",
         )
-    Console().print(table)
+    _console().print(table)
 
 
 def _print_injection(res: Any, scheme: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     bias = res.bias()
@@ -972,11 +1025,10 @@ def _print_injection(res: Any, scheme: Any) -> None:
                 f"{pulls[kind]['mean'][k]:+.2f}",
                 f"{pulls[kind]['width'][k]:.2f}",
             )
-    Console().print(table)
+    _console().print(table)
 
 
 def _print_cutflow(cutflow: dict[str, dict[str, int]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="cutflow (events)")
@@ -986,7 +1038,7 @@ def _print_cutflow(cutflow: dict[str, dict[str, int]]) -> None:
         table.add_column(ds, justify="right")
     for cut in cuts:
         table.add_row(cut, *(str(cutflow[ds].get(cut, "")) for ds in cutflow))
-    Console().print(table)
+    _console().print(table)
 
 
 #: ``--quiet`` (set by :func:`main`): :func:`_echo` prints nothing.
@@ -996,9 +1048,7 @@ _ECHO = {"quiet": False}
 def _echo(text: str) -> None:
     if _ECHO["quiet"]:
         return
-    from rich.console import Console
-
-    Console(highlight=False).print(text, markup=False)
+    _console().print(text, markup=False, soft_wrap=True)
 
 
 def _dump(obj: Any) -> str:
@@ -1320,7 +1370,6 @@ def _check_filled_with(
 def _print_lineshape(res: Any) -> None:
     import math
 
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="lineshape (BW x CB) vs template fit")
@@ -1354,11 +1403,10 @@ def _print_lineshape(res: Any) -> None:
             f(r.template_smear),
             f(r.smear_pull, "+.2f"),
         )
-    Console().print(table)
+    _console().print(table)
 
 
 def _print_systematics(res: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"systematics ({res.combine} of sources)")
@@ -1376,11 +1424,10 @@ def _print_systematics(res: Any) -> None:
                 f"{syst[k]:.5f}",
                 *(f"{v[k]:.5f}" for v in by.values()),
             )
-    Console().print(table)
+    _console().print(table)
 
 
 def _print_stats(res: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(
@@ -1397,7 +1444,7 @@ def _print_stats(res: Any) -> None:
             f"{p.significance:+.1f}",
             f"{p.step:.2e}",
         )
-    Console().print(table)
+    _console().print(table)
 
 
 # ----------------------------------------------------- validate, scan, report
