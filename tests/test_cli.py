@@ -380,3 +380,59 @@ def test_fit_prints_a_results_table_not_cut_when_piped(tmp_path, capsys, monkeyp
         state = "fitted (at bound)" if c["at_bound"] else "fitted"
         assert row.rstrip(" │").endswith(state)
     assert len([line for line in lines if "│ fitted" in line]) == 16
+
+
+def test_ctrl_c_one_line_own_exit_code_no_worker_tracebacks(demo_ecalelf, tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the whole foreground process group: the command and
+    its local Dask workers) mid-run: one line on stderr, exit code 130, no traceback, no
+    output file, no process left behind."""
+    import os
+    import signal
+    import time
+
+    from zcalib.cli import EXIT_INTERRUPTED
+
+    out = tmp_path / "h.npz"
+    argv = ["histograms", "--data", str(demo_ecalelf.data), "--mc", str(demo_ecalelf.mc)]
+    argv += ["--categories", CATS, "--out", str(out), "--chunksize", "500", "--workers", "2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zcalib.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+        env=env,
+    )
+    t0 = time.monotonic()
+    try:
+        seen = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            seen.append(line)
+            if "local Dask cluster with" in line or not line:
+                break
+        assert "local Dask cluster" in seen[-1], seen
+        t_up = time.monotonic()
+        time.sleep(1.0)  # chunks are running (120 chunks take well over a second)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+        print(f"cluster up {t_up - t0:.1f} s, exit {time.monotonic() - t_up:.1f} s later")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == EXIT_INTERRUPTED == 130
+    assert stderr == "zcalib: interrupted (exit code 130)\n"
+    assert "Traceback" not in stdout
+    assert not out.exists()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # the workers end with the cluster
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("worker processes outlived the interrupted command")
+    print(f"group gone {time.monotonic() - t0:.1f} s after start")

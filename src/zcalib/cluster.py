@@ -362,28 +362,6 @@ def _as_recipe(recipe: Any) -> Any:
     return parse_recipe(recipe)
 
 
-@contextlib.contextmanager
-def sigint_ignored() -> Iterator[None]:
-    """Processes started inside ignore SIGINT (Python keeps an inherited ``SIG_IGN``).
-
-    A Ctrl-C in a terminal reaches every process of the foreground group: local Dask
-    workers would each print a ``KeyboardInterrupt`` traceback. Started here, they leave the
-    interrupt to the command, which stops the run and closes the cluster (and them).
-    Outside the main thread (where signals cannot be set) this does nothing.
-    """
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def build_cluster(recipe: Any) -> Any:
     """Create (but do not scale) the cluster object of a recipe.
 
@@ -399,16 +377,17 @@ def build_cluster(recipe: Any) -> Any:
     if isinstance(r, LocalRecipe):
         from distributed import LocalCluster
 
-        with sigint_ignored():  # Ctrl-C reaches the command, which closes the cluster
-            return LocalCluster(
-                n_workers=r.workers,
-                threads_per_worker=r.threads_per_worker,
-                processes=True,
-                host=r.host,
-                dashboard_address=r.dashboard_address,
-                memory_limit=r.memory_limit,
-                silence_logs=logging.ERROR,
-            )
+        return LocalCluster(
+            n_workers=r.workers,
+            threads_per_worker=r.threads_per_worker,
+            processes=True,
+            host=r.host,
+            dashboard_address=r.dashboard_address,
+            memory_limit=r.memory_limit,
+            silence_logs=logging.ERROR,
+            # Ctrl-C is the command's to handle (one line, cluster closed): no worker tracebacks
+            preload=["zcalib._worker_signals"],
+        )
     if isinstance(r, HTCondorRecipe):
         from dask_jobqueue.htcondor import HTCondorCluster
 
