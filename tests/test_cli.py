@@ -436,3 +436,34 @@ def test_ctrl_c_one_line_own_exit_code_no_worker_tracebacks(demo_ecalelf, tmp_pa
     else:
         pytest.fail("worker processes outlived the interrupted command")
     print(f"group gone {time.monotonic() - t0:.1f} s after start")
+
+
+def test_fit_with_no_selected_data_pair_says_so(tmp_path, capsys):
+    """A dataset whose events all fail the selection: the fit names it and the cut that left
+    nothing (was: "no dataset of kind 'data' (datasets and kinds: {'data': 'data', ...})")."""
+    import numpy as np
+    import uproot
+
+    good = write_ecalelf(tmp_path / "mc.root", n=500)
+    with uproot.open(good) as f:
+        branches = f["selected"].arrays(library="np")
+    branches["eleID"] = np.zeros_like(branches["eleID"])  # fails every working point
+    bad = tmp_path / "data.root"
+    with uproot.recreate(bad) as f:
+        f.mktree(
+            "selected",
+            {k: (v.dtype, v.shape[1:]) if v.ndim == 2 else v.dtype for k, v in branches.items()},
+        )
+        f["selected"].extend(branches)
+    argv = ["fit", "--data", str(bad), "--mc", str(good), "--categories", CATS]
+    rc, _, err = _run(
+        [*argv, "--out", str(tmp_path / "out"), "--executor", "iterative", "--no-progress"],
+        capsys,
+    )
+    assert rc == 1
+    assert err.startswith(
+        "zcalib: error: no data pair to fit: dataset 'data' has 500 events, none left after "
+        "cut 'id' (cutflow: all 500, two_leptons 500, id 0,"
+    )
+    assert err.endswith("check the selection, the categories' coverage and the mass range\n")
+    assert err.count("\n") == 1
