@@ -467,3 +467,38 @@ def test_fit_with_no_selected_data_pair_says_so(tmp_path, capsys):
     )
     assert err.endswith("check the selection, the categories' coverage and the mass range\n")
     assert err.count("\n") == 1
+
+
+def test_fit_ignore_by_category_name(tmp_path, capsys):
+    """``--ignore`` holds scale and smear categories fixed by the fit's names (a category
+    without data need not be fixed from Python); a bad name is one line, exit 1."""
+    import json
+
+    from zcalib.categories import load_categories
+    from zcalib.fit import synthetic_histograms
+    from zcalib.histograms import save_histograms
+
+    cats = CONFIGS / "cats_eta_r9.yaml"
+    hset = synthetic_histograms(
+        load_categories(cats),
+        n_data=20_000,
+        n_mc=40_000,
+        seed=2,
+        scales=[1.0] * 8,
+        smears=[0.01] * 8,
+    )
+    h = save_histograms(hset, tmp_path / "h.npz")
+    argv = ["fit", "--histograms", str(h), "--categories", str(cats), "--mc-stat", "none"]
+    # eta x R9 smear category i shares its regions with scale category i: hold both
+    rc, _, err = _run([*argv, "--out", str(tmp_path / "o"), "--ignore", "smear[6]", "6"], capsys)
+    assert rc == 0, err
+    record = json.loads((tmp_path / "o" / "fit_result.json").read_text())
+    states = {(c["type"], c["index"]): c["state"] for c in record["categories"]}
+    assert [k for k, s in states.items() if s == "ignored"] == [("scale", 6), ("smear", 6)]
+    rc, _, err = _run([*argv, "--out", str(tmp_path / "b"), "--ignore", "smear(6)"], capsys)
+    assert rc == 1
+    assert err == (
+        "zcalib: error: --ignore: 'smear(6)' is not a category; allowed: scale[i], smear[i] "
+        "(as the fit names them) or a scale index i\n"
+    )
+    assert not (tmp_path / "b").exists()

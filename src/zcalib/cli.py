@@ -510,11 +510,12 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fix-scales", action="store_true", help="fit smearings only")
     g.add_argument(
         "--ignore",
-        type=int,
         nargs="+",
         default=[],
-        metavar="INDEX",
-        help="scale-category indices to ignore (held at 1, their regions dropped)",
+        metavar="CATEGORY",
+        help="categories held fixed, their regions dropped: scale[i] (held at 1) or smear[i] "
+        "(held at 0) as the fit names them, or a scale index i; e.g. --ignore 'smear[3]' for "
+        "a category without data",
     )
     g.add_argument(
         "--mc-stat",
@@ -820,6 +821,7 @@ def fit_config(args: argparse.Namespace, scheme: Any) -> Any:
     from zcalib.corrections import read_legacy_for_scheme
     from zcalib.exceptions import InvalidConfig
     from zcalib.fit import FitConfig
+    from zcalib.fit.config import parse_ignored
 
     kw: dict[str, Any] = {
         "window": tuple(args.window),
@@ -828,7 +830,7 @@ def fit_config(args: argparse.Namespace, scheme: Any) -> Any:
         "min_mc": args.min_mc,
         "start": args.start_style,
         "fix_scales": args.fix_scales,
-        "ignore_scales": tuple(args.ignore),
+        **parse_ignored(args.ignore, "--ignore"),
         "mc_stat": args.mc_stat,
         "mc_stat_likelihood": args.mc_stat_likelihood,
         "seed": args.fit_seed,

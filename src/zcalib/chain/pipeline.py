@@ -296,6 +296,7 @@ class _Setup:
 
     def _fit_config(self, step: FitStep | ClosureStep, scheme: CategoryScheme) -> FitConfig:
         from zcalib.corrections import read_legacy_for_scheme
+        from zcalib.fit.config import parse_ignored
 
         o = step.fit
         kw: dict[str, Any] = {
@@ -305,9 +306,9 @@ class _Setup:
             "min_mc": o.min_mc,
             "start": o.start,
             "fix_scales": o.fix_scales,
-            "ignore_scales": o.ignore,
+            **parse_ignored(o.ignore, "field 'ignore'"),
             "seed": o.seed,
-            "mc_stat": o.mc_stat if o.mc_stat != "auto" else "bootstrap",
+            "mc_stat": o.mc_stat,
             "mc_stat_likelihood": o.mc_stat_likelihood,
             "fix_smears": isinstance(step, FitStep) and step.closure,
         }
