@@ -502,3 +502,53 @@ def test_fit_ignore_by_category_name(tmp_path, capsys):
         "(as the fit names them) or a scale index i\n"
     )
     assert not (tmp_path / "b").exists()
+
+
+def test_histograms_and_fit_read_a_calibration_config(tmp_path, capsys):
+    """``--config`` (a CalibrationConfig YAML) sets what the flags would; a flag given on the
+    command line replaces its field (CONFIG_FIELDS, the one table)."""
+    import json
+
+    from zcalib.cli import CONFIG_FIELDS
+    from zcalib.histograms import load_histograms
+
+    data = write_ecalelf(tmp_path / "d.root", n=2000)
+    cfg = tmp_path / "calib.yaml"
+    cfg.write_text(
+        f"working_point: tight\ncategories: {CONFIGS / 'cats_eta_r9.yaml'}\n"
+        "mass_window: [82, 98]\nn_mass_bins: 600\nsmear_seed: 4\nera: 2023preBPIX\n"
+    )
+    base = ["histograms", "--config", str(cfg), "--data", str(data), "--mc", str(data)]
+    base += ["--executor", "iterative", "--no-progress"]
+    rc, _, err = _run([*base, "--out", str(tmp_path / "a.npz")], capsys)
+    assert rc == 0, err
+    a = load_histograms(tmp_path / "a.npz")
+    assert a.metadata["selection"]["id_level"] == "tight"
+    assert a.metadata["smear_seed"] == 4
+    assert a.binning.n_bins == 600
+    rc, _, err = _run([*base, "--out", str(tmp_path / "b.npz"), "--id", "none"], capsys)
+    assert rc == 0, err
+    assert load_histograms(tmp_path / "b.npz").metadata["selection"]["id_level"] == "none"
+    out = tmp_path / "fit"
+    argv = ["fit", "--config", str(cfg), "--histograms", str(tmp_path / "a.npz")]
+    argv += ["--min-data", "5", "--min-mc", "5", "--mc-stat", "none", "--ignore"]
+    argv += [f"{k}[{i}]" for k in ("scale", "smear") for i in (2, 3, 6, 7)]  # |eta| < 1.2 only
+    rc, _, err = _run([*argv, "--out", str(out)], capsys)
+    assert (out / "fit_result.json").is_file(), err
+    record = json.loads((out / "fit_result.json").read_text())
+    assert record["calibration_config"]["working_point"] == "tight"
+    assert record["fit_config"]["window"][0] == pytest.approx(82.0, abs=0.1)
+    assert rc in (0, 3), err  # 2000 identical pairs: the physics is not the point here
+    if rc == 0:
+        assert json.loads((out / "corrections.json").read_text())["corrections"][0][
+            "name"
+        ].endswith("_2023preBPIX")
+    assert set(CONFIG_FIELDS.values()) <= set(
+        __import__("zcalib.calibration", fromlist=["x"]).CalibrationConfig.model_fields
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("working_pont: tight\n")
+    rc, _, err = _run([*base[:2], str(bad), *base[3:], "--out", str(tmp_path / "c.npz")], capsys)
+    assert rc == 1
+    assert err.startswith(f"zcalib: error: {bad}: unknown option 'working_pont'")
+    assert not (tmp_path / "c.npz").exists()

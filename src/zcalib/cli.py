@@ -142,8 +142,8 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--input-format",
         choices=("ecalelf", "nanoaod", "flat", "parquet"),
-        default="ecalelf",
-        help="format of --data/--mc files (default ecalelf)",
+        default=None,
+        help="format of --data/--mc files (default: --config's, else ecalelf)",
     )
     g.add_argument("--treename", default=None, help="tree name (default per format)")
     g.add_argument(
@@ -158,9 +158,61 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
         "--id",
         dest="id_level",
         choices=("none", "loose", "medium", "tight"),
-        default="medium",
-        help="electron ID working point (default medium)",
+        default=None,
+        help="electron ID working point (default: --config's, else the format's: medium; "
+        "none for flat ntuples)",
     )
+
+
+#: The one table from CLI options (argparse ``dest``) to :class:`~zcalib.calibration.
+#: CalibrationConfig` fields. An option given on the command line replaces the field of
+#: ``--config`` (or of the defaults); an option left out keeps it. Defaults live in
+#: CalibrationConfig only (these options default to ``None``).
+CONFIG_FIELDS: dict[str, str] = {
+    "input_format": "input_format",
+    "treename": "treename",
+    "id_level": "working_point",
+    "categories": "categories",
+    "mc_weight": "mc_weights",
+    "fit_window": "mass_window",
+    "smear_seed": "smear_seed",
+    "era": "era",
+}
+
+
+_CATEGORIES_HELP = (
+    "categories TSV or YAML (default: --config's, else the histograms' with --histograms, "
+    "else the built-in 8-category |eta| x R9 scheme)"
+)
+
+
+def _add_config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        dest="calibration_config",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="CalibrationConfig YAML (input format, selection, categories, binning, fit "
+        "window, MC weights, prior corrections, smearing seed, era); options given on the "
+        "command line replace its fields (see zcalib.cli.CONFIG_FIELDS)",
+    )
+
+
+def calibration_config(args: argparse.Namespace) -> Any:
+    """The :class:`~zcalib.calibration.CalibrationConfig` of a command: ``--config`` (or the
+    defaults) with the options given on the command line (:data:`CONFIG_FIELDS`)."""
+    from zcalib.calibration import CalibrationConfig, load_calibration_config
+
+    path = getattr(args, "calibration_config", None)
+    base = load_calibration_config(path) if path is not None else CalibrationConfig()
+    given: dict[str, Any] = {}
+    for dest, name in CONFIG_FIELDS.items():
+        value = getattr(args, dest, None)
+        if value is None or (isinstance(value, list) and not value):
+            continue
+        given[name] = str(value) if isinstance(value, Path) else value
+    return base.with_overrides(**given) if given else base
 
 
 def _add_prior_options(p: argparse.ArgumentParser, *, smears_by_default: bool) -> None:
@@ -194,9 +246,9 @@ def _add_prior_options(p: argparse.ArgumentParser, *, smears_by_default: bool) -
     g.add_argument(
         "--smear-seed",
         type=int,
-        default=0,
-        help="seed of the MC smearing random numbers (recorded in the payload's "
-        "EGMRandomGenerator)",
+        default=None,
+        help="seed of the MC smearing random numbers, recorded in the payload's "
+        "EGMRandomGenerator (default: --config's, else 0)",
     )
 
 
@@ -254,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--categories configs/cats_eta_r9.tsv --out hists.npz",
     )
     _add_input_options(h)
-    h.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
+    h.add_argument("--categories", type=Path, default=None, help=_CATEGORIES_HELP)
+    _add_config_option(h)
     h.add_argument("--out", type=Path, required=True, help="output histogram file (.npz)")
     _add_prior_options(h, smears_by_default=False)
     _add_run_options(h)
@@ -295,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_input_options(f)
     f.add_argument("--histograms", type=Path, help="refit saved histograms (.npz)")
-    f.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
+    f.add_argument("--categories", type=Path, default=None, help=_CATEGORIES_HELP)
+    _add_config_option(f)
     f.add_argument("--out", type=Path, required=True, help="output folder")
     f.add_argument("--step", default="step", help="step name used in output names")
     _add_era_option(f)
@@ -409,10 +463,10 @@ def _add_era_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--era",
-        default=DEFAULT_ERA,
+        default=None,
         metavar="ERA",
-        help=f"era in the payload names, e.g. EGMScale_Compound_Ele_<era> (default {DEFAULT_ERA}; "
-        f"one of {', '.join(ERAS)})",
+        help="era in the payload names, e.g. EGMScale_Compound_Ele_<era> (default: --config's, "
+        f"else {DEFAULT_ERA}; one of {', '.join(ERAS)})",
     )
 
 
@@ -477,11 +531,12 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("fit")
     g.add_argument(
         "--window",
+        dest="fit_window",
         type=float,
         nargs=2,
         metavar=("LO", "HI"),
-        default=(80.0, 100.0),
-        help="mass window of the likelihood [GeV] (default 80 100)",
+        default=None,
+        help="mass window of the likelihood [GeV] (default: --config's mass_window, else 80 100)",
     )
     g.add_argument("--bin-width", type=float, default=0.5, help="data bin width [GeV]")
     g.add_argument(
@@ -707,9 +762,10 @@ def run_options(args: argparse.Namespace) -> Any:
     )
 
 
-def dataset_config(args: argparse.Namespace) -> Any:
-    """The dataset description from ``--datasets`` or ``--data/--mc``."""
-    from zcalib.config import dataset_config_from_files, load_dataset_config
+def dataset_config(args: argparse.Namespace, config: Any = None) -> Any:
+    """The dataset description from ``--datasets`` or ``--data/--mc`` (these in the input
+    format of ``config``, default :func:`calibration_config`)."""
+    from zcalib.config import load_dataset_config
     from zcalib.exceptions import InvalidConfig
 
     if args.datasets is not None:
@@ -717,53 +773,52 @@ def dataset_config(args: argparse.Namespace) -> Any:
             msg = "give either --datasets or --data/--mc, not both"
             raise InvalidConfig(msg)
         return load_dataset_config(args.datasets)
-    return dataset_config_from_files(
-        data=args.data, mc=args.mc, fmt=args.input_format, treename=args.treename
-    )
+    cfg = config if config is not None else calibration_config(args)
+    return cfg.dataset_config(data=args.data, mc=args.mc)
 
 
 def mc_weights(args: argparse.Namespace) -> tuple[Any, ...]:
-    """MC weight specs from ``--mc-weight NAME=FILE[:CORRECTION]``."""
-    from zcalib.exceptions import InvalidConfig
-    from zcalib.runner import load_weight
-
-    out = []
-    for item in args.mc_weight:
-        name, sep, rest = item.partition("=")
-        if not sep or not name or not rest:
-            msg = f"--mc-weight {item!r}: expected NAME=FILE[:CORRECTION]"
-            raise InvalidConfig(msg)
-        path, _, corr = rest.partition(":")
-        out.append(load_weight(name, path, corr or None))
-    return tuple(out)
+    """MC weight specs of ``--mc-weight NAME=FILE[:CORRECTION]`` (or ``--config``'s), read
+    by :class:`~zcalib.calibration.McWeight` (the one parser of this form)."""
+    return tuple(calibration_config(args).load_weights())
 
 
-def fill_histograms(args: argparse.Namespace, categories: Path) -> Any:
-    """Load inputs and categories from CLI arguments and fill the histograms."""
-    from zcalib.categories import load_categories
-    from zcalib.config import SelectionConfig
+def fill_histograms(args: argparse.Namespace) -> Any:
+    """Fill the histograms of a command: inputs, selection, categories, binning, MC weights,
+    prior corrections (``--corrections``, else ``--config``'s) and smearing seed from
+    :func:`calibration_config`."""
+    from zcalib.config import load_dataset_config
     from zcalib.runner import build_histograms
 
-    scheme = load_categories(categories)
-    cfg = dataset_config(args)
-    steps, zweights = prior_corrections(args, smears_by_default=False)
-    opts = run_options(args)
-    weights = mc_weights(args)
+    cfg = calibration_config(args)
+    if args.datasets is not None and not (args.data or args.mc):
+        ds = load_dataset_config(args.datasets)
+        if args.input_format is None and args.calibration_config is None:
+            cfg = cfg.with_overrides(input_format=ds.format)
+        cfg.check_datasets(ds)
+    else:
+        ds = dataset_config(args, cfg)
+    scheme = cfg.scheme()
+    if args.corrections:
+        steps, zweights = prior_corrections(args, smears_by_default=False)
+    else:
+        steps, zweights = cfg.load_corrections(), ()
     return build_histograms(
-        cfg,
+        ds,
         scheme,
-        options=opts,
-        weights=(*weights, *zweights),
-        selection=SelectionConfig(id_level=args.id_level),
+        options=run_options(args),
+        weights=(*cfg.load_weights(), *zweights),
+        selection=cfg.selection(),
+        binning=cfg.binning(),
         corrections=steps,
-        smear_seed=args.smear_seed,
+        smear_seed=cfg.smear_seed,
     )
 
 
 def _cmd_histograms(args: argparse.Namespace) -> int:
     from zcalib.histograms import save_histograms
 
-    hset = fill_histograms(args, args.categories)
+    hset = fill_histograms(args)
     save_histograms(hset, args.out)
     _print_cutflow(hset.cutflow)
     run = hset.metadata["run"]
@@ -789,14 +844,13 @@ def _echo_run_summary(run: dict[str, Any]) -> None:
 def _cmd_skim(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from zcalib.config import SelectionConfig
     from zcalib.skim import skim
 
     opts = dataclasses.replace(run_options(args), metrics_path=args.metrics)
     res = skim(
         dataset_config(args),
         args.out,
-        selection=SelectionConfig(id_level=args.id_level),
+        selection=calibration_config(args).selection(),
         margin=args.margin,
         options=opts,
     )
@@ -824,7 +878,7 @@ def fit_config(args: argparse.Namespace, scheme: Any) -> Any:
     from zcalib.fit.config import parse_ignored
 
     kw: dict[str, Any] = {
-        "window": tuple(args.window),
+        "window": tuple(calibration_config(args).mass_window),
         "bin_width": args.bin_width,
         "min_data": args.min_data,
         "min_mc": args.min_mc,
@@ -848,18 +902,18 @@ def fit_config(args: argparse.Namespace, scheme: Any) -> Any:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from zcalib.categories import load_categories
-    from zcalib.corrections.egm import EgmNames, check_era
+    from zcalib.corrections.egm import check_era
     from zcalib.derive import check_step_name, write_outputs
 
-    names = EgmNames(check_era(args.era, "--era"))  # before any work
+    if args.era is not None:
+        check_era(args.era, "--era")  # before any work
     check_step_name(args.step, "--step")
     from zcalib.exceptions import InvalidConfig
     from zcalib.fit import fit_histograms
     from zcalib.histograms import load_histograms, save_histograms
 
-    scheme = load_categories(args.categories)
-    config = fit_config(args, scheme)
+    calib = calibration_config(args)
+    names = calib.payload_names()
     if args.histograms is not None:
         if args.data or args.mc or args.datasets:
             msg = "give either --histograms or input files (--data/--mc/--datasets), not both"
@@ -871,8 +925,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             )
             raise InvalidConfig(msg)
         hset = load_histograms(args.histograms)
+        scheme = calib.scheme() if calib.categories is not None else hset.scheme()
+        config = fit_config(args, scheme)
     else:
-        hset = fill_histograms(args, args.categories)
+        scheme = calib.scheme()
+        config = fit_config(args, scheme)  # checked before the fill
+        hset = fill_histograms(args)
         save_histograms(hset, args.out / "histograms.npz")
     result = fit_histograms(hset, config, scheme=scheme)
     paths = write_outputs(
@@ -881,7 +939,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         args.out,
         step=args.step,
         hset=hset,
-        extra={"command": "fit", "fit_config": config.to_dict()},
+        extra={
+            "command": "fit",
+            "fit_config": config.to_dict(),
+            "calibration_config": calib.to_dict(),
+        },
         names=names,
         smear_seed=int(hset.metadata.get("smear_seed") or 0),
         write_failed=args.write_failed,
@@ -1200,7 +1262,7 @@ def _selection_from(args: argparse.Namespace) -> Any:
     from zcalib.exceptions import InvalidConfig
 
     if getattr(args, "selection", None) is None:
-        return SelectionConfig(id_level=args.id_level)
+        return calibration_config(args).selection()
     raw = load_yaml(args.selection)
     if not isinstance(raw, dict):
         msg = f"{args.selection}: expected a mapping of selection fields"
@@ -1547,7 +1609,6 @@ def _add_plot_parsers(sub: Any) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from zcalib.config import SelectionConfig
     from zcalib.corrections.steps import load_correction_steps
     from zcalib.histograms import load_histograms
     from zcalib.validation import PlotLabels, load_plot_categories, run_validation
@@ -1575,7 +1636,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         weights=mc_weights(args) if ntuples else (),
         labels=labels,
         binning=args.binning,
-        selection=SelectionConfig(id_level=args.id_level),
+        selection=calibration_config(args).selection(),
         options=run_options(args) if ntuples else None,
         smear_seed=seed,
         scan=args.scan,
@@ -1787,7 +1848,7 @@ def _loop_from(args: argparse.Namespace) -> Any:
         selection=_selection_from(args),
         weights=(*mc_weights(args), *zweights),
         corrections=steps,
-        smear_seed=args.smear_seed,
+        smear_seed=calibration_config(args).smear_seed,
     )
 
 
