@@ -282,7 +282,7 @@ def test_help_shows_defaults(capsys):
         "fit": (
             "data bin width [GeV] (default: 0.5)",
             "step name used in output names (default: step)",
-            "(default 80 100)",  # stated by hand, not repeated
+            "(default: --config's mass_window, else 80 100)",  # stated by hand, not repeated
             "-q, --quiet",
         ),
     }
@@ -290,7 +290,7 @@ def test_help_shows_defaults(capsys):
         text = help_of(command)
         assert [t for t in texts if t not in text] == []
         # no empty defaults, and none repeated after a hand-written one
-        for bad in ("(default: None)", "(default: False)", "(default 80 100) (default"):
+        for bad in ("(default: None)", "(default: False)", "else 80 100) (default"):
             assert bad not in text
 
 

@@ -1337,22 +1337,25 @@ def _cmd_systematics(args: argparse.Namespace) -> int:
     cfg = dataset_config(args)
     selection = _selection_from(args)
     opts, weights = run_options(args), mc_weights(args)
-    if args.histograms is not None:
-        hset = load_histograms(args.histograms)
-    else:
-        hset = build_histograms(cfg, scheme, options=opts, weights=weights, selection=selection)
-    res = run_systematics(
-        hset,
-        dataset_config=cfg,
-        scheme=scheme,
-        config=config,
-        fit_config=fcfg,
-        selection=selection,
-        options=opts,
-        weights=weights,
-        out_dir=args.out,
-        step=args.step,
-    )
+    from zcalib.cluster import one_cluster
+
+    with one_cluster(opts) as opts:  # one cluster: nominal fill and every refill
+        if args.histograms is not None:
+            hset = load_histograms(args.histograms)
+        else:
+            hset = build_histograms(cfg, scheme, options=opts, weights=weights, selection=selection)
+        res = run_systematics(
+            hset,
+            dataset_config=cfg,
+            scheme=scheme,
+            config=config,
+            fit_config=fcfg,
+            selection=selection,
+            options=opts,
+            weights=weights,
+            out_dir=args.out,
+            step=args.step,
+        )
     _print_systematics(res)
     _echo(f"wrote {', '.join(res.outputs.values())}")
     return EXIT_OK
@@ -1834,7 +1837,11 @@ def _add_chain_parsers(sub: Any) -> None:
         help="Dask cluster recipe YAML (dask_cluster/: local, scheduler, htcondor, slurm); "
         "one cluster serves every event loop of the pipeline (overrides run.recipe)",
     )
-    pl.add_argument("--progress", action="store_true", help="show progress bars")
+    pl.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bars of the event loops (shown by default, as in every command)",
+    )
     pl.set_defaults(func=_cmd_pipeline)
 
 
@@ -1909,7 +1916,7 @@ def _cmd_assemble(args: argparse.Namespace) -> int:
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     from zcalib.chain import load_pipeline, run_pipeline
 
-    override: dict[str, Any] = {"progress": args.progress}
+    override: dict[str, Any] = {"progress": not args.no_progress}
     if args.executor is not None:
         override["executor"] = args.executor
     if args.workers is not None:

@@ -460,6 +460,24 @@ def dask_client(
         yield client
 
 
+@contextlib.contextmanager
+def one_cluster(options: Any) -> Iterator[Any]:
+    """``options`` (:class:`~zcalib.runner.RunOptions`) with one Dask client that every event
+    loop run inside shares: started here when the options use Dask and hold no client yet
+    (closed on exit), else ``options`` unchanged. A command with several loops (systematics
+    refills, a pipeline) starts one cluster, not one per loop.
+    """
+    import dataclasses
+
+    if not options.uses_dask or options.client is not None:
+        yield options
+        return
+    with dask_client(
+        recipe=options.recipe, scheduler=options.scheduler, workers=options.workers
+    ) as client:
+        yield dataclasses.replace(options, client=client)
+
+
 #: How long ``sbatch --test-only`` may take before the batch system counts as unreachable.
 SUBMIT_CHECK_TIMEOUT_S = 60.0
 
