@@ -384,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--toys", type=int, default=1, help="number of toys (independent seeds)")
     i.add_argument("--seed", type=int, default=0, help="master seed of the toys")
     i.add_argument("--out", type=Path, required=True, help="output folder")
+    i.add_argument("--no-progress", action="store_true", help="hide the progress bar of the toys")
     _add_fit_options(i)
     i.set_defaults(func=_cmd_inject)
 
@@ -982,7 +983,14 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         scales = [pattern[k % 4] for k in range(len(scheme.scale))]
         smears = [0.01] * len(scheme.smear)
     res = inject(
-        hset, scales, smears, n_toys=args.toys, seed=args.seed, config=config, scheme=scheme
+        hset,
+        scales,
+        smears,
+        n_toys=args.toys,
+        seed=args.seed,
+        config=config,
+        scheme=scheme,
+        progress=not args.no_progress,
     )
     summary = res.to_dict()
     atomic_write_text(args.out / "injection.json", _dump(summary))

@@ -71,21 +71,37 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _run_default(name: str) -> Any:
+    """The default of a :class:`~zcalib.runner.RunOptions` field (each default lives there:
+    a pipeline without ``run:`` runs its loops as a single command would)."""
+    import dataclasses
+
+    from zcalib.runner import RunOptions
+
+    return next(f.default for f in dataclasses.fields(RunOptions) if f.name == name)
+
+
 class RunSettings(_Frozen):
-    """How the event loops run (does not change the results, so not part of step hashes)."""
+    """How the event loops run (does not change the results, so not part of step hashes).
+    Defaults: those of :class:`~zcalib.runner.RunOptions` (a local Dask cluster)."""
 
     executor: Literal["iterative", "futures", "dask"] = Field(
-        "iterative", description="coffea executor: iterative, futures or dask."
+        _run_default("executor"), description="coffea executor: iterative, futures or dask."
     )
-    workers: int = Field(2, ge=1, description="Local worker processes (futures, dask).")
-    chunksize: int = Field(200_000, ge=1, description="Events per chunk.")
+    workers: int = Field(
+        _run_default("workers"), ge=1, description="Local worker processes (futures, dask)."
+    )
+    chunksize: int = Field(_run_default("chunksize"), ge=1, description="Events per chunk.")
     scheduler: str | None = Field(None, description="Address of an existing Dask scheduler.")
     recipe: str | None = Field(
         None,
         description="Dask cluster recipe YAML (dask_cluster/; e.g. kind: slurm): one cluster "
         "for every event loop of the pipeline. Relative to the pipeline YAML.",
     )
-    progress: bool = Field(False, description="Show progress bars.")
+    progress: bool = Field(
+        _run_default("progress"),
+        description="Show progress bars (`zcalib pipeline --no-progress` hides them).",
+    )
 
 
 class GenerateSettings(_Frozen):
