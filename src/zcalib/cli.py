@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"zcalib {_version()}")
     _add_global_options(parser, top=True)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = _InPipelineOrder()
 
     g = sub.add_parser(
         "generate",
@@ -410,12 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--scheduler", default=None, help="use an existing Dask scheduler")
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
     d.set_defaults(func=_cmd_demo)
-    _order_subcommands(sub)
+    sub.add_to(subparsers)
     with_defaults: dict[Any, Any] = {
         argparse.HelpFormatter: _DefaultsInHelp,
         argparse.RawDescriptionHelpFormatter: _RawDefaultsInHelp,
     }
-    for p in (parser, *sub.choices.values()):
+    for p in (parser, *subparsers.choices.values()):
         if p is not parser:
             _add_global_options(p, top=False)
         p.formatter_class = with_defaults.get(p.formatter_class, p.formatter_class)
@@ -451,11 +452,26 @@ PIPELINE_ORDER = (
 )
 
 
-def _order_subcommands(sub: Any) -> None:
-    """List subcommands in pipeline order in ``--help`` (unknown ones keep their place last)."""
-    rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
-    sub._choices_actions.sort(key=lambda a: rank.get(a.dest, len(rank)))
-    sub.choices = dict(sorted(sub.choices.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+class _InPipelineOrder:
+    """Stands in for argparse's subparsers while the subcommands are defined (in the groups
+    that suit the code), then adds them in :data:`PIPELINE_ORDER`, the order ``--help`` lists
+    them: argparse lists subcommands in the order they are added, so nothing is re-sorted.
+    Each subcommand is defined on a parser of its own, added with ``parents=[it]``."""
+
+    def __init__(self) -> None:
+        self._defined: dict[str, tuple[argparse.ArgumentParser, dict[str, Any]]] = {}
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        own = _Parser(add_help=False)
+        self._defined[name] = (own, kwargs)
+        return own
+
+    def add_to(self, subparsers: Any) -> None:
+        """Add every subcommand (those not in PIPELINE_ORDER last, as defined)."""
+        rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
+        for name in sorted(self._defined, key=lambda n: rank.get(n, len(rank))):
+            own, kwargs = self._defined[name]
+            subparsers.add_parser(name, parents=[own], **kwargs)
 
 
 # ----------------------------------------------------------------- payloads: --era, apply

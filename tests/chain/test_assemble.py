@@ -134,3 +134,41 @@ def test_manual_chain_gives_the_pipeline_payload(both_chains, capsys):
     record = json.loads((manual_final / "assemble.json").read_text())
     assert record["order"] == ["time_stability", "step2", "step3"]
     assert record["smear_seed"] == 3
+
+
+def test_assemble_refuses_bad_step_folders(both_chains, tmp_path, capsys):
+    """One line, exit 1, nothing written: a folder without a payload, a failed fit, two steps
+    of the same name, no steps."""
+    _, manual_final, _ = both_chains
+    m = manual_final.parent
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    (failed / "fit_result.json").write_text(
+        '{"step": "failed", "status": "failed", "message": "failed: smear[3] at a bound"}'
+    )
+    out = tmp_path / "final"
+    cases = [
+        ([str(empty)], f"{empty}: no corrections.json (is this the folder of a finished step?)"),
+        (
+            [str(failed)],
+            (
+                f"{failed}: the fit of this step has no payload (status 'failed': failed: "
+                "smear[3] at a bound)"
+            ),
+        ),
+        (
+            [str(m / "step2"), f"step2={m / 'step3'}"],
+            (
+                f"assemble: steps {m / 'step2'} and step2={m / 'step3'} are both named "
+                "'step2'; name one of them with NAME=PATH"
+            ),
+        ),
+        ([str(tmp_path / "nope")], f"{tmp_path / 'nope'}: no such step folder or correction file"),
+    ]
+    for steps, message in cases:
+        rc, _, err = _run(["assemble", *steps, "--out", str(out)], capsys)
+        assert rc == 1
+        assert err == f"zcalib: error: {message}\n"
+        assert not out.exists()
