@@ -141,7 +141,13 @@ def test_write_corrections_and_evaluate(ecalelf_run):
     from zcalib.corrections import SCALE_INPUTS
 
     _, _, _, fitted, corrections = ecalelf_run
-    assert set(corrections.paths) == {"corrections", "scales", "smearings", "fit_result"}
+    assert set(corrections.paths) == {
+        "corrections",
+        "scales",
+        "smearings",
+        "only_step",
+        "fit_result",
+    }
     assert all(p.is_file() for p in corrections.paths.values())
     cset = corrections.correction_set()
     scale = cset.compound[corrections.scale_name]

@@ -282,7 +282,7 @@ def test_help_shows_defaults(capsys):
         "fit": (
             "data bin width [GeV] (default: 0.5)",
             "step name used in output names (default: step)",
-            "(default 80 100)",  # stated by hand, not repeated
+            "(default: --config's mass_window, else 80 100)",  # stated by hand, not repeated
             "-q, --quiet",
         ),
     }
@@ -290,7 +290,7 @@ def test_help_shows_defaults(capsys):
         text = help_of(command)
         assert [t for t in texts if t not in text] == []
         # no empty defaults, and none repeated after a hand-written one
-        for bad in ("(default: None)", "(default: False)", "(default 80 100) (default"):
+        for bad in ("(default: None)", "(default: False)", "else 80 100) (default"):
             assert bad not in text
 
 
@@ -340,3 +340,215 @@ def test_generated_folders_are_gitignored():
     ]
     assert ignored(*generated) == generated
     assert ignored("notebooks/quickstart.ipynb", "configs/cats_eta_r9.tsv") == []
+
+
+def test_fit_prints_a_results_table_not_cut_when_piped(tmp_path, capsys, monkeypatch):
+    """``zcalib fit`` prints scale/smear per category with errors and state; written to a
+    pipe (pytest's capture) the table is PIPE_WIDTH wide, not cut at rich's 80 columns."""
+    import json
+
+    from zcalib.categories import load_categories
+    from zcalib.cli import PIPE_WIDTH
+    from zcalib.fit import synthetic_histograms
+    from zcalib.histograms import save_histograms
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    cats = CONFIGS / "cats_eta_r9.yaml"
+    scheme = load_categories(cats)
+    hset = synthetic_histograms(
+        scheme, n_data=40_000, n_mc=80_000, seed=1, scales=[1.01, 0.99] * 4, smears=[0.01] * 8
+    )
+    h = save_histograms(hset, tmp_path / "h.npz")
+    out_dir = tmp_path / "out"
+    argv = ["fit", "--histograms", str(h), "--categories", str(cats), "--out", str(out_dir)]
+    rc, out, _ = _run([*argv, "--mc-stat", "sandwich"], capsys)
+    assert rc == 0
+    lines = out.splitlines()
+    assert any(line.strip().startswith("fit converged: EDM") for line in lines)  # the title
+    header = next(line for line in lines if "category" in line)
+    for col in ("kind", "value", "stat", "MC stat", "stat ⊕ MC", "pairs", "state"):
+        assert col in header
+    table = [line for line in lines if line.startswith(("┃", "│", "┏", "└"))]
+    assert 80 < max(len(line) for line in table) <= PIPE_WIDTH
+    # the one-line messages are not wrapped (no file name broken over two lines)
+    assert any(line.startswith("wrote ") and line.endswith("fit_result.json") for line in lines)
+    record = json.loads((out_dir / "fit_result.json").read_text())
+    for c in record["categories"]:
+        row = next(line for line in table if f" {c['label']} " in line)
+        assert f"{c['value']:.5f}" in row
+        assert f"{c['total_stat']:.5f}" in row
+        state = "fitted (at bound)" if c["at_bound"] else "fitted"
+        assert row.rstrip(" │").endswith(state)
+    assert len([line for line in lines if "│ fitted" in line]) == 16
+
+
+def test_ctrl_c_one_line_own_exit_code_no_worker_tracebacks(demo_ecalelf, tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the whole foreground process group: the command and
+    its local Dask workers) mid-run: one line on stderr, exit code 130, no traceback, no
+    output file, no process left behind."""
+    import os
+    import signal
+    import time
+
+    from zcalib.cli import EXIT_INTERRUPTED
+
+    out = tmp_path / "h.npz"
+    argv = ["histograms", "--data", str(demo_ecalelf.data), "--mc", str(demo_ecalelf.mc)]
+    argv += ["--categories", CATS, "--out", str(out), "--chunksize", "500", "--workers", "2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zcalib.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+        env=env,
+    )
+    t0 = time.monotonic()
+    try:
+        seen = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            seen.append(line)
+            if "local Dask cluster with" in line or not line:
+                break
+        assert "local Dask cluster" in seen[-1], seen
+        t_up = time.monotonic()
+        time.sleep(1.0)  # chunks are running (120 chunks take well over a second)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+        print(f"cluster up {t_up - t0:.1f} s, exit {time.monotonic() - t_up:.1f} s later")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == EXIT_INTERRUPTED == 130
+    assert stderr == "zcalib: interrupted (exit code 130)\n"
+    assert "Traceback" not in stdout
+    assert not out.exists()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # the workers end with the cluster
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("worker processes outlived the interrupted command")
+    print(f"group gone {time.monotonic() - t0:.1f} s after start")
+
+
+def test_fit_with_no_selected_data_pair_says_so(tmp_path, capsys):
+    """A dataset whose events all fail the selection: the fit names it and the cut that left
+    nothing (was: "no dataset of kind 'data' (datasets and kinds: {'data': 'data', ...})")."""
+    import numpy as np
+    import uproot
+
+    good = write_ecalelf(tmp_path / "mc.root", n=500)
+    with uproot.open(good) as f:
+        branches = f["selected"].arrays(library="np")
+    branches["eleID"] = np.zeros_like(branches["eleID"])  # fails every working point
+    bad = tmp_path / "data.root"
+    with uproot.recreate(bad) as f:
+        f.mktree(
+            "selected",
+            {k: (v.dtype, v.shape[1:]) if v.ndim == 2 else v.dtype for k, v in branches.items()},
+        )
+        f["selected"].extend(branches)
+    argv = ["fit", "--data", str(bad), "--mc", str(good), "--categories", CATS]
+    rc, _, err = _run(
+        [*argv, "--out", str(tmp_path / "out"), "--executor", "iterative", "--no-progress"],
+        capsys,
+    )
+    assert rc == 1
+    assert err.startswith(
+        "zcalib: error: no data pair to fit: dataset 'data' has 500 events, none left after "
+        "cut 'id' (cutflow: all 500, two_leptons 500, id 0,"
+    )
+    assert err.endswith("check the selection, the categories' coverage and the mass range\n")
+    assert err.count("\n") == 1
+
+
+def test_fit_ignore_by_category_name(tmp_path, capsys):
+    """``--ignore`` holds scale and smear categories fixed by the fit's names (a category
+    without data need not be fixed from Python); a bad name is one line, exit 1."""
+    import json
+
+    from zcalib.categories import load_categories
+    from zcalib.fit import synthetic_histograms
+    from zcalib.histograms import save_histograms
+
+    cats = CONFIGS / "cats_eta_r9.yaml"
+    hset = synthetic_histograms(
+        load_categories(cats),
+        n_data=20_000,
+        n_mc=40_000,
+        seed=2,
+        scales=[1.0] * 8,
+        smears=[0.01] * 8,
+    )
+    h = save_histograms(hset, tmp_path / "h.npz")
+    argv = ["fit", "--histograms", str(h), "--categories", str(cats), "--mc-stat", "none"]
+    # eta x R9 smear category i shares its regions with scale category i: hold both
+    rc, _, err = _run([*argv, "--out", str(tmp_path / "o"), "--ignore", "smear[6]", "6"], capsys)
+    assert rc == 0, err
+    record = json.loads((tmp_path / "o" / "fit_result.json").read_text())
+    states = {(c["type"], c["index"]): c["state"] for c in record["categories"]}
+    assert [k for k, s in states.items() if s == "ignored"] == [("scale", 6), ("smear", 6)]
+    rc, _, err = _run([*argv, "--out", str(tmp_path / "b"), "--ignore", "smear(6)"], capsys)
+    assert rc == 1
+    assert err == (
+        "zcalib: error: --ignore: 'smear(6)' is not a category; allowed: scale[i], smear[i] "
+        "(as the fit names them) or a scale index i\n"
+    )
+    assert not (tmp_path / "b").exists()
+
+
+def test_histograms_and_fit_read_a_calibration_config(tmp_path, capsys):
+    """``--config`` (a CalibrationConfig YAML) sets what the flags would; a flag given on the
+    command line replaces its field (CONFIG_FIELDS, the one table)."""
+    import json
+
+    from zcalib.cli import CONFIG_FIELDS
+    from zcalib.histograms import load_histograms
+
+    data = write_ecalelf(tmp_path / "d.root", n=2000)
+    cfg = tmp_path / "calib.yaml"
+    cfg.write_text(
+        f"working_point: tight\ncategories: {CONFIGS / 'cats_eta_r9.yaml'}\n"
+        "mass_window: [82, 98]\nn_mass_bins: 600\nsmear_seed: 4\nera: 2023preBPIX\n"
+    )
+    base = ["histograms", "--config", str(cfg), "--data", str(data), "--mc", str(data)]
+    base += ["--executor", "iterative", "--no-progress"]
+    rc, _, err = _run([*base, "--out", str(tmp_path / "a.npz")], capsys)
+    assert rc == 0, err
+    a = load_histograms(tmp_path / "a.npz")
+    assert a.metadata["selection"]["id_level"] == "tight"
+    assert a.metadata["smear_seed"] == 4
+    assert a.binning.n_bins == 600
+    rc, _, err = _run([*base, "--out", str(tmp_path / "b.npz"), "--id", "none"], capsys)
+    assert rc == 0, err
+    assert load_histograms(tmp_path / "b.npz").metadata["selection"]["id_level"] == "none"
+    out = tmp_path / "fit"
+    argv = ["fit", "--config", str(cfg), "--histograms", str(tmp_path / "a.npz")]
+    argv += ["--min-data", "5", "--min-mc", "5", "--mc-stat", "none", "--ignore"]
+    argv += [f"{k}[{i}]" for k in ("scale", "smear") for i in (2, 3, 6, 7)]  # |eta| < 1.2 only
+    rc, _, err = _run([*argv, "--out", str(out)], capsys)
+    assert (out / "fit_result.json").is_file(), err
+    record = json.loads((out / "fit_result.json").read_text())
+    assert record["calibration_config"]["working_point"] == "tight"
+    assert record["fit_config"]["window"][0] == pytest.approx(82.0, abs=0.1)
+    assert rc in (0, 3), err  # 2000 identical pairs: the physics is not the point here
+    if rc == 0:
+        assert json.loads((out / "corrections.json").read_text())["corrections"][0][
+            "name"
+        ].endswith("_2023preBPIX")
+    assert set(CONFIG_FIELDS.values()) <= set(
+        __import__("zcalib.calibration", fromlist=["x"]).CalibrationConfig.model_fields
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("working_pont: tight\n")
+    rc, _, err = _run([*base[:2], str(bad), *base[3:], "--out", str(tmp_path / "c.npz")], capsys)
+    assert rc == 1
+    assert err.startswith(f"zcalib: error: {bad}: unknown option 'working_pont'")
+    assert not (tmp_path / "c.npz").exists()

@@ -73,6 +73,7 @@ __all__ = [
     "calibrate",
     "datasets_from_files",
     "fit",
+    "fit_table",
     "histograms",
     "load_datasets",
     "load_histograms",
@@ -399,6 +400,41 @@ def load_histograms(path: str | Path, config: CalibrationConfig | None = None) -
 
 
 # =========================================================================== fit
+_FIT_COLUMNS = ("kind", "category", "value", "stat", "MC stat", "stat ⊕ MC", "pairs", "state")
+
+
+def _fit_rows(r: FitResult) -> list[tuple[str, ...]]:
+    """One row per category: kind, label, value, errors, data pairs, state."""
+
+    def row(c: CategoryFit) -> tuple[str, ...]:
+        return (
+            c.kind,
+            c.label,
+            _fmt(c.value),
+            _fmt(c.stat),
+            _fmt(c.mc_stat),
+            _fmt(c.total_stat),
+            f"{c.n_pairs:.0f}",
+            c.state + (" (at bound)" if c.at_bound else ""),
+        )
+
+    return [row(c) for c in (*r.scales, *r.smears)]
+
+
+def fit_table(result: FitResult) -> Any:
+    """The fitted scales and smearings per category as a ``rich`` table (``zcalib fit``
+    prints it): value, stat, MC-stat and total errors, data pairs, state; the title carries
+    the fit status, so a fit that did not converge says so above its numbers."""
+    from rich.table import Table
+
+    table = Table(title=f"fit {result.message}", title_justify="left")
+    for col in _FIT_COLUMNS:
+        table.add_column(col, justify="left" if col in ("kind", "category", "state") else "right")
+    for row in _fit_rows(result):
+        table.add_row(*row)
+    return table
+
+
 @dataclass(frozen=True, repr=False)
 class Fit:
     """A fit result with the configuration and scheme it belongs to.
@@ -452,25 +488,17 @@ class Fit:
             f"MC={self.mc_variation}"
         )
 
-        def row(c: CategoryFit) -> tuple[str, ...]:
-            return (
-                c.kind,
-                c.label,
-                _fmt(c.value),
-                _fmt(c.stat),
-                _fmt(c.mc_stat),
-                f"{c.n_pairs:.0f}",
-                c.state + (" (at bound)" if c.at_bound else ""),
-            )
-
-        rows = [row(c) for c in (*r.scales, *r.smears)]
         return (
             "<div><strong>Fit</strong><p>"
             + html.escape(head)
             + "</p>"
-            + _table(("kind", "category", "value", "stat", "MC stat", "pairs", "state"), rows)
+            + _table(_FIT_COLUMNS, _fit_rows(r))
             + "</div>"
         )
+
+    def __rich__(self) -> Any:
+        """The results table in a terminal (``rich.print(fitted)``)."""
+        return fit_table(self.result)
 
     def plot(self, truth: Mapping[str, Sequence[float]] | None = None) -> Figure:
         """Fitted scales and smearings per category with their errors (stat ⊕ MC stat).

@@ -2,7 +2,8 @@
 
 Each subcommand loads and validates its inputs, then makes one library call. Exit codes:
 0 success, 1 invalid input (any :class:`~zcalib.exceptions.ZcalibError`, or bad usage),
-2 internal error, 3 a fit that ran but failed (no correction payload written).
+2 internal error, 3 a fit that ran but failed (no correction payload written), 130
+interrupted (Ctrl-C; one line, local Dask workers closed without tracebacks).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ EXIT_OK, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2
 #: A fit ran but failed (parameters at a range bound, EDM/gradient test, Hessian not
 #: positive definite): no correction payload is written (unless --write-failed).
 EXIT_FIT_FAILED = 3
+#: Interrupted (Ctrl-C, SIGINT): 128 + 2, the shells' convention; one line on stderr.
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,8 +142,8 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--input-format",
         choices=("ecalelf", "nanoaod", "flat", "parquet"),
-        default="ecalelf",
-        help="format of --data/--mc files (default ecalelf)",
+        default=None,
+        help="format of --data/--mc files (default: --config's, else ecalelf)",
     )
     g.add_argument("--treename", default=None, help="tree name (default per format)")
     g.add_argument(
@@ -155,9 +158,107 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
         "--id",
         dest="id_level",
         choices=("none", "loose", "medium", "tight"),
-        default="medium",
-        help="electron ID working point (default medium)",
+        default=None,
+        help="electron ID working point (default: --config's, else the format's: medium; "
+        "none for flat ntuples)",
     )
+
+
+#: The one table from CLI options (argparse ``dest``) to :class:`~zcalib.calibration.
+#: CalibrationConfig` fields. An option given on the command line replaces the field of
+#: ``--config`` (or of the defaults); an option left out keeps it. Defaults live in
+#: CalibrationConfig only (these options default to ``None``).
+CONFIG_FIELDS: dict[str, str] = {
+    "input_format": "input_format",
+    "treename": "treename",
+    "id_level": "working_point",
+    "categories": "categories",
+    "mc_weight": "mc_weights",
+    "fit_window": "mass_window",
+    "smear_seed": "smear_seed",
+    "era": "era",
+}
+
+
+_CATEGORIES_HELP = (
+    "categories TSV or YAML (default: --config's, else the histograms' with --histograms, "
+    "else the built-in 8-category |eta| x R9 scheme)"
+)
+
+
+def _add_config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        dest="calibration_config",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="CalibrationConfig YAML (input format, selection, categories, binning, fit "
+        "window, MC weights, prior corrections, smearing seed, era); options given on the "
+        "command line replace its fields (see zcalib.cli.CONFIG_FIELDS)",
+    )
+
+
+def calibration_config(args: argparse.Namespace) -> Any:
+    """The :class:`~zcalib.calibration.CalibrationConfig` of a command: ``--config`` (or the
+    defaults) with the options given on the command line (:data:`CONFIG_FIELDS`)."""
+    from zcalib.calibration import CalibrationConfig, load_calibration_config
+
+    path = getattr(args, "calibration_config", None)
+    base = load_calibration_config(path) if path is not None else CalibrationConfig()
+    given: dict[str, Any] = {}
+    for dest, name in CONFIG_FIELDS.items():
+        value = getattr(args, dest, None)
+        if value is None or (isinstance(value, list) and not value):
+            continue
+        given[name] = str(value) if isinstance(value, Path) else value
+    return base.with_overrides(**given) if given else base
+
+
+def _add_prior_options(p: argparse.ArgumentParser, *, smears_by_default: bool) -> None:
+    """``--corrections`` (repeatable), ``--mc-smearing``, ``--smear-seed``: the corrections of
+    finished steps applied while filling, as a pipeline step applies its dependencies'."""
+    auto = "latest" if smears_by_default else "none"
+    g = p.add_argument_group("prior corrections (chaining single steps)")
+    g.add_argument(
+        "--corrections",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="a finished step applied before filling: its folder (zcalib fit / time-stability "
+        "--out), its corrections.json, any correctionlib file, or NAME=PATH; repeatable, "
+        "in execution order (data scales of every step in order; MC smearing per "
+        "--mc-smearing)",
+    )
+    g.add_argument(
+        "--mc-smearing",
+        choices=("auto", "latest", "none"),
+        default="auto",
+        help="smear MC with the smearing of the latest --corrections step providing one "
+        f"(latest) or not (none); auto: {auto}, as the pipeline's "
+        + (
+            "time-stability / run-divide steps"
+            if smears_by_default
+            else "fit steps (the fit "
+            "derives the full smearing from unsmeared MC; latest: a closure fit)"
+        ),
+    )
+    g.add_argument(
+        "--smear-seed",
+        type=int,
+        default=None,
+        help="seed of the MC smearing random numbers, recorded in the payload's "
+        "EGMRandomGenerator (default: --config's, else 0)",
+    )
+
+
+def prior_corrections(args: argparse.Namespace, *, smears_by_default: bool) -> tuple[Any, Any]:
+    """The prior corrections and Z weights of ``--corrections`` (see :func:`_add_prior_options`)."""
+    from zcalib.chain.assemble import _prior
+
+    mode = args.mc_smearing
+    smear = mode == "latest" or (mode == "auto" and smears_by_default)
+    return _prior(args.corrections, smear_mc=smear)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"zcalib {_version()}")
     _add_global_options(parser, top=True)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = _InPipelineOrder()
 
     g = sub.add_parser(
         "generate",
@@ -205,8 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--categories configs/cats_eta_r9.tsv --out hists.npz",
     )
     _add_input_options(h)
-    h.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
+    h.add_argument("--categories", type=Path, default=None, help=_CATEGORIES_HELP)
+    _add_config_option(h)
     h.add_argument("--out", type=Path, required=True, help="output histogram file (.npz)")
+    _add_prior_options(h, smears_by_default=False)
     _add_run_options(h)
     h.set_defaults(func=_cmd_histograms)
 
@@ -245,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_input_options(f)
     f.add_argument("--histograms", type=Path, help="refit saved histograms (.npz)")
-    f.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
+    f.add_argument("--categories", type=Path, default=None, help=_CATEGORIES_HELP)
+    _add_config_option(f)
     f.add_argument("--out", type=Path, required=True, help="output folder")
     f.add_argument("--step", default="step", help="step name used in output names")
     _add_era_option(f)
@@ -255,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the correction payload of a failed fit (marked FAILED FIT); by "
         "default a failed fit writes only fit_result.json and exits with code 3",
     )
+    _add_prior_options(f, smears_by_default=False)
     _add_fit_options(f)
     _add_run_options(f)
     f.set_defaults(func=_cmd_fit)
@@ -279,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--toys", type=int, default=1, help="number of toys (independent seeds)")
     i.add_argument("--seed", type=int, default=0, help="master seed of the toys")
     i.add_argument("--out", type=Path, required=True, help="output folder")
+    i.add_argument("--no-progress", action="store_true", help="hide the progress bar of the toys")
     _add_fit_options(i)
     i.set_defaults(func=_cmd_inject)
 
@@ -304,12 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--scheduler", default=None, help="use an existing Dask scheduler")
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
     d.set_defaults(func=_cmd_demo)
-    _order_subcommands(sub)
+    sub.add_to(subparsers)
     with_defaults: dict[Any, Any] = {
         argparse.HelpFormatter: _DefaultsInHelp,
         argparse.RawDescriptionHelpFormatter: _RawDefaultsInHelp,
     }
-    for p in (parser, *sub.choices.values()):
+    for p in (parser, *subparsers.choices.values()):
         if p is not parser:
             _add_global_options(p, top=False)
         p.formatter_class = with_defaults.get(p.formatter_class, p.formatter_class)
@@ -331,6 +438,7 @@ PIPELINE_ORDER = (
     "histograms",
     "fit",
     "combine",
+    "assemble",
     "pipeline",
     "apply",
     "inject",
@@ -344,11 +452,26 @@ PIPELINE_ORDER = (
 )
 
 
-def _order_subcommands(sub: Any) -> None:
-    """List subcommands in pipeline order in ``--help`` (unknown ones keep their place last)."""
-    rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
-    sub._choices_actions.sort(key=lambda a: rank.get(a.dest, len(rank)))
-    sub.choices = dict(sorted(sub.choices.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+class _InPipelineOrder:
+    """Stands in for argparse's subparsers while the subcommands are defined (in the groups
+    that suit the code), then adds them in :data:`PIPELINE_ORDER`, the order ``--help`` lists
+    them: argparse lists subcommands in the order they are added, so nothing is re-sorted.
+    Each subcommand is defined on a parser of its own, added with ``parents=[it]``."""
+
+    def __init__(self) -> None:
+        self._defined: dict[str, tuple[argparse.ArgumentParser, dict[str, Any]]] = {}
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        own = _Parser(add_help=False)
+        self._defined[name] = (own, kwargs)
+        return own
+
+    def add_to(self, subparsers: Any) -> None:
+        """Add every subcommand (those not in PIPELINE_ORDER last, as defined)."""
+        rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
+        for name in sorted(self._defined, key=lambda n: rank.get(n, len(rank))):
+            own, kwargs = self._defined[name]
+            subparsers.add_parser(name, parents=[own], **kwargs)
 
 
 # ----------------------------------------------------------------- payloads: --era, apply
@@ -357,10 +480,10 @@ def _add_era_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--era",
-        default=DEFAULT_ERA,
+        default=None,
         metavar="ERA",
-        help=f"era in the payload names, e.g. EGMScale_Compound_Ele_<era> (default {DEFAULT_ERA}; "
-        f"one of {', '.join(ERAS)})",
+        help="era in the payload names, e.g. EGMScale_Compound_Ele_<era> (default: --config's, "
+        f"else {DEFAULT_ERA}; one of {', '.join(ERAS)})",
     )
 
 
@@ -425,11 +548,12 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("fit")
     g.add_argument(
         "--window",
+        dest="fit_window",
         type=float,
         nargs=2,
         metavar=("LO", "HI"),
-        default=(80.0, 100.0),
-        help="mass window of the likelihood [GeV] (default 80 100)",
+        default=None,
+        help="mass window of the likelihood [GeV] (default: --config's mass_window, else 80 100)",
     )
     g.add_argument("--bin-width", type=float, default=0.5, help="data bin width [GeV]")
     g.add_argument(
@@ -458,11 +582,12 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fix-scales", action="store_true", help="fit smearings only")
     g.add_argument(
         "--ignore",
-        type=int,
         nargs="+",
         default=[],
-        metavar="INDEX",
-        help="scale-category indices to ignore (held at 1, their regions dropped)",
+        metavar="CATEGORY",
+        help="categories held fixed, their regions dropped: scale[i] (held at 1) or smear[i] "
+        "(held at 0) as the fit names them, or a scale index i; e.g. --ignore 'smear[3]' for "
+        "a category without data",
     )
     g.add_argument(
         "--mc-stat",
@@ -485,7 +610,9 @@ def _setup_logging(verbose: int, *, quiet: bool = False) -> None:
     from rich.logging import RichHandler
 
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = RichHandler(show_path=False, show_time=False, markup=False, rich_tracebacks=False)
+    handler = RichHandler(
+        console=_console(), show_path=False, show_time=False, markup=False, rich_tracebacks=False
+    )
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     logging.getLogger("zcalib").setLevel(logging.WARNING if quiet else min(level, logging.INFO))
 
@@ -506,6 +633,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.no_progress = True
     _ECHO["quiet"] = args.quiet
     _setup_logging(args.verbose, quiet=args.quiet)
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.SIG_IGN:  # started with interrupts ignored (nohup, `&`): keep
+            previous = None
+        else:
+            signal.signal(signal.SIGINT, _interrupted)
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        logging.disable(logging.NOTSET)
+
+
+def _interrupted(_signum: int, _frame: Any) -> None:
+    """SIGINT (Ctrl-C): stop the run. The shutdown that follows (clusters, workers, event
+    loops closing) is no news to the user: its log records are dropped, and the command
+    prints one line (:data:`EXIT_INTERRUPTED`)."""
+    logging.disable(logging.CRITICAL)
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the subcommand; map exceptions to one-line messages and exit codes."""
     try:
         rc: int = args.func(args)
     except FitFailed as err:
@@ -519,8 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"zcalib: error: {err}\n")
         return EXIT_INPUT
     except KeyboardInterrupt:
-        sys.stderr.write("zcalib: interrupted\n")
-        return EXIT_INTERNAL
+        sys.stderr.write(f"zcalib: interrupted (exit code {EXIT_INTERRUPTED})\n")
+        return EXIT_INTERRUPTED
     except Exception as err:
         if args.debug:
             raise
@@ -624,9 +779,10 @@ def run_options(args: argparse.Namespace) -> Any:
     )
 
 
-def dataset_config(args: argparse.Namespace) -> Any:
-    """The dataset description from ``--datasets`` or ``--data/--mc``."""
-    from zcalib.config import dataset_config_from_files, load_dataset_config
+def dataset_config(args: argparse.Namespace, config: Any = None) -> Any:
+    """The dataset description from ``--datasets`` or ``--data/--mc`` (these in the input
+    format of ``config``, default :func:`calibration_config`)."""
+    from zcalib.config import load_dataset_config
     from zcalib.exceptions import InvalidConfig
 
     if args.datasets is not None:
@@ -634,50 +790,52 @@ def dataset_config(args: argparse.Namespace) -> Any:
             msg = "give either --datasets or --data/--mc, not both"
             raise InvalidConfig(msg)
         return load_dataset_config(args.datasets)
-    return dataset_config_from_files(
-        data=args.data, mc=args.mc, fmt=args.input_format, treename=args.treename
-    )
+    cfg = config if config is not None else calibration_config(args)
+    return cfg.dataset_config(data=args.data, mc=args.mc)
 
 
 def mc_weights(args: argparse.Namespace) -> tuple[Any, ...]:
-    """MC weight specs from ``--mc-weight NAME=FILE[:CORRECTION]``."""
-    from zcalib.exceptions import InvalidConfig
-    from zcalib.runner import load_weight
-
-    out = []
-    for item in args.mc_weight:
-        name, sep, rest = item.partition("=")
-        if not sep or not name or not rest:
-            msg = f"--mc-weight {item!r}: expected NAME=FILE[:CORRECTION]"
-            raise InvalidConfig(msg)
-        path, _, corr = rest.partition(":")
-        out.append(load_weight(name, path, corr or None))
-    return tuple(out)
+    """MC weight specs of ``--mc-weight NAME=FILE[:CORRECTION]`` (or ``--config``'s), read
+    by :class:`~zcalib.calibration.McWeight` (the one parser of this form)."""
+    return tuple(calibration_config(args).load_weights())
 
 
-def fill_histograms(args: argparse.Namespace, categories: Path) -> Any:
-    """Load inputs and categories from CLI arguments and fill the histograms."""
-    from zcalib.categories import load_categories
-    from zcalib.config import SelectionConfig
+def fill_histograms(args: argparse.Namespace) -> Any:
+    """Fill the histograms of a command: inputs, selection, categories, binning, MC weights,
+    prior corrections (``--corrections``, else ``--config``'s) and smearing seed from
+    :func:`calibration_config`."""
+    from zcalib.config import load_dataset_config
     from zcalib.runner import build_histograms
 
-    scheme = load_categories(categories)
-    cfg = dataset_config(args)
-    opts = run_options(args)
-    weights = mc_weights(args)
+    cfg = calibration_config(args)
+    if args.datasets is not None and not (args.data or args.mc):
+        ds = load_dataset_config(args.datasets)
+        if args.input_format is None and args.calibration_config is None:
+            cfg = cfg.with_overrides(input_format=ds.format)
+        cfg.check_datasets(ds)
+    else:
+        ds = dataset_config(args, cfg)
+    scheme = cfg.scheme()
+    if args.corrections:
+        steps, zweights = prior_corrections(args, smears_by_default=False)
+    else:
+        steps, zweights = cfg.load_corrections(), ()
     return build_histograms(
-        cfg,
+        ds,
         scheme,
-        options=opts,
-        weights=weights,
-        selection=SelectionConfig(id_level=args.id_level),
+        options=run_options(args),
+        weights=(*cfg.load_weights(), *zweights),
+        selection=cfg.selection(),
+        binning=cfg.binning(),
+        corrections=steps,
+        smear_seed=cfg.smear_seed,
     )
 
 
 def _cmd_histograms(args: argparse.Namespace) -> int:
     from zcalib.histograms import save_histograms
 
-    hset = fill_histograms(args, args.categories)
+    hset = fill_histograms(args)
     save_histograms(hset, args.out)
     _print_cutflow(hset.cutflow)
     run = hset.metadata["run"]
@@ -703,14 +861,13 @@ def _echo_run_summary(run: dict[str, Any]) -> None:
 def _cmd_skim(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from zcalib.config import SelectionConfig
     from zcalib.skim import skim
 
     opts = dataclasses.replace(run_options(args), metrics_path=args.metrics)
     res = skim(
         dataset_config(args),
         args.out,
-        selection=SelectionConfig(id_level=args.id_level),
+        selection=calibration_config(args).selection(),
         margin=args.margin,
         options=opts,
     )
@@ -735,15 +892,16 @@ def fit_config(args: argparse.Namespace, scheme: Any) -> Any:
     from zcalib.corrections import read_legacy_for_scheme
     from zcalib.exceptions import InvalidConfig
     from zcalib.fit import FitConfig
+    from zcalib.fit.config import parse_ignored
 
     kw: dict[str, Any] = {
-        "window": tuple(args.window),
+        "window": tuple(calibration_config(args).mass_window),
         "bin_width": args.bin_width,
         "min_data": args.min_data,
         "min_mc": args.min_mc,
         "start": args.start_style,
         "fix_scales": args.fix_scales,
-        "ignore_scales": tuple(args.ignore),
+        **parse_ignored(args.ignore, "--ignore"),
         "mc_stat": args.mc_stat,
         "mc_stat_likelihood": args.mc_stat_likelihood,
         "seed": args.fit_seed,
@@ -761,25 +919,35 @@ def fit_config(args: argparse.Namespace, scheme: Any) -> Any:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from zcalib.categories import load_categories
-    from zcalib.corrections.egm import EgmNames, check_era
+    from zcalib.corrections.egm import check_era
     from zcalib.derive import check_step_name, write_outputs
 
-    names = EgmNames(check_era(args.era, "--era"))  # before any work
+    if args.era is not None:
+        check_era(args.era, "--era")  # before any work
     check_step_name(args.step, "--step")
     from zcalib.exceptions import InvalidConfig
     from zcalib.fit import fit_histograms
     from zcalib.histograms import load_histograms, save_histograms
 
-    scheme = load_categories(args.categories)
-    config = fit_config(args, scheme)
+    calib = calibration_config(args)
+    names = calib.payload_names()
     if args.histograms is not None:
         if args.data or args.mc or args.datasets:
             msg = "give either --histograms or input files (--data/--mc/--datasets), not both"
             raise InvalidConfig(msg)
+        if args.corrections:
+            msg = (
+                "--corrections applies while filling: give them to `zcalib histograms`, or "
+                "fill here from input files instead of --histograms"
+            )
+            raise InvalidConfig(msg)
         hset = load_histograms(args.histograms)
+        scheme = calib.scheme() if calib.categories is not None else hset.scheme()
+        config = fit_config(args, scheme)
     else:
-        hset = fill_histograms(args, args.categories)
+        scheme = calib.scheme()
+        config = fit_config(args, scheme)  # checked before the fill
+        hset = fill_histograms(args)
         save_histograms(hset, args.out / "histograms.npz")
     result = fit_histograms(hset, config, scheme=scheme)
     paths = write_outputs(
@@ -788,7 +956,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         args.out,
         step=args.step,
         hset=hset,
-        extra={"command": "fit", "fit_config": config.to_dict()},
+        extra={
+            "command": "fit",
+            "fit_config": config.to_dict(),
+            "calibration_config": calib.to_dict(),
+        },
         names=names,
         smear_seed=int(hset.metadata.get("smear_seed") or 0),
         write_failed=args.write_failed,
@@ -827,7 +999,14 @@ def _cmd_inject(args: argparse.Namespace) -> int:
         scales = [pattern[k % 4] for k in range(len(scheme.scale))]
         smears = [0.01] * len(scheme.smear)
     res = inject(
-        hset, scales, smears, n_toys=args.toys, seed=args.seed, config=config, scheme=scheme
+        hset,
+        scales,
+        smears,
+        n_toys=args.toys,
+        seed=args.seed,
+        config=config,
+        scheme=scheme,
+        progress=not args.no_progress,
     )
     summary = res.to_dict()
     atomic_write_text(args.out / "injection.json", _dump(summary))
@@ -852,7 +1031,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         progress=not args.no_progress,
     )
-    _print_fit(demo.result)
+    _print_fit(demo.result, table=False)  # the derived-vs-injected table follows
     _print_comparison(comparison_rows(demo.result, demo.truth))
     t = demo.timings
     _echo(
@@ -863,19 +1042,40 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_fit(result: Any) -> None:
+#: Width of tables written to a pipe or file (a log, CI): rich would cut them at 80 columns.
+PIPE_WIDTH = 160
+
+
+def _console() -> Any:
+    """A rich console as wide as the terminal; written to a pipe or file, ``$COLUMNS`` wide,
+    else :data:`PIPE_WIDTH` (rich's default of 80 columns cuts category labels)."""
+    import os
+
     from rich.console import Console
 
+    width = None
+    if not sys.stdout.isatty():
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isdigit() and int(columns) > 0 else PIPE_WIDTH
+    return Console(highlight=False, width=width)
+
+
+def _print_fit(result: Any, *, table: bool = True) -> None:
+    from zcalib.api import fit_table
+
+    console = _console()
+    if table:
+        console.print(fit_table(result))
     used, dropped = len(result.regions_used), len(result.regions_dropped)
-    Console(highlight=False).print(
+    console.print(
         f"fit {result.message} | {result.n_eval} evaluations, "
         f"{result.wall_time:.2f} s, {used} regions used, {dropped} dropped",
         markup=False,
+        soft_wrap=True,
     )
 
 
 def _print_comparison(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="derived vs injected (error = stat ⊕ MC stat)")
@@ -890,11 +1090,10 @@ def _print_comparison(rows: list[dict[str, Any]]) -> None:
             f"{r['diff']:+.5f}",
             f"{r['pull']:+.2f}",
         )
-    Console().print(table)
+    _console().print(table)
 
 
 def _print_injection(res: Any, scheme: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     bias = res.bias()
@@ -914,11 +1113,10 @@ def _print_injection(res: Any, scheme: Any) -> None:
                 f"{pulls[kind]['mean'][k]:+.2f}",
                 f"{pulls[kind]['width'][k]:.2f}",
             )
-    Console().print(table)
+    _console().print(table)
 
 
 def _print_cutflow(cutflow: dict[str, dict[str, int]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="cutflow (events)")
@@ -928,7 +1126,7 @@ def _print_cutflow(cutflow: dict[str, dict[str, int]]) -> None:
         table.add_column(ds, justify="right")
     for cut in cuts:
         table.add_row(cut, *(str(cutflow[ds].get(cut, "")) for ds in cutflow))
-    Console().print(table)
+    _console().print(table)
 
 
 #: ``--quiet`` (set by :func:`main`): :func:`_echo` prints nothing.
@@ -938,9 +1136,7 @@ _ECHO = {"quiet": False}
 def _echo(text: str) -> None:
     if _ECHO["quiet"]:
         return
-    from rich.console import Console
-
-    Console(highlight=False).print(text, markup=False)
+    _console().print(text, markup=False, soft_wrap=True)
 
 
 def _dump(obj: Any) -> str:
@@ -1090,7 +1286,7 @@ def _selection_from(args: argparse.Namespace) -> Any:
     from zcalib.exceptions import InvalidConfig
 
     if getattr(args, "selection", None) is None:
-        return SelectionConfig(id_level=args.id_level)
+        return calibration_config(args).selection()
     raw = load_yaml(args.selection)
     if not isinstance(raw, dict):
         msg = f"{args.selection}: expected a mapping of selection fields"
@@ -1165,22 +1361,25 @@ def _cmd_systematics(args: argparse.Namespace) -> int:
     cfg = dataset_config(args)
     selection = _selection_from(args)
     opts, weights = run_options(args), mc_weights(args)
-    if args.histograms is not None:
-        hset = load_histograms(args.histograms)
-    else:
-        hset = build_histograms(cfg, scheme, options=opts, weights=weights, selection=selection)
-    res = run_systematics(
-        hset,
-        dataset_config=cfg,
-        scheme=scheme,
-        config=config,
-        fit_config=fcfg,
-        selection=selection,
-        options=opts,
-        weights=weights,
-        out_dir=args.out,
-        step=args.step,
-    )
+    from zcalib.cluster import one_cluster
+
+    with one_cluster(opts) as opts:  # one cluster: nominal fill and every refill
+        if args.histograms is not None:
+            hset = load_histograms(args.histograms)
+        else:
+            hset = build_histograms(cfg, scheme, options=opts, weights=weights, selection=selection)
+        res = run_systematics(
+            hset,
+            dataset_config=cfg,
+            scheme=scheme,
+            config=config,
+            fit_config=fcfg,
+            selection=selection,
+            options=opts,
+            weights=weights,
+            out_dir=args.out,
+            step=args.step,
+        )
     _print_systematics(res)
     _echo(f"wrote {', '.join(res.outputs.values())}")
     return EXIT_OK
@@ -1262,7 +1461,6 @@ def _check_filled_with(
 def _print_lineshape(res: Any) -> None:
     import math
 
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="lineshape (BW x CB) vs template fit")
@@ -1296,11 +1494,10 @@ def _print_lineshape(res: Any) -> None:
             f(r.template_smear),
             f(r.smear_pull, "+.2f"),
         )
-    Console().print(table)
+    _console().print(table)
 
 
 def _print_systematics(res: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"systematics ({res.combine} of sources)")
@@ -1318,11 +1515,10 @@ def _print_systematics(res: Any) -> None:
                 f"{syst[k]:.5f}",
                 *(f"{v[k]:.5f}" for v in by.values()),
             )
-    Console().print(table)
+    _console().print(table)
 
 
 def _print_stats(res: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(
@@ -1339,7 +1535,7 @@ def _print_stats(res: Any) -> None:
             f"{p.significance:+.1f}",
             f"{p.step:.2e}",
         )
-    Console().print(table)
+    _console().print(table)
 
 
 # ----------------------------------------------------- validate, scan, report
@@ -1440,7 +1636,6 @@ def _add_plot_parsers(sub: Any) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from zcalib.config import SelectionConfig
     from zcalib.corrections.steps import load_correction_steps
     from zcalib.histograms import load_histograms
     from zcalib.validation import PlotLabels, load_plot_categories, run_validation
@@ -1468,7 +1663,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         weights=mc_weights(args) if ntuples else (),
         labels=labels,
         binning=args.binning,
-        selection=SelectionConfig(id_level=args.id_level),
+        selection=calibration_config(args).selection(),
         options=run_options(args) if ntuples else None,
         smear_seed=seed,
         scan=args.scan,
@@ -1545,11 +1740,7 @@ def _add_chain_parsers(sub: Any) -> None:
         default="run",
         help="run: bins end at run boundaries; lumi: may split runs (default run)",
     )
-    rd.add_argument(
-        "--corrections",
-        type=Path,
-        help="correctionlib file of prior steps applied before selecting",
-    )
+    _add_prior_options(rd, smears_by_default=True)
     rd.add_argument("--out", type=Path, required=True, help="output YAML (and .dat)")
     _add_run_options(rd)
     rd.set_defaults(func=_cmd_run_divide)
@@ -1575,11 +1766,7 @@ def _add_chain_parsers(sub: Any) -> None:
         default=(80.0, 100.0),
         help="mass window of the medians [GeV] (default 80 100)",
     )
-    ts.add_argument(
-        "--corrections",
-        type=Path,
-        help="correctionlib file of prior steps (data scales, MC smearing)",
-    )
+    _add_prior_options(ts, smears_by_default=True)
     ts.add_argument("--name", default="time_stability_scale", help="correction name")
     ts.add_argument(
         "--no-validate",
@@ -1610,6 +1797,34 @@ def _add_chain_parsers(sub: Any) -> None:
     )
     cb.add_argument("--out", type=Path, required=True, help="combined scales file")
     cb.set_defaults(func=_cmd_combine)
+
+    asm = sub.add_parser(
+        "assemble",
+        help="the final payload of a chain of finished steps (what the pipeline writes to final/)",
+        description="Fold the outputs of finished steps (zcalib fit / time-stability folders, or "
+        "correctionlib files), in execution order, into the final EGM payload exactly as "
+        "`zcalib pipeline` writes final/: corrections.json (every scale step stacked in the "
+        "compound, the smearing of the latest step), the combined scales.dat, smearings.dat, "
+        "and assemble.json. A step is named after its folder (NAME=PATH to rename).",
+        epilog="Example:\n  zcalib assemble output/time_stability output/step2 output/step3 "
+        "--out output/final",
+        formatter_class=fmt,
+    )
+    asm.add_argument(
+        "steps", nargs="+", metavar="STEP", help="step folders (or NAME=PATH), in execution order"
+    )
+    asm.add_argument("--out", type=Path, required=True, help="output folder")
+    asm.add_argument(
+        "--era", default=None, help="era of the payload names (default: the fit steps' era)"
+    )
+    asm.add_argument(
+        "--smear-seed",
+        type=int,
+        default=None,
+        help="seed of EGMRandomGenerator (default: the one recorded by the step providing "
+        "the smearing)",
+    )
+    asm.set_defaults(func=_cmd_assemble)
 
     pl = sub.add_parser(
         "pipeline",
@@ -1646,21 +1861,25 @@ def _add_chain_parsers(sub: Any) -> None:
         help="Dask cluster recipe YAML (dask_cluster/: local, scheduler, htcondor, slurm); "
         "one cluster serves every event loop of the pipeline (overrides run.recipe)",
     )
-    pl.add_argument("--progress", action="store_true", help="show progress bars")
+    pl.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bars of the event loops (shown by default, as in every command)",
+    )
     pl.set_defaults(func=_cmd_pipeline)
 
 
 def _loop_from(args: argparse.Namespace) -> Any:
     from zcalib.chain import ChainLoop
-    from zcalib.corrections.steps import load_correction_steps
 
-    steps = () if args.corrections is None else tuple(load_correction_steps(args.corrections))
+    steps, zweights = prior_corrections(args, smears_by_default=True)
     return ChainLoop(
         dataset_config(args),
         options=run_options(args),
         selection=_selection_from(args),
-        weights=mc_weights(args),
+        weights=(*mc_weights(args), *zweights),
         corrections=steps,
+        smear_seed=calibration_config(args).smear_seed,
     )
 
 
@@ -1710,10 +1929,18 @@ def _cmd_combine(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_assemble(args: argparse.Namespace) -> int:
+    from zcalib.chain.assemble import assemble
+
+    paths = assemble(args.steps, args.out, era=args.era, seed=args.smear_seed)
+    _echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return EXIT_OK
+
+
 def _cmd_pipeline(args: argparse.Namespace) -> int:
     from zcalib.chain import load_pipeline, run_pipeline
 
-    override: dict[str, Any] = {"progress": args.progress}
+    override: dict[str, Any] = {"progress": not args.no_progress}
     if args.executor is not None:
         override["executor"] = args.executor
     if args.workers is not None:

@@ -385,6 +385,8 @@ def build_cluster(recipe: Any) -> Any:
             dashboard_address=r.dashboard_address,
             memory_limit=r.memory_limit,
             silence_logs=logging.ERROR,
+            # Ctrl-C is the command's to handle (one line, cluster closed): no worker tracebacks
+            preload=["zcalib._worker_signals"],
         )
     if isinstance(r, HTCondorRecipe):
         from dask_jobqueue.htcondor import HTCondorCluster
@@ -456,6 +458,24 @@ def dask_client(
     with _client_for(r, source) as client:
         _prepare_workers(client, r.worker_env)
         yield client
+
+
+@contextlib.contextmanager
+def one_cluster(options: Any) -> Iterator[Any]:
+    """``options`` (:class:`~zcalib.runner.RunOptions`) with one Dask client that every event
+    loop run inside shares: started here when the options use Dask and hold no client yet
+    (closed on exit), else ``options`` unchanged. A command with several loops (systematics
+    refills, a pipeline) starts one cluster, not one per loop.
+    """
+    import dataclasses
+
+    if not options.uses_dask or options.client is not None:
+        yield options
+        return
+    with dask_client(
+        recipe=options.recipe, scheduler=options.scheduler, workers=options.workers
+    ) as client:
+        yield dataclasses.replace(options, client=client)
 
 
 #: How long ``sbatch --test-only`` may take before the batch system counts as unreachable.

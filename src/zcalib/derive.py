@@ -151,10 +151,12 @@ def write_outputs(
         write_failed: write the payload of a failed fit as well (marked failed).
 
     Returns:
-        ``{"corrections": path, "scales": path, "smearings": path, "fit_result": path}``
-        (only ``fit_result`` for a failed fit without ``write_failed``).
+        ``{"corrections", "scales", "smearings", "only_step", "fit_result"}`` → path (only
+        ``fit_result`` for a failed fit without ``write_failed``). ``<step>_only_step.tsv`` is
+        the step's scales with their stat ⊕ MC-stat errors for ``zcalib combine`` (pymin
+        ``--only-step``).
     """
-    from zcalib.corrections import validate_file, write_legacy
+    from zcalib.corrections import validate_file, write_legacy, write_only_step
 
     check_step_name(step)
     out = Path(out_dir)
@@ -162,7 +164,13 @@ def write_outputs(
     record = fit_record(result, scheme, step=step, hset=hset, extra=extra, syst=syst)
     if not result.converged and not write_failed:
         # the folder must not keep a payload of an earlier run next to this failed record
-        for stale in ("corrections.json", f"{step}_scales.dat", f"{step}_smearings.dat"):
+        stale_files = (
+            "corrections.json",
+            f"{step}_scales.dat",
+            f"{step}_smearings.dat",
+            f"{step}_only_step.tsv",
+        )
+        for stale in stale_files:
             (out / stale).unlink(missing_ok=True)
         path = atomic_write_text(out / "fit_result.json", json.dumps(record, indent=2))
         return {"fit_result": path}
@@ -193,6 +201,9 @@ def write_outputs(
     )
     paths["smearings"] = write_legacy(
         out / f"{step}_smearings.dat", list(scheme.smear), smears, smear_err, kind="smear"
+    )
+    paths["only_step"] = write_only_step(
+        out / f"{step}_only_step.tsv", scheme, scales, [c.total_stat for c in result.scales]
     )
     record["payload"] = {
         "era": names.era,

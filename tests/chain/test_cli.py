@@ -135,7 +135,9 @@ def test_pipeline_cli_stop_resume_and_bad_config(demo_ecalelf, tmp_path, capsys)
     )
 
 
-@pytest.mark.parametrize("command", ["run-divide", "time-stability", "combine", "pipeline"])
+@pytest.mark.parametrize(
+    "command", ["run-divide", "time-stability", "combine", "assemble", "pipeline"]
+)
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

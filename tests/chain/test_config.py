@@ -318,3 +318,39 @@ def test_closure_step_needing_a_closure_step_only(tmp_path, demo_ecalelf, no_eve
     steps = [_closure("first", needs=()), _closure("again", needs=("first",))]
     with pytest.raises(InvalidConfig, match="step 'first': a closure step checks"):
         load_pipeline(write_pipeline(tmp_path, demo_ecalelf, steps=steps))
+
+
+def test_fit_ignore_names_categories(tmp_path, demo_ecalelf, no_events):
+    """``ignore`` takes the fit's category names (``smear[i]`` too), as the CLI's --ignore;
+    a bad name is refused at load time with the allowed forms."""
+    from zcalib.chain.pipeline import _Setup
+
+    step = _fit("a", fit={"ignore": [2, "smear[5]", "scale[4]"]})
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=[step])
+    cfg = _Setup(load_pipeline(path), None).fit_configs["a"]
+    assert (cfg.ignore_scales, cfg.ignore_smears) == ((2, 4), (5,))
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a", fit={"ignore": ["smear5"]})])
+    with pytest.raises(InvalidConfig) as err:
+        load_pipeline(path)
+    assert str(err.value) == (
+        f"{path}: field 'steps.0.fit.fit.ignore': Value error, 'smear5' is not a category; "
+        "allowed: scale[i], smear[i] (as the fit names them) or a scale index i"
+    )
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a", fit={"ignore": ["smear[9]"]})])
+    with pytest.raises(InvalidConfig) as err:
+        _Setup(load_pipeline(path), None)
+    assert str(err.value) == (
+        f"{path}: step 'a': fit config: field 'ignore_smears' lists [9]; allowed category "
+        "indices are 0..7"
+    )
+
+
+def test_fit_options_defaults_are_the_fit_config_defaults():
+    """One place for each default: a pipeline fit step without options fits like FitConfig()."""
+    from zcalib.chain.config import FitOptions
+    from zcalib.fit import FitConfig
+
+    opts, cfg = FitOptions(), FitConfig()
+    for name in ("window", "bin_width", "min_data", "min_mc", "start", "mc_stat", "seed"):
+        assert getattr(opts, name) == getattr(cfg, name), name
+    assert opts.mc_stat_likelihood == cfg.mc_stat_likelihood

@@ -71,21 +71,37 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _run_default(name: str) -> Any:
+    """The default of a :class:`~zcalib.runner.RunOptions` field (each default lives there:
+    a pipeline without ``run:`` runs its loops as a single command would)."""
+    import dataclasses
+
+    from zcalib.runner import RunOptions
+
+    return next(f.default for f in dataclasses.fields(RunOptions) if f.name == name)
+
+
 class RunSettings(_Frozen):
-    """How the event loops run (does not change the results, so not part of step hashes)."""
+    """How the event loops run (does not change the results, so not part of step hashes).
+    Defaults: those of :class:`~zcalib.runner.RunOptions` (a local Dask cluster)."""
 
     executor: Literal["iterative", "futures", "dask"] = Field(
-        "iterative", description="coffea executor: iterative, futures or dask."
+        _run_default("executor"), description="coffea executor: iterative, futures or dask."
     )
-    workers: int = Field(2, ge=1, description="Local worker processes (futures, dask).")
-    chunksize: int = Field(200_000, ge=1, description="Events per chunk.")
+    workers: int = Field(
+        _run_default("workers"), ge=1, description="Local worker processes (futures, dask)."
+    )
+    chunksize: int = Field(_run_default("chunksize"), ge=1, description="Events per chunk.")
     scheduler: str | None = Field(None, description="Address of an existing Dask scheduler.")
     recipe: str | None = Field(
         None,
         description="Dask cluster recipe YAML (dask_cluster/; e.g. kind: slurm): one cluster "
         "for every event loop of the pipeline. Relative to the pipeline YAML.",
     )
-    progress: bool = Field(False, description="Show progress bars.")
+    progress: bool = Field(
+        _run_default("progress"),
+        description="Show progress bars (`zcalib pipeline --no-progress` hides them).",
+    )
 
 
 class GenerateSettings(_Frozen):
@@ -179,33 +195,62 @@ class ZWeightsStep(_StepBase):
     max_weight: float = Field(5.0, ge=1, description="Cap on the weights.")
 
 
-class FitOptions(_Frozen):
-    """Options of the scale/smearing fit (see :class:`zcalib.fit.FitConfig`)."""
+def _fit_default(name: str) -> Any:
+    """The default of a :class:`~zcalib.fit.FitConfig` field (each default lives there)."""
+    from zcalib.fit.config import FitConfig
 
-    window: tuple[float, float] = Field((80.0, 100.0), description="Mass window [GeV].")
-    bin_width: float = Field(0.5, gt=0, description="Data bin width [GeV].")
-    min_data: float = Field(100.0, ge=0, description="Drop regions with fewer data pairs.")
-    min_mc: float = Field(200.0, ge=0, description="Drop regions with fewer MC entries.")
+    return FitConfig.model_fields[name].default
+
+
+class FitOptions(_Frozen):
+    """Options of the scale/smearing fit: the :class:`zcalib.fit.FitConfig` fields a pipeline
+    step sets, with FitConfig's defaults (``start_file`` is read into ``start_scales``;
+    ``ignore`` names categories, ``scale[i]`` / ``smear[i]``)."""
+
+    window: tuple[float, float] = Field(_fit_default("window"), description="Mass window [GeV].")
+    bin_width: float = Field(_fit_default("bin_width"), gt=0, description="Data bin width [GeV].")
+    min_data: float = Field(
+        _fit_default("min_data"), ge=0, description="Drop regions with fewer data pairs."
+    )
+    min_mc: float = Field(
+        _fit_default("min_mc"), ge=0, description="Drop regions with fewer MC entries."
+    )
     start: Literal["scan", "random", "specify"] = Field(
-        "scan", description="Start style; specify: values from `start_file`."
+        _fit_default("start"), description="Start style; specify: values from `start_file`."
     )
     start_file: str | None = Field(
         None,
         description="only-step or scales file with start values (pymin --only-step refinement).",
     )
     fix_scales: bool = Field(False, description="Fit smearings only (scales held at 1).")
-    ignore: tuple[int, ...] = Field((), description="Scale-category indices held at 1.")
-    mc_stat: Literal["auto", "sandwich", "bootstrap", "none"] = Field(
-        "auto",
-        description="MC-statistics error method; auto: the fit default (bootstrap: refits "
-        "on fluctuated templates, reliable for smearings and for closure steps).",
+    ignore: tuple[int | str, ...] = Field(
+        (),
+        description="Categories held fixed (scales at 1, smearings at 0), their regions "
+        "dropped: `scale[i]` / `smear[i]` as the fit names them, or a scale index i (e.g. a "
+        "category without data).",
+    )
+    mc_stat: Literal["sandwich", "bootstrap", "none"] = Field(
+        _fit_default("mc_stat"),
+        description="MC-statistics error method (bootstrap: refits on fluctuated templates, "
+        "reliable for smearings and for closure steps; sandwich: linear propagation).",
     )
     mc_stat_likelihood: Literal["noise-corrected", "none", "bb-lite"] = Field(
-        "noise-corrected",
+        _fit_default("mc_stat_likelihood"),
         description="Template-statistics treatment in the likelihood (noise-corrected: the "
         "expected MC-noise term removed, unbiased smearings; none: plain multinomial NLL).",
     )
-    seed: int = Field(0, ge=0, description="Seed of random starts / bootstrap.")
+    seed: int = Field(_fit_default("seed"), ge=0, description="Seed of random starts / bootstrap.")
+
+    @field_validator("ignore")
+    @classmethod
+    def _named_categories(cls, v: tuple[int | str, ...]) -> tuple[int | str, ...]:
+        from zcalib.fit.config import parse_ignored
+
+        try:
+            parse_ignored(v, "")
+        except InvalidConfig as err:
+            raise ValueError(str(err)) from None
+        return v
 
 
 class FitStep(_StepBase):

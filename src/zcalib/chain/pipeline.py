@@ -50,6 +50,7 @@ import math
 import re
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,14 @@ from zcalib.io.fingerprint import file_fingerprint
 from zcalib.processors.zee import CorrectionStep, WeightSpec
 from zcalib.runner import EventLoop, RunOptions
 
-__all__ = ["PipelineResult", "StepOutputs", "closure_verdict", "run_pipeline"]
+__all__ = [
+    "PipelineResult",
+    "StepOutputs",
+    "closure_verdict",
+    "prior_corrections",
+    "run_pipeline",
+    "write_final_corrections",
+]
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +296,7 @@ class _Setup:
 
     def _fit_config(self, step: FitStep | ClosureStep, scheme: CategoryScheme) -> FitConfig:
         from zcalib.corrections import read_legacy_for_scheme
+        from zcalib.fit.config import parse_ignored
 
         o = step.fit
         kw: dict[str, Any] = {
@@ -297,9 +306,9 @@ class _Setup:
             "min_mc": o.min_mc,
             "start": o.start,
             "fix_scales": o.fix_scales,
-            "ignore_scales": o.ignore,
+            **parse_ignored(o.ignore, "field 'ignore'"),
             "seed": o.seed,
-            "mc_stat": o.mc_stat if o.mc_stat != "auto" else "bootstrap",
+            "mc_stat": o.mc_stat,
             "mc_stat_likelihood": o.mc_stat_likelihood,
             "fix_smears": isinstance(step, FitStep) and step.closure,
         }
@@ -562,11 +571,24 @@ def _input_hash(name: str, setup: _Setup, outputs: dict[str, StepOutputs]) -> st
 def _prior(
     name: str, lp: LoadedPipeline, outputs: dict[str, StepOutputs]
 ) -> tuple[tuple[CorrectionStep, ...], CorrectionStep | None, tuple[WeightSpec, ...]]:
+    return prior_corrections(outputs[d] for d in lp.closure[name])
+
+
+def prior_corrections(
+    outputs: Iterable[StepOutputs],
+) -> tuple[tuple[CorrectionStep, ...], CorrectionStep | None, tuple[WeightSpec, ...]]:
+    """What the steps ``outputs`` (in execution order) hand to a step built on them: their
+    data scale steps in order, the MC smearing of the latest step providing one, and their
+    MC weights (a later weight of the same name replaces an earlier one).
+
+    The pipeline folds the outputs of a step's dependencies; the single-step commands
+    (``zcalib fit --corrections A --corrections B``) fold the step folders they are given
+    (:func:`zcalib.chain.assemble.step_outputs`), so both apply the same corrections.
+    """
     scales: list[CorrectionStep] = []
     smear: CorrectionStep | None = None
     weights: dict[str, WeightSpec] = {}
-    for d in lp.closure[name]:
-        o = outputs[d]
+    for o in outputs:
         scales.extend(o.scales)
         if o.smear is not None:
             smear = o.smear
@@ -636,7 +658,7 @@ def _run_step(
             name=f"{step.name}_scale",
             validate=step.validate_after,
         )
-        return _ts_outputs(step, res.to_dict(), paths["corrections"], paths.get("scales"))
+        return _ts_outputs(step.name, res.to_dict(), paths["corrections"], paths.get("scales"))
     if isinstance(step, ZWeightsStep):
         zw = derive_zweights(
             _loop(setup, scales, smear, weights),
@@ -670,12 +692,12 @@ def _corrections_outputs(step: CorrectionsStep, setup: _Setup) -> StepOutputs:
     )
 
 
-def _ts_outputs(
-    step: TimeStabilityStep, summary: dict[str, Any], corr: Path, legacy: Path | None
-) -> StepOutputs:
-    """Outputs of a time-stability step; ``legacy`` is ``None`` when its run bins split runs
-    (the legacy format cannot express lumis: ``<name>s.tsv`` is written instead)."""
-    name = f"{step.name}_scale"
+def _ts_outputs(name: str, summary: dict[str, Any], corr: Path, legacy: Path | None) -> StepOutputs:
+    """Outputs of time-stability step ``name``; ``legacy`` is ``None`` when its run bins split
+    runs (the legacy format cannot express lumis: ``<correction>s.tsv`` is written instead).
+    The correction is ``summary["correction"]`` (``time_stability.json``), else
+    ``<name>_scale``."""
+    correction = str(summary.get("correction") or f"{name}_scale")
     chi = summary.get("chi2", {})
     record: dict[str, Any] = {
         "run_bins": len(summary["run_bins"]),
@@ -685,10 +707,12 @@ def _ts_outputs(
     if legacy is None:
         record["splits_runs"] = True
     return StepOutputs(
-        name=step.name,
-        type=step.type,
+        name=name,
+        type="time_stability",
         scales=(
-            CorrectionStep(name=name, payload=corr.read_text(), kind="scale", source=str(corr)),
+            CorrectionStep(
+                name=correction, payload=corr.read_text(), kind="scale", source=str(corr)
+            ),
         ),
         scale_legacy=() if legacy is None else (legacy,),
         output_hash=_file_hash(corr),
@@ -708,24 +732,24 @@ def _zw_outputs(step: ZWeightsStep, corr: Path, weights: Any) -> StepOutputs:
 
 
 def _fit_outputs(
-    step: FitStep, step_dir: Path, summary: dict[str, Any], names: EgmNames
+    name: str, step_dir: Path, summary: dict[str, Any], names: EgmNames, *, closure: bool = False
 ) -> StepOutputs:
     """A fit step's outputs: its payload's compound (the step with its own uncertainty)
-    and smearing, applied by the steps after it."""
+    and (unless a closure fit) smearing, applied by the steps after it."""
     corr = step_dir / "corrections.json"
     text = corr.read_text()
     smear = (
         None
-        if step.closure
+        if closure
         else CorrectionStep(name=names.smear, payload=text, kind="smear", source=str(corr))
     )
     return StepOutputs(
-        name=step.name,
-        type=step.type,
+        name=name,
+        type="fit",
         scales=(CorrectionStep(name=names.compound, payload=text, kind="scale", source=str(corr)),),
         smear=smear,
-        scale_legacy=(step_dir / f"{step.name}_scales.dat",),
-        smear_legacy=None if step.closure else step_dir / f"{step.name}_smearings.dat",
+        scale_legacy=(step_dir / f"{name}_scales.dat",),
+        smear_legacy=None if closure else step_dir / f"{name}_smearings.dat",
         output_hash=_file_hash(corr),
         summary=summary,
     )
@@ -739,7 +763,7 @@ def _run_fit(
     weights: tuple[WeightSpec, ...],
     step_dir: Path,
 ) -> StepOutputs:
-    from zcalib.corrections import build_scale_correction, write_correction_set, write_only_step
+    from zcalib.corrections import build_scale_correction, write_correction_set
     from zcalib.derive import write_outputs
     from zcalib.fit import fit_histograms
     from zcalib.histograms import save_histograms
@@ -861,12 +885,6 @@ def _run_fit(
             }
         },
     )
-    write_only_step(
-        step_dir / f"{step.name}_only_step.tsv",
-        scheme,
-        result.scale_values(),
-        [c.total_stat for c in result.scales],
-    )
     summary = {
         "status": result.status,
         "closure": step.closure,
@@ -876,7 +894,7 @@ def _run_fit(
         "smear_errors": [_round(c.total_stat) for c in result.smears],
         "regions_used": len(result.regions_used),
     }
-    return _fit_outputs(step, step_dir, summary, setup.names)
+    return _fit_outputs(step.name, step_dir, summary, setup.names, closure=step.closure)
 
 
 def _applied(step: CorrectionStep) -> str:
@@ -1157,7 +1175,7 @@ def _reload(step: Any, step_dir: Path, setup: _Setup, record: dict[str, Any]) ->
         if not table.is_file():
             raise OSError(str(table))
         res = _ts_outputs(
-            step,
+            step.name,
             {"run_bins": [0] * int(summary.get("run_bins", 0))},
             corr,
             None if split else table,
@@ -1170,7 +1188,7 @@ def _reload(step: Any, step_dir: Path, setup: _Setup, record: dict[str, Any]) ->
         for f in (f"{step.name}_scales.dat", "fit_result.json"):
             if not (step_dir / f).is_file():
                 raise OSError(str(step_dir / f))
-        return _fit_outputs(step, step_dir, summary, setup.names)
+        return _fit_outputs(step.name, step_dir, summary, setup.names, closure=step.closure)
     if isinstance(step, ClosureStep):
         if not (step_dir / "fit_result.json").is_file():
             raise OSError(str(step_dir / "fit_result.json"))
@@ -1224,75 +1242,26 @@ def _write_final(
     wall_time: float,
 ) -> dict[str, Path]:
     """The final correctionlib file, combined legacy files and ``pipeline.json``."""
-
-    from zcalib.corrections import (
-        ScaleSource,
-        combine,
-        egm_corrections,
-        validate_file,
-        write_correction_set,
-    )
-
     names = setup.names
-    sources: list[ScaleSource] = []
-    for name in lp.order:
-        steps = outputs[name].scales
-        for k, s in enumerate(steps):
-            label = name if len(steps) == 1 else f"{name}{k + 1}"
-            sources.append(ScaleSource.from_payload(s.payload, s.name, names.step(label)))
-    smear_steps = [outputs[n].smear for n in lp.order if outputs[n].smear is not None]
-    weights = [outputs[n].weight for n in lp.order if outputs[n].weight is not None]
-    paths: dict[str, Path] = {}
-    smear = None
-    if smear_steps:
-        last = smear_steps[-1]
-        assert last is not None
-        smear = _correction_of(last.payload, last.name)
     description = f"zcalib pipeline {lp.path.name}: {lp.config.description}".strip()
-    corrections, compounds = egm_corrections(
-        names, sources, smear, seed=lp.config.smear_seed, description=description
+    paths, corrections = write_final_corrections(
+        [outputs[n] for n in lp.order],
+        final_dir,
+        names=names,
+        seed=lp.config.smear_seed,
+        description=description,
     )
-    for w in weights:
-        assert w is not None
-        corrections.append(_correction_of(w.payload, w.correction))
-    if sources or smear is not None:
-        paths["corrections"] = write_correction_set(
-            final_dir / "corrections.json", corrections, compounds, description=description
-        )
-        validate_file(paths["corrections"])
-    legacy = [p for n in lp.order for p in outputs[n].scale_legacy]
-    lumi_split = [n for n in lp.order if outputs[n].summary.get("splits_runs")]
-    if lumi_split:
-        log.warning(
-            "final/scales.dat not written: the run bins of step(s) %s split runs at "
-            "luminosity blocks, which the legacy format cannot express (see "
-            "final/corrections.json and <step>/<step>_scales.tsv)",
-            ", ".join(lumi_split),
-        )
-    elif legacy:
-        with tempfile.TemporaryDirectory() as tmp:
-            base = legacy[0]
-            for k, nxt in enumerate(legacy[1:]):
-                out = Path(tmp) / f"combined_{k}.dat"
-                combine(base, nxt, out, error="quadrature")
-                base = out
-            text = base.read_text()
-        paths["scales"] = atomic_write_text(final_dir / "scales.dat", text)
-    smear_legacy = [outputs[n].smear_legacy for n in lp.order if outputs[n].smear_legacy]
-    if smear_legacy:
-        src = smear_legacy[-1]
-        assert src is not None
-        paths["smearings"] = final_dir / "smearings.dat"
-        atomic_write_text(paths["smearings"], src.read_text())
+    has_scales = any(outputs[n].scales for n in lp.order)
+    has_smear = any(outputs[n].smear is not None for n in lp.order)
     record = {
         "schema_version": 1,
         "pipeline": str(lp.path),
         "description": lp.config.description,
         "order": list(lp.order),
         "data_runs": list(setup.data_runs),
-        "corrections": [c.name for c in corrections],
-        "compound": names.compound if sources else None,
-        "smear": names.smear if smear is not None else None,
+        "corrections": corrections,
+        "compound": names.compound if has_scales else None,
+        "smear": names.smear if has_smear else None,
         "closure": _final_closure(lp, outputs),
         "steps": {
             n: {
@@ -1310,3 +1279,89 @@ def _write_final(
         final_dir / "pipeline.json", json.dumps(record, indent=2) + "\n"
     )
     return paths
+
+
+def write_final_corrections(
+    outputs: Sequence[StepOutputs],
+    final_dir: Path,
+    *,
+    names: EgmNames,
+    seed: int,
+    description: str,
+) -> tuple[dict[str, Path], list[str]]:
+    """The final payload of a chain: ``corrections.json`` (every scale step of ``outputs``
+    in order, renamed ``EGMScale_<step>_<era>``, stacked in the compound; the smearing of the
+    latest step providing one; the MC weights), the combined legacy ``scales.dat`` and
+    ``smearings.dat``. The pipeline writes its ``final/`` with it; ``zcalib assemble`` writes
+    the same from step folders produced by the single-step commands.
+
+    Args:
+        outputs: the finished steps, in execution order.
+        final_dir: output folder.
+        names: era and collection of the payload names.
+        seed: smearing seed of ``EGMRandomGenerator``.
+        description: description of the payload.
+
+    Returns:
+        The paths written (``corrections``, ``scales``, ``smearings``; those with content)
+        and the names of the corrections in ``corrections.json``.
+    """
+    from zcalib.corrections import (
+        ScaleSource,
+        combine,
+        egm_corrections,
+        validate_file,
+        write_correction_set,
+    )
+
+    sources: list[ScaleSource] = []
+    for o in outputs:
+        for k, s in enumerate(o.scales):
+            label = o.name if len(o.scales) == 1 else f"{o.name}{k + 1}"
+            sources.append(ScaleSource.from_payload(s.payload, s.name, names.step(label)))
+    smear_steps = [o.smear for o in outputs if o.smear is not None]
+    weights = [o.weight for o in outputs if o.weight is not None]
+    paths: dict[str, Path] = {}
+    smear = None
+    if smear_steps:
+        last = smear_steps[-1]
+        assert last is not None
+        smear = _correction_of(last.payload, last.name)
+    corrections, compounds = egm_corrections(
+        names, sources, smear, seed=seed, description=description
+    )
+    for w in weights:
+        assert w is not None
+        corrections.append(_correction_of(w.payload, w.correction))
+    if sources or smear is not None:
+        paths["corrections"] = write_correction_set(
+            final_dir / "corrections.json", corrections, compounds, description=description
+        )
+        validate_file(paths["corrections"])
+    legacy = [p for o in outputs for p in o.scale_legacy]
+    lumi_split = [o.name for o in outputs if o.summary.get("splits_runs")]
+    if lumi_split:
+        log.warning(
+            "%s/scales.dat not written: the run bins of step(s) %s split runs at "
+            "luminosity blocks, which the legacy format cannot express (see "
+            "%s/corrections.json and <step>/<step>_scales.tsv)",
+            final_dir.name,
+            ", ".join(lumi_split),
+            final_dir.name,
+        )
+    elif legacy:
+        with tempfile.TemporaryDirectory() as tmp:
+            base = legacy[0]
+            for k, nxt in enumerate(legacy[1:]):
+                out = Path(tmp) / f"combined_{k}.dat"
+                combine(base, nxt, out, error="quadrature")
+                base = out
+            text = base.read_text()
+        paths["scales"] = atomic_write_text(final_dir / "scales.dat", text)
+    smear_legacy = [o.smear_legacy for o in outputs if o.smear_legacy]
+    if smear_legacy:
+        src = smear_legacy[-1]
+        assert src is not None
+        paths["smearings"] = final_dir / "smearings.dat"
+        atomic_write_text(paths["smearings"], src.read_text())
+    return paths, [c.name for c in corrections]

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any, Literal, NoReturn, get_args
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from zcalib.exceptions import InvalidConfig
 
-__all__ = ["FitConfig", "McStatLikelihood", "McStatMethod", "StartStyle"]
+__all__ = ["FitConfig", "McStatLikelihood", "McStatMethod", "StartStyle", "parse_ignored"]
 
 StartStyle = Literal["scan", "random", "specify"]
 McStatMethod = Literal["sandwich", "bootstrap", "none"]
@@ -235,3 +236,38 @@ class FitConfig(BaseModel):
                     f"0..{n - 1}"
                 )
                 raise InvalidConfig(msg)
+
+
+_IGNORED = re.compile(r"^(scale|smear)\[(\d+)\]$")
+
+
+def parse_ignored(items: Sequence[int | str], where: str = "ignore") -> dict[str, tuple[int, ...]]:
+    """``ignore_scales`` / ``ignore_smears`` of :class:`FitConfig` from category names.
+
+    A category is named as the fit names it (``scale[3]``, ``smear[5]``: its kind and index in
+    the scheme); a bare index (``3``) is a scale category. The CLI ``--ignore`` and the
+    pipeline YAML ``ignore`` both read this way, so a category without data (a smear
+    category no region reaches, say) is held fixed by name from either.
+
+    Raises:
+        InvalidConfig: an item that is neither an index nor ``scale[i]`` / ``smear[i]``.
+
+    Example:
+        >>> parse_ignored([3, "smear[5]", "scale[0]"])
+        {'ignore_scales': (0, 3), 'ignore_smears': (5,)}
+    """
+    found: dict[str, set[int]] = {"scale": set(), "smear": set()}
+    for item in items:
+        text = str(item).strip()
+        m = _IGNORED.match(text)
+        if text.isdigit():
+            found["scale"].add(int(text))
+        elif m:
+            found[m.group(1)].add(int(m.group(2)))
+        else:
+            msg = (
+                f"{where + ': ' if where else ''}{item!r} is not a category; allowed: scale[i], "
+                "smear[i] (as the fit names them) or a scale index i"
+            )
+            raise InvalidConfig(msg)
+    return {f"ignore_{k}s": tuple(sorted(v)) for k, v in found.items()}

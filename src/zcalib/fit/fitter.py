@@ -752,6 +752,23 @@ def check_scheme(hset: HistogramSet, scheme: CategoryScheme | None) -> CategoryS
     return scheme
 
 
+def _no_pairs(dataset: str, cutflow: dict[str, int]) -> str:
+    """``dataset 'data': 2000 events, none left after cut 'eta' (all 2000, ..., eta 0)``."""
+    counts = ", ".join(f"{cut} {n}" for cut, n in cutflow.items())
+    first_zero = next((cut for cut, n in cutflow.items() if n == 0), None)
+    total = cutflow.get("all", 0)
+    if first_zero is None:
+        where = "no pair in any category region"
+    elif first_zero == "all":
+        where = "its files hold no events"
+    else:
+        where = f"none left after cut {first_zero!r}"
+    return (
+        f"dataset {dataset!r} has {total} events, {where} (cutflow: {counts}); check the "
+        "selection, the categories' coverage and the mass range"
+    )
+
+
 def histogram_arrays(
     hset: HistogramSet, data_variation: str, mc_variation: str
 ) -> tuple[NDArray[np.int64], FloatArray, FloatArray, FloatArray, FloatArray]:
@@ -761,6 +778,13 @@ def histogram_arrays(
         FitError: no data or MC dataset, or an unknown variation.
     """
     for kind, var in (("data", data_variation), ("mc", mc_variation)):
+        named = [d for d, k in hset.kinds.items() if k == kind]
+        selected = [list(hset.cutflow.get(d, {}).values())[-1:] for d in named]
+        if named and all(n == [0] for n in selected):  # filled, but no pair passed
+            msg = f"no {kind} pair to fit: " + "; ".join(
+                _no_pairs(d, hset.cutflow[d]) for d in named
+            )
+            raise FitError(msg)
         if not hset.datasets_of(kind):
             msg = (
                 f"histograms contain no dataset of kind {kind!r} (datasets and kinds: {hset.kinds})"

@@ -183,6 +183,15 @@ class InjectionResult:
         }
 
 
+def _toys(seqs: Sequence[Any], progress: bool) -> Any:
+    """``enumerate(seqs)``, with a progress bar over the toys when ``progress``."""
+    if not progress:
+        return enumerate(seqs)
+    from rich.progress import track
+
+    return enumerate(track(seqs, description="injection toys", transient=True))
+
+
 def inject_arrays(
     data: ArrayLike,
     mc_w: ArrayLike,
@@ -200,6 +209,7 @@ def inject_arrays(
     n_pseudo_data: float | None = None,
     scale_labels: Sequence[str] | None = None,
     smear_labels: Sequence[str] | None = None,
+    progress: bool = False,
 ) -> InjectionResult:
     """Injection test on arrays (see :func:`inject`; array arguments as :func:`fit_arrays`)."""
     cfg = FitConfig() if config is None else config
@@ -249,7 +259,7 @@ def inject_arrays(
     # every toy is fitted with the same template, so its MC-statistics covariance (the
     # expensive bootstrap) is estimated once, on the first toy, and shared
     mc_cov: FloatArray | None = None
-    for k, ss in enumerate(seqs):
+    for k, ss in _toys(seqs, progress):
         rng = np.random.default_rng(ss)
         fluct = np.maximum(
             m.template + rng.standard_normal(m.template.shape) * np.sqrt(m.variance), 0.0
@@ -363,6 +373,7 @@ def inject(
     scheme: CategoryScheme | None = None,
     data_variation: str = "nominal",
     mc_variation: str = "nominal",
+    progress: bool = False,
 ) -> InjectionResult:
     """Inject scales and smearings into pseudo-data built from the MC and fit them back.
 
@@ -379,6 +390,7 @@ def inject(
         scheme: category scheme to check against the histograms.
         data_variation: data variation giving the counts per region.
         mc_variation: MC variation used as template.
+        progress: show a progress bar over the toys.
 
     Returns:
         The :class:`InjectionResult` (pulls, biases, per-toy results).
@@ -418,4 +430,5 @@ def inject(
         n_pseudo_data=n_pseudo_data,
         scale_labels=[c.label() for c in sch.scale],
         smear_labels=[c.label() for c in sch.smear],
+        progress=progress,
     )

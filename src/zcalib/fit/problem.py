@@ -578,7 +578,8 @@ def _check_coverage(kind: str, free: tuple[int, ...], legs: IntArray, option: st
     if missing:
         msg = (
             f"{kind} categories {missing} have no usable pair region (all their regions were "
-            f"dropped or absent); lower min_data/min_mc, widen the window, or list them in "
-            f"'{option}' to hold them fixed"
+            f"dropped or absent); lower min_data/min_mc, widen the window, or hold them fixed: "
+            f"--ignore / YAML ignore: {[f'{kind}[{i}]' for i in missing]} (Python: "
+            f"FitConfig.{option})"
         )
         raise FitError(msg)

@@ -38,11 +38,12 @@ The variations are configured in YAML::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -381,6 +382,14 @@ def _combine(per_source: dict[str, np.ndarray], n: int, how: str) -> np.ndarray:
     return np.asarray(np.sqrt((stack**2).sum(axis=0)), dtype=np.float64)
 
 
+def _counted(variations: Sequence[Any]) -> Iterator[Any]:
+    """The variations, each announced as ``k/N`` (the refills show their own progress bars;
+    a second live bar around them would clash)."""
+    for k, var in enumerate(variations, start=1):
+        log.info("systematics: variation %d/%d '%s' (%s)", k, len(variations), var.name, var.kind)
+        yield var
+
+
 def run_systematics(
     hset: HistogramSet,
     *,
@@ -448,62 +457,69 @@ def run_systematics(
     nom.raise_if_failed()
     base_scales, base_smears = nom.scale_values(), nom.smear_values()
     results: list[VariationResult] = []
-    for var in cfg.variations:
-        t1 = time.perf_counter()
-        h = hset
-        fc = fcfg
-        vscheme = sch
-        if var.kind == "window":
-            assert var.window is not None
-            fc = fcfg.with_overrides(window=var.window)
-        else:
-            vsel = sel
-            if var.kind == "selection":
-                try:
-                    vsel = sel.with_overrides(**(var.selection or {}))
-                except ValidationError as err:
-                    raise InvalidConfig(
-                        format_validation_error(f"variation '{var.name}' selection", err)
-                    ) from None
+    with contextlib.ExitStack() as stack:
+        if refills:  # one cluster for every refill
+            from zcalib.cluster import one_cluster
+
+            opts = stack.enter_context(one_cluster(opts))
+        for var in _counted(cfg.variations):
+            t1 = time.perf_counter()
+            h = hset
+            fc = fcfg
+            vscheme = sch
+            if var.kind == "window":
+                assert var.window is not None
+                fc = fcfg.with_overrides(window=var.window)
             else:
-                assert var.variable is not None
-                assert var.old is not None
-                assert var.new is not None
-                vscheme = move_boundary(sch, var.variable, var.old, var.new)
-            log.info("systematics: refilling histograms for variation '%s'", var.name)
-            assert dataset_config is not None
-            h = build_histograms(
-                dataset_config,
-                vscheme,
-                options=opts,
-                selection=vsel,
-                weights=tuple(weights),
-                corrections=tuple(corrections),
-                smear_seed=smear_seed,
+                vsel = sel
+                if var.kind == "selection":
+                    try:
+                        vsel = sel.with_overrides(**(var.selection or {}))
+                    except ValidationError as err:
+                        raise InvalidConfig(
+                            format_validation_error(f"variation '{var.name}' selection", err)
+                        ) from None
+                else:
+                    assert var.variable is not None
+                    assert var.old is not None
+                    assert var.new is not None
+                    vscheme = move_boundary(sch, var.variable, var.old, var.new)
+                log.info("systematics: refilling histograms for variation '%s'", var.name)
+                assert dataset_config is not None
+                h = build_histograms(
+                    dataset_config,
+                    vscheme,
+                    options=opts,
+                    selection=vsel,
+                    weights=tuple(weights),
+                    corrections=tuple(corrections),
+                    smear_seed=smear_seed,
+                )
+            res = fit_histograms(h, fc, scheme=vscheme)
+            if not res.converged:
+                msg = (
+                    f"systematics: refit of variation '{var.name}' did not converge: {res.message}"
+                )
+                raise FitError(msg)
+            sc, sm = res.scale_values(), res.smear_values()
+            results.append(
+                VariationResult(
+                    variation=var,
+                    scales=tuple(map(float, sc)),
+                    smears=tuple(map(float, sm)),
+                    scale_shift=tuple(map(float, sc - base_scales)),
+                    smear_shift=tuple(map(float, sm - base_smears)),
+                    status=res.status,
+                    n_data=float(sum(r.n_data for r in res.regions_used)),
+                    wall_time=time.perf_counter() - t1,
+                )
             )
-        res = fit_histograms(h, fc, scheme=vscheme)
-        if not res.converged:
-            msg = f"systematics: refit of variation '{var.name}' did not converge: {res.message}"
-            raise FitError(msg)
-        sc, sm = res.scale_values(), res.smear_values()
-        results.append(
-            VariationResult(
-                variation=var,
-                scales=tuple(map(float, sc)),
-                smears=tuple(map(float, sm)),
-                scale_shift=tuple(map(float, sc - base_scales)),
-                smear_shift=tuple(map(float, sm - base_smears)),
-                status=res.status,
-                n_data=float(sum(r.n_data for r in res.regions_used)),
-                wall_time=time.perf_counter() - t1,
+            log.info(
+                "systematics: %s: max |Δscale| %.2e, max |Δsmear| %.2e",
+                var.name,
+                float(np.max(np.abs(sc - base_scales))),
+                float(np.max(np.abs(sm - base_smears))),
             )
-        )
-        log.info(
-            "systematics: %s: max |Δscale| %.2e, max |Δsmear| %.2e",
-            var.name,
-            float(np.max(np.abs(sc - base_scales))),
-            float(np.max(np.abs(sm - base_smears))),
-        )
     scale_src: dict[str, np.ndarray] = {}
     smear_src: dict[str, np.ndarray] = {}
     for r in results:
