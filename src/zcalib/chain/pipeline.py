@@ -714,6 +714,10 @@ def _fit_outputs(
     and smearing, applied by the steps after it."""
     corr = step_dir / "corrections.json"
     text = corr.read_text()
+    scales_dat = step_dir / f"{step.name}_scales.dat"
+    smears_dat = step_dir / f"{step.name}_smearings.dat"
+    if not scales_dat.is_file():  # categories beyond the legacy columns (signed eta, ...)
+        summary = {**summary, "no_legacy": True}
     smear = (
         None
         if step.closure
@@ -724,8 +728,8 @@ def _fit_outputs(
         type=step.type,
         scales=(CorrectionStep(name=names.compound, payload=text, kind="scale", source=str(corr)),),
         smear=smear,
-        scale_legacy=(step_dir / f"{step.name}_scales.dat",),
-        smear_legacy=None if step.closure else step_dir / f"{step.name}_smearings.dat",
+        scale_legacy=(scales_dat,) if scales_dat.is_file() else (),
+        smear_legacy=None if step.closure or not smears_dat.is_file() else smears_dat,
         output_hash=_file_hash(corr),
         summary=summary,
     )
@@ -1269,6 +1273,12 @@ def _write_final(
             "final/corrections.json and <step>/<step>_scales.tsv)",
             ", ".join(lumi_split),
         )
+    elif no_legacy := [n for n in lp.order if outputs[n].summary.get("no_legacy")]:
+        log.warning(
+            "final/scales.dat not written: the categories of step(s) %s cut on signed eta or "
+            "input columns, which the legacy format cannot express (see final/corrections.json)",
+            ", ".join(no_legacy),
+        )
     elif legacy:
         with tempfile.TemporaryDirectory() as tmp:
             base = legacy[0]
@@ -1278,10 +1288,10 @@ def _write_final(
                 base = out
             text = base.read_text()
         paths["scales"] = atomic_write_text(final_dir / "scales.dat", text)
-    smear_legacy = [outputs[n].smear_legacy for n in lp.order if outputs[n].smear_legacy]
-    if smear_legacy:
+    # the legacy smearings of the step whose smearing the payload carries (none: not written)
+    smear_legacy = [outputs[n].smear_legacy for n in lp.order if outputs[n].smear is not None]
+    if smear_legacy and smear_legacy[-1] is not None:
         src = smear_legacy[-1]
-        assert src is not None
         paths["smearings"] = final_dir / "smearings.dat"
         atomic_write_text(paths["smearings"], src.read_text())
     record = {
