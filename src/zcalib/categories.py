@@ -96,6 +96,11 @@ class Category:
     sceta: tuple[float, float] = _NO_CUT
     columns: tuple[tuple[str, tuple[float, float]], ...] = ()
 
+    def __post_init__(self) -> None:
+        # one spelling per category: columns sorted by name, "no cut" ranges left out
+        kept = tuple(sorted((n, r) for n, r in self.columns if tuple(r) != _NO_CUT))
+        object.__setattr__(self, "columns", kept)
+
     def ranges(self) -> dict[str, tuple[float, float]]:
         """The ranges of the legacy variables (run, |η|, R9, Et), by variable name."""
         return {"run": self.run, "eta": self.eta, "r9": self.r9, "et": self.et}

@@ -1,0 +1,80 @@
+"""Per-lepton input columns as category axes: read only when a scheme cuts on them, the same
+electrons in every format, checked at pre-flight, refused by the EGM payload writer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zcalib.categories import scheme_from_dict
+from zcalib.config import dataset_config_from_files
+from zcalib.corrections import build_scale_correction
+from zcalib.exceptions import InputError, InvalidConfig, OutputError
+from zcalib.runner import RunOptions, build_histograms
+
+
+def _charge_scheme(column: str):
+    return scheme_from_dict(
+        {
+            "scale": [
+                {"eta": [0, 2.5], "columns": {column: [-2, 0]}},
+                {"eta": [0, 2.5], "columns": {column: [0, 2]}},
+            ]
+        }
+    )
+
+
+def _fill(sample, fmt: str, scheme):
+    cfg = dataset_config_from_files(data=[str(sample.data)], fmt=fmt)
+    return build_histograms(cfg, scheme, options=RunOptions(executor="iterative", progress=False))
+
+
+def test_charge_column_categories_agree_across_formats(demo_ecalelf, demo_nanoaod):
+    ecalelf = _fill(demo_ecalelf, "ecalelf", _charge_scheme("chargeEle"))
+    nanoaod = _fill(demo_nanoaod, "nanoaod", _charge_scheme("Electron_charge"))
+    regions, w, _ = ecalelf.region_arrays("data")
+    # the generated pairs have opposite charges: every pair is in region (e-, e+) = (0, 1)
+    assert regions.tolist() == [1]
+    assert w.sum() == ecalelf.cutflow["data"]["mass"] > 15_000
+    n_regions, n_w, _ = nanoaod.region_arrays("data")
+    assert n_regions.tolist() == [1]
+    np.testing.assert_array_equal(n_w, w)
+
+
+def test_missing_category_branch_is_named_at_preflight(demo_ecalelf):
+    with pytest.raises(InputError) as err:
+        _fill(demo_ecalelf, "ecalelf", _charge_scheme("chargeEl"))
+    assert str(err.value) == (
+        f"{demo_ecalelf.data}: tree 'selected' has no branch 'chargeEl' for category column "
+        "'chargeEl' (similar: chargeEle); allowed: per-electron array branches of the tree"
+    )
+
+
+def test_per_event_branch_as_category_column_is_refused(demo_ecalelf):
+    with pytest.raises(InputError) as err:
+        _fill(demo_ecalelf, "ecalelf", _charge_scheme("runNumber"))
+    assert str(err.value) == (
+        f"{demo_ecalelf.data}: tree 'selected': branch 'runNumber' holds one value per event; the "
+        "ecalelf format needs a fixed-size per-electron array such as [3]"
+    )
+
+
+def test_nanoaod_category_column_must_be_an_electron_branch(demo_nanoaod):
+    with pytest.raises(InvalidConfig) as err:
+        _fill(demo_nanoaod, "nanoaod", _charge_scheme("nElectron"))
+    assert str(err.value) == (
+        "nanoaod input: category column 'nElectron' is not allowed; NanoAOD columns are "
+        "Electron_* branches"
+    )
+
+
+def test_payload_writer_refuses_input_column_categories():
+    with pytest.raises(OutputError) as err:
+        build_scale_correction(
+            "s", _charge_scheme("chargeEle"), [1.0, 1.0], [1e-3, 1e-3], description="t"
+        )
+    assert str(err.value) == (
+        "cannot build correction 's': the scale categories cut on the input column(s) "
+        "chargeEle, which are no input of the EGM signature; allowed category variables in a "
+        "payload: run, eta (AbsScEta), sceta (ScEta), r9, et (pt), gain (seedGain)"
+    )
