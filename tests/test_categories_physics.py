@@ -18,6 +18,7 @@ from zcalib.calibration import CalibrationConfig
 from zcalib.categories import scheme_from_dict
 from zcalib.chain.config import load_pipeline
 from zcalib.chain.pipeline import run_pipeline
+from zcalib.exceptions import InvalidConfig
 from zcalib.generate import generate
 
 #: EE-, EB, EE+ scales in signed eta; |eta| smearings (the smearing signature has no sign).
@@ -155,3 +156,33 @@ def test_gain_step_recovers_gain_dependent_scales(tmp_path):
     print("gain scales", got.round(5), "errors", err.round(5), "pulls", pulls.round(2))
     assert np.all(np.abs(pulls) < 3), pulls
     assert np.all(err < 0.004), err
+
+
+@pytest.mark.parametrize(
+    ("cats", "problem"),
+    [
+        (
+            {"scale": [{"eta": [0, 2.5]}], "smear": SIGNED["scale"]},
+            (
+                "the smear categories cut on ScEta, which EGMSmearAndSyst (syst, pt, r9, AbsScEta) "
+                "does not take; allowed cuts: eta, r9, et"
+            ),
+        ),
+        (
+            {"scale": [{"eta": [0, 2.5], "columns": {"chargeEle": [-2, 2]}}]},
+            (
+                "the scale categories cut on the input column(s) chargeEle, which are no input of "
+                "the EGM signature; allowed category variables in a payload: run, eta (AbsScEta), "
+                "sceta (ScEta), r9, et (pt), gain (seedGain)"
+            ),
+        ),
+    ],
+)
+def test_pipeline_refuses_unwritable_categories_at_setup(tmp_path, demo_ecalelf, cats, problem):
+    path = _yaml(tmp_path / "cats.yaml", cats)
+    steps = [{"name": "step", "type": "fit", "categories": str(path)}]
+    pipeline = write_pipeline(tmp_path, demo_ecalelf, steps=steps, weights=[])
+    with pytest.raises(InvalidConfig) as err:
+        run_pipeline(load_pipeline(pipeline))
+    assert str(err.value) == f"{pipeline}: step 'step': {path}: {problem}"
+    assert not (tmp_path / "out" / "step").exists()  # nothing ran

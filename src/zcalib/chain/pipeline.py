@@ -258,6 +258,13 @@ class _Setup:
         if isinstance(step, FitStep | ClosureStep):
             path = lp.resolve(step.categories)
             scheme = load_categories(path)
+            if isinstance(step, FitStep):
+                from zcalib.corrections.writer import payload_problem
+
+                problem = payload_problem(scheme)
+                if problem:  # found now, not after the event loop and the fit
+                    msg = f"{self._where(step.name)}: {path}: {problem}"
+                    raise InvalidConfig(msg)
             self.schemes[step.name] = scheme
             hashes["categories"] = _file_hash(path)
             self.fit_configs[step.name] = self._fit_config(step, scheme)

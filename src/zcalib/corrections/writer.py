@@ -76,6 +76,7 @@ __all__ = [
     "build_pileup_correction",
     "build_scale_correction",
     "build_smear_correction",
+    "payload_problem",
     "validate_file",
     "write_correction_set",
 ]
@@ -411,20 +412,45 @@ class _Grid:
 
 
 def _refuse_columns(name: str, kind: Kind, cats: Sequence[Category]) -> None:
-    """Categories on input columns that are no EGM input cannot be written (docs/outputs.md).
+    """Categories on input columns that are no EGM input cannot be written (docs/categories.md).
 
     The EGM signature is fixed (analysts' calls do not change with the categories), so a
     step categorised in another column has no payload: its values stay in ``fit_result.json``.
     """
-    columns = sorted({n for c in cats for n, _ in c.columns})
-    if columns:
-        msg = (
-            f"cannot build correction {name!r}: the {kind} categories cut on the input "
-            f"column(s) {', '.join(columns)}, which are no input of the EGM signature; "
-            "allowed category variables in a payload: run, eta (AbsScEta), sceta (ScEta), r9, "
-            "et (pt), gain (seedGain)"
-        )
+    problem = _column_problem(kind, cats)
+    if problem:
+        msg = f"cannot build correction {name!r}: {problem}"
         raise OutputError(msg)
+
+
+def _column_problem(kind: Kind, cats: Sequence[Category]) -> str | None:
+    columns = sorted({n for c in cats for n, _ in c.columns})
+    if not columns:
+        return None
+    return (
+        f"the {kind} categories cut on the input column(s) {', '.join(columns)}, which are "
+        "no input of the EGM signature; allowed category variables in a payload: run, eta "
+        "(AbsScEta), sceta (ScEta), r9, et (pt), gain (seedGain)"
+    )
+
+
+def payload_problem(scheme: CategoryScheme) -> str | None:
+    """Why a step with these categories cannot be written as an EGM payload (``None``: it
+    can): a category on an input column that is no EGM input, or smear categories cut on an
+    input ``EGMSmearAndSyst`` does not take (signed η, run, gain). Checked at set-up."""
+    for kind, cats in (("scale", scheme.scale), ("smear", scheme.smear)):
+        problem = _column_problem(kind, cats)  # type: ignore[arg-type]
+        if problem:
+            return problem
+    binned = [v for v in _BINNED if len({c.cut(v) for c in scheme.smear}) > 1]
+    binned += ["gain"] if any(c.gain is not None for c in scheme.smear) else []
+    unusable = [_INPUTS[v][0] for v in binned if _INPUTS[v][0] not in SMEAR_INPUTS]
+    if unusable:
+        return (
+            f"the smear categories cut on {', '.join(unusable)}, which EGMSmearAndSyst "
+            f"({', '.join(SMEAR_INPUTS)}) does not take; allowed cuts: eta, r9, et"
+        )
+    return None
 
 
 def _stored(x: float) -> float:
