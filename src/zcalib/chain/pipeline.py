@@ -232,7 +232,13 @@ class _Setup:
         assert gen is not None
         out = Path(gen.out) if gen.out else lp.output / "data"
         truth = out / "truth.json"
-        want = {"n_data": gen.n_data, "n_mc": gen.n_mc, "seed": gen.seed, "drift": gen.drift}
+        want = {
+            "n_data": gen.n_data,
+            "n_mc": gen.n_mc,
+            "seed": gen.seed,
+            "drift": gen.drift,
+            "gain_thresholds": list(gen.gain_thresholds),
+        }
         have: dict[str, Any] = {}
         if truth.is_file():
             try:
@@ -245,7 +251,14 @@ class _Setup:
             from zcalib.generate import generate
 
             log.info("generating demo inputs in %s (%s)", out, want)
-            generate(out, n_data=gen.n_data, n_mc=gen.n_mc, seed=gen.seed, drift=gen.drift)
+            generate(
+                out,
+                n_data=gen.n_data,
+                n_mc=gen.n_mc,
+                seed=gen.seed,
+                drift=gen.drift,
+                gain_thresholds=gen.gain_thresholds,
+            )
         return dataset_config_from_files(data=[str(out / "data.root")], mc=[str(out / "mc.root")])
 
     # ----------------------------------------------------------------- checks

@@ -171,8 +171,7 @@ class ParquetChunkReader(processor.ProcessorABC):  # type: ignore[misc]
         columns = [c for c in PARQUET.required() if c in names] + [
             c for c in PARQUET.optional().values() if c in names
         ]
-        scheme = getattr(self.inner, "scheme", None)  # the category columns it cuts on
-        for name in getattr(scheme, "columns", ()):
+        for name in getattr(self.inner, "category_columns", ()):  # the categories' columns
             columns += [c for c in PARQUET.column_branches(name, None) if c in names]
         groups, offset, first, nbytes = [], 0, None, 0
         md = pf.metadata

@@ -237,6 +237,12 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             self._scheme = _cached_scheme(json.dumps(self.categories, sort_keys=True))
         return self._scheme
 
+    @property
+    def category_columns(self) -> tuple[str, ...]:
+        """The per-lepton input columns the category scheme cuts on (read with the chunk);
+        none for processors that do not categorise (empty ``categories``)."""
+        return self.scheme.columns if self.categories else ()
+
     def _evaluator(self, spec: WeightSpec) -> Any:
         return self._cset(spec.payload)[spec.correction]
 
@@ -350,7 +356,9 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
                 # read exactly the needed branches as numpy, like a raw uproot read
                 available = self.available.get(dataset, {})
                 extra = [
-                    b for c in self.scheme.columns for b in form.column_branches(c, self.column_map)
+                    b
+                    for c in self.category_columns
+                    for b in form.column_branches(c, self.column_map)
                 ]
                 wanted = list(
                     dict.fromkeys([*form.required(self.column_map), *available.values(), *extra])
@@ -362,7 +370,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
                 id_level=self.selection.id_level,
                 available=self.available.get(dataset, {}),
                 column_map=self.column_map,
-                columns=self.scheme.columns,
+                columns=self.category_columns,
             )
         except Exception as err:  # noqa: BLE001  (unreadable baskets surface here)
             reason = f"cannot read events ({err.__class__.__name__}: {err})"
