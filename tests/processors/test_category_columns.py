@@ -78,3 +78,56 @@ def test_payload_writer_refuses_input_column_categories():
         "chargeEle, which are no input of the EGM signature; allowed category variables in a "
         "payload: run, eta (AbsScEta), sceta (ScEta), r9, et (pt), gain (seedGain)"
     )
+
+
+@pytest.fixture(scope="module")
+def flat_ntuple(tmp_path_factory, demo_ecalelf):
+    """The first 5000 pairs of the demo data as a flat ntuple (one branch per lepton)."""
+    import uproot
+
+    with uproot.open(demo_ecalelf.data) as f:
+        a = f["selected"].arrays(
+            ["energy_ECAL_ele", "etaSCEle", "phiEle", "chargeEle", "runNumber"],
+            entry_stop=5000,
+            library="np",
+        )
+    cols = {
+        "E": a["energy_ECAL_ele"].astype(np.float32),
+        "eta": a["etaSCEle"].astype(np.float32),
+        "phi": a["phiEle"].astype(np.float32),
+        "Q": a["chargeEle"].astype(np.int32),
+    }
+    branches = {f"{k}{i + 1}": v[:, i] for k, v in cols.items() for i in (0, 1)}
+    branches["Run"] = a["runNumber"].astype(np.int32)
+    p = tmp_path_factory.mktemp("flat") / "flat.root"
+    with uproot.recreate(p) as f:
+        f.mktree("events", {k: v.dtype for k, v in branches.items()})
+        f["events"].extend(branches)
+    return p
+
+
+def _flat_config(path, columns):
+    cm = {
+        "energy": ["E1", "E2"],
+        "eta": ["eta1", "eta2"],
+        "phi": ["phi1", "phi2"],
+        "run": "Run",
+        "columns": columns,
+    }
+    return dataset_config_from_files(data=[str(path)], fmt="flat", column_map=cm)
+
+
+def test_flat_column_map_columns_as_category_axis(flat_ntuple):
+    cfg = _flat_config(flat_ntuple, {"q": ["Q1", "Q2"]})
+    opts = RunOptions(executor="iterative", progress=False)
+    hs = build_histograms(cfg, _charge_scheme("q"), options=opts)
+    regions, w, _ = hs.region_arrays("data")
+    assert regions.tolist() == [1]  # opposite charges, as in the ECALELF file
+    assert w.sum() == hs.cutflow["data"]["mass"] > 3_000
+    # a column the map does not name: a set-up error naming what it names
+    with pytest.raises(InvalidConfig) as err:
+        build_histograms(cfg, _charge_scheme("charge"), options=opts)
+    assert str(err.value) == (
+        "flat input: category column 'charge' is not in the column_map's 'columns' (named: "
+        "q); add charge: [branch1, branch2] there"
+    )
