@@ -247,24 +247,30 @@ def yaml_dump(raw: dict) -> str:
     return yaml.safe_dump(raw)
 
 
-def test_signed_eta_gap_names_the_signed_range(tmp_path):
-    text = "scale:\n  - {sceta: [-2.5, -1.566]}\n  - {sceta: [-1.4, 2.5]}\n"
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (  # the gap is named in signed eta (the crack is allowed on both sides)
+            "scale:\n  - {sceta: [-2.5, -1.566]}\n  - {sceta: [-1.4, 2.5]}\n",
+            "gap in scale categories: no category covers eta [-1.566, -1.4)",
+        ),
+        (
+            "scale:\n  - {sceta: [-2.5, -1.566]}\n  - {eta: [0, 2.5]}\n",
+            (
+                "scale categories cut on both |eta| ('eta') and signed eta ('sceta'); use one of "
+                "them in the scale list"
+            ),
+        ),
+        (
+            "scale:\n  - {columns: {pfRelIso: [0, 0.2]}}\n  - {columns: {pfRelIso: [0.1, 10]}}\n",
+            "scale categories 0, 1 overlap in pfRelIso [0.1, 0.2)",
+        ),
+    ],
+)
+def test_signed_eta_and_column_errors_name_the_ranges(tmp_path, text, problem):
     with pytest.raises(InvalidCategories) as err:
         load_categories(_yaml(tmp_path, text))
-    msg = (
-        f"{tmp_path / 'cats.yaml'}: gap in scale categories: no category covers eta [-1.566, -1.4)"
-    )
-    assert str(err.value) == msg
-
-
-def test_abs_and_signed_eta_in_one_list_is_an_error(tmp_path):
-    text = "scale:\n  - {sceta: [-2.5, -1.566]}\n  - {eta: [0, 2.5]}\n"
-    with pytest.raises(InvalidCategories) as err:
-        load_categories(_yaml(tmp_path, text))
-    assert str(err.value) == (
-        f"{tmp_path / 'cats.yaml'}: scale categories cut on both |eta| ('eta') and signed eta "
-        "('sceta'); use one of them in the scale list"
-    )
+    assert str(err.value) == f"{tmp_path / 'cats.yaml'}: {problem}"
 
 
 def test_tsv_read_by_header_equals_yaml(tmp_path):
@@ -294,15 +300,6 @@ def test_tsv_read_by_header_equals_yaml(tmp_path):
     assert cells.tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match=r"the categories cut on Electron_hoe, but no values"):
         a.assign(abs_eta=np.abs(sc), r9=np.ones(3), et=np.ones(3), sceta=sc)
-
-
-def test_column_overlap_names_the_column_range(tmp_path):
-    text = "scale:\n  - {columns: {pfRelIso: [0, 0.2]}}\n  - {columns: {pfRelIso: [0.1, 10]}}\n"
-    with pytest.raises(InvalidCategories) as err:
-        load_categories(_yaml(tmp_path, text))
-    assert str(err.value) == (
-        f"{tmp_path / 'cats.yaml'}: scale categories 0, 1 overlap in pfRelIso [0.1, 0.2)"
-    )
 
 
 @pytest.mark.parametrize("name", ["eta", "gain", "1x", "a b"])

@@ -21,6 +21,8 @@ from zcalib.chain.pipeline import run_pipeline
 from zcalib.exceptions import InvalidConfig
 from zcalib.generate import generate
 
+#: the analysts' call of the EGM scale compound (fixed whatever the categories cut on)
+EGM_SCALE_CALL = ("syst", "run", "ScEta", "r9", "AbsScEta", "pt", "seedGain")
 #: EE-, EB, EE+ scales in signed eta; |eta| smearings (the smearing signature has no sign).
 SIGNED = {
     "schema_version": 1,
@@ -54,18 +56,25 @@ def _yaml(path, raw):
     return path
 
 
+def _sample(folder, seed, cats, scales, smears, **kw):
+    """30k data / 60k MC ECALELF pairs with ``scales``/``smears`` injected in ``cats``."""
+    scheme = scheme_from_dict(cats)
+    return generate(
+        folder,
+        n_data=30_000,
+        n_mc=60_000,
+        seed=seed,
+        categories=scheme,
+        truth_scales=scales,
+        truth_smears=smears,
+        **kw,
+    )
+
+
 @pytest.fixture(scope="module")
 def signed_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("signed")
-    sample = generate(
-        folder / "sample",
-        n_data=30_000,
-        n_mc=60_000,
-        seed=21,
-        categories=scheme_from_dict(SIGNED),
-        truth_scales=SIGNED_SCALES,
-        truth_smears=SIGNED_SMEARS,
-    )
+    sample = _sample(folder / "sample", 21, SIGNED, SIGNED_SCALES, SIGNED_SMEARS)
     cats = _yaml(folder / "signed.yaml", SIGNED)
     cfg = CalibrationConfig(categories=str(cats))
     ds = api.datasets_from_files(data=[sample.data], mc=[sample.mc], config=cfg)
@@ -95,15 +104,8 @@ def test_signed_eta_payload_keeps_the_analysts_call(signed_run):
     assert done.returncode == 0, done.stdout + done.stderr
     cset = correctionlib.CorrectionSet.from_file(str(path))
     compound = cset.compound["EGMScale_Compound_Ele_2022preEE"]
-    assert [v.name for v in compound.inputs] == [
-        "syst",
-        "run",
-        "ScEta",
-        "r9",
-        "AbsScEta",
-        "pt",
-        "seedGain",
-    ]
+    # the analysts' call is unchanged by signed-eta categories
+    assert tuple(v.name for v in compound.inputs) == EGM_SCALE_CALL
     sc_eta = np.array([-2.0, -0.7, 0.7, 2.0])
     got = compound.evaluate(
         "scale", np.full(4, 355100.0), sc_eta, np.full(4, 0.95), np.abs(sc_eta), 40.0, 12.0
@@ -121,14 +123,12 @@ def test_signed_eta_payload_keeps_the_analysts_call(signed_run):
 
 
 def test_gain_step_recovers_gain_dependent_scales(tmp_path):
-    sample = generate(
+    sample = _sample(
         tmp_path / "sample",
-        n_data=30_000,
-        n_mc=60_000,
-        seed=22,
-        categories=scheme_from_dict(GAIN_CATS),
-        truth_scales=GAIN_SCALES,
-        truth_smears=GAIN_SMEARS,
+        22,
+        GAIN_CATS,
+        GAIN_SCALES,
+        GAIN_SMEARS,
         gain_thresholds=GAIN_THRESHOLDS,
     )
     coarse = _yaml(tmp_path / "coarse.yaml", {"scale": [{"eta": EB}, {"eta": EE}]})

@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -649,13 +649,9 @@ def _parse_tsv(text: str, p: Path) -> tuple[list[Category], list[Category]]:
     )
     if header is not None and not set(header) <= _LEGACY_TSV:
         return _parse_tsv_by_name(lines, header, p)
-    scale: list[Category] = []
-    smear: list[Category] = []
-    for lineno, line in enumerate(lines, start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        fields = stripped.split()
+    legacy = ["type", "etaMin", "etaMax", "r9Min", "r9Max", "gain", "etMin", "etMax"]
+    out: dict[str, list[Category]] = {"scale": [], "smear": []}
+    for lineno, fields in _data_rows(lines):
         has_run = len(fields) == 10 or (header is not None and "runMin" in header)
         expected = 10 if has_run else 8
         if len(fields) != expected:
@@ -665,37 +661,23 @@ def _parse_tsv(text: str, p: Path) -> tuple[list[Category], list[Category]]:
                 f"etMin etMax), got {len(fields)}"
             )
             raise InvalidCategories(msg)
-        kind = _tsv_kind(fields[0], p, lineno)
         try:
-            nums = [float(x) for x in fields[1:]]
+            [float(x) for x in fields[1:]]
         except ValueError:
             msg = f"{p}:{lineno}: non-numeric value in {fields[1:]}"
             raise InvalidCategories(msg) from None
-        run: tuple[float, float] = _NO_CUT
-        if has_run:
-            run = _rng(nums[0], nums[1])
-            run = (run[0], run[1] + 1)  # inclusive run ranges are stored half-open
-            nums = nums[2:]
-        target = scale if kind == "scale" else smear
-        target.append(
-            Category(
-                kind=kind,
-                index=len(target),
-                run=run,
-                eta=_rng(nums[0], nums[1]),
-                r9=_rng(nums[2], nums[3]),
-                et=_rng(nums[5], nums[6]),
-                gain=_tsv_gain(nums[4], p, lineno),
-            )
-        )
-    return scale, smear
+        names = [legacy[0], "runMin", "runMax", *legacy[1:]] if has_run else legacy
+        row = dict(zip(names, fields, strict=True))
+        _add_row(out, row, ["run", "eta", "r9", "et"][0 if has_run else 1 :], p, lineno)
+    return out["scale"], out["smear"]
 
 
-def _tsv_kind(kind: str, p: Path, lineno: int) -> Kind:
-    if kind not in ("scale", "smear"):
-        msg = f"{p}:{lineno}: column 'type' is {kind!r}; allowed: 'scale', 'smear'"
-        raise InvalidCategories(msg)
-    return kind  # type: ignore[return-value]
+def _data_rows(lines: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of the rows of a TSV (blank and ``#`` lines skipped)."""
+    for lineno, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            yield lineno, stripped.split()
 
 
 def _tsv_gain(raw: float, p: Path, lineno: int) -> int | None:
@@ -729,57 +711,61 @@ def _parse_tsv_by_name(
                 "'<variable>Min <variable>Max' pairs (run, eta, scEta, r9, et or a column name)"
             )
             raise InvalidCategories(msg)
-    legacy = {"run", "eta", "r9", "et"}
-    scale: list[Category] = []
-    smear: list[Category] = []
-    for lineno, line in enumerate(lines, start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        fields = stripped.split()
+    out: dict[str, list[Category]] = {"scale": [], "smear": []}
+    for lineno, fields in _data_rows(lines):
         if len(fields) != len(header):
             msg = f"{p}:{lineno}: expected {len(header)} columns ({' '.join(header)}), got {len(fields)}"
             raise InvalidCategories(msg)
-        row = dict(zip(header, fields, strict=True))
-        kind = _tsv_kind(row["type"], p, lineno)
-        cuts: dict[str, tuple[float, float]] = {}
-        for base in pairs:
-            lo_s, hi_s = row[f"{base}Min"], row[f"{base}Max"]
-            try:
-                lo = -_INF if lo_s == "*" else float(lo_s)
-                hi = _INF if hi_s == "*" else float(hi_s)
-            except ValueError:
-                msg = (
-                    f"{p}:{lineno}: column '{base}Min/{base}Max' is {lo_s!r}/{hi_s!r}; "
-                    "allowed: numbers or '*' (no cut)"
-                )
-                raise InvalidCategories(msg) from None
-            cuts[base] = _rng(lo, hi) if base in legacy else (lo, hi)
-        gain = None
-        if "gain" in row:
-            try:
-                gain = _tsv_gain(float(row["gain"]), p, lineno)
-            except ValueError:
-                msg = f"{p}:{lineno}: column 'gain' is {row['gain']!r}; allowed: 12, 6, 1 or -1"
-                raise InvalidCategories(msg) from None
-        run = cuts.pop("run", _NO_CUT)
-        if run != _NO_CUT:
-            run = (run[0], run[1] + 1)  # inclusive run ranges are stored half-open
-        target = scale if kind == "scale" else smear
-        target.append(
-            Category(
-                kind=kind,
-                index=len(target),
-                run=run,
-                eta=cuts.pop("eta", _NO_CUT),
-                sceta=cuts.pop("scEta", _NO_CUT),
-                r9=cuts.pop("r9", _NO_CUT),
-                et=cuts.pop("et", _NO_CUT),
-                gain=gain,
-                columns=tuple(sorted(cuts.items())),
+        _add_row(out, dict(zip(header, fields, strict=True)), pairs, p, lineno)
+    return out["scale"], out["smear"]
+
+
+def _add_row(
+    out: dict[str, list[Category]], row: dict[str, str], pairs: list[str], p: Path, lineno: int
+) -> None:
+    """Append the category of one TSV row (by column name) to ``out[type]``."""
+    kind = row["type"]
+    if kind not in ("scale", "smear"):
+        msg = f"{p}:{lineno}: column 'type' is {kind!r}; allowed: 'scale', 'smear'"
+        raise InvalidCategories(msg)
+    cuts: dict[str, tuple[float, float]] = {}
+    for base in pairs:
+        lo_s, hi_s = row[f"{base}Min"], row[f"{base}Max"]
+        try:
+            lo = -_INF if lo_s == "*" else float(lo_s)
+            hi = _INF if hi_s == "*" else float(hi_s)
+        except ValueError:
+            msg = (
+                f"{p}:{lineno}: column '{base}Min/{base}Max' is {lo_s!r}/{hi_s!r}; "
+                "allowed: numbers or '*' (no cut)"
             )
+            raise InvalidCategories(msg) from None
+        # pymin's variables: -1 = no cut; signed eta and input columns: -1 is a value
+        cuts[base] = _rng(lo, hi) if base in ("run", "eta", "r9", "et") else (lo, hi)
+    gain = None
+    if "gain" in row:
+        try:
+            gain = _tsv_gain(float(row["gain"]), p, lineno)
+        except ValueError:
+            msg = f"{p}:{lineno}: column 'gain' is {row['gain']!r}; allowed: 12, 6, 1 or -1"
+            raise InvalidCategories(msg) from None
+    run = cuts.pop("run", _NO_CUT)
+    if run != _NO_CUT:
+        run = (run[0], run[1] + 1)  # inclusive run ranges are stored half-open
+    target = out[kind]
+    target.append(
+        Category(
+            kind=kind,  # type: ignore[arg-type]
+            index=len(target),
+            run=run,
+            eta=cuts.pop("eta", _NO_CUT),
+            sceta=cuts.pop("scEta", _NO_CUT),
+            r9=cuts.pop("r9", _NO_CUT),
+            et=cuts.pop("et", _NO_CUT),
+            gain=gain,
+            columns=tuple(sorted(cuts.items())),
         )
-    return scale, smear
+    )
 
 
 def _rng(lo: float, hi: float) -> tuple[float, float]:

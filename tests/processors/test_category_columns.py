@@ -41,31 +41,43 @@ def test_charge_column_categories_agree_across_formats(demo_ecalelf, demo_nanoao
     np.testing.assert_array_equal(n_w, w)
 
 
-def test_missing_category_branch_is_named_at_preflight(demo_ecalelf):
-    with pytest.raises(InputError) as err:
-        _fill(demo_ecalelf, "ecalelf", _charge_scheme("chargeEl"))
-    assert str(err.value) == (
-        f"{demo_ecalelf.data}: tree 'selected' has no branch 'chargeEl' for category column "
-        "'chargeEl' (similar: chargeEle); allowed: per-electron array branches of the tree"
-    )
-
-
-def test_per_event_branch_as_category_column_is_refused(demo_ecalelf):
-    with pytest.raises(InputError) as err:
-        _fill(demo_ecalelf, "ecalelf", _charge_scheme("runNumber"))
-    assert str(err.value) == (
-        f"{demo_ecalelf.data}: tree 'selected': branch 'runNumber' holds one value per event; the "
-        "ecalelf format needs a fixed-size per-electron array such as [3]"
-    )
-
-
-def test_nanoaod_category_column_must_be_an_electron_branch(demo_nanoaod):
-    with pytest.raises(InvalidConfig) as err:
-        _fill(demo_nanoaod, "nanoaod", _charge_scheme("nElectron"))
-    assert str(err.value) == (
-        "nanoaod input: category column 'nElectron' is not allowed; NanoAOD columns are "
-        "Electron_* branches"
-    )
+@pytest.mark.parametrize(
+    ("fmt", "column", "error", "problem"),
+    [
+        (
+            "ecalelf",
+            "chargeEl",
+            InputError,
+            (
+                "{data}: tree 'selected' has no branch 'chargeEl' for category column 'chargeEl' "
+                "(similar: chargeEle); allowed: per-electron array branches of the tree"
+            ),
+        ),
+        (
+            "ecalelf",
+            "runNumber",
+            InputError,
+            (
+                "{data}: tree 'selected': branch 'runNumber' holds one value per event; the ecalelf "
+                "format needs a fixed-size per-electron array such as [3]"
+            ),
+        ),
+        (
+            "nanoaod",
+            "nElectron",
+            InvalidConfig,
+            (
+                "nanoaod input: category column 'nElectron' is not allowed; NanoAOD columns are "
+                "Electron_* branches"
+            ),
+        ),
+    ],
+)
+def test_bad_category_column_is_named_at_setup(request, fmt, column, error, problem):
+    sample = request.getfixturevalue(f"demo_{fmt}")
+    with pytest.raises(error) as err:
+        _fill(sample, fmt, _charge_scheme(column))
+    assert str(err.value) == problem.format(data=sample.data)
 
 
 def test_payload_writer_refuses_input_column_categories():
