@@ -207,3 +207,114 @@ def test_compiled_assignment_matches_the_reference():
     fast = scheme.assign(**kw)
     np.testing.assert_array_equal(fast, scheme._assign_slow(**kw))
     assert (fast >= 0).sum() > n // 2
+
+
+# ------------------------------------------------------------ signed eta and input columns
+SIGNED_YAML = """\
+scale:
+  - {sceta: [-2.5, -1.566]}
+  - {sceta: [-1.4442, 0]}
+  - {sceta: [0, 1.4442]}
+  - {sceta: [1.566, 2.5]}
+smear:
+  - {eta: [0, 1.4442]}
+  - {eta: [1.566, 2.5]}
+"""
+
+
+def _yaml(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "cats.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_signed_eta_categories_separate_ee_minus_and_plus(tmp_path):
+    s = load_categories(_yaml(tmp_path, SIGNED_YAML))
+    # each signed scale category meets the |eta| smear category of its side only
+    assert [(c.scale, c.smear) for c in s.cells] == [(0, 1), (1, 0), (2, 0), (3, 1)]
+    sc = np.array([-2.0, -1.5, -0.3, 0.3, 1.5, 2.0, 2.6, -2.6])
+    cells = s.assign(abs_eta=np.abs(sc), r9=np.ones(8), et=np.full(8, 40.0), sceta=sc)
+    assert cells.tolist() == [0, -1, 1, 2, -1, 3, -1, -1]  # crack and |eta| > 2.5: none
+    assert s.variables == ("eta", "sceta")
+    assert load_categories(_yaml(tmp_path, yaml_dump(s.to_yaml_dict()))) == s.__class__(
+        scale=s.scale, smear=s.smear, cells=s.cells, source=str(tmp_path / "cats.yaml")
+    )
+
+
+def yaml_dump(raw: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(raw)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (  # the gap is named in signed eta (the crack is allowed on both sides)
+            "scale:\n  - {sceta: [-2.5, -1.566]}\n  - {sceta: [-1.4, 2.5]}\n",
+            "gap in scale categories: no category covers eta [-1.566, -1.4)",
+        ),
+        (
+            "scale:\n  - {sceta: [-2.5, -1.566]}\n  - {eta: [0, 2.5]}\n",
+            (
+                "scale categories cut on both |eta| ('eta') and signed eta ('sceta'); use one of "
+                "them in the scale list"
+            ),
+        ),
+        (
+            "scale:\n  - {columns: {pfRelIso: [0, 0.2]}}\n  - {columns: {pfRelIso: [0.1, 10]}}\n",
+            "scale categories 0, 1 overlap in pfRelIso [0.1, 0.2)",
+        ),
+    ],
+)
+def test_signed_eta_and_column_errors_name_the_ranges(tmp_path, text, problem):
+    with pytest.raises(InvalidCategories) as err:
+        load_categories(_yaml(tmp_path, text))
+    assert str(err.value) == f"{tmp_path / 'cats.yaml'}: {problem}"
+
+
+def test_tsv_read_by_header_equals_yaml(tmp_path):
+    tsv = tmp_path / "cats.tsv"
+    tsv.write_text(
+        "#type\tscEtaMin\tscEtaMax\tr9Min\tr9Max\tgain\tElectron_hoeMin\tElectron_hoeMax\n"
+        "scale\t-2.5\t-1\t-1\t-1\t-1\t*\t0.05\n"
+        "scale\t-2.5\t-1\t-1\t-1\t-1\t0.05\t*\n"
+        "scale\t-1\t2.5\t-1\t-1\t-1\t*\t*\n"
+    )
+    yml = _yaml(
+        tmp_path,
+        "scale:\n"
+        "  - {sceta: [-2.5, -1], columns: {Electron_hoe: [-.inf, 0.05]}}\n"
+        "  - {sceta: [-2.5, -1], columns: {Electron_hoe: [0.05, .inf]}}\n"
+        "  - {sceta: [-1, 2.5]}\n",
+    )
+    a, b = load_categories(tsv), load_categories(yml)
+    assert a.to_yaml_dict() == b.to_yaml_dict()
+    assert a.scale[0].sceta == (-2.5, -1.0)  # -1 is a value in signed eta
+    assert a.columns == ("Electron_hoe",)
+    hoe = np.array([0.01, 0.2, 0.2])
+    sc = np.array([-2.0, -2.0, 0.5])
+    cells = a.assign(
+        abs_eta=np.abs(sc), r9=np.ones(3), et=np.ones(3), sceta=sc, columns={"Electron_hoe": hoe}
+    )
+    assert cells.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"the categories cut on Electron_hoe, but no values"):
+        a.assign(abs_eta=np.abs(sc), r9=np.ones(3), et=np.ones(3), sceta=sc)
+
+
+@pytest.mark.parametrize("name", ["eta", "gain", "1x", "a b"])
+def test_bad_column_name(tmp_path, name):
+    text = f"scale:\n  - {{columns: {{'{name}': [0, 1]}}}}\n"
+    with pytest.raises(InvalidCategories, match=rf"column name '{name}' is not allowed"):
+        load_categories(_yaml(tmp_path, text))
+
+
+def test_tsv_header_with_unknown_column_layout(tmp_path):
+    tsv = tmp_path / "cats.tsv"
+    tsv.write_text("#type\tscEtaMin\tscEtaMax\thoe\nscale\t-2.5\t2.5\t1\n")
+    with pytest.raises(InvalidCategories) as err:
+        load_categories(tsv)
+    assert str(err.value) == (
+        f"{tsv}: header column 'hoe' is not allowed; use 'type', 'gain' and "
+        "'<variable>Min <variable>Max' pairs (run, eta, scEta, r9, et or a column name)"
+    )

@@ -1,7 +1,8 @@
 """Single-lepton category schemes: loading (legacy TSV and YAML), validation, assignment.
 
-A category is a box in (run, |η|, R9, Et, gain). A scheme holds *scale* categories (derived
-for data) and *smear* categories (derived for MC). Each lepton is assigned to one *cell*: the
+A category is a box in (run, |η| or signed η_SC, R9, Et, gain, any other per-lepton
+column). A scheme holds *scale* categories (derived for data) and *smear* categories (derived
+for MC). Each lepton is assigned to one *cell*: the
 non-empty intersection of one scale and one smear category. Pair regions are built over cells
 as ``(min(c_i, c_j), max(c_i, c_j))`` (see ``DESIGN.md``).
 
@@ -11,24 +12,28 @@ The legacy TSV (pymin) reads::
     scale   0.      1.      0.      0.96    -1      -1      -1
 
 with ``-1`` meaning "no cut". Optional ``runMin runMax`` columns may precede ``etaMin``.
-The YAML equivalent::
+A header naming other columns is read by name: ``scEtaMin scEtaMax`` (signed supercluster η)
+and ``<column>Min <column>Max`` for any per-lepton input column; in those ``-1`` is a value
+and ``*`` (or ``-inf``/``inf``) means "no cut". The YAML equivalent::
 
     schema_version: 1
     scale:
       - {eta: [0, 1], r9: [0, 0.96]}
+      - {sceta: [-2.5, -1.566], columns: {Electron_pfRelIso03_all: [0, 0.1]}}
     smear:
       - {eta: [0, 1], r9: [0, 0.96]}
 
 Gaps or overlaps inside the covered domain raise :class:`~zcalib.exceptions.InvalidCategories`
 naming the offending ranges. The only gap that is allowed is the ECAL barrel/endcap crack in
-|η| (1.4442-1.566), which no electron category covers.
+|η| (1.4442-1.566), which no electron category covers (in signed η: on both sides).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -55,12 +60,17 @@ __all__ = [
 
 #: The ECAL barrel/endcap transition in |η|: electrons there are outside every category.
 CRACK: tuple[float, float] = (1.4442, 1.566)
-#: Variables a category may cut on, in the order used for (de)serialisation.
-VARIABLES: tuple[str, ...] = ("run", "eta", "r9", "et", "gain")
+#: Variables with a fixed name a category may cut on, in the order used for
+#: (de)serialisation; any other per-lepton input column can be cut on by name (``columns``).
+VARIABLES: tuple[str, ...] = ("run", "eta", "sceta", "r9", "et", "gain")
 _GAINS = (1, 6, 12)
 _GAINS_ORDER = (12, 6, 1)
-_GRID_VARS = ("run", "eta", "r9", "et")
+#: the continuous variables with a fixed name (``gain`` is discrete)
+_FIXED = ("run", "eta", "sceta", "r9", "et")
+#: a column name: an identifier that is not one of :data:`VARIABLES`
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _INF = math.inf
+_NO_CUT = (-_INF, _INF)
 
 Kind = Literal["scale", "smear"]
 
@@ -71,28 +81,58 @@ class Category:
 
     Run ranges are inclusive ``[min, max]`` in files and stored here as ``[min, max + 1)``.
 
-    ``eta`` is a range in |η| (supercluster η when available). A range of
-    ``(-inf, inf)`` means no cut; ``gain`` is ``None`` for no cut or one of 12, 6, 1.
+    ``eta`` is a range in |η| and ``sceta`` one in signed η (supercluster η when available);
+    ``columns`` holds ranges in other per-lepton input columns, by column name (sorted). A
+    range of ``(-inf, inf)`` means no cut; ``gain`` is ``None`` for no cut or one of 12, 6, 1.
     """
 
     kind: Kind
     index: int
-    run: tuple[float, float] = (-_INF, _INF)
-    eta: tuple[float, float] = (-_INF, _INF)
-    r9: tuple[float, float] = (-_INF, _INF)
-    et: tuple[float, float] = (-_INF, _INF)
+    run: tuple[float, float] = _NO_CUT
+    eta: tuple[float, float] = _NO_CUT
+    r9: tuple[float, float] = _NO_CUT
+    et: tuple[float, float] = _NO_CUT
     gain: int | None = None
+    sceta: tuple[float, float] = _NO_CUT
+    columns: tuple[tuple[str, tuple[float, float]], ...] = ()
+
+    def __post_init__(self) -> None:
+        # one spelling per category: columns sorted by name, "no cut" ranges left out
+        kept = tuple(sorted((n, r) for n, r in self.columns if tuple(r) != _NO_CUT))
+        object.__setattr__(self, "columns", kept)
 
     def ranges(self) -> dict[str, tuple[float, float]]:
-        """The continuous ranges of this category, by variable name."""
+        """The ranges of the legacy variables (run, |η|, R9, Et), by variable name."""
         return {"run": self.run, "eta": self.eta, "r9": self.r9, "et": self.et}
+
+    def cuts(self) -> dict[str, tuple[float, float]]:
+        """Every continuous range: the fixed variables (:data:`VARIABLES` but ``gain``), then
+        the ``columns`` this category cuts on, by name."""
+        out = {
+            "run": self.run,
+            "eta": self.eta,
+            "sceta": self.sceta,
+            "r9": self.r9,
+            "et": self.et,
+        }
+        out.update(self.columns)
+        return out
+
+    def cut(self, name: str) -> tuple[float, float]:
+        """The range in variable or column ``name`` (``(-inf, inf)``: no cut)."""
+        return self.cuts().get(name, _NO_CUT)
+
+    @property
+    def is_legacy(self) -> bool:
+        """True when the category cuts only on the legacy variables (run, |η|, R9, Et, gain)."""
+        return self.sceta == _NO_CUT and not self.columns
 
     def label(self) -> str:
         """A short human-readable label, e.g. ``scale[3] |eta| 1.566-2 r9 0-0.96``."""
         parts = [f"{self.kind}[{self.index}]"]
-        for name, (lo, hi) in self.ranges().items():
-            if (lo, hi) != (-_INF, _INF):
-                shown = "|eta|" if name == "eta" else name
+        for name, (lo, hi) in self.cuts().items():
+            if (lo, hi) != _NO_CUT:
+                shown = {"eta": "|eta|", "sceta": "eta"}.get(name, name)
                 hi_shown = hi - 1 if name == "run" else hi  # runs are inclusive in files
                 parts.append(f"{shown} {_fmt(lo)}-{_fmt(hi_shown)}")
         if self.gain is not None:
@@ -126,12 +166,24 @@ class Category:
         et: NDArray[np.floating[Any]],
         gain: NDArray[np.integer[Any]],
         run: NDArray[np.integer[Any]],
+        sceta: NDArray[np.floating[Any]] | None = None,
+        columns: Mapping[str, NDArray[Any]] | None = None,
     ) -> NDArray[np.bool_]:
-        """Boolean mask of the leptons inside this category (half-open ranges)."""
-        mask = (abs_eta >= self.eta[0]) & (abs_eta < self.eta[1])
-        mask &= (r9 >= self.r9[0]) & (r9 < self.r9[1])
-        mask &= (et >= self.et[0]) & (et < self.et[1])
-        mask &= (run >= self.run[0]) & (run < self.run[1])
+        """Boolean mask of the leptons inside this category (half-open ranges).
+
+        ``sceta`` and ``columns`` are needed only when the category cuts on them.
+        """
+        values: dict[str, Any] = {"run": run, "eta": abs_eta, "sceta": sceta, "r9": r9, "et": et}
+        values.update(columns or {})
+        mask = np.ones(len(abs_eta), dtype=bool)
+        for name, (lo, hi) in self.cuts().items():
+            if (lo, hi) == _NO_CUT and name not in ("eta", "r9", "et", "run"):
+                continue
+            x = values.get(name)
+            if x is None:
+                msg = f"{self.label()}: cuts on {name!r}, but no {name} values were given"
+                raise ValueError(msg)
+            mask &= (x >= lo) & (x < hi)
         if self.gain is not None:
             mask &= gain == self.gain
         return mask
@@ -177,7 +229,25 @@ class CategoryScheme:
     @property
     def uses_run(self) -> bool:
         """True when any category cuts on the run number."""
-        return any(c.run != (-_INF, _INF) for c in (*self.scale, *self.smear))
+        return any(c.run != _NO_CUT for c in (*self.scale, *self.smear))
+
+    @property
+    def uses_gain(self) -> bool:
+        """True when any category cuts on the seed gain."""
+        return any(c.gain is not None for c in (*self.scale, *self.smear))
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The per-lepton input columns (beyond the fixed variables) the categories cut on,
+        sorted: what a reader must read for this scheme."""
+        return tuple(sorted({n for c in (*self.scale, *self.smear) for n, _ in c.columns}))
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """The continuous variables some category cuts on (fixed ones first, then columns)."""
+        cats = (*self.scale, *self.smear)
+        fixed = tuple(v for v in _FIXED if any(c.cut(v) != _NO_CUT for c in cats))
+        return fixed + self.columns
 
     def cell_scale_index(self) -> NDArray[np.int64]:
         """Scale-category index of each cell."""
@@ -195,6 +265,8 @@ class CategoryScheme:
         et: NDArray[np.floating[Any]],
         gain: NDArray[np.integer[Any]] | None = None,
         run: NDArray[np.integer[Any]] | None = None,
+        sceta: NDArray[np.floating[Any]] | None = None,
+        columns: Mapping[str, NDArray[Any]] | None = None,
     ) -> NDArray[np.int64]:
         """Cell index of each lepton, ``-1`` for leptons outside every category.
 
@@ -204,68 +276,92 @@ class CategoryScheme:
             et: transverse energy of each lepton [GeV].
             gain: seed gain (12/6/1) of each lepton; required if a category cuts on gain.
             run: run number of each lepton; required if a category cuts on run.
+            sceta: signed η of each lepton; required if a category cuts on ``sceta``.
+            columns: other per-lepton columns by name; those in :attr:`columns` are required.
 
         Returns:
             int64 array of cell indices.
+
+        Raises:
+            ValueError: a variable the categories cut on is not given.
         """
         n = len(abs_eta)
+        given: dict[str, Any] = {"run": run, "eta": abs_eta, "sceta": sceta, "r9": r9, "et": et}
+        given.update(columns or {})
+        variables = self.variables
+        missing = [v for v in variables if given.get(v) is None]
+        if missing or (self.uses_gain and gain is None):
+            need = ", ".join([*missing, *(["gain"] if self.uses_gain and gain is None else [])])
+            msg = f"{self.source}: the categories cut on {need}, but no values were given"
+            raise ValueError(msg)
         if gain is None:
             gain = np.full(n, 12, dtype=np.int64)
-        if run is None:
-            run = np.zeros(n, dtype=np.int64)
-        edges, lut = self._grid()
+        edges, offsets, strides, lut = self._grid()
+        values = np.empty((len(variables), n), dtype=np.float64)
+        for k, v in enumerate(variables):
+            values[k] = given[v]
         return jitted(_assign_loop)(  # type: ignore[no-any-return]
-            np.asarray(run, dtype=np.float64),
-            np.asarray(abs_eta, dtype=np.float64),
-            np.asarray(r9, dtype=np.float64),
-            np.asarray(et, dtype=np.float64),
+            values,
             np.asarray(gain, dtype=np.int64),
-            edges["run"],
-            edges["eta"],
-            edges["r9"],
-            edges["et"],
+            edges,
+            offsets,
+            strides,
             lut,
+            self.uses_gain,
         )
 
-    def _grid(self) -> tuple[dict[str, NDArray[np.float64]], NDArray[np.int64]]:
+    def _grid(
+        self,
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
         """Lookup table of cell indices over the grid of all category edges (cached).
 
         Categories tile the grid (checked at load time), so each grid box belongs to at most
         one scale and one smear category: assigning a lepton is one ``searchsorted`` per
-        variable and one table look-up, whatever the number of categories.
+        variable cut on and one table look-up, whatever the number of categories. Returns the
+        concatenated edges of :attr:`variables`, their offsets, the strides of the flat table
+        (one per variable, then the gain's) and the flat table.
         """
         cached = self.__dict__.get("_grid_cache")
         if cached is not None:
             return cached  # type: ignore[no-any-return]
         cats = (*self.scale, *self.smear)
+        variables = self.variables
         edges = {
             name: np.array(
-                sorted({v for c in cats for v in c.ranges()[name]} - {-_INF, _INF}),
+                sorted({v for c in cats for v in c.cut(name)} - {-_INF, _INF}),
                 dtype=np.float64,
             )
-            for name in _GRID_VARS
+            for name in variables
         }
-        uses_gain = any(c.gain is not None for c in cats)
         # representative point of every slot: midpoints inside, outside slots are marked -1
         mids = {}
-        for name in _GRID_VARS:
+        for name in variables:
             e = edges[name]
-            inner = 0.5 * (e[:-1] + e[1:]) if len(e) > 1 else np.zeros(0)
-            lo = e[0] - 1.0 if len(e) else 0.0
-            hi = e[-1] + 1.0 if len(e) else 0.0
-            mids[name] = np.concatenate([[lo], inner, [hi]]) if len(e) else np.array([0.0])
-        gains = np.array([*_GAINS_ORDER, -1] if uses_gain else [12])
-        mesh = np.meshgrid(*(mids[n] for n in _GRID_VARS), gains, indexing="ij")
+            inner = 0.5 * (e[:-1] + e[1:])
+            mids[name] = np.concatenate([[e[0] - 1.0], inner, [e[-1] + 1.0]])
+        gains = np.array([*_GAINS_ORDER, -1] if self.uses_gain else [12])
+        mesh = np.meshgrid(*(mids[n] for n in variables), gains, indexing="ij")
+        points = {n: m.ravel() for n, m in zip(variables, mesh, strict=False)}
+        size = mesh[-1].size
+        zeros = np.zeros(size)
         flat = self._assign_slow(
-            run=mesh[0].ravel(),
-            abs_eta=mesh[1].ravel(),
-            r9=mesh[2].ravel(),
-            et=mesh[3].ravel(),
-            gain=mesh[4].ravel(),
+            run=points.get("run", zeros),
+            abs_eta=points.get("eta", zeros),
+            sceta=points.get("sceta", zeros),
+            r9=points.get("r9", zeros),
+            et=points.get("et", zeros),
+            gain=mesh[-1].ravel(),
+            columns={c: points[c] for c in self.columns},
         )
-        lut = flat.reshape(mesh[0].shape)
-        object.__setattr__(self, "_grid_cache", (edges, lut))
-        return edges, lut
+        shape = mesh[-1].shape
+        strides = np.array(
+            [int(np.prod(shape[k + 1 :])) for k in range(len(shape))], dtype=np.int64
+        )
+        offsets = np.cumsum([0, *(len(edges[n]) for n in variables)]).astype(np.int64)
+        all_edges = np.concatenate([edges[n] for n in variables]) if variables else np.zeros(0)
+        grid = (all_edges, offsets, strides, flat)
+        object.__setattr__(self, "_grid_cache", grid)
+        return grid
 
     def _assign_slow(self, **kw: Any) -> NDArray[np.int64]:
         """Reference assignment by testing every category (used to build the grid)."""
@@ -288,12 +384,15 @@ class CategoryScheme:
 
         def one(c: Category) -> dict[str, Any]:
             d: dict[str, Any] = {}
-            for name, rng in c.ranges().items():
-                if rng != (-_INF, _INF):
+            for name in _FIXED:
+                rng = c.cut(name)
+                if rng != _NO_CUT:
                     hi = rng[1] - 1 if name == "run" else rng[1]  # runs: inclusive in files
                     d[name] = [_json_num(rng[0]), _json_num(hi)]
             if c.gain is not None:
                 d["gain"] = c.gain
+            if c.columns:
+                d["columns"] = {n: [_json_num(lo), _json_num(hi)] for n, (lo, hi) in c.columns}
             return d
 
         return {
@@ -304,29 +403,27 @@ class CategoryScheme:
 
 
 def _assign_loop(
-    run: NDArray[np.float64],
-    abs_eta: NDArray[np.float64],
-    r9: NDArray[np.float64],
-    et: NDArray[np.float64],
+    values: NDArray[np.float64],
     gain: NDArray[np.int64],
-    e_run: NDArray[np.float64],
-    e_eta: NDArray[np.float64],
-    e_r9: NDArray[np.float64],
-    e_et: NDArray[np.float64],
+    edges: NDArray[np.float64],
+    offsets: NDArray[np.int64],
+    strides: NDArray[np.int64],
     lut: NDArray[np.int64],
+    use_gain: bool,
 ) -> NDArray[np.int64]:  # pragma: no cover
     """Cell of each lepton: one binary search per variable and one table look-up."""
-    n = len(abs_eta)
+    k, n = values.shape
     out = np.empty(n, np.int64)
-    gains = lut.shape[4] > 1
     for i in range(n):
-        # np.searchsorted(edges, v, side="right"); NaN after the last edge; no edges: 0
-        a = len(e_run) if np.isnan(run[i]) else np.searchsorted(e_run, run[i], side="right")
-        b = len(e_eta) if np.isnan(abs_eta[i]) else np.searchsorted(e_eta, abs_eta[i], "right")
-        c = len(e_r9) if np.isnan(r9[i]) else np.searchsorted(e_r9, r9[i], side="right")
-        d = len(e_et) if np.isnan(et[i]) else np.searchsorted(e_et, et[i], side="right")
+        idx = 0
+        for v in range(k):
+            e = edges[offsets[v] : offsets[v + 1]]
+            x = values[v, i]
+            # np.searchsorted(edges, x, side="right"); NaN after the last edge
+            s = len(e) if np.isnan(x) else np.searchsorted(e, x, side="right")
+            idx += s * strides[v]
         g = 0
-        if gains:
+        if use_gain:
             g = 3
             if gain[i] == 12:
                 g = 0
@@ -334,7 +431,7 @@ def _assign_loop(
                 g = 1
             elif gain[i] == 1:
                 g = 2
-        out[i] = lut[a, b, c, d, g]
+        out[i] = lut[idx + g]
     return out
 
 
@@ -363,9 +460,20 @@ class _CategoryModel(BaseModel):
 
     run: tuple[int, int] | None = Field(None, description="Inclusive run range [min, max].")
     eta: tuple[float, float] | None = Field(None, description="|eta| range [min, max).")
+    sceta: tuple[float, float] | None = Field(
+        None,
+        description="Signed supercluster eta range [min, max) (EE- and EE+ apart); a "
+        "category list cuts on either eta or sceta.",
+    )
     r9: tuple[float, float] | None = Field(None, description="R9 range [min, max).")
     et: tuple[float, float] | None = Field(None, description="Et range [min, max) in GeV.")
     gain: Literal[12, 6, 1] | None = Field(None, description="Seed gain (12, 6 or 1).")
+    columns: dict[str, tuple[float, float]] | None = Field(
+        None,
+        description="Ranges [min, max) in other per-lepton input columns, by column name: an "
+        "ECALELF branch, a NanoAOD Electron_* branch, a column_map 'columns' key, a Parquet "
+        "column.",
+    )
 
 
 class _SchemeModel(BaseModel):
@@ -426,17 +534,26 @@ def build_scheme(
     """Validate scale/smear categories and form their cells.
 
     Raises:
-        InvalidCategories: empty scale list, inverted ranges, gaps or overlaps.
+        InvalidCategories: empty scale list, inverted ranges, bad column names, |η| and signed
+            η mixed in one list, gaps or overlaps.
     """
     if not scale:
         msg = f"{source}: no scale categories defined (need at least one 'scale' row)"
         raise InvalidCategories(msg)
     for cat in (*scale, *smear):
-        for name, (lo, hi) in cat.ranges().items():
+        for name, (lo, hi) in cat.cuts().items():
             if not lo < hi:
                 msg = (
                     f"{source}: {cat.kind} category {cat.index} has an empty or inverted "
                     f"{name} range [{_fmt(lo)}, {_fmt(hi)}); min must be < max"
+                )
+                raise InvalidCategories(msg)
+        for name, _ in cat.columns:
+            if name in VARIABLES or name == "abs_eta" or not _COLUMN_NAME.fullmatch(name):
+                msg = (
+                    f"{source}: {cat.kind} category {cat.index}: column name {name!r} is not "
+                    f"allowed; use an input column name (letters, digits, '_', '.') other "
+                    f"than {', '.join(VARIABLES)}"
                 )
                 raise InvalidCategories(msg)
     _check_tiling(scale, source)
@@ -453,13 +570,22 @@ def build_scheme(
     return CategoryScheme(scale=tuple(scale), smear=tuple(smear), cells=tuple(cells), source=source)
 
 
-def _inclusive_like(cats: Sequence[Category]) -> Category:
-    def span(name: str) -> tuple[float, float]:
-        rngs = [c.ranges()[name] for c in cats]
-        return (min(r[0] for r in rngs), max(r[1] for r in rngs))
+def _span(cats: Sequence[Category], name: str) -> tuple[float, float]:
+    rngs = [c.cut(name) for c in cats]
+    return (min(r[0] for r in rngs), max(r[1] for r in rngs))
 
+
+def _inclusive_like(cats: Sequence[Category]) -> Category:
+    names = sorted({n for c in cats for n, _ in c.columns})
     return Category(
-        kind="smear", index=0, run=span("run"), eta=span("eta"), r9=span("r9"), et=span("et")
+        kind="smear",
+        index=0,
+        run=_span(cats, "run"),
+        eta=_span(cats, "eta"),
+        sceta=_span(cats, "sceta"),
+        r9=_span(cats, "r9"),
+        et=_span(cats, "et"),
+        columns=tuple((n, _span(cats, n)) for n in names),
     )
 
 
@@ -495,11 +621,13 @@ def _categories_from_dict(raw: Any, *, source: str) -> tuple[list[Category], lis
                 Category(
                     kind=kind,
                     index=i,
-                    run=(float(m.run[0]), float(m.run[1]) + 1) if m.run else (-_INF, _INF),
-                    eta=m.eta if m.eta else (-_INF, _INF),
-                    r9=m.r9 if m.r9 else (-_INF, _INF),
-                    et=m.et if m.et else (-_INF, _INF),
+                    run=(float(m.run[0]), float(m.run[1]) + 1) if m.run else _NO_CUT,
+                    eta=m.eta if m.eta else _NO_CUT,
+                    sceta=m.sceta if m.sceta else _NO_CUT,
+                    r9=m.r9 if m.r9 else _NO_CUT,
+                    et=m.et if m.et else _NO_CUT,
                     gain=m.gain,
+                    columns=tuple(sorted((m.columns or {}).items())),
                 )
             )
         return out
@@ -507,19 +635,23 @@ def _categories_from_dict(raw: Any, *, source: str) -> tuple[list[Category], lis
     return conv("scale", model.scale), conv("smear", model.smear)
 
 
+#: the columns of the legacy (pymin) TSV layouts, read by position
+_LEGACY_TSV = {"type", "runMin", "runMax", "etaMin", "etaMax", "r9Min", "r9Max", "gain"} | {
+    "etMin",
+    "etMax",
+}
+
+
 def _parse_tsv(text: str, p: Path) -> tuple[list[Category], list[Category]]:
-    scale: list[Category] = []
-    smear: list[Category] = []
-    header: list[str] | None = None
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped:
-            continue
-        if stripped.startswith("#"):
-            if header is None:
-                header = stripped.lstrip("#").split()
-            continue
-        fields = stripped.split()
+    lines = text.splitlines()
+    header = next(
+        (ln.strip().lstrip("#").split() for ln in lines if ln.strip().startswith("#")), None
+    )
+    if header is not None and not set(header) <= _LEGACY_TSV:
+        return _parse_tsv_by_name(lines, header, p)
+    legacy = ["type", "etaMin", "etaMax", "r9Min", "r9Max", "gain", "etMin", "etMax"]
+    out: dict[str, list[Category]] = {"scale": [], "smear": []}
+    for lineno, fields in _data_rows(lines):
         has_run = len(fields) == 10 or (header is not None and "runMin" in header)
         expected = 10 if has_run else 8
         if len(fields) != expected:
@@ -529,38 +661,111 @@ def _parse_tsv(text: str, p: Path) -> tuple[list[Category], list[Category]]:
                 f"etMin etMax), got {len(fields)}"
             )
             raise InvalidCategories(msg)
-        kind = fields[0]
-        if kind not in ("scale", "smear"):
-            msg = f"{p}:{lineno}: column 'type' is {kind!r}; allowed: 'scale', 'smear'"
-            raise InvalidCategories(msg)
         try:
-            nums = [float(x) for x in fields[1:]]
+            [float(x) for x in fields[1:]]
         except ValueError:
             msg = f"{p}:{lineno}: non-numeric value in {fields[1:]}"
             raise InvalidCategories(msg) from None
-        run: tuple[float, float] = (-_INF, _INF)
-        if has_run:
-            run = _rng(nums[0], nums[1])
-            run = (run[0], run[1] + 1)  # inclusive run ranges are stored half-open
-            nums = nums[2:]
-        gain_raw = nums[4]
-        gain: int | None = None if gain_raw == -1 else int(gain_raw)
-        if gain is not None and gain not in _GAINS:
-            msg = f"{p}:{lineno}: column 'gain' is {gain_raw:g}; allowed: 12, 6, 1 or -1 (no cut)"
-            raise InvalidCategories(msg)
-        target = scale if kind == "scale" else smear
-        target.append(
-            Category(
-                kind=kind,  # type: ignore[arg-type]
-                index=len(target),
-                run=run,
-                eta=_rng(nums[0], nums[1]),
-                r9=_rng(nums[2], nums[3]),
-                et=_rng(nums[5], nums[6]),
-                gain=gain,
+        names = [legacy[0], "runMin", "runMax", *legacy[1:]] if has_run else legacy
+        row = dict(zip(names, fields, strict=True))
+        _add_row(out, row, ["run", "eta", "r9", "et"][0 if has_run else 1 :], p, lineno)
+    return out["scale"], out["smear"]
+
+
+def _data_rows(lines: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of the rows of a TSV (blank and ``#`` lines skipped)."""
+    for lineno, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            yield lineno, stripped.split()
+
+
+def _tsv_gain(raw: float, p: Path, lineno: int) -> int | None:
+    gain: int | None = None if raw == -1 else int(raw)
+    if gain is not None and (gain not in _GAINS or gain != raw):
+        msg = f"{p}:{lineno}: column 'gain' is {raw:g}; allowed: 12, 6, 1 or -1 (no cut)"
+        raise InvalidCategories(msg)
+    return gain
+
+
+def _parse_tsv_by_name(
+    lines: list[str], header: list[str], p: Path
+) -> tuple[list[Category], list[Category]]:
+    """A TSV whose header names its columns: ``type``, ``gain`` and ``<var>Min <var>Max``
+    pairs (``run``, ``eta``, ``scEta``, ``r9``, ``et`` or any input column). Legacy variables
+    keep ``-1`` = no cut; in ``scEta`` and other columns ``-1`` is a value and ``*`` means no
+    cut on that side."""
+    if header[0] != "type":
+        msg = f"{p}: the header must start with 'type', got {header[0]!r}"
+        raise InvalidCategories(msg)
+    pairs: list[str] = []
+    for name in header[1:]:
+        if name == "gain":
+            continue
+        base = name[:-3]
+        if name.endswith("Min") and base and f"{base}Max" in header:
+            pairs.append(base)
+        elif not (name.endswith("Max") and f"{base}Min" in header):
+            msg = (
+                f"{p}: header column {name!r} is not allowed; use 'type', 'gain' and "
+                "'<variable>Min <variable>Max' pairs (run, eta, scEta, r9, et or a column name)"
             )
+            raise InvalidCategories(msg)
+    out: dict[str, list[Category]] = {"scale": [], "smear": []}
+    for lineno, fields in _data_rows(lines):
+        if len(fields) != len(header):
+            msg = f"{p}:{lineno}: expected {len(header)} columns ({' '.join(header)}), got {len(fields)}"
+            raise InvalidCategories(msg)
+        _add_row(out, dict(zip(header, fields, strict=True)), pairs, p, lineno)
+    return out["scale"], out["smear"]
+
+
+def _add_row(
+    out: dict[str, list[Category]], row: dict[str, str], pairs: list[str], p: Path, lineno: int
+) -> None:
+    """Append the category of one TSV row (by column name) to ``out[type]``."""
+    kind = row["type"]
+    if kind not in ("scale", "smear"):
+        msg = f"{p}:{lineno}: column 'type' is {kind!r}; allowed: 'scale', 'smear'"
+        raise InvalidCategories(msg)
+    cuts: dict[str, tuple[float, float]] = {}
+    for base in pairs:
+        lo_s, hi_s = row[f"{base}Min"], row[f"{base}Max"]
+        try:
+            lo = -_INF if lo_s == "*" else float(lo_s)
+            hi = _INF if hi_s == "*" else float(hi_s)
+        except ValueError:
+            msg = (
+                f"{p}:{lineno}: column '{base}Min/{base}Max' is {lo_s!r}/{hi_s!r}; "
+                "allowed: numbers or '*' (no cut)"
+            )
+            raise InvalidCategories(msg) from None
+        # pymin's variables: -1 = no cut; signed eta and input columns: -1 is a value
+        cuts[base] = _rng(lo, hi) if base in ("run", "eta", "r9", "et") else (lo, hi)
+    gain = None
+    if "gain" in row:
+        try:
+            gain = _tsv_gain(float(row["gain"]), p, lineno)
+        except ValueError:
+            msg = f"{p}:{lineno}: column 'gain' is {row['gain']!r}; allowed: 12, 6, 1 or -1"
+            raise InvalidCategories(msg) from None
+    run = cuts.pop("run", _NO_CUT)
+    if run != _NO_CUT:
+        run = (run[0], run[1] + 1)  # inclusive run ranges are stored half-open
+    target = out[kind]
+    target.append(
+        Category(
+            kind=kind,  # type: ignore[arg-type]
+            index=len(target),
+            run=run,
+            eta=cuts.pop("eta", _NO_CUT),
+            sceta=cuts.pop("scEta", _NO_CUT),
+            r9=cuts.pop("r9", _NO_CUT),
+            et=cuts.pop("et", _NO_CUT),
+            gain=gain,
+            columns=tuple(sorted(cuts.items())),
         )
-    return scale, smear
+    )
 
 
 def _rng(lo: float, hi: float) -> tuple[float, float]:
@@ -568,18 +773,38 @@ def _rng(lo: float, hi: float) -> tuple[float, float]:
     return (-_INF if lo == -1 else lo, _INF if hi == -1 else hi)
 
 
+def _in_crack(lo: float, hi: float) -> bool:
+    """Whether the signed-η interval ``[lo, hi)`` lies inside the crack on either side."""
+    return (lo >= CRACK[0] and hi <= CRACK[1]) or (lo >= -CRACK[1] and hi <= -CRACK[0])
+
+
+def _signed_eta(cat: Category) -> list[tuple[float, float]]:
+    """The signed-η intervals a category covers (its |η| range on both sides)."""
+    if cat.sceta != _NO_CUT:
+        return [cat.sceta]
+    if cat.eta == _NO_CUT:
+        return [_NO_CUT]
+    lo, hi = cat.eta
+    return [(lo, hi), (-hi, -lo)]
+
+
 def _intersects(a: Category, b: Category) -> bool:
-    for name in ("run", "eta", "r9", "et"):
-        alo, ahi = a.ranges()[name]
-        blo, bhi = b.ranges()[name]
+    names = ({"run", "r9", "et"} | {n for n, _ in (*a.columns, *b.columns)}) - {"eta"}
+    for name in names:
+        alo, ahi = a.cut(name)
+        blo, bhi = b.cut(name)
         if max(alo, blo) >= min(ahi, bhi):
             return False
     if a.gain is not None and b.gain is not None and a.gain != b.gain:
         return False
-    # the crack is uncovered: an eta overlap only inside it is not an intersection
-    lo = max(a.eta[0], b.eta[0])
-    hi = min(a.eta[1], b.eta[1])
-    return not (lo >= CRACK[0] and hi <= CRACK[1])
+    # η: in signed η (|η| ranges on both sides); an overlap only inside the crack, which is
+    # uncovered, is not an intersection
+    for alo, ahi in _signed_eta(a):
+        for blo, bhi in _signed_eta(b):
+            lo, hi = max(alo, blo), min(ahi, bhi)
+            if lo < hi and not _in_crack(lo, hi):
+                return True
+    return False
 
 
 def _check_tiling(cats: Sequence[Category], source: str) -> None:
@@ -587,38 +812,51 @@ def _check_tiling(cats: Sequence[Category], source: str) -> None:
 
     Coverage is counted on the grid of all category edges in one array (each category adds
     1 to the grid boxes it spans), so the check costs one slice per category, not one test
-    per (box, category); the first offending box (in run, |η|, R9, Et, gain order) is named.
+    per (box, category); the first offending box (in run, |η|, η, R9, Et, columns, gain
+    order) is named.
     """
-    names = ("run", "eta", "r9", "et")
-    edges = {n: sorted({v for c in cats for v in c.ranges()[n]}) for n in names}
-    gains: list[int | None] = [None] if all(c.gain is None for c in cats) else list(_GAINS)
     kind = cats[0].kind
+    if any(c.eta != _NO_CUT for c in cats) and any(c.sceta != _NO_CUT for c in cats):
+        msg = (
+            f"{source}: {kind} categories cut on both |eta| ('eta') and signed eta ('sceta'); "
+            f"use one of them in the {kind} list"
+        )
+        raise InvalidCategories(msg)
+    columns = sorted({n for c in cats for n, _ in c.columns})
+    names = [*_FIXED, *columns]
+    edges = {n: sorted({v for c in cats for v in c.cut(n)}) for n in names}
+    gains: list[int | None] = [None] if all(c.gain is None for c in cats) else list(_GAINS)
     slot = {n: {v: i for i, v in enumerate(edges[n])} for n in names}
     count = np.zeros([len(edges[n]) - 1 for n in names] + [len(gains)], dtype=np.int64)
     for c in cats:
-        rng = c.ranges()
-        span: list[Any] = [slice(slot[n][rng[n][0]], slot[n][rng[n][1]]) for n in names]
+        span: list[Any] = [slice(slot[n][c.cut(n)[0]], slot[n][c.cut(n)[1]]) for n in names]
         span.append(slice(None) if c.gain is None else gains.index(c.gain))
         count[tuple(span)] += 1
-    eta_iv = list(itertools.pairwise(edges["eta"]))
-    crack = np.array([lo >= CRACK[0] and hi <= CRACK[1] for lo, hi in eta_iv], dtype=bool)
-    bad = (count != 1) & ~crack[None, :, None, None, None]
+    crack = np.zeros(count.shape, dtype=bool)
+    for axis in (names.index("eta"), names.index("sceta")):
+        iv = list(itertools.pairwise(edges[names[axis]]))
+        inside = np.array([_in_crack(lo, hi) for lo, hi in iv], dtype=bool)
+        shape = [1] * count.ndim
+        shape[axis] = len(iv)
+        crack |= inside.reshape(shape)
+    bad = (count != 1) & ~crack
     if not bad.any():
         return
     first = np.argwhere(bad)[0]
     box = {n: (edges[n][first[k]], edges[n][first[k] + 1]) for k, n in enumerate(names)}
-    gain = gains[first[4]]
+    gain = gains[first[-1]]
     mid = {n: _mid(*box[n]) for n in names}
     owners = [
         c
         for c in cats
-        if all(c.ranges()[n][0] <= mid[n] < c.ranges()[n][1] for n in names)
+        if all(c.cut(n)[0] <= mid[n] < c.cut(n)[1] for n in names)
         and (c.gain is None or gain is None or c.gain == gain)
     ]
+    shown = {"eta": "|eta|", "sceta": "eta"}
     where = ", ".join(
-        f"{'|eta|' if n == 'eta' else n} [{_fmt(box[n][0])}, {_fmt(box[n][1])})"
+        f"{shown.get(n, n)} [{_fmt(box[n][0])}, {_fmt(box[n][1])})"
         for n in names
-        if box[n] != (-_INF, _INF)
+        if box[n] != _NO_CUT
     )
     if gain is not None:
         where += f", gain {gain}"
@@ -630,14 +868,36 @@ def _check_tiling(cats: Sequence[Category], source: str) -> None:
     raise InvalidCategories(msg)
 
 
+def _abs_eta_span(cats: Sequence[Category]) -> tuple[float, float]:
+    """The |η| range a category list covers (from its |η| or signed-η ranges)."""
+    if any(c.sceta != _NO_CUT for c in cats):
+        lo, hi = _span(cats, "sceta")
+        if lo < 0 < hi:
+            return (0.0, max(-lo, hi))
+        return (min(abs(lo), abs(hi)), max(abs(lo), abs(hi)))
+    return _span(cats, "eta")
+
+
 def _check_same_domain(scale: Sequence[Category], smear: Sequence[Category], source: str) -> None:
-    for name in ("run", "eta", "r9", "et"):
-        a = (min(c.ranges()[name][0] for c in scale), max(c.ranges()[name][1] for c in scale))
-        b = (min(c.ranges()[name][0] for c in smear), max(c.ranges()[name][1] for c in smear))
+    columns = sorted({n for c in (*scale, *smear) for n, _ in c.columns})
+    for name in ("run", "eta", "sceta", "r9", "et", *columns):
+        if name == "eta":
+            a, b = _abs_eta_span(scale), _abs_eta_span(smear)
+            shown = "|eta|"
+        elif name == "sceta":
+            signed = [any(c.sceta != _NO_CUT for c in x) for x in (scale, smear)]
+            if not all(signed):
+                continue  # compared in |eta|
+            a, b = _span(scale, name), _span(smear, name)
+            shown = "eta"
+        else:
+            a, b = _span(scale, name), _span(smear, name)
+            shown = name
         if a != b:
             msg = (
-                f"{source}: scale categories cover {name} [{_fmt(a[0])}, {_fmt(a[1])}) but smear "
-                f"categories cover [{_fmt(b[0])}, {_fmt(b[1])}); both must cover the same range"
+                f"{source}: scale categories cover {shown} [{_fmt(a[0])}, {_fmt(a[1])}) but "
+                f"smear categories cover [{_fmt(b[0])}, {_fmt(b[1])}); both must cover the same "
+                "range"
             )
             raise InvalidCategories(msg)
 

@@ -84,7 +84,7 @@ def _bins(cat: Category) -> dict[str, Any]:
         return None if math.isinf(v) else v
 
     out: dict[str, Any] = {}
-    for name, (lo, hi) in cat.ranges().items():
+    for name, (lo, hi) in cat.cuts().items():
         if (lo, hi) != (-math.inf, math.inf):
             out["abs_eta" if name == "eta" else name] = [
                 num(lo),
@@ -112,6 +112,15 @@ def check_step_name(step: str, field: str = "step") -> str:
         )
         raise InvalidConfig(msg)
     return step
+
+
+def legacy_inexpressible(scheme: CategoryScheme) -> str:
+    """What the categories cut on beyond the legacy text columns (``""``: nothing): signed
+    η (``sceta``) or other input columns, which ``<step>_scales.dat`` cannot express."""
+    cats = (*scheme.scale, *scheme.smear)
+    beyond = [*(["sceta"] if any(c.sceta != (-math.inf, math.inf) for c in cats) else [])]
+    beyond += list(scheme.columns)
+    return ", ".join(beyond)
 
 
 def write_outputs(
@@ -196,15 +205,29 @@ def write_outputs(
         )
     }
     validate_file(paths["corrections"])
-    paths["scales"] = write_legacy(
-        out / f"{step}_scales.dat", list(scheme.scale), scales, scale_err, kind="scale"
-    )
-    paths["smearings"] = write_legacy(
-        out / f"{step}_smearings.dat", list(scheme.smear), smears, smear_err, kind="smear"
-    )
-    paths["only_step"] = write_only_step(
-        out / f"{step}_only_step.tsv", scheme, scales, [c.total_stat for c in result.scales]
-    )
+    beyond = legacy_inexpressible(scheme)
+    if beyond:
+        # CMSSW and pymin read the legacy text in |eta| and fixed columns only
+        for stale in (f"{step}_scales.dat", f"{step}_smearings.dat", f"{step}_only_step.tsv"):
+            (out / stale).unlink(missing_ok=True)
+        record["legacy"] = f"not written: the categories cut on {beyond}"
+        log.warning(
+            "%s: legacy %s_scales.dat/_smearings.dat/_only_step.tsv not written: the categories cut on %s, "
+            "which the legacy text format cannot express (see corrections.json)",
+            step,
+            step,
+            beyond,
+        )
+    else:
+        paths["scales"] = write_legacy(
+            out / f"{step}_scales.dat", list(scheme.scale), scales, scale_err, kind="scale"
+        )
+        paths["smearings"] = write_legacy(
+            out / f"{step}_smearings.dat", list(scheme.smear), smears, smear_err, kind="smear"
+        )
+        paths["only_step"] = write_only_step(
+            out / f"{step}_only_step.tsv", scheme, scales, [c.total_stat for c in result.scales]
+        )
     record["payload"] = {
         "era": names.era,
         "collection": names.particle,

@@ -18,14 +18,15 @@ Physics model (MC and data share everything except the injected data effects):
   plus a "showering" (0.975 - Γ(1.5, 0.06)) component, the golden fraction falling with the
   tracker material (≈ 55 % above 0.96 in the barrel, ≈ 45 % in the endcaps); seed gain 12,
   switching to 6 (1) for seed-crystal energies above ~150 (1600) GeV in the barrel and
-  ~300 (3000) GeV in the endcaps; cumulative ID working points (veto ⊃ loose ⊃ medium ⊃
+  ~300 (3000) GeV in the endcaps (``gain_thresholds`` lowers the barrel values, the endcap
+  ones scale with them, so that a small sample populates gains 6 and 1); cumulative ID working points (veto ⊃ loose ⊃ medium ⊃
   tight, ~87 % tight); opposite charges.
 * Energy response ``E_reco = E_true (1 + μ + σ z + t)``: resolution
   ``σ = a/√E ⊕ b/E ⊕ c`` with the stochastic ``a`` and constant ``c`` larger in the endcaps
   and for low R9, a pile-up-dependent noise ``b``; a small low-R9 bias ``μ`` and a low-side
   tail ``t = -Exp(λ)`` for a fraction of (mostly low-R9) electrons.
 * Data only, per electron with scale category ``k`` and smear category ``l`` (assigned with
-  |η_SC|, R9, Et = E_reco/cosh η_SC, gain and run)::
+  |η_SC| and signed η_SC, R9, Et = E_reco/cosh η_SC, gain and run)::
 
       E_raw = E_reco · (1 + smear[l] · z) / scale[k] · (1 + drift · (run - run_mid) / (run_max - run_min))
 
@@ -129,6 +130,9 @@ _FILL_FLOAT = -999.0
 _SCALE_PATTERN = (1.004, 0.992, 1.007, 0.996, 0.998, 1.003, 0.991, 1.009)
 _ECALELF_ID_BITS = (0x01, 0x02, 0x04, 0x08, 0x10)  # fiducial, veto, loose, medium, tight
 _GAIN_VALUES = np.array([12, 6, 1], dtype=np.uint8)
+#: Barrel seed-crystal energies [GeV] above which the seed switches to gain 6 and to gain 1.
+GAIN_THRESHOLDS: tuple[float, float] = (150.0, 1600.0)
+_EE_GAIN_FACTOR = (2.0, 1.875)  # endcap thresholds / barrel thresholds (300, 3000 GeV)
 
 _CONVENTIONS = (
     "scale: correction for data, E_corr = scale * E_raw (data were written with "
@@ -239,6 +243,7 @@ def generate(
     truth_scales: Sequence[float] | None = None,
     truth_smears: Sequence[float] | None = None,
     runs: tuple[int, int] = (355000, 356000),
+    gain_thresholds: tuple[float, float] = GAIN_THRESHOLDS,
 ) -> GenerateResult:
     """Generate Z->ee data and MC ntuples with a known miscalibration.
 
@@ -260,6 +265,10 @@ def generate(
         truth_smears: Extra relative smearing per smear category (what MC needs);
             defaults to :func:`default_truth`.
         runs: Inclusive data run range; data runs are uniform in it (MC has run 1).
+        gain_thresholds: Barrel seed-crystal energies [GeV] above which the seed switches to
+            gain 6 and to gain 1 (endcap: 2x and 1.875x), the same for data and MC. The
+            default gives ~1 % gain-6 and no gain-1 Z electrons; e.g. ``(35, 50)`` puts
+            about a third of the barrel electrons in each gain (gain-dependent scales).
 
     Returns:
         The paths written and the event counts.
@@ -286,6 +295,7 @@ def generate(
     drift = _check_drift(drift)
     run_range = _check_runs(runs)
     scheme = _check_categories(categories)
+    thresholds = _check_gain_thresholds(gain_thresholds)
     def_scales, def_smears = default_truth(scheme)
     scales = _check_truth("truth_scales", truth_scales, def_scales, "scale", (0.5, 2.0))
     smears = _check_truth("truth_smears", truth_smears, def_smears, "smear", (0.0, 0.2))
@@ -295,8 +305,10 @@ def generate(
     ss = np.random.SeedSequence(seed)
     s_data, s_mc, s_data_extra, s_mc_extra = ss.spawn(4)
     inject = _Injection(scheme, np.asarray(scales), np.asarray(smears), drift, run_range)
-    data, nc_data = _collect(n_data, s_data, s_data_extra, is_mc=False, inject=inject)
-    mc, nc_mc = _collect(n_mc, s_mc, s_mc_extra, is_mc=True, inject=None)
+    data, nc_data = _collect(
+        n_data, s_data, s_data_extra, is_mc=False, inject=inject, gain=thresholds
+    )
+    mc, nc_mc = _collect(n_mc, s_mc, s_mc_extra, is_mc=True, inject=None, gain=thresholds)
     log.info(
         "generated %d data (of %d candidates) and %d MC (of %d candidates) events in %.1f s",
         n_data,
@@ -325,6 +337,7 @@ def generate(
         "tree": tree,
         "files": {"data": data_path.name, "mc": mc_path.name},
         "drift": drift,
+        "gain_thresholds": list(thresholds),
         "drift_formula": "E_raw *= 1 + drift * (run - run_mid) / (run_max - run_min)",
         "runs": list(run_range),
         "run_mid": 0.5 * (run_range[0] + run_range[1]),
@@ -432,7 +445,26 @@ def _check_categories(categories: object) -> CategoryScheme:
     if not isinstance(categories, CategoryScheme):
         msg = f"categories: expected a CategoryScheme or None, got {type(categories).__name__}"
         raise InvalidConfig(msg)
+    if categories.columns:
+        msg = (
+            f"categories: the generator cannot inject scales in the input column(s) "
+            f"{', '.join(categories.columns)}; allowed: run, eta, sceta, r9, et, gain"
+        )
+        raise InvalidConfig(msg)
     return categories
+
+
+def _check_gain_thresholds(thresholds: Any) -> tuple[float, float]:
+    ok = (
+        isinstance(thresholds, Sequence)
+        and len(thresholds) == 2
+        and all(isinstance(x, int | float) and math.isfinite(x) for x in thresholds)
+        and 0 < thresholds[0] < thresholds[1]
+    )
+    if not ok:
+        msg = f"gain_thresholds: {thresholds!r}; allowed: two seed energies [GeV] 0 < gain6 < gain1"
+        raise InvalidConfig(msg)
+    return float(thresholds[0]), float(thresholds[1])
 
 
 def _check_truth(
@@ -574,13 +606,14 @@ def _gain_index(
     e_reco: NDArray[np.float64],
     abs_eta: NDArray[np.float64],
     r9: NDArray[np.float64],
+    thresholds: tuple[float, float] = GAIN_THRESHOLDS,
 ) -> NDArray[np.uint8]:
     """ECALELF gain index (0 = gain 12, 1 = gain 6, 2 = gain 1) from the seed-crystal energy."""
     barrel = abs_eta < CRACK[0]
     e_seed = e_reco * 0.85 * np.clip(r9, 0.3, 1.0)
     jitter = 1.0 + 0.03 * rng.normal(0.0, 1.0, e_reco.shape)
-    thr6 = np.where(barrel, 150.0, 300.0) * jitter
-    thr1 = np.where(barrel, 1600.0, 3000.0) * jitter
+    thr6 = thresholds[0] * np.where(barrel, 1.0, _EE_GAIN_FACTOR[0]) * jitter
+    thr1 = thresholds[1] * np.where(barrel, 1.0, _EE_GAIN_FACTOR[1]) * jitter
     return ((e_seed > thr6).astype(np.uint8) + (e_seed > thr1).astype(np.uint8)).astype(np.uint8)
 
 
@@ -603,6 +636,7 @@ def _batch(
     *,
     is_mc: bool,
     inject: _Injection | None,
+    gain: tuple[float, float] = GAIN_THRESHOLDS,
 ) -> tuple[dict[str, NDArray[Any]], int]:
     """Generate one batch of ``_BATCH`` candidates; return the accepted events' columns.
 
@@ -630,7 +664,7 @@ def _batch(
     n_pu = rng.poisson(mu_pu).astype(np.int32)
     r9 = _r9(rng, abs_sc)
     e_reco, e_err = _response(rng, e_true, abs_sc, r9, mu_pu[:, None])
-    gain_idx = _gain_index(rng, e_reco, abs_sc, r9)
+    gain_idx = _gain_index(rng, e_reco, abs_sc, r9, gain)
     id_level = _id_level(rng, r9, abs_sc < CRACK[0])
 
     run = rng.integers(
@@ -651,6 +685,7 @@ def _batch(
             et=(e_reco / np.cosh(abs_sc)).ravel(),
             gain=gain_val.ravel(),
             run=np.repeat(run.astype(np.int64), 2),
+            sceta=(eta + deta_sc).ravel(),
         ).reshape(n, 2)
         ok = cell >= 0
         safe = np.where(ok, cell, 0)
@@ -755,6 +790,7 @@ def _collect(
     *,
     is_mc: bool,
     inject: _Injection | None,
+    gain: tuple[float, float] = GAIN_THRESHOLDS,
 ) -> tuple[dict[str, NDArray[Any]], int]:
     """Generate batches until ``n_events`` are accepted; return them and the candidates used."""
     rng = np.random.Generator(np.random.PCG64(seq))
@@ -763,7 +799,7 @@ def _collect(
     have = 0
     start = 0
     while have < n_events:
-        cols, n = _batch(rng, rng_extra, start, is_mc=is_mc, inject=inject)
+        cols, n = _batch(rng, rng_extra, start, is_mc=is_mc, inject=inject, gain=gain)
         start += n
         parts.append(cols)
         have += len(cols["mass"])

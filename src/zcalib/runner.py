@@ -201,11 +201,13 @@ def checked_inputs(
     skip_bad_files: bool,
     weights: tuple[WeightSpec, ...] = (),
     corrections: tuple[CorrectionStep, ...] = (),
+    columns: tuple[str, ...] = (),
 ) -> tuple[Any, dict[str, dict[str, str]]]:
     """Pre-flight every input file; fail (or, with ``skip_bad_files``, warn) on bad ones.
 
     Args:
         cfg: dataset description.
+        columns: per-lepton columns the category scheme cuts on (checked in every file).
         skip_bad_files: drop bad files (with a warning) instead of failing.
         weights: MC weights (their branch inputs must exist in every MC file).
         corrections: correction steps; a step keyed on ``run``/``lumi`` needs that branch in
@@ -219,7 +221,7 @@ def checked_inputs(
             dataset lacking a branch that an MC weight needs, or a file lacking the
             luminosity-block (run) branch a correction step is keyed on.
     """
-    pre = preflight(cfg)
+    pre = preflight(cfg, columns=columns)
     if pre.bad and not skip_bad_files:
         raise InputError(bad_files_message(pre.bad))
     for b in pre.bad:
@@ -342,7 +344,11 @@ class EventLoop:
         cfg, opts = self.cfg, self.options
         skip = opts.skip_bad_files if skip_bad_files is None else skip_bad_files
         pre, available = checked_inputs(
-            cfg, skip_bad_files=skip, weights=self.weights, corrections=self.corrections
+            cfg,
+            skip_bad_files=skip,
+            weights=self.weights,
+            corrections=self.corrections,
+            columns=scheme.columns if scheme is not None else (),
         )
         if prepare is not None:
             prepare(pre.files)

@@ -7,6 +7,7 @@ import yaml
 
 from tests.chain.conftest import demo_steps, write_pipeline
 from tests.conftest import CONFIGS
+from zcalib.categories import load_categories
 from zcalib.chain.config import load_pipeline, topological_order
 from zcalib.chain.pipeline import run_pipeline
 from zcalib.exceptions import InputError, InvalidConfig
@@ -354,3 +355,21 @@ def test_fit_options_defaults_are_the_fit_config_defaults():
     for name in ("window", "bin_width", "min_data", "min_mc", "start", "mc_stat", "seed"):
         assert getattr(opts, name) == getattr(cfg, name), name
     assert opts.mc_stat_likelihood == cfg.mc_stat_likelihood
+
+
+def test_derivation_config_is_valid():
+    """configs/pipeline_derivation.yaml: the chain of a real derivation, with a gain step."""
+    lp = load_pipeline(CONFIGS / "pipeline_derivation.yaml")
+    assert lp.order == (
+        "run_divide",
+        "time_stability",
+        "coarse",
+        "fine",
+        "et",
+        "gain",
+        "closure",
+    )
+    assert lp.config.generate is not None
+    assert lp.config.generate.gain_thresholds == (35.0, 50.0)
+    gain = load_categories(lp.resolve(lp.step("gain").categories))
+    assert {c.gain for c in gain.scale} == {12, 6, 1}

@@ -114,6 +114,11 @@ class GenerateSettings(_Frozen):
     n_mc: int = Field(900_000, ge=1, description="MC pairs.")
     seed: int = Field(1, ge=0, description="Generator seed.")
     drift: float = Field(0.0, description="Total relative linear drift of data across runs.")
+    gain_thresholds: tuple[float, float] = Field(
+        (150.0, 1600.0),
+        description="Barrel seed energies [GeV] of the switch to gain 6 and gain 1 (endcap "
+        "2x, 1.875x); lower them, e.g. [35, 50], to populate gains 6 and 1 for a gain step.",
+    )
 
 
 class WeightEntry(_Frozen):

@@ -240,7 +240,13 @@ class _Setup:
         assert gen is not None
         out = Path(gen.out) if gen.out else lp.output / "data"
         truth = out / "truth.json"
-        want = {"n_data": gen.n_data, "n_mc": gen.n_mc, "seed": gen.seed, "drift": gen.drift}
+        want = {
+            "n_data": gen.n_data,
+            "n_mc": gen.n_mc,
+            "seed": gen.seed,
+            "drift": gen.drift,
+            "gain_thresholds": list(gen.gain_thresholds),
+        }
         have: dict[str, Any] = {}
         if truth.is_file():
             try:
@@ -253,7 +259,14 @@ class _Setup:
             from zcalib.generate import generate
 
             log.info("generating demo inputs in %s (%s)", out, want)
-            generate(out, n_data=gen.n_data, n_mc=gen.n_mc, seed=gen.seed, drift=gen.drift)
+            generate(
+                out,
+                n_data=gen.n_data,
+                n_mc=gen.n_mc,
+                seed=gen.seed,
+                drift=gen.drift,
+                gain_thresholds=gen.gain_thresholds,
+            )
         return dataset_config_from_files(data=[str(out / "data.root")], mc=[str(out / "mc.root")])
 
     # ----------------------------------------------------------------- checks
@@ -266,6 +279,13 @@ class _Setup:
         if isinstance(step, FitStep | ClosureStep):
             path = lp.resolve(step.categories)
             scheme = load_categories(path)
+            if isinstance(step, FitStep):
+                from zcalib.corrections.writer import payload_problem
+
+                problem = payload_problem(scheme)
+                if problem:  # found now, not after the event loop and the fit
+                    msg = f"{self._where(step.name)}: {path}: {problem}"
+                    raise InvalidConfig(msg)
             self.schemes[step.name] = scheme
             hashes["categories"] = _file_hash(path)
             self.fit_configs[step.name] = self._fit_config(step, scheme)
@@ -738,6 +758,10 @@ def _fit_outputs(
     and (unless a closure fit) smearing, applied by the steps after it."""
     corr = step_dir / "corrections.json"
     text = corr.read_text()
+    scales_dat = step_dir / f"{name}_scales.dat"
+    smears_dat = step_dir / f"{name}_smearings.dat"
+    if not scales_dat.is_file():  # categories beyond the legacy columns (signed eta, ...)
+        summary = {**summary, "no_legacy": True}
     smear = (
         None
         if closure
@@ -748,8 +772,8 @@ def _fit_outputs(
         type="fit",
         scales=(CorrectionStep(name=names.compound, payload=text, kind="scale", source=str(corr)),),
         smear=smear,
-        scale_legacy=(step_dir / f"{name}_scales.dat",),
-        smear_legacy=None if closure else step_dir / f"{name}_smearings.dat",
+        scale_legacy=(scales_dat,) if scales_dat.is_file() else (),
+        smear_legacy=None if closure or not smears_dat.is_file() else smears_dat,
         output_hash=_file_hash(corr),
         summary=summary,
     )
@@ -1349,6 +1373,14 @@ def write_final_corrections(
             ", ".join(lumi_split),
             final_dir.name,
         )
+    elif no_legacy := [o.name for o in outputs if o.summary.get("no_legacy")]:
+        log.warning(
+            "%s/scales.dat not written: the categories of step(s) %s cut on signed eta or "
+            "input columns, which the legacy format cannot express (see %s/corrections.json)",
+            final_dir.name,
+            ", ".join(no_legacy),
+            final_dir.name,
+        )
     elif legacy:
         with tempfile.TemporaryDirectory() as tmp:
             base = legacy[0]
@@ -1358,10 +1390,10 @@ def write_final_corrections(
                 base = out
             text = base.read_text()
         paths["scales"] = atomic_write_text(final_dir / "scales.dat", text)
-    smear_legacy = [o.smear_legacy for o in outputs if o.smear_legacy]
-    if smear_legacy:
+    # the legacy smearings of the step whose smearing the payload carries (none: not written)
+    smear_legacy = [o.smear_legacy for o in outputs if o.smear is not None]
+    if smear_legacy and smear_legacy[-1] is not None:
         src = smear_legacy[-1]
-        assert src is not None
         paths["smearings"] = final_dir / "smearings.dat"
         atomic_write_text(paths["smearings"], src.read_text())
     return paths, [c.name for c in corrections]

@@ -76,6 +76,7 @@ __all__ = [
     "build_pileup_correction",
     "build_scale_correction",
     "build_smear_correction",
+    "payload_problem",
     "validate_file",
     "write_correction_set",
 ]
@@ -106,6 +107,7 @@ PILEUP_INPUTS: tuple[str, ...] = ("NumTrueInteractions", "weights")
 _INPUTS: dict[str, tuple[str, Literal["int", "real"], str]] = {
     "run": ("run", "real", "Run number (a real: analysts pass doubles; MC uses run 1)"),
     "eta": ("AbsScEta", "real", "Absolute pseudorapidity of the supercluster, |eta_SC|"),
+    "sceta": ("ScEta", "real", "Pseudorapidity of the supercluster, eta_SC (signed)"),
     "r9": ("r9", "real", "R9 of the supercluster (full 5x5)"),
     "et": ("pt", "real", "Transverse momentum (Et) of the lepton [GeV]"),
     "gain": ("seedGain", "real", "Gain of the seed crystal: 12, 6 or 1 (a real)"),
@@ -121,12 +123,13 @@ _DESCRIPTIONS: dict[str, str] = {
 }
 #: seedGain bin edges: gain 1 in [0.5, 3.5), 6 in [3.5, 9), 12 in [9, 12.5); others raise
 GAIN_EDGES: tuple[float, ...] = (0.5, 3.5, 9.0, 12.5)
-_BINNED = ("run", "eta", "r9", "et")
+_BINNED = ("run", "eta", "sceta", "r9", "et")
 _GAINS = (12, 6, 1)
 #: finite outer edges replacing -inf / +inf (clamping extends the outer bins anyway)
 _OUTER: dict[str, tuple[float, float]] = {
     "run": (0.0, 1_000_000.0),
     "eta": (0.0, 5.0),
+    "sceta": (-5.0, 5.0),
     "r9": (0.0, 10.0),
     "et": (0.0, 14000.0),
 }
@@ -265,6 +268,7 @@ def _build_step(
         table = {"smear": val, "esmear": err, "smear_up": val + err, "smear_down": down}
         neutral = dict.fromkeys(SMEAR_SYST_KEYS, 0.0)
         keys = SMEAR_SYST_KEYS
+    _refuse_columns(name, kind, cats)
     grid = _Grid.from_categories(cats)
     signature = SCALE_INPUTS if kind == "scale" else SMEAR_INPUTS
     unusable = [_INPUTS[v][0] for v in grid.variables if _INPUTS[v][0] not in signature]
@@ -338,7 +342,7 @@ class _Grid:
     def from_categories(cls, cats: Sequence[Category]) -> _Grid:
         # a variable binned only where the categories differ in it (one shared range is no
         # dependence: with clamping, its single bin would extend to infinity anyway)
-        binned = tuple(v for v in _BINNED if len({c.ranges()[v] for c in cats}) > 1)
+        binned = tuple(v for v in _BINNED if len({c.cut(v) for c in cats}) > 1)
         use_gain = any(c.gain is not None for c in cats)
         edges = {v: _finite_edges(v, cats) for v in binned}
         reps = {v: _representatives(v, edges[v]) for v in binned}
@@ -363,6 +367,7 @@ class _Grid:
             for i, cat in enumerate(cats):
                 mask = cat.contains(
                     abs_eta=col("eta"),
+                    sceta=col("sceta"),
                     r9=col("r9"),
                     et=col("et"),
                     gain=gains,
@@ -406,6 +411,48 @@ class _Grid:
         )
 
 
+def _refuse_columns(name: str, kind: Kind, cats: Sequence[Category]) -> None:
+    """Categories on input columns that are no EGM input cannot be written (docs/categories.md).
+
+    The EGM signature is fixed (analysts' calls do not change with the categories), so a
+    step categorised in another column has no payload: its values stay in ``fit_result.json``.
+    """
+    problem = _column_problem(kind, cats)
+    if problem:
+        msg = f"cannot build correction {name!r}: {problem}"
+        raise OutputError(msg)
+
+
+def _column_problem(kind: Kind, cats: Sequence[Category]) -> str | None:
+    columns = sorted({n for c in cats for n, _ in c.columns})
+    if not columns:
+        return None
+    return (
+        f"the {kind} categories cut on the input column(s) {', '.join(columns)}, which are "
+        "no input of the EGM signature; allowed category variables in a payload: run, eta "
+        "(AbsScEta), sceta (ScEta), r9, et (pt), gain (seedGain)"
+    )
+
+
+def payload_problem(scheme: CategoryScheme) -> str | None:
+    """Why a step with these categories cannot be written as an EGM payload (``None``: it
+    can): a category on an input column that is no EGM input, or smear categories cut on an
+    input ``EGMSmearAndSyst`` does not take (signed η, run, gain). Checked at set-up."""
+    for kind, cats in (("scale", scheme.scale), ("smear", scheme.smear)):
+        problem = _column_problem(kind, cats)  # type: ignore[arg-type]
+        if problem:
+            return problem
+    binned = [v for v in _BINNED if len({c.cut(v) for c in scheme.smear}) > 1]
+    binned += ["gain"] if any(c.gain is not None for c in scheme.smear) else []
+    unusable = [_INPUTS[v][0] for v in binned if _INPUTS[v][0] not in SMEAR_INPUTS]
+    if unusable:
+        return (
+            f"the smear categories cut on {', '.join(unusable)}, which EGMSmearAndSyst "
+            f"({', '.join(SMEAR_INPUTS)}) does not take; allowed cuts: eta, r9, et"
+        )
+    return None
+
+
 def _stored(x: float) -> float:
     """``x`` rounded to 15 significant digits (and at most 22 decimals).
 
@@ -422,7 +469,7 @@ def _stored(x: float) -> float:
 def _finite_edges(var: str, cats: Sequence[Category]) -> list[float]:
     raw: set[float] = set()
     for c in cats:
-        lo, hi = c.ranges()[var]
+        lo, hi = c.cut(var)
         raw.update((float(lo), float(hi)))  # run ranges are stored half-open already
     finite = sorted(x for x in raw if math.isfinite(x))
     out_lo, out_hi = _OUTER[var]

@@ -12,7 +12,7 @@ registry (:data:`zcalib.io.formats.FORMATS`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import awkward as ak
@@ -81,6 +81,12 @@ class ColumnMap(BaseModel):
     event: str | None = Field(None, description="Event number branch.")
     weight: str | None = Field(None, description="MC generator weight branch.")
     npu: str | None = Field(None, description="MC true pile-up branch.")
+    columns: dict[str, tuple[str, str]] = Field(
+        default_factory=dict,
+        description="More per-lepton columns, by the name categories use for them "
+        "(`columns:` of a category): `{name: [branch1, branch2]}`; read only when a "
+        "category scheme cuts on them.",
+    )
 
     def branches(self) -> tuple[list[str], list[str]]:
         """(per-lepton branches, per-event branches) named by this map."""
@@ -132,6 +138,8 @@ class Leptons:
     npu: NDArray[np.float64] | None = None
     has_pair: NDArray[np.bool_] | None = None
     id_bits: NDArray[np.int64] | None = None
+    #: the category columns read (``InputFormat.extract(columns=...)``), ``(n, 2)`` float64
+    columns: dict[str, NDArray[np.float64]] = field(default_factory=dict)
 
     @property
     def et(self) -> NDArray[np.float64]:
@@ -196,6 +204,18 @@ class InputFormat:
         del column_map
         return self.sources.get(role, role)
 
+    #: How a per-lepton column is stored (pre-flight checks category columns against it).
+    column_layout: ClassVar[Literal["scalar", "array", "jagged"]] = "scalar"
+
+    def column_branches(self, name: str, column_map: ColumnMap | None) -> tuple[str, ...]:
+        """The branches holding per-lepton column ``name`` of a category scheme.
+
+        Raises:
+            ValueError: the format cannot name such a column (message says what is allowed).
+        """
+        del column_map
+        return (name,)
+
     def extract(
         self,
         events: Any,
@@ -203,8 +223,10 @@ class InputFormat:
         id_level: str,
         available: Mapping[str, str],
         column_map: ColumnMap | None,
+        columns: tuple[str, ...] = (),
     ) -> Leptons:
-        """The :class:`Leptons` record of a chunk of coffea events."""
+        """The :class:`Leptons` record of a chunk of coffea events, with the per-lepton
+        ``columns`` a category scheme cuts on in :attr:`Leptons.columns`."""
         raise NotImplementedError
 
     def schema(self) -> Any:

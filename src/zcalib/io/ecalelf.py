@@ -47,6 +47,7 @@ class EcalelfFormat(InputFormat):
     reads_columns = True
     id_levels = ("none", "medium", "tight")
     id_field = "ECALELF eleID"
+    column_layout = "array"
     sources: ClassVar[dict[str, str]] = {
         "energy": "energy_ECAL_ele",
         "eta": "etaEle",
@@ -90,6 +91,7 @@ class EcalelfFormat(InputFormat):
         id_level: str,
         available: Mapping[str, str],
         column_map: ColumnMap | None,
+        columns: tuple[str, ...] = (),
     ) -> Leptons:
         """Slots 0 and 1 of every per-electron branch."""
         n = len(events)
@@ -123,6 +125,7 @@ class EcalelfFormat(InputFormat):
             valid=np.ones((n, 2), dtype=bool),
             id_bits=ecal_bits,
             **event_columns(events, n, run="runNumber", **optional_fields(available)),
+            columns={c: _first2(events[c], np.float64) for c in columns},
         )
 
 

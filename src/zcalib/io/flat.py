@@ -71,6 +71,7 @@ class FlatFormat(InputFormat):
         id_level: str,
         available: Mapping[str, str],
         column_map: ColumnMap | None,
+        columns: tuple[str, ...] = (),
     ) -> Leptons:
         """Read the branches the column map names; absent ones get neutral values."""
         cm = _need(column_map)
@@ -100,7 +101,20 @@ class FlatFormat(InputFormat):
                 events, n, run=cm.run, lumi=cm.lumi, event=cm.event, weight=cm.weight, npu=cm.npu
             ),
             id_bits=np.full((n, 2), ID_BITS["loose"] | ID_BITS["medium"] | ID_BITS["tight"]),
+            columns={c: pair_cols(events, cm.columns[c], np.float64) for c in columns},
         )
+
+    def column_branches(self, name: str, column_map: ColumnMap | None) -> tuple[str, ...]:
+        """The two branches ``columns: {name: [b1, b2]}`` of the column map names."""
+        cm = _need(column_map)
+        if name not in cm.columns:
+            named = ", ".join(sorted(cm.columns)) or "none"
+            msg = (
+                f"category column {name!r} is not in the column_map's 'columns' (named: "
+                f"{named}); add {name}: [branch1, branch2] there"
+            )
+            raise ValueError(msg)
+        return cm.columns[name]
 
 
 FLAT = FlatFormat()

@@ -63,6 +63,7 @@ class NanoaodFormat(InputFormat):
     name = "nanoaod"
     default_tree = "Events"
     event_ids_always = True
+    column_layout = "jagged"
     sources: ClassVar[dict[str, str]] = {
         "energy": "Electron_pt",
         "eta": "Electron_eta",
@@ -110,6 +111,7 @@ class NanoaodFormat(InputFormat):
         id_level: str,
         available: Mapping[str, str],
         column_map: ColumnMap | None,
+        columns: tuple[str, ...] = (),
     ) -> Leptons:
         """The two leading electrons passing the ID."""
         n = len(events)
@@ -151,7 +153,18 @@ class NanoaodFormat(InputFormat):
                 np_col(_field(events, available["npu"]), np.float64) if "npu" in available else None
             ),
             id_bits=np.where(id_pass, nano_bits, 0),
+            columns={c: col(c.removeprefix("Electron_"), np.float64, np.nan) for c in columns},
         )
+
+    def column_branches(self, name: str, column_map: ColumnMap | None) -> tuple[str, ...]:
+        """``Electron_<field>`` branches only (the pair is formed from the electrons)."""
+        del column_map
+        if not name.startswith("Electron_"):
+            msg = (
+                f"category column {name!r} is not allowed; NanoAOD columns are Electron_* branches"
+            )
+            raise ValueError(msg)
+        return (name,)
 
 
 NANOAOD = NanoaodFormat()

@@ -66,6 +66,7 @@ class ParquetFormat(InputFormat):
         id_level: str,
         available: Mapping[str, str],
         column_map: ColumnMap | None,
+        columns: tuple[str, ...] = (),
     ) -> Leptons:
         """The lepton record of a pair skim (one row per pair)."""
         n = len(events)
@@ -87,7 +88,13 @@ class ParquetFormat(InputFormat):
             valid=np.ones((n, 2), dtype=bool),
             id_bits=id_bits,
             **event_columns(events, n, run="run", **optional_fields(available)),
+            columns={c: pair(c, np.float64) for c in columns},
         )
+
+    def column_branches(self, name: str, column_map: ColumnMap | None) -> tuple[str, ...]:
+        """The skim columns ``<name>_1`` and ``<name>_2``."""
+        del column_map
+        return (f"{name}_1", f"{name}_2")
 
     def branch_names(self, path: str, tree: str) -> set[str]:
         """Column names of the Parquet file."""
@@ -164,6 +171,8 @@ class ParquetChunkReader(processor.ProcessorABC):  # type: ignore[misc]
         columns = [c for c in PARQUET.required() if c in names] + [
             c for c in PARQUET.optional().values() if c in names
         ]
+        for name in getattr(self.inner, "category_columns", ()):  # the categories' columns
+            columns += [c for c in PARQUET.column_branches(name, None) if c in names]
         groups, offset, first, nbytes = [], 0, None, 0
         md = pf.metadata
         for i in range(md.num_row_groups):

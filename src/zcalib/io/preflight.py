@@ -30,8 +30,13 @@ import numpy as np
 import uproot
 
 from zcalib.config import DatasetConfig, is_url
-from zcalib.exceptions import InputError
-from zcalib.io.formats import SKIM_LEPTON_COLUMNS, optional_branches, required_branches
+from zcalib.exceptions import InputError, InvalidConfig
+from zcalib.io.formats import (
+    SKIM_LEPTON_COLUMNS,
+    get_format,
+    optional_branches,
+    required_branches,
+)
 
 __all__ = [
     "SKIM_METADATA_KEY",
@@ -152,12 +157,16 @@ def check_inputs(
     return res.files
 
 
-def preflight(cfg: DatasetConfig, *, allow_empty: bool = False) -> PreflightResult:
+def preflight(
+    cfg: DatasetConfig, *, allow_empty: bool = False, columns: tuple[str, ...] = ()
+) -> PreflightResult:
     """Check every input file of ``cfg``, collecting failures instead of raising.
 
     Args:
         cfg: the dataset description.
         allow_empty: accept trees with zero entries instead of counting them as bad.
+        columns: per-lepton columns a category scheme cuts on (their branches must exist in
+            every file and hold numbers in the format's per-lepton layout).
 
     Returns:
         The good files and the bad ones (with the entries their header announces).
@@ -165,6 +174,7 @@ def preflight(cfg: DatasetConfig, *, allow_empty: bool = False) -> PreflightResu
     Raises:
         InputError: the good files of a dataset disagree on their optional branches, or one
             physical file is listed twice.
+        InvalidConfig: a category column the format cannot name.
     """
     check_unique_files(cfg)
     infos: list[FileInfo] = []
@@ -172,6 +182,9 @@ def preflight(cfg: DatasetConfig, *, allow_empty: bool = False) -> PreflightResu
     needed = required_branches(cfg.format, cfg.column_map)
     optional = optional_branches(cfg.format, cfg.column_map)
     expected = branch_types(cfg)
+    category = category_branches(cfg, columns)
+    for b in category:
+        expected[b] = ("number", get_format(cfg.format).column_layout)
     for ds in cfg.datasets:
         tree = cfg.tree_of(ds)
         seen_optional: set[tuple[tuple[str, str], ...]] = set()
@@ -179,7 +192,14 @@ def preflight(cfg: DatasetConfig, *, allow_empty: bool = False) -> PreflightResu
             try:
                 if cfg.format == "parquet":
                     info = _check_parquet(
-                        f, ds.name, tree, needed, optional, expected, allow_empty=allow_empty
+                        f,
+                        ds.name,
+                        tree,
+                        needed,
+                        optional,
+                        expected,
+                        allow_empty=allow_empty,
+                        category=category,
                     )
                 else:
                     info = _check_file(
@@ -191,6 +211,7 @@ def preflight(cfg: DatasetConfig, *, allow_empty: bool = False) -> PreflightResu
                         expected,
                         fmt=cfg.format,
                         allow_empty=allow_empty,
+                        category=category,
                     )
             except _Bad as err:
                 bad.append(
@@ -207,6 +228,51 @@ def preflight(cfg: DatasetConfig, *, allow_empty: bool = False) -> PreflightResu
             )
             raise InputError(msg)
     return PreflightResult(files=infos, bad=bad)
+
+
+def category_branches(cfg: DatasetConfig, columns: tuple[str, ...]) -> dict[str, str]:
+    """``{branch: column}``: the branches holding the per-lepton columns a category scheme
+    cuts on (what :meth:`~zcalib.io._base.InputFormat.column_branches` names).
+
+    Raises:
+        InvalidConfig: the format cannot name a column (message says what is allowed).
+    """
+    form = get_format(cfg.format)
+    out: dict[str, str] = {}
+    for name in columns:
+        try:
+            branches = form.column_branches(name, cfg.column_map)
+        except ValueError as err:
+            msg = f"{cfg.format} input: {err}"
+            raise InvalidConfig(msg) from None
+        out.update(dict.fromkeys(branches, name))
+    return out
+
+
+#: where the per-lepton columns of each format live (messages)
+_COLUMN_PLACES = {
+    "ecalelf": "per-electron array branches of the tree",
+    "nanoaod": "Electron_* branches",
+    "flat": "the branches the column_map's 'columns' names",
+    "parquet": "<column>_1/<column>_2 columns of the skim",
+}
+
+
+def _missing_category_branch(
+    path: str, where: str, keys: set[str], category: dict[str, str], fmt: str
+) -> str | None:
+    """The message for the first category-column branch a file lacks (``None``: none)."""
+    import difflib
+
+    for b, name in category.items():
+        if b not in keys:
+            near = difflib.get_close_matches(b, sorted(keys), n=3)
+            hint = f" (similar: {', '.join(near)})" if near else ""
+            return (
+                f"{path}: {where} has no branch '{b}' for category column '{name}'{hint}; "
+                f"allowed: {_COLUMN_PLACES.get(fmt, 'branches of the file')}"
+            )
+    return None
 
 
 def check_unique_files(cfg: DatasetConfig) -> None:
@@ -352,7 +418,7 @@ def branch_types(cfg: DatasetConfig) -> dict[str, tuple[Kind, Layout]]:
         for c in ("run", "lumi", "event", "weight", "npu", "mass"):
             out[c] = (_KIND_OF_ROLE[c], "scalar")
     elif cfg.column_map is not None:
-        for role, value in cfg.column_map.model_dump().items():
+        for role, value in cfg.column_map.model_dump(exclude={"columns"}).items():
             names = [value] if isinstance(value, str) else list(value or ())
             for b in names:
                 out[b] = (_KIND_OF_ROLE[role], "scalar")
@@ -427,6 +493,7 @@ def _check_file(
     *,
     fmt: str,
     allow_empty: bool,
+    category: dict[str, str],
 ) -> FileInfo:
     _check_exists(path, dataset, f"a ROOT file with tree '{tree}'")
     try:
@@ -460,6 +527,9 @@ def _check_file(
             raise _Bad(msg)
         entries = int(obj.num_entries)
         keys = set(obj.keys())
+        lacks = _missing_category_branch(path, f"tree '{tree}'", keys, category, fmt)
+        if lacks:
+            raise _Bad(lacks, entries)
         missing = [b for b in needed if b not in keys]
         if missing:
             msg = (
@@ -502,6 +572,7 @@ def _check_parquet(
     expected: dict[str, tuple[Kind, Layout]],
     *,
     allow_empty: bool,
+    category: dict[str, str],
 ) -> FileInfo:
     import pyarrow.parquet as pq
 
@@ -519,6 +590,9 @@ def _check_parquet(
         raise _Bad(msg) from None
     rows = int(pf.metadata.num_rows)
     columns = set(pf.schema_arrow.names)
+    lacks = _missing_category_branch(path, "Parquet skim", columns, category, "parquet")
+    if lacks:
+        raise _Bad(lacks.replace("no branch", "no column", 1), rows)
     missing = [c for c in needed if c not in columns]
     if missing:
         msg = f"{path}: Parquet skim lacks column(s) {', '.join(missing)} needed by the format"

@@ -237,6 +237,12 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             self._scheme = _cached_scheme(json.dumps(self.categories, sort_keys=True))
         return self._scheme
 
+    @property
+    def category_columns(self) -> tuple[str, ...]:
+        """The per-lepton input columns the category scheme cuts on (read with the chunk);
+        none for processors that do not categorise (empty ``categories``)."""
+        return self.scheme.columns if self.categories else ()
+
     def _evaluator(self, spec: WeightSpec) -> Any:
         return self._cset(spec.payload)[spec.correction]
 
@@ -349,7 +355,14 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             if form.reads_columns:
                 # read exactly the needed branches as numpy, like a raw uproot read
                 available = self.available.get(dataset, {})
-                wanted = list(dict.fromkeys([*form.required(self.column_map), *available.values()]))
+                extra = [
+                    b
+                    for c in self.category_columns
+                    for b in form.column_branches(c, self.column_map)
+                ]
+                wanted = list(
+                    dict.fromkeys([*form.required(self.column_map), *available.values(), *extra])
+                )
                 events = form.read_chunk(meta, wanted)
                 out[READ_BYTES_KEY] = events.nbytes
             lep = form.extract(
@@ -357,6 +370,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
                 id_level=self.selection.id_level,
                 available=self.available.get(dataset, {}),
                 column_map=self.column_map,
+                columns=self.category_columns,
             )
         except Exception as err:  # noqa: BLE001  (unreadable baskets surface here)
             reason = f"cannot read events ({err.__class__.__name__}: {err})"
@@ -507,6 +521,8 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             et=(energy / cosh_sc).ravel(),
             gain=lep.gain.ravel(),
             run=np.repeat(lep.run, 2),
+            sceta=lep.sc_eta.ravel(),
+            columns={name: values.ravel() for name, values in lep.columns.items()},
         ).reshape(n, 2)
         mass, sel = pair_selection(lep, energy, self.selection, self.binning, cosh_sc=cosh_sc)
         sel.add("categorised", (cells >= 0).all(axis=1))
