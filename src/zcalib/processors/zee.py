@@ -37,7 +37,7 @@ from zcalib.config import SelectionConfig
 from zcalib.histograms import MassBinning, PairCounts
 from zcalib.io._base import READ_BYTES_KEY
 from zcalib.io.formats import ColumnMap, EventBranch, Leptons, get_format
-from zcalib.physics import pair_mass
+from zcalib.physics import category_et, pair_mass
 
 __all__ = [
     "CUTS",
@@ -501,14 +501,14 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         with np.errstate(over="ignore"):  # fill values (ECALELF η = -999): cut on η
             cosh_sc = np.cosh(lep.sc_eta)
         n = len(lep)
+        mass, sel = pair_selection(lep, energy, self.selection, self.binning, cosh_sc=cosh_sc)
         cells = self.scheme.assign(
             abs_eta=np.abs(lep.sc_eta).ravel(),
             r9=lep.r9.ravel(),
-            et=(energy / cosh_sc).ravel(),
+            et=category_et(energy / cosh_sc, mass).ravel(),  # migration-free (docs/fit.md)
             gain=lep.gain.ravel(),
             run=np.repeat(lep.run, 2),
         ).reshape(n, 2)
-        mass, sel = pair_selection(lep, energy, self.selection, self.binning, cosh_sc=cosh_sc)
         sel.add("categorised", (cells >= 0).all(axis=1))
         return cells, mass, sel
 
