@@ -415,6 +415,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             cut = cut & sel.all(name)
             out["cutflow"][dataset][name] = int(cut.sum())
         region = region_code(cells[cut, 0], cells[cut, 1], self.scheme.n_cells)
+        out["cell_et"] = {dataset: self._cell_et(lep, energies["nominal"], cells, cut)}
         masses = {"nominal": mass[cut]}
         for variation, energy in energies.items():
             if variation != "nominal":
@@ -444,6 +445,28 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         return accumulator
 
     # ------------------------------------------------------------------ helpers
+    def _cell_et(
+        self,
+        lep: Leptons,
+        energy: NDArray[np.float64],
+        cells: NDArray[np.int64],
+        cut: NDArray[np.bool_],
+    ) -> NDArray[np.float64]:
+        """``(3, n_cells)``: selected leptons, Σ Et and Σ Et² per cell (Et the lepton's own,
+        not the categorisation Et): maps Et categories back to the mean Et of each
+        (:func:`zcalib.fit.smooth.mean_category_et`)."""
+        with np.errstate(over="ignore"):
+            et = (energy[cut] / np.cosh(lep.sc_eta[cut])).ravel()
+        c = cells[cut].ravel()
+        n = self.scheme.n_cells
+        return np.stack(
+            [
+                np.bincount(c, minlength=n).astype(np.float64),
+                np.bincount(c, weights=et, minlength=n),
+                np.bincount(c, weights=et * et, minlength=n),
+            ]
+        )
+
     def _mc_weights(
         self, lep: Leptons, energy: NDArray[np.float64], cut: NDArray[np.bool_], where: str
     ) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
