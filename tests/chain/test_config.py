@@ -318,3 +318,16 @@ def test_closure_step_needing_a_closure_step_only(tmp_path, demo_ecalelf, no_eve
     steps = [_closure("first", needs=()), _closure("again", needs=("first",))]
     with pytest.raises(InvalidConfig, match="step 'first': a closure step checks"):
         load_pipeline(write_pipeline(tmp_path, demo_ecalelf, steps=steps))
+
+
+def test_smooth_step_without_et_bins(tmp_path, demo_ecalelf, no_events):
+    """Smooth Et curves need Et bins: refused before any event is read."""
+    path = write_pipeline(
+        tmp_path, demo_ecalelf, steps=[_fit("a", smooth={"scale": "linear", "smear": None})]
+    )
+    with pytest.raises(InvalidConfig) as err:
+        run_pipeline(load_pipeline(path))
+    assert str(err.value) == (
+        f"{path}: step 'a': smooth.scale = 'linear' needs scale categories with at least two "
+        f"Et bins per cell; {CONFIGS / 'cats_eta_r9.yaml'} has none (set smooth.scale: null)"
+    )

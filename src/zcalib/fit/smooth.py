@@ -392,6 +392,8 @@ def fit_smooth(
         fits = result.scales if kind == "scale" else result.smears
         cov_all = _covariance(result, kind)
         for label, idx in groups:
+            if any(fits[i].state != "fitted" for i in idx):
+                continue  # held fixed (e.g. smearings of a closure step): stays binned
             sel = list(idx)
             values = np.array([fits[i].value for i in sel])
             cov = cov_all[np.ix_(sel, sel)]
