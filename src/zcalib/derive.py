@@ -284,9 +284,6 @@ def write_step_payload(
     Returns:
         The path written (validated).
     """
-    from zcalib.corrections.smooth import with_smooth_curves
-    from zcalib.fit.smooth import curve_map
-
     from zcalib.corrections import (
         ScaleSource,
         build_scale_correction,
@@ -294,6 +291,8 @@ def write_step_payload(
         egm_corrections,
         write_correction_set,
     )
+    from zcalib.corrections.smooth import with_smooth_curves
+    from zcalib.fit.smooth import curve_map
 
     own = build_scale_correction(
         names.step(step),

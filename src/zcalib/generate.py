@@ -300,9 +300,7 @@ def generate(
 
     ss = np.random.SeedSequence(seed)
     s_data, s_mc, s_data_extra, s_mc_extra = ss.spawn(4)
-    if et_dependence is not None and not isinstance(et_dependence, EtDependence):
-        msg = f"et_dependence: expected an EtDependence or None, got {type(et_dependence).__name__}"
-        raise InvalidConfig(msg)
+    et_dependence = _check_et_dependence(et_dependence)
     inject = _Injection(
         scheme, np.asarray(scales), np.asarray(smears), drift, run_range, et_dependence
     )
@@ -445,6 +443,13 @@ def _check_categories(categories: object) -> CategoryScheme:
         msg = f"categories: expected a CategoryScheme or None, got {type(categories).__name__}"
         raise InvalidConfig(msg)
     return categories
+
+
+def _check_et_dependence(dep: object) -> EtDependence | None:
+    if dep is not None and not isinstance(dep, EtDependence):
+        msg = f"et_dependence: expected an EtDependence or None, got {type(dep).__name__}"
+        raise InvalidConfig(msg)
+    return dep
 
 
 def _check_truth(

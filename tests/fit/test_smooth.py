@@ -82,7 +82,9 @@ def test_formula_payload_reproduces_the_fitted_curves(et_dependent_fit, tmp_path
     smooth = fit_smooth(result, scheme, hset, scale_form="power")
     paths = write_outputs(result, scheme, tmp_path, step="et", hset=hset, smooth=smooth)
     exe = shutil.which("correction") or str(Path(sys.executable).parent / "correction")
-    done = subprocess.run([exe, "validate", str(paths["corrections"])], capture_output=True)
+    done = subprocess.run(
+        [exe, "validate", str(paths["corrections"])], check=False, capture_output=True
+    )
     assert done.returncode == 0, done.stdout
     assert "formula" in paths["corrections"].read_text()
     cset = correctionlib.CorrectionSet.from_file(str(paths["corrections"]))

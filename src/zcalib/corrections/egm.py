@@ -716,7 +716,7 @@ def _smooth_keys(tree: schemav2.Category, smear: schemav2.Correction) -> schemav
     """``tree`` with the smearing keys of ``smear`` copied as they are when they hold
     formulas (smooth Et curves, :mod:`zcalib.corrections.smooth`): a table would only
     sample the curves."""
-    if "formula" not in json.dumps(smear.data.model_dump(), default=str):
+    if not _has_formula(smear.data.model_dump() if hasattr(smear.data, "model_dump") else None):
         return tree
     assert isinstance(smear.data, schemav2.Category)
     own = {str(i.key): i.value for i in smear.data.content}
@@ -727,6 +727,14 @@ def _smooth_keys(tree: schemav2.Category, smear: schemav2.Correction) -> schemav
         for i in tree.content
     ]
     return schemav2.Category(nodetype="category", input="syst", content=content)
+
+
+def _has_formula(node: Any) -> bool:
+    if isinstance(node, dict):
+        return node.get("nodetype") == "formula" or any(_has_formula(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_formula(v) for v in node)
+    return False
 
 
 def egm_corrections(

@@ -22,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 from correctionlib import schemav2
+from numpy.typing import NDArray
 
 from zcalib.corrections.writer import SCALE_SYST_KEYS, SMEAR_SYST_KEYS, _Grid
 from zcalib.fit.smooth import curve_formula, error_formula
@@ -76,8 +78,8 @@ def smooth_content(
     }
 
 
-def _nan_values(n: int) -> list[float]:
-    return [float("nan")] * n
+def _nan_values(n: int) -> NDArray[np.float64]:
+    return np.full(n, np.nan)
 
 
 def with_smooth_curves(

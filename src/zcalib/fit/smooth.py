@@ -110,9 +110,9 @@ class SmoothCurve:
         x = _clamp(et, self.et_range)
         jac = _jacobian(self.form, x, self.values)
         var = np.einsum("i...,ij,j...->...", jac, self.covariance, jac)
-        sd = np.sqrt(np.clip(var, 0.0, None))
+        sd = np.asarray(np.sqrt(np.clip(var, 0.0, None)), dtype=np.float64)
         if self.form == "sqrt_inverse":
-            return sd / (2.0 * np.maximum(self(et), 1e-6))
+            return np.asarray(sd / (2.0 * np.maximum(self(et), 1e-6)), dtype=np.float64)
         return sd
 
     def to_dict(self) -> dict[str, Any]:
