@@ -166,12 +166,20 @@ def main() -> int:
     ap.add_argument("--n-data", type=int, default=200_000)
     ap.add_argument("--n-mc", type=int, default=400_000)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/et_study.json"))
+    ap.add_argument(
+        "--studies", default="flat,smooth,binned", help="comma-separated; others kept from --out"
+    )
     args = ap.parse_args()
     n = (args.n_data, args.n_mc)
     t0 = time.perf_counter()
     result: dict[str, Any] = {"n_data": n[0], "n_mc": n[1], "studies": {}}
+    if args.out.is_file():
+        result["studies"] = json.loads(args.out.read_text()).get("studies", {})
+    chosen = set(args.studies.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         for name, study in (("flat", flat), ("smooth", smooth), ("binned", binned)):
+            if name not in chosen:
+                continue
             result["studies"][name] = {
                 str(s): study(s, Path(tmp), n) for s in range(1, args.seeds + 1)
             }

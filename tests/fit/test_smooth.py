@@ -27,6 +27,12 @@ def test_linear_and_sqrt_inverse_recover_exact_curves():
     assert curve.status == "converged", curve.message
     np.testing.assert_allclose(curve(x), np.sqrt(sq), rtol=1e-6)
     assert curve.chi2 == pytest.approx(0.0, abs=1e-6)
+    # power: IJazZ2.0's A (x/45)^b + C, here as c + a ((x/45)^b - 1)/b with A = a/b
+    y = 1.0 + 0.006 * ((x / 45) ** 1.5 - 1)
+    power = fit_curve("power", x, y, np.diag(np.full(6, 1e-8)))
+    assert power.status == "converged", power.message
+    a, b, c = power.values
+    assert (a / b, b, c - a / b) == pytest.approx((0.006, 1.5, 0.994), rel=1e-3)
     # clamped beyond the fitted range, errors positive inside it
     assert curve(200.0) == pytest.approx(float(curve(57.0)))
     assert (curve.error(x) > 0).all()

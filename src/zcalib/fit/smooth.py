@@ -9,11 +9,15 @@ with the fit's covariance of the binned values, by least squares (iminuit/Migrad
 =================  =====================================  ==================================
 form               curve                                   parameters
 =================  =====================================  ==================================
-``power``          ``a · (Et/45)^b + c``                   ``a, b, c`` (scales)
+``power``          ``c + a · ((Et/45)^b − 1) / b``         ``a, b, c`` (scales)
 ``linear``         ``a + b · (Et/45 − 1)``                 ``a, b`` (scales)
 ``sqrt_inverse``   ``√(a² + b/Et)``                        ``a, b``, fitted in σ² (smearings)
 =================  =====================================  ==================================
 
+``power`` is IJazZ2.0's response ``A·(Et/45)^b + C`` written with ``A = a/b``,
+``C = c − a/b``: ``c`` is the value and ``a`` the slope in ``ln Et`` at 45 GeV, ``b`` the
+curvature (``b → 0``: ``c + a·ln(Et/45)``). The same curves, but ``a`` and ``c`` stay
+determined when ``b`` is not, so the covariance is well defined on a handful of Et bins.
 Smearings are fitted in σ² (``a² + b/Et`` is linear in ``a²`` and ``b``), whose errors are
 Gaussian even at σ = 0 (``CategoryFit.sq_error``). The curve is evaluated with Et clamped to
 the range of the bin means (no extrapolation beyond the measured bins). Each curve is written
@@ -133,7 +137,7 @@ class SmoothCurve:
 
 
 _TEXT = {
-    "power": "a*(pt/45)^b + c",
+    "power": "c + a*((pt/45)^b - 1)/b",
     "linear": "a + b*(pt/45 - 1)",
     "sqrt_inverse": "sqrt(a^2 + b/pt)",
 }
@@ -242,10 +246,28 @@ def _clamp(et: Any, rng: tuple[float, float]) -> NDArray[np.float64]:
 
 def _model(form: str, x: NDArray[np.float64], p: Sequence[float]) -> NDArray[np.float64]:
     if form == "power":
-        return np.asarray(p[0] * (x / _ET0) ** p[1] + p[2], dtype=np.float64)
+        return np.asarray(p[2] + p[0] * _box_cox(x / _ET0, p[1]), dtype=np.float64)
     if form == "linear":
         return np.asarray(p[0] + p[1] * (x / _ET0 - 1.0), dtype=np.float64)
     return np.asarray(np.sqrt(np.clip(_sq_model(x, p), 0.0, None)), dtype=np.float64)
+
+
+_SMALL_B = 1e-5  # below: the b -> 0 limits (series), as in the formulas
+
+
+def _box_cox(u: NDArray[np.float64], b: float) -> NDArray[np.float64]:
+    """``(u^b − 1)/b``, ``ln u`` at ``b = 0`` (the same expression as the formula)."""
+    if abs(b) < _SMALL_B:
+        return np.asarray(np.log(u) * (1.0 + 0.5 * b * np.log(u)), dtype=np.float64)
+    return np.asarray((u**b - 1.0) / b, dtype=np.float64)
+
+
+def _box_cox_db(u: NDArray[np.float64], b: float) -> NDArray[np.float64]:
+    """``d/db (u^b − 1)/b``."""
+    lu = np.log(u)
+    if abs(b) < _SMALL_B:
+        return np.asarray(0.5 * lu * lu, dtype=np.float64)
+    return np.asarray((u**b * lu * b - (u**b - 1.0)) / (b * b), dtype=np.float64)
 
 
 def _sq_model(x: NDArray[np.float64], p: Sequence[float]) -> NDArray[np.float64]:
@@ -256,7 +278,7 @@ def _jacobian(form: str, x: NDArray[np.float64], p: Sequence[float]) -> NDArray[
     """d(curve)/d(params); for ``sqrt_inverse`` of σ² (the fitted quantity)."""
     if form == "power":
         u = x / _ET0
-        return np.stack([u ** p[1], p[0] * u ** p[1] * np.log(u), np.ones_like(x)])
+        return np.stack([_box_cox(u, p[1]), p[0] * _box_cox_db(u, p[1]), np.ones_like(x)])
     if form == "linear":
         return np.stack([np.ones_like(x), x / _ET0 - 1.0])
     return np.stack([2.0 * p[0] * np.ones_like(x), 1.0 / x])
@@ -340,12 +362,11 @@ def fit_curve(
 def _start(
     form: str, x: NDArray[np.float64], y: NDArray[np.float64]
 ) -> tuple[list[float], dict[str, tuple[float, float]]]:
-    slope = float(np.polyfit(x / _ET0 - 1.0, y, 1)[0]) if len(x) > 1 else 0.0
+    slope, at45 = np.polyfit(x / _ET0 - 1.0, y, 1) if len(x) > 1 else (0.0, float(y[0]))
     if form == "power":
-        a = slope if abs(slope) > 1e-6 else 1e-4
-        return [a, 1.0, float(np.mean(y)) - a], {"b": (-_B_LIMIT, _B_LIMIT)}
+        return [float(slope), 0.5, float(at45)], {"b": (-_B_LIMIT, _B_LIMIT)}
     if form == "linear":
-        return [float(np.mean(y)), slope], {}
+        return [float(at45), float(slope)], {}
     # σ² = a² + b/x: linear least squares gives the start
     design = np.stack([np.ones_like(x), 1.0 / x], axis=1)
     a2, b = np.linalg.lstsq(design, y, rcond=None)[0]
@@ -450,10 +471,23 @@ def curve_formula(curve: SmoothCurve) -> str:
     x = _x(curve)
     p = curve.values
     if curve.form == "power":
-        return f"{_num(p[0])}*pow({x}/{_ET0!r},{_num(p[1])})+{_num(p[2])}"
+        return f"{_num(p[2])}+{_num(p[0])}*{_box_cox_text(f'{x}/{_ET0!r}', p[1])}"
     if curve.form == "linear":
         return f"{_num(p[0])}+{_num(p[1])}*({x}/{_ET0!r}-1)"
     return f"sqrt(max({_num(p[0] * p[0])}+{_num(p[1])}/{x},0))"
+
+
+def _box_cox_text(u: str, b: float) -> str:
+    if abs(b) < _SMALL_B:
+        return f"(log({u})*(1+{_num(0.5 * b)}*log({u})))"
+    return f"((pow({u},{_num(b)})-1)/{_num(b)})"
+
+
+def _box_cox_db_text(u: str, b: float) -> str:
+    if abs(b) < _SMALL_B:
+        return f"(0.5*log({u})*log({u}))"
+    pw = f"pow({u},{_num(b)})"
+    return f"(({pw}*log({u})*{_num(b)}-({pw}-1))/{_num(b * b)})"
 
 
 def error_formula(curve: SmoothCurve) -> str:
@@ -461,8 +495,8 @@ def error_formula(curve: SmoothCurve) -> str:
     x = _x(curve)
     p = curve.values
     if curve.form == "power":
-        u = f"pow({x}/{_ET0!r},{_num(p[1])})"
-        jac = [u, f"{_num(p[0])}*{u}*log({x}/{_ET0!r})", "1"]
+        u = f"{x}/{_ET0!r}"
+        jac = [_box_cox_text(u, p[1]), f"{_num(p[0])}*{_box_cox_db_text(u, p[1])}", "1"]
     elif curve.form == "linear":
         jac = ["1", f"({x}/{_ET0!r}-1)"]
     else:
