@@ -76,6 +76,7 @@ _PARAMS: dict[str, tuple[str, ...]] = {
 }
 _ET0 = 45.0  # GeV, the reference Et of the forms
 _B_LIMIT = 6.0  # |b| of the power form
+_POWER_B_STARTS = (-4.0, -2.0, -0.5, 0.5, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -330,17 +331,28 @@ def fit_curve(
         return float(r @ inv @ r)
 
     start, limits = _start(form, x, y)
-    m = Minuit(chi2, *start, name=names)
-    m.errordef = Minuit.LEAST_SQUARES
-    for n, lim in limits.items():
-        m.limits[n] = lim
-    m.migrad()
+
+    def minimise(begin: list[float]) -> Any:
+        mm = Minuit(chi2, *begin, name=names)
+        mm.errordef = Minuit.LEAST_SQUARES
+        for n, lim in limits.items():
+            mm.limits[n] = lim
+        mm.migrad()
+        return mm
+
+    # the power form's χ² can have several minima in b: start from a few and keep the best
+    b_starts = _POWER_B_STARTS if form == "power" else (None,)
+    runs = [minimise(start if b is None else [start[0], b, start[2]]) for b in b_starts]
+    m = min(runs, key=lambda r: (not r.valid, r.fval))
     m.hesse()
     p = tuple(float(v) for v in m.values)
+    # at a limit: within 5 % of its error (Migrad stops short of a bound it runs into)
     at_limit = [
         n
         for n, lim in limits.items()
-        if any(math.isfinite(b) and abs(m.values[n] - b) < 1e-6 * max(1.0, abs(b)) for b in lim)
+        if any(
+            math.isfinite(b) and abs(m.values[n] - b) < max(0.05 * m.errors[n], 1e-6) for b in lim
+        )
         and not (form == "sqrt_inverse" and n == "a")  # a = 0: the physical limit of a smearing
     ]
     reasons = []
