@@ -61,6 +61,8 @@ def fill_fit(sample: Any, scheme: Any, cfg: FitConfig) -> tuple[Any, Any]:
 
 def summary(p: list[float]) -> dict[str, float]:
     a = np.asarray(p)
+    if not len(a):
+        return {"n": 0}
     return {
         "n": len(a),
         "mean": float(a.mean()),
@@ -129,18 +131,21 @@ def smooth(seed: int, tmp: Path, n: tuple[int, int]) -> dict[str, Any]:
             **summary(p),
             "mean_pull_per_et_bin": np.reshape(p, (-1, 6)).mean(0).tolist(),
         }
-    sm = fit_smooth(res, scheme, hset)
-    curve_pulls = []
-    for kind in ("scale", "smear"):
-        et = mean_category_et(hset, scheme, kind)
-        for idx, curve in getattr(sm, kind):
-            x = et[list(idx)]
-            curve_pulls += list((curve(x) - truth(kind, idx[0] // 6, x)) / curve.error(x))
-    out["curves"] = {
-        "converged": sm.converged,
-        "failures": sm.failures(),
-        "pulls_at_bin_means": summary(curve_pulls),
-    }
+    for form in ("power", "linear"):
+        sm = fit_smooth(res, scheme, hset, scale_form=form)  # type: ignore[arg-type]
+        pulls: dict[str, list[float]] = {"scale": [], "smear": []}
+        for kind in ("scale", "smear"):
+            et = mean_category_et(hset, scheme, kind)
+            for idx, curve in getattr(sm, kind):
+                if curve.status != "converged":
+                    continue
+                x = et[list(idx)]
+                pulls[kind] += list((curve(x) - truth(kind, idx[0] // 6, x)) / curve.error(x))
+        out[f"curves_{form}"] = {
+            "failures": sm.failures(),
+            "scale_pulls_at_bin_means": summary(pulls["scale"]),
+            "smear_pulls_at_bin_means": summary(pulls["smear"]),
+        }
     return out
 
 
