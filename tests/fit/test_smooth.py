@@ -119,3 +119,26 @@ def test_formula_payload_reproduces_the_fitted_curves(et_dependent_fit, tmp_path
     record = json.loads(paths["fit_result"].read_text())
     assert [c["form"] for c in record["smooth"]["scale"]] == ["power"] * 4
     assert record["smooth"]["smear"][0]["formula"] == "sqrt(a^2 + b/pt)"
+
+
+@pytest.mark.slow
+def test_failed_curve_writes_the_record_only(et_dependent_fit, tmp_path):
+    """A failed smooth curve is never a correction: fit_result.json says why, no payload."""
+    import json
+    from dataclasses import replace
+
+    from zcalib.derive import write_outputs
+
+    _, scheme, hset, result, _ = et_dependent_fit
+    smooth = fit_smooth(result, scheme, hset, scale_form="linear")
+    idx, curve = smooth.scale[1]
+    bad = replace(curve, status="failed", message="parameter(s) at a limit: b")
+    smooth = replace(smooth, scale=(smooth.scale[0], (idx, bad), *smooth.scale[2:]))
+    paths = write_outputs(result, scheme, tmp_path, step="et", hset=hset, smooth=smooth)
+    assert set(paths) == {"fit_result"}
+    assert not (tmp_path / "corrections.json").exists()
+    record = json.loads(paths["fit_result"].read_text())
+    assert record["status"] == "failed"
+    assert record["message"] == (
+        "smooth Et curve(s) failed: scale |eta| 1-1.4442: parameter(s) at a limit: b"
+    )
