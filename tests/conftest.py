@@ -84,3 +84,66 @@ def dimuon_histograms(categories: Path, **selection):
         options=RunOptions(executor="iterative", progress=False),
         selection=sel,
     )
+
+
+#: Et bins [GeV] of the Et-dependence samples (migration-free Et categories, docs/fit.md).
+ET_EDGES = (30.0, 36.0, 40.0, 44.0, 50.0)
+ET_ETAS = ((0.0, 1.0), (1.0, 1.4442), (1.566, 2.0), (2.0, 2.5))
+
+
+def et_scheme(etas=ET_ETAS, edges=ET_EDGES, r9=None):
+    """Scale and smear categories |η| (× R9) × Et, Et innermost."""
+    from math import inf
+
+    from zcalib.categories import Category, build_scheme
+
+    bins = list(zip((-inf, *edges), (*edges, inf), strict=True))
+    r9s = r9 or [(-inf, inf)]
+
+    def cats(kind):
+        cells = [(e, r, t) for r in r9s for e in etas for t in bins]
+        return [Category(kind, i, eta=e, r9=r, et=t) for i, (e, r, t) in enumerate(cells)]
+
+    return build_scheme(cats("scale"), cats("smear"))
+
+
+@pytest.fixture(scope="session")
+def et_dependent_fit(tmp_path_factory):
+    """Data with a smooth Et dependence on the true Et (per-|η| values times
+    ``EtDependence``), fitted in |η| × 6 Et bins: ``(truth, scheme, hset, result, sample)``
+    with ``truth(kind, cell, et)`` the injected value at a true Et."""
+    import numpy as np
+
+    from zcalib.categories import Category, build_scheme
+    from zcalib.config import dataset_config_from_files
+    from zcalib.fit import fit_histograms
+    from zcalib.generate import EtDependence, generate
+    from zcalib.runner import RunOptions, build_histograms
+
+    scales, smears = [1.002, 0.997, 1.004, 0.999], [0.006, 0.009, 0.012, 0.014]
+    dep = EtDependence(scale_amplitude=0.006, scale_power=1.5, smear_b=0.005)
+    injected = build_scheme(
+        [Category("scale", i, eta=e) for i, e in enumerate(ET_ETAS)],
+        [Category("smear", i, eta=e) for i, e in enumerate(ET_ETAS)],
+    )
+    sample = generate(
+        tmp_path_factory.mktemp("et_dependent"),
+        n_data=150_000,
+        n_mc=300_000,
+        seed=3,
+        categories=injected,
+        truth_scales=scales,
+        truth_smears=smears,
+        et_dependence=dep,
+    )
+    scheme = et_scheme()
+    cfg = dataset_config_from_files(data=[str(sample.data)], mc=[str(sample.mc)], fmt="ecalelf")
+    opts = RunOptions(executor="iterative", chunksize=200_000, progress=False)
+    hset = build_histograms(cfg, scheme, options=opts)
+    result = fit_histograms(hset, scheme=scheme)
+
+    def truth(kind, cell, et):
+        s, m = dep.apply(np.array([scales[cell]]), np.array([smears[cell]]), np.asarray([et]))
+        return float(s[0] if kind == "scale" else m[0])
+
+    return truth, scheme, hset, result, sample

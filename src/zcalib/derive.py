@@ -35,6 +35,7 @@ from zcalib.categories import Category, CategoryScheme
 from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import InvalidConfig
 from zcalib.fit import FitConfig, FitResult
+from zcalib.fit.smooth import SmoothResult
 from zcalib.histograms import HistogramSet
 
 __all__ = [
@@ -135,6 +136,7 @@ def write_outputs(
     smear_seed: int = 0,
     syst: StepSyst | None = None,
     write_failed: bool = False,
+    smooth: SmoothResult | None = None,
 ) -> dict[str, Path]:
     """Write correctionlib JSON, legacy text files and ``fit_result.json`` for one step.
 
@@ -158,6 +160,10 @@ def write_outputs(
         smear_seed: seed of the shipped random-number generator (the processor's).
         syst: systematic uncertainties per category (absolute; default none).
         write_failed: write the payload of a failed fit as well (marked failed).
+        smooth: smooth Et curves of this fit (:func:`zcalib.fit.smooth.fit_smooth`): the
+            payload holds them as formulas of pt in their cells
+            (:mod:`zcalib.corrections.smooth`), ``fit_result.json`` their parameters under
+            ``smooth``. A failed curve fails the step like a failed fit.
 
     Returns:
         ``{"corrections", "scales", "smearings", "only_step", "fit_result"}`` → path (only
@@ -171,7 +177,14 @@ def write_outputs(
     out = Path(out_dir)
     names = names or EgmNames()
     record = fit_record(result, scheme, step=step, hset=hset, extra=extra, syst=syst)
-    if not result.converged and not write_failed:
+    failed = not result.converged
+    if smooth is not None:
+        record["smooth"] = smooth.to_dict()
+        if not smooth.converged:
+            failed = True
+            record["status"] = "failed"
+            record["message"] = "smooth Et curve(s) failed: " + "; ".join(smooth.failures())
+    if failed and not write_failed:
         # the folder must not keep a payload of an earlier run next to this failed record
         stale_files = (
             "corrections.json",
@@ -189,7 +202,7 @@ def write_outputs(
     scale_err = _quadrature([c.total_stat for c in result.scales], syst.scale)
     smear_err = _quadrature([c.total_stat for c in result.smears], syst.smear)
     desc = f"zcalib {versions()['zcalib']} step '{step}' ({result.status})"
-    if not result.converged:
+    if failed:
         desc = f"FAILED FIT, do not use: {desc}"
     paths = {
         "corrections": write_step_payload(
@@ -202,6 +215,7 @@ def write_outputs(
             seed=smear_seed,
             description=desc
             + (f", errors stat (+) MC stat (+) syst ({syst.label})" if syst.label else ""),
+            smooth=smooth,
         )
     }
     validate_file(paths["corrections"])
@@ -286,6 +300,7 @@ def write_step_payload(
     names: EgmNames,
     seed: int = 0,
     description: str,
+    smooth: SmoothResult | None = None,
 ) -> Path:
     """Write one step's EGM-layout payload (values and total absolute errors per category).
 
@@ -298,6 +313,7 @@ def write_step_payload(
         names: era and collection.
         seed: smearing seed of the random-number generator.
         description: payload description.
+        smooth: smooth Et curves replacing the binned values of their cells (formulas).
 
     Returns:
         The path written (validated).
@@ -309,6 +325,8 @@ def write_step_payload(
         egm_corrections,
         write_correction_set,
     )
+    from zcalib.corrections.smooth import with_smooth_curves
+    from zcalib.fit.smooth import curve_map
 
     own = build_scale_correction(
         names.step(step),
@@ -324,6 +342,11 @@ def write_step_payload(
             names.smear, scheme, smear[0], smear[1], description=f"MC extra smearing, {description}"
         )
     )
+    if smooth is not None:
+        curves = curve_map(smooth)
+        own = with_smooth_curves(own, scheme.scale, curves["scale"], "scale")
+        if smear_corr is not None:
+            smear_corr = with_smooth_curves(smear_corr, scheme.smear, curves["smear"], "smear")
     corrections, compounds = egm_corrections(
         names,
         [ScaleSource.from_correction(own, names.step(step))],

@@ -26,7 +26,8 @@ Physics model (MC and data share everything except the injected data effects):
   and for low R9, a pile-up-dependent noise ``b``; a small low-R9 bias ``μ`` and a low-side
   tail ``t = -Exp(λ)`` for a fraction of (mostly low-R9) electrons.
 * Data only, per electron with scale category ``k`` and smear category ``l`` (assigned with
-  |η_SC| and signed η_SC, R9, Et = E_reco/cosh η_SC, gain and run)::
+  |η_SC| and signed η_SC, R9, the true Et = E_true/cosh η_SC, gain and run; optionally a
+  smooth function of the true Et on top, :class:`EtDependence`)::
 
       E_raw = E_reco · (1 + smear[l] · z) / scale[k] · (1 + drift · (run - run_mid) / (run_max - run_min))
 
@@ -73,6 +74,7 @@ from zcalib.exceptions import InvalidConfig, OutputError
 
 __all__ = [
     "DEFAULT_CATEGORIES_YAML",
+    "EtDependence",
     "GenerateResult",
     "default_categories",
     "default_truth",
@@ -138,8 +140,8 @@ _CONVENTIONS = (
     "scale: correction for data, E_corr = scale * E_raw (data were written with "
     "E_raw = E_reco * (1 + smear*z) / scale * drift_factor). smear: relative Gaussian width "
     "MC needs, E_smeared = E * (1 + smear * z). drift_factor = 1 + drift * (run - run_mid) / "
-    "(run_max - run_min). Categories are assigned with |eta_SC|, R9, Et = E_reco/cosh(eta_SC), "
-    "gain (12/6/1) and run, before the injected effects."
+    "(run_max - run_min). Categories are assigned with |eta_SC|, R9, the true Et = "
+    "E_true/cosh(eta_SC) (generator level), gain (12/6/1) and run, before the injected effects."
 )
 
 
@@ -244,6 +246,7 @@ def generate(
     truth_smears: Sequence[float] | None = None,
     runs: tuple[int, int] = (355000, 356000),
     gain_thresholds: tuple[float, float] = GAIN_THRESHOLDS,
+    et_dependence: EtDependence | None = None,
 ) -> GenerateResult:
     """Generate Z->ee data and MC ntuples with a known miscalibration.
 
@@ -269,6 +272,9 @@ def generate(
             gain 6 and to gain 1 (endcap: 2x and 1.875x), the same for data and MC. The
             default gives ~1 % gain-6 and no gain-1 Z electrons; e.g. ``(35, 50)`` puts
             about a third of the barrel electrons in each gain (gain-dependent scales).
+        et_dependence: a smooth dependence of the injected values on the true electron Et
+            (:class:`EtDependence`), on top of the per-category values. Categories that cut
+            on Et are assigned with the true Et too, so Et-binned truth is defined on it.
 
     Returns:
         The paths written and the event counts.
@@ -304,7 +310,10 @@ def generate(
 
     ss = np.random.SeedSequence(seed)
     s_data, s_mc, s_data_extra, s_mc_extra = ss.spawn(4)
-    inject = _Injection(scheme, np.asarray(scales), np.asarray(smears), drift, run_range)
+    et_dependence = _check_et_dependence(et_dependence)
+    inject = _Injection(
+        scheme, np.asarray(scales), np.asarray(smears), drift, run_range, et_dependence
+    )
     data, nc_data = _collect(
         n_data, s_data, s_data_extra, is_mc=False, inject=inject, gain=thresholds
     )
@@ -346,6 +355,7 @@ def generate(
         "smear": [float(x) for x in smears],
         "scale_labels": [c.label() for c in scheme.scale],
         "smear_labels": [c.label() for c in scheme.smear],
+        "et_dependence": None if et_dependence is None else et_dependence.to_dict(),
         "mass_window": list(MASS_WINDOW),
         "selection": {
             "et_leading": ET_LEADING,
@@ -467,6 +477,13 @@ def _check_gain_thresholds(thresholds: Any) -> tuple[float, float]:
     return float(thresholds[0]), float(thresholds[1])
 
 
+def _check_et_dependence(dep: object) -> EtDependence | None:
+    if dep is not None and not isinstance(dep, EtDependence):
+        msg = f"et_dependence: expected an EtDependence or None, got {type(dep).__name__}"
+        raise InvalidConfig(msg)
+    return dep
+
+
 def _check_truth(
     name: str,
     values: Sequence[float] | None,
@@ -497,6 +514,71 @@ def _check_truth(
 
 
 @dataclass(frozen=True)
+class EtDependence:
+    """A smooth dependence of the injected scales and smearings on the *true* electron Et.
+
+    With ``Et`` the generator-level electron energy over ``cosh η_SC`` (after final-state
+    radiation, before any detector effect), the category values ``scale_k`` and
+    ``smear_l`` become::
+
+        scale_k(Et) = scale_k · (1 + scale_amplitude · ((Et / 45)^scale_power − 1))
+        smear_l(Et) = √(smear_l² + smear_b / Et)
+
+    the forms of the smooth post-fit (:mod:`zcalib.fit.smooth`: ``power`` for scales,
+    ``sqrt_inverse`` for smearings), so a fitted curve can be compared with the truth. At
+    45 GeV the scale is ``scale_k``; for ``Et → ∞`` the smearing tends to ``smear_l``.
+
+    Attributes:
+        scale_amplitude: relative scale change ``A`` (``|A| < 0.2``).
+        scale_power: exponent ``b`` of ``(Et/45)^b`` (``|b| <= 5``).
+        smear_b: ``b`` of ``√(a² + b/Et)`` [GeV] (``0 <= b <= 1``).
+
+    Example:
+        >>> dep = EtDependence(scale_amplitude=0.01, scale_power=-1.0, smear_b=0.009)
+        >>> s, m = dep.apply(np.array([1.0, 1.0]), np.array([0.01, 0.01]), np.array([30.0, 90.0]))
+        >>> s.round(4).tolist(), m.round(4).tolist()
+        ([1.005, 0.995], [0.02, 0.0141])
+    """
+
+    scale_amplitude: float = 0.0
+    scale_power: float = 1.0
+    smear_b: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("scale_amplitude", self.scale_amplitude, -0.2, 0.2),
+            ("scale_power", self.scale_power, -5.0, 5.0),
+            ("smear_b", self.smear_b, 0.0, 1.0),
+        )
+        for name, v, lo, hi in checks:
+            if not (isinstance(v, int | float) and math.isfinite(v) and lo <= v <= hi):
+                msg = f"et_dependence.{name}: value {v!r} out of range; allowed: [{lo:g}, {hi:g}]"
+                raise InvalidConfig(msg)
+
+    def apply(
+        self,
+        scale: NDArray[np.float64],
+        smear: NDArray[np.float64],
+        et_true: NDArray[np.float64],
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The scale and smearing of each electron at its true Et (arrays of one shape)."""
+        et = np.clip(et_true, 1.0, None)
+        factor = 1.0 + self.scale_amplitude * ((et / 45.0) ** self.scale_power - 1.0)
+        return scale * factor, np.sqrt(smear * smear + self.smear_b / et)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters and formulas, as written to ``truth.json``."""
+        return {
+            "scale_amplitude": self.scale_amplitude,
+            "scale_power": self.scale_power,
+            "smear_b": self.smear_b,
+            "scale_formula": "scale * (1 + scale_amplitude * ((Et/45)^scale_power - 1))",
+            "smear_formula": "sqrt(smear^2 + smear_b / Et)",
+            "et": "true Et: generator-level electron energy / cosh(eta_SC)",
+        }
+
+
+@dataclass(frozen=True)
 class _Injection:
     """Data-only effects: per-category miscalibration and smearing, run drift."""
 
@@ -505,6 +587,7 @@ class _Injection:
     smears: NDArray[np.float64]
     drift: float
     runs: tuple[int, int]
+    et: EtDependence | None = None
 
 
 def _z_kinematics(
@@ -679,10 +762,11 @@ def _batch(
     if inject is not None and not is_mc:
         scheme = inject.scheme
         gain_val = _GAIN_VALUES[gain_idx].astype(np.int64)
+        et_true = e_true / np.cosh(abs_sc)
         cell = scheme.assign(
             abs_eta=abs_sc.ravel(),
             r9=r9.ravel(),
-            et=(e_reco / np.cosh(abs_sc)).ravel(),
+            et=et_true.ravel(),
             gain=gain_val.ravel(),
             run=np.repeat(run.astype(np.int64), 2),
             sceta=(eta + deta_sc).ravel(),
@@ -691,6 +775,8 @@ def _batch(
         safe = np.where(ok, cell, 0)
         scale = np.where(ok, inject.scales[scheme.cell_scale_index()[safe]], 1.0)
         smear = np.where(ok, inject.smears[scheme.cell_smear_index()[safe]], 0.0)
+        if inject.et is not None:
+            scale, smear = inject.et.apply(scale, smear, et_true)
         width = float(inject.runs[1] - inject.runs[0])
         mid = 0.5 * (inject.runs[0] + inject.runs[1])
         drift_f = 1.0 + inject.drift * (run.astype(np.float64) - mid) / width

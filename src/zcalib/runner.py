@@ -536,6 +536,7 @@ def build_histograms(
         "smear_seed": smear_seed,
         "categories_source": scheme.source,
         "sumw": sumw,
+        "cell_et": {ds: np.asarray(v).tolist() for ds, v in out.get("cell_et", {}).items()},
         "run": {
             "executor": run.executor,
             "workers": run.n_workers if run.n_workers is not None else opts.workers,
@@ -1016,7 +1017,7 @@ def processor_hash(proc: Any) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-_CHECKPOINT_VERSION = 2
+_CHECKPOINT_VERSION = 3  # 3: per-cell Et sums (cell_et)
 
 
 class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
@@ -1107,6 +1108,7 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
             "blocks": [[d, v] for d, v in counts.blocks],
             "cutflow": out.get("cutflow", {}),
             "sumw": out.get("sumw", {}),
+            "cell_et": {ds: np.asarray(v).tolist() for ds, v in out.get("cell_et", {}).items()},
             "entries": int(
                 m.get("entries", int(metadata["entrystop"]) - int(metadata["entrystart"]))
             ),
@@ -1154,6 +1156,7 @@ class ChunkCheckpointer(CheckpointerABC):  # type: ignore[misc]
                 "counts": counts,
                 "cutflow": header["cutflow"],
                 "sumw": header["sumw"],
+                "cell_et": {ds: np.asarray(v) for ds, v in header.get("cell_et", {}).items()},
                 "errors": set(),
                 "failed": set(),
                 WORKERS_KEY: {},

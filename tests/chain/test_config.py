@@ -373,3 +373,16 @@ def test_derivation_config_is_valid():
     assert lp.config.generate.gain_thresholds == (35.0, 50.0)
     gain = load_categories(lp.resolve(lp.step("gain").categories))
     assert {c.gain for c in gain.scale} == {12, 6, 1}
+
+
+def test_smooth_step_without_et_bins(tmp_path, demo_ecalelf, no_events):
+    """Smooth Et curves need Et bins: refused before any event is read."""
+    path = write_pipeline(
+        tmp_path, demo_ecalelf, steps=[_fit("a", smooth={"scale": "linear", "smear": None})]
+    )
+    with pytest.raises(InvalidConfig) as err:
+        run_pipeline(load_pipeline(path))
+    assert str(err.value) == (
+        f"{path}: step 'a': smooth.scale = 'linear' needs scale categories with at least two "
+        f"Et bins per cell; {CONFIGS / 'cats_eta_r9.yaml'} has none (set smooth.scale: null)"
+    )

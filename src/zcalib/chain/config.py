@@ -258,6 +258,19 @@ class FitOptions(_Frozen):
         return v
 
 
+class SmoothOptions(_Frozen):
+    """Smooth Et curves per cell of an Et-binned fit step (see ``docs/fit.md``)."""
+
+    scale: Literal["power", "linear"] | None = Field(
+        "power",
+        description="Scale curve: power a*(pt/45)^b + c, linear a + b*(pt/45 - 1); null: "
+        "binned scales.",
+    )
+    smear: Literal["sqrt_inverse"] | None = Field(
+        "sqrt_inverse", description="Smearing curve: sqrt_inverse sqrt(a^2 + b/pt); null: binned."
+    )
+
+
 class FitStep(_StepBase):
     """Fit scales (data) and smearings (MC) in a category scheme."""
 
@@ -277,8 +290,13 @@ class FitStep(_StepBase):
         1,
         ge=1,
         le=5,
-        description="Refill with this step's own scales "
-        "applied and refit the residual (removes Et-migration bias).",
+        description="Refill with this step's own scales applied and refit the residual "
+        "(Et categories are migration-free without it, docs/fit.md).",
+    )
+    smooth: SmoothOptions | None = Field(
+        None,
+        description="Fit smooth Et curves per cell to the Et-binned values and write them "
+        "into the payload as formulas of pt (needs categories with >= 2 Et bins per cell).",
     )
     fit: FitOptions = Field(default_factory=FitOptions, description="Fit options.")
     systematics: str | None = Field(

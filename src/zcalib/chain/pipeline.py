@@ -289,6 +289,8 @@ class _Setup:
             self.schemes[step.name] = scheme
             hashes["categories"] = _file_hash(path)
             self.fit_configs[step.name] = self._fit_config(step, scheme)
+            if isinstance(step, FitStep) and step.smooth is not None:
+                _check_smooth(step, scheme, self._where(step.name))
             if step.fit.start_file is not None:
                 hashes["start_file"] = _file_hash(lp.resolve(step.fit.start_file))
             if isinstance(step, FitStep) and step.systematics is not None:
@@ -779,6 +781,20 @@ def _fit_outputs(
     )
 
 
+def _check_smooth(step: FitStep, scheme: CategoryScheme, where: str) -> None:
+    """A smooth step needs cells with at least two Et bins (in scale or smear categories)."""
+    from zcalib.fit.smooth import et_groups
+
+    assert step.smooth is not None
+    for kind, form in (("scale", step.smooth.scale), ("smear", step.smooth.smear)):
+        if form is not None and not et_groups(getattr(scheme, kind)):
+            msg = (
+                f"{where}: smooth.{kind} = {form!r} needs {kind} categories with at least two "
+                f"Et bins per cell; {step.categories} has none (set smooth.{kind}: null)"
+            )
+            raise InvalidConfig(msg)
+
+
 def _run_fit(
     step: FitStep,
     setup: _Setup,
@@ -890,7 +906,14 @@ def _run_fit(
             step_dir / "systematics.json",
             json.dumps(syst_res.to_dict(), indent=2, allow_nan=False) + "\n",
         )
-    write_outputs(
+    smooth = None
+    if step.smooth is not None:
+        from zcalib.fit.smooth import fit_smooth
+
+        smooth = fit_smooth(
+            result, scheme, hset, scale_form=step.smooth.scale, smear_form=step.smooth.smear
+        )
+    written = write_outputs(
         result,
         scheme,
         step_dir,
@@ -899,6 +922,7 @@ def _run_fit(
         names=setup.names,
         smear_seed=cfg.smear_seed,
         syst=syst,
+        smooth=smooth,
         extra={
             "pipeline": {
                 "step": step.model_dump(mode="json"),
@@ -909,6 +933,12 @@ def _run_fit(
             }
         },
     )
+    if "corrections" not in written:  # a smooth curve failed: the record, no payload
+        assert smooth is not None
+        msg = f"{setup.lp.path}: step '{step.name}': smooth Et curve(s) failed: " + "; ".join(
+            smooth.failures()
+        )
+        raise FitFailed(msg)
     summary = {
         "status": result.status,
         "closure": step.closure,

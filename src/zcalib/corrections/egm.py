@@ -708,8 +708,33 @@ def build_smear_and_syst(
             description="smear/esmear/smear_up/smear_down (relative widths), "
             "escale (relative), scale_up/scale_down (factors)",
         ),
-        data=_tree(table, MC_SYST_KEYS, axes),
+        data=_smooth_keys(_tree(table, MC_SYST_KEYS, axes), smear),
     )
+
+
+def _smooth_keys(tree: schemav2.Category, smear: schemav2.Correction) -> schemav2.Category:
+    """``tree`` with the smearing keys of ``smear`` copied as they are when they hold
+    formulas (smooth Et curves, :mod:`zcalib.corrections.smooth`): a table would only
+    sample the curves."""
+    if not _has_formula(smear.data.model_dump() if hasattr(smear.data, "model_dump") else None):
+        return tree
+    assert isinstance(smear.data, schemav2.Category)
+    own = {str(i.key): i.value for i in smear.data.content}
+    content = [
+        schemav2.CategoryItem(key=i.key, value=own.get(str(i.key), i.value))
+        if str(i.key) in SMEAR_SYST_KEYS
+        else i
+        for i in tree.content
+    ]
+    return schemav2.Category(nodetype="category", input="syst", content=content)
+
+
+def _has_formula(node: Any) -> bool:
+    if isinstance(node, dict):
+        return node.get("nodetype") == "formula" or any(_has_formula(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_formula(v) for v in node)
+    return False
 
 
 def egm_corrections(

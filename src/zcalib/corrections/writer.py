@@ -51,7 +51,7 @@ import gzip
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -384,11 +384,24 @@ class _Grid:
         variables = binned + (("gain",) if use_gain else ())
         return cls(variables, {v: edges[v] for v in binned}, owners)
 
-    def node(self, values: NDArray[np.float64], neutral: float) -> schemav2.Content:
+    def node(
+        self,
+        values: NDArray[np.float64],
+        neutral: float,
+        leaf: Callable[[int], schemav2.Content | None] | None = None,
+    ) -> schemav2.Content:
+        """The content tree; ``leaf(i)``, when given and not ``None``, replaces the number of
+        category ``i`` (a formula node, :mod:`zcalib.corrections.smooth`)."""
         binned = [v for v in self.variables if v != "gain"]
 
+        def one(i: int) -> schemav2.Content:
+            node = leaf(i) if leaf is not None and i >= 0 else None
+            if node is not None:
+                return node
+            return _stored(values[i]) if i >= 0 else float(neutral)
+
         def fill(owner: NDArray[np.int64]) -> schemav2.Content:
-            content = [_stored(values[i]) if i >= 0 else float(neutral) for i in owner]
+            content = [one(int(i)) for i in owner]
             if not binned:
                 return content[0]
             edges: list[Any] = [self.edges[v] for v in binned]

@@ -37,7 +37,7 @@ from zcalib.config import SelectionConfig
 from zcalib.histograms import MassBinning, PairCounts
 from zcalib.io._base import READ_BYTES_KEY
 from zcalib.io.formats import ColumnMap, EventBranch, Leptons, get_format
-from zcalib.physics import pair_mass
+from zcalib.physics import category_et, pair_mass
 
 __all__ = [
     "CUTS",
@@ -429,6 +429,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             cut = cut & sel.all(name)
             out["cutflow"][dataset][name] = int(cut.sum())
         region = region_code(cells[cut, 0], cells[cut, 1], self.scheme.n_cells)
+        out["cell_et"] = {dataset: self._cell_et(lep, energies["nominal"], cells, cut)}
         masses = {"nominal": mass[cut]}
         for variation, energy in energies.items():
             if variation != "nominal":
@@ -458,6 +459,28 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         return accumulator
 
     # ------------------------------------------------------------------ helpers
+    def _cell_et(
+        self,
+        lep: Leptons,
+        energy: NDArray[np.float64],
+        cells: NDArray[np.int64],
+        cut: NDArray[np.bool_],
+    ) -> NDArray[np.float64]:
+        """``(3, n_cells)``: selected leptons, Σ Et and Σ Et² per cell (Et the lepton's own,
+        not the categorisation Et): maps Et categories back to the mean Et of each
+        (:func:`zcalib.fit.smooth.mean_category_et`)."""
+        with np.errstate(over="ignore"):
+            et = (energy[cut] / np.cosh(lep.sc_eta[cut])).ravel()
+        c = cells[cut].ravel()
+        n = self.scheme.n_cells
+        return np.stack(
+            [
+                np.bincount(c, minlength=n).astype(np.float64),
+                np.bincount(c, weights=et, minlength=n),
+                np.bincount(c, weights=et * et, minlength=n),
+            ]
+        )
+
     def _mc_weights(
         self, lep: Leptons, energy: NDArray[np.float64], cut: NDArray[np.bool_], where: str
     ) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
@@ -515,16 +538,16 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         with np.errstate(over="ignore"):  # fill values (ECALELF η = -999): cut on η
             cosh_sc = np.cosh(lep.sc_eta)
         n = len(lep)
+        mass, sel = pair_selection(lep, energy, self.selection, self.binning, cosh_sc=cosh_sc)
         cells = self.scheme.assign(
             abs_eta=np.abs(lep.sc_eta).ravel(),
             r9=lep.r9.ravel(),
-            et=(energy / cosh_sc).ravel(),
+            et=category_et(energy / cosh_sc, mass).ravel(),  # migration-free (docs/fit.md)
             gain=lep.gain.ravel(),
             run=np.repeat(lep.run, 2),
             sceta=lep.sc_eta.ravel(),
             columns={name: values.ravel() for name, values in lep.columns.items()},
         ).reshape(n, 2)
-        mass, sel = pair_selection(lep, energy, self.selection, self.binning, cosh_sc=cosh_sc)
         sel.add("categorised", (cells >= 0).all(axis=1))
         return cells, mass, sel
 

@@ -1,0 +1,199 @@
+"""Et categories (issue 14): migration bias, Et-dependent truth, smooth curves.
+
+Three studies on generated samples, each over several seeds:
+
+* ``flat``: data with NO Et dependence (the demo's |η| × R9 truth) fitted in
+  |η| × R9 × Et (0-35-45-inf) with ``mc_stat_likelihood="none"`` (the issue's case), once with
+  the migration-free Et categories (``Et·m_Z/m_ee``, the default) and once categorised on the
+  raw lepton Et (the previous behaviour, emulated by replacing ``category_et``). Pulls of
+  every (cell, Et bin) against the |η| × R9 truth.
+* ``smooth``: data whose scales and smearings depend on the true Et (``EtDependence``),
+  fitted in |η| × 6 Et bins: pulls against the truth at each bin's mean Et (scales; σ² for
+  smearings), then the smooth curves (power / sqrt_inverse) against the truth.
+* ``binned``: data with scales and smearings injected in true-Et bins (|η| × 3 Et bins),
+  fitted in the same bins: pulls against the injected bin values.
+
+Usage::
+
+    python benchmarks/et_study.py --seeds 3 --out benchmarks/results/et_study.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from math import inf
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zcalib.categories import Category, build_scheme
+from zcalib.config import dataset_config_from_files
+from zcalib.fit import FitConfig, fit_histograms
+from zcalib.fit.smooth import fit_smooth, mean_category_et
+from zcalib.generate import EtDependence, default_categories, default_truth, generate
+from zcalib.processors import zee
+from zcalib.runner import RunOptions, build_histograms
+
+ETAS = ((0.0, 1.0), (1.0, 1.4442), (1.566, 2.0), (2.0, 2.5))
+OPTS = RunOptions(executor="iterative", chunksize=200_000, progress=False)
+
+
+def scheme_of(etas: Any, edges: Any, r9s: Any = ((-inf, inf),)) -> Any:
+    bins = list(zip((-inf, *edges), (*edges, inf), strict=True))
+
+    def cats(kind: str) -> list[Category]:
+        cells = [(e, r, t) for r in r9s for e in etas for t in bins]
+        return [Category(kind, i, eta=e, r9=r, et=t) for i, (e, r, t) in enumerate(cells)]  # type: ignore[arg-type]
+
+    return build_scheme(cats("scale"), cats("smear"))
+
+
+def fill_fit(sample: Any, scheme: Any, cfg: FitConfig) -> tuple[Any, Any]:
+    dcfg = dataset_config_from_files(data=[str(sample.data)], mc=[str(sample.mc)], fmt="ecalelf")
+    hset = build_histograms(dcfg, scheme, options=OPTS)
+    return hset, fit_histograms(hset, cfg, scheme=scheme)
+
+
+def summary(p: list[float]) -> dict[str, float]:
+    a = np.asarray(p)
+    if not len(a):
+        return {"n": 0}
+    return {
+        "n": len(a),
+        "mean": float(a.mean()),
+        "width": float(a.std()),
+        "max_abs": float(np.abs(a).max()),
+    }
+
+
+def flat(seed: int, tmp: Path, n: tuple[int, int]) -> dict[str, Any]:
+    base = default_categories()
+    etas = sorted({c.eta for c in base.scale})
+    r9s = sorted({c.r9 for c in base.scale})
+    scheme = scheme_of(etas, (35.0, 45.0), r9s)
+    truth, _ = default_truth(base)
+    want = [
+        truth[next(b.index for b in base.scale if b.eta == c.eta and b.r9 == c.r9)]
+        for c in scheme.scale
+    ]
+    sample = generate(tmp / f"flat{seed}", n_data=n[0], n_mc=n[1], seed=seed)
+    out = {}
+    original = zee.category_et
+    for mode in ("migration-free", "raw-et"):
+        zee.category_et = original if mode == "migration-free" else (lambda et, _mass: et)  # type: ignore[assignment]
+        try:
+            _, res = fill_fit(sample, scheme, FitConfig(mc_stat_likelihood="none"))
+        finally:
+            zee.category_et = original
+        pulls = np.array(
+            [(c.value - w) / c.total_stat for c, w in zip(res.scales, want, strict=True)]
+        )
+        out[mode] = {
+            "status": res.status,
+            "pulls": summary(list(pulls)),
+            "mean_pull_per_et_bin": pulls.reshape(-1, 3).mean(axis=0).tolist(),
+        }
+    return out
+
+
+def smooth(seed: int, tmp: Path, n: tuple[int, int]) -> dict[str, Any]:
+    scales, smears = [1.002, 0.997, 1.004, 0.999], [0.006, 0.009, 0.012, 0.014]
+    dep = EtDependence(scale_amplitude=0.006, scale_power=1.5, smear_b=0.005)
+    injected = build_scheme(
+        [Category("scale", i, eta=e) for i, e in enumerate(ETAS)],
+        [Category("smear", i, eta=e) for i, e in enumerate(ETAS)],
+    )
+    sample = generate(tmp / f"smooth{seed}", n_data=n[0], n_mc=n[1], seed=seed, categories=injected,
+                      truth_scales=scales, truth_smears=smears, et_dependence=dep)  # fmt: skip
+    scheme = scheme_of(ETAS, (30.0, 36.0, 40.0, 44.0, 50.0))
+    hset, res = fill_fit(sample, scheme, FitConfig())
+
+    def truth(kind: str, cell: int, et: Any) -> Any:
+        s, m = dep.apply(
+            np.full(np.shape(et), scales[cell]), np.full(np.shape(et), smears[cell]), np.asarray(et)
+        )
+        return s if kind == "scale" else m
+
+    out: dict[str, Any] = {"status": res.status}
+    for kind, fits in (("scale", res.scales), ("smear", res.smears)):
+        et = mean_category_et(hset, scheme, kind)
+        p = [
+            (c.value - truth(kind, k // 6, et[k])) / c.total_stat if kind == "scale"
+            else (c.value**2 - truth(kind, k // 6, et[k]) ** 2) / c.sq_error
+            for k, c in enumerate(fits)
+        ]  # fmt: skip
+        out[f"binned_{kind}"] = {
+            **summary(p),
+            "mean_pull_per_et_bin": np.reshape(p, (-1, 6)).mean(0).tolist(),
+        }
+    for form in ("power", "linear"):
+        sm = fit_smooth(res, scheme, hset, scale_form=form)  # type: ignore[arg-type]
+        pulls: dict[str, list[float]] = {"scale": [], "smear": []}
+        for kind in ("scale", "smear"):
+            et = mean_category_et(hset, scheme, kind)
+            for idx, curve in getattr(sm, kind):
+                if curve.status != "converged":
+                    continue
+                x = et[list(idx)]
+                pulls[kind] += list((curve(x) - truth(kind, idx[0] // 6, x)) / curve.error(x))
+        out[f"curves_{form}"] = {
+            "failures": sm.failures(),
+            "scale_pulls_at_bin_means": summary(pulls["scale"]),
+            "smear_pulls_at_bin_means": summary(pulls["smear"]),
+        }
+    return out
+
+
+def binned(seed: int, tmp: Path, n: tuple[int, int]) -> dict[str, Any]:
+    scheme = scheme_of(ETAS, (35.0, 45.0))
+    tsc = [1.0 + 0.004 * (k % 3 - 1) + [0.002, -0.003, 0.004, -0.001][k // 3] for k in range(12)]
+    tsm = [[0.008, 0.011, 0.016, 0.018][k // 3] + 0.003 * (1 - k % 3) for k in range(12)]
+    sample = generate(tmp / f"binned{seed}", n_data=n[0], n_mc=n[1], seed=seed, categories=scheme,
+                      truth_scales=tsc, truth_smears=tsm)  # fmt: skip
+    _, res = fill_fit(sample, scheme, FitConfig())
+    ps = [(c.value - t) / c.total_stat for c, t in zip(res.scales, tsc, strict=True)]
+    pm = [(c.value**2 - t * t) / c.sq_error for c, t in zip(res.smears, tsm, strict=True)]
+    return {
+        "status": res.status,
+        "scale": {**summary(ps), "mean_pull_per_et_bin": np.reshape(ps, (-1, 3)).mean(0).tolist()},
+        "smear": {**summary(pm), "mean_pull_per_et_bin": np.reshape(pm, (-1, 3)).mean(0).tolist()},
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--n-data", type=int, default=200_000)
+    ap.add_argument("--n-mc", type=int, default=400_000)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/et_study.json"))
+    ap.add_argument(
+        "--studies", default="flat,smooth,binned", help="comma-separated; others kept from --out"
+    )
+    args = ap.parse_args()
+    n = (args.n_data, args.n_mc)
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {"n_data": n[0], "n_mc": n[1], "studies": {}}
+    if args.out.is_file():
+        result["studies"] = json.loads(args.out.read_text()).get("studies", {})
+    chosen = set(args.studies.split(","))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, study in (("flat", flat), ("smooth", smooth), ("binned", binned)):
+            if name not in chosen:
+                continue
+            result["studies"][name] = {
+                str(s): study(s, Path(tmp), n) for s in range(1, args.seeds + 1)
+            }
+            print(name, json.dumps(result["studies"][name], indent=1), flush=True)
+    result["wall_time_s"] = time.perf_counter() - t0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
