@@ -8,7 +8,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["jitted"]
+__all__ = ["jitted", "vectorized"]
 
 
 @functools.cache
@@ -17,3 +17,13 @@ def jitted(func: Callable[..., Any]) -> Callable[..., Any]:
     import numba
 
     return numba.njit(cache=True)(func)
+
+
+@functools.cache
+def vectorized(func: Callable[..., Any], n_args: int) -> Callable[..., Any]:
+    """``numba.vectorize`` of a scalar ``func`` of ``n_args`` float64 arguments: a numpy
+    ufunc evaluating it in one compiled pass, without temporary arrays (cached on disk)."""
+    import numba
+
+    signature = numba.float64(*([numba.float64] * n_args))
+    return numba.vectorize([signature], cache=True)(func)  # type: ignore[no-any-return]

@@ -31,6 +31,7 @@ __all__ = [
     "IdLevel",
     "InputFormat",
     "Leptons",
+    "coffea_file",
 ]
 
 IdLevel = Literal["none", "loose", "medium", "tight"]
@@ -213,15 +214,28 @@ class InputFormat:
 
         return BaseSchema
 
-    def read_chunk(self, metadata: Mapping[str, Any], columns: list[str]) -> ColumnChunk:
+    def read_chunk(
+        self, metadata: Mapping[str, Any], columns: list[str], file: Any = None
+    ) -> ColumnChunk:
         """Read ``columns`` of one chunk (coffea's per-chunk ``metadata``) as numpy arrays.
 
         A direct ``uproot`` read of exactly the branches a processor needs, at the cost of a
         raw read, instead of materialising coffea's lazy arrays one by one.
+
+        Args:
+            metadata: coffea's chunk metadata (file, tree, entry range).
+            columns: the branches to read.
+            file: the ``uproot`` directory coffea already opened for this chunk
+                (:func:`coffea_file`): its tree is read without opening the file again,
+                and coffea counts the bytes (``nbytes`` is 0 then). ``None``: open the file.
         """
         import uproot
 
         start, stop = int(metadata["entrystart"]), int(metadata["entrystop"])
+        if file is not None:
+            tree = file[str(metadata["treename"])]
+            arrays = tree.arrays(columns, entry_start=start, entry_stop=stop, library="np")
+            return ColumnChunk(dict(arrays), metadata, stop - start, 0)
         with uproot.open(str(metadata["filename"])) as fh:
             tree = fh[str(metadata["treename"])]
             arrays = tree.arrays(columns, entry_start=start, entry_stop=stop, library="np")
@@ -272,6 +286,20 @@ class ColumnChunk:
 
     def __len__(self) -> int:
         return self._n
+
+
+def coffea_file(events: Any) -> Any:
+    """The ``uproot`` directory coffea opened for a chunk of its events, ``None`` if unknown.
+
+    coffea's ``Runner`` opens every chunk's file (and reads its tree header) before calling
+    ``process``; reading the needed branches through that handle costs no second open.
+    """
+    import uproot
+
+    attrs = getattr(events, "attrs", None)
+    factory = attrs.get("@events_factory") if isinstance(attrs, Mapping) else None
+    handle = getattr(factory, "file_handle", None)
+    return handle if isinstance(handle, uproot.ReadOnlyDirectory) else None
 
 
 # ------------------------------------------------------------------ helpers of the formats

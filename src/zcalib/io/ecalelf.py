@@ -14,6 +14,7 @@ import awkward as ak
 import numpy as np
 from numpy.typing import NDArray
 
+from zcalib._jit import jitted
 from zcalib.io._base import (
     ID_BITS,
     ColumnMap,
@@ -21,22 +22,67 @@ from zcalib.io._base import (
     InputFormat,
     Leptons,
     event_columns,
-    np_col,
     optional_fields,
 )
 
 __all__ = ["ECALELF", "EcalelfFormat"]
 
-_GAIN = np.array([12, 6, 1], dtype=np.int64)
 _ID_BITS = {"none": 0, "medium": 0x08, "tight": 0x10}
 _EVENT_BRANCHES = {"run": "runNumber", "lumi": "lumiBlock", "event": "eventNumber"}
 
 
-def _first2(column: Any, dtype: Any) -> NDArray[Any]:
-    """Slots 0 and 1 of a fixed-size ``[3]`` ECALELF branch (sliced in numpy: no copy of the
-    whole awkward RegularArray)."""
-    values = column if isinstance(column, np.ndarray) else ak.to_numpy(column)
-    return np.asarray(values[:, :2], dtype=dtype)
+def _numpy(column: Any) -> NDArray[Any]:
+    """A fixed-size ``[3]`` ECALELF branch as a numpy ``(n, 3)`` array (no copy if numpy)."""
+    return column if isinstance(column, np.ndarray) else ak.to_numpy(column)
+
+
+def _leptons_loop(
+    energy: NDArray[Any],
+    eta: NDArray[Any],
+    sc_eta: NDArray[Any],
+    phi: NDArray[Any],
+    r9: NDArray[Any],
+    gain_index: NDArray[Any],
+    ele_id: NDArray[Any],
+    charge: NDArray[Any],
+    id_mask: int,
+    medium: int,
+    tight: int,
+) -> tuple[NDArray[Any], ...]:  # pragma: no cover
+    """Slots 0 and 1 of the ``[3]`` branches in one pass: float64 kinematics, gains as
+    12/6/1 (-1: unknown index), the ID decision for ``id_mask``, the working points as
+    :data:`ID_BITS` (``medium``, ``tight``) and the charges (zeros when ``charge`` is empty)."""
+    n = energy.shape[0]
+    e_out = np.empty((n, 2))
+    eta_out = np.empty((n, 2))
+    sc_out = np.empty((n, 2))
+    phi_out = np.empty((n, 2))
+    r9_out = np.empty((n, 2))
+    gain = np.empty((n, 2), np.int64)
+    id_pass = np.empty((n, 2), np.bool_)
+    bits = np.empty((n, 2), np.int64)
+    q = np.zeros((n, 2), np.int64)
+    has_charge = charge.shape[0] == n
+    for i in range(n):
+        for j in range(2):
+            e_out[i, j] = energy[i, j]
+            eta_out[i, j] = eta[i, j]
+            sc_out[i, j] = sc_eta[i, j]
+            phi_out[i, j] = phi[i, j]
+            r9_out[i, j] = r9[i, j]
+            g = np.int64(gain_index[i, j])
+            gain[i, j] = 12 if g == 0 else (6 if g == 1 else (1 if g == 2 else -1))
+            word = np.int64(ele_id[i, j])
+            id_pass[i, j] = (word & id_mask) == id_mask
+            b = 0
+            if word & 0x08:
+                b |= medium
+            if word & 0x10:
+                b |= tight
+            bits[i, j] = b
+            if has_charge:
+                q[i, j] = charge[i, j]
+    return e_out, eta_out, sc_out, phi_out, r9_out, gain, id_pass, bits, q
 
 
 class EcalelfFormat(InputFormat):
@@ -91,37 +137,38 @@ class EcalelfFormat(InputFormat):
         available: Mapping[str, str],
         column_map: ColumnMap | None,
     ) -> Leptons:
-        """Slots 0 and 1 of every per-electron branch."""
+        """Slots 0 and 1 of every per-electron branch (one compiled pass over them)."""
         n = len(events)
-        energy = _first2(events["energy_ECAL_ele"], np.float64)
-        eta = _first2(events["etaEle"], np.float64)
-        sc_eta = (
-            np_col(events[available["sc_eta"]][:, :2], np.float64) if "sc_eta" in available else eta
-        )
-        gain_idx = _first2(events["gainSeedSC"], np.int64)
-        gain = np.where((gain_idx >= 0) & (gain_idx <= 2), _GAIN[np.clip(gain_idx, 0, 2)], -1)
-        bits = _ID_BITS[id_level]
-        ele_id = _first2(events["eleID"], np.int64)
-        id_pass = (ele_id & bits) == bits
-        ecal_bits = np.zeros(ele_id.shape, dtype=np.int64)
-        ecal_bits[(ele_id & 0x08) == 0x08] |= ID_BITS["medium"]
-        ecal_bits[(ele_id & 0x10) == 0x10] |= ID_BITS["tight"]
+        eta = _numpy(events["etaEle"])
         charge = (
-            np_col(events[available["charge"]][:, :2], np.int64)
+            _numpy(events[available["charge"]])
             if "charge" in available
-            else np.zeros((n, 2), np.int64)
+            else np.zeros((0, 3), dtype=np.int32)
+        )
+        energy, eta2, sc_eta, phi, r9, gain, id_pass, id_bits, q = jitted(_leptons_loop)(
+            _numpy(events["energy_ECAL_ele"]),
+            eta,
+            _numpy(events[available["sc_eta"]]) if "sc_eta" in available else eta,
+            _numpy(events["phiEle"]),
+            _numpy(events["R9Ele"]),
+            _numpy(events["gainSeedSC"]),
+            _numpy(events["eleID"]),
+            charge,
+            _ID_BITS[id_level],
+            ID_BITS["medium"],
+            ID_BITS["tight"],
         )
         return Leptons(
             energy=energy,
-            eta=eta,
+            eta=eta2,
             sc_eta=sc_eta,
-            phi=_first2(events["phiEle"], np.float64),
-            r9=_first2(events["R9Ele"], np.float64),
+            phi=phi,
+            r9=r9,
             gain=gain,
             id_pass=id_pass,
-            charge=charge,
+            charge=q,
             valid=np.ones((n, 2), dtype=bool),
-            id_bits=ecal_bits,
+            id_bits=id_bits,
             **event_columns(events, n, run="runNumber", **optional_fields(available)),
         )
 
