@@ -99,6 +99,24 @@ class EcalelfFormat(InputFormat):
         "phi": "phiEle",
         "r9": "R9Ele",
     }
+    lepton_layout = "array"
+    lepton_roles: ClassVar[dict[str, str]] = {
+        "energy_ECAL_ele": "energy",
+        "etaEle": "eta",
+        "etaSCEle": "sc_eta",
+        "phiEle": "phi",
+        "R9Ele": "r9",
+        "gainSeedSC": "gain",
+        "eleID": "id",
+        "chargeEle": "charge",
+    }
+    event_roles: ClassVar[dict[str, str]] = {
+        "runNumber": "run",
+        "lumiBlock": "lumi",
+        "eventNumber": "event",
+        "mcGenWeight": "weight",
+        "nPU": "npu",
+    }
 
     def required(self, column_map: ColumnMap | None = None) -> list[str]:
         """Branches every ECALELF file must have."""
