@@ -8,7 +8,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["jitted", "vectorized"]
+__all__ = ["jitted"]
 
 
 @functools.cache
@@ -18,12 +18,3 @@ def jitted(func: Callable[..., Any]) -> Callable[..., Any]:
 
     return numba.njit(cache=True)(func)
 
-
-@functools.cache
-def vectorized(func: Callable[..., Any], n_args: int) -> Callable[..., Any]:
-    """``numba.vectorize`` of a scalar ``func`` of ``n_args`` float64 arguments: a numpy
-    ufunc evaluating it in one compiled pass, without temporary arrays (cached on disk)."""
-    import numba
-
-    signature = numba.float64(*([numba.float64] * n_args))
-    return numba.vectorize([signature], cache=True)(func)  # type: ignore[no-any-return]

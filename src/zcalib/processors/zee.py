@@ -37,7 +37,7 @@ from zcalib.config import SelectionConfig
 from zcalib.histograms import MassBinning, PairCounts
 from zcalib.io._base import READ_BYTES_KEY, coffea_file
 from zcalib.io.formats import ColumnMap, EventBranch, Leptons, get_format
-from zcalib.physics import pair_mass
+from zcalib.physics import pair_masses
 
 __all__ = [
     "CUTS",
@@ -785,15 +785,12 @@ def _constant_edges(payload: str, name: str, key_input: int) -> NDArray[np.float
 
 
 def _mass(lep: Leptons, energy: NDArray[np.float64]) -> NDArray[np.float64]:
-    with np.errstate(invalid="ignore"):
-        return pair_mass(  # type: ignore[return-value]
-            energy[:, 0],
-            lep.eta[:, 0],
-            lep.phi[:, 0],
-            energy[:, 1],
-            lep.eta[:, 1],
-            lep.phi[:, 1],
-        )
+    """The pair mass from ``energy`` and the lepton directions (one compiled loop)."""
+    return jitted(pair_masses)(  # type: ignore[no-any-return]
+        np.ascontiguousarray(energy, dtype=np.float64),
+        np.ascontiguousarray(lep.eta, dtype=np.float64),
+        np.ascontiguousarray(lep.phi, dtype=np.float64),
+    )
 
 
 def merge_cutflows(cutflows: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
