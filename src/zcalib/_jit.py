@@ -17,4 +17,3 @@ def jitted(func: Callable[..., Any]) -> Callable[..., Any]:
     import numba
 
     return numba.njit(cache=True)(func)
-

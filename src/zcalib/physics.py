@@ -47,5 +47,5 @@ def pair_masses(
         ch = np.cosh(eta[i, 0]) * np.cosh(eta[i, 1])
         cos12 = (np.cos(phi[i, 0] - phi[i, 1]) + np.sinh(eta[i, 0]) * np.sinh(eta[i, 1])) / ch
         m2 = 2.0 * energy[i, 0] * energy[i, 1] * (1.0 - cos12)
-        out[i] = np.sqrt(max(m2, 0.0)) if m2 == m2 else np.nan
+        out[i] = np.nan if np.isnan(m2) else np.sqrt(max(m2, 0.0))
     return out
