@@ -603,7 +603,7 @@ def _packed(bits: NDArray[np.uint8]) -> PackedSelection:
     """The cut bits of :func:`pair_cuts` as a coffea ``PackedSelection``."""
     sel = PackedSelection()
     for k, name in enumerate(_KERNEL_CUTS):
-        sel.add(name, ((bits >> k) & 1).astype(np.bool_))
+        sel.add(name, (bits & (1 << k)) != 0)
     return sel
 
 
