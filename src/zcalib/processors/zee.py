@@ -735,11 +735,35 @@ def _evaluate_keys(
 def _interval_groups(
     x: NDArray[np.float64], edges: NDArray[np.float64]
 ) -> tuple[NDArray[np.int64], int]:
-    """Group of each value: ``2k`` for the open interval below ``edges[k]`` (``k = len``:
-    above the last edge), ``2k + 1`` for a value equal to ``edges[k]``; and the group count."""
-    k = np.searchsorted(edges, x, side="left")
-    on_edge = edges[np.minimum(k, len(edges) - 1)] == x
-    return 2 * k + on_edge, 2 * len(edges) + 1
+    """Group of each (finite) value: ``2k`` for the open interval below ``edges[k]``
+    (``k = len``: above the last edge), ``2k + 1`` for a value equal to ``edges[k]``; and the
+    group count. ``k`` is ``np.searchsorted(edges, x)``, found from the bin width when the
+    edges are equally spaced (pile-up profiles), by bisection otherwise (compiled)."""
+    step = float(edges[1] - edges[0]) if len(edges) > 1 else 0.0
+    uniform = step > 0 and bool(np.all(np.diff(edges) == step))
+    groups = jitted(_groups_loop)(np.ascontiguousarray(x), edges, step if uniform else 0.0)
+    return groups, 2 * len(edges) + 1
+
+
+def _groups_loop(
+    x: NDArray[np.float64], edges: NDArray[np.float64], step: float
+) -> NDArray[np.int64]:  # pragma: no cover
+    """The groups of :func:`_interval_groups`; ``step > 0``: the edges are equally spaced."""
+    n = len(edges)
+    out = np.empty(len(x), np.int64)
+    for i in range(len(x)):
+        v = x[i]
+        if step > 0.0:
+            guess = min(max(np.ceil((v - edges[0]) / step), 0.0), float(n))
+            k = int(guess)
+            while k > 0 and edges[k - 1] >= v:
+                k -= 1
+            while k < n and edges[k] < v:
+                k += 1
+        else:
+            k = np.searchsorted(edges, v)
+        out[i] = 2 * k + (1 if k < n and edges[k] == v else 0)
+    return out
 
 
 @functools.lru_cache(maxsize=32)
