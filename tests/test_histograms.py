@@ -56,6 +56,28 @@ def test_pair_counts_equal_a_hist_fill_chunk_by_chunk():
         np.testing.assert_array_equal(w2a, w2b)
 
 
+def test_fill_sums_the_same_whether_keys_span_a_small_or_a_large_range():
+    """A chunk whose filled keys span a small range is binned by key offset, one spanning a
+    large range (a few hundred thousand regions) by sorting: the same entries give the same
+    Σw and Σw², bit for bit."""
+    region, mass, weight = _entries(7, 20_000, 40)
+    few, many = PairCounts(MB), PairCounts(MB)
+    few.fill_weights("mc", region, mass, {"nominal": weight, "unit": None})
+    many.fill_weights("mc", region * 7_919, mass, {"nominal": weight, "unit": None})
+    for variation in ("nominal", "unit"):
+        a, b = few.blocks[("mc", variation)], many.blocks[("mc", variation)]
+        reg_a, bin_a = np.divmod(a.keys, MB.n_bins)
+        reg_b, bin_b = np.divmod(b.keys, MB.n_bins)
+        np.testing.assert_array_equal(reg_a * 7_919, reg_b)
+        np.testing.assert_array_equal(bin_a, bin_b)
+        np.testing.assert_array_equal(a.sumw, b.sumw)
+        np.testing.assert_array_equal(a.sumw2, b.sumw2)
+    assert (
+        few.blocks[("mc", "unit")].sumw.sum()
+        == np.isfinite(mass).sum() - ((mass < MB.lo) | (mass >= MB.hi)).sum()
+    )
+
+
 def test_storage_grows_with_populated_regions_only():
     """Regression (issue 12): a growing region axis and dense dataset x variation x region x
     mass storage made memory and fill cost grow with the category count; only filled bins are

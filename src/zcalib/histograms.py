@@ -116,6 +116,28 @@ def _merge_loop(
     return keys[:k], w[:k], w2[:k]
 
 
+def _bin_index(
+    keys: NDArray[np.int64],
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64] | slice]:
+    """The sorted unique ``keys``, the bin of each key for ``np.bincount`` and which bins
+    are filled (``np.bincount(inv)[filled]`` lines up with the unique keys).
+
+    When the keys span a range not much larger than their number (few populated regions,
+    the usual case per chunk), bins are the offsets from the smallest key and no sort is
+    needed; otherwise they come from ``np.unique``. Either way each bin sums its entries in
+    fill order, so the sums are the same bit for bit.
+    """
+    if len(keys):
+        lo = int(keys.min())
+        span = int(keys.max()) - lo + 1
+        if span <= 4 * len(keys) + 65536:
+            inv = keys - lo
+            filled = np.flatnonzero(np.bincount(inv, minlength=span))
+            return filled + lo, inv, filled
+    uniq, inv = np.unique(keys, return_inverse=True)
+    return uniq, inv, slice(None)
+
+
 @dataclass(frozen=True)
 class _Block:
     """Filled bins of one (dataset, variation): sorted unique keys ``region * n_bins + bin``
@@ -191,15 +213,15 @@ class PairCounts:
         idx = np.asarray(self._axis().index(np.asarray(mass, dtype=np.float64)), dtype=np.int64)
         ok = (idx >= 0) & (idx < nb)
         keys = (np.asarray(region, dtype=np.int64) * nb + idx)[ok]
-        uniq, inv = np.unique(keys, return_inverse=True)
+        uniq, inv, filled = _bin_index(keys)
         for variation, weight in weights.items():
             if weight is None:
-                sumw = np.asarray(np.bincount(inv, minlength=len(uniq)), dtype=np.float64)
+                sumw = np.asarray(np.bincount(inv), dtype=np.float64)[filled]
                 sumw2 = sumw
             else:
                 w = np.asarray(weight, dtype=np.float64)[ok]
-                sumw = np.asarray(np.bincount(inv, weights=w, minlength=len(uniq)), np.float64)
-                sumw2 = np.asarray(np.bincount(inv, weights=w * w, minlength=len(uniq)), np.float64)
+                sumw = np.asarray(np.bincount(inv, weights=w), np.float64)[filled]
+                sumw2 = np.asarray(np.bincount(inv, weights=w * w), np.float64)[filled]
             self._add((dataset, variation), _Block(uniq, sumw, sumw2))
 
     def _add(self, key: tuple[str, str], block: _Block) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -215,3 +217,80 @@ def test_data_hold_only_data_variations(reference):
     _, w, _ = reference.region_arrays("data", "pileup_up")  # still readable: zeros
     assert w.shape[0] == len(reference.regions)
     assert not w.any()
+
+
+def test_piecewise_constant_weight_evaluated_once_per_interval_gives_the_same_numbers():
+    """A pile-up weight is a binning of numbers: it is evaluated once per interval between
+    its edges (values on an edge on their own) and spread back; the numbers are those of a
+    correctionlib call per event, in range, on the edges and clamped outside."""
+    import correctionlib
+
+    from zcalib.processors.zee import _constant_edges, _evaluate_keys
+
+    payload = PILEUP.read_text()
+    edges = _constant_edges(payload, "pileup", -1)
+    assert edges is not None
+    np.testing.assert_array_equal(edges, np.arange(101.0))
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.uniform(-5.0, 110.0, 20_000), edges, np.nextafter(edges, -1)])
+    ev = correctionlib.CorrectionSet.from_string(payload)["pileup"]
+    keys = ("nominal", "up", "down")
+    got = _evaluate_keys(ev, [x], keys, -1, edges)
+    for key, values in zip(keys, got, strict=True):
+        np.testing.assert_array_equal(values, ev.evaluate(x, key))
+    # not piecewise constant: a formula in the number
+    formula = {
+        "schema_version": 2,
+        "corrections": [
+            {
+                "name": "w",
+                "version": 1,
+                "inputs": [{"name": "npu", "type": "real"}, {"name": "k", "type": "string"}],
+                "output": {"name": "w", "type": "real"},
+                "data": {
+                    "nodetype": "category",
+                    "input": "k",
+                    "content": [
+                        {
+                            "key": "nominal",
+                            "value": {
+                                "nodetype": "formula",
+                                "expression": "1+0.01*x",
+                                "parser": "TFormula",
+                                "variables": ["npu"],
+                            },
+                        }
+                    ],
+                },
+            }
+        ],
+    }
+    assert _constant_edges(json.dumps(formula), "w", -1) is None
+
+
+def test_processor_reads_only_the_branches_it_uses(scheme):
+    """Optional branches the files hold but the fill does not use (event number, lumi
+    block, charge without an opposite-charge cut, MC weights for data) are not read."""
+    from zcalib.io.ecalelf import ECALELF
+    from zcalib.processors.zee import ZeeProcessor
+
+    available = ECALELF.optional()  # every optional branch present
+    assert set(available) == {"sc_eta", "charge", "event", "lumi", "weight", "npu"}
+    required = ["runNumber", "R9Ele", "etaEle", "phiEle", "energy_ECAL_ele", "gainSeedSC"]
+    proc = ZeeProcessor(
+        fmt="ecalelf",
+        categories=scheme.to_yaml_dict(),
+        kinds={"d": "data", "m": "mc"},
+        available={"d": available, "m": available},
+        weights=(load_weight("pileup", PILEUP),),
+    )
+    assert proc.branches("d") == [*required, "eleID", "etaSCEle"]
+    assert proc.branches("m") == [*required, "eleID", "etaSCEle", "mcGenWeight", "nPU"]
+    charged = ZeeProcessor(
+        fmt="ecalelf",
+        categories=scheme.to_yaml_dict(),
+        kinds={"d": "data"},
+        available={"d": available},
+        selection=SelectionConfig(opposite_charge=True),
+    )
+    assert "chargeEle" in charged.branches("d")

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ID_BITS",
+    "KIND_OF_ROLE",
     "READ_BYTES_KEY",
     "SKIM_EVENT_COLUMNS",
     "SKIM_LEPTON_COLUMNS",
@@ -30,11 +31,39 @@ __all__ = [
     "EventBranch",
     "IdLevel",
     "InputFormat",
+    "Kind",
+    "Layout",
     "Leptons",
+    "coffea_file",
 ]
 
 IdLevel = Literal["none", "loose", "medium", "tight"]
 EventBranch = Literal["run", "lumi", "event"]
+#: The value type a branch must have: floating point, integer, or either (not bool).
+Kind = Literal["float", "int", "number"]
+#: How a branch holds its values: one per event, a fixed-size per-electron array (``[3]``),
+#: or a variable-length per-electron list.
+Layout = Literal["scalar", "array", "jagged"]
+
+#: The value type of each lepton or event quantity (role), whatever the format.
+KIND_OF_ROLE: dict[str, Kind] = {
+    "energy": "float",
+    "pt": "float",
+    "eta": "float",
+    "sc_eta": "float",
+    "phi": "float",
+    "r9": "float",
+    "mass": "float",
+    "gain": "int",
+    "id": "int",
+    "charge": "int",
+    "run": "int",
+    "lumi": "int",
+    "event": "int",
+    "count": "int",
+    "weight": "number",
+    "npu": "number",
+}
 
 #: Processor-output key carrying the bytes a chunk read outside coffea's own reader (Parquet
 #: row groups, direct column reads); the runner adds them to coffea's ``bytesread``.
@@ -172,6 +201,12 @@ class InputFormat:
     reads_columns: ClassVar[bool] = False
     #: Branch feeding each checked lepton quantity (for error messages).
     sources: ClassVar[dict[str, str]] = {}
+    #: Per-lepton branches read, by branch name: the quantity (role) each holds.
+    lepton_roles: ClassVar[dict[str, str]] = {}
+    #: Per-event branches read, by branch name: the quantity (role) each holds.
+    event_roles: ClassVar[dict[str, str]] = {}
+    #: How the per-lepton branches hold the electrons.
+    lepton_layout: ClassVar[Layout] = "scalar"
 
     def required(self, column_map: ColumnMap | None = None) -> list[str]:
         """Branches that must exist (MC-only and optional ones excluded)."""
@@ -180,6 +215,14 @@ class InputFormat:
     def optional(self, column_map: ColumnMap | None = None) -> dict[str, str]:
         """Optional branches by role (``weight``, ``npu``, ``sc_eta``, ``event``, ...)."""
         raise NotImplementedError
+
+    def branch_types(self, column_map: ColumnMap | None = None) -> dict[str, tuple[Kind, Layout]]:
+        """``{branch: (kind, layout)}`` this reader expects of each branch it may read
+        (checked by the pre-flight, :mod:`zcalib.io.preflight`)."""
+        del column_map
+        out = {b: (KIND_OF_ROLE[r], self.lepton_layout) for b, r in self.lepton_roles.items()}
+        out.update({b: (KIND_OF_ROLE[r], "scalar") for b, r in self.event_roles.items()})
+        return out
 
     def event_branch(
         self, role: EventBranch, available: Mapping[str, str], column_map: ColumnMap | None
@@ -235,15 +278,28 @@ class InputFormat:
 
         return BaseSchema
 
-    def read_chunk(self, metadata: Mapping[str, Any], columns: list[str]) -> ColumnChunk:
+    def read_chunk(
+        self, metadata: Mapping[str, Any], columns: list[str], file: Any = None
+    ) -> ColumnChunk:
         """Read ``columns`` of one chunk (coffea's per-chunk ``metadata``) as numpy arrays.
 
         A direct ``uproot`` read of exactly the branches a processor needs, at the cost of a
         raw read, instead of materialising coffea's lazy arrays one by one.
+
+        Args:
+            metadata: coffea's chunk metadata (file, tree, entry range).
+            columns: the branches to read.
+            file: the ``uproot`` directory coffea already opened for this chunk
+                (:func:`coffea_file`): its tree is read without opening the file again,
+                and coffea counts the bytes (``nbytes`` is 0 then). ``None``: open the file.
         """
         import uproot
 
         start, stop = int(metadata["entrystart"]), int(metadata["entrystop"])
+        if file is not None:
+            tree = file[str(metadata["treename"])]
+            arrays = tree.arrays(columns, entry_start=start, entry_stop=stop, library="np")
+            return ColumnChunk(dict(arrays), metadata, stop - start, 0)
         with uproot.open(str(metadata["filename"])) as fh:
             tree = fh[str(metadata["treename"])]
             arrays = tree.arrays(columns, entry_start=start, entry_stop=stop, library="np")
@@ -294,6 +350,20 @@ class ColumnChunk:
 
     def __len__(self) -> int:
         return self._n
+
+
+def coffea_file(events: Any) -> Any:
+    """The ``uproot`` directory coffea opened for a chunk of its events, ``None`` if unknown.
+
+    coffea's ``Runner`` opens every chunk's file (and reads its tree header) before calling
+    ``process``; reading the needed branches through that handle costs no second open.
+    """
+    import uproot
+
+    attrs = getattr(events, "attrs", None)
+    factory = attrs.get("@events_factory") if isinstance(attrs, Mapping) else None
+    handle = getattr(factory, "file_handle", None)
+    return handle if isinstance(handle, uproot.ReadOnlyDirectory) else None
 
 
 # ------------------------------------------------------------------ helpers of the formats

@@ -14,6 +14,7 @@ import awkward as ak
 import numpy as np
 from numpy.typing import NDArray
 
+from zcalib._jit import jitted
 from zcalib.io._base import (
     ID_BITS,
     ColumnMap,
@@ -21,22 +22,53 @@ from zcalib.io._base import (
     InputFormat,
     Leptons,
     event_columns,
-    np_col,
     optional_fields,
 )
 
 __all__ = ["ECALELF", "EcalelfFormat"]
 
-_GAIN = np.array([12, 6, 1], dtype=np.int64)
 _ID_BITS = {"none": 0, "medium": 0x08, "tight": 0x10}
 _EVENT_BRANCHES = {"run": "runNumber", "lumi": "lumiBlock", "event": "eventNumber"}
 
 
-def _first2(column: Any, dtype: Any) -> NDArray[Any]:
-    """Slots 0 and 1 of a fixed-size ``[3]`` ECALELF branch (sliced in numpy: no copy of the
-    whole awkward RegularArray)."""
-    values = column if isinstance(column, np.ndarray) else ak.to_numpy(column)
-    return np.asarray(values[:, :2], dtype=dtype)
+def _numpy(column: Any) -> NDArray[Any]:
+    """A fixed-size ``[3]`` ECALELF branch as a numpy ``(n, 3)`` array (no copy if numpy)."""
+    return column if isinstance(column, np.ndarray) else ak.to_numpy(column)
+
+
+def _slots(column: NDArray[Any]) -> NDArray[np.float64]:  # pragma: no cover
+    """Slots 0 and 1 of a ``(n, 3)`` branch as a float64 ``(n, 2)`` array (compiled: a
+    third of numpy's ``astype`` of the strided slice)."""
+    n = column.shape[0]
+    out = np.empty((n, 2))
+    for i in range(n):
+        out[i, 0] = column[i, 0]
+        out[i, 1] = column[i, 1]
+    return out
+
+
+def _gain_id_loop(
+    gain_index: NDArray[Any], ele_id: NDArray[Any], id_mask: int, medium: int, tight: int
+) -> tuple[NDArray[np.int64], NDArray[np.bool_], NDArray[np.int64]]:  # pragma: no cover
+    """Gains as 12/6/1 (-1: unknown index), the ID decision for ``id_mask`` and the working
+    points as :data:`ID_BITS` (``medium``, ``tight``) of slots 0 and 1, in one pass."""
+    n = gain_index.shape[0]
+    gain = np.empty((n, 2), np.int64)
+    id_pass = np.empty((n, 2), np.bool_)
+    bits = np.empty((n, 2), np.int64)
+    for i in range(n):
+        for j in range(2):
+            g = gain_index[i, j]
+            gain[i, j] = 12 if g == 0 else (6 if g == 1 else (1 if g == 2 else -1))
+            word = np.int64(ele_id[i, j])
+            id_pass[i, j] = (word & id_mask) == id_mask
+            b = 0
+            if word & 0x08:
+                b |= medium
+            if word & 0x10:
+                b |= tight
+            bits[i, j] = b
+    return gain, id_pass, bits
 
 
 class EcalelfFormat(InputFormat):
@@ -53,6 +85,24 @@ class EcalelfFormat(InputFormat):
         "eta": "etaEle",
         "phi": "phiEle",
         "r9": "R9Ele",
+    }
+    lepton_layout = "array"
+    lepton_roles: ClassVar[dict[str, str]] = {
+        "energy_ECAL_ele": "energy",
+        "etaEle": "eta",
+        "etaSCEle": "sc_eta",
+        "phiEle": "phi",
+        "R9Ele": "r9",
+        "gainSeedSC": "gain",
+        "eleID": "id",
+        "chargeEle": "charge",
+    }
+    event_roles: ClassVar[dict[str, str]] = {
+        "runNumber": "run",
+        "lumiBlock": "lumi",
+        "eventNumber": "event",
+        "mcGenWeight": "weight",
+        "nPU": "npu",
     }
 
     def required(self, column_map: ColumnMap | None = None) -> list[str]:
@@ -93,39 +143,36 @@ class EcalelfFormat(InputFormat):
         column_map: ColumnMap | None,
         columns: tuple[str, ...] = (),
     ) -> Leptons:
-        """Slots 0 and 1 of every per-electron branch."""
+        """Slots 0 and 1 of every per-electron branch (compiled passes over them)."""
         n = len(events)
-        energy = _first2(events["energy_ECAL_ele"], np.float64)
-        eta = _first2(events["etaEle"], np.float64)
-        sc_eta = (
-            np_col(events[available["sc_eta"]][:, :2], np.float64) if "sc_eta" in available else eta
+        slots = jitted(_slots)
+        eta = slots(_numpy(events["etaEle"]))
+        sc_eta = slots(_numpy(events[available["sc_eta"]])) if "sc_eta" in available else eta
+        gain, id_pass, id_bits = jitted(_gain_id_loop)(
+            _numpy(events["gainSeedSC"]),
+            _numpy(events["eleID"]),
+            _ID_BITS[id_level],
+            ID_BITS["medium"],
+            ID_BITS["tight"],
         )
-        gain_idx = _first2(events["gainSeedSC"], np.int64)
-        gain = np.where((gain_idx >= 0) & (gain_idx <= 2), _GAIN[np.clip(gain_idx, 0, 2)], -1)
-        bits = _ID_BITS[id_level]
-        ele_id = _first2(events["eleID"], np.int64)
-        id_pass = (ele_id & bits) == bits
-        ecal_bits = np.zeros(ele_id.shape, dtype=np.int64)
-        ecal_bits[(ele_id & 0x08) == 0x08] |= ID_BITS["medium"]
-        ecal_bits[(ele_id & 0x10) == 0x10] |= ID_BITS["tight"]
         charge = (
-            np_col(events[available["charge"]][:, :2], np.int64)
+            np.asarray(_numpy(events[available["charge"]])[:, :2], dtype=np.int64)
             if "charge" in available
             else np.zeros((n, 2), np.int64)
         )
         return Leptons(
-            energy=energy,
+            energy=slots(_numpy(events["energy_ECAL_ele"])),
             eta=eta,
             sc_eta=sc_eta,
-            phi=_first2(events["phiEle"], np.float64),
-            r9=_first2(events["R9Ele"], np.float64),
+            phi=slots(_numpy(events["phiEle"])),
+            r9=slots(_numpy(events["R9Ele"])),
             gain=gain,
             id_pass=id_pass,
             charge=charge,
             valid=np.ones((n, 2), dtype=bool),
-            id_bits=ecal_bits,
+            id_bits=id_bits,
             **event_columns(events, n, run="runNumber", **optional_fields(available)),
-            columns={c: _first2(events[c], np.float64) for c in columns},
+            columns={c: np.asarray(_numpy(events[c])[:, :2], dtype=np.float64) for c in columns},
         )
 
 

@@ -10,9 +10,12 @@ import numpy as np
 
 from zcalib.io._base import (
     ID_BITS,
+    KIND_OF_ROLE,
     ColumnMap,
     EventBranch,
     InputFormat,
+    Kind,
+    Layout,
     Leptons,
     event_columns,
     pair_cols,
@@ -39,6 +42,17 @@ class FlatFormat(InputFormat):
         """Every branch the column map names (except weight and pile-up)."""
         per_lepton, per_event = _need(column_map).branches()
         return per_lepton + per_event
+
+    def branch_types(self, column_map: ColumnMap | None = None) -> dict[str, tuple[Kind, Layout]]:
+        """Every branch the column map names holds one value per event, typed by its role."""
+        out: dict[str, tuple[Kind, Layout]] = {}
+        if column_map is None:
+            return out
+        # category columns (``columns``) are checked where a scheme cuts on them
+        for role, value in column_map.model_dump(exclude={"columns"}).items():
+            names = [value] if isinstance(value, str) else list(value or ())
+            out.update(dict.fromkeys(names, (KIND_OF_ROLE[role], "scalar")))
+        return out
 
     def optional(self, column_map: ColumnMap | None = None) -> dict[str, str]:
         """``weight`` and ``npu`` when the column map names them."""

@@ -70,6 +70,25 @@ class NanoaodFormat(InputFormat):
         "phi": "Electron_phi",
         "r9": "Electron_r9",
     }
+    lepton_layout = "jagged"
+    lepton_roles: ClassVar[dict[str, str]] = {
+        "Electron_pt": "pt",
+        "Electron_eta": "eta",
+        "Electron_deltaEtaSC": "eta",
+        "Electron_phi": "phi",
+        "Electron_r9": "r9",
+        "Electron_seedGain": "gain",
+        "Electron_cutBased": "id",
+        "Electron_charge": "charge",
+    }
+    event_roles: ClassVar[dict[str, str]] = {
+        "run": "run",
+        "luminosityBlock": "lumi",
+        "event": "event",
+        "nElectron": "count",
+        "genWeight": "weight",
+        "Pileup_nTrueInt": "npu",
+    }
 
     def required(self, column_map: ColumnMap | None = None) -> list[str]:
         """Branches every NanoAOD file must have."""

@@ -17,11 +17,15 @@ from numpy.typing import NDArray
 
 from zcalib.io._base import (
     ID_BITS,
+    KIND_OF_ROLE,
     READ_BYTES_KEY,
+    SKIM_EVENT_COLUMNS,
     SKIM_LEPTON_COLUMNS,
     ColumnMap,
     EventBranch,
     InputFormat,
+    Kind,
+    Layout,
     Leptons,
     event_columns,
     optional_fields,
@@ -49,6 +53,15 @@ class ParquetFormat(InputFormat):
         """Every lepton column, ``run`` and ``weight``."""
         del column_map
         return [f"{c}_{i}" for c in SKIM_LEPTON_COLUMNS for i in (1, 2)] + ["run", "weight"]
+
+    def branch_types(self, column_map: ColumnMap | None = None) -> dict[str, tuple[Kind, Layout]]:
+        """Every skim column holds one value per row (pair)."""
+        del column_map
+        out: dict[str, tuple[Kind, Layout]] = {
+            f"{c}_{i}": (KIND_OF_ROLE[c], "scalar") for c in SKIM_LEPTON_COLUMNS for i in (1, 2)
+        }
+        out.update({c: (KIND_OF_ROLE[c], "scalar") for c in SKIM_EVENT_COLUMNS})
+        return out
 
     def optional(self, column_map: ColumnMap | None = None) -> dict[str, str]:
         """``npu``, ``lumi``, ``event`` when the source had them."""

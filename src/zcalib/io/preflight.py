@@ -23,7 +23,7 @@ import logging
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -31,8 +31,8 @@ import uproot
 
 from zcalib.config import DatasetConfig, is_url
 from zcalib.exceptions import InputError, InvalidConfig
+from zcalib.io._base import Kind, Layout
 from zcalib.io.formats import (
-    SKIM_LEPTON_COLUMNS,
     get_format,
     optional_branches,
     required_branches,
@@ -190,7 +190,7 @@ def preflight(
         seen_optional: set[tuple[tuple[str, str], ...]] = set()
         for f in ds.files:
             try:
-                if cfg.format == "parquet":
+                if get_format(cfg.format).reader == "parquet":
                     info = _check_parquet(
                         f,
                         ds.name,
@@ -322,9 +322,6 @@ def _identity(path: str) -> Any:
 
 
 # ------------------------------------------------------------------ branch types and shapes
-Kind = Literal["float", "int", "number"]
-Layout = Literal["scalar", "array", "jagged"]
-
 #: What each kind accepts, in messages.
 _ALLOWED = {
     "float": "floating point (float32, float64)",
@@ -336,93 +333,18 @@ _LAYOUT_TEXT = {
     "array": "a fixed-size per-electron array such as [3]",
     "jagged": "a variable-length per-electron list",
 }
-#: Roles of per-lepton and per-event quantities, and the type they must have.
-_KIND_OF_ROLE: dict[str, Kind] = {
-    "energy": "float",
-    "pt": "float",
-    "eta": "float",
-    "sc_eta": "float",
-    "phi": "float",
-    "r9": "float",
-    "mass": "float",
-    "gain": "int",
-    "id": "int",
-    "charge": "int",
-    "run": "int",
-    "lumi": "int",
-    "event": "int",
-    "count": "int",
-    "weight": "number",
-    "npu": "number",
-}
-_ECALELF_ROLES = {
-    "energy_ECAL_ele": "energy",
-    "etaEle": "eta",
-    "etaSCEle": "sc_eta",
-    "phiEle": "phi",
-    "R9Ele": "r9",
-    "gainSeedSC": "gain",
-    "eleID": "id",
-    "chargeEle": "charge",
-}
-_ECALELF_EVENT_ROLES = {
-    "runNumber": "run",
-    "lumiBlock": "lumi",
-    "eventNumber": "event",
-    "mcGenWeight": "weight",
-    "nPU": "npu",
-}
-_NANOAOD_ROLES = {
-    "Electron_pt": "pt",
-    "Electron_eta": "eta",
-    "Electron_deltaEtaSC": "eta",
-    "Electron_phi": "phi",
-    "Electron_r9": "r9",
-    "Electron_seedGain": "gain",
-    "Electron_cutBased": "id",
-    "Electron_charge": "charge",
-}
-_NANOAOD_EVENT_ROLES = {
-    "run": "run",
-    "luminosityBlock": "lumi",
-    "event": "event",
-    "nElectron": "count",
-    "genWeight": "weight",
-    "Pileup_nTrueInt": "npu",
-}
 
 
 def branch_types(cfg: DatasetConfig) -> dict[str, tuple[Kind, Layout]]:
-    """``{branch: (kind, layout)}`` the reader of ``cfg.format`` expects of each branch it reads.
+    """``{branch: (kind, layout)}`` the reader of ``cfg.format`` expects of each branch it reads
+    (each format module says it: :meth:`~zcalib.io._base.InputFormat.branch_types`).
 
     Example:
-        >>> from zcalib.config import dataset_config_from_files
         >>> cfg = DatasetConfig(datasets=[{"name": "d", "kind": "data", "files": ["d.root"]}])
         >>> branch_types(cfg)["energy_ECAL_ele"], branch_types(cfg)["runNumber"]
         (('float', 'array'), ('int', 'scalar'))
     """
-    out: dict[str, tuple[Kind, Layout]] = {}
-    if cfg.format in ("ecalelf", "nanoaod"):
-        per_lepton, per_event = (
-            (_ECALELF_ROLES, _ECALELF_EVENT_ROLES)
-            if cfg.format == "ecalelf"
-            else (_NANOAOD_ROLES, _NANOAOD_EVENT_ROLES)
-        )
-        layout: Layout = "array" if cfg.format == "ecalelf" else "jagged"
-        out.update({b: (_KIND_OF_ROLE[r], layout) for b, r in per_lepton.items()})
-        out.update({b: (_KIND_OF_ROLE[r], "scalar") for b, r in per_event.items()})
-    elif cfg.format == "parquet":
-        for c in SKIM_LEPTON_COLUMNS:
-            for i in (1, 2):
-                out[f"{c}_{i}"] = (_KIND_OF_ROLE[c], "scalar")
-        for c in ("run", "lumi", "event", "weight", "npu", "mass"):
-            out[c] = (_KIND_OF_ROLE[c], "scalar")
-    elif cfg.column_map is not None:
-        for role, value in cfg.column_map.model_dump(exclude={"columns"}).items():
-            names = [value] if isinstance(value, str) else list(value or ())
-            for b in names:
-                out[b] = (_KIND_OF_ROLE[role], "scalar")
-    return out
+    return get_format(cfg.format).branch_types(cfg.column_map)
 
 
 def _dtype_kind(dtype: np.dtype[Any]) -> str:

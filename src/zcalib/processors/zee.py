@@ -35,9 +35,9 @@ from zcalib._jit import jitted
 from zcalib.categories import CRACK, CategoryScheme, region_code, scheme_from_dict
 from zcalib.config import SelectionConfig
 from zcalib.histograms import MassBinning, PairCounts
-from zcalib.io._base import READ_BYTES_KEY
+from zcalib.io._base import READ_BYTES_KEY, coffea_file
 from zcalib.io.formats import ColumnMap, EventBranch, Leptons, get_format
-from zcalib.physics import category_et, pair_mass
+from zcalib.physics import category_et, pair_masses
 
 __all__ = [
     "CUTS",
@@ -338,23 +338,57 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         """The key of a chunk's cutflow in the output: its dataset."""
         return str(meta["dataset"])
 
-    def _read_chunk(self, events: Any, out: dict[str, Any]) -> Leptons | None:
+    def needed_optional(self, dataset: str) -> dict[str, str]:
+        """The optional branches (by role) of ``dataset`` that :meth:`process` uses.
+
+        Supercluster η always; the charge for an opposite-charge selection; for MC the
+        generator weight and the branches the MC weights read; the event identity and the
+        run/lumi branches the correction steps of the dataset's kind need. Other branches
+        the files hold are not read.
+        """
+        kind = self.kinds[dataset]
+        roles = {"sc_eta"}
+        if self.selection.opposite_charge:
+            roles.add("charge")
+        if kind == "mc":
+            roles.add("weight")
+            roles.update(name for spec in self.weights for name in spec.branch_inputs)
+        steps = [c for c in self.corrections if c.kind == ("scale" if kind == "data" else "smear")]
+        for step in steps:
+            roles.update(r for r in ("run", "lumi") if r in correction_inputs(step))
+        if steps and kind == "mc":
+            roles.add("event")  # keys the smearing random numbers
+        return {r: b for r, b in self.available.get(dataset, {}).items() if r in roles}
+
+    def branches(self, dataset: str) -> list[str]:
+        """Every branch (column) :meth:`process` reads for ``dataset``."""
+        form = get_format(self.fmt)
+        needed = self.needed_optional(dataset).values()
+        return list(dict.fromkeys([*form.required(self.column_map), *needed]))
+
+    def _read_chunk(
+        self, events: Any, out: dict[str, Any], *, only_needed: bool = False
+    ) -> Leptons | None:
         """Read the leptons of a chunk and check their values.
 
         Unreadable chunks and non-finite values are recorded in ``out["errors"]`` (and
         unreadable ones in ``out["failed"]``, with the chunk's ``all`` count zeroed when a
         cutflow is kept); ``None`` is returned then, so every processor reports bad input the
-        same way on every executor.
+        same way on every executor. ``only_needed``: read only the optional branches
+        :meth:`needed_optional` names (the others stay zeros/absent in the record); else
+        every optional branch the input has.
         """
         meta = events.metadata
         dataset = meta["dataset"]
         where = self._where(meta)
         start = int(meta.get("entrystart") or 0)
         form = get_format(self.fmt)
+        available = (
+            self.needed_optional(dataset) if only_needed else self.available.get(dataset, {})
+        )
         try:
             if form.reads_columns:
                 # read exactly the needed branches as numpy, like a raw uproot read
-                available = self.available.get(dataset, {})
                 extra = [
                     b
                     for c in self.category_columns
@@ -363,12 +397,13 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
                 wanted = list(
                     dict.fromkeys([*form.required(self.column_map), *available.values(), *extra])
                 )
-                events = form.read_chunk(meta, wanted)
-                out[READ_BYTES_KEY] = events.nbytes
+                events = form.read_chunk(meta, wanted, coffea_file(events))
+                if events.nbytes:
+                    out[READ_BYTES_KEY] = events.nbytes
             lep = form.extract(
                 events,
                 id_level=self.selection.id_level,
-                available=self.available.get(dataset, {}),
+                available=available,
                 column_map=self.column_map,
                 columns=self.category_columns,
             )
@@ -417,7 +452,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             "errors": set(),
             "failed": set(),
         }
-        lep = self._read_chunk(events, out)
+        lep = self._read_chunk(events, out, only_needed=True)
         if lep is None:
             return out
         out["sumw"][dataset] = float(lep.weight.sum()) if kind == "mc" else float(len(lep))
@@ -494,7 +529,8 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             xs = [
                 self._weight_input(lep, spec, name, where, pair)[cut] for name in spec.input_names
             ]
-            wn, wu, wd = _evaluate_keys(self._evaluator(spec), xs, spec.keys, spec.key_index)
+            edges = _constant_edges(spec.payload, spec.correction, spec.key_index)
+            wn, wu, wd = _evaluate_keys(self._evaluator(spec), xs, spec.keys, spec.key_index, edges)
             nominal = nominal * wn
             ratio_u = np.divide(wu, wn, out=np.zeros_like(wu), where=wn != 0)
             ratio_d = np.divide(wd, wn, out=np.zeros_like(wd), where=wn != 0)
@@ -535,49 +571,64 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
     def _select(
         self, lep: Leptons, energy: NDArray[np.float64]
     ) -> tuple[NDArray[np.int64], NDArray[np.float64], PackedSelection]:
-        with np.errstate(over="ignore"):  # fill values (ECALELF η = -999): cut on η
-            cosh_sc = np.cosh(lep.sc_eta)
-        n = len(lep)
-        mass, sel = pair_selection(lep, energy, self.selection, self.binning, cosh_sc=cosh_sc)
-        cells = self.scheme.assign(
-            abs_eta=np.abs(lep.sc_eta).ravel(),
-            r9=lep.r9.ravel(),
-            et=category_et(energy / cosh_sc, mass).ravel(),  # migration-free (docs/fit.md)
-            gain=lep.gain.ravel(),
-            run=np.repeat(lep.run, 2),
-            sceta=lep.sc_eta.ravel(),
-            columns={name: values.ravel() for name, values in lep.columns.items()},
-        ).reshape(n, 2)
+        """Cell of each lepton, the pair mass and the selection (every step of :data:`CUTS`).
+
+        Leptons are categorised on the migration-free Et ``Et · m_Z / m_ee``
+        (:func:`zcalib.physics.category_et`, docs/fit.md)."""
+        mass, et, bits = pair_cuts(lep, energy, self.selection, self.binning)
+        cells = self._categorise(lep, category_et(et, mass))
+        sel = _packed(bits)
         sel.add("categorised", (cells >= 0).all(axis=1))
         return cells, mass, sel
 
+    def _categorise(self, lep: Leptons, et: NDArray[np.float64]) -> NDArray[np.int64]:
+        """Cell index of each lepton, ``(n, 2)`` (``-1``: outside every category).
+
+        The per-lepton columns the scheme cuts on, by name, go to
+        :meth:`CategoryScheme.assign` in one call.
+        """
+        n = len(lep)
+        columns = {
+            "abs_eta": np.abs(lep.sc_eta),
+            "r9": lep.r9,
+            "et": et,
+            "gain": lep.gain,
+            "sceta": lep.sc_eta,
+        }
+        if self.scheme.uses_run:
+            columns["run"] = np.repeat(lep.run[:, None], 2, axis=1)
+        flat = {name: np.ravel(values) for name, values in columns.items()}
+        extra = {name: np.ravel(values) for name, values in lep.columns.items()}
+        return self.scheme.assign(**flat, columns=extra).reshape(n, 2)
+
 
 def pair_selection(
-    lep: Leptons,
-    energy: NDArray[np.float64],
-    cfg: SelectionConfig,
-    binning: MassBinning,
-    *,
-    cosh_sc: NDArray[np.float64] | None = None,
+    lep: Leptons, energy: NDArray[np.float64], cfg: SelectionConfig, binning: MassBinning
 ) -> tuple[NDArray[np.float64], PackedSelection]:
     """The pair mass and every selection step of :data:`CUTS` except ``categorised``.
 
     Shared by the processor and the skimmer (``zcalib skim``), so a skim keeps exactly the
-    pairs the same selection keeps. The cuts are evaluated in one compiled pass
-    (:func:`_pair_cuts`); the transcendental functions stay numpy's (``cosh_sc``:
-    ``cosh(η_SC)`` if the caller has it).
+    pairs the same selection keeps.
+    """
+    mass, _, bits = pair_cuts(lep, energy, cfg, binning)
+    return mass, _packed(bits)
+
+
+def pair_cuts(
+    lep: Leptons, energy: NDArray[np.float64], cfg: SelectionConfig, binning: MassBinning
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.uint8]]:
+    """The pair mass, each lepton's Et (``E / cosh η_SC``) and the cut bits of each pair.
+
+    One compiled pass (:func:`_pair_cuts`): bit ``k`` is set when the pair passes cut
+    ``_KERNEL_CUTS[k]``.
     """
     n = len(lep)
-    if cosh_sc is None:
-        with np.errstate(over="ignore"):  # fill values (ECALELF η = -999): cut on η
-            cosh_sc = np.cosh(lep.sc_eta)
     mass = _mass(lep, energy)
     has_pair = lep.has_pair if lep.has_pair is not None else np.ones(n, dtype=bool)
-    bits = jitted(_pair_cuts)(
+    et, bits = jitted(_pair_cuts)(
         np.ascontiguousarray(energy, dtype=np.float64),
         np.ascontiguousarray(lep.sc_eta, dtype=np.float64),
-        cosh_sc,
-        np.asarray(mass, dtype=np.float64),
+        mass,
         np.ascontiguousarray(lep.id_pass, dtype=np.bool_),
         np.ascontiguousarray(lep.valid, dtype=np.bool_),
         np.asarray(has_pair, dtype=np.bool_),
@@ -592,10 +643,15 @@ def pair_selection(
         float(binning.lo),
         float(binning.hi),
     )
+    return mass, et, bits
+
+
+def _packed(bits: NDArray[np.uint8]) -> PackedSelection:
+    """The cut bits of :func:`pair_cuts` as a coffea ``PackedSelection``."""
     sel = PackedSelection()
     for k, name in enumerate(_KERNEL_CUTS):
-        sel.add(name, ((bits >> k) & 1).astype(np.bool_))
-    return np.asarray(mass, dtype=np.float64), sel
+        sel.add(name, (bits & (1 << k)) != 0)
+    return sel
 
 
 #: The cuts :func:`_pair_cuts` evaluates, in bit order.
@@ -605,7 +661,6 @@ _KERNEL_CUTS: tuple[str, ...] = ("two_leptons", "id", "eta", "et", "charge", "ma
 def _pair_cuts(
     energy: NDArray[np.float64],
     sc_eta: NDArray[np.float64],
-    cosh_sc: NDArray[np.float64],
     mass: NDArray[np.float64],
     id_pass: NDArray[np.bool_],
     valid: NDArray[np.bool_],
@@ -620,10 +675,12 @@ def _pair_cuts(
     opposite: bool,
     m_lo: float,
     m_hi: float,
-) -> NDArray[np.uint8]:  # pragma: no cover
-    """Bit ``k`` of each pair: whether it passes cut ``_KERNEL_CUTS[k]`` (NaN fails)."""
+) -> tuple[NDArray[np.float64], NDArray[np.uint8]]:  # pragma: no cover
+    """Et of each lepton and bit ``k`` of each pair: whether it passes cut
+    ``_KERNEL_CUTS[k]`` (NaN fails; fill values such as η = -999 give Et 0 or NaN)."""
     n = len(mass)
     bits = np.zeros(n, np.uint8)
+    et = np.empty((n, 2))
     for i in range(n):
         b = 0
         if has_pair[i]:
@@ -639,8 +696,10 @@ def _pair_cuts(
             ok = ok and inside
         if ok:
             b |= 4
-        et0 = energy[i, 0] / cosh_sc[i, 0]
-        et1 = energy[i, 1] / cosh_sc[i, 1]
+        et0 = energy[i, 0] / np.cosh(sc_eta[i, 0])
+        et1 = energy[i, 1] / np.cosh(sc_eta[i, 1])
+        et[i, 0] = et0
+        et[i, 1] = et1
         both = not (np.isnan(et0) or np.isnan(et1))
         lead = max(et0, et1) if both else np.nan
         sub = min(et0, et1) if both else np.nan
@@ -651,7 +710,7 @@ def _pair_cuts(
         if mass[i] >= m_lo and mass[i] < m_hi:
             b |= 32
         bits[i] = b
-    return bits
+    return et, bits
 
 
 def pair_kinematics(lep: Leptons, energy: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
@@ -679,36 +738,130 @@ def pair_kinematics(lep: Leptons, energy: NDArray[np.float64]) -> dict[str, NDAr
 
 
 def _evaluate_keys(
-    ev: Any, xs: list[NDArray[np.float64]], keys: Sequence[str], key_index: int = -1
+    ev: Any,
+    xs: list[NDArray[np.float64]],
+    keys: Sequence[str],
+    key_index: int = -1,
+    edges: NDArray[np.float64] | None = None,
 ) -> list[NDArray[np.float64]]:
     """A correction evaluated at ``xs`` for each string key (input ``key_index``, -1: last).
 
-    With one numeric input that takes few distinct values (pile-up), the correction is
-    evaluated once per distinct value and spread back: the same numbers, a fraction of the
-    correctionlib calls.
+    With one numeric input the correction is evaluated once per group of inputs that must
+    give the same value, and spread back: the same numbers, a fraction of the correctionlib
+    calls. The groups are the distinct values when there are few (an integer pile-up), or,
+    when the correction is constant between ``edges`` (:func:`_constant_edges`: a binning
+    of numbers, such as a pile-up profile ratio), the intervals between the edges, each
+    edge value on its own.
     """
     at = len(xs) if key_index < 0 else key_index
 
     def call(values: list[NDArray[np.float64]], key: str) -> NDArray[np.float64]:
         return np.asarray(ev.evaluate(*values[:at], key, *values[at:]), dtype=np.float64)
 
-    if len(xs) == 1 and len(xs[0]) > 4096 and len(np.unique(xs[0][:1024])) < 256:
-        distinct, inverse = np.unique(xs[0], return_inverse=True)
-        if 4 * len(distinct) < len(xs[0]):
-            return [call([distinct], k)[inverse] for k in keys]
+    if len(xs) == 1 and len(xs[0]) > 4096:
+        x = xs[0]
+        if edges is not None and np.isfinite(x).all():
+            group, n_groups = _interval_groups(x, edges)
+            rep = np.zeros(n_groups)
+            rep[group] = x  # any member: every member of a group gives the same value
+            filled = np.zeros(n_groups, dtype=bool)
+            filled[group] = True
+            table = np.zeros(n_groups)
+            out = []
+            for k in keys:
+                table[filled] = call([rep[filled]], k)
+                out.append(table[group])
+            return out
+        if len(np.unique(x[:1024])) < 256:
+            distinct, inverse = np.unique(x, return_inverse=True)
+            if 4 * len(distinct) < len(x):
+                return [call([distinct], k)[inverse] for k in keys]
     return [call(xs, k) for k in keys]
 
 
+def _interval_groups(
+    x: NDArray[np.float64], edges: NDArray[np.float64]
+) -> tuple[NDArray[np.int64], int]:
+    """Group of each (finite) value: ``2k`` for the open interval below ``edges[k]``
+    (``k = len``: above the last edge), ``2k + 1`` for a value equal to ``edges[k]``; and the
+    group count. ``k`` is ``np.searchsorted(edges, x)``, found from the bin width when the
+    edges are equally spaced (pile-up profiles), by bisection otherwise (compiled)."""
+    step = float(edges[1] - edges[0]) if len(edges) > 1 else 0.0
+    uniform = step > 0 and bool(np.all(np.diff(edges) == step))
+    groups = jitted(_groups_loop)(np.ascontiguousarray(x), edges, step if uniform else 0.0)
+    return groups, 2 * len(edges) + 1
+
+
+def _groups_loop(
+    x: NDArray[np.float64], edges: NDArray[np.float64], step: float
+) -> NDArray[np.int64]:  # pragma: no cover
+    """The groups of :func:`_interval_groups`; ``step > 0``: the edges are equally spaced."""
+    n = len(edges)
+    out = np.empty(len(x), np.int64)
+    for i in range(len(x)):
+        v = x[i]
+        if step > 0.0:
+            guess = min(max(np.ceil((v - edges[0]) / step), 0.0), float(n))
+            k = int(guess)
+            while k > 0 and edges[k - 1] >= v:
+                k -= 1
+            while k < n and edges[k] < v:
+                k += 1
+        else:
+            k = np.searchsorted(edges, v)
+        out[i] = 2 * k + (1 if k < n and edges[k] == v else 0)
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _constant_edges(payload: str, name: str, key_input: int) -> NDArray[np.float64] | None:
+    """The edges between which correction ``name`` of ``payload`` is constant in its one
+    numeric input, or ``None`` when it is not piecewise constant (formulas, uniform or
+    multi-dimensional binnings, categories over the number) or has more inputs.
+
+    ``key_input`` is the position of the string (variation key) input among the two.
+    """
+    try:
+        corr = next(c for c in json.loads(payload).get("corrections", []) if c["name"] == name)
+    except (StopIteration, ValueError, KeyError, TypeError):
+        return None
+    inputs = [i.get("name") for i in corr.get("inputs", [])]
+    if len(inputs) != 2:
+        return None
+    number = inputs[1 - (key_input if key_input >= 0 else 1)]
+    found: list[float] = []
+
+    def walk(node: Any) -> bool:
+        if isinstance(node, (int, float)):
+            return True
+        if not isinstance(node, dict):
+            return False
+        kind = node.get("nodetype")
+        if kind == "category" and node.get("input") != number:
+            default = node.get("default")
+            return all(walk(c["value"]) for c in node["content"]) and (
+                default is None or walk(default)
+            )
+        if kind == "binning" and node.get("input") == number and isinstance(node["edges"], list):
+            found.extend(float(e) for e in node["edges"])
+            flow = node.get("flow")
+            return all(walk(c) for c in node["content"]) and (
+                flow in ("clamp", "error") or walk(flow)
+            )
+        return False
+
+    if not walk(corr.get("data")):
+        return None
+    return np.unique(np.asarray(found, dtype=np.float64))
+
+
 def _mass(lep: Leptons, energy: NDArray[np.float64]) -> NDArray[np.float64]:
-    with np.errstate(invalid="ignore"):
-        return pair_mass(  # type: ignore[return-value]
-            energy[:, 0],
-            lep.eta[:, 0],
-            lep.phi[:, 0],
-            energy[:, 1],
-            lep.eta[:, 1],
-            lep.phi[:, 1],
-        )
+    """The pair mass from ``energy`` and the lepton directions (one compiled loop)."""
+    return jitted(pair_masses)(  # type: ignore[no-any-return]
+        np.ascontiguousarray(energy, dtype=np.float64),
+        np.ascontiguousarray(lep.eta, dtype=np.float64),
+        np.ascontiguousarray(lep.phi, dtype=np.float64),
+    )
 
 
 def merge_cutflows(cutflows: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
