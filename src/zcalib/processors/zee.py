@@ -581,7 +581,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         sel.add("categorised", (cells >= 0).all(axis=1))
         return cells, mass, sel
 
-    def _categorise(self, lep: Leptons, et: NDArray[np.float64]) -> NDArray[np.int64]:
+    def _categorise(self, lep: Leptons, et: NDArray[np.floating[Any]]) -> NDArray[np.int64]:
         """Cell index of each lepton, ``(n, 2)`` (``-1``: outside every category).
 
         The per-lepton columns the scheme cuts on, by name, go to
