@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from zcalib.exceptions import FitFailed, ZcalibError
+from zcalib.outputs import output_run
 
 __all__ = ["main"]
 
@@ -116,7 +117,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="PATH",
-        help="run metrics JSON (default: next to --out, e.g. h.npz -> h.metrics.json)",
+        help="run metrics JSON (default: inside --out: DIR/run.metrics.json, "
+        "h.npz -> h.metrics.json)",
     )
     g.add_argument(
         "--checkpoint-dir",
@@ -507,7 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _ECHO["quiet"] = args.quiet
     _setup_logging(args.verbose, quiet=args.quiet)
     try:
-        rc: int = args.func(args)
+        with output_run(getattr(args, "out", None), fresh=True):  # writability checked before any work
+            rc: int = args.func(args)
     except FitFailed as err:
         if args.debug:
             raise

@@ -454,7 +454,10 @@ def save_histograms(hset: HistogramSet, path: str | Path) -> Path:
     p = Path(path)
     counts = hset.counts
     mb = counts.binning
+    from zcalib.outputs import RUN_ID_FIELD, current_run_id
+
     header = {
+        RUN_ID_FIELD: current_run_id(),
         "format": "zcalib-histograms",
         "format_version": FORMAT_VERSION,
         "blocks": [[d, v] for d, v in counts.blocks],

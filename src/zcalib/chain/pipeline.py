@@ -77,6 +77,7 @@ from zcalib.exceptions import FitFailed, InputError, InvalidConfig
 from zcalib.fit import FitConfig, FitResult
 from zcalib.histograms import MassBinning
 from zcalib.io.fingerprint import file_fingerprint
+from zcalib.outputs import output_run, stamp, without_run_ids
 from zcalib.processors.zee import CorrectionStep, WeightSpec
 from zcalib.runner import EventLoop, RunOptions
 
@@ -148,7 +149,9 @@ def _hash(obj: Any) -> str:
 
 
 def _file_hash(path: Path) -> str:
-    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    """Hash of a file's content without its run id (a rerun giving the same physics keeps
+    the hash, so the steps depending on it stay cached)."""
+    return hashlib.blake2b(without_run_ids(path.read_bytes()), digest_size=16).hexdigest()
 
 
 class _Setup:
@@ -466,7 +469,7 @@ def run_pipeline(
             msg = f"{lp.path}: unknown step {name!r}; steps: {', '.join(lp.order)}"
             raise InvalidConfig(msg)
     setup = _Setup(lp, run_override)
-    with contextlib.ExitStack() as cluster:
+    with output_run(lp.output), contextlib.ExitStack() as cluster:
         return _run_steps(lp, setup, force, stop_after, cluster, t0)
 
 
@@ -1092,7 +1095,7 @@ def _run_closure(
     }
     if not result.converged:
         closure["fit_message"] = result.message
-    path = atomic_write_text(step_dir / "closure.json", json.dumps(closure, indent=2) + "\n")
+    path = atomic_write_text(step_dir / "closure.json", json.dumps(stamp(closure), indent=2) + "\n")
     return _closure_outputs(step, path, _closure_summary(step.name, verdict))
 
 
@@ -1113,7 +1116,7 @@ def _write_manifest(step_dir: Path, step: Any, input_hash: str, res: StepOutputs
         "wall_time_s": res.wall_time_s,
         "zcalib": _version(),
     }
-    atomic_write_text(step_dir / _MANIFEST, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(step_dir / _MANIFEST, json.dumps(stamp(record), indent=2) + "\n")
 
 
 def _cached(step_dir: Path, input_hash: str, step: Any, setup: _Setup) -> StepOutputs | None:
@@ -1307,6 +1310,6 @@ def _write_final(
         "wall_time_s": round(wall_time, 3),
     }
     paths["summary"] = atomic_write_text(
-        final_dir / "pipeline.json", json.dumps(record, indent=2) + "\n"
+        final_dir / "pipeline.json", json.dumps(stamp(record), indent=2) + "\n"
     )
     return paths

@@ -935,14 +935,18 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 100, tight: bool = 
     style; returns the path."""
     from matplotlib import style as mstyle
 
+    from zcalib.outputs import current_run_id
+
     p = Path(path)
+    fmt = p.suffix.lstrip(".") or "png"
     buf = io.BytesIO()
     with mstyle.context(cms_style()):  # text (mathtext fonts) is laid out at draw time
         fig.savefig(
             buf,
-            format=p.suffix.lstrip(".") or "png",
+            format=fmt,
             dpi=dpi,
             bbox_inches="tight" if tight else None,
+            metadata={"zcalib run": current_run_id()} if fmt == "png" else None,
         )
     return atomic_write_bytes(p, buf.getvalue())
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from zcalib._atomic import atomic_write_text
 from zcalib.exceptions import InputError
+from zcalib.outputs import check_one_run
 
 __all__ = ["KNOWN_JSON", "collect", "render_report", "write_report"]
 
@@ -219,14 +220,29 @@ def _load_json(path: Path) -> Any:
 def collect(directory: str | Path) -> dict[str, Any]:
     """What the report shows from ``directory``: JSON files by relative path, PNGs, texts.
 
+    Files reached through a link that points outside ``directory`` are left out (a report
+    shows the derivation, never other files of the machine). The files of each folder must
+    come from one run (:func:`zcalib.outputs.check_one_run`).
+
     Raises:
-        InputError: ``directory`` does not exist or is not a folder.
+        InputError: ``directory`` does not exist or is not a folder; a folder mixes the
+            outputs of two runs.
     """
     d = Path(directory)
     if not d.is_dir():
         msg = f"{d}: derivation folder not found (expected the --out folder of zcalib fit/demo)"
         raise InputError(msg)
-    files = sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
+    root = d.resolve()
+    files = []
+    for p in sorted(d.rglob("*")):
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        if not p.resolve().is_relative_to(root):
+            log.warning("%s: links outside %s; not embedded in the report", p, d)
+            continue
+        files.append(p)
+    for folder in sorted({p.parent for p in files}):
+        check_one_run(folder)
     jsons = {
         p.relative_to(d).as_posix(): p
         for p in files
