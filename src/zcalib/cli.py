@@ -27,6 +27,8 @@ EXIT_OK, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2
 #: A fit ran but failed (parameters at a range bound, EDM/gradient test, Hessian not
 #: positive definite): no correction payload is written (unless --write-failed).
 EXIT_FIT_FAILED = 3
+#: ``zcalib pipeline --strict``: the chain does not close (a closure step's verdict).
+EXIT_NOT_CLOSED = 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -1650,6 +1652,12 @@ def _add_chain_parsers(sub: Any) -> None:
         "one cluster serves every event loop of the pipeline (overrides run.recipe)",
     )
     pl.add_argument("--progress", action="store_true", help="show progress bars")
+    pl.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit with code {EXIT_NOT_CLOSED} when the chain does not close (the verdict of "
+        "its closure step(s)); a pipeline without closure step is then an error",
+    )
     pl.set_defaults(func=_cmd_pipeline)
 
 
@@ -1728,6 +1736,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         force=tuple(args.force),
         stop_after=args.stop_after,
         run_override=override,
+        strict=args.strict,
     )
     for name, out in res.steps.items():
         state = "ran" if out.ran else "cached"
@@ -1739,6 +1748,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     _echo(
         f"pipeline: {len(res.ran)} step(s) ran, {len(res.skipped)} cached, {res.wall_time_s:.1f} s"
     )
+    if args.strict and res.closes is False:
+        sys.stderr.write(f"zcalib: the chain does not close (--strict): exit {EXIT_NOT_CLOSED}\n")
+        return EXIT_NOT_CLOSED
     return EXIT_OK
 
 

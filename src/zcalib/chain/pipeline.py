@@ -142,6 +142,15 @@ class PipelineResult:
     final: dict[str, Path]
     wall_time_s: float
 
+    @property
+    def closes(self) -> bool | None:
+        """Whether the chain closes: every closure step's verdict (:func:`closure_verdict`:
+        each residual scale within ``max_significance`` σ of 1 and each smearing's σ²
+        within it of 0, the refit converged) closes. ``None`` when no closure step ran
+        (none configured, or stopped before it)."""
+        verdicts = [o.summary.get("closes") for o in self.steps.values() if o.type == "closure"]
+        return None if not verdicts else all(bool(v) for v in verdicts)
+
 
 def _hash(obj: Any) -> str:
     text = json.dumps(obj, sort_keys=True, default=str)
@@ -446,6 +455,7 @@ def run_pipeline(
     force: tuple[str, ...] = (),
     stop_after: str | None = None,
     run_override: dict[str, Any] | None = None,
+    strict: bool = False,
 ) -> PipelineResult:
     """Run (or resume) a pipeline.
 
@@ -455,6 +465,9 @@ def run_pipeline(
         stop_after: stop once this step is done (no final outputs).
         run_override: event-loop settings replacing the config's ``run`` entries
             (``executor``, ``workers``...; they do not change the results).
+        strict: the caller fails when the chain does not close
+            (:attr:`PipelineResult.closes`): the pipeline must then have a closure step
+            (checked before any work).
 
     Returns:
         The :class:`PipelineResult`.
@@ -468,6 +481,12 @@ def run_pipeline(
         if name not in lp.order:
             msg = f"{lp.path}: unknown step {name!r}; steps: {', '.join(lp.order)}"
             raise InvalidConfig(msg)
+    if strict and not any(isinstance(lp.step(n), ClosureStep) for n in lp.order):
+        msg = (
+            f"{lp.path}: strict: the pipeline has no step of type 'closure' to tell whether "
+            "the chain closes; add one (see configs/pipeline_demo.yaml) or drop --strict"
+        )
+        raise InvalidConfig(msg)
     setup = _Setup(lp, run_override)
     with output_run(lp.output), contextlib.ExitStack() as cluster:
         return _run_steps(lp, setup, force, stop_after, cluster, t0)

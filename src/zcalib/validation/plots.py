@@ -1210,3 +1210,99 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+# ============================================================================ titles, summary
+#: How each category variable is shown, and the bounds that mean "no cut" on that side.
+_TITLE_VARS: tuple[tuple[str, str, float, float], ...] = (
+    ("abs_eta", "|η|", 0.0, 5.0),
+    ("r9", "R9", 0.0, 1.5),
+    ("et", "$E_T$", 0.0, 10_000.0),
+    ("run", "runs", 0.0, 1e9),
+)
+
+
+def _num_title(v: float) -> str:
+    return f"{v:.4f}".rstrip("0").rstrip(".")
+
+
+def category_title(bins: Mapping[str, Any]) -> str:
+    """A physics title of a category from its bins (as in ``fit_result.json``).
+
+    Example:
+        >>> category_title({"abs_eta": [0.0, 1.0], "r9": [0.96, 10.0]})
+        '|η| < 1, R9 > 0.96'
+        >>> category_title({"abs_eta": [1.566, 2.0], "et": [20.0, 35.0], "gain": 12})
+        '|η| 1.566–2, $E_T$ 20–35 GeV, gain 12'
+        >>> category_title({})
+        'all electrons'
+    """
+    parts = []
+    for key, shown, low, high in _TITLE_VARS:
+        rng = bins.get(key) or bins.get("eta" if key == "abs_eta" else key)
+        if not rng:
+            continue
+        lo, hi = rng
+        lo_open = lo is None or lo <= low
+        hi_open = hi is None or hi >= high
+        unit = " GeV" if key == "et" else ""
+        if lo_open and hi_open:
+            continue
+        if key == "run":
+            parts.append(f"runs {int(lo)}–{int(hi)}" if not lo_open and not hi_open else "runs")
+        elif lo_open:
+            parts.append(f"{shown} < {_num_title(hi)}{unit}")
+        elif hi_open:
+            parts.append(f"{shown} > {_num_title(lo)}{unit}")
+        else:
+            parts.append(f"{shown} {_num_title(lo)}–{_num_title(hi)}{unit}")
+    if bins.get("gain") is not None:
+        parts.append(f"gain {bins['gain']}")
+    return ", ".join(parts) or "all electrons"
+
+
+def plot_category_summary(record: Mapping[str, Any], *, title: str = "") -> Figure:
+    """Scales (data) and smearings (MC) per category with their errors, from a
+    ``fit_result.json`` record: one row per category, labelled with its physics title.
+
+    The error bars are the total uncertainty (``total``, else stat ⊕ MC stat); categories
+    held fixed or ignored are drawn hollow.
+    """
+    from matplotlib import style as mstyle
+
+    cats = [c for c in record.get("categories", []) or [] if c.get("value") is not None]
+    kinds = [
+        (k, [c for c in cats if c.get("type", c.get("kind")) == k]) for k in ("scale", "smear")
+    ]
+    kinds = [(k, cs) for k, cs in kinds if cs]
+    n = max((len(cs) for _, cs in kinds), default=1)
+    with mstyle.context(cms_style()):
+        fig = Figure(figsize=(7.0 * max(len(kinds), 1), 1.2 + 0.42 * n), layout="constrained")
+        axes = fig.subplots(1, max(len(kinds), 1), squeeze=False)[0]
+        for ax, (kind, cs) in zip(axes, kinds, strict=False):
+            y = np.arange(len(cs))[::-1]
+            vals = np.array([float(c["value"]) for c in cs])
+            errs = np.array(
+                [float(c.get("total") or c.get("total_stat") or 0.0) for c in cs], dtype=float
+            )
+            fitted = np.array([c.get("state", "fitted") == "fitted" for c in cs])
+            for sel, face in ((fitted, "black"), (~fitted, "white")):
+                if sel.any():
+                    ax.errorbar(
+                        vals[sel],
+                        y[sel],
+                        xerr=errs[sel],
+                        fmt="o",
+                        ms=5,
+                        color="black",
+                        mfc=face,
+                        capsize=2,
+                    )
+            ax.axvline(1.0 if kind == "scale" else 0.0, color="grey", ls=":", lw=1)
+            ax.set_yticks(y, [category_title(c.get("bins", {})) for c in cs], fontsize=11)
+            ax.tick_params(axis="x", labelsize=11)
+            ax.set_xlabel("scale (data)" if kind == "scale" else "smearing (MC)", fontsize=13)
+            ax.set_ylim(-0.7, len(cs) - 0.3)
+        if title:
+            fig.suptitle(title, fontsize=13)
+    return fig
