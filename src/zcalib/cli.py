@@ -511,7 +511,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _ECHO["quiet"] = args.quiet
     _setup_logging(args.verbose, quiet=args.quiet)
     try:
-        with output_run(getattr(args, "out", None), fresh=True):  # writability checked before any work
+        with output_run(
+            getattr(args, "out", None), fresh=True
+        ):  # writability checked before any work
             rc: int = args.func(args)
     except FitFailed as err:
         if args.debug:

@@ -447,6 +447,7 @@ def run_systematics(
     nom = nominal or fit_histograms(hset, fcfg, scheme=sch)
     nom.raise_if_failed()
     base_scales, base_smears = nom.scale_values(), nom.smear_values()
+    nominal_regions = [r.code for r in nom.regions_used]
     results: list[VariationResult] = []
     for var in cfg.variations:
         t1 = time.perf_counter()
@@ -481,7 +482,8 @@ def run_systematics(
                 corrections=tuple(corrections),
                 smear_seed=smear_seed,
             )
-        res = fit_histograms(h, fc, scheme=vscheme)
+        # on the nominal fit's pair regions: a variation changes the values, not the likelihood
+        res = fit_histograms(h, fc, scheme=vscheme, regions=nominal_regions)
         if not res.converged:
             msg = f"systematics: refit of variation '{var.name}' did not converge: {res.message}"
             raise FitError(msg)
