@@ -182,7 +182,8 @@ class _Setup:
             recipe=None if recipe is None else lp.resolve(recipe),
         )
         self.options.check()
-        self.binning = MassBinning(n_bins=cfg.binning.n_bins, lo=cfg.binning.lo, hi=cfg.binning.hi)
+        b = cfg.binning
+        self.binning = MassBinning.aligned(FitConfig().window, b.lo, b.hi, b.n_bins)
         if not cfg.binning.lo < cfg.binning.hi:
             msg = f"{lp.path}: field 'binning': lo must be < hi, got {cfg.binning}"
             raise InvalidConfig(msg)
@@ -204,6 +205,9 @@ class _Setup:
         self.file_hashes: dict[str, dict[str, str]] = {}
         for name in lp.order:
             self._check_step(lp.step(name))
+        windows = {c.window for c in self.fit_configs.values()}
+        if len(windows) == 1:  # the fine edges fall on the one fit window of the steps
+            self.binning = MassBinning.aligned(windows.pop(), b.lo, b.hi, b.n_bins)
         self._check_smearing()
         self._check_nesting()
         self.base_hash = {

@@ -880,7 +880,7 @@ def plot_data_mc(inp: PlotInput, labels: PlotLabels | None = None) -> Figure:
         chi = (
             f"$\\chi^2$/ndf = {summary['chi2']:.1f}/{summary['ndf']}" if summary["ndf"] > 0 else ""
         )
-        info = [cat.name, cat.describe()]
+        info = [cat.title()]
         if chi:
             info.append(chi)
         ax.text(
@@ -1259,6 +1259,32 @@ def category_title(bins: Mapping[str, Any]) -> str:
     if bins.get("gain") is not None:
         parts.append(f"gain {bins['gain']}")
     return ", ".join(parts) or "all electrons"
+
+
+def categories_title(*cats: Any) -> str:
+    """The physics title of the intersection of categories (e.g. a cell: its scale and
+    smear category).
+
+    Example:
+        >>> from zcalib.categories import Category
+        >>> categories_title(Category("scale", 0, eta=(0.0, 1.0)),
+        ...                  Category("smear", 0, eta=(0.0, 1.4442), r9=(0.96, float("inf"))))
+        '|η| < 1, R9 > 0.96'
+    """
+    bins: dict[str, Any] = {}
+    for c in cats:
+        for name, (lo, hi) in c.ranges().items():
+            key = "abs_eta" if name == "eta" else name
+            old = bins.get(key, [None, None])
+            new_lo = None if math.isinf(lo) else lo
+            new_hi = None if math.isinf(hi) else (hi - 1 if name == "run" else hi)
+            bins[key] = [
+                new_lo if old[0] is None else old[0] if new_lo is None else max(old[0], new_lo),
+                new_hi if old[1] is None else old[1] if new_hi is None else min(old[1], new_hi),
+            ]
+        if c.gain is not None:
+            bins["gain"] = c.gain
+    return category_title(bins)
 
 
 def plot_category_summary(record: Mapping[str, Any], *, title: str = "") -> Figure:
