@@ -45,6 +45,7 @@ __all__ = [
     "file_run_id",
     "new_run_id",
     "output_run",
+    "restamp",
     "run_tag",
     "stamp",
     "without_run_ids",
@@ -166,6 +167,18 @@ def output_run(out: str | Path | None, *, fresh: bool = False) -> Iterator[str]:
         raise
     finally:
         _CURRENT.reset(token)
+
+
+def restamp(text: str) -> str:
+    """A legacy text file's content copied into this run: its ``# zcalib run`` comment
+    lines replaced by one of the current run.
+
+    Example:
+        >>> restamp("#h\n1 2\n# zcalib run 20260101T000000Z-abcdef\n").count("zcalib run")
+        1
+    """
+    kept = [line for line in text.splitlines() if not _TAGGED.search(line)]
+    return "\n".join([*kept, f"# {run_tag()}"]) + "\n"
 
 
 def without_run_ids(data: bytes) -> bytes:

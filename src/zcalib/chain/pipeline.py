@@ -77,7 +77,7 @@ from zcalib.exceptions import FitFailed, InputError, InvalidConfig
 from zcalib.fit import FitConfig, FitResult
 from zcalib.histograms import MassBinning
 from zcalib.io.fingerprint import file_fingerprint
-from zcalib.outputs import output_run, stamp, without_run_ids
+from zcalib.outputs import output_run, restamp, stamp, without_run_ids
 from zcalib.processors.zee import CorrectionStep, WeightSpec
 from zcalib.runner import EventLoop, RunOptions
 
@@ -1303,13 +1303,13 @@ def _write_final(
                 combine(base, nxt, out, error="quadrature")
                 base = out
             text = base.read_text()
-        paths["scales"] = atomic_write_text(final_dir / "scales.dat", text)
+        paths["scales"] = atomic_write_text(final_dir / "scales.dat", restamp(text))
     smear_legacy = [outputs[n].smear_legacy for n in lp.order if outputs[n].smear_legacy]
     if smear_legacy:
         src = smear_legacy[-1]
         assert src is not None
         paths["smearings"] = final_dir / "smearings.dat"
-        atomic_write_text(paths["smearings"], src.read_text())
+        atomic_write_text(paths["smearings"], restamp(src.read_text()))
     record = {
         "schema_version": 1,
         "pipeline": str(lp.path),

@@ -731,9 +731,9 @@ def render_report(directory: str | Path, *, title: str | None = None) -> str:
             )
             continue
         fr = rec if fr is None else fr
-        step = str(rec.get("step", rel))
-        fit_results[rel.split("/")[0] if "/" in rel else step] = rec
-        heading = "Fit" if len(fr_entry) == 1 else f"Fit: {step}"
+        step_name = str(rec.get("step", rel))
+        fit_results[rel.split("/")[0] if "/" in rel else step_name] = rec
+        heading = "Fit" if len(fr_entry) == 1 else f"Fit: {step_name}"
         anchor = "fit" if len(fr_entry) == 1 else f"fit-{rel.split('/')[0]}"
         fit_sections.append((anchor, heading, _fit_section(rec, rel)))
     if isinstance(pipeline, Mapping):
