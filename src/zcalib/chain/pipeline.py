@@ -491,9 +491,10 @@ def run_pipeline(
             "the chain closes; add one (see configs/pipeline_demo.yaml) or drop --strict"
         )
         raise InvalidConfig(msg)
-    setup = _Setup(lp, run_override)
-    with output_run(lp.output), contextlib.ExitStack() as cluster:
-        return _run_steps(lp, setup, force, stop_after, cluster, t0)
+    with output_run(lp.output):  # writable, before any work
+        setup = _Setup(lp, run_override)
+        with contextlib.ExitStack() as cluster:
+            return _run_steps(lp, setup, force, stop_after, cluster, t0)
 
 
 def _one_cluster(setup: _Setup, cluster: contextlib.ExitStack) -> None:
