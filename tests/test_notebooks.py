@@ -78,7 +78,8 @@ def test_notebook_executes(path: Path, tmp_path, monkeypatch):
     assert tables, "no result displayed as a table"
     if path.name == "coffea_casa.ipynb":
         shown = nb.cells[1].outputs[0]["data"]["text/plain"]
-        assert f"('tls://127.0.0.1:1', PosixPath('{tmp_path / 'work'}'))" == shown
+        assert "'tls://127.0.0.1:1'" in shown  # from DASK_SCHEDULER_ADDRESS
+        assert f"PosixPath('{tmp_path / 'work'}')" in shown.replace("\n ", "")
         files = next(c for c in nb.cells if "files = [" in c.source).outputs[0]["data"]
         assert str(tmp_path / "work" / "nanoaod" / "data.root") in files["text/plain"]
     corrections = list((tmp_path / "work").rglob("corrections.json"))

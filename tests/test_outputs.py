@@ -146,7 +146,8 @@ def test_unwritable_out_is_exit_1_before_any_work(demo_ecalelf, tmp_path, capsys
     assert err == f"zcalib: error: {out}: {reason}; nothing was run\n"
 
 
-_KILLED_WRITER = textwrap.dedent(
+#: generate's ROOT writer, stopped in the middle of writing data.root
+_GENERATE_WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
@@ -159,12 +160,24 @@ _KILLED_WRITER = textwrap.dedent(
     _atomic_root(Path(sys.argv[1]) / "data.root", fill)
     """
 )
+#: another run holding a temporary file of the same name pattern (light to start)
+_OTHER_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from zcalib._atomic import temporary_sibling
+
+    temporary_sibling(Path(sys.argv[1]) / "data.root", suffix=".tmp.root")
+    print("writing", flush=True)
+    time.sleep(120)
+    """
+)
 
 
-def _writer(folder: Path) -> subprocess.Popen[str]:
+def _writer(folder: Path, script: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_WRITER, str(folder)],
+        [sys.executable, "-c", script, str(folder)],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -176,10 +189,10 @@ def _writer(folder: Path) -> subprocess.Popen[str]:
 
 def test_generate_cleans_the_temporary_files_of_a_killed_run(tmp_path, capsys):
     out = tmp_path / "gen"
-    killed = _writer(out)
+    killed = _writer(out, _GENERATE_WRITER)
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=30)
-    alive = _writer(out)  # another run writing into the same folder right now
+    alive = _writer(out, _OTHER_WRITER)  # another run writing into the same folder right now
     try:
         temps = sorted(p.name for p in out.glob(".data.root.*.tmp.root"))
         assert len(temps) == 2
