@@ -27,25 +27,9 @@ def _run(argv, capsys):
 
 
 def _fit_argv(demo, out, *more):
-    return [
-        "fit",
-        "--data",
-        str(demo.data),
-        "--mc",
-        str(demo.mc),
-        "--categories",
-        CATS,
-        "--out",
-        str(out),
-        "--executor",
-        "iterative",
-        "--no-progress",
-        "--min-data",
-        "20",
-        "--min-mc",
-        "40",
-        *more,
-    ]
+    opts = ["--executor", "iterative", "--no-progress", "--min-data", "20", "--min-mc", "40"]
+    files = ["--data", str(demo.data), "--mc", str(demo.mc)]
+    return ["fit", *files, "--categories", CATS, "--out", str(out), *opts, *more]
 
 
 @pytest.fixture(scope="module")
