@@ -880,7 +880,9 @@ def plot_data_mc(inp: PlotInput, labels: PlotLabels | None = None) -> Figure:
         chi = (
             f"$\\chi^2$/ndf = {summary['chi2']:.1f}/{summary['ndf']}" if summary["ndf"] > 0 else ""
         )
-        info = [cat.title()]
+        # the physics title, on short lines beside the legend
+        title = cat.title().replace("both electrons ", "both electrons\n")
+        info = title.replace(" × ", " ×\n").split("\n")
         if chi:
             info.append(chi)
         ax.text(
