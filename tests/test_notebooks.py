@@ -42,9 +42,12 @@ def test_notebook_executes(path: Path, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("ZCALIB_NB_EVENTS", TEST_EVENTS)
-    monkeypatch.setenv("ZCALIB_NB_WORKDIR", str(tmp_path / "work"))
-    # no coffea-casa scheduler here: a closed port makes the notebook use a local cluster
-    monkeypatch.setenv("ZCALIB_SCHEDULER", "tls://127.0.0.1:1")
+    # relative, as a user would type it: the notebooks hand the workers absolute paths
+    monkeypatch.setenv("ZCALIB_NB_WORKDIR", "work")
+    if path.name == "coffea_casa.ipynb":
+        # the scheduler address as the facility's environment gives it (Dask configuration);
+        # no scheduler listens on this closed port, so the notebook uses a local cluster
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tls://127.0.0.1:1")
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
@@ -73,6 +76,12 @@ def test_notebook_executes(path: Path, tmp_path, monkeypatch):
         if "<table>" in o.get("data", {}).get("text/html", "")
     ]
     assert tables, "no result displayed as a table"
+    if path.name == "coffea_casa.ipynb":
+        shown = nb.cells[1].outputs[0]["data"]["text/plain"]
+        assert "'tls://127.0.0.1:1'" in shown  # from DASK_SCHEDULER_ADDRESS
+        assert f"PosixPath('{tmp_path / 'work'}')" in shown.replace("\n ", "")
+        files = next(c for c in nb.cells if "files = [" in c.source).outputs[0]["data"]
+        assert str(tmp_path / "work" / "nanoaod" / "data.root") in files["text/plain"]
     corrections = list((tmp_path / "work").rglob("corrections.json"))
     assert corrections, "the notebook wrote no correctionlib file"
     assert elapsed < 120, f"{path.name} took {elapsed:.0f} s"

@@ -304,7 +304,7 @@ class Histograms:
         ax.errorbar(
             centres, d, yerr=np.sqrt(d2), fmt="o", ms=3, color="black", label=f"data ({data_var})"
         )
-        where = "all regions" if region is None else f"region {region}"
+        where = "all pairs" if region is None else _region_title(region, hset)
         ax.set_ylabel("pairs / bin")
         ax.set_title(f"$m_{{ee}}$, {where}")
         ax.legend()
@@ -317,6 +317,18 @@ class Histograms:
         rax.set_ylabel("data / MC")
         rax.set_xlabel("$m_{ee}$ [GeV]")
         return fig
+
+
+def _region_title(region: int | tuple[int, int], hset: HistogramSet) -> str:
+    """``"|η| < 1, R9 > 0.96 × |η| 1–1.4442, R9 > 0.96"``: the physics of a pair region."""
+    from zcalib.categories import region_pair
+    from zcalib.validation.plots import categories_title
+
+    scheme = hset.scheme()
+    i, j = region_pair(_region_code(region, hset), scheme.n_cells)
+    cells = [scheme.cells[k] for k in (i, j)]
+    titles = [categories_title(scheme.scale[c.scale], scheme.smear[c.smear]) for c in cells]
+    return titles[0] if i == j else " × ".join(titles)
 
 
 def _region_code(region: int | tuple[int, int], hset: HistogramSet) -> int:

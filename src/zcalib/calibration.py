@@ -263,7 +263,9 @@ class CalibrationConfig(_Frozen):
         (80.0, 100.0), description="Fit window [GeV] (the likelihood's mass range)."
     )
     fill_range: tuple[float, float] = Field(
-        (60.0, 120.0), description="Mass range of the filled histograms [GeV]."
+        (60.0, 120.0),
+        description="Mass range of the filled histograms [GeV] (widened by less than a bin "
+        "so that the edges of `mass_window` are bin edges).",
     )
     n_mass_bins: int = Field(
         1200, ge=10, description="Fine mass bins (uniform in log m) over `fill_range`."
@@ -476,7 +478,7 @@ class CalibrationConfig(_Frozen):
         """The fine mass binning of the histograms."""
         from zcalib.histograms import MassBinning
 
-        return MassBinning(n_bins=self.n_mass_bins, lo=self.fill_range[0], hi=self.fill_range[1])
+        return MassBinning.aligned(self.mass_window, *self.fill_range, self.n_mass_bins)
 
     def scheme(self) -> CategoryScheme:
         """Load the category scheme (the built-in one when ``categories`` is ``None``).

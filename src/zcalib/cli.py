@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from zcalib.exceptions import FitFailed, ZcalibError
+from zcalib.outputs import output_run
 
 __all__ = ["main"]
 
@@ -27,6 +28,8 @@ EXIT_OK, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2
 #: A fit ran but failed (parameters at a range bound, EDM/gradient test, Hessian not
 #: positive definite): no correction payload is written (unless --write-failed).
 EXIT_FIT_FAILED = 3
+#: ``zcalib pipeline --strict``: the chain does not close (a closure step's verdict).
+EXIT_NOT_CLOSED = 4
 #: Interrupted (Ctrl-C, SIGINT): 128 + 2, the shells' convention; one line on stderr.
 EXIT_INTERRUPTED = 130
 
@@ -119,7 +122,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="PATH",
-        help="run metrics JSON (default: next to --out, e.g. h.npz -> h.metrics.json)",
+        help="run metrics JSON (default: inside --out: DIR/run.metrics.json, "
+        "h.npz -> h.metrics.json)",
     )
     g.add_argument(
         "--checkpoint-dir",
@@ -662,7 +666,10 @@ def _interrupted(_signum: int, _frame: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     """Run the subcommand; map exceptions to one-line messages and exit codes."""
     try:
-        rc: int = args.func(args)
+        with output_run(
+            getattr(args, "out", None), fresh=True
+        ):  # writability checked before any work
+            rc: int = args.func(args)
     except FitFailed as err:
         if args.debug:
             raise
@@ -1866,6 +1873,12 @@ def _add_chain_parsers(sub: Any) -> None:
         action="store_true",
         help="hide the progress bars of the event loops (shown by default, as in every command)",
     )
+    pl.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit with code {EXIT_NOT_CLOSED} when the chain does not close (the verdict of "
+        "its closure step(s)); a pipeline without closure step is then an error",
+    )
     pl.set_defaults(func=_cmd_pipeline)
 
 
@@ -1952,6 +1965,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
         force=tuple(args.force),
         stop_after=args.stop_after,
         run_override=override,
+        strict=args.strict,
     )
     for name, out in res.steps.items():
         state = "ran" if out.ran else "cached"
@@ -1963,6 +1977,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     _echo(
         f"pipeline: {len(res.ran)} step(s) ran, {len(res.skipped)} cached, {res.wall_time_s:.1f} s"
     )
+    if args.strict and res.closes is False:
+        sys.stderr.write(f"zcalib: the chain does not close (--strict): exit {EXIT_NOT_CLOSED}\n")
+        return EXIT_NOT_CLOSED
     return EXIT_OK
 
 

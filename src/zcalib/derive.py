@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from zcalib._atomic import atomic_write_text
+from zcalib._atomic import atomic_write_text, written_together
 from zcalib.categories import Category, CategoryScheme
 from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import InvalidConfig
 from zcalib.fit import FitConfig, FitResult
 from zcalib.fit.smooth import SmoothResult
 from zcalib.histograms import HistogramSet
+from zcalib.outputs import output_run, run_tag, stamp
 
 __all__ = [
     "DEMO_N_DATA",
@@ -171,10 +172,34 @@ def write_outputs(
         the step's scales with their stat ⊕ MC-stat errors for ``zcalib combine`` (pymin
         ``--only-step``).
     """
-    from zcalib.corrections import validate_file, write_legacy, write_only_step
+    from zcalib.corrections import validate_file
 
     check_step_name(step)
     out = Path(out_dir)
+    with output_run(out), written_together():
+        paths = _write_outputs(
+            result, scheme, out, step, hset, extra, names, smear_seed, syst, write_failed, smooth
+        )
+    if "corrections" in paths:
+        validate_file(paths["corrections"])
+    return paths
+
+
+def _write_outputs(
+    result: FitResult,
+    scheme: CategoryScheme,
+    out: Path,
+    step: str,
+    hset: HistogramSet | None,
+    extra: dict[str, Any] | None,
+    names: EgmNames | None,
+    smear_seed: int,
+    syst: StepSyst | None,
+    write_failed: bool,
+    smooth: SmoothResult | None,
+) -> dict[str, Path]:
+    from zcalib.corrections import write_legacy, write_only_step
+
     names = names or EgmNames()
     record = fit_record(result, scheme, step=step, hset=hset, extra=extra, syst=syst)
     failed = not result.converged
@@ -201,7 +226,7 @@ def write_outputs(
     syst = syst or StepSyst.none(len(scales), len(smears))
     scale_err = _quadrature([c.total_stat for c in result.scales], syst.scale)
     smear_err = _quadrature([c.total_stat for c in result.smears], syst.smear)
-    desc = f"zcalib {versions()['zcalib']} step '{step}' ({result.status})"
+    desc = f"zcalib {versions()['zcalib']} step '{step}' ({result.status}, {run_tag()})"
     if failed:
         desc = f"FAILED FIT, do not use: {desc}"
     paths = {
@@ -218,7 +243,6 @@ def write_outputs(
             smooth=smooth,
         )
     }
-    validate_file(paths["corrections"])
     beyond = legacy_inexpressible(scheme)
     if beyond:
         # CMSSW and pymin read the legacy text in |eta| and fixed columns only
@@ -392,23 +416,25 @@ def fit_record(
 
     meta = dict(hset.metadata) if hset is not None else {}
     run = meta.get("run", {})
-    return {
-        "schema_version": 1,
-        "step": step,
-        "status": result.status,
-        "message": result.message,
-        "n_eval": result.n_eval,
-        "categories": cats("scale", fit.pop("scales"), scheme.scale)
-        + cats("smear", fit.pop("smears"), scheme.smear),
-        "fit": fit,
-        "wall_time": {"fill_s": run.get("wall_time_fill_s"), "fit_s": result.wall_time},
-        "cutflow": hset.cutflow if hset is not None else None,
-        "inputs": meta.get("inputs"),
-        "skipped_files": meta.get("skipped_files", []),
-        "histograms": {k: v for k, v in meta.items() if k not in ("inputs",)},
-        "versions": versions(),
-        **(extra or {}),
-    }
+    return stamp(
+        {
+            "schema_version": 1,
+            "step": step,
+            "status": result.status,
+            "message": result.message,
+            "n_eval": result.n_eval,
+            "categories": cats("scale", fit.pop("scales"), scheme.scale)
+            + cats("smear", fit.pop("smears"), scheme.smear),
+            "fit": fit,
+            "wall_time": {"fill_s": run.get("wall_time_fill_s"), "fit_s": result.wall_time},
+            "cutflow": hset.cutflow if hset is not None else None,
+            "inputs": meta.get("inputs"),
+            "skipped_files": meta.get("skipped_files", []),
+            "histograms": {k: v for k, v in meta.items() if k not in ("inputs",)},
+            "versions": versions(),
+            **(extra or {}),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -462,13 +488,29 @@ def run_demo(
     Returns:
         The fit result, the injected truth, the output paths and timings.
     """
+    with output_run(out_dir):
+        return _run_demo(
+            Path(out_dir), n_data, n_mc, seed, workers, executor, scheduler, progress, config
+        )
+
+
+def _run_demo(
+    out: Path,
+    n_data: int,
+    n_mc: int,
+    seed: int,
+    workers: int,
+    executor: str,
+    scheduler: str | None,
+    progress: bool,
+    config: FitConfig | None,
+) -> DemoResult:
     from zcalib.config import dataset_config_from_files
     from zcalib.generate import default_categories, generate
     from zcalib.histograms import save_histograms
     from zcalib.runner import RunOptions, build_histograms, load_weight
     from zcalib.validation.scans import fit_for_scans
 
-    out = Path(out_dir)
     data_dir = out / "data"
     truth_path = data_dir / "truth.json"
     timings: dict[str, float] = {}

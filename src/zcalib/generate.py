@@ -54,8 +54,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,9 +66,10 @@ import uproot
 import yaml
 from numpy.typing import NDArray
 
-from zcalib._atomic import atomic_write_text
+from zcalib._atomic import atomic_write_text, temporary_sibling
 from zcalib.categories import CRACK, Category, CategoryScheme, build_scheme
 from zcalib.exceptions import InvalidConfig, OutputError
+from zcalib.outputs import current_run_id
 
 __all__ = [
     "DEFAULT_CATEGORIES_YAML",
@@ -306,7 +305,7 @@ def generate(
     scales = _check_truth("truth_scales", truth_scales, def_scales, "scale", (0.5, 2.0))
     smears = _check_truth("truth_smears", truth_smears, def_smears, "smear", (0.0, 0.2))
 
-    _make_out_dir(out)
+    _make_out_dir(out)  # writable, and the .tmp.root files of a killed run removed
 
     ss = np.random.SeedSequence(seed)
     s_data, s_mc, s_data_extra, s_mc_extra = ss.spawn(4)
@@ -400,11 +399,11 @@ def _check_out_dir(out_dir: str | Path) -> Path:
 
 
 def _make_out_dir(p: Path) -> None:
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        msg = f"out_dir: cannot create {p} ({err.strerror or err})"
-        raise OutputError(msg) from None
+    from zcalib._atomic import clean_stale_temporaries
+    from zcalib.outputs import check_writable
+
+    check_writable(p)
+    clean_stale_temporaries(p)
 
 
 def _is_int(x: Any) -> bool:
@@ -899,15 +898,11 @@ def _collect(
 
 def _atomic_root(path: Path, fill: Any) -> None:
     """Write a ROOT file through ``fill(file)`` into a temporary sibling, then rename."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.root", dir=path.parent)
-        os.close(fd)
-    except OSError as err:
-        msg = f"{path}: cannot create output ({err.strerror or err})"
-        raise OutputError(msg) from None
+    tmp = temporary_sibling(path, suffix=".tmp.root")  # named so later runs clean it if killed
     try:
         with uproot.recreate(tmp) as f:
             fill(f)
+            f["zcalib_run_id"] = current_run_id()  # TObjString: which run wrote the file
         Path(tmp).chmod(0o644)  # mkstemp creates 0600; outputs are meant to be shared
         Path(tmp).replace(path)
     except OSError as err:

@@ -18,6 +18,7 @@ with ``allow_pickle=False`` so loading never executes code.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,14 +46,65 @@ __all__ = [
 
 FORMAT_VERSION = 2
 
+#: The fit window the default binning is aligned to, and the data-bin multiple it keeps.
+DEFAULT_WINDOW = (80.0, 100.0)
+_MULTIPLE = 20
+
+
+def aligned_grid(
+    window: tuple[float, float], lo: float, hi: float, n_bins: int, multiple: int = _MULTIPLE
+) -> tuple[int, float, float]:
+    """``(n_bins, lo, hi)`` of a log-uniform axis whose edges include both window ends.
+
+    The bin width is the one of ``n_bins`` bins over ``[lo, hi]``, adjusted so that the
+    window holds a whole multiple of ``multiple`` fine bins (so a fit rebinning by 1, 2, 4,
+    5, 10 or 20 fine bins per data bin ends exactly at the window's upper edge); the range
+    is widened to whole bins (by less than one bin on each side).
+
+    Example:
+        >>> n, lo, hi = aligned_grid((80.0, 100.0), 60.0, 120.0, 1200)
+        >>> n, round(lo, 3), round(hi, 3)
+        (1181, 59.997, 120.036)
+    """
+    w_lo, w_hi = window
+    if not 0 < lo <= w_lo < w_hi <= hi:
+        return n_bins, lo, hi  # the window is not inside the range: nothing to align
+    step0 = math.log(hi / lo) / n_bins
+    inside = max(multiple, multiple * round(math.log(w_hi / w_lo) / step0 / multiple))
+    step = math.log(w_hi / w_lo) / inside
+    below = math.ceil(math.log(w_lo / lo) / step - 1e-9)
+    above = math.ceil(math.log(hi / w_hi) / step - 1e-9)
+    return below + inside + above, w_lo * math.exp(-below * step), w_hi * math.exp(above * step)
+
+
+_N, _LO, _HI = aligned_grid(DEFAULT_WINDOW, 60.0, 120.0, 1200)
+
 
 @dataclass(frozen=True)
 class MassBinning:
-    """Fine mass binning used when filling (log-uniform between ``lo`` and ``hi`` GeV)."""
+    """Fine mass binning used when filling (log-uniform between ``lo`` and ``hi`` GeV).
 
-    n_bins: int = 1200
-    lo: float = 60.0
-    hi: float = 120.0
+    The default is about 1200 bins over 60–120 GeV laid so that 80 and 100 GeV (the default
+    fit window) are bin edges: :meth:`aligned` builds such a binning for any window.
+    """
+
+    n_bins: int = _N
+    lo: float = _LO
+    hi: float = _HI
+
+    @classmethod
+    def aligned(
+        cls,
+        window: tuple[float, float] = DEFAULT_WINDOW,
+        lo: float = 60.0,
+        hi: float = 120.0,
+        n_bins: int = 1200,
+    ) -> MassBinning:
+        """About ``n_bins`` log-uniform bins over ``[lo, hi]`` with edges at both ends of
+        ``window`` (the fit then covers exactly the window asked for); see
+        :func:`aligned_grid`."""
+        n, a, b = aligned_grid(window, lo, hi, n_bins)
+        return cls(n_bins=n, lo=a, hi=b)
 
     def axis(self) -> hist.axis.Regular:
         """The ``mass`` axis (pairs outside [lo, hi) land in flow bins, which fits ignore)."""
@@ -476,7 +528,10 @@ def save_histograms(hset: HistogramSet, path: str | Path) -> Path:
     p = Path(path)
     counts = hset.counts
     mb = counts.binning
+    from zcalib.outputs import RUN_ID_FIELD, current_run_id
+
     header = {
+        RUN_ID_FIELD: current_run_id(),
         "format": "zcalib-histograms",
         "format_version": FORMAT_VERSION,
         "blocks": [[d, v] for d, v in counts.blocks],

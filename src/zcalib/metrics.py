@@ -1,7 +1,7 @@
 """Run metrics: what an event loop did, how fast, on which workers, with how much memory.
 
 Every ``histograms`` (and ``skim``) run produces a metrics record, written as JSON next to
-the output (``<out>.metrics.json``) — like the Analysis Grand Challenge's ``track_metrics``:
+the output (``<folder>/run.metrics.json``, ``<file>.metrics.json``) — like the Analysis Grand Challenge's ``track_metrics``:
 events, chunks and chunk size, wall and process time, events/s overall and per worker, bytes
 read, peak memory per worker, chunks restored from checkpoints and skipped input files.
 
@@ -119,9 +119,21 @@ class TrackedProcessor(processor.ProcessorABC):  # type: ignore[misc]
 
 
 def default_metrics_path(out: str | Path) -> Path:
-    """``<out>.metrics.json`` next to an output (``hists.npz`` → ``hists.metrics.json``)."""
+    """Where a run's metrics go by default: inside the output.
+
+    ``<folder>/run.metrics.json`` for an output folder, ``<stem>.metrics.json`` beside an
+    output file (``hists.npz`` → ``hists.metrics.json``).
+
+    Example:
+        >>> default_metrics_path("out/fit").as_posix(), default_metrics_path("h.npz").as_posix()
+        ('out/fit/run.metrics.json', 'h.metrics.json')
+    """
+    from zcalib.outputs import output_folder
+
     p = Path(out)
-    return p.with_name(f"{p.stem if p.suffix else p.name}.metrics.json")
+    if output_folder(p) == p:
+        return p / "run.metrics.json"
+    return p.with_name(f"{p.stem}.metrics.json")
 
 
 def build_metrics(
@@ -212,7 +224,10 @@ def build_metrics(
 
 def write_metrics(path: str | Path, metrics: Mapping[str, Any]) -> Path:
     """Write the metrics record atomically as JSON; returns the path."""
-    p = atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n")
+    from zcalib.outputs import stamp
+
+    text = json.dumps(stamp(metrics), indent=2, sort_keys=True, default=str)
+    p = atomic_write_text(path, text + "\n")
     log.info("wrote metrics %s", p)
     return p
 

@@ -87,7 +87,7 @@ def test_thresholds_drop_regions_and_list_them(
 
 def test_empty_region_set(arrays: dict[str, Any]) -> None:
     msg = (
-        "no pair region is usable: all 36 regions were excluded (window [80, 99.63] GeV, "
+        "no pair region is usable: all 36 regions were excluded (window [80, 100] GeV, "
         "min_data=1e+09, min_mc=200, ignored scale [], smear [])"
     )
     with pytest.raises(FitError, match=re.escape(msg)):
@@ -128,7 +128,8 @@ def test_negative_data_and_bad_shapes(arrays: dict[str, Any]) -> None:
     data[1, 5] = -1.0
     with pytest.raises(FitError, match=re.escape("first in region 1 mass bin 5: -1.0")):
         build_problem(**{**arrays, "data": data}, config=FitConfig())
-    with pytest.raises(FitError, match=re.escape("'mc_w' has shape (36, 1199)")):
+    n = arrays["mc_w"].shape[1]
+    with pytest.raises(FitError, match=re.escape(f"'mc_w' has shape (36, {n - 1})")):
         build_problem(**{**arrays, "mc_w": arrays["mc_w"][:, 1:]}, config=FitConfig())
 
 

@@ -65,7 +65,9 @@ def test_report_contents(report_dir: Path, derivation: Derivation):
         assert section in page, section
     n_png = len(list(report_dir.rglob("*.png")))
     assert n_png == 3 + 16 + 1
-    assert page.count('src="data:image/png;base64,') == n_png
+    # every PNG of the folder, plus the scales/smearings-per-category summary of the fit
+    assert page.count('src="data:image/png;base64,') == n_png + 1
+    assert '<img alt="scales and smearings per category"' in page
     assert "EbEb_highR9.png" in page
 
 

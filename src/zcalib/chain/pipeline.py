@@ -78,6 +78,7 @@ from zcalib.exceptions import FitFailed, InputError, InvalidConfig
 from zcalib.fit import FitConfig, FitResult
 from zcalib.histograms import MassBinning
 from zcalib.io.fingerprint import file_fingerprint
+from zcalib.outputs import output_run, restamp, stamp, without_run_ids
 from zcalib.processors.zee import CorrectionStep, WeightSpec
 from zcalib.runner import EventLoop, RunOptions
 
@@ -149,6 +150,15 @@ class PipelineResult:
     final: dict[str, Path]
     wall_time_s: float
 
+    @property
+    def closes(self) -> bool | None:
+        """Whether the chain closes: every closure step's verdict (:func:`closure_verdict`:
+        each residual scale within ``max_significance`` σ of 1 and each smearing's σ²
+        within it of 0, the refit converged) closes. ``None`` when no closure step ran
+        (none configured, or stopped before it)."""
+        verdicts = [o.summary.get("closes") for o in self.steps.values() if o.type == "closure"]
+        return None if not verdicts else all(bool(v) for v in verdicts)
+
 
 def _hash(obj: Any) -> str:
     text = json.dumps(obj, sort_keys=True, default=str)
@@ -156,7 +166,9 @@ def _hash(obj: Any) -> str:
 
 
 def _file_hash(path: Path) -> str:
-    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    """Hash of a file's content without its run id (a rerun giving the same physics keeps
+    the hash, so the steps depending on it stay cached)."""
+    return hashlib.blake2b(without_run_ids(path.read_bytes()), digest_size=16).hexdigest()
 
 
 class _Setup:
@@ -178,7 +190,8 @@ class _Setup:
             recipe=None if recipe is None else lp.resolve(recipe),
         )
         self.options.check()
-        self.binning = MassBinning(n_bins=cfg.binning.n_bins, lo=cfg.binning.lo, hi=cfg.binning.hi)
+        b = cfg.binning
+        self.binning = MassBinning.aligned(FitConfig().window, b.lo, b.hi, b.n_bins)
         if not cfg.binning.lo < cfg.binning.hi:
             msg = f"{lp.path}: field 'binning': lo must be < hi, got {cfg.binning}"
             raise InvalidConfig(msg)
@@ -200,6 +213,9 @@ class _Setup:
         self.file_hashes: dict[str, dict[str, str]] = {}
         for name in lp.order:
             self._check_step(lp.step(name))
+        windows = {c.window for c in self.fit_configs.values()}
+        if len(windows) == 1:  # the fine edges fall on the one fit window of the steps
+            self.binning = MassBinning.aligned(windows.pop(), b.lo, b.hi, b.n_bins)
         self._check_smearing()
         self._check_nesting()
         self.base_hash = {
@@ -474,6 +490,7 @@ def run_pipeline(
     force: tuple[str, ...] = (),
     stop_after: str | None = None,
     run_override: dict[str, Any] | None = None,
+    strict: bool = False,
 ) -> PipelineResult:
     """Run (or resume) a pipeline.
 
@@ -483,6 +500,9 @@ def run_pipeline(
         stop_after: stop once this step is done (no final outputs).
         run_override: event-loop settings replacing the config's ``run`` entries
             (``executor``, ``workers``...; they do not change the results).
+        strict: the caller fails when the chain does not close
+            (:attr:`PipelineResult.closes`): the pipeline must then have a closure step
+            (checked before any work).
 
     Returns:
         The :class:`PipelineResult`.
@@ -496,9 +516,16 @@ def run_pipeline(
         if name not in lp.order:
             msg = f"{lp.path}: unknown step {name!r}; steps: {', '.join(lp.order)}"
             raise InvalidConfig(msg)
-    setup = _Setup(lp, run_override)
-    with contextlib.ExitStack() as cluster:
-        return _run_steps(lp, setup, force, stop_after, cluster, t0)
+    if strict and not any(isinstance(lp.step(n), ClosureStep) for n in lp.order):
+        msg = (
+            f"{lp.path}: strict: the pipeline has no step of type 'closure' to tell whether "
+            "the chain closes; add one (see configs/pipeline_demo.yaml) or drop --strict"
+        )
+        raise InvalidConfig(msg)
+    with output_run(lp.output):  # writable, before any work
+        setup = _Setup(lp, run_override)
+        with contextlib.ExitStack() as cluster:
+            return _run_steps(lp, setup, force, stop_after, cluster, t0)
 
 
 def _one_cluster(setup: _Setup, cluster: contextlib.ExitStack) -> None:
@@ -1164,7 +1191,7 @@ def _run_closure(
     }
     if not result.converged:
         closure["fit_message"] = result.message
-    path = atomic_write_text(step_dir / "closure.json", json.dumps(closure, indent=2) + "\n")
+    path = atomic_write_text(step_dir / "closure.json", json.dumps(stamp(closure), indent=2) + "\n")
     return _closure_outputs(step, path, _closure_summary(step.name, verdict))
 
 
@@ -1185,7 +1212,7 @@ def _write_manifest(step_dir: Path, step: Any, input_hash: str, res: StepOutputs
         "wall_time_s": res.wall_time_s,
         "zcalib": _version(),
     }
-    atomic_write_text(step_dir / _MANIFEST, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(step_dir / _MANIFEST, json.dumps(stamp(record), indent=2) + "\n")
 
 
 def _cached(step_dir: Path, input_hash: str, step: Any, setup: _Setup) -> StepOutputs | None:
@@ -1330,7 +1357,7 @@ def _write_final(
         "wall_time_s": round(wall_time, 3),
     }
     paths["summary"] = atomic_write_text(
-        final_dir / "pipeline.json", json.dumps(record, indent=2) + "\n"
+        final_dir / "pipeline.json", json.dumps(stamp(record), indent=2) + "\n"
     )
     return paths
 
@@ -1419,11 +1446,11 @@ def write_final_corrections(
                 combine(base, nxt, out, error="quadrature")
                 base = out
             text = base.read_text()
-        paths["scales"] = atomic_write_text(final_dir / "scales.dat", text)
+        paths["scales"] = atomic_write_text(final_dir / "scales.dat", restamp(text))
     # the legacy smearings of the step whose smearing the payload carries (none: not written)
     smear_legacy = [o.smear_legacy for o in outputs if o.smear is not None]
     if smear_legacy and smear_legacy[-1] is not None:
         src = smear_legacy[-1]
         paths["smearings"] = final_dir / "smearings.dat"
-        atomic_write_text(paths["smearings"], src.read_text())
+        atomic_write_text(paths["smearings"], restamp(src.read_text()))
     return paths, [c.name for c in corrections]

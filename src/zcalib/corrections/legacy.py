@@ -39,6 +39,7 @@ from numpy.typing import ArrayLike, NDArray
 from zcalib._atomic import atomic_write_text
 from zcalib.categories import Category, CategoryScheme
 from zcalib.exceptions import InputError
+from zcalib.outputs import run_tag
 
 __all__ = [
     "LegacyTable",
@@ -158,6 +159,8 @@ def write_legacy(
     cats = _categories_of(categories, kind)
     lines = ["#" + "\t".join(_columns(kind))] if header else []
     lines += _rows(cats, values, errors, explicit=False)
+    if header:
+        lines.append(f"# {run_tag()}")
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 

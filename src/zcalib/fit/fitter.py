@@ -807,20 +807,45 @@ def problem_from_histograms(
     scheme: CategoryScheme | None = None,
     data_variation: str = "nominal",
     mc_variation: str = "nominal",
+    regions: Sequence[int] | None = None,
 ) -> tuple[FitProblem, CategoryScheme]:
     """The likelihood problem of ``hset`` (what :func:`fit_histograms` minimises) and the
     category scheme it was built for.
 
+    The pair regions are those the **nominal** histograms pass (``min_data``, ``min_mc``,
+    ignored categories), also when a systematic variation (``*_up``/``*_down``) is fitted,
+    so that up and down are compared on one likelihood; ``uncorrected`` (raw energies: the
+    derivation without prior corrections) selects its own. ``regions`` gives the set
+    explicitly (e.g. a nominal fit's used regions for a refilled systematic variation).
+
     Raises:
-        FitError: categories not matching the histograms, no usable region, bad input.
+        FitError: categories not matching the histograms, no usable region, bad input, a
+            region of ``regions`` absent from the histograms.
     """
     sch = check_scheme(hset, scheme)
-    regions, data, mc_w, mc_w2, edges = histogram_arrays(hset, data_variation, mc_variation)
+    variations = {data_variation, mc_variation}
+    if regions is None and variations != {"nominal"} and "uncorrected" not in variations:
+        nominal, _ = problem_from_histograms(hset, config, scheme=sch)
+        regions = [int(c) for c in nominal.codes]
+    codes, data, mc_w, mc_w2, edges = histogram_arrays(hset, data_variation, mc_variation)
+    if regions is not None:
+        wanted = np.asarray(sorted(set(regions)), dtype=np.int64)
+        missing = np.setdiff1d(wanted, codes)
+        if missing.size:
+            msg = (
+                f"pair regions {missing.tolist()} of the nominal fit are not in the "
+                f"histograms of variation data={data_variation!r}, mc={mc_variation!r}"
+            )
+            raise FitError(msg)
+        rows = np.isin(codes, wanted)
+        codes, data, mc_w, mc_w2 = codes[rows], data[rows], mc_w[rows], mc_w2[rows]
+        # the region set is given: the thresholds were applied where it was chosen
+        config = config.with_overrides(min_data=0.0, min_mc=0.0)
     problem = build_problem(
         data,
         mc_w,
         mc_w2,
-        regions,
+        codes,
         edges,
         sch.cell_scale_index(),
         sch.cell_smear_index(),
@@ -838,6 +863,7 @@ def fit_histograms(
     scheme: CategoryScheme | None = None,
     data_variation: str = "nominal",
     mc_variation: str = "nominal",
+    regions: Sequence[int] | None = None,
 ) -> FitResult:
     """Fit scales (data) and smearings (MC) to the pair-mass histograms of ``hset``.
 
@@ -847,6 +873,8 @@ def fit_histograms(
         scheme: category scheme to check against the one the histograms were filled with.
         data_variation: variation of the data histograms to fit.
         mc_variation: variation of the MC templates.
+        regions: the pair-region codes to fit (default: those the nominal histograms
+            pass; see :func:`problem_from_histograms`).
 
     Returns:
         The :class:`FitResult`.
@@ -862,7 +890,12 @@ def fit_histograms(
     cfg = FitConfig() if config is None else config
     t0 = time.perf_counter()
     problem, sch = problem_from_histograms(
-        hset, cfg, scheme=scheme, data_variation=data_variation, mc_variation=mc_variation
+        hset,
+        cfg,
+        scheme=scheme,
+        data_variation=data_variation,
+        mc_variation=mc_variation,
+        regions=regions,
     )
     return fit_problem(
         problem,

@@ -424,6 +424,7 @@ class LineshapeRow:
     template_scale_err: float = math.nan
     template_smear: float = math.nan
     template_smear_err: float = math.nan
+    title: str = ""
 
     @staticmethod
     def _pull(a: float, ea: float, b: float, eb: float) -> float:
@@ -538,6 +539,8 @@ def _window_sum(edges: FloatArray, values: FloatArray, window: tuple[float, floa
 def _fit_rows(
     hset: HistogramSet, cfg: LineshapeConfig, template: Any | None
 ) -> tuple[list[LineshapeRow], list[dict[str, Any]]]:
+    from zcalib.validation.plots import categories_title
+
     scheme = hset.scheme()
     n_cells = scheme.n_cells
     edges = hset.mass_edges
@@ -595,6 +598,9 @@ def _fit_rows(
         rows.append(
             LineshapeRow(
                 name=name,
+                title=categories_title(scheme.scale[sc], scheme.smear[sm])
+                if sc >= 0
+                else "all pairs",
                 code=code,
                 scale_category=sc,
                 smear_category=sm,
@@ -757,7 +763,7 @@ def plot_row(row: LineshapeRow, path: str | Path, *, display_bin: float = 0.5) -
     ax.axvline(Z_MASS, color="grey", ls=":", lw=1, label="PDG $m_Z$")
     ax.set_xlabel("$m_{ll}$ [GeV]")
     ax.set_ylabel("events / GeV (MC normalised to data)")
-    title = row.name
+    title = row.title or row.name
     if math.isfinite(row.template_scale):
         title += f"  scale {row.scale:.4f}±{row.scale_err:.4f} (template {row.template_scale:.4f})"
     ax.set_title(title, fontsize=9)

@@ -169,6 +169,23 @@ class PlotCategory:
             parts.append(f"sublead: {sub}")
         return "; ".join(parts)
 
+    def title(self) -> str:
+        """The physics title drawn on the plot (the name is only the file name).
+
+        Example:
+            >>> eb = LeptonCuts(eta=(0.0, 1.4442))
+            >>> PlotCategory("paper", "EbEb_inclusive", "mass", eb, eb).title()
+            'both electrons |η| 0–1.4442'
+            >>> PlotCategory("paper", "x", "mass", eb, LeptonCuts(r9=(0.96, math.inf))).title()
+            'leading |η| 0–1.4442 × subleading R9 ≥ 0.96'
+            >>> PlotCategory("paper", "inclusive", "mass").title()
+            'all pairs'
+        """
+        lead, sub = self.lead.describe(), self.sublead.describe()
+        if lead == sub:
+            return f"both electrons {lead}" if lead else "all pairs"
+        return f"leading {lead or 'any'} × subleading {sub or 'any'}"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description."""
         return {

@@ -880,7 +880,9 @@ def plot_data_mc(inp: PlotInput, labels: PlotLabels | None = None) -> Figure:
         chi = (
             f"$\\chi^2$/ndf = {summary['chi2']:.1f}/{summary['ndf']}" if summary["ndf"] > 0 else ""
         )
-        info = [cat.name, cat.describe()]
+        # the physics title, on short lines beside the legend
+        title = cat.title().replace("both electrons ", "both electrons\n")
+        info = title.replace(" × ", " ×\n").split("\n")
         if chi:
             info.append(chi)
         ax.text(
@@ -935,14 +937,18 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 100, tight: bool = 
     style; returns the path."""
     from matplotlib import style as mstyle
 
+    from zcalib.outputs import current_run_id
+
     p = Path(path)
+    fmt = p.suffix.lstrip(".") or "png"
     buf = io.BytesIO()
     with mstyle.context(cms_style()):  # text (mathtext fonts) is laid out at draw time
         fig.savefig(
             buf,
-            format=p.suffix.lstrip(".") or "png",
+            format=fmt,
             dpi=dpi,
             bbox_inches="tight" if tight else None,
+            metadata={"zcalib run": current_run_id()} if fmt == "png" else None,
         )
     return atomic_write_bytes(p, buf.getvalue())
 
@@ -1206,3 +1212,125 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+# ============================================================================ titles, summary
+#: How each category variable is shown, and the bounds that mean "no cut" on that side.
+_TITLE_VARS: tuple[tuple[str, str, float, float], ...] = (
+    ("abs_eta", "|η|", 0.0, 5.0),
+    ("r9", "R9", 0.0, 1.5),
+    ("et", "$E_T$", 0.0, 10_000.0),
+    ("run", "runs", 0.0, 1e9),
+)
+
+
+def _num_title(v: float) -> str:
+    return f"{v:.4f}".rstrip("0").rstrip(".")
+
+
+def category_title(bins: Mapping[str, Any]) -> str:
+    """A physics title of a category from its bins (as in ``fit_result.json``).
+
+    Example:
+        >>> category_title({"abs_eta": [0.0, 1.0], "r9": [0.96, 10.0]})
+        '|η| < 1, R9 > 0.96'
+        >>> category_title({"abs_eta": [1.566, 2.0], "et": [20.0, 35.0], "gain": 12})
+        '|η| 1.566–2, $E_T$ 20–35 GeV, gain 12'
+        >>> category_title({})
+        'all electrons'
+    """
+    parts = []
+    for key, shown, low, high in _TITLE_VARS:
+        rng = bins.get(key) or bins.get("eta" if key == "abs_eta" else key)
+        if not rng:
+            continue
+        lo, hi = rng
+        lo_open = lo is None or lo <= low
+        hi_open = hi is None or hi >= high
+        unit = " GeV" if key == "et" else ""
+        if lo_open and hi_open:
+            continue
+        if key == "run":
+            parts.append(f"runs {int(lo)}–{int(hi)}" if not lo_open and not hi_open else "runs")
+        elif lo_open:
+            parts.append(f"{shown} < {_num_title(hi)}{unit}")
+        elif hi_open:
+            parts.append(f"{shown} > {_num_title(lo)}{unit}")
+        else:
+            parts.append(f"{shown} {_num_title(lo)}–{_num_title(hi)}{unit}")
+    if bins.get("gain") is not None:
+        parts.append(f"gain {bins['gain']}")
+    return ", ".join(parts) or "all electrons"
+
+
+def categories_title(*cats: Any) -> str:
+    """The physics title of the intersection of categories (e.g. a cell: its scale and
+    smear category).
+
+    Example:
+        >>> from zcalib.categories import Category
+        >>> categories_title(Category("scale", 0, eta=(0.0, 1.0)),
+        ...                  Category("smear", 0, eta=(0.0, 1.4442), r9=(0.96, float("inf"))))
+        '|η| < 1, R9 > 0.96'
+    """
+    bins: dict[str, Any] = {}
+    for c in cats:
+        for name, (lo, hi) in c.ranges().items():
+            key = "abs_eta" if name == "eta" else name
+            old = bins.get(key, [None, None])
+            new_lo = None if math.isinf(lo) else lo
+            new_hi = None if math.isinf(hi) else (hi - 1 if name == "run" else hi)
+            bins[key] = [
+                new_lo if old[0] is None else old[0] if new_lo is None else max(old[0], new_lo),
+                new_hi if old[1] is None else old[1] if new_hi is None else min(old[1], new_hi),
+            ]
+        if c.gain is not None:
+            bins["gain"] = c.gain
+    return category_title(bins)
+
+
+def plot_category_summary(record: Mapping[str, Any], *, title: str = "") -> Figure:
+    """Scales (data) and smearings (MC) per category with their errors, from a
+    ``fit_result.json`` record: one row per category, labelled with its physics title.
+
+    The error bars are the total uncertainty (``total``, else stat ⊕ MC stat); categories
+    held fixed or ignored are drawn hollow.
+    """
+    from matplotlib import style as mstyle
+
+    cats = [c for c in record.get("categories", []) or [] if c.get("value") is not None]
+    kinds = [
+        (k, [c for c in cats if c.get("type", c.get("kind")) == k]) for k in ("scale", "smear")
+    ]
+    kinds = [(k, cs) for k, cs in kinds if cs]
+    n = max((len(cs) for _, cs in kinds), default=1)
+    with mstyle.context(cms_style()):
+        fig = Figure(figsize=(7.0 * max(len(kinds), 1), 1.2 + 0.42 * n), layout="constrained")
+        axes = fig.subplots(1, max(len(kinds), 1), squeeze=False)[0]
+        for ax, (kind, cs) in zip(axes, kinds, strict=False):
+            y = np.arange(len(cs))[::-1]
+            vals = np.array([float(c["value"]) for c in cs])
+            errs = np.array(
+                [float(c.get("total") or c.get("total_stat") or 0.0) for c in cs], dtype=float
+            )
+            fitted = np.array([c.get("state", "fitted") == "fitted" for c in cs])
+            for sel, face in ((fitted, "black"), (~fitted, "white")):
+                if sel.any():
+                    ax.errorbar(
+                        vals[sel],
+                        y[sel],
+                        xerr=errs[sel],
+                        fmt="o",
+                        ms=5,
+                        color="black",
+                        mfc=face,
+                        capsize=2,
+                    )
+            ax.axvline(1.0 if kind == "scale" else 0.0, color="grey", ls=":", lw=1)
+            ax.set_yticks(y, [category_title(c.get("bins", {})) for c in cs], fontsize=11)
+            ax.tick_params(axis="x", labelsize=11)
+            ax.set_xlabel("scale (data)" if kind == "scale" else "smearing (MC)", fontsize=13)
+            ax.set_ylim(-0.7, len(cs) - 0.3)
+        if title:
+            fig.suptitle(title, fontsize=13)
+    return fig

@@ -36,6 +36,7 @@ from typing import Any
 
 from zcalib._atomic import atomic_write_text
 from zcalib.exceptions import InputError
+from zcalib.outputs import check_one_run
 
 __all__ = ["KNOWN_JSON", "collect", "render_report", "write_report"]
 
@@ -158,9 +159,9 @@ def _badge(status: str | None) -> str:
     s = str(status or "unknown")
     cls = (
         "ok"
-        if s in ("converged", "ok", "passed")
+        if s in ("converged", "ok", "passed", "closes", "done")
         else "bad"
-        if s in ("failed", "error")
+        if s in ("failed", "error", "does NOT close")
         else "warn"
     )
     return f'<span class="badge {cls}">{_e(s)}</span>'
@@ -219,14 +220,29 @@ def _load_json(path: Path) -> Any:
 def collect(directory: str | Path) -> dict[str, Any]:
     """What the report shows from ``directory``: JSON files by relative path, PNGs, texts.
 
+    Files reached through a link that points outside ``directory`` are left out (a report
+    shows the derivation, never other files of the machine). The files of each folder must
+    come from one run (:func:`zcalib.outputs.check_one_run`).
+
     Raises:
-        InputError: ``directory`` does not exist or is not a folder.
+        InputError: ``directory`` does not exist or is not a folder; a folder mixes the
+            outputs of two runs.
     """
     d = Path(directory)
     if not d.is_dir():
         msg = f"{d}: derivation folder not found (expected the --out folder of zcalib fit/demo)"
         raise InputError(msg)
-    files = sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
+    root = d.resolve()
+    files = []
+    for p in sorted(d.rglob("*")):
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        if not p.resolve().is_relative_to(root):
+            log.warning("%s: links outside %s; not embedded in the report", p, d)
+            continue
+        files.append(p)
+    for folder in sorted({p.parent for p in files}):
+        check_one_run(folder)
     jsons = {
         p.relative_to(d).as_posix(): p
         for p in files
@@ -247,6 +263,130 @@ def _find(jsons: Mapping[str, Path], name: str) -> list[tuple[str, Path]]:
 
 
 # ------------------------------------------------------------------------------ sections
+def _range(values: Sequence[Any] | None, fmt: str) -> str:
+    vals = [float(v) for v in values or [] if isinstance(v, int | float)]
+    if not vals:
+        return "none"
+    lo, hi = min(vals), max(vals)
+    return f"{lo:{fmt}}" if lo == hi else f"{lo:{fmt}}–{hi:{fmt}}"
+
+
+def _step_params(kind: str, s: Mapping[str, Any]) -> str:
+    """What a pipeline step derived, in one cell."""
+    if kind == "fit":
+        return (
+            f"{len(s.get('scales') or [])} scales {_range(s.get('scales'), '.4f')}; "
+            f"{len(s.get('smears') or [])} smearings {_range(s.get('smears'), '.4f')}"
+        )
+    if kind == "closure":
+        n = len(s.get("scale_pulls") or []) + len(s.get("smear_significances") or [])
+        return f"residuals of {n} parameters (no correction)"
+    if kind == "run_divide":
+        return (
+            f"{s.get('bins')} run bins ({s.get('granularity')}), "
+            f"{_range(s.get('pairs'), '.0f')} pairs each"
+        )
+    if kind == "time_stability":
+        return f"scales in {s.get('run_bins')} run bins"
+    if kind == "zweights":
+        return f"Z pT × |y| weights {_range([s.get('weight_min'), s.get('weight_max')], '.3f')}"
+    return ", ".join(f"{k} {v}" for k, v in s.items() if _is_scalar(v)) or "—"
+
+
+def _step_quality(kind: str, s: Mapping[str, Any], fr: Any) -> str:
+    """The goodness of fit of a pipeline step, in one cell."""
+    if kind == "time_stability":
+        before, after = s.get("chi2_before") or [], s.get("chi2_after") or []
+        if len(before) == 2 and len(after) == 2:
+            return (
+                f"χ²/ndf of the scale vs run {before[0]:.1f}/{before[1]} → "
+                f"{after[0]:.1f}/{after[1]}"
+            )
+    if isinstance(fr, Mapping):
+        fit = fr.get("fit") or {}
+        nll = fit.get("nll")
+        used = len(fit.get("regions_used") or [])
+        dev = f", −2 ln λ (vs saturated) {2 * nll:.1f}" if isinstance(nll, int | float) else ""
+        return f"{used} pair regions{dev}"
+    return "—"
+
+
+def _step_closure(kind: str, s: Mapping[str, Any]) -> str:
+    if kind != "closure":
+        return "—"
+    verdict = "closes" if s.get("closes") else "does NOT close"
+    failing = s.get("failing")
+    extra = f"<br><span class='muted'>failing: {_e(failing)}</span>" if failing else ""
+    return f"{_badge(verdict)} {_e(s.get('verdict', ''))}{extra}"
+
+
+def _derivation_section(
+    pipeline: Mapping[str, Any], rel: str, fit_results: Mapping[str, Any]
+) -> str:
+    """The per-step table of a pipeline folder (``final/pipeline.json``): the derivation."""
+    steps = pipeline.get("steps") or {}
+    rows = []
+    for name in pipeline.get("order") or list(steps):
+        st = steps.get(name) or {}
+        s = st.get("summary") or {}
+        kind = str(st.get("type", "?"))
+        ran = f"ran ({st.get('wall_time_s', 0):.1f} s)" if st.get("ran") else "cached"
+        rows.append(
+            [
+                f'<a href="#fit-{_e(name)}">{_e(name)}</a>' if name in fit_results else _e(name),
+                _e(kind),
+                _e(ran),
+                _badge(s.get("status", "done")),
+                _e(_step_params(kind, s)),
+                _e(_step_quality(kind, s, fit_results.get(name))),
+                _step_closure(kind, s),
+            ]
+        )
+    closure = pipeline.get("closure")
+    head = (
+        f"<p>{_badge('closes' if closure.get('closes') else 'does NOT close')} the chain "
+        f"{'closes' if closure.get('closes') else 'does not close'} "
+        f"(closure steps: {_e(', '.join(closure.get('steps') or {}))})</p>"
+        if isinstance(closure, Mapping)
+        else "<p class='muted'>no closure step in this pipeline</p>"
+    )
+    desc = pipeline.get("description")
+    return (
+        (f"<p>{_e(desc)}</p>" if desc else "")
+        + head
+        + _table(
+            ["step", "type", "run", "status", "parameters", "goodness of fit", "closure"],
+            rows,
+            left=(0, 1, 2, 4, 5, 6),
+        )
+        + f"<p class='muted'>from {_e(rel)}; final payload: "
+        f"{_e(', '.join(pipeline.get('corrections') or []))}</p>"
+    )
+
+
+def _summary_png(fr: Mapping[str, Any]) -> str:
+    """The scales/smearings-per-category plot of a fit, embedded."""
+    import io
+
+    from zcalib.validation.plots import cms_style, plot_category_summary
+
+    if not any(c.get("value") is not None for c in fr.get("categories") or []):
+        return ""
+    from matplotlib import style as mstyle
+
+    fig = plot_category_summary(fr)
+    buf = io.BytesIO()
+    with mstyle.context(cms_style()):
+        fig.savefig(buf, format="png", dpi=70)
+    b64 = base64.b64encode(buf.getvalue()).decode("ascii")
+    return (
+        '<h3>Scales and smearings per category</h3><figure class="wide">'
+        f'<img alt="scales and smearings per category" src="data:image/png;base64,{b64}">'
+        "<figcaption>error bars: total uncertainty; hollow: fixed or ignored"
+        "</figcaption></figure>"
+    )
+
+
 def _fit_section(fr: Mapping[str, Any], rel: str) -> str:
     fit = fr.get("fit", {}) or {}
     parts = [f"<p>{_badge(fr.get('status'))} <span class='muted'>({_e(rel)})</span></p>"]
@@ -271,6 +411,7 @@ def _fit_section(fr: Mapping[str, Any], rel: str) -> str:
             ]
         )
     )
+    parts.append(_summary_png(fr))
     cats = fr.get("categories", []) or []
     for kind, title in (("scale", "Scales (data)"), ("smear", "Smearings (MC)")):
         rows = []
@@ -567,17 +708,44 @@ def render_report(directory: str | Path, *, title: str | None = None) -> str:
     used: set[str] = set()
     sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
 
-    fr_entry = _find(jsons, "fit_result.json")
+    pipe_entry = _find(jsons, "pipeline.json")
+    pipeline = _load_json(pipe_entry[0][1]) if pipe_entry else None
+    order: list[str] = []
+    if isinstance(pipeline, Mapping):
+        order = [str(n) for n in pipeline.get("order") or []]
+    fr_entry = sorted(
+        _find(jsons, "fit_result.json"),
+        key=lambda kp: (
+            order.index(kp[0].split("/")[0]) if kp[0].split("/")[0] in order else len(order)
+        ),
+    )
     fr = None
-    if fr_entry:
-        rel, path = fr_entry[0]
-        fr = _load_json(path)
-        used.update(k for k, _ in fr_entry)
-        if isinstance(fr, Mapping):
-            sections.append(("fit", "Fit", _fit_section(fr, rel)))
-        else:
-            sections.append(("fit", "Fit", f"<p>{_badge('error')} {_e(rel)} unreadable</p>"))
-            fr = None
+    fit_results: dict[str, Any] = {}
+    fit_sections: list[tuple[str, str, str]] = []
+    for rel, path in fr_entry:
+        used.add(rel)
+        rec = _load_json(path)
+        if not isinstance(rec, Mapping):
+            fit_sections.append(
+                (f"fit-{len(fit_sections)}", f"Fit ({rel})", f"<p>{_badge('error')} unreadable</p>")
+            )
+            continue
+        fr = rec if fr is None else fr
+        step_name = str(rec.get("step", rel))
+        fit_results[rel.split("/")[0] if "/" in rel else step_name] = rec
+        heading = "Fit" if len(fr_entry) == 1 else f"Fit: {step_name}"
+        anchor = "fit" if len(fr_entry) == 1 else f"fit-{rel.split('/')[0]}"
+        fit_sections.append((anchor, heading, _fit_section(rec, rel)))
+    if isinstance(pipeline, Mapping):
+        used.add(pipe_entry[0][0])
+        sections.append(
+            (
+                "derivation",
+                "Derivation",
+                _derivation_section(pipeline, pipe_entry[0][0], fit_results),
+            )
+        )
+    sections.extend(fit_sections)
     for name, anchor, heading, render in (
         ("validation.json", "validation", "Validation: data vs MC", _validation_section),
         ("scans.json", "scans", "NLL scans", _scans_section),
@@ -631,6 +799,17 @@ def render_report(directory: str | Path, *, title: str | None = None) -> str:
     step = (fr or {}).get("step") if isinstance(fr, Mapping) else None
     heading = title or f"zcalib derivation report{f' — step {step}' if step else ''}"
     status = _badge(fr.get("status")) if isinstance(fr, Mapping) else ""
+    if isinstance(pipeline, Mapping):
+        heading = title or (
+            f"zcalib derivation report — pipeline {len(order)} steps"
+            + (f": {pipeline['description']}" if pipeline.get("description") else "")
+        )
+        closure = pipeline.get("closure")
+        status = (
+            _badge("closes" if closure.get("closes") else "does NOT close")
+            if isinstance(closure, Mapping)
+            else ""
+        )
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     nav = "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t, _ in sections)
     body = "".join(f'<section id="{a}"><h2>{_e(t)}</h2>{h}</section>' for a, t, h in sections)

@@ -456,6 +456,7 @@ def run_systematics(
     nom = nominal or fit_histograms(hset, fcfg, scheme=sch)
     nom.raise_if_failed()
     base_scales, base_smears = nom.scale_values(), nom.smear_values()
+    nominal_regions = [r.code for r in nom.regions_used]
     results: list[VariationResult] = []
     with contextlib.ExitStack() as stack:
         if refills:  # one cluster for every refill
@@ -495,7 +496,8 @@ def run_systematics(
                     corrections=tuple(corrections),
                     smear_seed=smear_seed,
                 )
-            res = fit_histograms(h, fc, scheme=vscheme)
+            # on the nominal fit's pair regions: a variation changes the values, not the likelihood
+            res = fit_histograms(h, fc, scheme=vscheme, regions=nominal_regions)
             if not res.converged:
                 msg = (
                     f"systematics: refit of variation '{var.name}' did not converge: {res.message}"

@@ -1,0 +1,191 @@
+"""A derivation folder as a unit (``zcalib.outputs``, ``zcalib._atomic``): one run id per
+folder, ``report`` refusing a mix, writability before any work, stale temporaries of a
+killed run cleaned, metrics inside ``--out``, no links out of the folder in the report."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CONFIGS
+from zcalib.cli import main
+from zcalib.outputs import file_run_id
+
+CATS = str(CONFIGS / "cats_eta_r9.yaml")
+
+
+def _run(argv, capsys):
+    rc = main(argv)
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def _fit_argv(demo, out, *more):
+    opts = ["--executor", "iterative", "--no-progress", "--min-data", "20", "--min-mc", "40"]
+    files = ["--data", str(demo.data), "--mc", str(demo.mc)]
+    return ["fit", *files, "--categories", CATS, "--out", str(out), *opts, *more]
+
+
+@pytest.fixture(scope="module")
+def fitted(demo_ecalelf, tmp_path_factory):
+    """``zcalib fit`` from ntuples into ``<tmp>/parent/deriv`` (one run)."""
+    out = tmp_path_factory.mktemp("outputs") / "parent" / "deriv"
+    assert main(_fit_argv(demo_ecalelf, out, "-q")) == 0
+    return out
+
+
+def test_every_output_of_a_run_carries_its_run_id_and_metrics_are_inside_out(fitted):
+    names = sorted(p.name for p in fitted.iterdir())
+    assert names == [
+        "corrections.json",
+        "fit_result.json",
+        "histograms.npz",
+        "run.metrics.json",
+        "step_scales.dat",
+        "step_smearings.dat",
+    ]
+    ids = {n: file_run_id(fitted / n) for n in names}
+    assert len(set(ids.values())) == 1, ids
+    assert None not in ids.values()
+    # nothing next to the folder (the metrics used to land in <parent>/deriv.metrics.json)
+    assert sorted(p.name for p in fitted.parent.iterdir()) == ["deriv"]
+
+
+def test_report_refuses_a_folder_mixing_two_runs(fitted, tmp_path, capsys):
+    import shutil
+
+    d = tmp_path / "deriv"
+    shutil.copytree(fitted, d)
+    first = file_run_id(d / "step_scales.dat")
+    # a second run into the same folder under another step name: it replaces corrections.json
+    # and fit_result.json but leaves step_scales.dat of the first run
+    argv = ["fit", "--histograms", str(d / "histograms.npz"), "--categories", CATS]
+    rc, _, err = _run(
+        [*argv, "--out", str(d), "--step", "other", "--min-data", "20", "--min-mc", "40", "-q"],
+        capsys,
+    )
+    assert rc == 0, err
+    second = file_run_id(d / "fit_result.json")
+    assert second != first
+    rc, _, err = _run(["report", str(d)], capsys)
+    assert rc == 1
+    assert err == (
+        f"zcalib: error: {d}: files of two runs: corrections.json (run {second}) and "
+        f"histograms.npz (run {first}); rerun the command into an empty folder\n"
+    )
+    assert not (d / "report.html").exists()
+
+
+def test_report_embeds_no_file_linked_from_outside(fitted, tmp_path, capsys):
+    import shutil
+
+    d = tmp_path / "deriv"
+    shutil.copytree(fitted, d)
+    outside = tmp_path / "private"
+    outside.mkdir()
+    (outside / "secret.json").write_text('{"password": "hunter2"}')
+    (outside / "secret.dat").write_text("# hunter2 legacy\n")
+    (d / "linked.json").symlink_to(outside / "secret.json")
+    (d / "linked.dat").symlink_to(outside / "secret.dat")
+    (d / "sub").symlink_to(outside, target_is_directory=True)
+    rc, _, err = _run(["report", str(d)], capsys)
+    assert rc == 0, err
+    page = (d / "report.html").read_text()
+    assert "hunter2" not in page
+    assert "linked.json" not in page
+    assert "fit_result.json" in page  # the folder's own files are there
+
+
+@pytest.mark.parametrize("how", ["under_a_file", "immutable"])
+def test_unwritable_out_is_exit_1_before_any_work(demo_ecalelf, tmp_path, capsys, how):
+    """The output folder is checked before the fill: a one-line error naming it, exit 1.
+
+    Runs as root, so permission bits would not stop the write: the folder is below a
+    regular file, or an existing folder made immutable (``chattr +i``, which root obeys).
+    """
+    if how == "under_a_file":
+        (tmp_path / "afile").write_text("x")
+        out = tmp_path / "afile" / "deriv"
+        reason = "output folder cannot be created (Not a directory)"
+    else:
+        out = tmp_path / "ro"
+        out.mkdir()
+        chattr = subprocess.run(["chattr", "+i", str(out)], check=False, capture_output=True)
+        if chattr.returncode != 0:
+            pytest.skip("chattr +i is not supported on this file system")
+        reason = "output folder is not writable"
+    try:
+        rc, stdout, err = _run(_fit_argv(demo_ecalelf, out), capsys)
+    finally:
+        if how == "immutable":
+            subprocess.run(["chattr", "-i", str(out)], check=True)
+    assert rc == 1
+    assert stdout == ""  # no fill, no fit table
+    assert err == f"zcalib: error: {out}: {reason}; nothing was run\n"
+
+
+#: generate's ROOT writer, stopped in the middle of writing data.root
+_GENERATE_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from zcalib.generate import _atomic_root
+
+    def fill(f):
+        print("writing", flush=True)
+        time.sleep(120)
+
+    _atomic_root(Path(sys.argv[1]) / "data.root", fill)
+    """
+)
+#: another run holding a temporary file of the same name pattern (light to start)
+_OTHER_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from zcalib._atomic import temporary_sibling
+
+    temporary_sibling(Path(sys.argv[1]) / "data.root", suffix=".tmp.root")
+    print("writing", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def _writer(folder: Path, script: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "writing\n"
+    return proc
+
+
+def test_generate_cleans_the_temporary_files_of_a_killed_run(tmp_path, capsys):
+    out = tmp_path / "gen"
+    killed = _writer(out, _GENERATE_WRITER)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    alive = _writer(out, _OTHER_WRITER)  # another run writing into the same folder right now
+    try:
+        temps = sorted(p.name for p in out.glob(".data.root.*.tmp.root"))
+        assert len(temps) == 2
+        argv = ["generate", "--out", str(out), "--n-data", "500", "--n-mc", "500", "-q"]
+        rc, _, err = _run(argv, capsys)
+        assert rc == 0, err
+        left = sorted(p.name for p in out.glob(".*.tmp.root"))
+        assert left == [f for f in temps if f".{alive.pid}." in f]  # the live run's file kept
+        assert (out / "data.root").is_file()
+    finally:
+        alive.kill()
+        alive.wait(timeout=30)
