@@ -2,8 +2,8 @@
 
 Each subcommand loads and validates its inputs, then makes one library call. Exit codes:
 0 success, 1 invalid input (any :class:`~zcalib.exceptions.ZcalibError`, or bad usage),
-2 internal error, 3 a fit that ran but failed (no correction payload written), 130
-interrupted (Ctrl-C; one line, local Dask workers closed without tracebacks).
+2 internal error, 3 a fit that ran but failed (no correction payload written), 4
+``pipeline --strict`` on a chain that does not close, 130 interrupted (Ctrl-C; one line, local Dask workers closed without tracebacks).
 """
 
 from __future__ import annotations
