@@ -510,7 +510,7 @@ def test_histograms_and_fit_read_a_calibration_config(tmp_path, capsys):
     import json
 
     from zcalib.cli import CONFIG_FIELDS
-    from zcalib.histograms import load_histograms
+    from zcalib.histograms import MassBinning, load_histograms
 
     data = write_ecalelf(tmp_path / "d.root", n=2000)
     cfg = tmp_path / "calib.yaml"
@@ -525,7 +525,9 @@ def test_histograms_and_fit_read_a_calibration_config(tmp_path, capsys):
     a = load_histograms(tmp_path / "a.npz")
     assert a.metadata["selection"]["id_level"] == "tight"
     assert a.metadata["smear_seed"] == 4
-    assert a.binning.n_bins == 600
+    # n_mass_bins: 600 over the fill range, aligned to the window [82, 98] (about 600 bins)
+    assert a.binning == MassBinning.aligned((82.0, 98.0), 60.0, 120.0, 600)
+    assert a.binning.n_bins == 623
     rc, _, err = _run([*base, "--out", str(tmp_path / "b.npz"), "--id", "none"], capsys)
     assert rc == 0, err
     assert load_histograms(tmp_path / "b.npz").metadata["selection"]["id_level"] == "none"

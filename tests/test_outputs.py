@@ -47,6 +47,7 @@ def test_every_output_of_a_run_carries_its_run_id_and_metrics_are_inside_out(fit
         "fit_result.json",
         "histograms.npz",
         "run.metrics.json",
+        "step_only_step.tsv",
         "step_scales.dat",
         "step_smearings.dat",
     ]

@@ -818,7 +818,11 @@ def fill_histograms(args: argparse.Namespace) -> Any:
     if args.datasets is not None and not (args.data or args.mc):
         ds = load_dataset_config(args.datasets)
         if args.input_format is None and args.calibration_config is None:
-            cfg = cfg.with_overrides(input_format=ds.format)
+            # the datasets YAML names its format (and a flat ntuple's column map)
+            cfg = cfg.with_overrides(
+                input_format=ds.format,
+                column_map=ds.column_map.model_dump() if ds.column_map is not None else None,
+            )
         cfg.check_datasets(ds)
     else:
         ds = dataset_config(args, cfg)

@@ -252,7 +252,7 @@ def file_run_id(path: str | Path) -> str | None:
         return _npz_run_id(p)
     if suffix == ".png":
         return _png_run_id(p)
-    if suffix == ".dat":
+    if suffix in (".dat", ".tsv"):
         return _text_run_id(p)
     return None
 

@@ -199,6 +199,8 @@ def write_only_step(
     cats = _categories_of(categories, kind)
     lines = ["#" + "\t".join(_ONLY_STEP_HEADER)] if header else []
     lines += _rows(cats, values, errors, explicit=True)
+    if header:  # the run that wrote it, as in the .dat files (a comment line pymin skips)
+        lines.append(f"# {run_tag()}")
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
