@@ -72,6 +72,10 @@ class _Segment:
     spectrum: Any  # complex (R, L//2 + 1)
     offset: int  # template fine bin of segment position 0
     parseval: FloatArray  # weights of the one-sided spectrum in Σ a·b = Σ w Re(Â conj B̂) / L
+    #: ``(2K, nb)``: one-sided spectrum (re, im interleaved) -> coarse window bins, and
+    #: ``(nb, 2K)``: coarse window bins -> spectrum of their spread over the fine bins
+    coarse_out: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    coarse_in: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
 
 
 @dataclass
@@ -115,6 +119,7 @@ class TemplateModel:
     _var_cache: dict[tuple[int, int, int], tuple[Any, Any]] = field(
         default_factory=dict, repr=False
     )
+    _noise_cache: dict[tuple[int, int], FloatArray] = field(default_factory=dict, repr=False)
     _sat: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     _ntot: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
     _q: FloatArray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
@@ -170,8 +175,16 @@ class TemplateModel:
         wts[0] = 1.0
         if length % 2 == 0:
             wts[-1] = 1.0
+        out_m, in_m = self._coarse_matrices(width, length, wts / length)
         seg = _Segment(
-            dmin=dmin, width=width, length=length, spectrum=spec, offset=i0, parseval=wts / length
+            dmin=dmin,
+            width=width,
+            length=length,
+            spectrum=spec,
+            offset=i0,
+            parseval=wts / length,
+            coarse_out=out_m,
+            coarse_in=in_m,
         )
         if len(self._cache) >= 4:
             self._cache.pop(next(iter(self._cache)))
@@ -197,18 +210,49 @@ class TemplateModel:
         )
         return out
 
-    def _window_coarse(self, seg: _Segment, spec: Any) -> FloatArray:
-        """Coarse bins inside the window of ``irfft(spec)``."""
-        full = self._irfft(spec, seg.length)
-        return coarse_sum(full[:, seg.width - 1 : seg.width - 1 + self.n_out], self.rebin)
+    def _coarse_matrices(
+        self, width: int, length: int, parseval: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """The two real matrices of :meth:`_window_coarse` and :meth:`_adjoint`.
 
-    def _adjoint(self, seg: _Segment, coarse: FloatArray) -> Any:
-        """Spectrum of a coarse-bin vector spread over its fine bins at the window position."""
-        r, nb = coarse.shape
-        out = np.zeros((r, seg.length))
-        win = out[:, seg.width - 1 : seg.width - 1 + self.n_out]
-        win.reshape(r, nb, self.rebin)[...] = coarse[:, :, None]
-        return self._rfft(out, seg.length)
+        Coarse bin ``b`` of the window covers segment positions ``n_b … n_b + rebin − 1``,
+        ``n_b = width − 1 + b·rebin``; ``G_kb = Σ_i exp(2πi k (n_b + i)/L)``. The phases are
+        reduced modulo ``L`` in integers, so the matrices are exact to rounding.
+        """
+        nk = length // 2 + 1
+        nb = self.data.shape[1]
+        pos = (width - 1 + np.arange(nb)[:, None] * self.rebin + np.arange(self.rebin)[None, :])
+        idx = (np.arange(nk, dtype=np.int64)[:, None, None] * pos[None, :, :]) % length
+        ang = (2.0 * np.pi / length) * idx.astype(np.float64)
+        g_re, g_im = np.cos(ang).sum(axis=2), np.sin(ang).sum(axis=2)  # (K, nb)
+        out_m = np.empty((2 * nk, nb))
+        out_m[0::2] = parseval[:, None] * g_re
+        out_m[1::2] = -parseval[:, None] * g_im
+        in_m = np.empty((nb, 2 * nk))
+        in_m[:, 0::2] = g_re.T
+        in_m[:, 1::2] = -g_im.T
+        return out_m, in_m
+
+    def _window_coarse(self, seg: _Segment, spec: Any) -> FloatArray:
+        """Coarse bins inside the window of ``irfft(spec)`` (``spec`` may hold only the first
+        ``K`` frequencies; the rest are zero).
+
+        Only the ``nb`` coarse sums of the window are needed, so the inverse DFT is one real
+        matrix product with :attr:`_Segment.coarse_out` instead of a full-length inverse FFT
+        followed by a sum: ``P_b = Σ_k w_k Re(Ŝ_k G_kb)``.
+        """
+        z = np.ascontiguousarray(spec, dtype=np.complex128)
+        nk = z.shape[1]
+        out: FloatArray = z.view(np.float64) @ seg.coarse_out[: 2 * nk]
+        return out
+
+    def _adjoint(self, seg: _Segment, coarse: FloatArray, nk: int | None = None) -> Any:
+        """Spectrum (first ``nk`` frequencies) of a coarse-bin vector spread over its fine
+        bins at the window position: ``Σ_b c_b conj(G_kb)``, one real matrix product."""
+        k2 = seg.coarse_in.shape[1] if nk is None else 2 * nk
+        mat = seg.coarse_in[:, :k2]
+        out = np.ascontiguousarray(coarse, dtype=np.float64) @ mat
+        return out.view(np.complex128)
 
     def _positive(self, raw: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Positivity on the coarse prediction: ``(p̃, dp̃/dP, d²p̃/dP²)`` of ``P + floor``.
@@ -335,7 +379,7 @@ class TemplateModel:
         if order < 1:
             return RegionTerms(nll=nll)
         gp = -n / p + (ntot / s_tot)[:, None]  # ∂NLL/∂p̃
-        chat = self._adjoint(seg, gp * d1)[:, : xs.shape[1]] * np.conj(xs)
+        chat = self._adjoint(seg, gp * d1, xs.shape[1]) * np.conj(xs)
         if order < 2:
             g_mu, g_s = spec.dots((1, 2), chat, parseval)
             if corr is not None:
@@ -379,14 +423,14 @@ class TemplateModel:
         s_tot = p.sum(axis=1)
         n = self.data
         ntot = self._ntot
-        ghat = self._adjoint(seg, -n / p + (ntot / s_tot)[:, None])[:, :nk]
+        ghat = self._adjoint(seg, -n / p + (ntot / s_tot)[:, None], nk)
         w = n / (p * p)
         c2 = ntot / (s_tot * s_tot)
         n_in = seg.width - 1 + self.n_out
         jac = []
         for kh_a in (spec.term(1), spec.term(2)):
             da = self._window_coarse(seg, xs * kh_a)
-            uhat = self._adjoint(seg, da * w - (c2 * da.sum(axis=1))[:, None])[:, :nk]
+            uhat = self._adjoint(seg, da * w - (c2 * da.sum(axis=1))[:, None], nk)
             dphi = self._irfft(ghat * np.conj(kh_a) + uhat * np.conj(spec.base), seg.length)
             jac.append(dphi[:, :n_in])
         var = np.zeros((self.n_regions, n_in))
@@ -543,7 +587,7 @@ class TemplateModel:
             g_p = (lam[:, None] * beta - np.where(n > 0, n / p, 0.0)) / s_tot[:, None]
         g_p = g_p + rr * rr * tau2 / p_abs
         g_v = -0.5 * rr * rr / (p_abs * p_abs)
-        chat = self._adjoint(seg, g_p)[:, : xs.shape[1]] * np.conj(xs)
+        chat = self._adjoint(seg, g_p, xs.shape[1]) * np.conj(xs)
         g_mu, g_s = spec.dots((1, 2), chat, parseval)
         e_mu, e_s = self._v_gradient(seg, spec, (kc, boxhat, varhat, first, wk), g_v)
         return RegionTerms(nll=nll, g_mu=g_mu + e_mu, g_s=g_s + e_s)
@@ -595,11 +639,13 @@ class TemplateModel:
             q = np.where(p > 0, self._ntot[:, None] / (tot * p) / (1.0 + v / (p * p)), 0.0)
         self._q = np.where(np.isfinite(q), q, 0.0)
         self._mu_ref = mu.copy()
+        self._noise_cache.clear()
 
     def copy_noise_reference(self, other: TemplateModel) -> None:
         """Use the noise-correction reference of ``other`` (same regions and bins)."""
         self._q = other._q.copy()
         self._mu_ref = other._mu_ref.copy()
+        self._noise_cache.clear()
 
     def noise_terms(self, s2: FloatArray, order: int) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Template-noise correction ``C_r(s²)`` of the multinomial NLL, with its first and
@@ -616,31 +662,59 @@ class TemplateModel:
         It depends on ``s²`` only: its purpose is the smearing, and a shift-dependent
         correction with fixed weights runs away (moving the template peak's variance under
         tail bins of large ``q`` lowers it without bound). As a function of ``s²`` it is
-        bounded, ``−½ Σ q V(0) <= C <= 0``, so it cannot drive a fit to a range bound. The
-        second derivative is a central difference of the exact first derivative.
+        bounded, ``−½ Σ q V(0) <= C <= 0``, so it cannot drive a fit to a range bound. Value
+        and derivatives are exact: ``C = −½ Σ_d C'(d)² c(d)`` with the box-summed kernel
+        ``C'`` and the fixed weights ``c`` of :meth:`_noise_weights`.
         """
         if self._q.shape != self.data.shape:
             zero = np.zeros(self.n_regions)
             self.set_noise_reference(zero, zero)
         s2 = np.asarray(s2, dtype=np.float64)
-        value, g_s = self._noise_value_grad(s2, order)
+        seg, spec, _, _ = self._spectra(self._mu_ref, s2, 2 if order >= 2 else min(order, 1))
+        weights = self._noise_weights(seg)
+        wk = weights.shape[1]
+        nk = spec.omega.size
+        boxhat = self._var_segment(seg, smooth=True)[1][None, :nk]
+
+        def box_kernel(i: int) -> FloatArray:
+            out: FloatArray = self._irfft(spec.term(i) * boxhat, seg.length)[:, :wk]
+            return out
+
+        kc = box_kernel(0)
+        kcw = kc * weights
+        value: FloatArray = -0.5 * (kc * kcw).sum(axis=1)
+        if order < 1:
+            return value, np.zeros_like(value), np.zeros_like(value)
+        kc_s = box_kernel(2)
+        g_s: FloatArray = -(kc_s * kcw).sum(axis=1)
         if order < 2:
             return value, g_s, np.zeros_like(value)
-        d_s = np.full_like(s2, 1e-3 * self.h * self.h)
-        s_lo = np.maximum(s2 - d_s, 0.0)
-        up = self._noise_value_grad(s_lo + 2.0 * d_s, 1)[1]
-        dn = self._noise_value_grad(s_lo, 1)[1]
-        return value, g_s, (up - dn) / (2.0 * d_s)
+        h_ss: FloatArray = -(kc_s * kc_s * weights).sum(axis=1) - (box_kernel(5) * kcw).sum(axis=1)
+        return value, g_s, h_ss
 
-    def _noise_value_grad(self, s2: FloatArray, order: int) -> tuple[FloatArray, FloatArray]:
-        mu = self._mu_ref
-        seg, spec, _, _ = self._spectra(mu, s2, min(order, 1))
-        parts = self._bb_parts(seg, spec, smooth=True)
-        value = -0.5 * (self._q * parts[0]).sum(axis=1)
-        if order < 1:
-            return value, np.zeros_like(value)
-        g_s = self._v_gradient(seg, spec, parts[1:], -0.5 * self._q, terms=(2,))[0]
-        return value, g_s
+    def _noise_weights(self, seg: _Segment) -> FloatArray:
+        """``c(d) = Σ_b q_b Var(t)(n_b − d)`` on the offsets of the box-summed kernel ``C'``.
+
+        With it the correction is ``C = −½ Σ_d C'(d)² c(d)``, so that its value and its
+        exact ``s²`` derivatives need only ``C'`` and its derivatives (one inverse FFT
+        each). ``c`` depends on the segment, the weights ``q`` and the smoothed Σw² only:
+        it is computed once per segment and reference (cached).
+        """
+        key = (seg.dmin, seg.width)
+        hit = self._noise_cache.get(key)
+        if hit is not None:
+            return hit
+        varhat = self._var_segment(seg, smooth=True)[0]
+        nb = self.data.shape[1]
+        first = seg.width + self.rebin - 2
+        wk = seg.width + self.rebin - 1
+        spread = np.zeros((self.n_regions, seg.length))
+        spread[:, first : first + nb * self.rebin : self.rebin] = self._q
+        out = self._irfft(self._rfft(spread, seg.length) * np.conj(varhat), seg.length)[:, :wk]
+        if len(self._noise_cache) >= 4:
+            self._noise_cache.pop(next(iter(self._noise_cache)))
+        self._noise_cache[key] = out
+        return out
 
     def _bb_hessian(self, mu: FloatArray, s2: FloatArray) -> RegionTerms:
         """Value, gradient and finite-difference ``(μ, s²)`` Hessian of the BB-lite NLL."""
