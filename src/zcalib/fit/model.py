@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.ndimage import gaussian_filter1d
 
 from zcalib.fit.kernel import (
+    _QUANTUM,
     N_SIGMA,
     KernelSpectra,
     KernelTerms,
@@ -47,6 +48,15 @@ FloatArray = NDArray[np.float64]
 #: per data bin, and in effective MC events (see :meth:`TemplateModel._positive`).
 _POSITIVE_SCALE = 1e-3
 _POSITIVE_EVENTS = 0.5
+
+
+#: Memory allowed to each per-segment cache (template, Σw² and noise-weight spectra).
+_CACHE_BYTES = 384 * 2**20
+
+
+def _cache_slots(entry_bytes: int) -> int:
+    """Entries a per-segment cache keeps: up to 6, fewer for large problems, at least 2."""
+    return int(min(6, max(2, _CACHE_BYTES // max(entry_bytes, 1))))
 
 
 @dataclass(frozen=True)
@@ -157,16 +167,35 @@ class TemplateModel:
 
     # ------------------------------------------------------------------ plumbing
     def _segment(self, dmin: int, width: int) -> _Segment:
-        key = (dmin, width)
-        seg = self._cache.get(key)
-        if seg is not None:
-            return seg
+        """A template segment whose kernel support covers offsets ``dmin … dmin + width − 1``.
+
+        Any segment with a wider support serves (the kernel is placed inside it, and no
+        circular wrap-around reaches the window either way), so a cached one is reused when
+        it is not much wider than needed. New segments get a margin on both sides and use
+        the slack of the fast FFT length, so that nearby parameter values (start scans,
+        minimiser steps, bootstrap replicas) share the template's spectrum.
+        """
+        dmax = dmin + width - 1
+        best: _Segment | None = None
+        for seg in self._cache.values():
+            fits = seg.dmin <= dmin and seg.dmin + seg.width - 1 >= dmax
+            if fits and seg.width <= 1.5 * width + 4 * _QUANTUM:
+                if best is None or seg.length < best.length:
+                    best = seg
+        if best is not None:
+            return best
+        pad = max(_QUANTUM, width // 8)
+        lo = ((dmin - pad) // _QUANTUM) * _QUANTUM
+        hi = -((-(dmax + pad)) // _QUANTUM) * _QUANTUM
+        width = hi - lo + 1
         n_in = width - 1 + self.n_out
         length = int(sfft.next_fast_len(n_in, real=True))
+        extra = length - n_in
+        dmin, width = lo - extra // 2, width + extra
         i0 = self.j_lo - dmin - (width - 1)
         r, n_fine = self.template.shape
         x = np.zeros((r, length))
-        a, b = max(i0, 0), min(i0 + n_in, n_fine)
+        a, b = max(i0, 0), min(i0 + length, n_fine)
         if b > a:
             x[:, a - i0 : b - i0] = self.template[:, a:b]
         spec = sfft.rfft(x, axis=-1, workers=_workers(x.size))
@@ -186,9 +215,9 @@ class TemplateModel:
             coarse_out=out_m,
             coarse_in=in_m,
         )
-        if len(self._cache) >= 4:
+        while self._cache and len(self._cache) >= _cache_slots(spec.nbytes):
             self._cache.pop(next(iter(self._cache)))
-        self._cache[key] = seg
+        self._cache[(dmin, width)] = seg
         return seg
 
     def _spectra(
@@ -197,7 +226,9 @@ class TemplateModel:
         """Segment, kernel spectra, template spectrum and Parseval weights (cut alike)."""
         dmin, width = kernel_support(mu, s2, self.h, self.n_sigma)
         seg = self._segment(dmin, width)
-        spec = kernel_spectra(mu, s2, self.h, dmin, width, seg.length, order, n_sigma=self.n_sigma)
+        spec = kernel_spectra(
+            mu, s2, self.h, seg.dmin, seg.width, seg.length, order, n_sigma=self.n_sigma
+        )
         nk = spec.omega.size
         return seg, spec, seg.spectrum[:, :nk], seg.parseval[:nk]
 
@@ -478,7 +509,7 @@ class TemplateModel:
         box = np.zeros(seg.length)
         box[: self.rebin] = 1.0
         out = (self._rfft(x, seg.length), sfft.rfft(box))
-        if len(self._var_cache) >= 4:
+        while self._var_cache and len(self._var_cache) >= _cache_slots(out[0].nbytes):
             self._var_cache.pop(next(iter(self._var_cache)))
         self._var_cache[key] = out
         return out
@@ -711,7 +742,7 @@ class TemplateModel:
         spread = np.zeros((self.n_regions, seg.length))
         spread[:, first : first + nb * self.rebin : self.rebin] = self._q
         out = self._irfft(self._rfft(spread, seg.length) * np.conj(varhat), seg.length)[:, :wk]
-        if len(self._noise_cache) >= 4:
+        while self._noise_cache and len(self._noise_cache) >= _cache_slots(out.nbytes):
             self._noise_cache.pop(next(iter(self._noise_cache)))
         self._noise_cache[key] = out
         return out
