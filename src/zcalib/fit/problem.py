@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy import sparse
 
 from zcalib.categories import region_pair
 from zcalib.exceptions import FitError
@@ -155,17 +156,33 @@ class FitProblem:
         return a, b
 
     @functools.cached_property
-    def _jacobian(self) -> tuple[FloatArray, FloatArray]:
+    def _jacobian(self) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
         a, b = self.incidence()
         fs = list(self.free_scale)
         fm = list(self.free_smear)
         jmu = np.concatenate([a[:, fs], -b[:, fm]], axis=1)
         js = np.concatenate([np.zeros((len(self.codes), len(fs))), b[:, fm]], axis=1)
-        return jmu, js
+        return sparse.csr_matrix(jmu), sparse.csr_matrix(js)
 
-    def jacobian(self) -> tuple[FloatArray, FloatArray]:
-        """``∂μ/∂θ`` and ``∂s²/∂θ``, each ``(R, n_params)`` (constant: the map is linear)."""
+    def jacobian(self) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+        """``∂μ/∂θ`` and ``∂s²/∂θ``, each ``(R, n_params)`` (constant: the map is linear),
+        as sparse matrices (a region touches at most two scale and two smear categories)."""
         return self._jacobian
+
+    def _chain(self, g_mu: FloatArray, g_s: FloatArray) -> FloatArray:
+        """``Jμᵀ g_μ + Jsᵀ g_s``: per-region derivatives to the gradient in ``θ``."""
+        jmu, js = self.jacobian()
+        out: FloatArray = jmu.T @ g_mu + js.T @ g_s
+        return out
+
+    def _chain2(self, h_mumu: FloatArray, h_mus: FloatArray, h_ss: FloatArray) -> FloatArray:
+        """``Σ_r J_rᵀ [[h_μμ, h_μs], [h_μs, h_ss]]_r J_r``: per-region 2 x 2 blocks to the
+        ``(P, P)`` matrix in ``θ`` (sparse products: each region adds at most a 4 x 4 block)."""
+        jmu, js = self.jacobian()
+        cross = jmu.T @ sparse.diags(h_mus) @ js
+        out = jmu.T @ sparse.diags(h_mumu) @ jmu + cross + cross.T + js.T @ sparse.diags(h_ss) @ js
+        dense: FloatArray = np.asarray(out.toarray())
+        return dense
 
     def full(self, theta: ArrayLike) -> tuple[FloatArray, FloatArray]:
         """``(x, v)`` for every scale and smear category given ``θ``."""
@@ -238,9 +255,7 @@ class FitProblem:
         self._check(value, theta)
         assert t.g_mu is not None
         assert t.g_s is not None
-        jmu, js = self.jacobian()
-        grad: FloatArray = jmu.T @ t.g_mu + js.T @ t.g_s
-        return value, grad
+        return value, self._chain(t.g_mu, t.g_s)
 
     def hessian(
         self, theta: ArrayLike, *, data_only: bool = False
@@ -261,24 +276,14 @@ class FitProblem:
         assert t.h_mumu is not None
         assert t.h_mus is not None
         assert t.h_ss is not None
-        jmu, js = self.jacobian()
-        grad: FloatArray = jmu.T @ t.g_mu + js.T @ t.g_s
-        hess: FloatArray = (
-            jmu.T @ (t.h_mumu[:, None] * jmu)
-            + jmu.T @ (t.h_mus[:, None] * js)
-            + js.T @ (t.h_mus[:, None] * jmu)
-            + js.T @ (t.h_ss[:, None] * js)
-        )
-        return value, grad, 0.5 * (hess + hess.T)
+        hess = self._chain2(t.h_mumu, t.h_mus, t.h_ss)
+        return value, self._chain(t.g_mu, t.g_s), 0.5 * (hess + hess.T)
 
     def mc_stat_information(self, theta: ArrayLike) -> FloatArray:
         """``V = Σ_k Var(t_k) (∂g/∂t_k)(∂g/∂t_k)ᵀ`` over MC template bins, ``(P, P)``."""
         mu, s2 = self.region_params(theta)
         m = self.model.mc_stat_matrix(mu, s2)
-        jmu, js = self.jacobian()
-        j = np.stack([jmu, js], axis=1)  # (R, 2, P)
-        out: FloatArray = np.einsum("rap,rab,rbq->pq", j, m, j)
-        return out
+        return self._chain2(m[:, 0, 0], m[:, 0, 1], m[:, 1, 1])
 
     def region_nll(self, mu: FloatArray, s2: FloatArray) -> FloatArray:
         """Plain multinomial NLL per used region at given ``(μ, s²)`` (for the start scans:
