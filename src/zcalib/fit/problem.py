@@ -295,12 +295,11 @@ class FitProblem:
         template: FloatArray,
         variance: FloatArray | None = None,
         *,
-        noise_correction: bool | None = None,
+        likelihood: str | None = None,
     ) -> FitProblem:
-        """The same problem with another MC template for the used regions (bootstrap, toys);
-        ``noise_correction=False`` leaves the template-noise correction out."""
+        """The same problem with another MC template for the used regions (bootstrap, toys)
+        and the same likelihood (with its reference point) or ``likelihood``."""
         m = self.model
-        corrected = m.noise_correction if noise_correction is None else noise_correction
         model = TemplateModel(
             template=template,
             variance=m.variance if variance is None else variance,
@@ -310,19 +309,16 @@ class FitProblem:
             rebin=m.rebin,
             n_sigma=m.n_sigma,
             floor=m.floor,
-            bb_lite=m.bb_lite,
-            noise_correction=corrected,
+            likelihood=m.likelihood if likelihood is None else likelihood,
             s2_floor=m.s2_floor,
         )
-        if corrected:
-            model.copy_noise_reference(m)
+        model.objective.copy_reference(m.objective)
         return dataclasses.replace(self, model=model)
 
-    def set_noise_reference(self, theta: ArrayLike) -> None:
-        """Set the weights of the template-noise correction at ``θ`` (no-op without it)."""
-        if self.model.noise_correction:
-            mu, s2 = self.region_params(theta)
-            self.model.set_noise_reference(mu, s2)
+    def set_reference(self, theta: ArrayLike) -> None:
+        """Set the likelihood's reference point (the noise correction's weights) at ``θ``."""
+        mu, s2 = self.region_params(theta)
+        self.model.objective.set_reference(mu, s2)
 
 
 def _as_float2d(name: str, arr: ArrayLike, shape: tuple[int, ...] | None) -> FloatArray:
@@ -554,8 +550,7 @@ def build_problem(
         j_lo=j_lo,
         rebin=rebin,
         floor=floor,
-        bb_lite=config.mc_stat_likelihood == "bb-lite",
-        noise_correction=config.mc_stat_likelihood == "noise-corrected",
+        likelihood=config.mc_stat_likelihood,
         s2_floor=(config.template_smoothing * h) ** 2,
     )
     return FitProblem(
