@@ -157,12 +157,34 @@ class FitProblem:
 
     @functools.cached_property
     def _jacobian(self) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
-        a, b = self.incidence()
-        fs = list(self.free_scale)
-        fm = list(self.free_smear)
-        jmu = np.concatenate([a[:, fs], -b[:, fm]], axis=1)
-        js = np.concatenate([np.zeros((len(self.codes), len(fs))), b[:, fm]], axis=1)
-        return sparse.csr_matrix(jmu), sparse.csr_matrix(js)
+        r = len(self.codes)
+        ns = len(self.free_scale)
+        col_scale = np.full(self.n_scale, -1, dtype=np.int64)
+        col_scale[list(self.free_scale)] = np.arange(ns)
+        col_smear = np.full(self.n_smear, -1, dtype=np.int64)
+        col_smear[list(self.free_smear)] = ns + np.arange(len(self.free_smear))
+        rows = np.repeat(np.arange(r), 2)
+        cs = col_scale[self.leg_scale.ravel()]
+        cm = col_smear[self.leg_smear.ravel()]
+        # per leg: μ gets ½ x_a and −¼ v_b, s² gets ¼ v_b (duplicates are summed)
+        keep_s, keep_m = cs >= 0, cm >= 0
+        shape = (r, self.n_params)
+        jmu = sparse.csr_matrix(
+            (
+                np.concatenate([np.full(keep_s.sum(), 0.5), np.full(keep_m.sum(), -0.25)]),
+                (
+                    np.concatenate([rows[keep_s], rows[keep_m]]),
+                    np.concatenate([cs[keep_s], cm[keep_m]]),
+                ),
+            ),
+            shape=shape,
+        )
+        js = sparse.csr_matrix(
+            (np.full(keep_m.sum(), 0.25), (rows[keep_m], cm[keep_m])), shape=shape
+        )
+        jmu.sum_duplicates()
+        js.sum_duplicates()
+        return jmu, js
 
     def jacobian(self) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
         """``∂μ/∂θ`` and ``∂s²/∂θ``, each ``(R, n_params)`` (constant: the map is linear),
