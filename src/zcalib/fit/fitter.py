@@ -359,7 +359,9 @@ def bootstrap_covariance(
     shifts = []
     for ss in seeds:
         rng = np.random.default_rng(ss)
-        t = m.template + rng.standard_normal(m.template.shape) * sd
+        t = rng.standard_normal(m.template.shape)  # the same draws, fewer temporaries
+        t *= sd
+        t += m.template
         # a term that is a fixed function of θ (the noise correction) has the same gradient
         # in every replica and drops out of the covariance: replicas use `replica`
         _, g = problem.with_template(t, likelihood=m.objective.replica).nll_grad(theta)

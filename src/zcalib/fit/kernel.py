@@ -82,7 +82,7 @@ _THREAD_MIN_SIZE = 1 << 17
 
 #: Memory allowed to each per-segment cache of the template model (template, Σw² and
 #: noise-weight spectra).
-_CACHE_BYTES = 384 * 2**20
+_CACHE_BYTES = 256 * 2**20
 
 
 def cache_slots(entry_bytes: int) -> int:

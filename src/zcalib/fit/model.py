@@ -12,6 +12,7 @@ derivatives. The likelihoods built on the prediction are the modules of
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,36 @@ class _Segment:
     #: ``(nb, 2K)``: coarse window bins -> spectrum of their spread over the fine bins
     coarse_out: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
     coarse_in: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+
+
+@functools.lru_cache(maxsize=16)
+def _coarse_matrices(width: int, length: int, rebin: int, nb: int) -> tuple[FloatArray, FloatArray]:
+    """The two real matrices of :meth:`TemplateModel._window_coarse` and
+    :meth:`TemplateModel._adjoint` (cached: bootstrap replicas and toys share them).
+
+    Coarse bin ``b`` of the window covers segment positions ``n_b … n_b + rebin − 1``,
+    ``n_b = width − 1 + b·rebin``; ``G_kb = Σ_i exp(2πi k (n_b + i)/L)``. The phases are
+    reduced modulo ``L`` in integers, so the matrices are exact to rounding.
+    """
+    nk = length // 2 + 1
+    wts = np.full(nk, 2.0)
+    wts[0] = 1.0
+    if length % 2 == 0:
+        wts[-1] = 1.0
+    parseval = wts / length
+    pos = width - 1 + np.arange(nb)[:, None] * rebin + np.arange(rebin)[None, :]
+    idx = (np.arange(nk, dtype=np.int64)[:, None, None] * pos[None, :, :]) % length
+    ang = (2.0 * np.pi / length) * idx.astype(np.float64)
+    g_re, g_im = np.cos(ang).sum(axis=2), np.sin(ang).sum(axis=2)  # (K, nb)
+    out_m = np.empty((2 * nk, nb))
+    out_m[0::2] = parseval[:, None] * g_re
+    out_m[1::2] = -parseval[:, None] * g_im
+    in_m = np.empty((nb, 2 * nk))
+    in_m[:, 0::2] = g_re.T
+    in_m[:, 1::2] = -g_im.T
+    out_m.flags.writeable = False
+    in_m.flags.writeable = False
+    return out_m, in_m
 
 
 @dataclass
@@ -186,7 +217,7 @@ class TemplateModel:
         wts[0] = 1.0
         if length % 2 == 0:
             wts[-1] = 1.0
-        out_m, in_m = self._coarse_matrices(width, length, wts / length)
+        out_m, in_m = _coarse_matrices(width, length, self.rebin, self.data.shape[1])
         seg = _Segment(
             dmin=dmin,
             width=width,
@@ -222,29 +253,6 @@ class TemplateModel:
             spec, n=length, axis=-1, workers=_workers(spec.shape[0] * length)
         )
         return out
-
-    def _coarse_matrices(
-        self, width: int, length: int, parseval: FloatArray
-    ) -> tuple[FloatArray, FloatArray]:
-        """The two real matrices of :meth:`_window_coarse` and :meth:`_adjoint`.
-
-        Coarse bin ``b`` of the window covers segment positions ``n_b … n_b + rebin − 1``,
-        ``n_b = width − 1 + b·rebin``; ``G_kb = Σ_i exp(2πi k (n_b + i)/L)``. The phases are
-        reduced modulo ``L`` in integers, so the matrices are exact to rounding.
-        """
-        nk = length // 2 + 1
-        nb = self.data.shape[1]
-        pos = width - 1 + np.arange(nb)[:, None] * self.rebin + np.arange(self.rebin)[None, :]
-        idx = (np.arange(nk, dtype=np.int64)[:, None, None] * pos[None, :, :]) % length
-        ang = (2.0 * np.pi / length) * idx.astype(np.float64)
-        g_re, g_im = np.cos(ang).sum(axis=2), np.sin(ang).sum(axis=2)  # (K, nb)
-        out_m = np.empty((2 * nk, nb))
-        out_m[0::2] = parseval[:, None] * g_re
-        out_m[1::2] = -parseval[:, None] * g_im
-        in_m = np.empty((nb, 2 * nk))
-        in_m[:, 0::2] = g_re.T
-        in_m[:, 1::2] = -g_im.T
-        return out_m, in_m
 
     def _window_coarse(self, seg: _Segment, spec: Any) -> FloatArray:
         """Coarse bins inside the window of ``irfft(spec)`` (``spec`` may hold only the first

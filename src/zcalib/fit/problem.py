@@ -335,7 +335,9 @@ class FitProblem:
             s2_floor=m.s2_floor,
         )
         model.objective.copy_reference(m.objective)
-        return dataclasses.replace(self, model=model)
+        out = dataclasses.replace(self, model=model)
+        out.__dict__["_jacobian"] = self._jacobian  # same regions and parameters
+        return out
 
     def set_reference(self, theta: ArrayLike) -> None:
         """Set the likelihood's reference point (the noise correction's weights) at ``θ``."""

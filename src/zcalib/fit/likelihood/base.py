@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -58,7 +59,9 @@ class Likelihood:
     data_errors: ClassVar[DataErrors] = "hessian"
 
     def __init__(self, model: TemplateModel) -> None:
-        self.model = model
+        # a weak reference: the model owns its likelihood, and a reference cycle would keep
+        # every bootstrap replica's template and caches alive until the cyclic collector runs
+        self.model: TemplateModel = weakref.proxy(model)
 
     def evaluate(self, mu: FloatArray, s2: FloatArray, order: int) -> RegionTerms:
         """Per-region NLL (minus its saturated value) and derivatives in ``(μ, s²)`` at the

@@ -106,7 +106,7 @@ class NoiseCorrected(Likelihood):
         boxhat = m._var_segment(seg, smooth=True)[1][None, :nk]
 
         def box_kernel(i: int) -> FloatArray:
-            out: FloatArray = m._irfft(spec.term(i) * boxhat, seg.length)[:, :wk]
+            out: FloatArray = m._irfft(spec.term(i) * boxhat, seg.length)[:, :wk].copy()
             return out
 
         kc = box_kernel(0)
@@ -140,7 +140,9 @@ class NoiseCorrected(Likelihood):
         wk = seg.width + m.rebin - 1
         spread = np.zeros((m.n_regions, seg.length))
         spread[:, first : first + nb * m.rebin : m.rebin] = self._q
-        out = m._irfft(m._rfft(spread, seg.length) * np.conj(varhat), seg.length)[:, :wk]
+        full = m._irfft(m._rfft(spread, seg.length) * np.conj(varhat), seg.length)
+        del spread
+        out = full[:, :wk].copy()  # the cache keeps the offsets needed, not the segment
         while self._noise_cache and len(self._noise_cache) >= cache_slots(out.nbytes):
             self._noise_cache.pop(next(iter(self._noise_cache)))
         self._noise_cache[key] = out
