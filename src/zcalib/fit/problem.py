@@ -474,14 +474,15 @@ def build_problem(
     ignored_smear = set(config.ignore_smears)
     infos: list[RegionInfo] = []
     keep: list[int] = []
+    nd_all = d_all[:, j_lo:j_hi].sum(axis=1).tolist()
+    sw_all = w_all[:, j_lo:j_hi].sum(axis=1).tolist()
+    sw2_all = w2_all[:, j_lo:j_hi].sum(axis=1).tolist()
     for r, code in enumerate(codes_all.tolist()):
         if code < 0:
             log.debug("skipping region code %d (leptons outside every category)", code)
             continue
         ci, cj = region_pair(code, n_cells)
-        nd = float(d_all[r, j_lo:j_hi].sum())
-        sw = float(w_all[r, j_lo:j_hi].sum())
-        sw2 = float(w2_all[r, j_lo:j_hi].sum())
+        nd, sw, sw2 = nd_all[r], sw_all[r], sw2_all[r]
         neff = sw * sw / sw2 if sw2 > 0 and sw > 0 else 0.0
         reason = ""
         ign_s = sorted({int(cs[ci]), int(cs[cj])} & ignored_scale)
