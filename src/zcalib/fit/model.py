@@ -133,6 +133,10 @@ class TemplateModel:
     floor: FloatArray = field(default_factory=lambda: np.zeros(0))
     likelihood: str = "none"
     s2_floor: float = 0.0
+    #: the last kernel spectra (one entry), keyed by the exact parameters and segment; a
+    #: model for another template of the same regions may share it (bootstrap replicas
+    #: all evaluate at the minimum)
+    spectra_cache: dict[tuple[Any, ...], KernelSpectra] = field(default_factory=dict, repr=False)
     _cache: dict[tuple[int, int], _Segment] = field(default_factory=dict, repr=False)
     _var_cache: dict[tuple[int, int, int], tuple[Any, Any]] = field(
         default_factory=dict, repr=False
@@ -239,9 +243,16 @@ class TemplateModel:
         """Segment, kernel spectra, template spectrum and Parseval weights (cut alike)."""
         dmin, width = kernel_support(mu, s2, self.h, self.n_sigma)
         seg = self._segment(dmin, width)
-        spec = kernel_spectra(
-            mu, s2, self.h, seg.dmin, seg.width, seg.length, order, n_sigma=self.n_sigma
-        )
+        mu = np.asarray(mu, dtype=np.float64)
+        s2 = np.asarray(s2, dtype=np.float64)
+        key = (mu.tobytes(), s2.tobytes(), seg.dmin, seg.width, seg.length, order)
+        spec = self.spectra_cache.get(key)
+        if spec is None:
+            spec = kernel_spectra(
+                mu, s2, self.h, seg.dmin, seg.width, seg.length, order, n_sigma=self.n_sigma
+            )
+            self.spectra_cache.clear()
+            self.spectra_cache[key] = spec
         nk = spec.omega.size
         return seg, spec, seg.spectrum[:, :nk], seg.parseval[:nk]
 

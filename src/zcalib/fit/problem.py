@@ -333,6 +333,7 @@ class FitProblem:
             floor=m.floor,
             likelihood=m.likelihood if likelihood is None else likelihood,
             s2_floor=m.s2_floor,
+            spectra_cache=m.spectra_cache,
         )
         model.objective.copy_reference(m.objective)
         out = dataclasses.replace(self, model=model)
