@@ -11,10 +11,13 @@ Cases:
         events per run is too slow on the shared 2-core machine): ~15k regions used.
         Target <= 60 s and < 2 GB.
 
-For each case: wall time of the fit (best of ``--repeat``) split into set-up, start scans,
-minimisation and errors; evaluations; time per NLL, NLL+gradient and Hessian evaluation
-and per region (the growth figure); peak memory of the fit (tracemalloc) and process RSS;
-recovery of the injected values (pulls).
+For each case: wall and CPU time (``time.process_time``) of the fit (best of ``--repeat``,
+without tracemalloc)
+split into set-up, start scans, minimisation and errors; evaluations; wall and CPU time per
+NLL, NLL+gradient and Hessian evaluation and per region (the growth figure); peak memory of
+the fit (tracemalloc) and process RSS; the 1-minute load average before and after each
+case (the machine is shared: compare ratios within one run); recovery of the injected
+values (pulls).
 
 Usage::
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import platform
 import resource
 import sys
@@ -107,41 +111,52 @@ def unpopulated(arr: dict[str, Any], cfg_window: tuple[float, float]) -> tuple[i
     return tuple(int(a) for a in range(int(arr["cell_scale"].max()) + 1) if a not in covered)
 
 
-def run_case(name: str, repeat: int, seed: int, mc_stat: str = "bootstrap") -> dict[str, Any]:
+def run_case(
+    name: str, repeat: int, seed: int, mc_stat: str = "bootstrap", sandwich: bool = True
+) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
     scheme, arr, truth_s, truth_m, t_gen = case_arrays(name, seed)
     n_data, n_mc = float(arr["data"].sum()), float(arr["mc_w"].sum())
     cfg = FitConfig(mc_stat=mc_stat, ignore_scales=unpopulated(arr, cfg_window=(80.0, 100.0)))  # type: ignore[arg-type]
 
-    walls = []
+    # timed fits without tracemalloc (it slows every allocation), then one traced fit for
+    # the peak memory
+    walls, cpus = [], []
     result = None
     for _ in range(repeat):
-        tracemalloc.start()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = fit_arrays(**arr, config=cfg)
         walls.append(time.perf_counter() - t0)
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        cpus.append(time.process_time() - c0)
     assert result is not None
+    tracemalloc.start()
+    fit_arrays(**arr, config=cfg)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
     # the same fit with the linear (sandwich) MC-statistics errors, for the cost ratio
-    t0 = time.perf_counter()
-    fit_arrays(**arr, config=cfg.with_overrides(mc_stat="sandwich"))
-    wall_sandwich = time.perf_counter() - t0
+    wall_sandwich = float("nan")
+    if sandwich:
+        t0 = time.perf_counter()
+        fit_arrays(**arr, config=cfg.with_overrides(mc_stat="sandwich"))
+        wall_sandwich = time.perf_counter() - t0
 
     # per-evaluation timings on the same problem
     prob = build_problem(config=cfg, warn=False, **arr)
     theta = prob.theta_from_values(result.scale_values(), result.smear_values())
 
-    def per_call(fn: Any, n: int) -> float:
+    prob.set_reference(theta)
+
+    def per_call(fn: Any, n: int) -> tuple[float, float]:
         fn(theta)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for _ in range(n):
             fn(theta)
-        return (time.perf_counter() - t) / n
+        return (time.perf_counter() - t) / n, (time.process_time() - c) / n
 
     n_rep = 50 if len(prob.codes) < 200 else 10 if len(prob.codes) < 5000 else 3
-    t_nll = per_call(prob.nll, n_rep)
-    t_grad = per_call(prob.nll_grad, n_rep)
-    t_hess = per_call(prob.hessian, max(3, n_rep // 5))
+    t_nll, c_nll = per_call(prob.nll, n_rep)
+    t_grad, c_grad = per_call(prob.nll_grad, n_rep)
+    t_hess, c_hess = per_call(prob.hessian, max(3, n_rep // 5))
 
     pulls_s = [
         (c.value - t) / c.total_stat
@@ -168,10 +183,14 @@ def run_case(name: str, repeat: int, seed: int, mc_stat: str = "bootstrap") -> d
         "generate_s": t_gen,
         "fit_wall_s": min(walls),
         "fit_wall_all_s": walls,
+        "fit_cpu_s": cpus[int(np.argmin(walls))],
+        "fit_cpu_all_s": cpus,
+        "loadavg_1min_before": load_before,
+        "loadavg_1min_after": os.getloadavg()[0],
         "mc_stat": mc_stat,
         "mc_stat_likelihood": cfg.mc_stat_likelihood,
-        "fit_wall_sandwich_s": wall_sandwich,
-        "errors_cost_ratio_vs_sandwich": min(walls) / wall_sandwich,
+        "fit_wall_sandwich_s": wall_sandwich if sandwich else None,
+        "errors_cost_ratio_vs_sandwich": min(walls) / wall_sandwich if sandwich else None,
         "timings": result.timings,
         "status": result.status,
         "n_eval": result.n_eval,
@@ -181,6 +200,11 @@ def run_case(name: str, repeat: int, seed: int, mc_stat: str = "bootstrap") -> d
         "nll_grad_per_region_us": 1e6 * t_grad / len(prob.codes),
         "nll_per_region_us": 1e6 * t_nll / len(prob.codes),
         "hessian_s": t_hess,
+        "nll_cpu_s": c_nll,
+        "nll_grad_cpu_s": c_grad,
+        "hessian_cpu_s": c_hess,
+        "nll_grad_cpu_per_region_us": 1e6 * c_grad / len(prob.codes),
+        "hessian_cpu_per_region_us": 1e6 * c_hess / len(prob.codes),
         "fit_peak_tracemalloc_mb": peak / 2**20,
         "target_s": TARGETS[name],
         "meets_target": min(walls) <= TARGETS[name] and (name != "c" or peak / 2**30 < 2.0),
@@ -205,15 +229,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--mc-stat", default="bootstrap", choices=["bootstrap", "sandwich", "none"], help="errors"
     )
+    ap.add_argument(
+        "--sandwich-cases",
+        default="ab",
+        help="cases also fitted with sandwich errors for the cost ratio (c doubles the run)",
+    )
     args = ap.parse_args(argv)
 
     results = []
     for name in args.cases:
-        r = run_case(name, args.repeat if name != "c" else 1, args.seed, args.mc_stat)
+        r = run_case(
+            name,
+            args.repeat if name != "c" else 1,
+            args.seed,
+            args.mc_stat,
+            sandwich=name in args.sandwich_cases,
+        )
         results.append(r)
         print(
-            f"case {name}: {r['fit_wall_s']:.2f} s ({r['timings']}), "
-            f"{1e6 * r['nll_grad_s'] / r['regions_used']:.0f} us/region per NLL+grad",
+            f"case {name}: {r['fit_wall_s']:.2f} s wall, {r['fit_cpu_s']:.2f} s CPU "
+            f"({r['timings']}), {r['nll_grad_cpu_per_region_us']:.0f} us CPU/region per "
+            f"NLL+grad, load {r['loadavg_1min_before']:.1f} -> {r['loadavg_1min_after']:.1f}",
             flush=True,
         )
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -230,11 +266,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['regions_used']:>8} {r['parameters']:>6} {r['fit_wall_s']:>8.3f} "
             f"{r['n_eval']:>6} {1e3 * r['nll_s']:>8.2f} {1e3 * r['nll_grad_s']:>9.2f} "
             f"{1e3 * r['hessian_s']:>9.2f} {r['fit_peak_tracemalloc_mb']:>8.1f} "
-            f"{'ok' if r['meets_target'] else 'MISS':>6} {r['fit_wall_sandwich_s']:>12.3f} "
+            f"{'ok' if r['meets_target'] else 'MISS':>6} {r['fit_wall_sandwich_s'] or float('nan'):>12.3f} "
             f"{r['nll_grad_per_region_us']:>9.1f}"
         )
     print(f"process peak RSS: {rss_mb:.0f} MB")
     payload = {
+        "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "numpy": np.__version__,

@@ -73,14 +73,20 @@ def pulls(res: Any, truth_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sc, sm
 
 
-def regime_matrix(n_samples: int) -> list[dict[str, Any]]:
+def regime_matrix(
+    n_samples: int,
+    regimes: tuple[str, ...] = tuple(REGIMES),
+    likelihoods: tuple[str, ...] = LIKELIHOODS,
+) -> list[dict[str, Any]]:
     sch = schemes()
     rows = []
-    for regime, (name, nd, nm, neg) in REGIMES.items():
+    for regime in regimes:
+        name, nd, nm, neg = REGIMES[regime]
         scheme = sch[name]
         truth = TRUTH_SCALES[syn.parent_scale_index(scheme, sch["parent"])]
         acc: dict[str, dict[str, Any]] = {
-            lik: {"sc": [], "sm": [], "conv": 0, "bound": 0, "wall": []} for lik in LIKELIHOODS
+            lik: {"sc": [], "sm": [], "conv": 0, "bound": 0, "wall": [], "cpu": []}
+            for lik in likelihoods
         }
         for k in range(n_samples):
             hs = synthetic_histograms(
@@ -94,10 +100,12 @@ def regime_matrix(n_samples: int) -> list[dict[str, Any]]:
                 negative_fraction=neg,
             )
             arr = syn.fit_inputs(hs, scheme)
-            for lik in LIKELIHOODS:
-                cfg = FitConfig(mc_stat_likelihood=lik)
+            for lik in likelihoods:
+                cfg = FitConfig(mc_stat_likelihood=lik)  # type: ignore[arg-type]
+                c0 = time.process_time()
                 res = fit_arrays(**arr, config=cfg)
                 a = acc[lik]
+                a["cpu"].append(time.process_time() - c0)
                 a["conv"] += res.converged
                 a["bound"] += any(c.at_bound for c in (*res.scales, *res.smears))
                 a["wall"].append(res.wall_time)
@@ -117,6 +125,7 @@ def regime_matrix(n_samples: int) -> list[dict[str, Any]]:
                 "smear_sq_pull_mean": float(sm.mean()),
                 "smear_sq_pull_width": float(sm.std(ddof=1)),
                 "fit_wall_s_mean": float(np.mean(a["wall"])),
+                "fit_cpu_s_mean": float(np.mean(a["cpu"])),
             }
             rows.append(row)
             print(
@@ -193,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=3, help="samples per regime")
     ap.add_argument("--toys", type=int, default=20, help="template toys per scheme")
     ap.add_argument("--part", choices=("all", "matrix", "toys"), default="all")
+    ap.add_argument(
+        "--regimes", default=",".join(REGIMES), help="comma-separated regimes of the matrix"
+    )
+    ap.add_argument(
+        "--likelihoods", default=",".join(LIKELIHOODS), help="comma-separated likelihoods"
+    )
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)
     t0 = time.perf_counter()
@@ -200,7 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         payload = json.loads(args.out.read_text())
     if args.part in ("all", "matrix"):
-        payload["regimes"] = regime_matrix(args.samples)
+        rows = regime_matrix(
+            args.samples, tuple(args.regimes.split(",")), tuple(args.likelihoods.split(","))
+        )
+        keys = {(r["regime"], r["likelihood"]) for r in rows}
+        kept = [r for r in payload.get("regimes", []) if (r["regime"], r["likelihood"]) not in keys]
+        payload["regimes"] = kept + rows
     if args.part in ("all", "toys"):
         payload["template_toys"] = [
             template_toys("parent", 300_000, 1_200_000, args.toys),

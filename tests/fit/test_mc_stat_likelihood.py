@@ -33,7 +33,7 @@ def _small_model(rng: np.random.Generator, var_scale: float = 1.0) -> TemplateMo
     t = np.stack([200 * np.exp(-0.5 * ((x - 150) / (20 + 5 * r)) ** 2) + 1 for r in range(3)])
     var = var_scale * t * rng.uniform(0.5, 2.0, t.shape)
     data = rng.poisson(3 * coarse_sum(t[:, j_lo : j_lo + nb * rebin], rebin)).astype(float)
-    return TemplateModel(t, var, data, h=H, j_lo=j_lo, rebin=rebin, bb_lite=True)
+    return TemplateModel(t, var, data, h=H, j_lo=j_lo, rebin=rebin, likelihood="bb-lite")
 
 
 @pytest.mark.parametrize("s2_unit", [0.0, 0.7, 30.0])
@@ -79,7 +79,7 @@ def test_bb_lite_without_mc_variance_is_the_multinomial_nll() -> None:
     mu = np.array([0.3, -1.7, 2.2]) * H
     s2 = np.array([10.0, 20.0, 5.0]) * H * H
     bb = m.evaluate(mu, s2, 1)
-    plain = m.evaluate(mu, s2, 1, bb_lite=False)
+    plain = m.evaluate(mu, s2, 1, data_only=True)
     np.testing.assert_allclose(bb.nll, plain.nll, rtol=1e-9, atol=1e-8)
     np.testing.assert_allclose(bb.g_mu, plain.g_mu, rtol=1e-8)  # type: ignore[arg-type]
     np.testing.assert_allclose(bb.g_s, plain.g_s, rtol=1e-8)  # type: ignore[arg-type]
@@ -162,7 +162,13 @@ def test_zero_smearing_closure_on_sparse_mc(mode: str) -> None:
 def test_noise_correction_gradient_and_hessian_match_finite_differences() -> None:
     m = _small_model(np.random.default_rng(4))
     m = TemplateModel(
-        m.template, m.variance, m.data, h=H, j_lo=m.j_lo, rebin=m.rebin, noise_correction=True
+        m.template,
+        m.variance,
+        m.data,
+        h=H,
+        j_lo=m.j_lo,
+        rebin=m.rebin,
+        likelihood="noise-corrected",
     )
     mu = np.array([0.3, -1.7, 2.2]) * H
     s2 = np.array([10.0, 20.0, 5.0]) * H * H

@@ -17,7 +17,7 @@ exact gradient (``mc_stat="bootstrap"``, :func:`bootstrap_covariance`). Paramete
 bound get conditional errors ``1/√H_ii`` and ``at_bound=True``.
 
 With ``mc_stat_likelihood="bb-lite"`` (off by default) the template statistics are also in
-the likelihood (Barlow-Beeston lite, :meth:`TemplateModel.evaluate_bb_lite`); that
+the likelihood (Barlow-Beeston lite, :mod:`zcalib.fit.likelihood.bb_lite`); that
 likelihood only *locates* the minimum (and drives the minimiser). Its inverse Hessian is not
 used for errors: it would count the MC statistics a second time next to ``mc_stat``, and
 it underestimates them anyway (BB-lite treats the template noise of neighbouring data bins
@@ -217,11 +217,11 @@ def minimise_objective(
     """:func:`minimise` from ``theta0`` with the noise-correction weights set there; with the
     correction on, the weights are then refreshed at the minimum and the minimum polished
     by Newton steps (the weights move with the fitted shift only)."""
-    problem.set_noise_reference(theta0)
+    problem.set_reference(theta0)
     theta, info = minimise(problem, theta0, config)
-    if problem.model.noise_correction:
+    if problem.model.objective.refresh_at_minimum:
         n_first = int(info["n_eval"])
-        problem.set_noise_reference(theta)
+        problem.set_reference(theta)
         theta, info = minimise(problem, theta, config, info["step"], polish_only=True)
         info["n_eval"] = int(info["n_eval"]) + n_first
     return theta, info
@@ -244,12 +244,13 @@ def _covariances(
     """
     h_objective = hess
     h_sandwich: FloatArray | None = None
-    if problem.model.noise_correction:
+    data_errors = problem.model.objective.data_errors
+    if data_errors == "sandwich":
         # θ̂ minimises NLL + C(θ) with C a fixed function of the template: its data
         # covariance is H⁻¹ F H⁻¹ (H: Hessian of the minimised objective, F: the data's
         # Fisher information, the plain-NLL Hessian)
         h_sandwich = problem.hessian(theta, data_only=True)[2]
-    if problem.model.bb_lite:
+    if data_errors == "data-hessian":
         h_data = problem.hessian(theta, data_only=True)[2]
         free_d = ~at_bound
         try:
@@ -358,10 +359,12 @@ def bootstrap_covariance(
     shifts = []
     for ss in seeds:
         rng = np.random.default_rng(ss)
-        t = m.template + rng.standard_normal(m.template.shape) * sd
-        # the noise correction is a fixed function of θ (smoothed Σw², fixed weights): its
-        # gradient is the same in every replica and drops out of the covariance
-        _, g = problem.with_template(t, noise_correction=False).nll_grad(theta)
+        t = rng.standard_normal(m.template.shape)  # the same draws, fewer temporaries
+        t *= sd
+        t += m.template
+        # a term that is a fixed function of θ (the noise correction) has the same gradient
+        # in every replica and drops out of the covariance: replicas use `replica`
+        _, g = problem.with_template(t, likelihood=m.objective.replica).nll_grad(theta)
         gf = g[free]
         if use_chol:
             y = np.linalg.solve(solve, gf)

@@ -56,6 +56,7 @@ __all__ = [
     "N_SIGMA",
     "KernelSpectra",
     "KernelTerms",
+    "cache_slots",
     "coarse_sum",
     "kernel_spectra",
     "kernel_support",
@@ -77,6 +78,21 @@ _SPECTRAL_CUT = math.sqrt(2.0 * math.log(1e18))
 N_SIGMA = 8.0
 #: Below this many array elements FFTs run single-threaded (threads cost more than they gain).
 _THREAD_MIN_SIZE = 1 << 17
+
+
+#: Memory allowed to each per-segment cache of the template model (template, Σw² and
+#: noise-weight spectra).
+_CACHE_BYTES = 256 * 2**20
+
+
+def cache_slots(entry_bytes: int) -> int:
+    """Entries a per-segment cache keeps: up to 6, fewer for large problems, at least 2.
+
+    Example:
+        >>> cache_slots(1000), cache_slots(300 * 2**20)
+        (6, 2)
+    """
+    return int(min(6, max(2, _CACHE_BYTES // max(entry_bytes, 1))))
 
 
 def _workers(size: int) -> int:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy import sparse
 
 from zcalib.categories import region_pair
 from zcalib.exceptions import FitError
@@ -155,17 +156,55 @@ class FitProblem:
         return a, b
 
     @functools.cached_property
-    def _jacobian(self) -> tuple[FloatArray, FloatArray]:
-        a, b = self.incidence()
-        fs = list(self.free_scale)
-        fm = list(self.free_smear)
-        jmu = np.concatenate([a[:, fs], -b[:, fm]], axis=1)
-        js = np.concatenate([np.zeros((len(self.codes), len(fs))), b[:, fm]], axis=1)
+    def _jacobian(self) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+        r = len(self.codes)
+        ns = len(self.free_scale)
+        col_scale = np.full(self.n_scale, -1, dtype=np.int64)
+        col_scale[list(self.free_scale)] = np.arange(ns)
+        col_smear = np.full(self.n_smear, -1, dtype=np.int64)
+        col_smear[list(self.free_smear)] = ns + np.arange(len(self.free_smear))
+        rows = np.repeat(np.arange(r), 2)
+        cs = col_scale[self.leg_scale.ravel()]
+        cm = col_smear[self.leg_smear.ravel()]
+        # per leg: μ gets ½ x_a and −¼ v_b, s² gets ¼ v_b (duplicates are summed)
+        keep_s, keep_m = cs >= 0, cm >= 0
+        shape = (r, self.n_params)
+        jmu = sparse.csr_matrix(
+            (
+                np.concatenate([np.full(keep_s.sum(), 0.5), np.full(keep_m.sum(), -0.25)]),
+                (
+                    np.concatenate([rows[keep_s], rows[keep_m]]),
+                    np.concatenate([cs[keep_s], cm[keep_m]]),
+                ),
+            ),
+            shape=shape,
+        )
+        js = sparse.csr_matrix(
+            (np.full(keep_m.sum(), 0.25), (rows[keep_m], cm[keep_m])), shape=shape
+        )
+        jmu.sum_duplicates()
+        js.sum_duplicates()
         return jmu, js
 
-    def jacobian(self) -> tuple[FloatArray, FloatArray]:
-        """``∂μ/∂θ`` and ``∂s²/∂θ``, each ``(R, n_params)`` (constant: the map is linear)."""
+    def jacobian(self) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+        """``∂μ/∂θ`` and ``∂s²/∂θ``, each ``(R, n_params)`` (constant: the map is linear),
+        as sparse matrices (a region touches at most two scale and two smear categories)."""
         return self._jacobian
+
+    def _chain(self, g_mu: FloatArray, g_s: FloatArray) -> FloatArray:
+        """``Jμᵀ g_μ + Jsᵀ g_s``: per-region derivatives to the gradient in ``θ``."""
+        jmu, js = self.jacobian()
+        out: FloatArray = jmu.T @ g_mu + js.T @ g_s
+        return out
+
+    def _chain2(self, h_mumu: FloatArray, h_mus: FloatArray, h_ss: FloatArray) -> FloatArray:
+        """``Σ_r J_rᵀ [[h_μμ, h_μs], [h_μs, h_ss]]_r J_r``: per-region 2 x 2 blocks to the
+        ``(P, P)`` matrix in ``θ`` (sparse products: each region adds at most a 4 x 4 block)."""
+        jmu, js = self.jacobian()
+        cross = jmu.T @ sparse.diags(h_mus) @ js
+        out = jmu.T @ sparse.diags(h_mumu) @ jmu + cross + cross.T + js.T @ sparse.diags(h_ss) @ js
+        dense: FloatArray = np.asarray(out.toarray())
+        return dense
 
     def full(self, theta: ArrayLike) -> tuple[FloatArray, FloatArray]:
         """``(x, v)`` for every scale and smear category given ``θ``."""
@@ -238,9 +277,7 @@ class FitProblem:
         self._check(value, theta)
         assert t.g_mu is not None
         assert t.g_s is not None
-        jmu, js = self.jacobian()
-        grad: FloatArray = jmu.T @ t.g_mu + js.T @ t.g_s
-        return value, grad
+        return value, self._chain(t.g_mu, t.g_s)
 
     def hessian(
         self, theta: ArrayLike, *, data_only: bool = False
@@ -261,24 +298,14 @@ class FitProblem:
         assert t.h_mumu is not None
         assert t.h_mus is not None
         assert t.h_ss is not None
-        jmu, js = self.jacobian()
-        grad: FloatArray = jmu.T @ t.g_mu + js.T @ t.g_s
-        hess: FloatArray = (
-            jmu.T @ (t.h_mumu[:, None] * jmu)
-            + jmu.T @ (t.h_mus[:, None] * js)
-            + js.T @ (t.h_mus[:, None] * jmu)
-            + js.T @ (t.h_ss[:, None] * js)
-        )
-        return value, grad, 0.5 * (hess + hess.T)
+        hess = self._chain2(t.h_mumu, t.h_mus, t.h_ss)
+        return value, self._chain(t.g_mu, t.g_s), 0.5 * (hess + hess.T)
 
     def mc_stat_information(self, theta: ArrayLike) -> FloatArray:
         """``V = Σ_k Var(t_k) (∂g/∂t_k)(∂g/∂t_k)ᵀ`` over MC template bins, ``(P, P)``."""
         mu, s2 = self.region_params(theta)
         m = self.model.mc_stat_matrix(mu, s2)
-        jmu, js = self.jacobian()
-        j = np.stack([jmu, js], axis=1)  # (R, 2, P)
-        out: FloatArray = np.einsum("rap,rab,rbq->pq", j, m, j)
-        return out
+        return self._chain2(m[:, 0, 0], m[:, 0, 1], m[:, 1, 1])
 
     def region_nll(self, mu: FloatArray, s2: FloatArray) -> FloatArray:
         """Plain multinomial NLL per used region at given ``(μ, s²)`` (for the start scans:
@@ -290,12 +317,11 @@ class FitProblem:
         template: FloatArray,
         variance: FloatArray | None = None,
         *,
-        noise_correction: bool | None = None,
+        likelihood: str | None = None,
     ) -> FitProblem:
-        """The same problem with another MC template for the used regions (bootstrap, toys);
-        ``noise_correction=False`` leaves the template-noise correction out."""
+        """The same problem with another MC template for the used regions (bootstrap, toys)
+        and the same likelihood (with its reference point) or ``likelihood``."""
         m = self.model
-        corrected = m.noise_correction if noise_correction is None else noise_correction
         model = TemplateModel(
             template=template,
             variance=m.variance if variance is None else variance,
@@ -305,19 +331,19 @@ class FitProblem:
             rebin=m.rebin,
             n_sigma=m.n_sigma,
             floor=m.floor,
-            bb_lite=m.bb_lite,
-            noise_correction=corrected,
+            likelihood=m.likelihood if likelihood is None else likelihood,
             s2_floor=m.s2_floor,
+            spectra_cache=m.spectra_cache,
         )
-        if corrected:
-            model.copy_noise_reference(m)
-        return dataclasses.replace(self, model=model)
+        model.objective.copy_reference(m.objective)
+        out = dataclasses.replace(self, model=model)
+        out.__dict__["_jacobian"] = self._jacobian  # same regions and parameters
+        return out
 
-    def set_noise_reference(self, theta: ArrayLike) -> None:
-        """Set the weights of the template-noise correction at ``θ`` (no-op without it)."""
-        if self.model.noise_correction:
-            mu, s2 = self.region_params(theta)
-            self.model.set_noise_reference(mu, s2)
+    def set_reference(self, theta: ArrayLike) -> None:
+        """Set the likelihood's reference point (the noise correction's weights) at ``θ``."""
+        mu, s2 = self.region_params(theta)
+        self.model.objective.set_reference(mu, s2)
 
 
 def _as_float2d(name: str, arr: ArrayLike, shape: tuple[int, ...] | None) -> FloatArray:
@@ -449,14 +475,15 @@ def build_problem(
     ignored_smear = set(config.ignore_smears)
     infos: list[RegionInfo] = []
     keep: list[int] = []
+    nd_all = d_all[:, j_lo:j_hi].sum(axis=1).tolist()
+    sw_all = w_all[:, j_lo:j_hi].sum(axis=1).tolist()
+    sw2_all = w2_all[:, j_lo:j_hi].sum(axis=1).tolist()
     for r, code in enumerate(codes_all.tolist()):
         if code < 0:
             log.debug("skipping region code %d (leptons outside every category)", code)
             continue
         ci, cj = region_pair(code, n_cells)
-        nd = float(d_all[r, j_lo:j_hi].sum())
-        sw = float(w_all[r, j_lo:j_hi].sum())
-        sw2 = float(w2_all[r, j_lo:j_hi].sum())
+        nd, sw, sw2 = nd_all[r], sw_all[r], sw2_all[r]
         neff = sw * sw / sw2 if sw2 > 0 and sw > 0 else 0.0
         reason = ""
         ign_s = sorted({int(cs[ci]), int(cs[cj])} & ignored_scale)
@@ -549,8 +576,7 @@ def build_problem(
         j_lo=j_lo,
         rebin=rebin,
         floor=floor,
-        bb_lite=config.mc_stat_likelihood == "bb-lite",
-        noise_correction=config.mc_stat_likelihood == "noise-corrected",
+        likelihood=config.mc_stat_likelihood,
         s2_floor=(config.template_smoothing * h) ** 2,
     )
     return FitProblem(
