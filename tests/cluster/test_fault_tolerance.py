@@ -113,7 +113,9 @@ def test_file_unreadable_after_the_checks_is_skipped(files, scheme, monkeypatch)
         FileInfo(str(good[0]), "data", "selected", 3000, ()),
         FileInfo(str(garbage), "data", "selected", 1234, ()),
     ]
-    monkeypatch.setattr("zcalib.runner.preflight", lambda cfg: PreflightResult(files=infos, bad=[]))
+    monkeypatch.setattr(
+        "zcalib.runner.preflight", lambda cfg, columns=(): PreflightResult(files=infos, bad=[])
+    )
     hs = build_histograms(
         cfg,
         scheme,
@@ -216,6 +218,7 @@ def test_metrics_file_is_written(demo_ecalelf, scheme, tmp_path):
         ),
     )
     m = json.loads(path.read_text())
+    assert m.pop("run_id")  # the metrics file carries the run id of the command (outputs.py)
     assert m == json.loads(json.dumps(hs.metadata["run"]["metrics"]))
     assert (m["events"], m["chunks"], m["chunksize"], m["executor"]) == (
         20_000,
