@@ -554,3 +554,86 @@ def test_histograms_and_fit_read_a_calibration_config(tmp_path, capsys):
     assert rc == 1
     assert err.startswith(f"zcalib: error: {bad}: unknown option 'working_pont'")
     assert not (tmp_path / "c.npz").exists()
+
+
+def test_generate_gain_thresholds_and_et_dependence_options(tmp_path, capsys):
+    import json
+
+    from zcalib.generate import GAIN_THRESHOLDS
+
+    out = tmp_path / "gen"
+    argv = ["generate", "--out", str(out), "--n-data", "300", "--n-mc", "300", "-q"]
+    rc, _, err = _run(
+        [*argv, "--gain-thresholds", "35,50", "--et-dependence", "A=0.01,P=-1,B=0.009"], capsys
+    )
+    assert (rc, err) == (0, "")
+    truth = json.loads((out / "truth.json").read_text())
+    assert truth["gain_thresholds"] == [35.0, 50.0]
+    dep = truth["et_dependence"]
+    assert (dep["scale_amplitude"], dep["scale_power"], dep["smear_b"]) == (0.01, -1.0, 0.009)
+    # the default the help states is the generator's
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    assert f"(default: {GAIN_THRESHOLDS[0]:g},{GAIN_THRESHOLDS[1]:g})" in text
+    assert "keys A (|A| < 0.2, default 0), P (|P| <= 5, default 1), B [GeV] (0..1" in text
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        (
+            "--gain-thresholds",
+            "50,35",
+            (
+                "--gain-thresholds '50,35'; allowed: two seed energies [GeV] G6,G1 with "
+                "0 < G6 < G1, e.g. 35,50"
+            ),
+        ),
+        (
+            "--gain-thresholds",
+            "35",
+            (
+                "--gain-thresholds '35'; allowed: two seed energies [GeV] G6,G1 with "
+                "0 < G6 < G1, e.g. 35,50"
+            ),
+        ),
+        (
+            "--et-dependence",
+            "A=0.5",
+            (
+                "--et-dependence 'A=0.5': A (scale_amplitude): value 0.5 out of range; "
+                "allowed: [-0.2, 0.2]"
+            ),
+        ),
+        (
+            "--et-dependence",
+            "B=-1",
+            "--et-dependence 'B=-1': B (smear_b): value -1.0 out of range; allowed: [0, 1]",
+        ),
+        (
+            "--et-dependence",
+            "A=0.01,Q=2",
+            (
+                "--et-dependence 'A=0.01,Q=2': bad item 'Q=2'; allowed: KEY=VALUE pairs separated "
+                "by commas, keys A, P, B (e.g. A=0.01,P=-1,B=0.009)"
+            ),
+        ),
+        (
+            "--et-dependence",
+            "A=0.01,A=0.02",
+            (
+                "--et-dependence 'A=0.01,A=0.02': bad item 'A=0.02'; allowed: KEY=VALUE pairs "
+                "separated by commas, keys A, P, B (e.g. A=0.01,P=-1,B=0.009)"
+            ),
+        ),
+    ],
+)
+def test_generate_bad_option_values_one_line_exit_1(tmp_path, capsys, option, value, message):
+    out = tmp_path / "gen"
+    rc, _, err = _run(
+        ["generate", "--out", str(out), "--n-data", "300", "--n-mc", "300", option, value],
+        capsys,
+    )
+    assert (rc, err) == (1, f"zcalib: error: {message}\n")
+    assert not out.exists()
