@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import CONFIGS
@@ -637,3 +638,60 @@ def test_generate_bad_option_values_one_line_exit_1(tmp_path, capsys, option, va
     )
     assert (rc, err) == (1, f"zcalib: error: {message}\n")
     assert not out.exists()
+
+
+def test_fit_smooth_options_refused_without_et_bins_before_any_work(tmp_path, capsys):
+    """The pipeline's check (tests/chain/test_config.py::test_smooth_step_without_et_bins),
+    with the CLI's way to turn the curve off; found before the event loop."""
+    from zcalib.cli import SMOOTH_FORMS
+    from zcalib.fit.smooth import FORMS
+
+    assert SMOOTH_FORMS == FORMS
+    out = tmp_path / "out"
+    argv = ["fit", "--data", "missing.root", "--categories", CATS, "--out", str(out)]
+    rc, _, err = _run([*argv, "--smooth-smear", "sqrt_inverse"], capsys)
+    assert rc == 1
+    assert err == (
+        "zcalib: error: --smooth-smear: smooth.smear = 'sqrt_inverse' needs smear categories "
+        f"with at least two Et bins per cell; {CATS} has none (leave out --smooth-smear)\n"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_fit_smooth_options_write_the_curves_of_the_pipeline_path(
+    et_dependent_fit, tmp_path, capsys
+):
+    """`zcalib fit --histograms … --smooth-scale power --smooth-smear sqrt_inverse` writes
+    the payload and record write_outputs(smooth=fit_smooth(...)) writes (the pipeline's
+    path): the same curve parameters, formulas in corrections.json."""
+    import json
+
+    from zcalib.histograms import save_histograms
+
+    _, scheme, hset, result, _ = et_dependent_fit
+    h = tmp_path / "h.npz"
+    save_histograms(hset, h)
+    out = tmp_path / "fit"
+    argv = ["fit", "--histograms", str(h), "--out", str(out), "--step", "et", "-q"]
+    rc, _, err = _run([*argv, "--smooth-scale", "power", "--smooth-smear", "sqrt_inverse"], capsys)
+    assert (rc, err) == (0, "")
+    record = json.loads((out / "fit_result.json").read_text())
+    want = fit_smooth_dict(result, scheme, hset)
+    for kind in ("scale", "smear"):
+        got = record["smooth"][kind]
+        assert [(c["categories"], c["form"], c["status"]) for c in got] == [
+            (c["categories"], c["form"], "converged") for c in want[kind]
+        ]
+        np.testing.assert_allclose(
+            [list(c["parameters"].values()) for c in got],
+            [list(c["parameters"].values()) for c in want[kind]],
+            rtol=1e-6,
+        )
+    assert "formula" in (out / "corrections.json").read_text()
+
+
+def fit_smooth_dict(result, scheme, hset):
+    from zcalib.fit.smooth import fit_smooth
+
+    return fit_smooth(result, scheme, hset).to_dict()

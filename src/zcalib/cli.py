@@ -384,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_prior_options(f, smears_by_default=False)
     _add_fit_options(f)
+    _add_smooth_options(f)
     _add_run_options(f)
     f.set_defaults(func=_cmd_fit)
 
@@ -564,6 +565,29 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         _echo(f"{ds}: {n} leptons in {len(res.parts[ds])} Parquet file(s) under {args.out / ds}")
     _echo(f"wrote {res.manifest}")
     return EXIT_OK
+
+
+#: ``--smooth-scale`` / ``--smooth-smear`` forms (:data:`zcalib.fit.smooth.FORMS`).
+SMOOTH_FORMS = {"scale": ("power", "linear"), "smear": ("sqrt_inverse",)}
+
+
+def _add_smooth_options(p: argparse.ArgumentParser) -> None:
+    """A pipeline fit step's ``smooth: {scale, smear}`` (docs/fit.md, smooth Et curves)."""
+    g = p.add_argument_group("smooth Et curves (categories with Et bins)")
+    g.add_argument(
+        "--smooth-scale",
+        choices=SMOOTH_FORMS["scale"],
+        default=None,
+        help="write the scales as a curve of Et per cell: power c + a((pt/45)^b - 1)/b, "
+        "linear a + b(pt/45 - 1) (default: binned scales)",
+    )
+    g.add_argument(
+        "--smooth-smear",
+        choices=SMOOTH_FORMS["smear"],
+        default=None,
+        help="write the smearings as a curve of Et per cell: sqrt_inverse sqrt(a^2 + b/pt) "
+        "(default: binned smearings)",
+    )
 
 
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
@@ -1008,9 +1032,23 @@ def fit_config(args: argparse.Namespace, scheme: Any) -> Any:
         raise InvalidConfig(str(err)) from None
 
 
+def _check_smooth_options(args: argparse.Namespace, scheme: Any, categories: str) -> None:
+    """``--smooth-scale/--smooth-smear`` need Et-binned cells (the pipeline's check)."""
+    from zcalib.derive import check_smooth
+
+    check_smooth(
+        scheme,
+        args.smooth_scale,
+        args.smooth_smear,
+        where="--smooth-{kind}",
+        categories=categories,
+        unset="leave out --smooth-{kind}",
+    )
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from zcalib.corrections.egm import check_era
-    from zcalib.derive import check_step_name, write_outputs
+    from zcalib.derive import check_step_name, smooth_failure, write_outputs
 
     if args.era is not None:
         check_era(args.era, "--era")  # before any work
@@ -1034,12 +1072,23 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         hset = load_histograms(args.histograms)
         scheme = calib.scheme() if calib.categories is not None else hset.scheme()
         config = fit_config(args, scheme)
+        _check_smooth_options(
+            args, scheme, calib.categories or f"the categories of {args.histograms}"
+        )
     else:
         scheme = calib.scheme()
         config = fit_config(args, scheme)  # checked before the fill
+        _check_smooth_options(args, scheme, calib.categories or "the built-in categories")
         hset = fill_histograms(args)
         save_histograms(hset, args.out / "histograms.npz")
     result = fit_histograms(hset, config, scheme=scheme)
+    smooth = None
+    if args.smooth_scale is not None or args.smooth_smear is not None:
+        from zcalib.fit.smooth import fit_smooth
+
+        smooth = fit_smooth(
+            result, scheme, hset, scale_form=args.smooth_scale, smear_form=args.smooth_smear
+        )
     paths = write_outputs(
         result,
         scheme,
@@ -1054,12 +1103,18 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         names=names,
         smear_seed=int(hset.metadata.get("smear_seed") or 0),
         write_failed=args.write_failed,
+        smooth=smooth,
     )
     _print_fit(result)
     _echo(f"wrote {', '.join(str(p) for p in paths.values())}")
-    if not result.converged:
+    smooth_failed = smooth is not None and not smooth.converged
+    if not result.converged or smooth_failed:
         kept = "payload written marked FAILED" if args.write_failed else "no correction payload"
-        sys.stderr.write(f"zcalib: fit {result.message} ({kept})\n")
+        why = f"fit {result.message}"
+        if result.converged:
+            assert smooth is not None
+            why = smooth_failure(smooth)
+        sys.stderr.write(f"zcalib: {why} ({kept})\n")
         return EXIT_FIT_FAILED
     return EXIT_OK
 
