@@ -296,7 +296,7 @@ def test_help_shows_defaults(capsys):
 
 
 @pytest.mark.parametrize("command", ["fit", "systematics"])
-@pytest.mark.parametrize("step", ["../../x", "a/b", ".hidden", "", "x y"])
+@pytest.mark.parametrize("step", ["../../x", "a/b", ".hidden", "", "x y", "2b", "a-b", "_x"])
 def test_step_name_escaping_out_is_refused_before_any_work(tmp_path, capsys, step, command):
     out = tmp_path / "out"
     argv = [command, "--data", "missing.root", "--categories", CATS, "--out", str(out)]
@@ -304,8 +304,8 @@ def test_step_name_escaping_out_is_refused_before_any_work(tmp_path, capsys, ste
     assert rc == 1
     assert err == (
         f"zcalib: error: --step {step!r}: not a plain name (it is used in file names inside "
-        "the output folder); allowed: letters, digits and _ . + - , starting with a letter "
-        "or digit\n"
+        "the output folder and in correction names); allowed: letters, digits and _, "
+        "starting with a letter\n"
     )
     assert not out.exists()
     assert not (tmp_path / "x_scales.dat").exists()
@@ -315,9 +315,11 @@ def test_write_outputs_refuses_an_escaping_step_name(tmp_path):
     from zcalib.derive import check_step_name
     from zcalib.exceptions import InvalidConfig
 
-    assert check_step_name("step2_fine-v1.0") == "step2_fine-v1.0"
-    with pytest.raises(InvalidConfig, match=r"^step '\.\./x': not a plain name"):
-        check_step_name("../x")
+    assert check_step_name("step2_fine_v1") == "step2_fine_v1"
+    # the pipeline's rule too (one check): no leading digit or _, no - . +, no newline
+    for bad in ("../x", "2fine", "_x", "step2-fine", "v1.0", "a+b", "fine\n"):
+        with pytest.raises(InvalidConfig, match=rf"^step {re.escape(repr(bad))}: not a plain name"):
+            check_step_name(bad)
 
 
 def test_generated_folders_are_gitignored():

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import platform
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from zcalib.exceptions import InvalidConfig
 from zcalib.fit import FitConfig, FitResult
 from zcalib.fit.smooth import SmoothResult
 from zcalib.histograms import HistogramSet
-from zcalib.outputs import output_run, run_tag, stamp
+from zcalib.outputs import check_step_name, output_run, run_tag, stamp
 
 __all__ = [
     "DEMO_N_DATA",
@@ -97,25 +96,6 @@ def _bins(cat: Category) -> dict[str, Any]:
     if cat.gain is not None:
         out["gain"] = cat.gain
     return out
-
-
-#: A step name: it becomes part of file names inside the output folder and of correction names.
-_STEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
-
-
-def check_step_name(step: str, field: str = "step") -> str:
-    """Return ``step`` if it is a plain name; else raise :class:`InvalidConfig`.
-
-    Step names go into file names under the output folder (``<step>_scales.dat``), so one
-    such as ``../../x`` would write outside it.
-    """
-    if not _STEP_NAME.fullmatch(step):
-        msg = (
-            f"{field} {step!r}: not a plain name (it is used in file names inside the output "
-            "folder); allowed: letters, digits and _ . + - , starting with a letter or digit"
-        )
-        raise InvalidConfig(msg)
-    return step
 
 
 def check_smooth(
