@@ -697,3 +697,39 @@ def fit_smooth_dict(result, scheme, hset):
     from zcalib.fit.smooth import fit_smooth
 
     return fit_smooth(result, scheme, hset).to_dict()
+
+
+def test_skim_and_run_divide_read_a_calibration_config(tmp_path, capsys):
+    """``--config`` on the other event-loop commands: the selection (here |eta| < 1, tight
+    ID) is the one `histograms --config` applies."""
+    import json
+
+    import yaml
+
+    from zcalib.histograms import load_histograms
+
+    data = write_ecalelf(tmp_path / "d.root", n=2000)
+    cfg = tmp_path / "calib.yaml"
+    cfg.write_text("working_point: tight\nmax_abs_eta: 1.0\n")
+    common = ["--data", str(data), "--executor", "iterative", "--no-progress", "-q"]
+    with_cfg = [*common, "--config", str(cfg)]
+    rd = ["run-divide", "--min-events", "10"]
+    assert _run([*rd, *common, "--out", str(tmp_path / "all.yaml")], capsys)[0] == 0
+    assert _run([*rd, *with_cfg, "--out", str(tmp_path / "cfg.yaml")], capsys)[0] == 0
+    assert _run(["histograms", *with_cfg, "--out", str(tmp_path / "h.npz")], capsys)[0] == 0
+
+    def pairs(name):
+        return sum(b["pairs"] for b in yaml.safe_load((tmp_path / name).read_text())["bins"])
+
+    selected = load_histograms(tmp_path / "h.npz").cutflow["data"]["mass"]
+    assert pairs("cfg.yaml") == selected < pairs("all.yaml")
+    assert _run(["skim", *common, "--out", str(tmp_path / "s_all")], capsys)[0] == 0
+    assert _run(["skim", *with_cfg, "--out", str(tmp_path / "s_cfg")], capsys)[0] == 0
+    skims = [json.loads((tmp_path / s / "skim.json").read_text()) for s in ("s_all", "s_cfg")]
+    assert skims[1]["selection"]["max_abs_eta"] == 1.0
+    assert skims[1]["selection"]["id_level"] == "tight"
+    assert skims[1]["files"][0]["rows"] < skims[0]["files"][0]["rows"]
+    for command in ("time-stability", "skim", "run-divide"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "--config YAML" in capsys.readouterr().out

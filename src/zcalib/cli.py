@@ -347,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         "configs/cats_eta_r9.tsv --out hists.npz",
     )
     _add_input_options(s)
+    _add_config_option(s)
     s.add_argument("--out", type=Path, required=True, help="output folder")
     s.add_argument(
         "--margin",
@@ -1885,6 +1886,7 @@ def _add_chain_parsers(sub: Any) -> None:
         default="run",
         help="run: bins end at run boundaries; lumi: may split runs (default run)",
     )
+    _add_config_option(rd)
     _add_prior_options(rd, smears_by_default=True)
     rd.add_argument("--out", type=Path, required=True, help="output YAML (and .dat)")
     _add_run_options(rd)
@@ -1911,6 +1913,7 @@ def _add_chain_parsers(sub: Any) -> None:
         default=(80.0, 100.0),
         help="mass window of the medians [GeV] (default 80 100)",
     )
+    _add_config_option(ts)
     _add_prior_options(ts, smears_by_default=True)
     ts.add_argument("--name", default="time_stability_scale", help="correction name")
     ts.add_argument(
@@ -2021,16 +2024,23 @@ def _add_chain_parsers(sub: Any) -> None:
 
 
 def _loop_from(args: argparse.Namespace) -> Any:
+    """The event loop of ``run-divide``/``time-stability``: inputs, selection, MC weights,
+    prior corrections (``--corrections``, else ``--config``'s) and smearing seed of
+    :func:`calibration_config`, as :func:`fill_histograms`."""
     from zcalib.chain import ChainLoop
 
-    steps, zweights = prior_corrections(args, smears_by_default=True)
+    cfg = calibration_config(args)
+    if args.corrections:
+        steps, zweights = prior_corrections(args, smears_by_default=True)
+    else:
+        steps, zweights = cfg.load_corrections(), ()
     return ChainLoop(
-        dataset_config(args),
+        dataset_config(args, cfg),
         options=run_options(args),
-        selection=_selection_from(args),
-        weights=(*mc_weights(args), *zweights),
+        selection=cfg.selection(),
+        weights=(*cfg.load_weights(), *zweights),
         corrections=steps,
-        smear_seed=calibration_config(args).smear_seed,
+        smear_seed=cfg.smear_seed,
     )
 
 
