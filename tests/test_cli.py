@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import CONFIGS
@@ -295,7 +296,7 @@ def test_help_shows_defaults(capsys):
 
 
 @pytest.mark.parametrize("command", ["fit", "systematics"])
-@pytest.mark.parametrize("step", ["../../x", "a/b", ".hidden", "", "x y"])
+@pytest.mark.parametrize("step", ["../../x", "a/b", ".hidden", "", "x y", "2b", "a-b", "_x"])
 def test_step_name_escaping_out_is_refused_before_any_work(tmp_path, capsys, step, command):
     out = tmp_path / "out"
     argv = [command, "--data", "missing.root", "--categories", CATS, "--out", str(out)]
@@ -303,8 +304,8 @@ def test_step_name_escaping_out_is_refused_before_any_work(tmp_path, capsys, ste
     assert rc == 1
     assert err == (
         f"zcalib: error: --step {step!r}: not a plain name (it is used in file names inside "
-        "the output folder); allowed: letters, digits and _ . + - , starting with a letter "
-        "or digit\n"
+        "the output folder and in correction names); allowed: letters, digits and _, "
+        "starting with a letter\n"
     )
     assert not out.exists()
     assert not (tmp_path / "x_scales.dat").exists()
@@ -314,9 +315,11 @@ def test_write_outputs_refuses_an_escaping_step_name(tmp_path):
     from zcalib.derive import check_step_name
     from zcalib.exceptions import InvalidConfig
 
-    assert check_step_name("step2_fine-v1.0") == "step2_fine-v1.0"
-    with pytest.raises(InvalidConfig, match=r"^step '\.\./x': not a plain name"):
-        check_step_name("../x")
+    assert check_step_name("step2_fine_v1") == "step2_fine_v1"
+    # the pipeline's rule too (one check): no leading digit or _, no - . +, no newline
+    for bad in ("../x", "2fine", "_x", "step2-fine", "v1.0", "a+b", "fine\n"):
+        with pytest.raises(InvalidConfig, match=rf"^step {re.escape(repr(bad))}: not a plain name"):
+            check_step_name(bad)
 
 
 def test_generated_folders_are_gitignored():
@@ -554,3 +557,179 @@ def test_histograms_and_fit_read_a_calibration_config(tmp_path, capsys):
     assert rc == 1
     assert err.startswith(f"zcalib: error: {bad}: unknown option 'working_pont'")
     assert not (tmp_path / "c.npz").exists()
+
+
+def test_generate_gain_thresholds_and_et_dependence_options(tmp_path, capsys):
+    import json
+
+    from zcalib.generate import GAIN_THRESHOLDS
+
+    out = tmp_path / "gen"
+    argv = ["generate", "--out", str(out), "--n-data", "300", "--n-mc", "300", "-q"]
+    rc, _, err = _run(
+        [*argv, "--gain-thresholds", "35,50", "--et-dependence", "A=0.01,P=-1,B=0.009"], capsys
+    )
+    assert (rc, err) == (0, "")
+    truth = json.loads((out / "truth.json").read_text())
+    assert truth["gain_thresholds"] == [35.0, 50.0]
+    dep = truth["et_dependence"]
+    assert (dep["scale_amplitude"], dep["scale_power"], dep["smear_b"]) == (0.01, -1.0, 0.009)
+    # the default the help states is the generator's
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    assert f"(default: {GAIN_THRESHOLDS[0]:g},{GAIN_THRESHOLDS[1]:g})" in text
+    assert "keys A (|A| < 0.2, default 0), P (|P| <= 5, default 1), B [GeV] (0..1" in text
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        (
+            "--gain-thresholds",
+            "50,35",
+            (
+                "--gain-thresholds '50,35'; allowed: two seed energies [GeV] G6,G1 with "
+                "0 < G6 < G1, e.g. 35,50"
+            ),
+        ),
+        (
+            "--gain-thresholds",
+            "35",
+            (
+                "--gain-thresholds '35'; allowed: two seed energies [GeV] G6,G1 with "
+                "0 < G6 < G1, e.g. 35,50"
+            ),
+        ),
+        (
+            "--et-dependence",
+            "A=0.5",
+            (
+                "--et-dependence 'A=0.5': A (scale_amplitude): value 0.5 out of range; "
+                "allowed: [-0.2, 0.2]"
+            ),
+        ),
+        (
+            "--et-dependence",
+            "B=-1",
+            "--et-dependence 'B=-1': B (smear_b): value -1.0 out of range; allowed: [0, 1]",
+        ),
+        (
+            "--et-dependence",
+            "A=0.01,Q=2",
+            (
+                "--et-dependence 'A=0.01,Q=2': bad item 'Q=2'; allowed: KEY=VALUE pairs separated "
+                "by commas, keys A, P, B (e.g. A=0.01,P=-1,B=0.009)"
+            ),
+        ),
+        (
+            "--et-dependence",
+            "A=0.01,A=0.02",
+            (
+                "--et-dependence 'A=0.01,A=0.02': bad item 'A=0.02'; allowed: KEY=VALUE pairs "
+                "separated by commas, keys A, P, B (e.g. A=0.01,P=-1,B=0.009)"
+            ),
+        ),
+    ],
+)
+def test_generate_bad_option_values_one_line_exit_1(tmp_path, capsys, option, value, message):
+    out = tmp_path / "gen"
+    rc, _, err = _run(
+        ["generate", "--out", str(out), "--n-data", "300", "--n-mc", "300", option, value],
+        capsys,
+    )
+    assert (rc, err) == (1, f"zcalib: error: {message}\n")
+    assert not out.exists()
+
+
+def test_fit_smooth_options_refused_without_et_bins_before_any_work(tmp_path, capsys):
+    """The pipeline's check (tests/chain/test_config.py::test_smooth_step_without_et_bins),
+    with the CLI's way to turn the curve off; found before the event loop."""
+    from zcalib.cli import SMOOTH_FORMS
+    from zcalib.fit.smooth import FORMS
+
+    assert SMOOTH_FORMS == FORMS
+    out = tmp_path / "out"
+    argv = ["fit", "--data", "missing.root", "--categories", CATS, "--out", str(out)]
+    rc, _, err = _run([*argv, "--smooth-smear", "sqrt_inverse"], capsys)
+    assert rc == 1
+    assert err == (
+        "zcalib: error: --smooth-smear: smooth.smear = 'sqrt_inverse' needs smear categories "
+        f"with at least two Et bins per cell; {CATS} has none (leave out --smooth-smear)\n"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_fit_smooth_options_write_the_curves_of_the_pipeline_path(
+    et_dependent_fit, tmp_path, capsys
+):
+    """`zcalib fit --histograms … --smooth-scale power --smooth-smear sqrt_inverse` writes
+    the payload and record write_outputs(smooth=fit_smooth(...)) writes (the pipeline's
+    path): the same curve parameters, formulas in corrections.json."""
+    import json
+
+    from zcalib.histograms import save_histograms
+
+    _, scheme, hset, result, _ = et_dependent_fit
+    h = tmp_path / "h.npz"
+    save_histograms(hset, h)
+    out = tmp_path / "fit"
+    argv = ["fit", "--histograms", str(h), "--out", str(out), "--step", "et", "-q"]
+    rc, _, err = _run([*argv, "--smooth-scale", "power", "--smooth-smear", "sqrt_inverse"], capsys)
+    assert (rc, err) == (0, "")
+    record = json.loads((out / "fit_result.json").read_text())
+    want = fit_smooth_dict(result, scheme, hset)
+    for kind in ("scale", "smear"):
+        got = record["smooth"][kind]
+        assert [(c["categories"], c["form"], c["status"]) for c in got] == [
+            (c["categories"], c["form"], "converged") for c in want[kind]
+        ]
+        np.testing.assert_allclose(
+            [list(c["parameters"].values()) for c in got],
+            [list(c["parameters"].values()) for c in want[kind]],
+            rtol=1e-6,
+        )
+    assert "formula" in (out / "corrections.json").read_text()
+
+
+def fit_smooth_dict(result, scheme, hset):
+    from zcalib.fit.smooth import fit_smooth
+
+    return fit_smooth(result, scheme, hset).to_dict()
+
+
+def test_skim_and_run_divide_read_a_calibration_config(tmp_path, capsys):
+    """``--config`` on the other event-loop commands: the selection (here |eta| < 1, tight
+    ID) is the one `histograms --config` applies."""
+    import json
+
+    import yaml
+
+    from zcalib.histograms import load_histograms
+
+    data = write_ecalelf(tmp_path / "d.root", n=2000)
+    cfg = tmp_path / "calib.yaml"
+    cfg.write_text("working_point: tight\nmax_abs_eta: 1.0\n")
+    common = ["--data", str(data), "--executor", "iterative", "--no-progress", "-q"]
+    with_cfg = [*common, "--config", str(cfg)]
+    rd = ["run-divide", "--min-events", "10"]
+    assert _run([*rd, *common, "--out", str(tmp_path / "all.yaml")], capsys)[0] == 0
+    assert _run([*rd, *with_cfg, "--out", str(tmp_path / "cfg.yaml")], capsys)[0] == 0
+    assert _run(["histograms", *with_cfg, "--out", str(tmp_path / "h.npz")], capsys)[0] == 0
+
+    def pairs(name):
+        return sum(b["pairs"] for b in yaml.safe_load((tmp_path / name).read_text())["bins"])
+
+    selected = load_histograms(tmp_path / "h.npz").cutflow["data"]["mass"]
+    assert pairs("cfg.yaml") == selected < pairs("all.yaml")
+    assert _run(["skim", *common, "--out", str(tmp_path / "s_all")], capsys)[0] == 0
+    assert _run(["skim", *with_cfg, "--out", str(tmp_path / "s_cfg")], capsys)[0] == 0
+    skims = [json.loads((tmp_path / s / "skim.json").read_text()) for s in ("s_all", "s_cfg")]
+    assert skims[1]["selection"]["max_abs_eta"] == 1.0
+    assert skims[1]["selection"]["id_level"] == "tight"
+    assert skims[1]["files"][0]["rows"] < skims[0]["files"][0]["rows"]
+    for command in ("time-stability", "skim", "run-divide"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "--config YAML" in capsys.readouterr().out

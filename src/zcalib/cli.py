@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -301,6 +302,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="total relative linear drift of data energies across the run range",
     )
+    g.add_argument(
+        "--gain-thresholds",
+        default=None,
+        metavar="G6,G1",
+        help="barrel seed-crystal energies [GeV] above which the seed switches to gain 6 and "
+        "to gain 1 (endcap ones scale with them), e.g. 35,50 for a third of the barrel "
+        "electrons in each gain (default: 150,1600)",
+    )
+    g.add_argument(
+        "--et-dependence",
+        default=None,
+        metavar="KEY=VALUE,...",
+        help="inject a smooth dependence on the true Et on top of the category values: "
+        "scale_k(Et) = scale_k (1 + A ((Et/45)^P - 1)), smear_l(Et) = sqrt(smear_l^2 + B/Et); "
+        "keys A (|A| < 0.2, default 0), P (|P| <= 5, default 1), B [GeV] (0..1, default 0), "
+        "e.g. A=0.01,P=-1,B=0.009 (default: none)",
+    )
     g.set_defaults(func=_cmd_generate)
 
     h = sub.add_parser(
@@ -329,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         "configs/cats_eta_r9.tsv --out hists.npz",
     )
     _add_input_options(s)
+    _add_config_option(s)
     s.add_argument("--out", type=Path, required=True, help="output folder")
     s.add_argument(
         "--margin",
@@ -366,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_prior_options(f, smears_by_default=False)
     _add_fit_options(f)
+    _add_smooth_options(f)
     _add_run_options(f)
     f.set_defaults(func=_cmd_fit)
 
@@ -546,6 +566,29 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         _echo(f"{ds}: {n} leptons in {len(res.parts[ds])} Parquet file(s) under {args.out / ds}")
     _echo(f"wrote {res.manifest}")
     return EXIT_OK
+
+
+#: ``--smooth-scale`` / ``--smooth-smear`` forms (:data:`zcalib.fit.smooth.FORMS`).
+SMOOTH_FORMS = {"scale": ("power", "linear"), "smear": ("sqrt_inverse",)}
+
+
+def _add_smooth_options(p: argparse.ArgumentParser) -> None:
+    """A pipeline fit step's ``smooth: {scale, smear}`` (docs/fit.md, smooth Et curves)."""
+    g = p.add_argument_group("smooth Et curves (categories with Et bins)")
+    g.add_argument(
+        "--smooth-scale",
+        choices=SMOOTH_FORMS["scale"],
+        default=None,
+        help="write the scales as a curve of Et per cell: power c + a((pt/45)^b - 1)/b, "
+        "linear a + b(pt/45 - 1) (default: binned scales)",
+    )
+    g.add_argument(
+        "--smooth-smear",
+        choices=SMOOTH_FORMS["smear"],
+        default=None,
+        help="write the smearings as a curve of Et per cell: sqrt_inverse sqrt(a^2 + b/pt) "
+        "(default: binned smearings)",
+    )
 
 
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
@@ -745,11 +788,72 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from zcalib.generate import generate
 
     t0 = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if args.gain_thresholds is not None:
+        extra["gain_thresholds"] = _gain_thresholds(args.gain_thresholds)
+    if args.et_dependence is not None:
+        extra["et_dependence"] = _et_dependence(args.et_dependence)
     res = generate(
-        args.out, n_data=args.n_data, n_mc=args.n_mc, seed=args.seed, fmt=args.fmt, drift=args.drift
+        args.out,
+        n_data=args.n_data,
+        n_mc=args.n_mc,
+        seed=args.seed,
+        fmt=args.fmt,
+        drift=args.drift,
+        **extra,
     )
     _echo(f"wrote {res.data}, {res.mc}, {res.truth} in {time.perf_counter() - t0:.1f} s")
     return EXIT_OK
+
+
+def _gain_thresholds(text: str) -> tuple[float, float]:
+    """``--gain-thresholds G6,G1``: two seed energies [GeV], 0 < G6 < G1."""
+    from zcalib.exceptions import InvalidConfig
+
+    try:
+        g6, g1 = (float(v) for v in text.split(","))
+    except ValueError:
+        g6 = g1 = float("nan")
+    if not (0 < g6 < g1 < float("inf")):
+        msg = (
+            f"--gain-thresholds {text!r}; allowed: two seed energies [GeV] G6,G1 with "
+            "0 < G6 < G1, e.g. 35,50"
+        )
+        raise InvalidConfig(msg)
+    return g6, g1
+
+
+#: ``--et-dependence`` keys -> :class:`~zcalib.generate.EtDependence` fields.
+_ET_KEYS = {"A": "scale_amplitude", "P": "scale_power", "B": "smear_b"}
+
+
+def _et_dependence(text: str) -> Any:
+    """``--et-dependence A=..,P=..,B=..`` (any subset, each key once) as an
+    :class:`~zcalib.generate.EtDependence` (whose range checks name the field)."""
+    from zcalib.exceptions import InvalidConfig
+    from zcalib.generate import EtDependence
+
+    allowed = "KEY=VALUE pairs separated by commas, keys A, P, B (e.g. A=0.01,P=-1,B=0.009)"
+    kw: dict[str, float] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or key not in _ET_KEYS or _ET_KEYS[key] in kw or math.isnan(number):
+            msg = f"--et-dependence {text!r}: bad item {item!r}; allowed: {allowed}"
+            raise InvalidConfig(msg)
+        kw[_ET_KEYS[key]] = number
+    try:
+        return EtDependence(**kw)
+    except InvalidConfig as err:
+        detail = str(err)
+        for key, field in _ET_KEYS.items():
+            detail = detail.replace(f"et_dependence.{field}:", f"{key} ({field}):")
+        msg = f"--et-dependence {text!r}: {detail}"
+        raise InvalidConfig(msg) from None
 
 
 def run_options(args: argparse.Namespace) -> Any:
@@ -929,9 +1033,23 @@ def fit_config(args: argparse.Namespace, scheme: Any) -> Any:
         raise InvalidConfig(str(err)) from None
 
 
+def _check_smooth_options(args: argparse.Namespace, scheme: Any, categories: str) -> None:
+    """``--smooth-scale/--smooth-smear`` need Et-binned cells (the pipeline's check)."""
+    from zcalib.derive import check_smooth
+
+    check_smooth(
+        scheme,
+        args.smooth_scale,
+        args.smooth_smear,
+        where="--smooth-{kind}",
+        categories=categories,
+        unset="leave out --smooth-{kind}",
+    )
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from zcalib.corrections.egm import check_era
-    from zcalib.derive import check_step_name, write_outputs
+    from zcalib.derive import check_step_name, smooth_failure, write_outputs
 
     if args.era is not None:
         check_era(args.era, "--era")  # before any work
@@ -955,12 +1073,23 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         hset = load_histograms(args.histograms)
         scheme = calib.scheme() if calib.categories is not None else hset.scheme()
         config = fit_config(args, scheme)
+        _check_smooth_options(
+            args, scheme, calib.categories or f"the categories of {args.histograms}"
+        )
     else:
         scheme = calib.scheme()
         config = fit_config(args, scheme)  # checked before the fill
+        _check_smooth_options(args, scheme, calib.categories or "the built-in categories")
         hset = fill_histograms(args)
         save_histograms(hset, args.out / "histograms.npz")
     result = fit_histograms(hset, config, scheme=scheme)
+    smooth = None
+    if args.smooth_scale is not None or args.smooth_smear is not None:
+        from zcalib.fit.smooth import fit_smooth
+
+        smooth = fit_smooth(
+            result, scheme, hset, scale_form=args.smooth_scale, smear_form=args.smooth_smear
+        )
     paths = write_outputs(
         result,
         scheme,
@@ -975,12 +1104,18 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         names=names,
         smear_seed=int(hset.metadata.get("smear_seed") or 0),
         write_failed=args.write_failed,
+        smooth=smooth,
     )
     _print_fit(result)
     _echo(f"wrote {', '.join(str(p) for p in paths.values())}")
-    if not result.converged:
+    smooth_failed = smooth is not None and not smooth.converged
+    if not result.converged or smooth_failed:
         kept = "payload written marked FAILED" if args.write_failed else "no correction payload"
-        sys.stderr.write(f"zcalib: fit {result.message} ({kept})\n")
+        why = f"fit {result.message}"
+        if result.converged:
+            assert smooth is not None
+            why = smooth_failure(smooth)
+        sys.stderr.write(f"zcalib: {why} ({kept})\n")
         return EXIT_FIT_FAILED
     return EXIT_OK
 
@@ -1751,6 +1886,7 @@ def _add_chain_parsers(sub: Any) -> None:
         default="run",
         help="run: bins end at run boundaries; lumi: may split runs (default run)",
     )
+    _add_config_option(rd)
     _add_prior_options(rd, smears_by_default=True)
     rd.add_argument("--out", type=Path, required=True, help="output YAML (and .dat)")
     _add_run_options(rd)
@@ -1777,6 +1913,7 @@ def _add_chain_parsers(sub: Any) -> None:
         default=(80.0, 100.0),
         help="mass window of the medians [GeV] (default 80 100)",
     )
+    _add_config_option(ts)
     _add_prior_options(ts, smears_by_default=True)
     ts.add_argument("--name", default="time_stability_scale", help="correction name")
     ts.add_argument(
@@ -1887,16 +2024,23 @@ def _add_chain_parsers(sub: Any) -> None:
 
 
 def _loop_from(args: argparse.Namespace) -> Any:
+    """The event loop of ``run-divide``/``time-stability``: inputs, selection, MC weights,
+    prior corrections (``--corrections``, else ``--config``'s) and smearing seed of
+    :func:`calibration_config`, as :func:`fill_histograms`."""
     from zcalib.chain import ChainLoop
 
-    steps, zweights = prior_corrections(args, smears_by_default=True)
+    cfg = calibration_config(args)
+    if args.corrections:
+        steps, zweights = prior_corrections(args, smears_by_default=True)
+    else:
+        steps, zweights = cfg.load_corrections(), ()
     return ChainLoop(
-        dataset_config(args),
+        dataset_config(args, cfg),
         options=run_options(args),
-        selection=_selection_from(args),
-        weights=(*mc_weights(args), *zweights),
+        selection=cfg.selection(),
+        weights=(*cfg.load_weights(), *zweights),
         corrections=steps,
-        smear_seed=calibration_config(args).smear_seed,
+        smear_seed=cfg.smear_seed,
     )
 
 

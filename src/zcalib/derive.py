@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import platform
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,16 +36,18 @@ from zcalib.exceptions import InvalidConfig
 from zcalib.fit import FitConfig, FitResult
 from zcalib.fit.smooth import SmoothResult
 from zcalib.histograms import HistogramSet
-from zcalib.outputs import output_run, run_tag, stamp
+from zcalib.outputs import check_step_name, output_run, run_tag, stamp
 
 __all__ = [
     "DEMO_N_DATA",
     "DEMO_N_MC",
     "DemoResult",
     "StepSyst",
+    "check_smooth",
     "check_step_name",
     "comparison_rows",
     "run_demo",
+    "smooth_failure",
     "versions",
     "write_outputs",
     "write_step_payload",
@@ -97,23 +98,45 @@ def _bins(cat: Category) -> dict[str, Any]:
     return out
 
 
-#: A step name: it becomes part of file names inside the output folder and of correction names.
-_STEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+def check_smooth(
+    scheme: CategoryScheme,
+    scale: str | None,
+    smear: str | None,
+    *,
+    where: str,
+    categories: str,
+    unset: str = "set smooth.{kind}: null",
+) -> None:
+    """Refuse smooth Et curves (:func:`zcalib.fit.smooth.fit_smooth`) on categories without
+    a cell of at least two Et bins, before any work (a pipeline fit step, ``zcalib fit
+    --smooth-scale/--smooth-smear``).
 
+    Args:
+        scheme: the categories to fit.
+        scale: the scale curve form (``None``: binned scales).
+        smear: the smearing curve form (``None``: binned smearings).
+        where: the message's prefix (``{kind}`` is replaced by ``scale``/``smear``).
+        categories: how the categories are named in the message (their file).
+        unset: how to turn the curve off (``{kind}`` as in ``where``).
 
-def check_step_name(step: str, field: str = "step") -> str:
-    """Return ``step`` if it is a plain name; else raise :class:`InvalidConfig`.
-
-    Step names go into file names under the output folder (``<step>_scales.dat``), so one
-    such as ``../../x`` would write outside it.
+    Raises:
+        InvalidConfig: a curve is asked for a kind with no Et-binned cell.
     """
-    if not _STEP_NAME.fullmatch(step):
-        msg = (
-            f"{field} {step!r}: not a plain name (it is used in file names inside the output "
-            "folder); allowed: letters, digits and _ . + - , starting with a letter or digit"
-        )
-        raise InvalidConfig(msg)
-    return step
+    from zcalib.fit.smooth import et_groups
+
+    for kind, form in (("scale", scale), ("smear", smear)):
+        if form is not None and not et_groups(getattr(scheme, kind)):
+            msg = (
+                f"{where.format(kind=kind)}: smooth.{kind} = {form!r} needs {kind} categories "
+                f"with at least two Et bins per cell; {categories} has none "
+                f"({unset.format(kind=kind)})"
+            )
+            raise InvalidConfig(msg)
+
+
+def smooth_failure(smooth: SmoothResult) -> str:
+    """Why smooth curves failed (the failed step's message)."""
+    return "smooth Et curve(s) failed: " + "; ".join(smooth.failures())
 
 
 def legacy_inexpressible(scheme: CategoryScheme) -> str:
@@ -208,7 +231,7 @@ def _write_outputs(
         if not smooth.converged:
             failed = True
             record["status"] = "failed"
-            record["message"] = "smooth Et curve(s) failed: " + "; ".join(smooth.failures())
+            record["message"] = smooth_failure(smooth)
     if failed and not write_failed:
         # the folder must not keep a payload of an earlier run next to this failed record
         stale_files = (

@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from zcalib._atomic import clean_stale_temporaries, temporary_sibling
-from zcalib.exceptions import InputError, OutputError
+from zcalib.exceptions import InputError, InvalidConfig, OutputError
 
 __all__ = [
     "RUN_ID_FIELD",
     "check_one_run",
+    "check_step_name",
     "check_writable",
     "current_run_id",
     "file_run_id",
@@ -52,6 +53,29 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: A step name: part of file names inside the output folder (``<step>_scales.dat``), of the
+#: pipeline's step folders and of correction names (``EGMScale_<step>_<era>``). The one rule
+#: of ``zcalib fit/systematics --step``, pipeline step names and ``--corrections NAME=PATH``.
+STEP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def check_step_name(step: str, field: str = "step") -> str:
+    """Return ``step`` if it is a plain name (:data:`STEP_NAME`); else raise
+    :class:`~zcalib.exceptions.InvalidConfig` naming ``field``, the value and what is allowed.
+
+    Step names go into file and folder names under the output folder, so one such as
+    ``../../x`` would write outside it.
+    """
+    if not isinstance(step, str) or not STEP_NAME.fullmatch(step):
+        msg = (
+            f"{field} {step!r}: not a plain name (it is used in file names inside the output "
+            "folder and in correction names); allowed: letters, digits and _, starting with "
+            "a letter"
+        )
+        raise InvalidConfig(msg)
+    return step
+
 
 #: The JSON field of the run id.
 RUN_ID_FIELD = "run_id"

@@ -386,3 +386,17 @@ def test_smooth_step_without_et_bins(tmp_path, demo_ecalelf, no_events):
         f"{path}: step 'a': smooth.scale = 'linear' needs scale categories with at least two "
         f"Et bins per cell; {CONFIGS / 'cats_eta_r9.yaml'} has none (set smooth.scale: null)"
     )
+
+
+@pytest.mark.parametrize("name", ["step-2", "2fine", "_x", "a.b", "fine\n"])
+def test_step_name_is_checked_by_the_cli_rule(tmp_path, demo_ecalelf, no_events, name):
+    """Pipeline step names follow zcalib.outputs.check_step_name, as `zcalib fit --step`
+    (`fine\\n` slipped through the former `re.match(...$)`)."""
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit(name)])
+    with pytest.raises(InvalidConfig) as err:
+        load_pipeline(path)
+    assert str(err.value) == (
+        f"{path}: field 'steps.0.fit.name': Value error, step name {name!r}: not a plain name "
+        "(it is used in file names inside the output folder and in correction names); "
+        f"allowed: letters, digits and _, starting with a letter (got {name!r})"
+    )

@@ -35,7 +35,6 @@ stability without run bins, a closure fit step without a smearing step before it
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from zcalib.config import SelectionConfig, format_validation_error, load_yaml
 from zcalib.exceptions import InvalidConfig
+from zcalib.outputs import check_step_name
 
 __all__ = [
     "CORRECTION_STEP_TYPES",
@@ -63,8 +63,6 @@ __all__ = [
     "load_pipeline",
     "topological_order",
 ]
-
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class _Frozen(BaseModel):
@@ -139,7 +137,8 @@ class BinningSettings(_Frozen):
 
 class _StepBase(_Frozen):
     name: str = Field(
-        description="Unique step name (letters, digits, _): output folder and "
+        description="Unique step name (letters, digits, _, starting with a letter): output "
+        "folder and "
         "correction-name prefix."
     )
     needs: tuple[str, ...] = Field(
@@ -150,10 +149,10 @@ class _StepBase(_Frozen):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            msg = f"step name {v!r} must match {_NAME.pattern}"
-            raise ValueError(msg)
-        return v
+        try:
+            return check_step_name(v, "step name")
+        except InvalidConfig as err:
+            raise ValueError(str(err)) from None
 
 
 class RunDivideStep(_StepBase):

@@ -810,16 +810,12 @@ def _fit_outputs(
 
 def _check_smooth(step: FitStep, scheme: CategoryScheme, where: str) -> None:
     """A smooth step needs cells with at least two Et bins (in scale or smear categories)."""
-    from zcalib.fit.smooth import et_groups
+    from zcalib.derive import check_smooth
 
     assert step.smooth is not None
-    for kind, form in (("scale", step.smooth.scale), ("smear", step.smooth.smear)):
-        if form is not None and not et_groups(getattr(scheme, kind)):
-            msg = (
-                f"{where}: smooth.{kind} = {form!r} needs {kind} categories with at least two "
-                f"Et bins per cell; {step.categories} has none (set smooth.{kind}: null)"
-            )
-            raise InvalidConfig(msg)
+    check_smooth(
+        scheme, step.smooth.scale, step.smooth.smear, where=where, categories=step.categories
+    )
 
 
 def _run_fit(
@@ -831,7 +827,7 @@ def _run_fit(
     step_dir: Path,
 ) -> StepOutputs:
     from zcalib.corrections import build_scale_correction, write_correction_set
-    from zcalib.derive import write_outputs
+    from zcalib.derive import smooth_failure, write_outputs
     from zcalib.fit import fit_histograms
     from zcalib.histograms import save_histograms
     from zcalib.runner import build_histograms
@@ -962,9 +958,7 @@ def _run_fit(
     )
     if "corrections" not in written:  # a smooth curve failed: the record, no payload
         assert smooth is not None
-        msg = f"{setup.lp.path}: step '{step.name}': smooth Et curve(s) failed: " + "; ".join(
-            smooth.failures()
-        )
+        msg = f"{setup.lp.path}: step '{step.name}': {smooth_failure(smooth)}"
         raise FitFailed(msg)
     summary = {
         "status": result.status,
