@@ -123,3 +123,40 @@ def test_double_gaussian_truth_recovered_and_single_gaussian_differs(
     _, single = _pulls(dg_arrays, "gaussian")
     assert single.min() > 1.5, single
     assert single.mean() > 3.0, single
+
+
+def test_payload_says_the_smear_is_the_core_of_the_double_gaussian(tmp_path) -> None:
+    import correctionlib
+
+    from zcalib.corrections.egm import EgmNames
+    from zcalib.derive import write_step_payload
+    from zcalib.generate import default_categories
+
+    scheme = default_categories()
+    names = EgmNames()
+    ns, nm = len(scheme.scale), len(scheme.smear)
+    smears = np.linspace(0.008, 0.02, nm)
+    paths = {}
+    for tag, shape in (("single", None), ("double", SHAPE)):
+        paths[tag] = write_step_payload(
+            tmp_path / f"{tag}.json",
+            scheme,
+            (np.ones(ns), np.full(ns, 1e-4)),
+            (smears, np.full(nm, 1e-3)),
+            step="dg",
+            names=names,
+            description="test",
+            smear_model=shape,
+        )
+    single = correctionlib.CorrectionSet.from_file(str(paths["single"]))
+    double = correctionlib.CorrectionSet.from_file(str(paths["double"]))
+    note = (
+        "Smearing model: double-gaussian, fraction f = 0.2, width_ratio k = 2: "
+        "smear/esmear/smear_up/smear_down are the core width s; draw per electron "
+        "E' = E (1 + s z) with probability 0.8 and E' = E (1 + 2 s z) with probability 0.2"
+    )
+    for name in (names.smear,):
+        assert note in double[name].description
+        assert "Smearing model" not in single[name].description
+        args = ("smear", 40.0, 0.97, 0.5)
+        assert double[name].evaluate(*args) == single[name].evaluate(*args) > 0

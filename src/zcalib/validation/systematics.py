@@ -624,6 +624,7 @@ def write_corrections_with_syst(
         names=names or EgmNames(),
         seed=smear_seed,
         description=desc,
+        smear_model=nom.config.double_gaussian_shape(),
     )
     validate_file(path)
     return path
