@@ -264,6 +264,7 @@ def _write_outputs(
             description=desc
             + (f", errors stat (+) MC stat (+) syst ({syst.label})" if syst.label else ""),
             smooth=smooth,
+            smear_model=result.config.double_gaussian_shape(),
         )
     }
     beyond = legacy_inexpressible(scheme)
@@ -348,6 +349,7 @@ def write_step_payload(
     seed: int = 0,
     description: str,
     smooth: SmoothResult | None = None,
+    smear_model: tuple[float, float] | None = None,
 ) -> Path:
     """Write one step's EGM-layout payload (values and total absolute errors per category).
 
@@ -361,6 +363,9 @@ def write_step_payload(
         seed: smearing seed of the random-number generator.
         description: payload description.
         smooth: smooth Et curves replacing the binned values of their cells (formulas).
+        smear_model: ``(fraction, width_ratio)`` of a double-Gaussian smearing fit
+            (``FitConfig.double_gaussian_shape()``): the smearing descriptions say how to draw
+            it (:func:`zcalib.corrections.egm.smear_model_note`); ``None``: single Gaussian.
 
     Returns:
         The path written (validated).
@@ -372,6 +377,7 @@ def write_step_payload(
         egm_corrections,
         write_correction_set,
     )
+    from zcalib.corrections.egm import smear_model_note
     from zcalib.corrections.smooth import with_smooth_curves
     from zcalib.fit.smooth import curve_map
 
@@ -386,7 +392,13 @@ def write_step_payload(
         None
         if smear is None
         else build_smear_correction(
-            names.smear, scheme, smear[0], smear[1], description=f"MC extra smearing, {description}"
+            names.smear,
+            scheme,
+            smear[0],
+            smear[1],
+            description=" ".join(
+                x for x in (f"MC extra smearing, {description}", smear_model_note(smear_model)) if x
+            ),
         )
     )
     if smooth is not None:

@@ -346,6 +346,25 @@ def test_fit_ignore_names_categories(tmp_path, demo_ecalelf, no_events):
     )
 
 
+def test_fit_step_double_gaussian_smearing(tmp_path, demo_ecalelf, no_events):
+    """``smearing: double-gaussian`` and its shape reach the step's FitConfig; a bad shape is
+    refused naming the step and the field."""
+    from zcalib.chain.pipeline import _Setup
+
+    fit = {"smearing": "double-gaussian", "double_gaussian": {"fraction": 0.3}}
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a", fit=fit)])
+    cfg = _Setup(load_pipeline(path), None).fit_configs["a"]
+    assert cfg.double_gaussian_shape() == (0.3, 2.0)
+    fit = {"smearing": "double-gaussian", "double_gaussian": {"width_ratio": -1}}
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a", fit=fit)])
+    with pytest.raises(InvalidConfig) as err:
+        _Setup(load_pipeline(path), None)
+    assert str(err.value) == (
+        f"{path}: step 'a': fit config: field 'double_gaussian.width_ratio' is -1.0; expected "
+        "a positive ratio"
+    )
+
+
 def test_fit_options_defaults_are_the_fit_config_defaults():
     """One place for each default: a pipeline fit step without options fits like FitConfig()."""
     from zcalib.chain.config import FitOptions
@@ -355,6 +374,7 @@ def test_fit_options_defaults_are_the_fit_config_defaults():
     for name in ("window", "bin_width", "min_data", "min_mc", "start", "mc_stat", "seed"):
         assert getattr(opts, name) == getattr(cfg, name), name
     assert opts.mc_stat_likelihood == cfg.mc_stat_likelihood
+    assert opts.smearing == cfg.smearing == "gaussian"
 
 
 def test_derivation_config_is_valid():

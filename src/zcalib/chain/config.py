@@ -244,6 +244,16 @@ class FitOptions(_Frozen):
         "expected MC-noise term removed, unbiased smearings; none: plain multinomial NLL).",
     )
     seed: int = Field(_fit_default("seed"), ge=0, description="Seed of random starts / bootstrap.")
+    smearing: Literal["gaussian", "double-gaussian"] = Field(
+        _fit_default("smearing"),
+        description="Smearing model: gaussian, or double-gaussian of fixed shape "
+        "`double_gaussian` (the fitted and published smear is its core width).",
+    )
+    double_gaussian: dict[str, float] | None = Field(
+        None,
+        description="Shape {fraction, width_ratio} of the double Gaussian (default "
+        "fraction 0.2, width_ratio 2.0).",
+    )
 
     @field_validator("ignore")
     @classmethod

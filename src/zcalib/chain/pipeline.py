@@ -349,7 +349,10 @@ class _Setup:
             "mc_stat": o.mc_stat,
             "mc_stat_likelihood": o.mc_stat_likelihood,
             "fix_smears": isinstance(step, FitStep) and step.closure,
+            "smearing": o.smearing,
         }
+        if o.double_gaussian is not None:
+            kw["double_gaussian"] = o.double_gaussian
         if o.start_file is not None:
             values, _ = read_legacy_for_scheme(self.lp.resolve(o.start_file), scheme, kind="scale")
             kw["start_scales"] = tuple(float(v) for v in values)

@@ -78,6 +78,7 @@ __all__ = [
     "ERAS",
     "MC_SYST_KEYS",
     "PARTICLES",
+    "SMEAR_MODEL_MARK",
     "EgmNames",
     "ScaleSource",
     "build_scale_uncertainty",
@@ -87,6 +88,7 @@ __all__ = [
     "particle_of",
     "payload_inputs",
     "pin_at_nominal",
+    "smear_model_note",
     "used_inputs",
 ]
 
@@ -631,6 +633,40 @@ def _cell(cell: Mapping[str, NDArray[np.float64]], n: int) -> dict[str, NDArray[
     return {k: np.repeat(v, n) for k, v in cell.items()}
 
 
+#: Start of the sentence of a smearing correction's description that names a smearing model
+#: other than the single Gaussian (:func:`smear_model_note`); ``EGMSmearAndSyst`` repeats it.
+SMEAR_MODEL_MARK = "Smearing model: "
+
+
+def smear_model_note(shape: tuple[float, float] | None) -> str:
+    """The description sentence of a double-Gaussian smearing of shape ``(f, k)`` (``""`` for
+    the single Gaussian, whose drawing the descriptions already state).
+
+    Example:
+        >>> smear_model_note(None)
+        ''
+        >>> smear_model_note((0.2, 2.0))[:56]
+        'Smearing model: double-gaussian, fraction f = 0.2, width'
+    """
+    if shape is None:
+        return ""
+    f, k = shape
+    return (
+        f"{SMEAR_MODEL_MARK}double-gaussian, fraction f = {f:g}, width_ratio k = {k:g}: "
+        "smear/esmear/smear_up/smear_down are the core width s; draw per electron "
+        f"E' = E (1 + s z) with probability {1 - f:g} and E' = E (1 + {k:g} s z) with "
+        f"probability {f:g} (a second uniform, keyed on the event identity, picks the "
+        "component). zcalib apply and the zcalib processors draw the single Gaussian of "
+        "width smear (the core) only."
+    )
+
+
+def _model_note_of(smear: schemav2.Correction) -> str:
+    text = smear.description or ""
+    i = text.find(SMEAR_MODEL_MARK)
+    return "" if i < 0 else text[i:].strip()
+
+
 def build_smear_and_syst(
     name: str,
     smear: schemav2.Correction,
@@ -699,7 +735,7 @@ def build_smear_and_syst(
             "MC smearing E' = E (1 + smear z), z from EGMRandomGenerator, and the data-scale "
             "uncertainty for MC (relative: escale; scale_up/down = 1 +- escale, the largest "
             "total relative uncertainty of the data compound over run, seedGain and the sign "
-            "of eta_SC). " + description
+            "of eta_SC). " + (_model_note_of(smear) + " " + description).strip()
         ).strip(),
         inputs=signature_variables(SMEAR_INPUTS, f"Variation: {', '.join(MC_SYST_KEYS)}"),
         output=schemav2.Variable(

@@ -17,11 +17,20 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from zcalib.exceptions import InvalidConfig
 
-__all__ = ["FitConfig", "McStatLikelihood", "McStatMethod", "StartStyle", "parse_ignored"]
+__all__ = [
+    "DoubleGaussian",
+    "FitConfig",
+    "McStatLikelihood",
+    "McStatMethod",
+    "Smearing",
+    "StartStyle",
+    "parse_ignored",
+]
 
 StartStyle = Literal["scan", "random", "specify"]
 McStatMethod = Literal["sandwich", "bootstrap", "none"]
 McStatLikelihood = Literal["none", "bb-lite", "noise-corrected"]
+Smearing = Literal["gaussian", "double-gaussian"]
 
 
 _PAIRS = ("window", "scale_bounds", "smear_bounds", "scan_scale_range", "scan_smear_range")
@@ -29,7 +38,25 @@ _LITERALS = {
     "start": StartStyle,
     "mc_stat": McStatMethod,
     "mc_stat_likelihood": McStatLikelihood,
+    "smearing": Smearing,
 }
+
+
+class DoubleGaussian(BaseModel):
+    """Fixed shape of the double-Gaussian smearing ``(1 − f) N(0, σ²) + f N(0, k² σ²)``.
+
+    The defaults (a 20 % tail twice as wide as the core) are an illustrative choice of
+    zcalib, not values taken from IJazZ2.0; set them to what the derivation calls for.
+
+    Attributes:
+        fraction: ``f``, fraction of the second (tail) component, in ``(0, 1)``.
+        width_ratio: ``k``, width of the second component over the core's, ``> 0``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fraction: float = 0.2
+    width_ratio: float = 2.0
 
 
 class FitConfig(BaseModel):
@@ -84,6 +111,11 @@ class FitConfig(BaseModel):
             of the mass per bin) where the fitted smearing vanishes, so that the likelihood
             stays smooth in the scales there; smearings ``>> s₀`` are unaffected (see
             :meth:`zcalib.fit.model.TemplateModel.effective_s2`). ``0`` switches it off.
+        smearing: shape of the extra smearing of data: ``"gaussian"`` (default) or
+            ``"double-gaussian"``, the mixture of :class:`DoubleGaussian` with a fixed shape
+            whose core width ``σ`` is what the fit varies (and reports as the smearing).
+        double_gaussian: that shape (``fraction``, ``width_ratio``); used only with
+            ``smearing="double-gaussian"``.
         n_bootstrap: number of template replicas for ``mc_stat="bootstrap"``.
         max_iter: maximum quasi-Newton iterations.
         edm_tolerance: convergence requires the estimated distance to the minimum
@@ -115,6 +147,8 @@ class FitConfig(BaseModel):
     mc_stat: McStatMethod = "bootstrap"
     mc_stat_likelihood: McStatLikelihood = "noise-corrected"
     template_smoothing: float = 2.0
+    smearing: Smearing = "gaussian"
+    double_gaussian: DoubleGaussian = DoubleGaussian()
     n_bootstrap: int = 20
     max_iter: int = 1000
     edm_tolerance: float = 1e-3
@@ -129,7 +163,8 @@ class FitConfig(BaseModel):
                 allowed = ", ".join(get_args(_LITERALS[field]))
                 msg = f"fit config: field '{field}' is {e.get('input')!r}; allowed: {allowed}"
             elif e["type"] == "extra_forbidden":
-                allowed = ", ".join(type(self).model_fields)
+                owner = DoubleGaussian if field.startswith("double_gaussian.") else type(self)
+                allowed = ", ".join(owner.model_fields)
                 msg = f"fit config: unknown field '{field}'; allowed fields: {allowed}"
             else:
                 msg = f"fit config: field '{field}' is {e.get('input')!r}; {e['msg']}"
@@ -169,6 +204,11 @@ class FitConfig(BaseModel):
                 bad(name, v, "expected a number >= 0")
         if not (math.isfinite(self.template_smoothing) and 0 <= self.template_smoothing <= 20):
             bad("template_smoothing", self.template_smoothing, "expected fine bins in [0, 20]")
+        dg = self.double_gaussian
+        if not (math.isfinite(dg.fraction) and 0.0 < dg.fraction < 1.0):
+            bad("double_gaussian.fraction", dg.fraction, "expected a fraction in (0, 1)")
+        if not (math.isfinite(dg.width_ratio) and dg.width_ratio > 0.0):
+            bad("double_gaussian.width_ratio", dg.width_ratio, "expected a positive ratio")
         if self.scan_points < 3:
             bad("scan_points", self.scan_points, "expected at least 3")
         if self.n_bootstrap < 2:
@@ -191,6 +231,17 @@ class FitConfig(BaseModel):
             vals = getattr(self, name)
             if any(x < 0 for x in vals):
                 bad(name, vals, "category indices must be >= 0")
+
+    def double_gaussian_shape(self) -> tuple[float, float] | None:
+        """``(fraction, width_ratio)`` with ``smearing="double-gaussian"``, else ``None``.
+
+        Example:
+            >>> FitConfig(smearing="double-gaussian").double_gaussian_shape()
+            (0.2, 2.0)
+        """
+        if self.smearing != "double-gaussian":
+            return None
+        return (self.double_gaussian.fraction, self.double_gaussian.width_ratio)
 
     def with_overrides(self, **changes: Any) -> FitConfig:
         """A copy with some fields replaced (validated again).

@@ -272,6 +272,7 @@ def inject_arrays(
             j_lo=m.j_lo,
             rebin=m.rebin,
             n_sigma=m.n_sigma,
+            double_gaussian=m.double_gaussian,
         )
         pred = np.maximum(shape_model.predict_fine(mu, s2), 0.0)
         norm = pred.sum(axis=1, keepdims=True)

@@ -61,6 +61,7 @@ __all__ = [
     "kernel_spectra",
     "kernel_support",
     "kernel_terms",
+    "mixture_spectra",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -361,3 +362,62 @@ def kernel_spectra(
             else:
                 real_terms.append(spec)
     return KernelSpectra(base=base, omega=omega, fourier=four, real_terms=real_terms)
+
+
+#: Per-term power of the width ratio ``k`` in the derivatives of the second component of
+#: a double Gaussian (``K(μ, k² s²)``): ``∂/∂s²`` brings ``k²``, ``∂²/∂(s²)²`` ``k⁴``.
+_RATIO_POWER = (0, 0, 2, 0, 2, 4)
+
+
+def _padded(arr: Any, nk: int) -> Any:
+    if arr.shape[1] == nk:
+        return arr
+    out = np.zeros((arr.shape[0], nk), dtype=np.complex128)
+    out[:, : arr.shape[1]] = arr
+    return out
+
+
+def mixture_spectra(
+    mu: FloatArray,
+    s2: FloatArray,
+    h: float,
+    dmin: int,
+    width: int,
+    length: int,
+    order: int = 0,
+    n_sigma: float = N_SIGMA,
+    *,
+    fraction: float,
+    width_ratio: float,
+) -> KernelSpectra:
+    """:func:`kernel_spectra` of the double-Gaussian smearing with a fixed shape.
+
+    The kernel is ``(1 − f) K(μ, s²) + f K(μ, k² s²)`` (``f = fraction``, ``k = width_ratio``;
+    in Fourier space ``(1 − f) exp(−ω²s²/2) + f exp(−ω²k²s²/2)`` times the shift and bin
+    factors), with ``s`` the core width the fit varies. Each component is the exact kernel
+    of :func:`kernel_spectra`; the derivatives in ``s²`` of the second component carry
+    ``k²`` (first) and ``k⁴`` (second), so value, gradient and Hessian stay exact. Every
+    region's derivative spectra are explicit (``fourier`` is all ``False``).
+
+    The support ``dmin, width`` must cover the wider component (``max(1, k)·s``).
+
+    Example:
+        >>> import numpy as np
+        >>> a = mixture_spectra(np.array([0.0]), np.array([0.0]), 0.01, 0, 1, 4,
+        ...                     fraction=0.2, width_ratio=2.0)
+        >>> bool(np.allclose(a.base, 1.0))  # s = 0: both components are the identity
+        True
+    """
+    s2 = np.maximum(np.asarray(s2, dtype=np.float64), 0.0)
+    a = kernel_spectra(mu, s2, h, dmin, width, length, order, n_sigma)
+    b = kernel_spectra(mu, width_ratio * width_ratio * s2, h, dmin, width, length, order, n_sigma)
+    nk = max(a.omega.size, b.omega.size)
+    omega: FloatArray = (2.0 * np.pi / (length * h)) * np.arange(nk, dtype=np.float64)
+    n_terms = (1, 3, 6)[order]
+    combined = [
+        (1.0 - fraction) * _padded(a.term(i), nk)
+        + (fraction * width_ratio ** _RATIO_POWER[i]) * _padded(b.term(i), nk)
+        for i in range(n_terms)
+    ]
+    fourier = np.zeros(np.asarray(mu).shape[0], dtype=np.bool_)
+    return KernelSpectra(base=combined[0], omega=omega, fourier=fourier, real_terms=combined[1:])

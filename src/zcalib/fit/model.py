@@ -32,6 +32,7 @@ from zcalib.fit.kernel import (
     kernel_spectra,
     kernel_support,
     kernel_terms,
+    mixture_spectra,
 )
 from zcalib.fit.likelihood import LIKELIHOODS, Likelihood, RegionTerms, multinomial_terms
 
@@ -121,6 +122,9 @@ class TemplateModel:
             smooth in the shift when the fitted smearing goes to 0 (a bare histogram,
             ``s = 0``, is piecewise linear in the shift with kinks at every fine bin, which
             locks fitted scales to the fine-bin grid). ``0`` switches it off.
+        double_gaussian: ``None`` for the Gaussian smearing kernel, or ``(f, k)`` for the
+            double Gaussian of fixed shape ``(1 − f) N(0, s²) + f N(0, k² s²)`` (see
+            :func:`zcalib.fit.kernel.mixture_spectra`); ``s`` (the fitted width) is the core.
     """
 
     template: FloatArray
@@ -133,6 +137,7 @@ class TemplateModel:
     floor: FloatArray = field(default_factory=lambda: np.zeros(0))
     likelihood: str = "none"
     s2_floor: float = 0.0
+    double_gaussian: tuple[float, float] | None = None
     #: the last kernel spectra (one entry), keyed by the exact parameters and segment; a
     #: model for another template of the same regions may share it (bootstrap replicas
     #: all evaluate at the minimum)
@@ -241,16 +246,20 @@ class TemplateModel:
         self, mu: FloatArray, s2: FloatArray, order: int
     ) -> tuple[_Segment, KernelSpectra, Any, FloatArray]:
         """Segment, kernel spectra, template spectrum and Parseval weights (cut alike)."""
-        dmin, width = kernel_support(mu, s2, self.h, self.n_sigma)
-        seg = self._segment(dmin, width)
         mu = np.asarray(mu, dtype=np.float64)
         s2 = np.asarray(s2, dtype=np.float64)
-        key = (mu.tobytes(), s2.tobytes(), seg.dmin, seg.width, seg.length, order)
+        dg = self.double_gaussian
+        wide = 1.0 if dg is None else max(1.0, dg[1] * dg[1])
+        dmin, width = kernel_support(mu, wide * s2, self.h, self.n_sigma)
+        seg = self._segment(dmin, width)
+        key = (mu.tobytes(), s2.tobytes(), seg.dmin, seg.width, seg.length, order, dg)
         spec = self.spectra_cache.get(key)
         if spec is None:
-            spec = kernel_spectra(
-                mu, s2, self.h, seg.dmin, seg.width, seg.length, order, n_sigma=self.n_sigma
-            )
+            args = (mu, s2, self.h, seg.dmin, seg.width, seg.length, order, self.n_sigma)
+            if dg is None:
+                spec = kernel_spectra(*args)
+            else:
+                spec = mixture_spectra(*args, fraction=dg[0], width_ratio=dg[1])
             self.spectra_cache.clear()
             self.spectra_cache[key] = spec
         nk = spec.omega.size

@@ -333,6 +333,7 @@ class FitProblem:
             floor=m.floor,
             likelihood=m.likelihood if likelihood is None else likelihood,
             s2_floor=m.s2_floor,
+            double_gaussian=m.double_gaussian,
             spectra_cache=m.spectra_cache,
         )
         model.objective.copy_reference(m.objective)
@@ -578,6 +579,7 @@ def build_problem(
         floor=floor,
         likelihood=config.mc_stat_likelihood,
         s2_floor=(config.template_smoothing * h) ** 2,
+        double_gaussian=config.double_gaussian_shape(),
     )
     return FitProblem(
         model=model,

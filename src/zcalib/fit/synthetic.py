@@ -274,6 +274,7 @@ def expected_region_arrays(
     seed: int = 0,
     min_expected: float = 50.0,
     binning: MassBinning | None = None,
+    double_gaussian: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Histogram-level synthesis for schemes too large to fill event by event.
 
@@ -284,6 +285,9 @@ def expected_region_arrays(
     for data, shifted by ``log √(r_i r_j)`` and smeared by ``½√(σ_i² + σ_j²)``), and the
     counts are Poisson draws of ``n · population`` (MC with unit weights). Regions expecting
     fewer than ``min_expected`` data pairs are left out (the fit would drop them).
+    With ``double_gaussian=(f, k)`` the data's extra smearing of each pair is the
+    double Gaussian ``(1 − f) N(0, s²) + f N(0, k² s²)`` of that core width ``s`` instead
+    (the shape of the fit option ``smearing="double-gaussian"``).
 
     Returns:
         The keyword arguments of :func:`zcalib.fit.fit_arrays` (``data``, ``mc_w``,
@@ -331,7 +335,11 @@ def expected_region_arrays(
         sl = slice(a, a + 2048)
         g_mc = np.exp(-0.5 * width2[sl, None] * w2)
         shape_mc = np.fft.irfft(bw_hat * g_mc, n_fft)[:, : b.n_bins]
-        g_data = np.exp(-0.5 * extra2[sl, None] * w2 - 1j * shift[sl, None] * omega)
+        g_smear = np.exp(-0.5 * extra2[sl, None] * w2)
+        if double_gaussian is not None:
+            f, k = double_gaussian
+            g_smear = (1.0 - f) * g_smear + f * np.exp(-0.5 * k * k * extra2[sl, None] * w2)
+        g_data = g_smear * np.exp(-1j * shift[sl, None] * omega)
         shape_data = np.fft.irfft(bw_hat * g_mc * g_data, n_fft)[:, : b.n_bins]
         data[sl] = rng.poisson(np.maximum(n_data * frac[sl, None] * shape_data, 0.0))
         mc[sl] = rng.poisson(np.maximum(n_mc * frac[sl, None] * shape_mc, 0.0))

@@ -5,6 +5,10 @@ choice changed at a time, and the shift of every category's value is its systema
 uncertainty from that choice. Variation kinds:
 
 * ``window`` — the fit mass window (a refit of the same histograms);
+* ``smearing`` — the smearing model (``gaussian`` / ``double-gaussian`` of
+  :class:`~zcalib.fit.FitConfig`; a refit of the same histograms with the other model, and
+  optionally another ``double_gaussian`` shape): the shift of each smearing is the change of
+  the fitted (core) width, that of each scale the scale's dependence on the model;
 * ``selection`` — the pair selection (Et thresholds, ID working point, ...): the histograms
   are refilled with :func:`zcalib.runner.build_histograms` and a modified
   :class:`~zcalib.config.SelectionConfig`;
@@ -30,6 +34,8 @@ The variations are configured in YAML::
     variations:
       - {name: window_narrow, source: window, kind: window, window: [82, 98]}
       - {name: window_wide, source: window, kind: window, window: [78, 102]}
+      - {name: double_gaussian, source: smearing_model, kind: smearing,
+         smearing: double-gaussian, double_gaussian: {fraction: 0.2, width_ratio: 2.0}}
       - {name: r9_095, source: r9, kind: boundary, variable: r9, old: 0.96, new: 0.95}
       - {name: et_30_25, source: et, kind: selection,
          selection: {min_et_lead: 30, min_et_sublead: 25}}
@@ -57,6 +63,7 @@ from zcalib.config import DatasetConfig, SelectionConfig, format_validation_erro
 from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import FitError, InvalidConfig
 from zcalib.fit import FitConfig, FitResult, fit_histograms
+from zcalib.fit.config import Smearing
 from zcalib.histograms import HistogramSet
 
 if TYPE_CHECKING:
@@ -95,11 +102,18 @@ class Variation(_Frozen):
 
     name: str = Field(min_length=1, description="Unique name of the variation.")
     source: str = Field(min_length=1, description="Systematic source it belongs to (e.g. r9).")
-    kind: Literal["window", "selection", "boundary"] = Field(
-        description="window: refit with another mass window; selection: refill with a "
-        "modified pair selection; boundary: refill with a moved category boundary."
+    kind: Literal["window", "smearing", "selection", "boundary"] = Field(
+        description="window: refit with another mass window; smearing: refit with another "
+        "smearing model; selection: refill with a modified pair selection; boundary: refill "
+        "with a moved category boundary."
     )
     window: tuple[float, float] | None = Field(None, description="Fit window [GeV] (window).")
+    smearing: Smearing | None = Field(None, description="Smearing model of the refit (smearing).")
+    double_gaussian: dict[str, float] | None = Field(
+        None,
+        description="Double-Gaussian shape {fraction, width_ratio} of the refit (smearing; "
+        "default: the nominal fit config's).",
+    )
     selection: dict[str, Any] | None = Field(
         None, description=f"SelectionConfig overrides (selection): {', '.join(_SELECTION_KEYS)}."
     )
@@ -113,6 +127,7 @@ class Variation(_Frozen):
     def _check(self) -> Variation:
         need = {
             "window": ("window",),
+            "smearing": ("smearing",),
             "selection": ("selection",),
             "boundary": ("variable", "old", "new"),
         }[self.kind]
@@ -122,12 +137,21 @@ class Variation(_Frozen):
             raise ValueError(msg)
         extra = [
             k
-            for k in ("window", "selection", "variable", "old", "new")
+            for k in ("window", "smearing", "selection", "variable", "old", "new")
             if k not in need and getattr(self, k) is not None
         ]
         if extra:
             msg = f"variation '{self.name}' of kind '{self.kind}' does not use {', '.join(extra)}"
             raise ValueError(msg)
+        if self.double_gaussian is not None:
+            if self.kind != "smearing":
+                msg = f"variation '{self.name}' of kind '{self.kind}' does not use double_gaussian"
+                raise ValueError(msg)
+            try:
+                FitConfig(double_gaussian=self.double_gaussian)
+            except InvalidConfig as err:
+                msg = f"variation '{self.name}': {err}"
+                raise ValueError(msg) from None
         if self.window is not None and not 0 < self.window[0] < self.window[1]:
             msg = f"variation '{self.name}': window {self.window} must be 0 < lo < hi"
             raise ValueError(msg)
@@ -373,6 +397,18 @@ class SystematicsResult:
         }
 
 
+#: variation kinds that refit the nominal histograms (no refill)
+_REFITS = ("window", "smearing")
+
+
+def _smearing_config(fcfg: FitConfig, var: Variation) -> FitConfig:
+    """The nominal fit settings with the smearing model (and shape) of ``var``."""
+    changes: dict[str, Any] = {"smearing": var.smearing}
+    if var.double_gaussian is not None:
+        changes["double_gaussian"] = var.double_gaussian
+    return fcfg.with_overrides(**changes)
+
+
 def _combine(per_source: dict[str, np.ndarray], n: int, how: str) -> np.ndarray:
     if not per_source:
         return np.zeros(n)
@@ -446,7 +482,7 @@ def run_systematics(
     sch = scheme or hset.scheme()
     sel = selection or SelectionConfig.model_validate(hset.metadata.get("selection") or {})
     opts = options or RunOptions(executor="iterative", progress=False)
-    refills = [v.name for v in cfg.variations if v.kind != "window"]
+    refills = [v.name for v in cfg.variations if v.kind not in _REFITS]
     if refills and dataset_config is None:
         msg = (
             f"variations {', '.join(refills)} refill the histograms and need the inputs "
@@ -471,6 +507,8 @@ def run_systematics(
             if var.kind == "window":
                 assert var.window is not None
                 fc = fcfg.with_overrides(window=var.window)
+            elif var.kind == "smearing":
+                fc = _smearing_config(fcfg, var)
             else:
                 vsel = sel
                 if var.kind == "selection":
@@ -586,6 +624,7 @@ def write_corrections_with_syst(
         names=names or EgmNames(),
         seed=smear_seed,
         description=desc,
+        smear_model=nom.config.double_gaussian_shape(),
     )
     validate_file(path)
     return path
