@@ -21,6 +21,7 @@ __all__ = ["FitConfig", "McStatLikelihood", "McStatMethod", "StartStyle", "parse
 
 StartStyle = Literal["scan", "random", "specify"]
 McStatMethod = Literal["sandwich", "bootstrap", "none"]
+Minimizer = Literal["newton", "lbfgs"]
 McStatLikelihood = Literal["none", "bb-lite", "noise-corrected"]
 
 
@@ -85,6 +86,9 @@ class FitConfig(BaseModel):
             stays smooth in the scales there; smearings ``>> s₀`` are unaffected (see
             :meth:`zcalib.fit.model.TemplateModel.effective_s2`). ``0`` switches it off.
         n_bootstrap: number of template replicas for ``mc_stat="bootstrap"``.
+        minimizer: ``"newton"``: Newton iterations with the exact Hessian (damped, in a
+            trust region, projected on the bounds), L-BFGS-B only if they do not converge;
+            ``"lbfgs"``: L-BFGS-B on the exact gradient (the former default).
         max_iter: maximum quasi-Newton iterations.
         edm_tolerance: convergence requires the estimated distance to the minimum
             ``½ gᵀH⁻¹g`` (in NLL units) below this.
@@ -116,6 +120,7 @@ class FitConfig(BaseModel):
     mc_stat_likelihood: McStatLikelihood = "noise-corrected"
     template_smoothing: float = 2.0
     n_bootstrap: int = 20
+    minimizer: Minimizer = "newton"
     max_iter: int = 1000
     edm_tolerance: float = 1e-3
 

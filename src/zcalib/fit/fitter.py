@@ -141,6 +141,94 @@ def _lbfgs(
     return theta, res
 
 
+#: Newton iterations before the minimiser falls back to L-BFGS-B.
+_MAX_NEWTON = 30
+#: Initial trust radius of the Newton iterations, in estimated standard errors (∞-norm).
+_TRUST0 = 10.0
+
+
+def _damped_step(hs: FloatArray, gs: FloatArray, lam: float) -> tuple[FloatArray, float]:
+    """Newton step ``−(H + λI)⁻¹g`` in scaled coordinates, raising ``λ`` until ``H + λI``
+    is positive definite. Returns ``(step, λ used)``."""
+    eye = np.eye(len(gs))
+    scale = max(float(np.max(np.abs(np.diag(hs)))), 1e-12)
+    for _ in range(60):
+        try:
+            chol = np.linalg.cholesky(hs + lam * eye)
+        except np.linalg.LinAlgError:
+            lam = max(10.0 * lam, 1e-6 * scale)
+            continue
+        y = np.linalg.solve(chol, -gs)
+        d: FloatArray = np.linalg.solve(chol.T, y)
+        return d, lam
+    return np.zeros_like(gs), math.inf
+
+
+def _newton(
+    problem: FitProblem,
+    theta0: FloatArray,
+    first: tuple[float, FloatArray, FloatArray],
+    step: FloatArray,
+    config: FitConfig,
+    counter: _Counter,
+) -> tuple[FloatArray, tuple[float, FloatArray, FloatArray], bool, str, int]:
+    """Newton iterations with the exact Hessian, Levenberg-damped where it is not positive
+    definite, in a trust region (∞-norm, in units of the estimated errors ``step``),
+    projected on the parameter bounds (parameters at a bound with an outward gradient are
+    held). Stops when the EDM over the free parameters is below ``0.1 × edm_tolerance``.
+
+    ``first``: ``(nll, grad, hess)`` at ``theta0``. Returns ``(θ, (nll, grad, hess),
+    converged, message, iterations)``.
+    """
+    theta = np.array(theta0, dtype=np.float64)
+    nll, grad, hess = first
+    radius, lam = _TRUST0, 0.0
+    n_iter = 0
+    while n_iter < min(_MAX_NEWTON, config.max_iter):
+        free = _free_mask(problem, theta, grad, step)
+        if not free.any():
+            return theta, (nll, grad, hess), True, "all parameters at a bound", n_iter
+        s = step[free]
+        hs = hess[np.ix_(free, free)] * np.outer(s, s)
+        gs = grad[free] * s
+        d, lam_used = _damped_step(hs, gs, lam)
+        if not math.isfinite(lam_used):
+            return theta, (nll, grad, hess), False, "no descent step", n_iter
+        edm = 0.5 * float(-gs @ d) if lam_used == 0.0 else _edm(grad, hess, free)
+        if edm <= 0.1 * config.edm_tolerance:
+            return theta, (nll, grad, hess), True, f"{n_iter} Newton iterations", n_iter
+        big = float(np.max(np.abs(d)))
+        if big > radius:
+            d *= radius / big
+        trial = theta.copy()
+        trial[free] += s * d
+        trial = np.clip(trial, problem.lower, problem.upper)
+        moved = (trial - theta)[free] / s
+        predicted = -float(gs @ moved + 0.5 * moved @ hs @ moved)
+        n_iter += 1
+        counter.n += 1
+        try:
+            nll_t, grad_t, hess_t = problem.hessian(trial)
+        except FitError:
+            nll_t = math.inf
+        actual = nll - nll_t
+        if not actual > -1e-9 * max(1.0, abs(nll)):
+            # rejected: shrink the region, damp more
+            radius = 0.25 * min(radius, float(np.max(np.abs(moved))) if moved.size else radius)
+            lam = max(4.0 * lam_used, 1e-3)
+            if radius < 1e-6:
+                return theta, (nll, grad, hess), False, "trust region collapsed", n_iter
+            continue
+        ratio = actual / predicted if predicted > 0 else 1.0
+        if ratio > 0.75 and float(np.max(np.abs(moved))) >= 0.99 * radius:
+            radius *= 4.0
+        elif ratio < 0.25:
+            radius = 0.25 * float(np.max(np.abs(moved)))
+        lam = 0.0 if ratio > 0.5 else lam_used
+        theta, nll, grad, hess = trial, nll_t, grad_t, hess_t
+    return theta, (nll, grad, hess), False, f"no convergence in {n_iter} Newton iterations", n_iter
+
+
 def minimise(
     problem: FitProblem,
     theta0: FloatArray,
@@ -149,25 +237,40 @@ def minimise(
     *,
     polish_only: bool = False,
 ) -> tuple[FloatArray, dict[str, Any]]:
-    """Minimise the NLL from ``theta0`` with L-BFGS-B (+ Newton polish).
+    """Minimise the NLL from ``theta0``: Newton iterations with the exact Hessian
+    (:func:`_newton`; with ``config.minimizer="lbfgs"`` L-BFGS-B instead), L-BFGS-B when
+    they do not converge, then up to three Newton polish steps.
 
     ``step``: parameter scaling (default: from the Hessian at ``theta0``).
-    ``polish_only``: ``theta0`` is close to the minimum: Newton steps only (L-BFGS-B if
-    they do not reach the EDM tolerance).
+    ``polish_only``: ``theta0`` is close to the minimum: Newton polish steps only (the full
+    minimisation if they do not reach the EDM tolerance).
 
     Returns:
         ``(θ̂, info)`` with ``info`` keys ``success``, ``message``, ``n_eval``, ``nll``,
         ``grad``, ``hess``, ``edm``, ``grad_norm``, ``step``.
     """
     counter = _Counter()
+    first: tuple[float, FloatArray, FloatArray] | None = None
     if step is None:
-        step = _steps(problem, problem.hessian(theta0)[2])
+        first = problem.hessian(theta0)
+        step = _steps(problem, first[2])
     if polish_only:
         theta, success, message, n_iter = np.array(theta0, dtype=np.float64), True, "", 0
     else:
-        theta, res = _lbfgs(problem, theta0, step, config, counter)
-        success, message, n_iter = bool(res.success), str(res.message), int(res.nit)
-    nll, grad, hess = problem.hessian(theta)
+        done = False
+        if config.minimizer == "newton":
+            if first is None:
+                first = problem.hessian(theta0)
+            theta, first, done, message, n_iter = _newton(
+                problem, theta0, first, step, config, counter
+            )
+            success = done
+        if not done:
+            start = theta if config.minimizer == "newton" else theta0
+            theta, res = _lbfgs(problem, start, step, config, counter)
+            success, message, n_iter = bool(res.success), str(res.message), int(res.nit)
+            first = None
+    nll, grad, hess = problem.hessian(theta) if first is None or polish_only else first
     free = _free_mask(problem, theta, grad, step)
     edm = _edm(grad, hess, free)
     n_newton = 0
