@@ -143,25 +143,52 @@ def _lbfgs(
 
 #: Newton iterations before the minimiser falls back to L-BFGS-B.
 _MAX_NEWTON = 30
-#: Initial trust radius of the Newton iterations, in estimated standard errors (∞-norm).
+#: Initial trust radius of the Newton iterations, in estimated standard errors (2-norm).
 _TRUST0 = 10.0
 
 
-def _damped_step(hs: FloatArray, gs: FloatArray, lam: float) -> tuple[FloatArray, float]:
-    """Newton step ``−(H + λI)⁻¹g`` in scaled coordinates, raising ``λ`` until ``H + λI``
-    is positive definite. Returns ``(step, λ used)``."""
-    eye = np.eye(len(gs))
-    scale = max(float(np.max(np.abs(np.diag(hs)))), 1e-12)
+def _trust_step(hs: FloatArray, gs: FloatArray, radius: float) -> tuple[FloatArray, float]:
+    """Trust-region step in scaled coordinates: the Newton step ``−H⁻¹g`` when ``H`` is
+    positive definite and the step is inside ``radius``, else ``−(H + λI)⁻¹g`` on the
+    boundary with the smallest ``λ ≥ max(0, −λ_min(H))`` (eigen-decomposition of ``H``; a
+    component along the most negative curvature completes the step in the "hard case").
+
+    Returns ``(step, EDM ½ gᵀH⁻¹g)`` (EDM ``inf`` when ``H`` is not positive definite).
+    """
+    e, vec = np.linalg.eigh(hs)
+    a = vec.T @ gs
+    pd = bool(e[0] > 1e-12 * max(float(np.max(np.abs(e))), 1e-300))
+    edm = 0.5 * float(np.sum(a * a / e)) if pd else math.inf
+    if pd:
+        d: FloatArray = -(vec @ (a / e))
+        if float(np.linalg.norm(d)) <= radius:
+            return d, edm
+
+    def norm(lam: float) -> float:
+        return float(np.linalg.norm(a / (e + lam)))
+
+    lo = max(0.0, -float(e[0]))
+    lo_eff = lo + 1e-12 * max(1.0, lo)
+    if norm(lo_eff) <= radius:  # hard case: fill up along the lowest eigenvector
+        c = -a / (e + lo_eff)
+        c[0] = 0.0
+        rest = radius**2 - float(c @ c)
+        c[0] = math.sqrt(max(rest, 0.0))
+        return vec @ c, edm
+    hi = lo + float(np.linalg.norm(a)) / radius + 1.0
+    while norm(hi) > radius:
+        hi *= 2.0
+    lo_b = lo_eff
     for _ in range(60):
-        try:
-            chol = np.linalg.cholesky(hs + lam * eye)
-        except np.linalg.LinAlgError:
-            lam = max(10.0 * lam, 1e-6 * scale)
-            continue
-        y = np.linalg.solve(chol, -gs)
-        d: FloatArray = np.linalg.solve(chol.T, y)
-        return d, lam
-    return np.zeros_like(gs), math.inf
+        mid = 0.5 * (lo_b + hi)
+        if norm(mid) > radius:
+            lo_b = mid
+        else:
+            hi = mid
+        if hi - lo_b <= 1e-6 * hi:
+            break
+    d = -(vec @ (a / (e + hi)))
+    return d, edm
 
 
 def _newton(
@@ -172,17 +199,18 @@ def _newton(
     config: FitConfig,
     counter: _Counter,
 ) -> tuple[FloatArray, tuple[float, FloatArray, FloatArray], bool, str, int]:
-    """Newton iterations with the exact Hessian, Levenberg-damped where it is not positive
-    definite, in a trust region (∞-norm, in units of the estimated errors ``step``),
-    projected on the parameter bounds (parameters at a bound with an outward gradient are
-    held). Stops when the EDM over the free parameters is below ``0.1 × edm_tolerance``.
+    """Newton iterations with the exact Hessian in a trust region (2-norm, in units of the
+    estimated errors ``step``; Levenberg-Marquardt ``λ`` where the Hessian is not positive
+    definite or the step too long, :func:`_trust_step`), projected on the parameter bounds
+    (parameters at a bound with an outward gradient are held). Stops when the EDM over the
+    free parameters is below ``0.1 × edm_tolerance``.
 
     ``first``: ``(nll, grad, hess)`` at ``theta0``. Returns ``(θ, (nll, grad, hess),
     converged, message, iterations)``.
     """
     theta = np.array(theta0, dtype=np.float64)
     nll, grad, hess = first
-    radius, lam = _TRUST0, 0.0
+    radius = _TRUST0
     n_iter = 0
     while n_iter < min(_MAX_NEWTON, config.max_iter):
         free = _free_mask(problem, theta, grad, step)
@@ -191,19 +219,14 @@ def _newton(
         s = step[free]
         hs = hess[np.ix_(free, free)] * np.outer(s, s)
         gs = grad[free] * s
-        d, lam_used = _damped_step(hs, gs, lam)
-        if not math.isfinite(lam_used):
-            return theta, (nll, grad, hess), False, "no descent step", n_iter
-        edm = 0.5 * float(-gs @ d) if lam_used == 0.0 else _edm(grad, hess, free)
+        d, edm = _trust_step(hs, gs, radius)
         if edm <= 0.1 * config.edm_tolerance:
             return theta, (nll, grad, hess), True, f"{n_iter} Newton iterations", n_iter
-        big = float(np.max(np.abs(d)))
-        if big > radius:
-            d *= radius / big
         trial = theta.copy()
         trial[free] += s * d
         trial = np.clip(trial, problem.lower, problem.upper)
         moved = (trial - theta)[free] / s
+        length = float(np.linalg.norm(moved))
         predicted = -float(gs @ moved + 0.5 * moved @ hs @ moved)
         n_iter += 1
         counter.n += 1
@@ -213,18 +236,15 @@ def _newton(
             nll_t = math.inf
         actual = nll - nll_t
         if not actual > -1e-9 * max(1.0, abs(nll)):
-            # rejected: shrink the region, damp more
-            radius = 0.25 * min(radius, float(np.max(np.abs(moved))) if moved.size else radius)
-            lam = max(4.0 * lam_used, 1e-3)
+            radius = 0.25 * length
             if radius < 1e-6:
                 return theta, (nll, grad, hess), False, "trust region collapsed", n_iter
             continue
         ratio = actual / predicted if predicted > 0 else 1.0
-        if ratio > 0.75 and float(np.max(np.abs(moved))) >= 0.99 * radius:
+        if ratio > 0.75 and length >= 0.99 * radius:
             radius *= 4.0
         elif ratio < 0.25:
-            radius = 0.25 * float(np.max(np.abs(moved)))
-        lam = 0.0 if ratio > 0.5 else lam_used
+            radius = 0.25 * length
         theta, nll, grad, hess = trial, nll_t, grad_t, hess_t
     return theta, (nll, grad, hess), False, f"no convergence in {n_iter} Newton iterations", n_iter
 
