@@ -143,7 +143,7 @@ def _lbfgs(
 
 #: Newton iterations before the minimiser falls back to L-BFGS-B.
 _MAX_NEWTON = 30
-#: Initial trust radius of the Newton iterations, in estimated standard errors (2-norm): the
+#: Initial trust radius of the Newton iterations, in estimated standard errors (∞-norm): the
 #: scan start is within a few errors of the minimum; a wider first step can jump to another
 #: local minimum of a sparse fit (seen with 10: a smearing near 0 in the pile-up-up demo fit).
 _TRUST0 = 3.0
@@ -163,11 +163,11 @@ def _trust_step(hs: FloatArray, gs: FloatArray, radius: float) -> tuple[FloatArr
     edm = 0.5 * float(np.sum(a * a / e)) if pd else math.inf
     if pd:
         d: FloatArray = -(vec @ (a / e))
-        if float(np.linalg.norm(d)) <= radius:
+        if float(np.max(np.abs(d))) <= radius:
             return d, edm
 
     def norm(lam: float) -> float:
-        return float(np.linalg.norm(a / (e + lam)))
+        return float(np.max(np.abs(vec @ (a / (e + lam)))))
 
     lo = max(0.0, -float(e[0]))
     lo_eff = lo + 1e-12 * max(1.0, lo)
@@ -177,7 +177,7 @@ def _trust_step(hs: FloatArray, gs: FloatArray, radius: float) -> tuple[FloatArr
         rest = radius**2 - float(c @ c)
         c[0] = math.sqrt(max(rest, 0.0))
         return vec @ c, edm
-    hi = lo + float(np.linalg.norm(a)) / radius + 1.0
+    hi = lo + math.sqrt(len(a)) * float(np.linalg.norm(a)) / radius + 1.0
     while norm(hi) > radius:
         hi *= 2.0
     lo_b = lo_eff
@@ -201,7 +201,7 @@ def _newton(
     config: FitConfig,
     counter: _Counter,
 ) -> tuple[FloatArray, tuple[float, FloatArray, FloatArray], bool, str, int]:
-    """Newton iterations with the exact Hessian in a trust region (2-norm, in units of the
+    """Newton iterations with the exact Hessian in a trust region (∞-norm, in units of the
     estimated errors ``step``; Levenberg-Marquardt ``λ`` where the Hessian is not positive
     definite or the step too long, :func:`_trust_step`), projected on the parameter bounds
     (parameters at a bound with an outward gradient are held). Stops when the EDM over the
@@ -228,7 +228,7 @@ def _newton(
         trial[free] += s * d
         trial = np.clip(trial, problem.lower, problem.upper)
         moved = (trial - theta)[free] / s
-        length = float(np.linalg.norm(moved))
+        length = float(np.max(np.abs(moved))) if moved.size else 0.0
         predicted = -float(gs @ moved + 0.5 * moved @ hs @ moved)
         n_iter += 1
         counter.n += 1
