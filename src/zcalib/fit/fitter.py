@@ -1,10 +1,14 @@
 """Minimisation, uncertainties and the public entry points :func:`fit_histograms`, :func:`fit_arrays`.
 
-The minimiser is scipy's L-BFGS-B on the exact gradient, in parameters rescaled by their
-estimated errors (diagonal of the exact Hessian at the start), so tolerances are in units
-of the statistical error. Convergence is judged like MINUIT by the estimated distance to the
-minimum ``EDM = ½ gᵀH⁻¹g`` with the exact Hessian (over parameters not at a bound); if
-L-BFGS-B stops with a larger EDM, up to three projected Newton steps polish the minimum.
+The minimiser (``config.minimizer="newton"``) takes Newton steps with the exact Hessian in
+a trust region, in parameters rescaled by their estimated errors (diagonal of the exact
+Hessian at the start), so tolerances are in units of the statistical error; where the
+Hessian is not positive definite the step is Levenberg-Marquardt-damped, and steps are
+projected on the bounds (:func:`_newton`). If they do not converge, and with
+``minimizer="lbfgs"``, scipy's L-BFGS-B on the exact gradient minimises. Convergence is
+judged like MINUIT by the estimated distance to the minimum ``EDM = ½ gᵀH⁻¹g`` with the
+exact Hessian (over parameters not at a bound); if L-BFGS-B stops with a larger EDM, up to
+three projected Newton steps polish the minimum.
 :func:`failure_reasons` decides the status: a parameter at a fit-range bound, an EDM or
 gradient test that fails, or a Hessian that is not positive definite make the fit
 ``"failed"``, with the reasons in words in ``message``.
