@@ -63,6 +63,21 @@ def test_start_styles_reach_the_same_minimum(hset: Any, result: FitResult) -> No
         np.testing.assert_allclose(other.smear_values(), result.smear_values(), atol=2e-5)
 
 
+def test_newton_and_lbfgs_reach_the_same_minimum(hset: Any, result: FitResult) -> None:
+    """The default Newton minimiser (exact Hessian) and L-BFGS-B agree within the EDM
+    tolerance, and Newton needs fewer (Hessian) evaluations than L-BFGS-B (gradients)."""
+    assert result.config.minimizer == "newton"
+    other = fit_histograms(hset, FitConfig(minimizer="lbfgs"))
+    assert other.status == "converged", other.message
+    assert abs(other.nll - result.nll) < 1e-3
+    for a, b in zip(result.scales, other.scales, strict=True):
+        assert abs(a.value - b.value) < 0.05 * a.stat, (a, b)
+        assert a.stat == pytest.approx(b.stat, rel=1e-3)
+    for a, b in zip(result.smears, other.smears, strict=True):
+        assert abs(a.value**2 - b.value**2) < 0.05 * a.sq_error, (a, b)
+    assert result.n_eval < other.n_eval
+
+
 def test_fix_scales_fits_smearings_only(hset: Any) -> None:
     res = fit_histograms(hset, FitConfig(fix_scales=True, fixed_scales=tuple(TRUTH_SCALES)))
     assert res.status == "converged"

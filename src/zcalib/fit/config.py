@@ -29,6 +29,7 @@ __all__ = [
 
 StartStyle = Literal["scan", "random", "specify"]
 McStatMethod = Literal["sandwich", "bootstrap", "none"]
+Minimizer = Literal["newton", "lbfgs"]
 McStatLikelihood = Literal["none", "bb-lite", "noise-corrected"]
 Smearing = Literal["gaussian", "double-gaussian"]
 
@@ -117,6 +118,9 @@ class FitConfig(BaseModel):
         double_gaussian: that shape (``fraction``, ``width_ratio``); used only with
             ``smearing="double-gaussian"``.
         n_bootstrap: number of template replicas for ``mc_stat="bootstrap"``.
+        minimizer: ``"newton"``: Newton iterations with the exact Hessian (damped, in a
+            trust region, projected on the bounds), L-BFGS-B only if they do not converge;
+            ``"lbfgs"``: L-BFGS-B on the exact gradient (the former default).
         max_iter: maximum quasi-Newton iterations.
         edm_tolerance: convergence requires the estimated distance to the minimum
             ``½ gᵀH⁻¹g`` (in NLL units) below this.
@@ -150,6 +154,7 @@ class FitConfig(BaseModel):
     smearing: Smearing = "gaussian"
     double_gaussian: DoubleGaussian = DoubleGaussian()
     n_bootstrap: int = 20
+    minimizer: Minimizer = "newton"
     max_iter: int = 1000
     edm_tolerance: float = 1e-3
 

@@ -134,10 +134,12 @@ class FitResult:
         smears: one :class:`CategoryFit` per smear category.
         status: ``"converged"`` or ``"failed"`` (see ``message``).
         message: minimiser message plus convergence diagnostics.
-        n_eval: NLL+gradient evaluations of the minimiser (start scans not included).
+        n_eval: evaluations of the minimiser: Newton iterations (one Hessian each) plus
+            L-BFGS-B NLL+gradient evaluations (start scans not included).
         n_start_eval: batched NLL evaluations of the start scans.
-        minimizer_success: scipy's L-BFGS-B success flag (``status`` also accepts a fit
-            whose EDM is below tolerance when L-BFGS-B stopped on a line-search failure).
+        minimizer_success: the minimiser's own success flag (Newton: EDM reached within
+            its iterations; L-BFGS-B: scipy's flag; ``status`` also accepts a fit whose
+            EDM is below tolerance when L-BFGS-B stopped on a line-search failure).
         grad_norm: norm of the projected gradient at the minimum (internal units).
         edm: estimated distance to minimum ``½ gᵀH⁻¹g`` (NLL units).
         nll: the minimised objective: NLL minus its saturated value (``Σ n log(n/N)``),
