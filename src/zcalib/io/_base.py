@@ -205,7 +205,7 @@ class InputFormat:
     lepton_roles: ClassVar[dict[str, str]] = {}
     #: Per-event branches read, by branch name: the quantity (role) each holds.
     event_roles: ClassVar[dict[str, str]] = {}
-    #: How the per-lepton branches hold the electrons.
+    #: How the per-lepton branches hold the electrons (category columns included).
     lepton_layout: ClassVar[Layout] = "scalar"
 
     def required(self, column_map: ColumnMap | None = None) -> list[str]:
@@ -246,9 +246,6 @@ class InputFormat:
         """The branch name(s) of a checked lepton quantity, for messages."""
         del column_map
         return self.sources.get(role, role)
-
-    #: How a per-lepton column is stored (pre-flight checks category columns against it).
-    column_layout: ClassVar[Literal["scalar", "array", "jagged"]] = "scalar"
 
     def column_branches(self, name: str, column_map: ColumnMap | None) -> tuple[str, ...]:
         """The branches holding per-lepton column ``name`` of a category scheme.

@@ -79,7 +79,6 @@ class EcalelfFormat(InputFormat):
     reads_columns = True
     id_levels = ("none", "medium", "tight")
     id_field = "ECALELF eleID"
-    column_layout = "array"
     sources: ClassVar[dict[str, str]] = {
         "energy": "energy_ECAL_ele",
         "eta": "etaEle",

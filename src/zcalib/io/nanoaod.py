@@ -63,7 +63,6 @@ class NanoaodFormat(InputFormat):
     name = "nanoaod"
     default_tree = "Events"
     event_ids_always = True
-    column_layout = "jagged"
     sources: ClassVar[dict[str, str]] = {
         "energy": "Electron_pt",
         "eta": "Electron_eta",

@@ -184,7 +184,7 @@ def preflight(
     expected = branch_types(cfg)
     category = category_branches(cfg, columns)
     for b in category:
-        expected[b] = ("number", get_format(cfg.format).column_layout)
+        expected[b] = ("number", get_format(cfg.format).lepton_layout)
     for ds in cfg.datasets:
         tree = cfg.tree_of(ds)
         seen_optional: set[tuple[tuple[str, str], ...]] = set()
