@@ -162,7 +162,7 @@ class _ChainBase(ZeeProcessor):
         if lep is None:
             return None
         energies = self._energy_variations(lep, kind, meta)
-        _, mass, sel = self._select(lep, energies["nominal"])
+        _, mass, _, sel = self._select(lep, energies["nominal"])
         cut = np.ones(len(lep), dtype=bool)
         for name in CUTS:
             cut = cut & sel.all(name)

@@ -458,13 +458,13 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         out["sumw"][dataset] = float(lep.weight.sum()) if kind == "mc" else float(len(lep))
 
         energies = self._energy_variations(lep, kind, meta)
-        cells, mass, sel = self._select(lep, energies["nominal"])
+        cells, mass, et, sel = self._select(lep, energies["nominal"])
         cut = np.ones(len(lep), dtype=bool)
         for name in CUTS:
             cut = cut & sel.all(name)
             out["cutflow"][dataset][name] = int(cut.sum())
         region = region_code(cells[cut, 0], cells[cut, 1], self.scheme.n_cells)
-        out["cell_et"] = {dataset: self._cell_et(lep, energies["nominal"], cells, cut)}
+        out["cell_et"] = {dataset: self._cell_et(et, cells, cut)}
         masses = {"nominal": mass[cut]}
         for variation, energy in energies.items():
             if variation != "nominal":
@@ -495,24 +495,19 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ helpers
     def _cell_et(
-        self,
-        lep: Leptons,
-        energy: NDArray[np.float64],
-        cells: NDArray[np.int64],
-        cut: NDArray[np.bool_],
+        self, et: NDArray[np.float64], cells: NDArray[np.int64], cut: NDArray[np.bool_]
     ) -> NDArray[np.float64]:
-        """``(3, n_cells)``: selected leptons, Σ Et and Σ Et² per cell (Et the lepton's own,
-        not the categorisation Et): maps Et categories back to the mean Et of each
-        (:func:`zcalib.fit.smooth.mean_category_et`)."""
-        with np.errstate(over="ignore"):
-            et = (energy[cut] / np.cosh(lep.sc_eta[cut])).ravel()
+        """``(3, n_cells)``: selected leptons, Σ Et and Σ Et² per cell (Et the lepton's own
+        from :func:`pair_cuts`, not the categorisation Et): maps Et categories back to the
+        mean Et of each (:func:`zcalib.fit.smooth.mean_category_et`)."""
+        sel_et = et[cut].ravel()
         c = cells[cut].ravel()
         n = self.scheme.n_cells
         return np.stack(
             [
                 np.bincount(c, minlength=n).astype(np.float64),
-                np.bincount(c, weights=et, minlength=n),
-                np.bincount(c, weights=et * et, minlength=n),
+                np.bincount(c, weights=sel_et, minlength=n),
+                np.bincount(c, weights=sel_et * sel_et, minlength=n),
             ]
         )
 
@@ -570,8 +565,9 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
 
     def _select(
         self, lep: Leptons, energy: NDArray[np.float64]
-    ) -> tuple[NDArray[np.int64], NDArray[np.float64], PackedSelection]:
-        """Cell of each lepton, the pair mass and the selection (every step of :data:`CUTS`).
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64], PackedSelection]:
+        """Cell of each lepton, the pair mass, each lepton's Et (``E / cosh η_SC``) and the
+        selection (every step of :data:`CUTS`).
 
         Leptons are categorised on the migration-free Et ``Et · m_Z / m_ee``
         (:func:`zcalib.physics.category_et`, docs/fit.md)."""
@@ -579,7 +575,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         cells = self._categorise(lep, category_et(et, mass))
         sel = _packed(bits)
         sel.add("categorised", (cells >= 0).all(axis=1))
-        return cells, mass, sel
+        return cells, mass, et, sel
 
     def _categorise(self, lep: Leptons, et: NDArray[np.floating[Any]]) -> NDArray[np.int64]:
         """Cell index of each lepton, ``(n, 2)`` (``-1``: outside every category).
