@@ -190,3 +190,38 @@ def test_generate_cleans_the_temporary_files_of_a_killed_run(tmp_path, capsys):
     finally:
         alive.kill()
         alive.wait(timeout=30)
+
+
+def test_interrupt_swallowed_in_a_destructor_still_publishes_nothing_and_exits_130(
+    demo_ecalelf, tmp_path, capsys, monkeypatch
+):
+    """A Ctrl-C whose ``KeyboardInterrupt`` lands in a ``__del__`` is only printed by Python
+    ("Exception ignored in ...") and the run goes on. The interrupt is recorded, so the run
+    publishes no output and the command still ends with its one line and exit code 130."""
+    import gc
+
+    import zcalib.cli as cli_mod
+
+    class Finaliser:
+        def __del__(self):  # where the signal handler's exception is swallowed
+            cli_mod._interrupted(signal.SIGINT, None)
+
+    real = cli_mod._run
+
+    def run_with_swallowed_interrupt(args):
+        Finaliser()
+        gc.collect()
+        return real(args)
+
+    monkeypatch.setattr(cli_mod, "_run", run_with_swallowed_interrupt)
+    out = tmp_path / "h.npz"
+    argv = ["histograms", "--data", str(demo_ecalelf.data), "--mc", str(demo_ecalelf.mc)]
+    rc = main([*argv, "--categories", str(CONFIGS / "cats_eta_r9.tsv"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 130
+    assert err == "zcalib: interrupted (exit code 130)\n"
+    assert list(tmp_path.iterdir()) == []
+    from zcalib._atomic import atomic_write_text, interrupted
+
+    assert not interrupted()  # the next in-process command starts afresh
+    atomic_write_text(tmp_path / "after.txt", "x")

@@ -6,6 +6,12 @@ another run is writing right now: :func:`clean_stale_temporaries`.
 
 Inside :func:`written_together`, the renames are deferred to the end of the block: the files
 of one output set appear together, or (an error, a full disk) none of them does.
+
+After :func:`mark_interrupted` (the command's Ctrl-C handler calls it) no rename happens: a
+``KeyboardInterrupt`` raised by a signal handler can land in a ``__del__`` or a callback, where
+Python only prints it ("Exception ignored in ..."), and the run would go on to publish its
+outputs. The rename refuses instead, so an interrupted run writes nothing whichever frame the
+interrupt hit.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -27,6 +34,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "clean_stale_temporaries",
+    "interrupted",
+    "mark_interrupted",
     "temporary_sibling",
     "written_together",
 ]
@@ -40,6 +49,28 @@ _TEMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.tmp(?:\.root
 _PENDING: contextvars.ContextVar[list[tuple[Path, Path]] | None] = contextvars.ContextVar(
     "zcalib_pending_renames", default=None
 )
+
+
+#: Set by the command's SIGINT handler: this process publishes no more output.
+_INTERRUPTED = threading.Event()
+
+
+def mark_interrupted(value: bool = True) -> None:
+    """Record (or, with ``False``, forget) a Ctrl-C: later renames raise ``KeyboardInterrupt``."""
+    if value:
+        _INTERRUPTED.set()
+    else:
+        _INTERRUPTED.clear()
+
+
+def interrupted() -> bool:
+    """Whether :func:`mark_interrupted` was called in this process (and not forgotten)."""
+    return _INTERRUPTED.is_set()
+
+
+def _refuse_if_interrupted() -> None:
+    if _INTERRUPTED.is_set():
+        raise KeyboardInterrupt
 
 
 def temporary_sibling(path: str | Path, suffix: str = ".tmp") -> Path:
@@ -63,6 +94,7 @@ def _publish(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` onto ``final`` now, or at the end of the enclosing written_together."""
     pending = _PENDING.get()
     if pending is None:
+        _refuse_if_interrupted()
         tmp.replace(final)
     else:
         pending.append((tmp, final))
@@ -100,6 +132,12 @@ def written_together() -> Iterator[None]:
         raise
     finally:
         _PENDING.reset(token)
+    try:
+        _refuse_if_interrupted()
+    except BaseException:
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
+        raise
     for tmp, final in pending:
         tmp.replace(final)
 

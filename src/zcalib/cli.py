@@ -683,6 +683,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import signal
     import threading
 
+    from zcalib._atomic import interrupted, mark_interrupted
+
+    mark_interrupted(False)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.getsignal(signal.SIGINT)
@@ -690,18 +693,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             previous = None
         else:
             signal.signal(signal.SIGINT, _interrupted)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_swallowed_interrupt
     try:
-        return _run(args)
+        rc = _run(args)
+        if interrupted() and rc != EXIT_INTERRUPTED:
+            # the KeyboardInterrupt landed where Python swallows it (a __del__, a callback)
+            # and the run went on; it published nothing (_atomic refuses), so say so
+            sys.stderr.write(f"zcalib: interrupted (exit code {EXIT_INTERRUPTED})\n")
+            rc = EXIT_INTERRUPTED
+        return rc
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
+        mark_interrupted(False)  # an in-process caller (a notebook) writes again afterwards
         logging.disable(logging.NOTSET)
+
+
+def _quiet_swallowed_interrupt(unraisable: Any) -> None:
+    """``sys.unraisablehook``: a Ctrl-C that landed in a ``__del__`` prints no traceback (the
+    command reports the interrupt itself); anything else goes to Python's default hook."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _interrupted(_signum: int, _frame: Any) -> None:
     """SIGINT (Ctrl-C): stop the run. The shutdown that follows (clusters, workers, event
     loops closing) is no news to the user: its log records are dropped, and the command
-    prints one line (:data:`EXIT_INTERRUPTED`)."""
+    prints one line (:data:`EXIT_INTERRUPTED`). The interrupt is also recorded, so no output
+    is published even if the ``KeyboardInterrupt`` lands where Python swallows it."""
+    from zcalib._atomic import mark_interrupted
+
+    mark_interrupted()
     logging.disable(logging.CRITICAL)
     raise KeyboardInterrupt
 
