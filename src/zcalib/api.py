@@ -50,6 +50,7 @@ from zcalib.calibration import CalibrationConfig
 from zcalib.config import DatasetConfig
 from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import InvalidConfig, ZcalibError
+from zcalib.outputs import stamp
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -1099,7 +1100,7 @@ def apply(
         "leptons": leptons,
         "parts": {ds: [p.name for p in ps] for ds, ps in parts.items()},
     }
-    manifest = atomic_write_text(out / "apply.json", json.dumps(record, indent=2) + "\n")
+    manifest = atomic_write_text(out / "apply.json", json.dumps(stamp(record), indent=2) + "\n")
     return Applied(out_dir=out, parts=parts, leptons=leptons, names=names, manifest=manifest)
 
 

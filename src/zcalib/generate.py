@@ -69,7 +69,7 @@ from numpy.typing import NDArray
 from zcalib._atomic import atomic_write_text, temporary_sibling
 from zcalib.categories import CRACK, Category, CategoryScheme, build_scheme
 from zcalib.exceptions import InvalidConfig, OutputError
-from zcalib.outputs import current_run_id
+from zcalib.outputs import current_run_id, stamp
 
 __all__ = [
     "DEFAULT_CATEGORIES_YAML",
@@ -366,7 +366,7 @@ def generate(
         "z": {"mass": Z_MASS, "width": Z_WIDTH, "generated_mass_range": list(GEN_MASS_RANGE)},
         "conventions": _CONVENTIONS,
     }
-    truth_path = atomic_write_text(out / "truth.json", json.dumps(truth, indent=2) + "\n")
+    truth_path = atomic_write_text(out / "truth.json", json.dumps(stamp(truth), indent=2) + "\n")
     dt = time.perf_counter() - t0
     log.debug("wrote %s, %s, %s in %.1f s", data_path, mc_path, truth_path, dt)
     return GenerateResult(

@@ -9,10 +9,16 @@ Every command that writes a folder runs inside :func:`output_run`:
 * a **run id** (``20261203T124500Z-3fa91c``: UTC time and 24 random bits) is current while
   the run writes; each output carries it where its format has room for it: a ``run_id``
   field in JSON records (``fit_result.json``, ``validation.json``, ``scans.json``,
-  metrics, ``pipeline.json``...), ``zcalib run <id>`` in the correctionlib description and in
-  a last ``#`` comment line of the legacy ``.dat`` files, a ``zcalib run`` text chunk in
-  PNGs, the histogram header of ``.npz`` files and a ``zcalib_run_id`` string in generated
-  ROOT files.
+  metrics, ``pipeline.json``, ``systematics.json``, ``lineshape.json``, ``stats.json``,
+  ``time_stability.json``, ``truth.json``...), ``zcalib run <id>`` in the correctionlib
+  description (:func:`~zcalib.corrections.write_correction_set` adds it to every payload) and
+  in a ``#`` comment line of the legacy ``.dat`` files, TSV tables and YAML outputs, a
+  ``zcalib run`` text chunk in PNGs, the histogram header of ``.npz`` files and a
+  ``zcalib_run_id`` string in generated ROOT files.
+
+  Two outputs have no room for it and carry none: the pyhf ``workspace.json`` (its schema
+  forbids extra keys) and pymin's run-divide ``run_bins.dat`` (no comment lines); the
+  ``run_bins.yaml`` written with the latter carries the id of both.
 
 :func:`check_one_run` reads them back: a folder whose own files (subfolders are their own
 units, e.g. ``validation/`` written later by ``zcalib validate``) come from two runs is
@@ -25,6 +31,7 @@ import contextlib
 import contextvars
 import datetime as dt
 import functools
+import gzip
 import json
 import logging
 import re
@@ -218,8 +225,9 @@ def without_run_ids(data: bytes) -> bytes:
 # ----------------------------------------------------------------------------- reading back
 def _json_run_id(path: Path) -> str | None:
     try:
-        obj = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+        raw = path.read_bytes()
+        obj = json.loads(gzip.decompress(raw) if path.name.endswith(".gz") else raw)
+    except (OSError, EOFError, UnicodeDecodeError, ValueError):
         return None
     if not isinstance(obj, dict):
         return None
@@ -243,6 +251,22 @@ def _npz_run_id(path: Path) -> str | None:
     return rid if isinstance(rid, str) else None
 
 
+def _parquet_run_id(path: Path) -> str | None:
+    """The run id in the provenance record of a zcalib Parquet skim."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from zcalib.io.preflight import SKIM_METADATA_KEY
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        record = json.loads(meta.get(SKIM_METADATA_KEY.encode(), b"{}"))
+    except (OSError, pa.ArrowException, ValueError):
+        return None
+    rid = record.get(RUN_ID_FIELD) if isinstance(record, dict) else None
+    return rid if isinstance(rid, str) else None
+
+
 def _png_run_id(path: Path) -> str | None:
     from PIL import Image, UnidentifiedImageError
 
@@ -256,28 +280,49 @@ def _png_run_id(path: Path) -> str | None:
 
 
 def _text_run_id(path: Path) -> str | None:
+    """The ``zcalib run`` tag in the first or last 4 KiB of a text file."""
     try:
         with path.open("rb") as fh:
-            fh.seek(max(0, path.stat().st_size - 4096))
-            tail = fh.read().decode("utf-8", "replace")
+            size = path.stat().st_size
+            head = fh.read(min(size, 4096))
+            fh.seek(max(0, size - 4096))
+            text = (head + b"\n" + fh.read()).decode("utf-8", "replace")
     except OSError:
         return None
-    m = _TAGGED.search(tail)
+    m = _TAGGED.search(text)
     return m.group(1) if m else None
+
+
+def _root_run_id(path: Path) -> str | None:
+    """The ``zcalib_run_id`` string of a ROOT file zcalib wrote (``generate``)."""
+    import uproot
+
+    try:
+        with uproot.open(path) as f:
+            if "zcalib_run_id" not in f:
+                return None
+            rid = str(f["zcalib_run_id"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return rid if _RUN_ID.fullmatch(rid) else None
 
 
 def file_run_id(path: str | Path) -> str | None:
     """The run id an output file carries, ``None`` if it has none (or is not an output)."""
     p = Path(path)
     suffix = p.suffix.lower()
-    if suffix == ".json":
+    if suffix == ".json" or p.name.endswith(".json.gz"):
         return _json_run_id(p)
     if suffix == ".npz":
         return _npz_run_id(p)
     if suffix == ".png":
         return _png_run_id(p)
-    if suffix in (".dat", ".tsv"):
+    if suffix in (".dat", ".tsv", ".yaml", ".yml"):
         return _text_run_id(p)
+    if suffix == ".root":
+        return _root_run_id(p)
+    if suffix == ".parquet":
+        return _parquet_run_id(p)
     return None
 
 

@@ -25,6 +25,7 @@ from zcalib.corrections.writer import (
     write_correction_set,
 )
 from zcalib.exceptions import InputError, OutputError
+from zcalib.outputs import current_run_id, file_run_id, run_tag
 
 
 def _values(n: int, seed: int, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -333,8 +334,9 @@ def test_compound_type_clash(scheme8: CategoryScheme) -> None:
 def test_gzip_and_validate_file(tmp_path: Path, scheme8: CategoryScheme) -> None:
     corr = build_scale_correction("s", scheme8, np.ones(8), np.zeros(8), description="t")
     p = write_correction_set(tmp_path / "s.json.gz", [corr], description="gz")
-    with gzip.open(p, "rt") as fh:
-        assert json.load(fh)["description"] == "gz"
+    with gzip.open(p, "rt") as fh:  # the run that wrote it is named (zcalib.outputs)
+        assert json.load(fh)["description"] == f"gz ({run_tag()})"
+    assert file_run_id(p) == current_run_id()
     model = validate_file(p)
     assert [c.name for c in model.corrections] == ["s"]
 

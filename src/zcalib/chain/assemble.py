@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import InvalidConfig
+from zcalib.outputs import stamp
 
 if TYPE_CHECKING:
     from zcalib.chain.pipeline import StepOutputs
@@ -213,7 +214,9 @@ def assemble(
         "corrections": corrections,
         "smear_seed": seed,
     }
-    paths["summary"] = atomic_write_text(out / "assemble.json", json.dumps(record, indent=2) + "\n")
+    paths["summary"] = atomic_write_text(
+        out / "assemble.json", json.dumps(stamp(record), indent=2) + "\n"
+    )
     return paths
 
 

@@ -930,7 +930,7 @@ def _run_fit(
         syst = syst_res.step_syst()
         atomic_write_text(
             step_dir / "systematics.json",
-            json.dumps(syst_res.to_dict(), indent=2, allow_nan=False) + "\n",
+            json.dumps(stamp(syst_res.to_dict()), indent=2, allow_nan=False) + "\n",
         )
     smooth = None
     if step.smooth is not None:

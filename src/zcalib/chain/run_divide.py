@@ -46,6 +46,7 @@ from zcalib._atomic import atomic_write_text
 from zcalib.chain._events import eta_scheme, run_loop
 from zcalib.config import format_validation_error, load_yaml
 from zcalib.exceptions import InputError, InvalidConfig
+from zcalib.outputs import run_tag
 from zcalib.processors.runs import LUMI_ALL, RunCountProcessor, RunLumiCounts
 from zcalib.runner import EventLoop
 
@@ -198,9 +199,8 @@ class RunBins:
     def write(self, path: str | Path) -> tuple[Path, Path]:
         """Write ``<path>`` (YAML) and the ``.dat`` with the same stem, atomically."""
         p = Path(path)
-        y = atomic_write_text(
-            p, yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
-        )
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        y = atomic_write_text(p, f"{text}# {run_tag()}\n")
         d = atomic_write_text(p.with_suffix(".dat"), self.dat_text())
         return y, d
 

@@ -66,6 +66,7 @@ from zcalib.chain._events import data_run_keys, eta_scheme, run_loop
 from zcalib.chain.run_divide import RunBins
 from zcalib.config import DatasetConfig
 from zcalib.exceptions import InputError, InvalidConfig, OutputError
+from zcalib.outputs import current_run_id, run_tag, stamp
 from zcalib.processors.runs import LUMI_ALL, RunMassProcessor, assign_run_bins, pack_run_lumi
 from zcalib.processors.zee import CorrectionStep
 from zcalib.runner import EventLoop
@@ -594,7 +595,7 @@ def write_run_lumi_scales(result: TimeStabilityResult, path: str | Path) -> Path
             fields = [b.run_min, b.lumi_min, b.run_max, b.lumi_max]
             nums = [lo, hi, float(result.scales[r, e]), float(result.errors[r, e])]
             lines.append("\t".join([*(str(int(x)) for x in fields), *(_fmt(x) for x in nums)]))
-    return atomic_write_text(path, "\n".join(lines) + "\n")
+    return atomic_write_text(path, "\n".join([*lines, f"# {run_tag()}"]) + "\n")
 
 
 def _fmt(v: float) -> str:
@@ -635,7 +636,7 @@ def write_time_stability(
             kind="scale",
         )
     paths["summary"] = atomic_write_text(
-        out / "time_stability.json", json.dumps(result.to_dict(), indent=2) + "\n"
+        out / "time_stability.json", json.dumps(stamp(result.to_dict()), indent=2) + "\n"
     )
     if plot:
         paths["plot"] = plot_time_stability(result, out / "time_stability.png")
@@ -786,5 +787,11 @@ def plot_time_stability(result: TimeStabilityResult, path: str | Path) -> Path:
             axes[-1].set_xlabel("run", fontsize=16)
         hep.cms.label(text="Work in progress", data=True, ax=axes[0], loc=0, fontsize=16)
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+        fig.savefig(
+            buf,
+            format="png",
+            dpi=80,
+            bbox_inches="tight",
+            metadata={"zcalib run": current_run_id()},
+        )
     return atomic_write_bytes(path, buf.getvalue())

@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from zcalib._atomic import atomic_write_text
 from zcalib.chain._events import eta_scheme, run_loop
 from zcalib.exceptions import InputError, InvalidConfig
+from zcalib.outputs import run_tag, stamp
 from zcalib.processors.runs import ZKinProcessor
 from zcalib.processors.zee import WeightSpec
 from zcalib.runner import EventLoop
@@ -236,9 +237,11 @@ def write_zweights(zw: ZWeights, out_dir: str | Path) -> dict[str, Path]:
             [build_zweight_correction(zw)],
             description=f"zcalib Z pT x |y| weights ({zw.name})",
         ),
-        "table": atomic_write_text(out / "ptz_x_rapidity_weights.tsv", "\n".join(lines) + "\n"),
+        "table": atomic_write_text(
+            out / "ptz_x_rapidity_weights.tsv", "\n".join([*lines, f"# {run_tag()}"]) + "\n"
+        ),
         "summary": atomic_write_text(
-            out / "zweights.json", json.dumps(zw.to_dict(), indent=1) + "\n"
+            out / "zweights.json", json.dumps(stamp(zw.to_dict()), indent=1) + "\n"
         ),
     }
 

@@ -66,6 +66,7 @@ from numpy.typing import ArrayLike, NDArray
 from zcalib._atomic import atomic_open
 from zcalib.categories import Category, CategoryScheme
 from zcalib.exceptions import InputError, OutputError
+from zcalib.outputs import run_tag
 
 __all__ = [
     "INPUT_ORDER",
@@ -743,7 +744,8 @@ def write_correction_set(
         path: Output path ending with ``.json`` or ``.json.gz``.
         corrections: The corrections.
         compounds: Compound corrections referring to ``corrections`` by name.
-        description: Description of the set.
+        description: Description of the set; ``(zcalib run <id>)`` of the current run
+            (:mod:`zcalib.outputs`) is appended unless it names one already.
 
     Returns:
         The path written.
@@ -765,6 +767,8 @@ def write_correction_set(
     if not (gz or p.name.endswith(".json")):
         msg = f"{p}: correction set must be written to a .json or .json.gz file"
         raise OutputError(msg)
+    if "zcalib run " not in description:
+        description = f"{description} ({run_tag()})".lstrip()
     try:
         cset = schemav2.CorrectionSet(
             schema_version=2, description=description, corrections=list(corrections)

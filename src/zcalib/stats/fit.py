@@ -30,6 +30,7 @@ from typing import Any
 from zcalib._atomic import atomic_open, atomic_write_text
 from zcalib.exceptions import FitError, InvalidConfig
 from zcalib.histograms import HistogramSet
+from zcalib.outputs import current_run_id, stamp
 from zcalib.stats.workspace import (
     NuisanceSteps,
     StatsConfig,
@@ -260,7 +261,7 @@ def _save_png(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=90)
+        fig.savefig(fh, format="png", dpi=90, metadata={"zcalib run": current_run_id()})
     plt.close(fig)
     return path
 
@@ -368,6 +369,6 @@ def run_stats(
     result = dataclasses.replace(result, wall_time=time.perf_counter() - t0, outputs=outputs)
     outputs["stats"] = str(out / f"{name}.json")
     atomic_write_text(
-        out / f"{name}.json", json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
+        out / f"{name}.json", json.dumps(stamp(result.to_dict()), indent=2, allow_nan=False) + "\n"
     )
     return result

@@ -43,6 +43,7 @@ from zcalib._atomic import atomic_open, atomic_write_text
 from zcalib.categories import region_pair
 from zcalib.exceptions import FitError, InputError, InvalidConfig
 from zcalib.histograms import HistogramSet
+from zcalib.outputs import current_run_id, stamp
 
 __all__ = [
     "Z_MASS",
@@ -703,7 +704,8 @@ def run_lineshape(
     outputs["lineshape"] = str(out / "lineshape.json")
     result = dataclasses.replace(result, outputs=outputs, wall_time=time.perf_counter() - t0)
     atomic_write_text(
-        out / "lineshape.json", json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
+        out / "lineshape.json",
+        json.dumps(stamp(result.to_dict()), indent=2, allow_nan=False) + "\n",
     )
     return result
 
@@ -770,5 +772,5 @@ def plot_row(row: LineshapeRow, path: str | Path, *, display_bin: float = 0.5) -
     ax.legend(fontsize=7)
     p = Path(path)
     with atomic_open(p, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=80)
+        fig.savefig(fh, format="png", dpi=80, metadata={"zcalib run": current_run_id()})
     return p

@@ -57,6 +57,7 @@ from zcalib.config import DatasetConfig, SelectionConfig
 from zcalib.exceptions import InputError, InvalidConfig
 from zcalib.histograms import HistogramSet, MassBinning
 from zcalib.io.formats import get_format
+from zcalib.outputs import stamp
 from zcalib.processors.validation import ValidationProcessor, _plot_hist
 from zcalib.processors.zee import (
     CorrectionStep,
@@ -1193,7 +1194,7 @@ def run_validation(
         "plots": [_clean(r) for r in records],
         "skipped": skipped,
     }
-    summary_path = atomic_write_text(out / "validation.json", json.dumps(summary, indent=2))
+    summary_path = atomic_write_text(out / "validation.json", json.dumps(stamp(summary), indent=2))
     return ValidationResult(
         plots=records,
         skipped=skipped,

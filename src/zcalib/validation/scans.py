@@ -41,6 +41,7 @@ from zcalib.categories import CategoryScheme
 from zcalib.exceptions import FitError, InvalidConfig
 from zcalib.fit import FitConfig, FitProblem, FitResult
 from zcalib.histograms import HistogramSet
+from zcalib.outputs import stamp
 from zcalib.validation.plots import cms_style, save_figure
 
 __all__ = [
@@ -546,6 +547,6 @@ def run_scans(
         "fit": {"status": result.status, "nll": result.nll, "message": result.message},
         "scans": records,
     }
-    paths.insert(0, atomic_write_text(out / "scans.json", json.dumps(summary, indent=2)))
+    paths.insert(0, atomic_write_text(out / "scans.json", json.dumps(stamp(summary), indent=2)))
     log.info("wrote %d NLL scans (%s) to %s", len(scans), mode, out)
     return ScanRun(result=result, scans=scans, summary=summary, paths=paths, figures=figures)

@@ -65,6 +65,7 @@ from zcalib.exceptions import FitError, InvalidConfig
 from zcalib.fit import FitConfig, FitResult, fit_histograms
 from zcalib.fit.config import Smearing
 from zcalib.histograms import HistogramSet
+from zcalib.outputs import stamp
 
 if TYPE_CHECKING:
     from zcalib.derive import StepSyst
@@ -587,7 +588,8 @@ def run_systematics(
         paths["systematics"] = str(out / "systematics.json")
         result = replace(result, outputs=paths, wall_time=time.perf_counter() - t0)
         atomic_write_text(
-            out / "systematics.json", json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
+            out / "systematics.json",
+            json.dumps(stamp(result.to_dict()), indent=2, allow_nan=False) + "\n",
         )
     return result
 
