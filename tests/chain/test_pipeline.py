@@ -97,6 +97,30 @@ def test_outputs_of_every_step_and_final(chain_a):
     assert np.all(np.abs(table.values - 1) < 0.03)
 
 
+#: Chain outputs whose format has no room for a run id (``zcalib.outputs``): pymin's
+#: run-divide table (no comment lines); ``run_bins.yaml`` beside it carries the id.
+NO_RUN_ID = ("run_divide/run_bins.dat",)
+
+
+def test_every_file_of_the_chain_carries_the_run_id(chain_a, drift_sample):
+    """Outputs as a unit (issue #15): every file of every step folder (payloads, JSON records,
+    legacy and TSV tables, YAML, histograms, plots) names the run that wrote it, each folder
+    passes the report's one-run check, and the generated inputs name theirs too."""
+    from zcalib.outputs import check_one_run, current_run_id, file_run_id
+
+    _, res, _ = chain_a
+    files = sorted(p for p in res.output.rglob("*") if p.is_file() and p.name[0] != ".")
+    ids = {str(p.relative_to(res.output)): file_run_id(p) for p in files}
+    assert sorted(n for n, rid in ids.items() if rid is None) == list(NO_RUN_ID)
+    # one Python session ran the whole chain: one run id in every folder
+    assert set(ids.values()) - {None} == {current_run_id()}
+    assert {p.suffix for p in files} >= {".json", ".npz", ".dat", ".tsv", ".yaml", ".png"}
+    for folder in sorted({p.parent for p in files}):
+        assert check_one_run(folder) == current_run_id(), folder
+    for path in (drift_sample.truth, drift_sample.data, drift_sample.mc):
+        assert file_run_id(path) == current_run_id(), path
+
+
 def test_every_run_bin_has_min_events(chain_a):
     _, res, _ = chain_a
     pairs = res.steps["run_divide"].summary["pairs"]
