@@ -26,6 +26,7 @@ from zcalib.chain.time_stability import (
 from zcalib.config import dataset_config_from_files
 from zcalib.corrections import SCALE_INPUTS
 from zcalib.exceptions import InputError, InvalidConfig
+from zcalib.outputs import current_run_id
 from zcalib.histograms import MassBinning
 from zcalib.processors.runs import assign_run_bins, pack_run_lumi
 from zcalib.runner import RunOptions, build_histograms
@@ -221,7 +222,8 @@ def test_lumi_split_correction_gives_the_scale_of_each_side(derived_lumi):
     lines = paths["run_lumi_scales"].read_text().splitlines()
     assert paths["run_lumi_scales"].name == "ts_lumi_scales.tsv"
     assert lines[0] == "#run_min\tlumi_min\trun_max\tlumi_max\teta_min\teta_max\tscale\terr"
-    rows = [line.split("\t") for line in lines[1:]]
+    assert lines[-1] == f"# zcalib run {current_run_id()}"  # the run that wrote it
+    rows = [line.split("\t") for line in lines[1:-1]]
     assert len(rows) == len(bins) * len(res.eta_bins)
     for i, row in enumerate(rows):
         b, (lo, hi) = bins.bins[i // len(res.eta_bins)], res.eta_bins[i % len(res.eta_bins)]
