@@ -7,6 +7,9 @@ A block is preceded by an optional marker line ``<!-- snippet: MODE [ARGS] -->``
   line by line (``zcalib ...`` through the CLI's ``main``), YAML blocks written to the file
   ``file=NAME``; all in one temporary folder per page (``configs/`` and ``corrections/`` of
   the repository linked in), in page order. ``raises=Name``: the block must end by raising it.
+  ``needs=PATH[,PATH]``: the block reads files an analysis or a long run would have
+  (a payload, a NanoAOD file); the page's test provides each under that path, small and
+  real (a fit's payload, generated NanoAOD), and the run fails if one is not provided.
 * ``skip REASON`` — not executed, for one of the reasons of :data:`REASONS`, each checked.
 
 Unmarked blocks: shell blocks have every ``zcalib`` command parsed by the real parser (the
@@ -177,8 +180,16 @@ def test_snippet_is_checked_or_justified(snippet: Snippet):
         assert s.lang in _CHECKED, f"{s.where}: a {s.lang} block needs a skip marker"
 
 
-def _run_page(page: Path, folder: Path, capsys) -> dict:
-    """Execute the run-marked blocks of ``page`` in ``folder`` (see the module docstring)."""
+def _run_page(
+    page: Path,
+    folder: Path,
+    capsys,
+    inputs: dict[str, Path] | None = None,
+    blocks: list[dict] | None = None,
+) -> dict:
+    """Execute the run-marked blocks of ``page`` in ``folder`` (see the module docstring);
+    ``inputs`` provide the files of ``needs=`` (path in the folder -> real file); ``blocks``
+    receives a copy of the namespace after each Python block (later blocks may reuse names)."""
     from zcalib.cli import main
 
     for name in ("configs", "corrections"):
@@ -191,6 +202,12 @@ def _run_page(page: Path, folder: Path, capsys) -> dict:
             if s.mode != "run":
                 continue
             args = dict(a.split("=", 1) for a in s.args.split())
+            for need in filter(None, args.get("needs", "").split(",")):
+                assert need in (inputs or {}), f"{s.where}: needs {need!r}, not provided"
+                link = Path(need)
+                if not link.exists():
+                    link.parent.mkdir(parents=True, exist_ok=True)
+                    link.symlink_to(inputs[need])
             if s.lang in ("yaml", "yml"):
                 Path(args["file"]).write_text(s.code)
             elif s.lang in ("bash", "sh"):
@@ -205,6 +222,8 @@ def _run_page(page: Path, folder: Path, capsys) -> dict:
                 assert type(info.value).__name__ == args["raises"], info.value
             else:
                 exec(compile(s.code, s.where, "exec"), namespace)  # noqa: S102 - the docs' code
+            if s.lang == "python" and blocks is not None:
+                blocks.append(dict(namespace))
     finally:
         os.chdir(cwd)
     return namespace
@@ -233,3 +252,95 @@ def test_python_api_page_runs(tmp_path, capsys):
     ns = _run_page(ROOT / "docs" / "python-api.md", tmp_path, capsys)
     assert (ns["nano"].id_level, ns["tight"].id_level) == ("medium", "tight")
     assert ns["tight_window"].mass_window == (82, 98)
+    # the YAML configuration: paths relative to the file (here the current folder)
+    cfg = ns["cfg"]
+    assert (cfg.input_format, cfg.id_level, cfg.mass_window) == ("nanoaod", "tight", (82, 98))
+    assert cfg.categories == "cats_eta_r9.tsv"
+    assert [c.file for c in cfg.corrections] == ["step1/corrections.json"]
+    assert [(w.name, w.file) for w in cfg.mc_weights] == [("pileup", "pileup.json")]
+
+
+#: The step payload the analysis page evaluates: 8 |eta| x R9 categories
+#: (``configs/cats_eta_r9.tsv`` order), its scales, smearings and smearing seed.
+SCALES = (1.004, 0.996, 1.008, 0.99, 1.002, 0.998, 1.006, 0.994)
+SMEARS = (0.008, 0.012, 0.015, 0.02, 0.006, 0.01, 0.012, 0.018)
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def payload(tmp_path_factory, scheme):
+    """A step payload in the EGM layout, written by the writer ``zcalib fit`` uses."""
+    from zcalib.corrections.egm import EgmNames
+    from zcalib.derive import write_step_payload
+
+    return write_step_payload(
+        tmp_path_factory.mktemp("payload") / "corrections.json",
+        scheme,
+        (SCALES, [0.001] * 8),
+        (SMEARS, [0.002] * 8),
+        step="step1",
+        names=EgmNames(),
+        seed=SEED,
+        description="snippet test",
+    )
+
+
+def _category(scheme, abs_eta, r9):
+    """Index of the category of a lepton at (|eta_SC|, R9)."""
+    (index,) = [
+        c.index for c in scheme.scale if c.eta[0] <= abs_eta < c.eta[1] and c.r9[0] <= r9 < c.r9[1]
+    ]
+    return index
+
+
+def test_analysis_page_runs(tmp_path, capsys, payload, scheme, demo_nanoaod):
+    """The analysis page's correctionlib and coffea code on a step payload: the numbers are
+    the scales and smearings of each electron's category, and ``z`` is the number zcalib's
+    processor draws for that electron."""
+    import warnings
+
+    import awkward as ak
+    import numpy as np
+
+    from zcalib.rng import lepton_normals
+
+    inputs = {
+        "output/pipeline_demo/final/corrections.json": payload,
+        "corrections.json": payload,
+        "nano.root": demo_nanoaod.data,
+    }
+    blocks: list[dict] = []
+    with warnings.catch_warnings():
+        # coffea's NanoAODSchema notes collections the generated file does not have
+        warnings.filterwarnings("ignore", "Missing cross-reference index", RuntimeWarning)
+        ns = _run_page(ROOT / "docs" / "analysis.md", tmp_path, capsys, inputs, blocks)
+    plain = blocks[0]  # plain correctionlib (the coffea block reuses sc_eta and run)
+    pt, sc_eta, r9 = plain["pt"], plain["sc_eta"], plain["r9"]
+    cats = [_category(scheme, abs(e), r) for e, r in zip(sc_eta, r9, strict=True)]
+    assert cats == [4, 2]  # |eta| 0-1 R9 > 0.96; |eta| 1.566-2 R9 < 0.96
+    np.testing.assert_allclose(plain["s"], [SCALES[c] for c in cats], rtol=1e-12)
+    np.testing.assert_allclose(plain["pt_data"], plain["s"] * pt, rtol=1e-12)
+    np.testing.assert_allclose(plain["pt_data_up"], (plain["s"] + 0.001) * pt, rtol=1e-9)
+    smear = np.array([SMEARS[c] for c in cats])
+    np.testing.assert_allclose(plain["smear"], smear, rtol=1e-12)
+    z = lepton_normals(SEED, pt, r9, np.abs(sc_eta), plain["event"])
+    np.testing.assert_array_equal(plain["z"], z)
+    assert plain["z"][0] != plain["z"][1]
+    np.testing.assert_allclose(plain["pt_mc"], pt * (1 + smear * z), rtol=1e-12)
+    np.testing.assert_allclose(plain["pt_mc_smear_up"], pt * (1 + (smear + 0.002) * z), rtol=1e-9)
+    # coffea NanoEvents: every electron gets the scale of its category
+    ele = ns["ele"]
+    got = ak.to_numpy(ak.flatten(ns["scale"]))
+    assert len(got) == ak.sum(ak.num(ele.pt)) > 30_000
+    abs_eta = np.abs(ak.to_numpy(ak.flatten(ns["sc_eta"])))
+    r9s = ak.to_numpy(ak.flatten(ele.r9))
+    inside = (abs_eta < 2.5) & ((abs_eta < 1.4442) | (abs_eta >= 1.566))
+    want = [
+        SCALES[_category(scheme, e, r)] for e, r in zip(abs_eta[inside], r9s[inside], strict=True)
+    ]
+    np.testing.assert_allclose(got[inside], want, rtol=1e-12)
+    np.testing.assert_allclose(
+        ak.to_numpy(ak.flatten(ns["ele_pt_corrected"])),
+        ak.to_numpy(ak.flatten(ele.pt)) * got,
+        rtol=1e-12,
+    )
