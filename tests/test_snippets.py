@@ -248,10 +248,19 @@ def test_tutorial_from_own_ntuples_to_an_egm_payload(tmp_path, capsys):
     assert ns["data_scale"][0] == pytest.approx(first["value"], rel=1e-12)
 
 
-def test_python_api_page_runs(tmp_path, capsys):
-    ns = _run_page(ROOT / "docs" / "python-api.md", tmp_path, capsys)
+def test_python_api_page_runs(tmp_path, capsys, demo_ecalelf):
+    demo = {"demo_data": demo_ecalelf.data.parent}
+    ns = _run_page(ROOT / "docs" / "python-api.md", tmp_path, capsys, demo)
     assert (ns["nano"].id_level, ns["tight"].id_level) == ("medium", "tight")
     assert ns["tight_window"].mass_window == (82, 98)
+    # one pass, three fits: pile-up up from its own filled histograms; without prior
+    # corrections the raw energies are the nominal ones (the same fit)
+    nominal, pu_up, raw = ns["nominal"].result, ns["pu_up"].result, ns["raw"].result
+    assert {nominal.status, pu_up.status, raw.status} == {"converged"}
+    assert set(ns["hists"].hset.variations) == {"nominal", "pileup_up", "pileup_down"}
+    values = [[c.value for c in r.scales + r.smears] for r in (nominal, pu_up, raw)]
+    assert values[0] != values[1]
+    assert values[0] == values[2]
     # the YAML configuration: paths relative to the file (here the current folder)
     cfg = ns["cfg"]
     assert (cfg.input_format, cfg.id_level, cfg.mass_window) == ("nanoaod", "tight", (82, 98))
