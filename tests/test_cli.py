@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import CONFIGS
 from tests.processors.ntuples import write_ecalelf
 from zcalib.cli import main
+from zcalib.outputs import file_run_id
 
 CATS = str(CONFIGS / "cats_eta_r9.tsv")
 
@@ -726,6 +727,11 @@ def test_skim_and_run_divide_read_a_calibration_config(tmp_path, capsys):
     assert _run(["skim", *common, "--out", str(tmp_path / "s_all")], capsys)[0] == 0
     assert _run(["skim", *with_cfg, "--out", str(tmp_path / "s_cfg")], capsys)[0] == 0
     skims = [json.loads((tmp_path / s / "skim.json").read_text()) for s in ("s_all", "s_cfg")]
+    for name, record in zip(("s_all", "s_cfg"), skims, strict=True):
+        # one run id in every file of a skim folder, another for each skim (zcalib.outputs)
+        files = [p for p in (tmp_path / name).rglob("*") if p.is_file()]
+        assert {file_run_id(p) for p in files} == {record["run_id"]}, files
+    assert skims[0]["run_id"] != skims[1]["run_id"]
     assert skims[1]["selection"]["max_abs_eta"] == 1.0
     assert skims[1]["selection"]["id_level"] == "tight"
     assert skims[1]["files"][0]["rows"] < skims[0]["files"][0]["rows"]

@@ -24,6 +24,7 @@ from zcalib.generate import (
     default_truth,
     generate,
 )
+from zcalib.outputs import file_run_id
 
 N_DATA = 6000
 N_MC = 6000
@@ -183,6 +184,8 @@ def test_nanoaod_files_are_ttrees_with_expected_branches(nanoaod: GenerateResult
 
 def test_truth_json_layout(ecalelf: GenerateResult) -> None:
     truth = json.loads(ecalelf.truth.read_text())
+    # the run that wrote the sample, in each of its files (zcalib.outputs)
+    assert truth["run_id"] == file_run_id(ecalelf.data) == file_run_id(ecalelf.mc)
     scheme = default_categories()
     scales, smears = default_truth(scheme)
     assert truth["schema_version"] == 1

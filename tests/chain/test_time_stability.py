@@ -26,8 +26,8 @@ from zcalib.chain.time_stability import (
 from zcalib.config import dataset_config_from_files
 from zcalib.corrections import SCALE_INPUTS
 from zcalib.exceptions import InputError, InvalidConfig
-from zcalib.outputs import current_run_id
 from zcalib.histograms import MassBinning
+from zcalib.outputs import current_run_id
 from zcalib.processors.runs import assign_run_bins, pack_run_lumi
 from zcalib.runner import RunOptions, build_histograms
 

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from zcalib.outputs import current_run_id, file_run_id
 from zcalib.stats import StatsConfig, run_stats
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ def test_outputs_written(both, derivation):
     out = derivation.out
     rec = json.loads((out / "stats.json").read_text())
     assert rec["summary"]["compatible"] is True
+    # the run that wrote it (zcalib.outputs); pyhf's workspace schema has no room for one
+    assert rec["run_id"] == file_run_id(out / "plots" / "stats" / "pulls.png") == current_run_id()
+    assert file_run_id(out / "workspace.json") is None
     assert rec["fit"]["gof_pvalue"] == pytest.approx(corrected.gof_pvalue)
     assert {p["name"] for p in rec["pulls"]} >= {"scale_0", "smear_0"}
     assert all(set(p) >= {"pull", "uncertainty", "step", "at_bound"} for p in rec["pulls"])

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import dimuon_histograms, shared_file
 from zcalib.exceptions import InputError, InvalidConfig
+from zcalib.outputs import current_run_id, file_run_id
 from zcalib.validation.lineshape import (
     Z_MASS,
     Z_WIDTH,
@@ -87,6 +88,9 @@ def test_lineshape_agrees_with_the_template_fit(demo_hists, tmp_path):
     assert np.corrcoef(ls, tpl)[0, 1] > 0.8
     rec = json.loads((tmp_path / "lineshape.json").read_text())
     assert rec["summary"]["n_rows"] == len(rows)
+    assert rec["run_id"] == current_run_id()  # the run that wrote it (zcalib.outputs)
+    (png,) = (tmp_path / "plots" / "lineshape").glob("*.png")
+    assert file_run_id(png) == current_run_id()
     assert rec["rows"][0]["template_scale"] == pytest.approx(rows[0].template_scale)
     assert rec["template_fit"]["status"] == "converged"
     pngs = list((tmp_path / "plots" / "lineshape").glob("*.png"))

@@ -13,6 +13,7 @@ from tests.conftest import ROOT
 from zcalib.exceptions import InvalidConfig
 from zcalib.fit import FitConfig
 from zcalib.generate import default_categories
+from zcalib.outputs import current_run_id, file_run_id
 from zcalib.validation.systematics import (
     SystematicsConfig,
     Variation,
@@ -61,6 +62,7 @@ def test_syst_errors_are_nonzero_and_stored_apart_from_stat(study):
         window = max(abs(v.scale_shift[k]) for v in res.variations[:2])
         assert res.scale_by_source["window"][k] == pytest.approx(window)
     rec = json.loads((out / "systematics.json").read_text())
+    assert rec["run_id"] == file_run_id(out / "corrections.json") == current_run_id()
     cats = {(c["kind"], c["index"]): c for c in rec["categories"]}
     for k, c in enumerate(res.nominal.scales):
         row = cats[("scale", k)]
