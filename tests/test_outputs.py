@@ -225,3 +225,44 @@ def test_interrupt_swallowed_in_a_destructor_still_publishes_nothing_and_exits_1
 
     assert not interrupted()  # the next in-process command starts afresh
     atomic_write_text(tmp_path / "after.txt", "x")
+
+
+def test_run_id_read_back_from_every_format(tmp_path):
+    """Every format an output is written in carries the run id where ``file_run_id`` finds
+    it: a YAML tagged on its first line and a TSV on its last, a ROOT file, a Parquet skim;
+    a folder holding one file of another run is refused, naming both."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from zcalib.exceptions import InputError
+    from zcalib.generate import _atomic_root
+    from zcalib.io.preflight import SKIM_METADATA_KEY
+    from zcalib.outputs import check_one_run, output_run, run_tag, stamp
+
+    d = tmp_path / "unit"
+    with output_run(d, fresh=True) as rid:
+        # a YAML longer than the 4 KiB read at each end, tagged in its first line
+        (d / "datasets.yaml").write_text(
+            f"# written by zcalib skim ({run_tag()})\n" + "a: 1\n" * 2000
+        )
+        (d / "table.tsv").write_text("#x\ty\n" + "1\t2\n" * 2000 + f"# {run_tag()}\n")
+        _atomic_root(d / "data.root", lambda f: None)
+        meta = {SKIM_METADATA_KEY: json.dumps(stamp({"format": "zcalib-skim"}))}
+        table = pa.table({"x": [1.0]}).replace_schema_metadata(meta)
+        pq.write_table(table, d / "pairs.parquet")
+    assert {p.name: file_run_id(p) for p in d.iterdir()} == dict.fromkeys(
+        ["data.root", "datasets.yaml", "pairs.parquet", "table.tsv"], rid
+    )
+    assert check_one_run(d) == rid
+    (d / "notes.yaml").write_text("a: 1\n")  # no run id: not compared
+    assert check_one_run(d) == rid
+    with output_run(d, fresh=True) as other:
+        (d / "zweights.json").write_text(json.dumps(stamp({"weights": []})))
+    with pytest.raises(InputError) as err:
+        check_one_run(d)
+    assert str(err.value) == (
+        f"{d}: files of two runs: data.root (run {rid}) and zweights.json (run {other}); "
+        "rerun the command into an empty folder"
+    )
