@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> Path:
             "clamped overflow. Regenerate with corrections/make_pileup_demo.py"
         ),
     )
-    return write_correction_set(args.output, [corr], description="zcalib demo pile-up weights")
+    return write_correction_set(
+        args.output, [corr], description="zcalib demo pile-up weights", run_id=False
+    )
 
 
 if __name__ == "__main__":

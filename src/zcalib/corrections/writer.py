@@ -733,6 +733,7 @@ def write_correction_set(
     compounds: Sequence[schemav2.CompoundCorrection] = (),
     *,
     description: str,
+    run_id: bool = True,
 ) -> Path:
     """Validate a correction set and write it atomically as JSON (gzip for ``.json.gz``).
 
@@ -746,6 +747,8 @@ def write_correction_set(
         compounds: Compound corrections referring to ``corrections`` by name.
         description: Description of the set; ``(zcalib run <id>)`` of the current run
             (:mod:`zcalib.outputs`) is appended unless it names one already.
+        run_id: Name the run at all (``False`` for payloads kept in a repository and
+            rebuilt byte for byte, such as the demo pile-up weights).
 
     Returns:
         The path written.
@@ -767,7 +770,7 @@ def write_correction_set(
     if not (gz or p.name.endswith(".json")):
         msg = f"{p}: correction set must be written to a .json or .json.gz file"
         raise OutputError(msg)
-    if "zcalib run " not in description:
+    if run_id and "zcalib run " not in description:
         description = f"{description} ({run_tag()})".lstrip()
     try:
         cset = schemav2.CorrectionSet(
