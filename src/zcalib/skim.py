@@ -58,7 +58,7 @@ from zcalib.io.fingerprint import file_fingerprint
 from zcalib.io.formats import ID_BITS
 from zcalib.io.preflight import SKIM_METADATA_KEY, FileInfo
 from zcalib.metrics import write_metrics, zcalib_version
-from zcalib.outputs import run_tag, stamp
+from zcalib.outputs import RUN_ID_FIELD, current_run_id, run_tag
 from zcalib.processors.skim import (
     _COMPRESSION,
     ROW_GROUP_SIZE,
@@ -218,26 +218,25 @@ def skim(
     atomic_write_text(
         record,
         json.dumps(
-            stamp(
-                {
-                    "format": "zcalib-skim-set",
-                    "format_version": SKIM_FORMAT_VERSION,
-                    "zcalib_version": zcalib_version(),
-                    "selection": sel.model_dump(),
-                    "mass_window": [mb.lo, mb.hi],
-                    "margin": margin,
-                    "files": [
-                        {
-                            "path": str(f.path.relative_to(out)),
-                            "sha256": _sha256(f.path),
-                            **f.provenance,
-                        }
-                        for f in files
-                    ],
-                    "skipped_files": skipped,
-                    "datasets_yaml": datasets_yaml.name,
-                }
-            ),
+            {
+                RUN_ID_FIELD: current_run_id(),
+                "format": "zcalib-skim-set",
+                "format_version": SKIM_FORMAT_VERSION,
+                "zcalib_version": zcalib_version(),
+                "selection": sel.model_dump(),
+                "mass_window": [mb.lo, mb.hi],
+                "margin": margin,
+                "files": [
+                    {
+                        "path": str(f.path.relative_to(out)),
+                        "sha256": _sha256(f.path),
+                        **f.provenance,
+                    }
+                    for f in files
+                ],
+                "skipped_files": skipped,
+                "datasets_yaml": datasets_yaml.name,
+            },
             indent=2,
         )
         + "\n",
@@ -314,38 +313,35 @@ def _merge(
         rows = sum(c[3] for c in chunks)
         entries = sum(b - a for a, b, _, _ in chunks)
         cutflow = result["cutflow"].get(info.path, {})
-        provenance = stamp(
-            {
-                "format": "zcalib-skim",
-                "format_version": SKIM_FORMAT_VERSION,
-                "zcalib_version": zcalib_version(),
-                "created": created,
-                "source": {
-                    "path": info.path,
-                    "dataset": info.dataset,
-                    "kind": kinds[info.dataset],
-                    "format": cfg.format,
-                    "tree": info.treename,
-                    "entries": info.entries,
-                    "entries_read": entries,
-                    "fingerprint": file_fingerprint(info.path),
-                    "size_bytes": Path(info.path).stat().st_size
-                    if "://" not in info.path
-                    else None,
-                },
-                "selection": sel.model_dump(),
-                "mass_window": [mb.lo, mb.hi],
-                "margin": margin,
-                "cuts": list(SKIM_CUTS),
-                "cutflow": {c: int(cutflow.get(c, 0)) for c in ("all", *SKIM_CUTS)},
-                "sumw": float(result["sumw"].get(info.path, 0.0)),
-                "rows": rows,
-                "columns": proc.columns(info.dataset),
-                "has_event_ids": "event" in proc.event_columns(info.dataset),
-                "id_bits": {k: v for k, v in ID_BITS.items() if v},
-                "skipped_chunks": [[a, b, r] for a, b, r in lost],
-            }
-        )
+        provenance = {
+            RUN_ID_FIELD: current_run_id(),
+            "format": "zcalib-skim",
+            "format_version": SKIM_FORMAT_VERSION,
+            "zcalib_version": zcalib_version(),
+            "created": created,
+            "source": {
+                "path": info.path,
+                "dataset": info.dataset,
+                "kind": kinds[info.dataset],
+                "format": cfg.format,
+                "tree": info.treename,
+                "entries": info.entries,
+                "entries_read": entries,
+                "fingerprint": file_fingerprint(info.path),
+                "size_bytes": Path(info.path).stat().st_size if "://" not in info.path else None,
+            },
+            "selection": sel.model_dump(),
+            "mass_window": [mb.lo, mb.hi],
+            "margin": margin,
+            "cuts": list(SKIM_CUTS),
+            "cutflow": {c: int(cutflow.get(c, 0)) for c in ("all", *SKIM_CUTS)},
+            "sumw": float(result["sumw"].get(info.path, 0.0)),
+            "rows": rows,
+            "columns": proc.columns(info.dataset),
+            "has_event_ids": "event" in proc.event_columns(info.dataset),
+            "id_bits": {k: v for k, v in ID_BITS.items() if v},
+            "skipped_chunks": [[a, b, r] for a, b, r in lost],
+        }
         schema = proc.schema(info.dataset).with_metadata(
             {SKIM_METADATA_KEY: json.dumps(provenance)}
         )
