@@ -76,7 +76,6 @@ from zcalib.config import DatasetConfig, dataset_config_from_files, load_dataset
 from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import FitFailed, InputError, InvalidConfig
 from zcalib.fit import FitConfig, FitResult
-from zcalib.histograms import MassBinning
 from zcalib.io.fingerprint import file_fingerprint
 from zcalib.outputs import output_run, restamp, stamp, without_run_ids
 from zcalib.processors.zee import CorrectionStep, WeightSpec
@@ -190,11 +189,7 @@ class _Setup:
             recipe=None if recipe is None else lp.resolve(recipe),
         )
         self.options.check()
-        b = cfg.binning
-        self.binning = MassBinning.aligned(FitConfig().window, b.lo, b.hi, b.n_bins)
-        if not cfg.binning.lo < cfg.binning.hi:
-            msg = f"{lp.path}: field 'binning': lo must be < hi, got {cfg.binning}"
-            raise InvalidConfig(msg)
+        self.binning = cfg.binning.aligned(FitConfig().window)
         from zcalib.runner import load_weight
 
         self.static_weights = tuple(
@@ -215,7 +210,7 @@ class _Setup:
             self._check_step(lp.step(name))
         windows = {c.window for c in self.fit_configs.values()}
         if len(windows) == 1:  # the fine edges fall on the one fit window of the steps
-            self.binning = MassBinning.aligned(windows.pop(), b.lo, b.hi, b.n_bins)
+            self.binning = cfg.binning.aligned(windows.pop())
         self._check_smearing()
         self._check_nesting()
         self.base_hash = {
