@@ -496,6 +496,24 @@ def load_pipeline(path: str | Path) -> LoadedPipeline:
     return loaded
 
 
+def _check_step_folders(lp: LoadedPipeline) -> None:
+    """A step's folder (``<output>/<name>``, emptied each time the step runs) is neither the
+    final payload's folder nor the folder the generated inputs are written to."""
+    cfg = lp.config
+    taken = {(lp.output / "final").resolve(): "the final payload's folder"}
+    if cfg.generate is not None:
+        gen = Path(cfg.generate.out) if cfg.generate.out else lp.output / "data"
+        taken[gen.resolve()] = "the folder of the generated inputs (generate.out)"
+    for s in cfg.steps:
+        what = taken.get((lp.output / s.name).resolve())
+        if what is not None:
+            msg = (
+                f"{lp.path}: step '{s.name}': its folder {lp.output / s.name} is {what}; "
+                "rename the step"
+            )
+            raise InvalidConfig(msg)
+
+
 def _check_semantics(lp: LoadedPipeline) -> None:
     from zcalib.corrections.egm import check_era
 
@@ -511,6 +529,7 @@ def _check_semantics(lp: LoadedPipeline) -> None:
         if not lp.resolve(w.file).is_file():
             msg = f"{p}: weight '{w.name}': file {lp.resolve(w.file)} not found"
             raise InvalidConfig(msg)
+    _check_step_folders(lp)
     kinds = {s.name: s.type for s in cfg.steps}
     for s in cfg.steps:
         deps = lp.closure[s.name]

@@ -566,7 +566,7 @@ def _run_steps(
             skipped.append(name)
         else:
             log.info("step %s (%s): running", name, step.type)
-            (step_dir / _MANIFEST).unlink(missing_ok=True)
+            _empty_step_folder(step_dir)
             if not isinstance(step, CorrectionsStep):
                 _one_cluster(setup, cluster)
             t_step = time.perf_counter()
@@ -595,6 +595,24 @@ def _run_steps(
         final=final,
         wall_time_s=time.perf_counter() - t0,
     )
+
+
+def _empty_step_folder(step_dir: Path) -> None:
+    """Remove what an earlier run of a step left in its folder before the step runs again
+    (its manifest first: an interrupted clean-up leaves a folder that is not cached).
+
+    A rerun writes its own set of files, which need not be the earlier one's (no ``iter<k>/``
+    with fewer iterations, no ``systematics.json`` without systematics, ``.tsv`` instead of
+    ``.dat`` run bins...): nothing of the earlier run may stay next to the new outputs, where
+    the final payload, ``report`` or a user would take it for part of this run.
+    """
+    import shutil
+
+    if step_dir.is_symlink() or step_dir.is_file():
+        step_dir.unlink()
+    elif step_dir.is_dir():
+        (step_dir / _MANIFEST).unlink(missing_ok=True)
+        shutil.rmtree(step_dir)
 
 
 def _input_hash(name: str, setup: _Setup, outputs: dict[str, StepOutputs]) -> str:
