@@ -14,6 +14,7 @@ import uproot
 from tests.chain.conftest import truth_of, write_pipeline
 from zcalib.chain.config import load_pipeline
 from zcalib.chain.pipeline import run_pipeline
+from zcalib.outputs import file_run_id
 
 #: Outputs that must be byte-identical between runs (provenance files hold wall times).
 PHYSICS_FILES = (
@@ -106,7 +107,7 @@ def test_every_file_of_the_chain_carries_the_run_id(chain_a, drift_sample):
     """Outputs as a unit (issue #15): every file of every step folder (payloads, JSON records,
     legacy and TSV tables, YAML, histograms, plots) names the run that wrote it, each folder
     passes the report's one-run check, and the generated inputs name theirs too."""
-    from zcalib.outputs import check_one_run, current_run_id, file_run_id
+    from zcalib.outputs import check_one_run, current_run_id
 
     _, res, _ = chain_a
     files = sorted(p for p in res.output.rglob("*") if p.is_file() and p.name[0] != ".")
@@ -590,7 +591,8 @@ def test_pipeline_folds_systematics_into_the_payload(tmp_path, demo_ecalelf):
     path = write_pipeline(tmp_path, demo_ecalelf, steps=steps, era="2024")
     res = run_pipeline(load_pipeline(path))
     rec = json.loads((res.output / "step2" / "fit_result.json").read_text())
-    assert (res.output / "step2" / "systematics.json").is_file()
+    # written with the step, in the same run (zcalib.outputs)
+    assert file_run_id(res.output / "step2" / "systematics.json") == rec["run_id"]
     cset = correctionlib.CorrectionSet.from_file(str(res.final["corrections"]))
     comp = cset.compound["EGMScale_Compound_Ele_2024"]
     mc = cset["EGMSmearAndSyst_ElePTsplit_2024"]
