@@ -21,12 +21,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
 import time
 from math import inf
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -59,6 +61,37 @@ def fill_fit(sample: Any, scheme: Any, cfg: FitConfig) -> tuple[Any, Any]:
     return hset, fit_histograms(hset, cfg, scheme=scheme)
 
 
+#: Et categorisation and Et thresholds of each mode: ``new`` is the default (thresholds on
+#: the categorisation Et ``Et·m_Z/m_ee``), ``raw-threshold`` the thresholds on the lepton Et
+#: (the behaviour before), ``raw-et`` both categories and thresholds on the lepton Et.
+MODES = {
+    "migration-free": (True, True),
+    "raw-threshold": (True, False),
+    "raw-et": (False, False),
+}
+
+
+@contextlib.contextmanager
+def mode(name: str) -> Iterator[None]:
+    """Emulate an Et treatment by patching the processor module (iterative executor only)."""
+    categories, thresholds = MODES[name]
+    original = zee.category_et, zee.THRESHOLD_REFERENCE_MASS
+    if not categories:
+        zee.category_et = lambda et, _mass: et  # type: ignore[assignment]
+    if not thresholds:
+        zee.THRESHOLD_REFERENCE_MASS = 0.0
+    try:
+        yield
+    finally:
+        zee.category_et, zee.THRESHOLD_REFERENCE_MASS = original
+
+
+def per_bin(pulls: Any, n_bins: int) -> dict[str, Any]:
+    """Mean pull per Et bin and the pulls of the lowest Et bin, cell by cell."""
+    p = np.reshape(pulls, (-1, n_bins))
+    return {"mean_pull_per_et_bin": p.mean(axis=0).tolist(), "lowest_et_bin": p[:, 0].tolist()}
+
+
 def summary(p: list[float]) -> dict[str, float]:
     a = np.asarray(p)
     if not len(a):
@@ -83,21 +116,11 @@ def flat(seed: int, tmp: Path, n: tuple[int, int]) -> dict[str, Any]:
     ]
     sample = generate(tmp / f"flat{seed}", n_data=n[0], n_mc=n[1], seed=seed)
     out = {}
-    original = zee.category_et
-    for mode in ("migration-free", "raw-et"):
-        zee.category_et = original if mode == "migration-free" else (lambda et, _mass: et)  # type: ignore[assignment]
-        try:
+    for name in MODES:
+        with mode(name):
             _, res = fill_fit(sample, scheme, FitConfig(mc_stat_likelihood="none"))
-        finally:
-            zee.category_et = original
-        pulls = np.array(
-            [(c.value - w) / c.total_stat for c, w in zip(res.scales, want, strict=True)]
-        )
-        out[mode] = {
-            "status": res.status,
-            "pulls": summary(list(pulls)),
-            "mean_pull_per_et_bin": pulls.reshape(-1, 3).mean(axis=0).tolist(),
-        }
+        pulls = [(c.value - w) / c.total_stat for c, w in zip(res.scales, want, strict=True)]
+        out[name] = {"status": res.status, "pulls": summary(pulls), **per_bin(pulls, 3)}
     return out
 
 
@@ -120,6 +143,8 @@ def smooth(seed: int, tmp: Path, n: tuple[int, int]) -> dict[str, Any]:
         return s if kind == "scale" else m
 
     out: dict[str, Any] = {"status": res.status}
+    if res.status != "converged":  # no curves from a failed fit (its covariance is not usable)
+        return out
     for kind, fits in (("scale", res.scales), ("smear", res.smears)):
         et = mean_category_et(hset, scheme, kind)
         p = [
@@ -155,19 +180,24 @@ def binned(seed: int, tmp: Path, n: tuple[int, int]) -> dict[str, Any]:
     tsm = [[0.008, 0.011, 0.016, 0.018][k // 3] + 0.003 * (1 - k % 3) for k in range(12)]
     sample = generate(tmp / f"binned{seed}", n_data=n[0], n_mc=n[1], seed=seed, categories=scheme,
                       truth_scales=tsc, truth_smears=tsm)  # fmt: skip
-    _, res = fill_fit(sample, scheme, FitConfig())
-    ps = [(c.value - t) / c.total_stat for c, t in zip(res.scales, tsc, strict=True)]
-    pm = [(c.value**2 - t * t) / c.sq_error for c, t in zip(res.smears, tsm, strict=True)]
-    return {
-        "status": res.status,
-        "scale": {**summary(ps), "mean_pull_per_et_bin": np.reshape(ps, (-1, 3)).mean(0).tolist()},
-        "smear": {**summary(pm), "mean_pull_per_et_bin": np.reshape(pm, (-1, 3)).mean(0).tolist()},
-    }
+    out = {}
+    for name in ("migration-free", "raw-threshold"):
+        with mode(name):
+            _, res = fill_fit(sample, scheme, FitConfig())
+        ps = [(c.value - t) / c.total_stat for c, t in zip(res.scales, tsc, strict=True)]
+        pm = [(c.value**2 - t * t) / c.sq_error for c, t in zip(res.smears, tsm, strict=True)]
+        out[name] = {
+            "status": res.status,
+            "scale": {**summary(ps), **per_bin(ps, 3)},
+            "smear": {**summary(pm), **per_bin(pm, 3)},
+        }
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--n-data", type=int, default=200_000)
     ap.add_argument("--n-mc", type=int, default=400_000)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/et_study.json"))
@@ -186,7 +216,8 @@ def main() -> int:
             if name not in chosen:
                 continue
             result["studies"][name] = {
-                str(s): study(s, Path(tmp), n) for s in range(1, args.seeds + 1)
+                str(s): study(s, Path(tmp), n)
+                for s in range(args.first_seed, args.first_seed + args.seeds)
             }
             print(name, json.dumps(result["studies"][name], indent=1), flush=True)
     result["wall_time_s"] = time.perf_counter() - t0
