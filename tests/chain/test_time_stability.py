@@ -429,7 +429,8 @@ def test_signed_eta_bins_recover_an_ee_asymmetry(tmp_path):
     assert at[2.0] / at[-2.0] > 1.01
     table = read_legacy(paths["scales"])
     assert len(table) == 3 * len(bins)
-    assert "eta_SC bin" in corr.description and "|eta_SC|" not in corr.description
+    assert "eta_SC bin" in corr.description
+    assert "|eta_SC|" not in corr.description
     summary = json.loads(paths["summary"].read_text())
     assert summary["eta_bins"] == [list(b) for b in SIGNED]
     assert summary["chi2"]["before"]["total_chi2"] > summary["chi2"]["after"]["total_chi2"]
