@@ -288,8 +288,8 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         z = self._normals(lep, meta)
         # a double-Gaussian smearing widens its step's width by k where u < f (the tail)
         models = [smear_model_of(self._cset(step.payload)[step.name].description) for step in steps]
-        u = self._normals(lep, meta, "stdflat") if any(models) else None
-        widths = [mixture_width_factor(u, m) if m is not None else 1.0 for m in models]
+        u = self._normals(lep, meta, "stdflat") if any(models) else np.zeros_like(raw)
+        widths = [mixture_width_factor(u, m) for m in models]
         out = {}
         for variation, key in (
             ("nominal", "smear"),
