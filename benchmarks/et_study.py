@@ -204,11 +204,15 @@ def smooth(seed: int, tmp: Path, n: tuple[int, int]) -> dict[str, Any]:
     return out
 
 
-def binned(seed: int, tmp: Path, n: tuple[int, int]) -> dict[str, Any]:
+def truth_bins(
+    tag: str, seed: int, tmp: Path, n: tuple[int, int], truth: tuple[list[float], list[float]]
+) -> dict[str, Any]:
+    """Scales and smearings injected in true-Et bins (|η| × 3 Et bins), fitted in the same
+    bins with the Et thresholds on the lepton Et and on ``Et·m_Z/m_ee``: pulls against the
+    injected values."""
     scheme = scheme_of(ETAS, (35.0, 45.0))
-    tsc = [1.0 + 0.004 * (k % 3 - 1) + [0.002, -0.003, 0.004, -0.001][k // 3] for k in range(12)]
-    tsm = [[0.008, 0.011, 0.016, 0.018][k // 3] + 0.003 * (1 - k % 3) for k in range(12)]
-    sample = generate(tmp / f"binned{seed}", n_data=n[0], n_mc=n[1], seed=seed, categories=scheme,
+    tsc, tsm = truth
+    sample = generate(tmp / f"{tag}{seed}", n_data=n[0], n_mc=n[1], seed=seed, categories=scheme,
                       truth_scales=tsc, truth_smears=tsm)  # fmt: skip
     out = {}
     for name in ("migration-free", "category-threshold"):
@@ -222,28 +226,21 @@ def binned(seed: int, tmp: Path, n: tuple[int, int]) -> dict[str, Any]:
             "smear": {**summary(pm), **per_bin(pm, 3)},
         }
     return out
+
+
+def binned(seed: int, tmp: Path, n: tuple[int, int]) -> dict[str, Any]:
+    """Et-dependent truth in true-Et bins."""
+    tsc = [1.0 + 0.004 * (k % 3 - 1) + [0.002, -0.003, 0.004, -0.001][k // 3] for k in range(12)]
+    tsm = [[0.008, 0.011, 0.016, 0.018][k // 3] + 0.003 * (1 - k % 3) for k in range(12)]
+    return truth_bins("binned", seed, tmp, n, (tsc, tsm))
 
 
 def offset(seed: int, tmp: Path, n: tuple[int, int]) -> dict[str, Any]:
-    """Data scales far from 1 (±2 %, no Et dependence), |η| × 3 Et bins: a threshold on the
-    raw Et selects different events in data and in the shifted MC template."""
-    scheme = scheme_of(ETAS, (35.0, 45.0))
+    """Data scales far from 1 (±2 %, no Et dependence): a threshold on the raw Et selects
+    different events in data and in the shifted MC template."""
     tsc = [[0.98, 1.02, 0.975, 1.025][k // 3] for k in range(12)]
     tsm = [[0.008, 0.011, 0.016, 0.018][k // 3] for k in range(12)]
-    sample = generate(tmp / f"offset{seed}", n_data=n[0], n_mc=n[1], seed=seed, categories=scheme,
-                      truth_scales=tsc, truth_smears=tsm)  # fmt: skip
-    out = {}
-    for name in ("migration-free", "category-threshold"):
-        with mode(name):
-            _, res = fill_fit(sample, scheme, FitConfig())
-        ps = [(c.value - t) / c.total_stat for c, t in zip(res.scales, tsc, strict=True)]
-        pm = [(c.value**2 - t * t) / c.sq_error for c, t in zip(res.smears, tsm, strict=True)]
-        out[name] = {
-            "status": res.status,
-            "scale": {**summary(ps), **per_bin(ps, 3)},
-            "smear": {**summary(pm), **per_bin(pm, 3)},
-        }
-    return out
+    return truth_bins("offset", seed, tmp, n, (tsc, tsm))
 
 
 STUDIES = {"flat": flat, "smooth": smooth, "binned": binned, "offset": offset}

@@ -43,7 +43,6 @@ __all__ = [
     "entry_keys",
     "event_keys",
     "lepton_normals",
-    "lepton_uniforms",
     "normal_from_keys",
     "random_generator",
 ]
@@ -218,50 +217,24 @@ def lepton_normals(
     r9: NDArray[np.floating[Any]],
     abs_sc_eta: NDArray[np.floating[Any]],
     event: NDArray[Any],
+    distribution: str = "stdnormal",
 ) -> NDArray[np.float64]:
-    """Standard-normal ``z`` per lepton from the shared definition (:func:`random_generator`).
+    """Standard-normal ``z`` per lepton from the shared definition (:func:`random_generator`);
+    ``distribution="stdflat"``: the independent uniform ``u`` on [0, 1) of the same
+    generator, which picks the component of a double-Gaussian smearing
+    (:func:`zcalib.physics.mixture_width_factor`).
 
     All arrays broadcast together (``event`` is per lepton, or broadcast from per event).
 
     Example:
         >>> import numpy as np
-        >>> z = lepton_normals(0, np.array([40.0, 35.0]), np.array([0.9, 0.95]),
-        ...                    np.array([0.3, 1.2]), np.array([7, 7]))
-        >>> z.shape, bool(z[0] != z[1])
-        ((2,), True)
+        >>> args = (np.array([40.0, 35.0]), np.array([0.9, 0.95]), np.array([0.3, 1.2]),
+        ...         np.array([7, 7]))
+        >>> z = lepton_normals(0, *args)
+        >>> u = lepton_normals(0, *args, distribution="stdflat")
+        >>> z.shape, bool(z[0] != z[1]), bool(np.all((u >= 0) & (u < 1)))
+        ((2,), True, True)
     """
-    return _lepton_randoms("stdnormal", seed, pt, r9, abs_sc_eta, event)
-
-
-def lepton_uniforms(
-    seed: int,
-    pt: NDArray[np.floating[Any]],
-    r9: NDArray[np.floating[Any]],
-    abs_sc_eta: NDArray[np.floating[Any]],
-    event: NDArray[Any],
-) -> NDArray[np.float64]:
-    """Uniform ``u`` on [0, 1) per lepton (``"stdflat"`` of :func:`random_generator`),
-    independent of :func:`lepton_normals`' ``z``: it picks the component of a
-    double-Gaussian smearing (:func:`zcalib.physics.mixture_width_factor`).
-
-    Example:
-        >>> import numpy as np
-        >>> u = lepton_uniforms(0, np.array([40.0, 35.0]), np.array([0.9, 0.95]),
-        ...                     np.array([0.3, 1.2]), np.array([7, 7]))
-        >>> bool(np.all((u >= 0) & (u < 1)))
-        True
-    """
-    return _lepton_randoms("stdflat", seed, pt, r9, abs_sc_eta, event)
-
-
-def _lepton_randoms(
-    distribution: str,
-    seed: int,
-    pt: NDArray[np.floating[Any]],
-    r9: NDArray[np.floating[Any]],
-    abs_sc_eta: NDArray[np.floating[Any]],
-    event: NDArray[Any],
-) -> NDArray[np.float64]:
     arrays = np.broadcast_arrays(
         np.asarray(pt, dtype=np.float64),
         np.asarray(r9, dtype=np.float64),

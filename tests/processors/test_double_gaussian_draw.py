@@ -51,24 +51,11 @@ def test_apply_draws_the_mixture_whatever_the_chunks(tmp_path, demo_ecalelf) -> 
     get exactly the single-Gaussian factor; rows are identical for two chunkings."""
     double, single = _payload(tmp_path, "double", (F, K)), _payload(tmp_path, "single", None)
     kw = {"mc": [demo_ecalelf.mc], "input_format": "ecalelf"}
-    a = apply(
-        double,
-        tmp_path / "a",
-        options=RunOptions(executor="iterative", progress=False, chunksize=7_000),
-        **kw,
-    )
-    b = apply(
-        double,
-        tmp_path / "b",
-        options=RunOptions(executor="iterative", progress=False, chunksize=13_000),
-        **kw,
-    )
-    s = apply(
-        single,
-        tmp_path / "s",
-        options=RunOptions(executor="iterative", progress=False, chunksize=7_000),
-        **kw,
-    )
+    a, b, s = (
+        apply(path, tmp_path / tag, options=RunOptions(executor="iterative", progress=False,
+              chunksize=chunks), **kw)
+        for tag, path, chunks in (("a", double, 7_000), ("b", double, 13_000), ("s", single, 7_000))
+    )  # fmt: skip
     ra, rb, rs = a.read("mc"), b.read("mc"), s.read("mc")
     assert len(a.parts["mc"]) != len(b.parts["mc"])
     for col in ra.fields:

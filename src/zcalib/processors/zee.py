@@ -330,7 +330,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
     ) -> NDArray[np.float64]:
         """``z`` per lepton from the payloads' ``EGMRandomGenerator`` (:mod:`zcalib.rng`);
         ``distribution="stdflat"``: its independent uniform ``u``."""
-        from zcalib.rng import entry_events, lepton_normals, lepton_uniforms
+        from zcalib.rng import entry_events, lepton_normals
 
         dataset = meta["dataset"]
         if get_format(self.fmt).has_event_ids(self.available.get(dataset, {}), self.column_map):
@@ -340,8 +340,9 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
             entries = np.arange(start, start + len(lep), dtype=np.int64)
             event = entry_events(str(meta.get("fileuuid") or meta.get("filename")), entries)
         raw_pt = lep.energy / np.cosh(lep.sc_eta)
-        draw = lepton_normals if distribution == "stdnormal" else lepton_uniforms
-        return draw(self.smear_seed, raw_pt, lep.r9, np.abs(lep.sc_eta), event[:, None])
+        return lepton_normals(
+            self.smear_seed, raw_pt, lep.r9, np.abs(lep.sc_eta), event[:, None], distribution
+        )
 
     @staticmethod
     def _where(meta: Mapping[str, Any]) -> str:
