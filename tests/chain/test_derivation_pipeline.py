@@ -16,8 +16,8 @@ from zcalib.chain.config import load_pipeline
 from zcalib.chain.pipeline import run_pipeline
 
 #: The only changes made to the shipped file: the sizes (and the output folder).
-SIZES = {"n_data": 60_000, "n_mc": 180_000}
-MIN_EVENTS = 6_000
+SIZES = {"n_data": 40_000, "n_mc": 120_000}
+MIN_EVENTS = 4_000
 
 
 def shrunk(tmp_path):
@@ -42,7 +42,7 @@ def shrunk(tmp_path):
 
 @pytest.mark.slow
 def test_shipped_derivation_pipeline_runs_and_closes(tmp_path):
-    """The shipped derivation chain (sizes shrunk to 60k data / 180k MC) closes, and its final
+    """The shipped derivation chain (sizes shrunk to 40k data / 120k MC) closes, and its final
     EGM payload passes `correction validate` and evaluates with the analysts' calls."""
     import correctionlib
 
