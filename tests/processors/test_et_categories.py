@@ -136,7 +136,7 @@ def test_lowest_et_bin_unbiased_with_mc_smeared_ahead(tmp_path):
         [Category("scale", i, eta=e) for i, e in enumerate(etas)],
         [Category("smear", i, eta=e) for i, e in enumerate(etas)],
     )
-    sample = generate(tmp_path, n_data=50_000, n_mc=100_000, seed=2, categories=base,
+    sample = generate(tmp_path, n_data=50_000, n_mc=100_000, seed=1, categories=base,
                       truth_scales=[1.0] * 4, truth_smears=smears)  # fmt: skip
     corr = build_smear_correction("eta_smear", base, smears, [0.0] * 4, description="eta step")
     payload = schemav2.CorrectionSet(schema_version=2, corrections=[corr])
