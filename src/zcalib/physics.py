@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Z_MASS", "category_et", "pair_mass", "pair_masses"]
+__all__ = ["Z_MASS", "category_et", "mixture_width_factor", "pair_mass", "pair_masses"]
 
 #: The Z boson mass [GeV] (PDG), the reference of the migration-free Et of :func:`category_et`.
 Z_MASS = 91.1876
@@ -93,3 +93,23 @@ def category_et(et: Array, mass: Array) -> Array:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.asarray(et, dtype=np.float64) * (Z_MASS / m)
     return np.where(m > 0, out, np.nan)
+
+
+def mixture_width_factor(uniform: Array, shape: tuple[float, float] | None) -> Array:
+    """Per-lepton factor of the smearing width for a double Gaussian of shape ``(f, k)``:
+    ``k`` (the tail) where ``uniform < f``, else 1 (the core); all 1 for the single Gaussian
+    (``shape`` ``None``).
+
+    With ``z ~ N(0, 1)`` and ``uniform ~ U[0, 1)`` independent, ``s · factor · z`` follows
+    ``(1 − f) N(0, s²) + f N(0, k² s²)``, the fit's mixture (docs/fit.md, double Gaussian).
+
+    Example:
+        >>> import numpy as np
+        >>> mixture_width_factor(np.array([0.1, 0.5]), (0.2, 2.0)).tolist()
+        [2.0, 1.0]
+    """
+    u = np.asarray(uniform, dtype=np.float64)
+    if shape is None:
+        return np.ones_like(u)
+    f, k = shape
+    return np.where(u < f, float(k), 1.0)

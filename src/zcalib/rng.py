@@ -217,17 +217,23 @@ def lepton_normals(
     r9: NDArray[np.floating[Any]],
     abs_sc_eta: NDArray[np.floating[Any]],
     event: NDArray[Any],
+    distribution: str = "stdnormal",
 ) -> NDArray[np.float64]:
-    """Standard-normal ``z`` per lepton from the shared definition (:func:`random_generator`).
+    """Standard-normal ``z`` per lepton from the shared definition (:func:`random_generator`);
+    ``distribution="stdflat"``: the independent uniform ``u`` on [0, 1) of the same
+    generator, which picks the component of a double-Gaussian smearing
+    (:func:`zcalib.physics.mixture_width_factor`).
 
     All arrays broadcast together (``event`` is per lepton, or broadcast from per event).
 
     Example:
         >>> import numpy as np
-        >>> z = lepton_normals(0, np.array([40.0, 35.0]), np.array([0.9, 0.95]),
-        ...                    np.array([0.3, 1.2]), np.array([7, 7]))
-        >>> z.shape, bool(z[0] != z[1])
-        ((2,), True)
+        >>> args = (np.array([40.0, 35.0]), np.array([0.9, 0.95]), np.array([0.3, 1.2]),
+        ...         np.array([7, 7]))
+        >>> z = lepton_normals(0, *args)
+        >>> u = lepton_normals(0, *args, distribution="stdflat")
+        >>> z.shape, bool(z[0] != z[1]), bool(np.all((u >= 0) & (u < 1)))
+        ((2,), True, True)
     """
     arrays = np.broadcast_arrays(
         np.asarray(pt, dtype=np.float64),
@@ -237,7 +243,7 @@ def lepton_normals(
     )
     shape = arrays[0].shape
     flat = [np.ascontiguousarray(a.ravel()) for a in arrays]
-    out = np.asarray(_generator(int(seed)).evaluate("stdnormal", *flat), dtype=np.float64)
+    out = np.asarray(_generator(int(seed)).evaluate(distribution, *flat), dtype=np.float64)
     return out.reshape(shape)
 
 

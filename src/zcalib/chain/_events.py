@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from zcalib.io.formats import get_format
 from zcalib.processors.runs import pack_run_lumi
 from zcalib.runner import EventLoop
 
-__all__ = ["ChainLoop", "data_run_keys", "eta_scheme", "run_loop"]
+__all__ = ["ChainLoop", "data_run_keys", "eta_scheme", "run_loop", "signed_eta"]
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,23 @@ ChainLoop = EventLoop
 
 
 def eta_scheme(eta_bins: tuple[tuple[float, float], ...], source: str) -> CategoryScheme:
-    """A scheme with one scale category per |η| bin (the pairs' ``categorised`` cut)."""
+    """A scheme with one scale category per η bin (the pairs' ``categorised`` cut): |η|
+    bins, or signed-η bins when an edge is negative (:func:`signed_eta`)."""
     from zcalib.categories import scheme_from_dict
 
-    return scheme_from_dict({"scale": [{"eta": list(b)} for b in eta_bins]}, source=source)
+    key = "sceta" if signed_eta(eta_bins) else "eta"
+    return scheme_from_dict({"scale": [{key: list(b)} for b in eta_bins]}, source=source)
+
+
+def signed_eta(eta_bins: Sequence[tuple[float, float]]) -> bool:
+    """Whether η bins are signed η_SC (an edge below 0, e.g. EE− ``[-2.5, -1.566]``) rather
+    than |η_SC|.
+
+    Example:
+        >>> signed_eta([(0.0, 1.4442), (1.566, 2.5)]), signed_eta([(-2.5, -1.566), (1.566, 2.5)])
+        (False, True)
+    """
+    return any(lo < 0 for lo, _ in eta_bins)
 
 
 def run_loop(

@@ -173,7 +173,9 @@ class TimeStabilityStep(_StepBase):
     )
     eta_bins: tuple[tuple[float, float], ...] = Field(
         ((0.0, 1.0), (1.0, 1.4442), (1.566, 2.0), (2.0, 2.5)),
-        description="|eta_SC| bins (both electrons in the same bin).",
+        description="|eta_SC| bins (both electrons in the same bin); signed eta_SC bins "
+        "when an edge is negative, e.g. [[-2.5, -1.566], [-1.4442, 1.4442], [1.566, 2.5]] "
+        "(EE-, EB, EE+; the step then reads ScEta).",
     )
     window: tuple[float, float] = Field(DEFAULT_WINDOW, description="Mass window [GeV].")
     validate_after: bool = Field(

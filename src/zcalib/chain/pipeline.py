@@ -406,6 +406,7 @@ class _Setup:
     def _check_nesting(self) -> None:
         """Dry run of the combined legacy scales file on the scale categories of the steps."""
         from zcalib.categories import Category
+        from zcalib.chain.time_stability import eta_category
         from zcalib.corrections import combine, write_legacy
 
         layers: list[tuple[str, list[Category]]] = []
@@ -415,7 +416,7 @@ class _Setup:
                 layers.append((name, list(self.schemes[name].scale)))
             elif isinstance(step, TimeStabilityStep):
                 layers.append(
-                    (name, [Category("scale", i, eta=b) for i, b in enumerate(step.eta_bins)])
+                    (name, [eta_category(i, b, step.eta_bins) for i, b in enumerate(step.eta_bins)])
                 )
         if len(layers) < 2:
             return

@@ -62,7 +62,7 @@ from numpy.typing import NDArray
 
 from zcalib._atomic import atomic_write_bytes, atomic_write_text
 from zcalib.categories import Category, build_scheme
-from zcalib.chain._events import data_run_keys, eta_scheme, run_loop
+from zcalib.chain._events import data_run_keys, eta_scheme, run_loop, signed_eta
 from zcalib.chain.run_divide import RunBins
 from zcalib.config import DatasetConfig
 from zcalib.exceptions import InputError, InvalidConfig, OutputError
@@ -76,6 +76,7 @@ __all__ = [
     "PeakTable",
     "TimeStabilityResult",
     "derive_time_stability",
+    "eta_category",
     "fill_peaks",
     "flatness_chi2",
     "histogram_median",
@@ -175,7 +176,7 @@ def fill_peaks(
 ) -> PeakTable:
     """One event loop: medians per run bin × |η| bin (data) and per |η| bin (MC)."""
     cfg = loop.cfg if with_mc else loop.only("data")
-    scheme = eta_scheme(tuple(eta_bins), "time-stability |eta| bins")
+    scheme = eta_scheme(tuple(eta_bins), f"time-stability {_eta_name(eta_bins)} bins")
     out = run_loop(
         loop,
         cfg,
@@ -183,6 +184,7 @@ def fill_peaks(
         scheme,
         run_bins=bins.keys(),
         eta_bins=tuple(tuple(b) for b in eta_bins),
+        signed_eta=signed_eta(eta_bins),
     )
     h = out["hist"]
     kinds = cfg.kinds()
@@ -297,12 +299,7 @@ class TimeStabilityResult:
         for b in self.bins.bins:
             for lo, hi in self.eta_bins:
                 cats.append(
-                    Category(
-                        "scale",
-                        len(cats),
-                        run=(float(b.run_min), float(b.run_max) + 1),
-                        eta=(lo, hi),
-                    )
+                    eta_category(len(cats), (lo, hi), self.eta_bins, run=(b.run_min, b.run_max + 1))
                 )
         return cats
 
@@ -343,6 +340,26 @@ class TimeStabilityResult:
         }
 
 
+def eta_category(
+    index: int,
+    eta: tuple[float, float],
+    eta_bins: Sequence[tuple[float, float]],
+    *,
+    run: tuple[int, int] | None = None,
+) -> Category:
+    """The scale category of one η bin (and run range): a |η| range, or a signed-η range
+    when the bins are signed (:func:`~zcalib.chain._events.signed_eta`), so that the
+    correction reads ``ScEta`` and EE− and EE+ keep their own scales."""
+    runs = (-math.inf, math.inf) if run is None else (float(run[0]), float(run[1]))
+    if signed_eta(eta_bins):
+        return Category("scale", index, run=runs, sceta=eta)
+    return Category("scale", index, run=runs, eta=eta)
+
+
+def _eta_name(eta_bins: Sequence[tuple[float, float]]) -> str:
+    return "eta" if signed_eta(eta_bins) else "|eta|"
+
+
 def _num(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
@@ -370,7 +387,8 @@ def derive_time_stability(
         if not peaks.mc_n[e] >= min_pairs:
             msg = (
                 f"time-stability: MC has {peaks.mc_n[e]:.0f} effective pairs with both "
-                f"electrons in |eta| {lo:g}-{hi:g} inside {window[0]:g}-{window[1]:g} GeV; "
+                f"electrons in {_eta_name(eta_bins)} {lo:g}-{hi:g} inside {window[0]:g}-"
+                f"{window[1]:g} GeV; "
                 f"need >= {min_pairs}"
             )
             raise InputError(msg)
@@ -378,7 +396,8 @@ def derive_time_stability(
             if not peaks.data_n[r, e] >= min_pairs:
                 msg = (
                     f"time-stability: run bin {b.label()} has {peaks.data_n[r, e]:.0f} pairs "
-                    f"with both electrons in |eta| {lo:g}-{hi:g} inside {window[0]:g}-"
+                    f"with both electrons in {_eta_name(eta_bins)} {lo:g}-{hi:g} inside "
+                    f"{window[0]:g}-"
                     f"{window[1]:g} GeV; need >= {min_pairs}: use larger run bins "
                     "(run-divide min_events)"
                 )
@@ -418,8 +437,8 @@ def check_setup(
         msg = "time-stability: no |eta| bins"
         raise InvalidConfig(msg)
     for lo, hi in eta_bins:
-        if not 0 <= lo < hi:
-            msg = f"time-stability: |eta| bin [{lo:g}, {hi:g}) must have 0 <= lo < hi"
+        if not lo < hi:
+            msg = f"time-stability: {_eta_name(eta_bins)} bin [{lo:g}, {hi:g}) must have lo < hi"
             raise InvalidConfig(msg)
     if not 0 < window[0] < window[1]:
         msg = f"time-stability: window {tuple(window)} must be (lo, hi) with 0 < lo < hi"
@@ -465,7 +484,8 @@ def correction_of(result: TimeStabilityResult) -> Any:
         result.errors.ravel(),
         description=(
             f"Time stability: median(MC)/median(data) of m_ee in "
-            f"{result.window[0]:g}-{result.window[1]:g} GeV per run bin x |eta_SC| bin "
+            f"{result.window[0]:g}-{result.window[1]:g} GeV per run bin x "
+            f"{'eta_SC' if signed_eta(result.eta_bins) else '|eta_SC|'} bin "
             "(both electrons in the bin)"
         ),
     )
@@ -482,7 +502,7 @@ def _run_lumi_correction(result: TimeStabilityResult) -> Any:
     from zcalib.corrections import SCALE_SYST_KEYS, build_scale_correction
 
     bins = result.bins.bins
-    eta_cats = [Category("scale", e, eta=b) for e, b in enumerate(result.eta_bins)]
+    eta_cats = [eta_category(e, b, result.eta_bins) for e, b in enumerate(result.eta_bins)]
     neutral: dict[str, float] = {"scale": 1.0, "escale": 0.0, "scale_up": 1.0, "scale_down": 1.0}
     leaves: list[dict[str, Any]] = []
     ref: Any = None
@@ -556,7 +576,8 @@ def _run_lumi_correction(result: TimeStabilityResult) -> Any:
         name=result.name,
         description=(
             f"Time stability: median(MC)/median(data) of m_ee in "
-            f"{result.window[0]:g}-{result.window[1]:g} GeV per run bin x |eta_SC| bin "
+            f"{result.window[0]:g}-{result.window[1]:g} GeV per run bin x "
+            f"{'eta_SC' if signed_eta(result.eta_bins) else '|eta_SC|'} bin "
             "(both electrons in the bin); run bins split runs at luminosity blocks"
         ),
         version=1,
@@ -763,7 +784,11 @@ def plot_time_stability(result: TimeStabilityResult, path: str | Path) -> Path:
             ax.text(
                 0.02,
                 0.92,
-                f"$|\\eta_{{SC}}|$ {lo:g}-{hi:g}",
+                (
+                    f"$\\eta_{{SC}}$ {lo:g} to {hi:g}"
+                    if signed_eta(result.eta_bins)
+                    else f"$|\\eta_{{SC}}|$ {lo:g}-{hi:g}"
+                ),
                 transform=ax.transAxes,
                 va="top",
                 fontsize=16,

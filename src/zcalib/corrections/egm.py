@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,7 @@ __all__ = [
     "payload_inputs",
     "pin_at_nominal",
     "smear_model_note",
+    "smear_model_of",
     "used_inputs",
 ]
 
@@ -650,15 +652,41 @@ def smear_model_note(shape: tuple[float, float] | None) -> str:
     """
     if shape is None:
         return ""
-    f, k = shape
+    f, k = (_exact(x) for x in shape)
     return (
-        f"{SMEAR_MODEL_MARK}double-gaussian, fraction f = {f:g}, width_ratio k = {k:g}: "
+        f"{SMEAR_MODEL_MARK}double-gaussian, fraction f = {f}, width_ratio k = {k}: "
         "smear/esmear/smear_up/smear_down are the core width s; draw per electron "
-        f"E' = E (1 + s z) with probability {1 - f:g} and E' = E (1 + {k:g} s z) with "
-        f"probability {f:g} (a second uniform, keyed on the event identity, picks the "
-        "component). zcalib apply and the zcalib processors draw the single Gaussian of "
-        "width smear (the core) only."
+        f"E' = E (1 + s z) with probability {1 - shape[0]:g} and E' = E (1 + {k} s z) with "
+        f"probability {f}: the tail when u < {f}, with z = EGMRandomGenerator "
+        '("stdnormal", pt, r9, AbsScEta, event) and u = EGMRandomGenerator("stdflat", pt, '
+        "r9, AbsScEta, event), both keyed on the event identity. zcalib apply and the "
+        "zcalib processors draw this mixture."
     )
+
+
+def _exact(x: float) -> str:
+    """``x`` as short as ``:g`` writes it when that reads back exactly, else ``repr``."""
+    g = f"{x:g}"
+    return g if float(g) == x else repr(float(x))
+
+
+_MODEL_PATTERN = re.compile(
+    re.escape(SMEAR_MODEL_MARK) + r"double-gaussian, fraction f = (\S+), width_ratio k = (\S+):"
+)
+
+
+def smear_model_of(description: str) -> tuple[float, float] | None:
+    """The double-Gaussian shape ``(f, k)`` a smearing description names
+    (:func:`smear_model_note`), ``None`` for the single Gaussian.
+
+    Example:
+        >>> smear_model_of("MC extra smearing. " + smear_model_note((0.2, 2.0)))
+        (0.2, 2.0)
+        >>> smear_model_of("MC extra smearing.") is None
+        True
+    """
+    m = _MODEL_PATTERN.search(description or "")
+    return None if m is None else (float(m.group(1)), float(m.group(2)))
 
 
 def _model_note_of(smear: schemav2.Correction) -> str:

@@ -35,6 +35,9 @@ import numpy as np
 from coffea import processor
 from numpy.typing import NDArray
 
+from zcalib.corrections.egm import smear_model_of
+from zcalib.physics import mixture_width_factor
+
 __all__ = ["APPLY_FORMATS", "ApplyProcessor", "lepton_columns"]
 
 log = logging.getLogger(__name__)
@@ -189,6 +192,10 @@ class ApplyProcessor(processor.ProcessorABC):  # type: ignore[misc]
         z = np.asarray(
             cset[self.rng].evaluate("stdnormal", pt, r9, abs_eta, event), dtype=np.float64
         )
+        model = smear_model_of(corr.description)
+        if model is not None:  # double Gaussian: the tail's width where u < f
+            u = cset[self.rng].evaluate("stdflat", pt, r9, abs_eta, event)
+            z = z * mixture_width_factor(u, model)
         cols["z"] = z
         for key in ("smear", "esmear", "smear_up", "smear_down", "escale"):
             cols[key] = np.asarray(corr.evaluate(key, pt, r9, abs_eta), dtype=np.float64)

@@ -209,12 +209,13 @@ class RunCountProcessor(_ChainBase):
 
 @dataclass
 class RunMassProcessor(_ChainBase):
-    """Pair-mass histograms per run bin and |η| bin (both electrons in the same |η| bin).
+    """Pair-mass histograms per run bin and η bin (both electrons in the same η bin).
 
     Args (beyond :class:`ZeeProcessor`'s):
         run_bins: ``(start_key, stop_key)`` per run bin, packed with :func:`pack_run_lumi`
             (inclusive, sorted, non-overlapping).
-        eta_bins: ``(lo, hi)`` |η_SC| range of each bin.
+        eta_bins: ``(lo, hi)`` |η_SC| range of each bin (signed η_SC with ``signed_eta``).
+        signed_eta: the bins are signed η_SC (EE− and EE+ apart).
 
     Data pairs outside every run bin are counted in ``outside`` (the chain checks the run
     coverage before the event loop, so this stays empty); MC pairs go to run bin ``-1``.
@@ -222,6 +223,7 @@ class RunMassProcessor(_ChainBase):
 
     run_bins: tuple[tuple[int, int], ...] = ()
     eta_bins: tuple[tuple[float, float], ...] = ()
+    signed_eta: bool = False
 
     def _empty(self) -> dict[str, Any]:
         return {
@@ -240,7 +242,8 @@ class RunMassProcessor(_ChainBase):
 
     def _fill(self, prep: _Prepared, out: dict[str, Any]) -> None:
         lep, cut = prep.lep, prep.cut
-        eta_bin = same_eta_bin(np.abs(lep.sc_eta[cut]), self.eta_bins)
+        eta = lep.sc_eta[cut] if self.signed_eta else np.abs(lep.sc_eta[cut])
+        eta_bin = same_eta_bin(eta, self.eta_bins)
         w = self._weights(prep)
         if prep.kind == "data":
             starts = np.array([b[0] for b in self.run_bins], dtype=np.int64)

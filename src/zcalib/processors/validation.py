@@ -95,8 +95,18 @@ class ValidationProcessor(ZeeProcessor):
                 if key not in masks:
                     masks[key] = (
                         base
-                        & spec.lead.mask(pick(abs_eta, lead), pick(lep.r9, lead), pick(et, lead))
-                        & spec.sublead.mask(pick(abs_eta, sub), pick(lep.r9, sub), pick(et, sub))
+                        & spec.lead.mask(
+                            pick(abs_eta, lead),
+                            pick(lep.r9, lead),
+                            pick(et, lead),
+                            pick(lep.sc_eta, lead),
+                        )
+                        & spec.sublead.mask(
+                            pick(abs_eta, sub),
+                            pick(lep.r9, sub),
+                            pick(et, sub),
+                            pick(lep.sc_eta, sub),
+                        )
                     )
                 mask = masks[key]
                 var = spec.variable

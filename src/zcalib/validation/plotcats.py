@@ -19,6 +19,9 @@ with ``(min,max)`` tuples; ``-1`` means no cut on that side and ``(-1,-1)`` no c
         lead: {eta: [0, 1.4442]}
         sublead: {eta: [0, 1.4442]}
         range: [80, 100]     # optional: x range (default per variable)
+      - name: EEminus_EEminus
+        lead: {sceta: [-2.5, -1.566]}     # signed η_SC (YAML only; -1 is a value here)
+        sublead: {sceta: [-2.5, -1.566]}
         bins: 40             # optional: number of bins (default: --binning)
 
 Styles: ``paper`` (data vs corrected MC, ratio pad) and ``crosscheck`` (the same plus the
@@ -78,15 +81,17 @@ class LeptonCuts:
         eta: |η_SC| range.
         r9: R9 range.
         et: corrected Et range [GeV].
+        sceta: signed η_SC range (EE− and EE+ apart).
     """
 
     eta: Range = _NO_CUT
     r9: Range = _NO_CUT
     et: Range = _NO_CUT
+    sceta: Range = _NO_CUT
 
     def ranges(self) -> dict[str, Range]:
-        """The ranges by variable name (``eta``, ``r9``, ``et``)."""
-        return {"eta": self.eta, "r9": self.r9, "et": self.et}
+        """The ranges by variable name (``eta``, ``r9``, ``et``, ``sceta``)."""
+        return {"eta": self.eta, "r9": self.r9, "et": self.et, "sceta": self.sceta}
 
     @property
     def is_open(self) -> bool:
@@ -98,10 +103,18 @@ class LeptonCuts:
         abs_eta: NDArray[np.floating[Any]],
         r9: NDArray[np.floating[Any]],
         et: NDArray[np.floating[Any]],
+        sc_eta: NDArray[np.floating[Any]] | None = None,
     ) -> NDArray[np.bool_]:
-        """Boolean mask of the leptons passing these cuts."""
+        """Boolean mask of the leptons passing these cuts (``sc_eta``: signed η_SC, needed
+        when the cuts hold a ``sceta`` range)."""
         out = np.ones(np.shape(abs_eta), dtype=bool)
-        for (lo, hi), x in ((self.eta, abs_eta), (self.r9, r9), (self.et, et)):
+        pairs = [(self.eta, abs_eta), (self.r9, r9), (self.et, et)]
+        if self.sceta != _NO_CUT:
+            if sc_eta is None:
+                msg = "LeptonCuts.mask: a signed-eta (sceta) cut needs the signed eta_SC"
+                raise ValueError(msg)
+            pairs.append((self.sceta, sc_eta))
+        for (lo, hi), x in pairs:
             if lo > -_INF:
                 out &= x >= lo
             if hi < _INF:
@@ -111,7 +124,7 @@ class LeptonCuts:
     def describe(self) -> str:
         """Short text such as ``|η| 0-1.4442, R9 ≥ 0.96`` (empty when nothing is cut)."""
         parts = []
-        for name, shown in (("eta", "|η|"), ("r9", "R9"), ("et", "E_T")):
+        for name, shown in (("eta", "|η|"), ("sceta", "η"), ("r9", "R9"), ("et", "E_T")):
             lo, hi = self.ranges()[name]
             if (lo, hi) == _NO_CUT:
                 continue
@@ -210,6 +223,9 @@ class _CutsModel(BaseModel):
     et: tuple[float, float] | None = Field(
         None, description="Corrected Et range [min, max) in GeV; -1 = open."
     )
+    sceta: tuple[float, float] | None = Field(
+        None, description="Signed eta_SC range [min, max) (-1 is a value, not 'open')."
+    )
 
 
 class _PlotModel(BaseModel):
@@ -252,6 +268,12 @@ def _cuts(model: _CutsModel, where: str, which: str) -> LeptonCuts:
         out[name] = (
             _NO_CUT if value is None else _range(value[0], value[1], f"{which} {name}", where)
         )
+    if model.sceta is not None:
+        lo, hi = (float(x) for x in model.sceta)
+        if not lo < hi:
+            msg = f"{where}: {which} sceta range ({lo:g},{hi:g}) is empty or inverted; min must be < max"
+            raise InvalidConfig(msg)
+        out["sceta"] = (lo, hi)
     return LeptonCuts(**out)
 
 

@@ -364,20 +364,65 @@ def _auto_range(cfg: DatasetConfig, var: Variable) -> Variable:
 
 # ============================================================================ histograms
 def _cell_boxes(scheme: CategoryScheme) -> list[dict[str, tuple[float, float]]]:
-    """|η|, R9 and Et ranges of each cell (intersection of its scale and smear category)."""
+    """|η|, signed η, R9 and Et ranges of each cell (intersection of its scale and smear
+    category)."""
     boxes = []
     for cell in scheme.cells:
-        a, b = scheme.scale[cell.scale].ranges(), scheme.smear[cell.smear].ranges()
-        boxes.append(
-            {k: (max(a[k][0], b[k][0]), min(a[k][1], b[k][1])) for k in ("eta", "r9", "et")}
-        )
+        a, b = scheme.scale[cell.scale], scheme.smear[cell.smear]
+        box = {
+            k: (max(a.cut(k)[0], b.cut(k)[0]), min(a.cut(k)[1], b.cut(k)[1]))
+            for k in ("eta", "sceta", "r9", "et")
+        }
+        slo, shi = box["sceta"]  # the |η| a signed range covers
+        far = max(abs(slo), abs(shi))
+        near = 0.0 if slo < 0 < shi else min(abs(slo), abs(shi))
+        box["eta"] = (max(box["eta"][0], near), min(box["eta"][1], far))
+        boxes.append(box)
     return boxes
+
+
+def _signed_spans(box: Mapping[str, tuple[float, float]]) -> list[tuple[float, float]]:
+    """The signed-η intervals a cell covers inside the selection (|η| < 2.5): its |η| range
+    on both sides, cut to its signed-η range."""
+    lo, hi = max(box["eta"][0], 0.0), min(box["eta"][1], 2.5)
+    slo, shi = box["sceta"]
+    spans = [(max(-hi, slo), min(-lo, shi)), (max(lo, slo), min(hi, shi))]
+    return [(a, b) for a, b in spans if a < b]
+
+
+def _signed_relation(lo: float, hi: float, box: Mapping[str, tuple[float, float]]) -> bool | None:
+    """A signed-η cut ``[lo, hi)`` against a cell: True (contains it), False (misses it),
+    None (splits it); the crack, where no lepton is selected, is left out of the cell."""
+    pieces = []
+    for span in _signed_spans(box):
+        a, b = span
+        for ca, cb in ((-CRACK[1], -CRACK[0]), (CRACK[0], CRACK[1])):
+            if a < ca and b > cb:  # the crack inside: two pieces
+                pieces.append((a, ca))
+                a = cb
+            elif ca <= a < cb:
+                a = cb
+            elif ca < b <= cb:
+                b = ca
+        if a < b:
+            pieces.append((a, b))
+    if all(b <= lo or a >= hi for a, b in pieces):
+        return False
+    return True if all(lo <= a and b <= hi for a, b in pieces) else None
 
 
 def _relation(cuts: LeptonCuts, box: Mapping[str, tuple[float, float]]) -> bool | None:
     """True: every lepton of the cell passes; False: none does; None: the cut splits it."""
     inside = True
     for name, (lo, hi) in cuts.ranges().items():
+        if name == "sceta":
+            if (lo, hi) == (-math.inf, math.inf):
+                continue
+            rel = _signed_relation(lo, hi, box)
+            if rel is False:
+                return False
+            inside = inside and rel is True
+            continue
         blo, bhi = box[name]
         if name == "eta":  # the selection keeps |η| < 2.5 outside the crack
             blo, bhi = max(blo, 0.0), min(bhi, 2.5)
@@ -496,9 +541,14 @@ def _cell_points(
         eps = 1e-4 * (b - a)
         return [a + eps, 0.5 * (a + b), b - eps]
 
+    signed = [
+        x
+        for a, b in _signed_spans(box)
+        for x in three(a, b, (-2.5, 2.5))
+        if not CRACK[0] < abs(x) < CRACK[1]
+    ]
     eta_lo, eta_hi = box["eta"]
-    etas = [e for e in three(eta_lo, eta_hi, (0.0, 2.5)) if not CRACK[0] < e < CRACK[1]]
-    etas = etas or [0.5 * (max(eta_lo, 0.0) + min(eta_hi, 2.5))]
+    etas = signed or [0.5 * (max(eta_lo, 0.0) + min(eta_hi, 2.5))]
     r9s = three(*box["r9"], (0.0, 1.2))
     ets = three(*box["et"], (20.0, 200.0))
     runs = (
@@ -507,11 +557,11 @@ def _cell_points(
         else [1]
     )
     gains = [gain] if gain is not None else [12, 6, 1]
-    grid = np.array(np.meshgrid(etas, [-1.0, 1.0], r9s, ets, runs, gains, indexing="ij"))
-    e, sign, r9, et, rn, g = (x.ravel() for x in grid)
+    grid = np.array(np.meshgrid(etas, r9s, ets, runs, gains, indexing="ij"))
+    e, r9, et, rn, g = (x.ravel() for x in grid)
     return {
-        "AbsScEta": e,
-        "ScEta": sign * e,
+        "AbsScEta": np.abs(e),
+        "ScEta": e,
         "r9": r9,
         "pt": et,
         "run": rn.astype(np.int64),
