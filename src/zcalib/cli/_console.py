@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -45,10 +44,6 @@ def echo(text: str) -> None:
     if ECHO["quiet"]:
         return
     console().print(text, markup=False, soft_wrap=True)
-
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)
 
 
 def echo_run_summary(run: dict[str, Any]) -> None:

@@ -448,27 +448,31 @@ def selection_from(args: argparse.Namespace) -> Any:
 
 
 def histograms_or_inputs(args: argparse.Namespace, steps: Sequence[Any] = ()) -> Any:
-    """``--histograms`` if given, else fill from the inputs (``--categories`` required)."""
-    from zcalib.categories import load_categories
+    """``--histograms`` if given, else fill from the inputs: categories, selection (unless
+    ``--selection``), binning, MC weights and smearing seed of :func:`calibration_config`
+    (``--categories`` or ``--config``'s required)."""
     from zcalib.exceptions import InvalidConfig
     from zcalib.histograms import load_histograms
     from zcalib.runner import build_histograms
 
+    cfg = calibration_config(args)  # a bad --config fails here, before any work
     if args.histograms is not None:
         if args.data or args.mc or args.datasets:
             msg = "give either --histograms or input files (--data/--mc/--datasets), not both"
             raise InvalidConfig(msg)
         return load_histograms(args.histograms)
-    if args.categories is None:
+    if cfg.categories is None:
         msg = "filling histograms from inputs needs --categories (or give --histograms)"
         raise InvalidConfig(msg)
     return build_histograms(
-        dataset_config(args),
-        load_categories(args.categories),
+        dataset_config(args, cfg),
+        cfg.scheme(),
         options=run_options(args),
-        weights=mc_weights(args),
+        weights=cfg.load_weights(),
         selection=selection_from(args),
+        binning=cfg.binning(),
         corrections=tuple(steps),
+        smear_seed=cfg.smear_seed,
     )
 
 

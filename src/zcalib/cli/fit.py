@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             "calibration_config": calib.to_dict(),
         },
         names=names,
-        smear_seed=int(hset.metadata.get("smear_seed") or 0),
+        smear_seed=hset.smear_seed,
         write_failed=args.write_failed,
         smooth=smooth,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -57,14 +56,14 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zcalib.generate import generate
+    from zcalib.generate import generate, parse_et_dependence, parse_gain_thresholds
 
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
     if args.gain_thresholds is not None:
-        extra["gain_thresholds"] = _gain_thresholds(args.gain_thresholds)
+        extra["gain_thresholds"] = parse_gain_thresholds(args.gain_thresholds, "--gain-thresholds")
     if args.et_dependence is not None:
-        extra["et_dependence"] = _et_dependence(args.et_dependence)
+        extra["et_dependence"] = parse_et_dependence(args.et_dependence, "--et-dependence")
     res = generate(
         args.out,
         n_data=args.n_data,
@@ -76,53 +75,3 @@ def run(args: argparse.Namespace) -> int:
     )
     echo(f"wrote {res.data}, {res.mc}, {res.truth} in {time.perf_counter() - t0:.1f} s")
     return EXIT_OK
-
-
-def _gain_thresholds(text: str) -> tuple[float, float]:
-    """``--gain-thresholds G6,G1``: two seed energies [GeV], 0 < G6 < G1."""
-    from zcalib.exceptions import InvalidConfig
-
-    try:
-        g6, g1 = (float(v) for v in text.split(","))
-    except ValueError:
-        g6 = g1 = float("nan")
-    if not (0 < g6 < g1 < float("inf")):
-        msg = (
-            f"--gain-thresholds {text!r}; allowed: two seed energies [GeV] G6,G1 with "
-            "0 < G6 < G1, e.g. 35,50"
-        )
-        raise InvalidConfig(msg)
-    return g6, g1
-
-
-#: ``--et-dependence`` keys -> :class:`~zcalib.generate.EtDependence` fields.
-_ET_KEYS = {"A": "scale_amplitude", "P": "scale_power", "B": "smear_b"}
-
-
-def _et_dependence(text: str) -> Any:
-    """``--et-dependence A=..,P=..,B=..`` (any subset, each key once) as an
-    :class:`~zcalib.generate.EtDependence` (whose range checks name the field)."""
-    from zcalib.exceptions import InvalidConfig
-    from zcalib.generate import EtDependence
-
-    allowed = "KEY=VALUE pairs separated by commas, keys A, P, B (e.g. A=0.01,P=-1,B=0.009)"
-    kw: dict[str, float] = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        try:
-            number = float(value)
-        except ValueError:
-            number = float("nan")
-        if not sep or key not in _ET_KEYS or _ET_KEYS[key] in kw or math.isnan(number):
-            msg = f"--et-dependence {text!r}: bad item {item!r}; allowed: {allowed}"
-            raise InvalidConfig(msg)
-        kw[_ET_KEYS[key]] = number
-    try:
-        return EtDependence(**kw)
-    except InvalidConfig as err:
-        detail = str(err)
-        for key, field in _ET_KEYS.items():
-            detail = detail.replace(f"et_dependence.{field}:", f"{key} ({field}):")
-        msg = f"--et-dependence {text!r}: {detail}"
-        raise InvalidConfig(msg) from None

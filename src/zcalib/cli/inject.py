@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from zcalib.cli import EXIT_OK
-from zcalib.cli._console import console, dump, echo
+from zcalib.cli._console import console, echo
 from zcalib.cli._options import add_fit_options, fit_config
 
 
@@ -39,10 +38,10 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zcalib._atomic import atomic_write_text
     from zcalib.categories import load_categories
     from zcalib.exceptions import InvalidConfig
     from zcalib.fit import inject
+    from zcalib.fit.inject import injection_truth, write_injection
     from zcalib.histograms import load_histograms
 
     scheme = load_categories(args.categories)
@@ -51,17 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.toys < 1:
         msg = f"--toys must be >= 1, got {args.toys}"
         raise InvalidConfig(msg)
-    if args.truth is not None:
-        try:
-            truth = json.loads(args.truth.read_text())
-            scales, smears = truth["scale"], truth["smear"]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            msg = f"{args.truth}: expected JSON with lists 'scale' and 'smear' ({err})"
-            raise InvalidConfig(msg) from None
-    else:
-        pattern = (1.005, 0.995, 1.003, 0.997)
-        scales = [pattern[k % 4] for k in range(len(scheme.scale))]
-        smears = [0.01] * len(scheme.smear)
+    scales, smears = injection_truth(scheme, args.truth)
     res = inject(
         hset,
         scales,
@@ -72,13 +61,9 @@ def run(args: argparse.Namespace) -> int:
         scheme=scheme,
         progress=not args.no_progress,
     )
-    summary = res.to_dict()
-    atomic_write_text(args.out / "injection.json", dump(summary))
+    path = write_injection(res, args.out / "injection.json")
     _print_injection(res, scheme)
-    echo(
-        f"wrote {args.out / 'injection.json'} ({res.n_toys} toys, {res.n_failed} failed, "
-        f"{res.wall_time:.1f} s)"
-    )
+    echo(f"wrote {path} ({res.n_toys} toys, {res.n_failed} failed, {res.wall_time:.1f} s)")
     return EXIT_OK
 
 

@@ -8,7 +8,12 @@ from typing import Any
 
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import console, echo
-from zcalib.cli._options import add_input_options, add_run_options, histograms_or_inputs
+from zcalib.cli._options import (
+    add_config_option,
+    add_input_options,
+    add_run_options,
+    histograms_or_inputs,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -27,7 +32,10 @@ def add_parser(sub: Any) -> None:
     )
     add_input_options(ls)
     ls.add_argument("--histograms", type=Path, help="saved histograms (.npz) instead of inputs")
-    ls.add_argument("--categories", type=Path, help="categories TSV or YAML (with inputs)")
+    ls.add_argument(
+        "--categories", type=Path, help="categories TSV or YAML (with inputs; default: --config's)"
+    )
+    add_config_option(ls)
     ls.add_argument(
         "--selection",
         type=Path,

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import console, echo
-from zcalib.cli._options import add_input_options, add_run_options, histograms_or_inputs
+from zcalib.cli._options import (
+    add_config_option,
+    add_input_options,
+    add_run_options,
+    histograms_or_inputs,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -34,7 +38,10 @@ def add_parser(sub: Any) -> None:
         help="histograms (.npz) already filled with the --corrections applied (checked "
         "against their recorded provenance)",
     )
-    st.add_argument("--categories", type=Path, help="categories TSV or YAML (with inputs)")
+    st.add_argument(
+        "--categories", type=Path, help="categories TSV or YAML (with inputs; default: --config's)"
+    )
+    add_config_option(st)
     st.add_argument(
         "--corrections",
         type=Path,
@@ -69,23 +76,14 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zcalib.corrections.steps import load_correction_steps
-    from zcalib.exceptions import InvalidConfig
     from zcalib.stats import StatsConfig, run_stats
+    from zcalib.stats.fit import check_filled_with
+    from zcalib.stats.workspace import parse_regions
 
-    regions: Any = args.regions
-    if regions not in ("diagonal", "all"):
-        try:
-            regions = tuple(int(x) for x in str(regions).split(",") if x.strip())
-        except ValueError:
-            msg = (
-                f"--regions {args.regions!r}: allowed: 'diagonal', 'all' or comma-separated "
-                "region codes"
-            )
-            raise InvalidConfig(msg) from None
     config = StatsConfig(
         window=tuple(args.window),
         bin_width=args.bin_width,
-        regions=regions,
+        regions=parse_regions(args.regions, "--regions"),
         data_variation=args.variation,
         mc_variation=args.variation,
     )
@@ -94,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         steps = tuple(load_correction_steps(args.corrections))
     hset = histograms_or_inputs(args, () if args.histograms is not None else steps)
     if args.histograms is not None and args.corrections is not None:
-        _check_filled_with(hset, args.histograms, args.corrections, steps)
+        check_filled_with(hset, args.histograms, args.corrections, steps)
     name = "stats" if args.variation == "nominal" else f"stats_{args.variation}"
     res = run_stats(
         hset,
@@ -107,37 +105,6 @@ def run(args: argparse.Namespace) -> int:
     _print_stats(res)
     echo(f"wrote {res.outputs['stats']}")
     return EXIT_OK
-
-
-def _check_filled_with(
-    hset: Any, histograms: Path, corrections: Path, steps: Sequence[Any]
-) -> None:
-    """Refuse ``stats --histograms H --corrections C`` unless H was filled with C applied.
-
-    Histograms cannot be corrected after the fill (the corrections act per lepton), so the
-    provenance recorded at fill (``metadata["corrections"]``) must name the same corrections,
-    in order, and the same file when its recorded path still exists.
-    """
-    from zcalib.exceptions import InvalidConfig
-
-    recorded = list(hset.metadata.get("corrections", []))
-    names = [(c.get("name"), c.get("kind")) for c in recorded]
-    wanted = [(s.name, s.kind) for s in steps]
-    sources = [Path(str(c.get("source", ""))) for c in recorded]
-    other_file = any(src.is_file() and not src.samefile(corrections) for src in sources if str(src))
-    if names == wanted and not other_file:
-        return
-    done = (
-        "without corrections"
-        if not recorded
-        else "with " + ", ".join(f"{n} ({k})" for n, k in names) + f" from {sources[0]}"
-    )
-    msg = (
-        f"{histograms}: filled {done}, not with the corrections of {corrections}; "
-        "stats compares histograms filled with them applied: give the inputs "
-        "(--data/--mc/--datasets with --categories) instead of --histograms"
-    )
-    raise InvalidConfig(msg)
 
 
 def _print_stats(res: Any) -> None:

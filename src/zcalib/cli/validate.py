@@ -9,11 +9,11 @@ from typing import Any
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import echo
 from zcalib.cli._options import (
+    add_config_option,
     add_input_options,
     add_run_options,
     calibration_config,
     dataset_config,
-    mc_weights,
     run_options,
 )
 
@@ -45,6 +45,7 @@ def add_parser(sub: Any) -> None:
         type=Path,
         help="correctionlib file of the derivation (scales for data, smearings for MC)",
     )
+    add_config_option(v)
     v.add_argument("--out", type=Path, required=True, help="output folder")
     v.add_argument("--lumi-label", default="(13 TeV)", help="label right above the plot")
     v.add_argument("--data-title", default="Data", help="legend entry of the data")
@@ -55,7 +56,7 @@ def add_parser(sub: Any) -> None:
         "--smear-seed",
         type=int,
         default=None,
-        help="MC smearing seed (default: the histograms' seed, else 0)",
+        help="MC smearing seed (default: --config's, else the histograms' seed, else 0)",
     )
     v.add_argument(
         "--scan",
@@ -71,14 +72,12 @@ def run(args: argparse.Namespace) -> int:
     from zcalib.histograms import load_histograms
     from zcalib.validation import PlotLabels, load_plot_categories, run_validation
 
+    calib = calibration_config(args)  # a bad --config fails here, before any work
     plots = load_plot_categories(args.plot_cats)
     hset = load_histograms(args.histograms) if args.histograms is not None else None
     ntuples = args.datasets is not None or bool(args.data or args.mc)
-    cfg = dataset_config(args) if ntuples else None
+    cfg = dataset_config(args, calib) if ntuples else None
     steps = load_correction_steps(args.corrections) if args.corrections is not None else []
-    seed = args.smear_seed
-    if seed is None:
-        seed = int((hset.metadata.get("smear_seed") or 0) if hset is not None else 0)
     labels = PlotLabels(
         lumi_label=args.lumi_label,
         data_title=args.data_title,
@@ -91,12 +90,15 @@ def run(args: argparse.Namespace) -> int:
         histograms=hset,
         datasets=cfg,
         corrections=steps,
-        weights=mc_weights(args) if ntuples else (),
+        weights=calib.load_weights() if ntuples else (),
         labels=labels,
         binning=args.binning,
-        selection=calibration_config(args).selection(),
+        selection=calib.selection(),
         options=run_options(args) if ntuples else None,
-        smear_seed=seed,
+        # --smear-seed, else --config's, else (None) the histograms' seed, else 0
+        smear_seed=calib.smear_seed
+        if args.smear_seed is not None or args.calibration_config is not None
+        else None,
         scan=args.scan,
     )
     for rec in res.plots:
