@@ -11,9 +11,11 @@ from zcalib.cli._console import echo, echo_run_summary
 from zcalib.cli._options import (
     add_config_option,
     add_input_options,
+    add_prior_options,
     add_run_options,
     calibration_config,
     dataset_config,
+    prior_corrections,
     run_options,
 )
 
@@ -24,7 +26,8 @@ def add_parser(sub: Any) -> None:
         help="write Parquet pair skims (preselection + needed columns) with provenance",
         description="Apply the pair preselection (looser by --margin on Et and mass) and write "
         "one Parquet file per input file (one row per pair), a provenance record "
-        "per file and a datasets.yaml to fill histograms from.",
+        "per file and a datasets.yaml to fill histograms from. With --corrections the prior "
+        "steps are applied first (as when filling) and the skims hold the corrected energies.",
         epilog="Example: zcalib skim --data d.root --mc m.root --out skims/ && zcalib "
         "histograms --datasets skims/datasets.yaml --categories "
         "configs/cats_eta_r9.tsv --out hists.npz",
@@ -38,6 +41,7 @@ def add_parser(sub: Any) -> None:
         default=0.05,
         help="relative loosening of the Et cuts and mass window (default 0.05)",
     )
+    add_prior_options(s, smears_by_default=False)
     add_run_options(s)
     s.set_defaults(func=run)
 
@@ -45,15 +49,31 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from zcalib.exceptions import InvalidConfig
     from zcalib.skim import skim
 
+    cfg = calibration_config(args)
+    if args.corrections:
+        steps, zweights = prior_corrections(args, smears_by_default=False)
+        if zweights:
+            msg = (
+                f"--corrections: Z weights ({', '.join(w.name for w in zweights)}) are MC "
+                "weights a skim does not hold: give that step to `zcalib histograms` or "
+                "`zcalib fit` (--corrections) filling from the skims"
+            )
+            raise InvalidConfig(msg)
+    else:
+        steps = cfg.load_corrections()
     opts = dataclasses.replace(run_options(args), metrics_path=args.metrics)
     res = skim(
-        dataset_config(args),
+        dataset_config(args, cfg),
         args.out,
-        selection=calibration_config(args).selection(),
+        selection=cfg.selection(),
+        binning=cfg.binning(),
         margin=args.margin,
         options=opts,
+        corrections=steps,
+        smear_seed=cfg.smear_seed,
     )
     rows = sum(f.rows for f in res.files)
     events = sum(f.entries for f in res.files)
