@@ -798,3 +798,18 @@ def test_validate_lineshape_stats_read_a_calibration_config(tmp_path, capsys):
         "(60.0, 120.0) with lo < hi\n"
     )
     assert not (tmp_path / "w").exists()
+
+
+def test_subcommands_registered_in_pipeline_order_one_module_each():
+    """``zcalib --help`` lists the subcommands in pipeline order, as registered (nothing
+    re-sorted); each is a module of the ``zcalib.cli`` package with its parser function
+    beside its handler."""
+    import importlib
+
+    from zcalib.cli import PIPELINE_ORDER, build_parser
+
+    assert "{" + ",".join(PIPELINE_ORDER) + "}" in build_parser().format_help()
+    for name in PIPELINE_ORDER:
+        module = importlib.import_module(f"zcalib.cli.{name.replace('-', '_')}")
+        assert callable(module.add_parser)
+        assert callable(module.run)
