@@ -54,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
     from zcalib.categories import load_categories
     from zcalib.derive import check_step_name
     from zcalib.histograms import load_histograms
-    from zcalib.runner import build_histograms
     from zcalib.validation.systematics import (
         SystematicsConfig,
         load_systematics_config,
@@ -66,27 +65,18 @@ def run(args: argparse.Namespace) -> int:
     config = load_systematics_config(args.config) if args.config else SystematicsConfig()
     fcfg = fit_config(args, scheme)
     cfg = dataset_config(args)
-    selection = selection_from(args)
-    opts, weights = run_options(args), mc_weights(args)
-    from zcalib.cluster import one_cluster
-
-    with one_cluster(opts) as opts:  # one cluster: nominal fill and every refill
-        if args.histograms is not None:
-            hset = load_histograms(args.histograms)
-        else:
-            hset = build_histograms(cfg, scheme, options=opts, weights=weights, selection=selection)
-        res = run_systematics(
-            hset,
-            dataset_config=cfg,
-            scheme=scheme,
-            config=config,
-            fit_config=fcfg,
-            selection=selection,
-            options=opts,
-            weights=weights,
-            out_dir=args.out,
-            step=args.step,
-        )
+    res = run_systematics(
+        load_histograms(args.histograms) if args.histograms is not None else None,
+        dataset_config=cfg,
+        scheme=scheme,
+        config=config,
+        fit_config=fcfg,
+        selection=selection_from(args),
+        options=run_options(args),
+        weights=mc_weights(args),
+        out_dir=args.out,
+        step=args.step,
+    )
     _print_systematics(res)
     echo(f"wrote {', '.join(res.outputs.values())}")
     return EXIT_OK
