@@ -736,7 +736,7 @@ def test_skim_and_run_divide_read_a_calibration_config(tmp_path, capsys):
 
 
 def test_validate_lineshape_stats_read_a_calibration_config(tmp_path, capsys):
-    """``--config`` on the validation commands: ``lineshape`` filled from inputs with a
+    """``--config`` on the validation commands (and on scan/inject): ``lineshape`` filled from inputs with a
     CalibrationConfig (categories, selection) fits the same events as with the equivalent
     flags (without it, no categories: refused); a bad file is refused before any work,
     naming the file, the key and what is allowed (exit 1, no output)."""
@@ -779,6 +779,8 @@ def test_validate_lineshape_stats_read_a_calibration_config(tmp_path, capsys):
         ["validate", "--plot-cats", str(CONFIGS / "plot_cats_standard.tsv")],
         ["stats"],
         ["lineshape"],
+        ["scan"],
+        ["inject"],
     ):
         out = tmp_path / f"bad_{argv[0]}"
         rc, _, err = _run(

@@ -121,8 +121,8 @@ def test_cli_inject_default_truth_recovered_and_output_stamped(
 ) -> None:
     """``zcalib inject`` without ``--truth`` injects the library's default pattern
     (``injection_truth``: ±0.5 %, ±0.3 % scales, 1 % smearings), recovers it within the
-    errors, and writes injection.json stamped with the command's run id; a bad truth file
-    names the file and what is expected."""
+    errors, and writes injection.json stamped with the command's run id (categories from
+    ``--config``); a bad truth file names the file and what is expected."""
     from zcalib.cli import main
     from zcalib.fit.inject import injection_truth
     from zcalib.histograms import save_histograms
@@ -134,13 +134,9 @@ def test_cli_inject_default_truth_recovered_and_output_stamped(
     h = tmp_path / "h.npz"
     save_histograms(hset, h)
     out = tmp_path / "inject"
-    argv = [
-        "inject",
-        "--histograms",
-        str(h),
-        "--categories",
-        str(ROOT / "configs" / "cats_eta_r9.tsv"),
-    ]
+    calib = tmp_path / "calib.yaml"  # the categories from a CalibrationConfig
+    calib.write_text(f"categories: {ROOT / 'configs' / 'cats_eta_r9.tsv'}\n")
+    argv = ["inject", "--histograms", str(h), "--config", str(calib)]
     argv += ["--mc-stat", "none", "--no-progress", "--out", str(out)]
     assert main(argv) == 0
     record = json.loads((out / "injection.json").read_text())

@@ -147,6 +147,24 @@ def add_config_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_refit_options(p: argparse.ArgumentParser) -> None:
+    """``--categories`` (optional) and ``--config`` of a command refitting saved histograms."""
+    p.add_argument(
+        "--categories",
+        type=Path,
+        default=None,
+        help="categories TSV or YAML (default: --config's, else the histograms' own)",
+    )
+    add_config_option(p)
+
+
+def refit_scheme(args: argparse.Namespace, hset: Any) -> Any:
+    """The category scheme of a refit: ``--categories`` or ``--config``'s, else the one the
+    histograms were filled with."""
+    calib = calibration_config(args)
+    return calib.scheme() if calib.categories is not None else hset.scheme()
+
+
 def calibration_config(args: argparse.Namespace) -> Any:
     """The :class:`~zcalib.calibration.CalibrationConfig` of a command: ``--config`` (or the
     defaults) with the options given on the command line (:data:`CONFIG_FIELDS`)."""

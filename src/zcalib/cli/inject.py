@@ -8,7 +8,13 @@ from typing import Any
 
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import console, echo
-from zcalib.cli._options import add_fit_options, fit_config
+from zcalib.cli._options import (
+    add_fit_options,
+    add_refit_options,
+    calibration_config,
+    fit_config,
+    refit_scheme,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -22,7 +28,7 @@ def add_parser(sub: Any) -> None:
         "--toys 30 --out output/inject",
     )
     i.add_argument("--histograms", type=Path, required=True, help="saved histograms (.npz)")
-    i.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
+    add_refit_options(i)
     i.add_argument(
         "--truth",
         type=Path,
@@ -38,15 +44,15 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zcalib.categories import load_categories
     from zcalib.exceptions import InvalidConfig
     from zcalib.fit import inject
     from zcalib.fit.inject import injection_truth, write_injection
     from zcalib.histograms import load_histograms
 
-    scheme = load_categories(args.categories)
-    config = fit_config(args, scheme)
+    calibration_config(args)  # a bad --config fails here, before any work
     hset = load_histograms(args.histograms)
+    scheme = refit_scheme(args, hset)
+    config = fit_config(args, scheme)
     if args.toys < 1:
         msg = f"--toys must be >= 1, got {args.toys}"
         raise InvalidConfig(msg)

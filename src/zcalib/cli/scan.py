@@ -8,7 +8,13 @@ from typing import Any
 
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import echo
-from zcalib.cli._options import add_fit_options, fit_config
+from zcalib.cli._options import (
+    add_fit_options,
+    add_refit_options,
+    calibration_config,
+    fit_config,
+    refit_scheme,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -25,7 +31,7 @@ def add_parser(sub: Any) -> None:
         formatter_class=fmt,
     )
     sc.add_argument("--histograms", type=Path, required=True, help="saved histograms (.npz)")
-    sc.add_argument("--categories", type=Path, required=True, help="categories TSV or YAML")
+    add_refit_options(sc)
     sc.add_argument("--out", type=Path, required=True, help="output folder")
     sc.add_argument("--points", type=int, default=31, help="points per scan (default 31)")
     sc.add_argument(
@@ -48,13 +54,13 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zcalib.categories import load_categories
     from zcalib.histograms import load_histograms
     from zcalib.validation import run_scans
 
-    scheme = load_categories(args.categories)
-    config = fit_config(args, scheme)
+    calibration_config(args)  # a bad --config fails here, before any work
     hset = load_histograms(args.histograms)
+    scheme = refit_scheme(args, hset)
+    config = fit_config(args, scheme)
     run = run_scans(
         hset,
         args.out,
