@@ -67,6 +67,36 @@ def test_fit_on_a_histogram_set(synthetic):
         fitted.config = CalibrationConfig()  # type: ignore[misc]
 
 
+def test_run_step_writes_a_converged_step_and_only_the_record_of_a_failed_one(synthetic, tmp_path):
+    """run_step (the one fill → fit → write): a converged fit writes the payload, legacy
+    files and record, recovering the injected scales; a fit stopped after one iteration
+    writes fit_result.json alone (status failed), says why, and removes the payload an
+    earlier run left in the folder."""
+    import correctionlib
+
+    from zcalib.fit import FitConfig
+
+    scheme = synthetic.scheme()
+    done = api.run_step(synthetic, scheme, FitConfig(), tmp_path, step="s1", extra={"note": 1})
+    assert done.failure is None
+    assert sorted(done.paths) == ["corrections", "fit_result", "only_step", "scales", "smearings"]
+    assert not (tmp_path / "histograms.npz").exists()  # given histograms are not saved again
+    np.testing.assert_allclose([c.value for c in done.result.scales], [1.01, 0.99], atol=2e-3)
+    record = json.loads(done.paths["fit_result"].read_text())
+    assert (record["status"], record["note"]) == ("converged", 1)
+    cset = correctionlib.CorrectionSet.from_file(str(done.paths["corrections"]))
+    assert "EGMScale_Compound_Ele_2022preEE" in cset.compound
+    starved = FitConfig(max_iter=1, edm_tolerance=1e-300, mc_stat="none")
+    failed = api.run_step(synthetic, scheme, starved, tmp_path, step="s1")
+    assert failed.failure == f"fit {failed.result.message}"
+    assert failed.failure.startswith("fit failed: ")
+    assert sorted(failed.paths) == ["fit_result"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit_result.json"]
+    assert json.loads((tmp_path / "fit_result.json").read_text())["status"] == "failed"
+    with pytest.raises(InvalidConfig, match="give an EventLoop, not histograms"):
+        api.run_step(synthetic, scheme, FitConfig(), tmp_path, iterations=2)
+
+
 def test_fit_plot_returns_a_figure(synthetic):
     from matplotlib.figure import Figure
 

@@ -221,6 +221,35 @@ def test_binning_and_scheme():
     assert len(cfg.scheme().scale) == 8
 
 
+def test_one_binning_model_and_one_default_for_calibration_config_pipeline_and_histograms(
+    tmp_path,
+):
+    """`fill_range`/`n_mass_bins` (CalibrationConfig) and `binning: {n_bins, lo, hi}`
+    (pipeline YAML) are two spellings of one model, BinningSettings, whose defaults are the
+    only ones: every front door fills the same fine bins, by default and when set."""
+    from zcalib.chain.config import PipelineConfig
+    from zcalib.config import DEFAULT_FILL_RANGE, DEFAULT_N_BINS, DEFAULT_WINDOW, BinningSettings
+    from zcalib.histograms import MassBinning
+
+    steps = [{"name": "s", "type": "corrections", "file": "c.json"}]
+    default = MassBinning()
+    assert CalibrationConfig().binning() == default
+    assert PipelineConfig(output="x", steps=steps).binning.aligned(DEFAULT_WINDOW) == default
+    assert BinningSettings().aligned() == default
+    assert CalibrationConfig().binning_settings() == BinningSettings()
+    assert (default.lo, default.hi) == pytest.approx(DEFAULT_FILL_RANGE, abs=0.05)
+    assert abs(default.n_bins - DEFAULT_N_BINS) < 0.02 * DEFAULT_N_BINS
+    assert CalibrationConfig().mass_window == DEFAULT_WINDOW
+    calib = CalibrationConfig(fill_range=(70, 110), n_mass_bins=400, mass_window=(82, 98))
+    pipe = PipelineConfig(output="x", steps=steps, binning={"n_bins": 400, "lo": 70, "hi": 110})
+    assert calib.binning_settings() == pipe.binning
+    assert calib.binning() == pipe.binning.aligned((82, 98))
+    with pytest.raises(pydantic.ValidationError, match=r"lo must be < hi, got lo=120, hi=60"):
+        BinningSettings(lo=120, hi=60)
+    with pytest.raises(pydantic.ValidationError, match=r"greater than or equal to 10"):
+        BinningSettings(n_bins=5)
+
+
 def test_scheme_from_file(tmp_path):
     from tests.conftest import CONFIGS
 

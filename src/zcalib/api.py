@@ -10,7 +10,12 @@ call                                   returns
 :func:`validate`                       :class:`Validation` (needs :mod:`zcalib.validation`)
 :func:`write_corrections`              :class:`Corrections` (correctionlib + legacy files)
 :func:`calibrate`                      :class:`Calibration` (all of the above at once)
+:func:`run_step`                       :class:`StepRun` (fill → fit → write of one step)
 =====================================  ==============================================
+
+:func:`run_step` is the one orchestration of a derivation step (fill or given histograms →
+fit → smooth curves → systematics → payload, legacy files, ``fit_result.json``): ``zcalib
+fit``, ``zcalib demo``, the pipeline's fit and closure steps and :func:`calibrate` all call it.
 
 Every result is a frozen dataclass; notebooks display it as a table (``_repr_html_``) and
 ``.plot()`` returns a :class:`matplotlib.figure.Figure` (made without ``pyplot``, so no global
@@ -40,8 +45,8 @@ from __future__ import annotations
 import html
 import logging
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -59,8 +64,11 @@ if TYPE_CHECKING:
     from zcalib.derive import StepSyst
     from zcalib.fit.config import FitConfig
     from zcalib.fit.result import CategoryFit, FitResult
+    from zcalib.fit.smooth import SmoothForm, SmoothResult
     from zcalib.histograms import HistogramSet
-    from zcalib.runner import RunOptions
+    from zcalib.processors.zee import CorrectionStep, WeightSpec
+    from zcalib.runner import EventLoop, RunOptions
+    from zcalib.validation.systematics import SystematicsConfig
 
 __all__ = [
     "Applied",
@@ -68,6 +76,7 @@ __all__ = [
     "Corrections",
     "Fit",
     "Histograms",
+    "StepRun",
     "Validation",
     "apply",
     "calibrate",
@@ -77,6 +86,7 @@ __all__ = [
     "histograms",
     "load_datasets",
     "load_histograms",
+    "run_step",
     "shipped_payload",
     "validate",
     "write_corrections",
@@ -349,6 +359,8 @@ def histograms(
     chunksize: int = 100_000,
     progress: bool = False,
     options: RunOptions | None = None,
+    corrections: Sequence[CorrectionStep] | None = None,
+    weights: Sequence[WeightSpec] = (),
 ) -> Histograms:
     """Fill the pair-mass histograms of every dataset, all variations in one pass.
 
@@ -362,6 +374,10 @@ def histograms(
         chunksize: events per chunk.
         progress: show progress bars.
         options: full :class:`~zcalib.runner.RunOptions` (overrides the four above).
+        corrections: prior correction steps applied while filling, instead of the
+            configuration's ``corrections`` (e.g. the steps of ``zcalib fit --corrections``).
+        weights: MC weights applied after the configuration's ``mc_weights`` (e.g. the Z
+            weights of a chained step).
 
     Returns:
         The :class:`Histograms`.
@@ -371,14 +387,14 @@ def histograms(
             missing category / weight / correction files.
         InputError: files fail the set-up checks or hold bad values.
     """
-    from zcalib.runner import RunOptions, build_histograms
+    from zcalib.runner import EventLoop, RunOptions
 
     ds = load_datasets(datasets) if isinstance(datasets, str | Path) else datasets
     cfg = config if config is not None else CalibrationConfig.for_format(ds.format)
     cfg.check_datasets(ds)
     scheme = cfg.scheme()
-    weights = cfg.load_weights()
-    steps = cfg.load_corrections()
+    all_weights = (*cfg.load_weights(), *weights)
+    steps = cfg.load_corrections() if corrections is None else tuple(corrections)
     if options is None:
         options = RunOptions(
             executor="dask" if client is not None else executor,  # type: ignore[arg-type]
@@ -387,17 +403,32 @@ def histograms(
             progress=progress,
             client=client,
         )
-    hset = build_histograms(
+    loop = EventLoop(
         ds,
-        scheme,
         options=options,
         selection=cfg.selection(),
         binning=cfg.binning(),
-        weights=weights,
+        weights=all_weights,
         corrections=steps,
         smear_seed=cfg.smear_seed,
     )
-    return Histograms(hset=hset, config=cfg)
+    return Histograms(hset=_fill(loop, scheme), config=cfg)
+
+
+def _fill(loop: EventLoop, scheme: CategoryScheme) -> HistogramSet:
+    """The pair-mass histograms of ``loop`` in ``scheme`` (the one fill of a step)."""
+    from zcalib.runner import build_histograms
+
+    return build_histograms(
+        loop.cfg,
+        scheme,
+        options=loop.options,
+        selection=loop.selection,
+        binning=loop.binning,
+        weights=loop.weights,
+        corrections=loop.corrections,
+        smear_seed=loop.smear_seed,
+    )
 
 
 def load_histograms(path: str | Path, config: CalibrationConfig | None = None) -> Histograms:
@@ -586,32 +617,356 @@ def fit(
         FitError: the fit cannot be set up (categories, datasets, empty regions).
         InvalidConfig: the systematic variation was not filled; conflicting windows.
     """
-    from zcalib.fit import fit_histograms
-
     if isinstance(hists, Histograms):
         hset = hists.hset
         cfg = config if config is not None else hists.config
     else:
         hset = hists
         cfg = config
-    if cfg is not None:
-        scheme = cfg.scheme() if cfg.categories is not None else hset.scheme()
-        fit_cfg = cfg.fit_config(options)
-        data_var, mc_var = cfg.fit_variations(hset)
-    else:
-        from zcalib.fit.config import FitConfig
-
-        scheme = hset.scheme()
-        fit_cfg = options if options is not None else FitConfig()
-        data_var = mc_var = "nominal"
-    result = fit_histograms(
-        hset, fit_cfg, scheme=scheme, data_variation=data_var, mc_variation=mc_var
-    )
+    scheme, fit_cfg, data_var, mc_var = _fit_settings(hset, cfg, options)
+    result, _ = _fit_once(hset, fit_cfg, scheme, (data_var, mc_var), keep_problem=False)
     if not result.converged:
         log.warning("fit did not converge: %s", result.message)
     return Fit(
         result=result, scheme=scheme, config=cfg, data_variation=data_var, mc_variation=mc_var
     )
+
+
+def _fit_settings(
+    hset: HistogramSet, cfg: CalibrationConfig | None, options: FitConfig | None
+) -> tuple[CategoryScheme, FitConfig, str, str]:
+    """Scheme, fit settings and ``(data, MC)`` variations of fitting ``hset`` as ``cfg`` says."""
+    if cfg is not None:
+        scheme = cfg.scheme() if cfg.categories is not None else hset.scheme()
+        data_var, mc_var = cfg.fit_variations(hset)
+        return scheme, cfg.fit_config(options), data_var, mc_var
+    from zcalib.fit.config import FitConfig
+
+    return hset.scheme(), options if options is not None else FitConfig(), "nominal", "nominal"
+
+
+def _fit_once(
+    hset: HistogramSet,
+    config: FitConfig,
+    scheme: CategoryScheme,
+    variations: tuple[str, str],
+    *,
+    keep_problem: bool,
+) -> tuple[FitResult, Any]:
+    """One fit of ``hset``; with ``keep_problem`` also its ``FitProblem`` (NLL scans reuse it
+    instead of fitting again), else ``None``."""
+    if keep_problem:
+        if variations != ("nominal", "nominal"):
+            msg = f"keep_problem fits the nominal histograms only, not {variations}"
+            raise InvalidConfig(msg)
+        from zcalib.validation.scans import fit_for_scans
+
+        result, problem, _ = fit_for_scans(hset, config, scheme=scheme)
+        return result, problem
+    from zcalib.fit import fit_histograms
+
+    data_var, mc_var = variations
+    result = fit_histograms(
+        hset, config, scheme=scheme, data_variation=data_var, mc_variation=mc_var
+    )
+    return result, None
+
+
+# =========================================================================== one step
+@dataclass(frozen=True, repr=False)
+class StepRun:
+    """One derivation step run by :func:`run_step`.
+
+    Attributes:
+        hset: the histograms fitted (of the last iteration).
+        scheme: the category scheme fitted.
+        result: the fit (with ``iterations``: the cumulative scales of all iterations).
+        paths: the files written (``corrections``, ``scales``, ``smearings``, ``only_step``,
+            ``fit_result``; only ``fit_result`` for a failed fit or a record-only step;
+            empty without an output folder).
+        smooth: the smooth Et curves (``None`` unless asked and the fit converged).
+        syst: the systematics refits (``SystematicsResult``) when asked, else ``None``.
+        problem: the fit's ``FitProblem`` with ``keep_problem``, else ``None``.
+        iteration: the iteration (0-based) whose fit ``result`` comes from.
+        iterations: per iteration: status and residual scales (empty for one iteration).
+    """
+
+    hset: HistogramSet
+    scheme: CategoryScheme
+    result: FitResult
+    paths: Mapping[str, Path]
+    smooth: SmoothResult | None = None
+    syst: Any = None
+    problem: Any = None
+    iteration: int = 0
+    iterations: tuple[Mapping[str, Any], ...] = ()
+
+    def __repr__(self) -> str:
+        return f"StepRun(status={self.result.status!r}, paths={sorted(self.paths)!r})"
+
+    @property
+    def failure(self) -> str | None:
+        """Why the step failed (``"fit <message>"`` or the smooth curves' failures), or
+        ``None``: a failed step wrote no payload (unless ``write_failed``)."""
+        from zcalib.derive import smooth_failure
+
+        if not self.result.converged:
+            return f"fit {self.result.message}"
+        if self.smooth is not None and not self.smooth.converged:
+            return smooth_failure(self.smooth)
+        return None
+
+
+def run_step(
+    source: HistogramSet | EventLoop,
+    scheme: CategoryScheme,
+    fit_config: FitConfig,
+    out_dir: str | Path | None,
+    *,
+    step: str = "step",
+    names: EgmNames | None = None,
+    smear_seed: int | None = None,
+    extra: Mapping[str, Any] | Callable[[HistogramSet, FitResult], Mapping[str, Any]] | None = None,
+    variations: tuple[str, str] = ("nominal", "nominal"),
+    iterations: int = 1,
+    smooth: tuple[SmoothForm | None, SmoothForm | None] = (None, None),
+    systematics: SystematicsConfig | None = None,
+    payload: bool = True,
+    write_failed: bool = False,
+    save_histograms: bool | None = None,
+    keep_problem: bool = False,
+) -> StepRun:
+    """Run one derivation step: fill (or take) the histograms, fit, write the outputs.
+
+    The one orchestration of fill → fit → write (``zcalib fit``, ``zcalib demo``, the
+    pipeline's fit and closure steps, :func:`calibrate`). A fit that does not converge is
+    never hidden: ``fit_result.json`` records why, no payload is written (unless
+    ``write_failed``: then it is, marked ``FAILED FIT``), no smooth curve or systematic is
+    derived from it, and :attr:`StepRun.failure` says so. The caller decides what a failure
+    means (an exit code, :class:`~zcalib.exceptions.FitFailed`).
+
+    Args:
+        source: the histograms, or the :class:`~zcalib.runner.EventLoop` that fills them.
+        scheme: the category scheme.
+        fit_config: the fit settings.
+        out_dir: the step's output folder (``None``: write nothing).
+        step: step name (the scale step is ``EGMScale_<step>_<era>``; legacy file names).
+        names: era and collection of the payload names (default 2022preEE, Ele).
+        smear_seed: seed of the payload's random-number generator (default: the one the
+            histograms were filled with).
+        extra: more ``fit_result.json`` entries, or a function of the histograms and the fit
+            returning them.
+        variations: ``(data, MC)`` variations of the histograms fitted.
+        iterations: refill and refit this often (an ``EventLoop`` source), each pass with the
+            cumulative scales of the previous ones applied to data (written to
+            ``iter<k>/corrections.json``); the result holds the cumulative scales.
+        smooth: ``(scale, smear)`` forms of smooth Et curves (:mod:`zcalib.fit.smooth`).
+        systematics: variations refitted for the systematic uncertainties (an ``EventLoop``
+            source; ``systematics.json``, folded into ``escale``/``esmear``).
+        payload: ``False``: write only ``fit_result.json`` (a closure fit's record).
+        write_failed: write the payload of a failed fit too, marked failed.
+        save_histograms: write ``histograms.npz`` (default: when filled here).
+        keep_problem: keep the fit's ``FitProblem`` (nominal variations only).
+
+    Returns:
+        The :class:`StepRun`.
+
+    Raises:
+        InvalidConfig: iterations or systematics without an ``EventLoop``, bad options.
+        FitError: the fit cannot be set up. InputError, OutputError: as the fill and writes.
+    """
+    from zcalib.derive import check_step_name, write_outputs
+    from zcalib.histograms import save_histograms as save
+    from zcalib.outputs import output_run
+    from zcalib.runner import EventLoop
+
+    check_step_name(step)
+    loop = source if isinstance(source, EventLoop) else None
+    out = Path(out_dir) if out_dir is not None else None
+    if iterations < 1:
+        msg = f"iterations must be >= 1, got {iterations}"
+        raise InvalidConfig(msg)
+    if loop is None and (iterations > 1 or systematics is not None):
+        msg = "iterations and systematics refill the events: give an EventLoop, not histograms"
+        raise InvalidConfig(msg)
+    if iterations > 1 and out is None:
+        msg = "iterations write their intermediate scales: give an output folder"
+        raise InvalidConfig(msg)
+    with output_run(out):
+        hset, result, problem, it, records, last = _iterate(
+            source,
+            scheme,
+            fit_config,
+            out,
+            step,
+            variations,
+            iterations,
+            keep_problem=keep_problem,
+        )
+        if out is not None and (
+            save_histograms if save_histograms is not None else loop is not None
+        ):
+            save(hset, out / "histograms.npz")
+        syst = curves = None
+        if result.converged and systematics is not None:
+            assert last is not None
+            syst = _systematics(hset, last, scheme, fit_config, systematics, result, out)
+        if (result.converged or write_failed) and smooth != (None, None):
+            from zcalib.fit.smooth import fit_smooth
+
+            curves = fit_smooth(result, scheme, hset, scale_form=smooth[0], smear_form=smooth[1])
+        paths: dict[str, Path] = {}
+        if out is not None:
+            record = dict(extra(hset, result) if callable(extra) else (extra or {}))
+            if records:
+                record["iterations"] = list(records)
+            paths = write_outputs(
+                result,
+                scheme,
+                out,
+                step=step,
+                hset=hset,
+                extra=record,
+                names=names,
+                smear_seed=int(hset.metadata.get("smear_seed") or 0)
+                if smear_seed is None
+                else smear_seed,
+                syst=syst.step_syst() if syst is not None else None,
+                write_failed=write_failed,
+                smooth=curves,
+                record_only=not payload,
+            )
+        return StepRun(
+            hset=hset,
+            scheme=scheme,
+            result=result,
+            paths=MappingProxyType(paths),
+            smooth=curves,
+            syst=syst,
+            problem=problem,
+            iteration=it,
+            iterations=tuple(records),
+        )
+
+
+def _iterate(
+    source: HistogramSet | EventLoop,
+    scheme: CategoryScheme,
+    fit_config: FitConfig,
+    out: Path | None,
+    step: str,
+    variations: tuple[str, str],
+    iterations: int,
+    *,
+    keep_problem: bool,
+) -> tuple[HistogramSet, FitResult, Any, int, list[dict[str, Any]], EventLoop | None]:
+    """Fill (an ``EventLoop``) and fit ``iterations`` times; stops at a failed fit.
+
+    Returns:
+        The last histograms, fit (cumulative scales), problem, iteration, the records and
+        the event loop of the last fill (``None`` for given histograms).
+    """
+    import numpy as np
+
+    from zcalib.corrections import build_scale_correction, write_correction_set
+    from zcalib.processors.zee import CorrectionStep
+    from zcalib.runner import EventLoop
+
+    own: CorrectionStep | None = None
+    cumulative = np.ones(len(scheme.scale))
+    records: list[dict[str, Any]] = []
+    last: EventLoop | None = None
+    for it in range(iterations):
+        if isinstance(source, EventLoop):
+            prior = source.corrections
+            if own is not None:  # data scales, then this step's own so far, then MC smearing
+                prior = (
+                    *(c for c in prior if c.kind != "smear"),
+                    own,
+                    *(c for c in prior if c.kind == "smear"),
+                )
+            last = source.with_corrections(prior)
+            hset = _fill(last, scheme)
+        else:
+            hset = source
+        cfg = fit_config if it == 0 else fit_config.with_overrides(start="scan", start_scales=None)
+        result, problem = _fit_once(hset, cfg, scheme, variations, keep_problem=keep_problem)
+        if not result.converged or iterations == 1:
+            return hset, result, problem, it, records, last
+        cumulative = cumulative * result.scale_values()
+        records.append(
+            {
+                "iteration": it,
+                "status": result.status,
+                "residual_scales": result.scale_values().tolist(),
+            }
+        )
+        if it + 1 < iterations:
+            assert out is not None
+            name = f"{step}_scale_iter{it}"
+            path = write_correction_set(
+                out / f"iter{it}" / "corrections.json",
+                [
+                    build_scale_correction(
+                        name,
+                        scheme,
+                        cumulative,
+                        np.zeros(len(cumulative)),
+                        description=f"{step}: scales after iteration {it}",
+                    )
+                ],
+                description=f"zcalib {step} iteration {it}",
+            )
+            own = CorrectionStep(
+                name=name, payload=path.read_text(), kind="scale", source=str(path)
+            )
+    prev = cumulative / result.scale_values()
+    result = replace(
+        result,
+        scales=tuple(
+            replace(
+                c, value=float(cumulative[i]), stat=c.stat * prev[i], mc_stat=c.mc_stat * prev[i]
+            )
+            for i, c in enumerate(result.scales)
+        ),
+    )
+    return hset, result, problem, iterations - 1, records, last
+
+
+def _systematics(
+    hset: HistogramSet,
+    loop: EventLoop,
+    scheme: CategoryScheme,
+    fit_config: FitConfig,
+    config: SystematicsConfig,
+    nominal: FitResult,
+    out: Path | None,
+) -> Any:
+    """The systematics refits of a step (refills as ``loop``, the last fill of the step),
+    written to ``systematics.json``."""
+    import json
+
+    from zcalib._atomic import atomic_write_text
+    from zcalib.validation.systematics import run_systematics
+
+    res = run_systematics(
+        hset,
+        dataset_config=loop.cfg,
+        scheme=scheme,
+        config=config,
+        fit_config=fit_config,
+        selection=loop.selection,
+        options=loop.options,
+        weights=loop.weights,
+        corrections=loop.corrections,
+        smear_seed=loop.smear_seed,
+        nominal=nominal,
+    )
+    if out is not None:
+        atomic_write_text(
+            out / "systematics.json", json.dumps(res.to_dict(), indent=2, allow_nan=False) + "\n"
+        )
+    return res
 
 
 # =========================================================================== validation
@@ -836,15 +1191,7 @@ def write_corrections(
     """
     from zcalib.derive import write_outputs
 
-    extra: dict[str, Any] = {
-        "variations": {"data": fitted.data_variation, "mc": fitted.mc_variation},
-    }
-    names = EgmNames()
-    seed = 0
-    if fitted.config is not None:
-        extra["calibration_config"] = fitted.config.to_dict()
-        names = fitted.config.payload_names()
-        seed = fitted.config.smear_seed
+    extra, names, seed = _provenance(fitted.config, (fitted.data_variation, fitted.mc_variation))
     paths = write_outputs(
         fitted.result,
         fitted.scheme,
@@ -857,6 +1204,18 @@ def write_corrections(
         syst=syst,
     )
     return Corrections(step=step, paths=MappingProxyType(dict(paths)), names=names)
+
+
+def _provenance(
+    config: CalibrationConfig | None, variations: tuple[str, str]
+) -> tuple[dict[str, Any], EgmNames, int]:
+    """``fit_result.json`` entries, payload names and smearing seed of a fit made with
+    ``config``."""
+    extra: dict[str, Any] = {"variations": {"data": variations[0], "mc": variations[1]}}
+    if config is None:
+        return extra, EgmNames(), 0
+    extra["calibration_config"] = config.to_dict()
+    return extra, config.payload_names(), config.smear_seed
 
 
 # =========================================================================== everything
@@ -924,10 +1283,25 @@ def calibrate(
     ds = load_datasets(datasets) if isinstance(datasets, str | Path) else datasets
     cfg = config if config is not None else CalibrationConfig.for_format(ds.format)
     hists = histograms(ds, cfg, **run)
-    fitted = fit(hists, cfg, options=fit_options)
-    corr = (
-        write_corrections(fitted, out_dir, step=step, hists=hists) if out_dir is not None else None
+    scheme, fit_cfg, data_var, mc_var = _fit_settings(hists.hset, cfg, fit_options)
+    extra, names, seed = _provenance(cfg, (data_var, mc_var))
+    done = run_step(
+        hists.hset,
+        scheme,
+        fit_cfg,
+        out_dir,
+        step=step,
+        names=names,
+        smear_seed=seed,
+        extra=extra,
+        variations=(data_var, mc_var),
     )
+    if not done.result.converged:
+        log.warning("fit did not converge: %s", done.result.message)
+    fitted = Fit(
+        result=done.result, scheme=scheme, config=cfg, data_variation=data_var, mc_variation=mc_var
+    )
+    corr = Corrections(step=step, paths=done.paths, names=names) if out_dir is not None else None
     return Calibration(config=cfg, histograms=hists, fit=fitted, corrections=corr)
 
 

@@ -46,7 +46,16 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from zcalib.config import DatasetConfig, SelectionConfig, format_validation_error
+from zcalib.config import (
+    DEFAULT_FILL_RANGE,
+    DEFAULT_N_BINS,
+    DEFAULT_WINDOW,
+    MIN_N_BINS,
+    BinningSettings,
+    DatasetConfig,
+    SelectionConfig,
+    format_validation_error,
+)
 from zcalib.exceptions import InvalidConfig
 from zcalib.io.formats import DEFAULT_TREES, ColumnMap
 
@@ -260,15 +269,17 @@ class CalibrationConfig(_Frozen):
         "|η| × R9 scheme (`configs/cats_eta_r9.tsv`).",
     )
     mass_window: tuple[float, float] = Field(
-        (80.0, 100.0), description="Fit window [GeV] (the likelihood's mass range)."
+        DEFAULT_WINDOW, description="Fit window [GeV] (the likelihood's mass range)."
     )
     fill_range: tuple[float, float] = Field(
-        (60.0, 120.0),
+        DEFAULT_FILL_RANGE,
         description="Mass range of the filled histograms [GeV] (widened by less than a bin "
         "so that the edges of `mass_window` are bin edges).",
     )
     n_mass_bins: int = Field(
-        1200, ge=10, description="Fine mass bins (uniform in log m) over `fill_range`."
+        DEFAULT_N_BINS,
+        ge=MIN_N_BINS,
+        description="Fine mass bins (uniform in log m) over `fill_range`.",
     )
     corrections: tuple[PriorCorrection, ...] = Field(
         (),
@@ -474,11 +485,15 @@ class CalibrationConfig(_Frozen):
             opposite_charge=self.opposite_charge,
         )
 
-    def binning(self) -> MassBinning:
-        """The fine mass binning of the histograms."""
-        from zcalib.histograms import MassBinning
+    def binning_settings(self) -> BinningSettings:
+        """``fill_range`` and ``n_mass_bins`` as the one binning model (a pipeline's
+        ``binning: {n_bins, lo, hi}``)."""
+        lo, hi = self.fill_range
+        return BinningSettings(n_bins=self.n_mass_bins, lo=lo, hi=hi)
 
-        return MassBinning.aligned(self.mass_window, *self.fill_range, self.n_mass_bins)
+    def binning(self) -> MassBinning:
+        """The fine mass binning of the histograms (aligned to ``mass_window``)."""
+        return self.binning_settings().aligned(self.mass_window)
 
     def scheme(self) -> CategoryScheme:
         """Load the category scheme (the built-in one when ``categories`` is ``None``).

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -33,7 +33,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from zcalib.exceptions import InvalidConfig
 from zcalib.io.formats import DEFAULT_TREES, ColumnMap
 
+if TYPE_CHECKING:
+    from zcalib.histograms import MassBinning
+
 __all__ = [
+    "DEFAULT_FILL_RANGE",
+    "DEFAULT_N_BINS",
+    "DEFAULT_WINDOW",
+    "BinningSettings",
     "DatasetConfig",
     "DatasetSpec",
     "SelectionConfig",
@@ -59,6 +66,52 @@ def is_url(path: str) -> bool:
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: The defaults of the fine mass binning, defined here only: the fit window its edges are
+#: aligned to [GeV], the filled mass range [GeV] and the number of log-uniform bins.
+DEFAULT_WINDOW: Final = (80.0, 100.0)
+DEFAULT_FILL_RANGE: Final = (60.0, 120.0)
+DEFAULT_N_BINS: Final = 1200
+#: Fewest fine mass bins accepted.
+MIN_N_BINS: Final = 10
+
+
+class BinningSettings(_Frozen):
+    """The fine mass binning of the filled histograms, as asked for: about ``n_bins``
+    log-uniform bins over ``[lo, hi]`` GeV. :meth:`aligned` lays them so that the fit
+    window's edges are bin edges (the :class:`~zcalib.histograms.MassBinning` filled).
+
+    The one binning model: a pipeline YAML spells it ``binning: {n_bins, lo, hi}``, a
+    :class:`~zcalib.calibration.CalibrationConfig` ``fill_range: [lo, hi]`` and
+    ``n_mass_bins`` (:meth:`~zcalib.calibration.CalibrationConfig.binning_settings`).
+
+    Example:
+        >>> from zcalib.histograms import MassBinning
+        >>> BinningSettings().aligned(DEFAULT_WINDOW) == MassBinning()
+        True
+    """
+
+    n_bins: int = Field(
+        DEFAULT_N_BINS, ge=MIN_N_BINS, description="Number of log-uniform mass bins."
+    )
+    lo: float = Field(DEFAULT_FILL_RANGE[0], gt=0, description="Lower mass edge [GeV].")
+    hi: float = Field(DEFAULT_FILL_RANGE[1], gt=0, description="Upper mass edge [GeV].")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BinningSettings:
+        if not self.lo < self.hi:
+            msg = f"lo must be < hi, got lo={self.lo:g}, hi={self.hi:g}"
+            raise ValueError(msg)
+        return self
+
+    def aligned(self, window: tuple[float, float] = DEFAULT_WINDOW) -> MassBinning:
+        """The binning filled: about ``n_bins`` bins over ``[lo, hi]`` widened by less than a
+        bin so that both edges of ``window`` are bin edges
+        (:func:`zcalib.histograms.aligned_grid`)."""
+        from zcalib.histograms import MassBinning
+
+        return MassBinning.aligned(window, self.lo, self.hi, self.n_bins)
 
 
 class SelectionConfig(_Frozen):

@@ -161,6 +161,7 @@ def write_outputs(
     syst: StepSyst | None = None,
     write_failed: bool = False,
     smooth: SmoothResult | None = None,
+    record_only: bool = False,
 ) -> dict[str, Path]:
     """Write correctionlib JSON, legacy text files and ``fit_result.json`` for one step.
 
@@ -188,6 +189,8 @@ def write_outputs(
             payload holds them as formulas of pt in their cells
             (:mod:`zcalib.corrections.smooth`), ``fit_result.json`` their parameters under
             ``smooth``. A failed curve fails the step like a failed fit.
+        record_only: write only ``fit_result.json``, whatever the fit's status (a closure
+            fit's record: its corrections are not applied).
 
     Returns:
         ``{"corrections", "scales", "smearings", "only_step", "fit_result"}`` → path (only
@@ -201,7 +204,18 @@ def write_outputs(
     out = Path(out_dir)
     with output_run(out), written_together():
         paths = _write_outputs(
-            result, scheme, out, step, hset, extra, names, smear_seed, syst, write_failed, smooth
+            result,
+            scheme,
+            out,
+            step,
+            hset,
+            extra,
+            names,
+            smear_seed,
+            syst,
+            write_failed,
+            smooth,
+            record_only,
         )
     if "corrections" in paths:
         validate_file(paths["corrections"])
@@ -220,6 +234,7 @@ def _write_outputs(
     syst: StepSyst | None,
     write_failed: bool,
     smooth: SmoothResult | None,
+    record_only: bool,
 ) -> dict[str, Path]:
     from zcalib.corrections import write_legacy, write_only_step
 
@@ -232,8 +247,8 @@ def _write_outputs(
             failed = True
             record["status"] = "failed"
             record["message"] = smooth_failure(smooth)
-    if failed and not write_failed:
-        # the folder must not keep a payload of an earlier run next to this failed record
+    if record_only or (failed and not write_failed):
+        # the folder must not keep a payload of an earlier run next to this record
         stale_files = (
             "corrections.json",
             f"{step}_scales.dat",
@@ -540,11 +555,10 @@ def _run_demo(
     progress: bool,
     config: FitConfig | None,
 ) -> DemoResult:
+    from zcalib.api import run_step
     from zcalib.config import dataset_config_from_files
     from zcalib.generate import default_categories, generate
-    from zcalib.histograms import save_histograms
-    from zcalib.runner import RunOptions, build_histograms, load_weight
-    from zcalib.validation.scans import fit_for_scans
+    from zcalib.runner import EventLoop, RunOptions, load_weight
 
     data_dir = out / "data"
     truth_path = data_dir / "truth.json"
@@ -558,42 +572,38 @@ def _run_demo(
     timings["generate_s"] = time.perf_counter() - t0
 
     scheme = default_categories()
-    cfg = dataset_config_from_files(
-        data=[str(data_dir / "data.root")], mc=[str(data_dir / "mc.root")]
-    )
-    weights = (load_weight("pileup", _shipped("pileup_demo.json")),)
-    t1 = time.perf_counter()
-    hset = build_histograms(
-        cfg,
-        scheme,
-        weights=weights,
+    loop = EventLoop(
+        dataset_config_from_files(
+            data=[str(data_dir / "data.root")], mc=[str(data_dir / "mc.root")]
+        ),
         options=RunOptions(
             executor=executor,  # type: ignore[arg-type]
             workers=workers,
             scheduler=scheduler,
             progress=progress,
         ),
+        weights=(load_weight("pileup", _shipped("pileup_demo.json")),),
     )
-    timings["histograms_s"] = time.perf_counter() - t1
-    save_histograms(hset, out / "histograms.npz")
-    t2 = time.perf_counter()
-    # as fit_histograms, keeping the problem: the NLL scans reuse this fit (one fit, one log)
-    result, problem, _ = fit_for_scans(hset, config or FitConfig(), scheme=scheme)
-    timings["fit_s"] = time.perf_counter() - t2
-    rows = comparison_rows(result, truth)
-    outputs = write_outputs(
-        result,
-        scheme,
-        out,
-        step="demo",
-        hset=hset,
-        extra={"demo": {"truth": str(truth_path), "comparison": rows, "timings": timings}},
+
+    def demo_record(_hset: HistogramSet, result: FitResult) -> dict[str, Any]:
+        timings["fit_s"] = float(result.wall_time)
+        timings["histograms_s"] = time.perf_counter() - t1 - timings["fit_s"]
+        rows = comparison_rows(result, truth)
+        return {"demo": {"truth": str(truth_path), "comparison": rows, "timings": dict(timings)}}
+
+    t1 = time.perf_counter()
+    # the problem is kept: the NLL scans reuse this fit (one fit, one log)
+    done = run_step(
+        loop, scheme, config or FitConfig(), out, step="demo", extra=demo_record, keep_problem=True
     )
+    result, outputs = done.result, dict(done.paths)
     if not result.converged:
         result.raise_if_failed()  # fit_result.json is written; no payload, no validation
     t3 = time.perf_counter()
     outputs.update(
-        _demo_validation(hset, scheme, out, outputs["corrections"], config, (result, problem))
+        _demo_validation(
+            done.hset, scheme, out, outputs["corrections"], config, (result, done.problem)
+        )
     )
     timings["validation_s"] = time.perf_counter() - t3
     return DemoResult(result=result, truth=truth, outputs=outputs, timings=timings)

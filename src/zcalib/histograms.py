@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from zcalib._atomic import atomic_open
 from zcalib._jit import jitted
 from zcalib.categories import CategoryScheme, scheme_from_dict
+from zcalib.config import DEFAULT_FILL_RANGE, DEFAULT_N_BINS, DEFAULT_WINDOW
 from zcalib.exceptions import InputError
 
 __all__ = [
@@ -46,8 +47,7 @@ __all__ = [
 
 FORMAT_VERSION = 2
 
-#: The fit window the default binning is aligned to, and the data-bin multiple it keeps.
-DEFAULT_WINDOW = (80.0, 100.0)
+#: The data-bin multiple an aligned binning keeps inside the fit window.
 _MULTIPLE = 20
 
 
@@ -77,7 +77,7 @@ def aligned_grid(
     return below + inside + above, w_lo * math.exp(-below * step), w_hi * math.exp(above * step)
 
 
-_N, _LO, _HI = aligned_grid(DEFAULT_WINDOW, 60.0, 120.0, 1200)
+_N, _LO, _HI = aligned_grid(DEFAULT_WINDOW, *DEFAULT_FILL_RANGE, DEFAULT_N_BINS)
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,9 @@ class MassBinning:
     """Fine mass binning used when filling (log-uniform between ``lo`` and ``hi`` GeV).
 
     The default is about 1200 bins over 60–120 GeV laid so that 80 and 100 GeV (the default
-    fit window) are bin edges: :meth:`aligned` builds such a binning for any window.
+    fit window) are bin edges: :meth:`aligned` builds such a binning for any window. The
+    settings users write are :class:`zcalib.config.BinningSettings` (the defaults are
+    defined there); this is the binning they give.
     """
 
     n_bins: int = _N
@@ -96,9 +98,9 @@ class MassBinning:
     def aligned(
         cls,
         window: tuple[float, float] = DEFAULT_WINDOW,
-        lo: float = 60.0,
-        hi: float = 120.0,
-        n_bins: int = 1200,
+        lo: float = DEFAULT_FILL_RANGE[0],
+        hi: float = DEFAULT_FILL_RANGE[1],
+        n_bins: int = DEFAULT_N_BINS,
     ) -> MassBinning:
         """About ``n_bins`` log-uniform bins over ``[lo, hi]`` with edges at both ends of
         ``window`` (the fit then covers exactly the window asked for); see

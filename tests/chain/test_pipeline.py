@@ -586,3 +586,65 @@ def test_pipeline_folds_systematics_into_the_payload(tmp_path, demo_ecalelf):
         else:
             assert mc.evaluate("esmear", 40.0, r9, eta) == pytest.approx(total, rel=1e-12)
     assert n_syst == len(rec["categories"])
+
+
+def test_a_rerun_step_leaves_nothing_of_its_previous_run(tmp_path, demo_ecalelf):
+    """A step that runs again (changed options, --force) starts from an empty folder: the
+    iter0/ scales of a 2-iteration run and a file dropped in by hand are gone, every file of
+    the folder carries the new run id and `report` accepts it; the other step stays cached."""
+    import yaml
+
+    from tests.conftest import CONFIGS
+    from zcalib.cli import main
+    from zcalib.outputs import check_one_run, file_run_id
+
+    cats = str(CONFIGS / "cats_eta_r9.yaml")
+    steps = [
+        {"name": "step2", "type": "fit", "categories": cats, "iterations": 2},
+        {"name": "other", "type": "fit", "categories": cats},
+    ]
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=steps)
+    assert main(["pipeline", str(path), "-q"]) == 0  # each command is one run (its own id)
+    folder = tmp_path / "out" / "step2"
+    assert (folder / "iter0" / "corrections.json").is_file()
+    old = check_one_run(folder)
+    (folder / "notes.txt").write_text("left by hand\n")
+    raw = yaml.safe_load(path.read_text())
+    raw["steps"][0]["iterations"] = 1
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cached = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "other").iterdir()}
+    assert main(["pipeline", str(path), "-q"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "other").iterdir()} == cached
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [
+        "corrections.json",
+        "fit_result.json",
+        "histograms.npz",
+        "step.json",
+        "step2_only_step.tsv",
+        "step2_scales.dat",
+        "step2_smearings.dat",
+    ]
+    new = check_one_run(folder)
+    assert new is not None
+    assert new != old
+    assert {file_run_id(folder / n) for n in names} == {new}
+    assert main(["report", str(folder), "-q"]) == 0
+
+
+def test_a_step_cannot_use_the_final_or_generated_inputs_folder(tmp_path, demo_ecalelf):
+    """Step folders are emptied when a step reruns: a step named like the final payload's
+    folder (or the generated inputs') is refused at load time, naming both."""
+    from tests.conftest import CONFIGS
+    from zcalib.exceptions import InvalidConfig
+
+    cats = str(CONFIGS / "cats_eta_r9.yaml")
+    path = write_pipeline(
+        tmp_path, demo_ecalelf, steps=[{"name": "final", "type": "fit", "categories": cats}]
+    )
+    with pytest.raises(InvalidConfig) as err:
+        load_pipeline(path)
+    assert str(err.value) == (
+        f"{path}: step 'final': its folder {tmp_path / 'out' / 'final'} is the final payload's "
+        "folder; rename the step"
+    )

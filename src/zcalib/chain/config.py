@@ -42,7 +42,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from zcalib.config import SelectionConfig, format_validation_error, load_yaml
+from zcalib.config import (
+    DEFAULT_WINDOW,
+    BinningSettings,
+    SelectionConfig,
+    format_validation_error,
+    load_yaml,
+)
 from zcalib.exceptions import InvalidConfig
 from zcalib.outputs import check_step_name
 
@@ -127,14 +133,6 @@ class WeightEntry(_Frozen):
     correction: str | None = Field(None, description="Correction name; default: `name`.")
 
 
-class BinningSettings(_Frozen):
-    """Fine mass binning of every histogram."""
-
-    n_bins: int = Field(1200, ge=10, description="Number of log-uniform mass bins.")
-    lo: float = Field(60.0, gt=0, description="Lower mass edge [GeV].")
-    hi: float = Field(120.0, gt=0, description="Upper mass edge [GeV].")
-
-
 class _StepBase(_Frozen):
     name: str = Field(
         description="Unique step name (letters, digits, _, starting with a letter): output "
@@ -177,7 +175,7 @@ class TimeStabilityStep(_StepBase):
         ((0.0, 1.0), (1.0, 1.4442), (1.566, 2.0), (2.0, 2.5)),
         description="|eta_SC| bins (both electrons in the same bin).",
     )
-    window: tuple[float, float] = Field((80.0, 100.0), description="Mass window [GeV].")
+    window: tuple[float, float] = Field(DEFAULT_WINDOW, description="Mass window [GeV].")
     validate_after: bool = Field(
         True,
         description="Re-read the data with the new step "
@@ -498,6 +496,24 @@ def load_pipeline(path: str | Path) -> LoadedPipeline:
     return loaded
 
 
+def _check_step_folders(lp: LoadedPipeline) -> None:
+    """A step's folder (``<output>/<name>``, emptied each time the step runs) is neither the
+    final payload's folder nor the folder the generated inputs are written to."""
+    cfg = lp.config
+    taken = {(lp.output / "final").resolve(): "the final payload's folder"}
+    if cfg.generate is not None:
+        gen = Path(cfg.generate.out) if cfg.generate.out else lp.output / "data"
+        taken[gen.resolve()] = "the folder of the generated inputs (generate.out)"
+    for s in cfg.steps:
+        what = taken.get((lp.output / s.name).resolve())
+        if what is not None:
+            msg = (
+                f"{lp.path}: step '{s.name}': its folder {lp.output / s.name} is {what}; "
+                "rename the step"
+            )
+            raise InvalidConfig(msg)
+
+
 def _check_semantics(lp: LoadedPipeline) -> None:
     from zcalib.corrections.egm import check_era
 
@@ -513,6 +529,7 @@ def _check_semantics(lp: LoadedPipeline) -> None:
         if not lp.resolve(w.file).is_file():
             msg = f"{p}: weight '{w.name}': file {lp.resolve(w.file)} not found"
             raise InvalidConfig(msg)
+    _check_step_folders(lp)
     kinds = {s.name: s.type for s in cfg.steps}
     for s in cfg.steps:
         deps = lp.closure[s.name]

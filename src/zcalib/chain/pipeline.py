@@ -76,7 +76,6 @@ from zcalib.config import DatasetConfig, dataset_config_from_files, load_dataset
 from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import FitFailed, InputError, InvalidConfig
 from zcalib.fit import FitConfig, FitResult
-from zcalib.histograms import MassBinning
 from zcalib.io.fingerprint import file_fingerprint
 from zcalib.outputs import output_run, restamp, stamp, without_run_ids
 from zcalib.processors.zee import CorrectionStep, WeightSpec
@@ -190,11 +189,7 @@ class _Setup:
             recipe=None if recipe is None else lp.resolve(recipe),
         )
         self.options.check()
-        b = cfg.binning
-        self.binning = MassBinning.aligned(FitConfig().window, b.lo, b.hi, b.n_bins)
-        if not cfg.binning.lo < cfg.binning.hi:
-            msg = f"{lp.path}: field 'binning': lo must be < hi, got {cfg.binning}"
-            raise InvalidConfig(msg)
+        self.binning = cfg.binning.aligned(FitConfig().window)
         from zcalib.runner import load_weight
 
         self.static_weights = tuple(
@@ -215,7 +210,7 @@ class _Setup:
             self._check_step(lp.step(name))
         windows = {c.window for c in self.fit_configs.values()}
         if len(windows) == 1:  # the fine edges fall on the one fit window of the steps
-            self.binning = MassBinning.aligned(windows.pop(), b.lo, b.hi, b.n_bins)
+            self.binning = cfg.binning.aligned(windows.pop())
         self._check_smearing()
         self._check_nesting()
         self.base_hash = {
@@ -571,7 +566,7 @@ def _run_steps(
             skipped.append(name)
         else:
             log.info("step %s (%s): running", name, step.type)
-            (step_dir / _MANIFEST).unlink(missing_ok=True)
+            _empty_step_folder(step_dir)
             if not isinstance(step, CorrectionsStep):
                 _one_cluster(setup, cluster)
             t_step = time.perf_counter()
@@ -600,6 +595,24 @@ def _run_steps(
         final=final,
         wall_time_s=time.perf_counter() - t0,
     )
+
+
+def _empty_step_folder(step_dir: Path) -> None:
+    """Remove what an earlier run of a step left in its folder before the step runs again
+    (its manifest first: an interrupted clean-up leaves a folder that is not cached).
+
+    A rerun writes its own set of files, which need not be the earlier one's (no ``iter<k>/``
+    with fewer iterations, no ``systematics.json`` without systematics, ``.tsv`` instead of
+    ``.dat`` run bins...): nothing of the earlier run may stay next to the new outputs, where
+    the final payload, ``report`` or a user would take it for part of this run.
+    """
+    import shutil
+
+    if step_dir.is_symlink() or step_dir.is_file():
+        step_dir.unlink()
+    elif step_dir.is_dir():
+        (step_dir / _MANIFEST).unlink(missing_ok=True)
+        shutil.rmtree(step_dir)
 
 
 def _input_hash(name: str, setup: _Setup, outputs: dict[str, StepOutputs]) -> str:
@@ -829,140 +842,34 @@ def _run_fit(
     weights: tuple[WeightSpec, ...],
     step_dir: Path,
 ) -> StepOutputs:
-    from zcalib.corrections import build_scale_correction, write_correction_set
-    from zcalib.derive import smooth_failure, write_outputs
-    from zcalib.fit import fit_histograms
-    from zcalib.histograms import save_histograms
-    from zcalib.runner import build_histograms
+    from zcalib.api import run_step
 
-    scheme = setup.schemes[step.name]
-    base_cfg = setup.fit_configs[step.name]
-    cfg = setup.lp.config
     use_smear = smear if _smears_mc(step) else None
-    own: CorrectionStep | None = None
-    cumulative = np.ones(len(scheme.scale))
-    iterations: list[dict[str, Any]] = []
-    result: FitResult | None = None
-    hset = None
-    for it in range(step.iterations):
-        corr = (
-            *scales,
-            *((own,) if own is not None else ()),
-            *((use_smear,) if use_smear is not None else ()),
-        )
-        hset = build_histograms(
-            setup.dataset_cfg,
-            scheme,
-            options=setup.options,
-            selection=cfg.selection,
-            binning=setup.binning,
-            weights=(*setup.static_weights, *weights),
-            corrections=corr,
-            smear_seed=cfg.smear_seed,
-        )
-        fit_cfg = base_cfg if it == 0 else base_cfg.with_overrides(start="scan", start_scales=None)
-        result = fit_histograms(hset, fit_cfg, scheme=scheme)
-        if not result.converged:
-            # the record of why, no payload; the pipeline stops here (CLI exit code 3)
-            write_outputs(result, scheme, step_dir, step=step.name, hset=hset)
-            msg = f"{setup.lp.path}: step '{step.name}' (iteration {it}): fit {result.message}"
-            raise FitFailed(msg)
-        cumulative = cumulative * result.scale_values()
-        iterations.append(
-            {
-                "iteration": it,
-                "status": result.status,
-                "residual_scales": result.scale_values().tolist(),
-            }
-        )
-        if it + 1 < step.iterations:
-            name = f"{step.name}_scale_iter{it}"
-            path = write_correction_set(
-                step_dir / f"iter{it}" / "corrections.json",
-                [
-                    build_scale_correction(
-                        name,
-                        scheme,
-                        cumulative,
-                        np.zeros(len(cumulative)),
-                        description=f"{step.name}: scales after iteration {it}",
-                    )
-                ],
-                description=f"zcalib {step.name} iteration {it}",
-            )
-            own = CorrectionStep(
-                name=name, payload=path.read_text(), kind="scale", source=str(path)
-            )
-    assert result is not None
-    assert hset is not None
-    if step.iterations > 1:
-        prev = cumulative / result.scale_values()
-        result = replace(
-            result,
-            scales=tuple(
-                replace(
-                    c,
-                    value=float(cumulative[i]),
-                    stat=c.stat * prev[i],
-                    mc_stat=c.mc_stat * prev[i],
-                )
-                for i, c in enumerate(result.scales)
-            ),
-        )
-    save_histograms(hset, step_dir / "histograms.npz")
-    syst = None
-    if step.name in setup.systematics:
-        from zcalib.validation.systematics import run_systematics
-
-        syst_res = run_systematics(
-            hset,
-            dataset_config=setup.dataset_cfg,
-            scheme=scheme,
-            config=setup.systematics[step.name],
-            fit_config=base_cfg,
-            selection=cfg.selection,
-            options=setup.options,
-            weights=(*setup.static_weights, *weights),
-            corrections=corr,
-            smear_seed=cfg.smear_seed,
-            nominal=result,
-        )
-        syst = syst_res.step_syst()
-        atomic_write_text(
-            step_dir / "systematics.json",
-            json.dumps(syst_res.to_dict(), indent=2, allow_nan=False) + "\n",
-        )
-    smooth = None
-    if step.smooth is not None:
-        from zcalib.fit.smooth import fit_smooth
-
-        smooth = fit_smooth(
-            result, scheme, hset, scale_form=step.smooth.scale, smear_form=step.smooth.smear
-        )
-    written = write_outputs(
-        result,
-        scheme,
+    done = run_step(
+        _loop(setup, scales, use_smear, weights),
+        setup.schemes[step.name],
+        setup.fit_configs[step.name],
         step_dir,
         step=step.name,
-        hset=hset,
         names=setup.names,
-        smear_seed=cfg.smear_seed,
-        syst=syst,
-        smooth=smooth,
+        smear_seed=setup.lp.config.smear_seed,
         extra={
             "pipeline": {
                 "step": step.model_dump(mode="json"),
                 "prior_corrections": [_applied(c) for c in scales],
                 "mc_smearing": _applied(use_smear) if use_smear else None,
                 "mc_weights": [w.name for w in weights],
-                "iterations": iterations,
             }
         },
+        iterations=step.iterations,
+        smooth=(step.smooth.scale, step.smooth.smear) if step.smooth is not None else (None, None),
+        systematics=setup.systematics.get(step.name),
     )
-    if "corrections" not in written:  # a smooth curve failed: the record, no payload
-        assert smooth is not None
-        msg = f"{setup.lp.path}: step '{step.name}': {smooth_failure(smooth)}"
+    if done.failure is not None:  # the record of why, no payload; the pipeline stops here
+        where = f" (iteration {done.iteration})" if not done.result.converged else ""
+        msg = f"{setup.lp.path}: step '{step.name}'{where}: {done.failure}"
         raise FitFailed(msg)
+    result = done.result
     summary = {
         "status": result.status,
         "closure": step.closure,
@@ -1144,39 +1051,22 @@ def _run_closure(
 ) -> StepOutputs:
     """Refill as a fit step at this position would (latest smearing on MC), refit scales and
     smearings free, and judge the residuals; never fails on the verdict."""
-    from zcalib.derive import fit_record
-    from zcalib.fit import fit_histograms
-    from zcalib.histograms import save_histograms
-    from zcalib.runner import build_histograms
+    from zcalib.api import run_step
 
-    scheme = setup.schemes[step.name]
-    cfg = setup.lp.config
-    hset = build_histograms(
-        setup.dataset_cfg,
-        scheme,
-        options=setup.options,
-        selection=cfg.selection,
-        binning=setup.binning,
-        weights=(*setup.static_weights, *weights),
-        corrections=(*scales, *((smear,) if smear is not None else ())),
-        smear_seed=cfg.smear_seed,
-    )
-    result = fit_histograms(hset, setup.fit_configs[step.name], scheme=scheme)
     provenance = {
         "prior_corrections": [_applied(c) for c in scales],
         "mc_smearing": _applied(smear) if smear is not None else None,
         "mc_weights": [w.name for w in (*setup.static_weights, *weights)],
     }
-    step_dir.mkdir(parents=True, exist_ok=True)
-    save_histograms(hset, step_dir / "histograms.npz")
-    record = fit_record(
-        result,
-        scheme,
+    result = run_step(
+        _loop(setup, scales, smear, weights),
+        setup.schemes[step.name],
+        setup.fit_configs[step.name],
+        step_dir,
         step=step.name,
-        hset=hset,
         extra={"pipeline": {"step": step.model_dump(mode="json"), **provenance}},
-    )
-    atomic_write_text(step_dir / "fit_result.json", json.dumps(record, indent=2))
+        payload=False,
+    ).result
     verdict = closure_verdict(result, step.max_significance)
     closure = {
         "schema_version": 1,

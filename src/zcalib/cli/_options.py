@@ -383,8 +383,8 @@ def fill_histograms(args: argparse.Namespace) -> Any:
     """Fill the histograms of a command: inputs, selection, categories, binning, MC weights,
     prior corrections (``--corrections``, else ``--config``'s) and smearing seed from
     :func:`calibration_config`."""
+    from zcalib.api import histograms
     from zcalib.config import load_dataset_config
-    from zcalib.runner import build_histograms
 
     cfg = calibration_config(args)
     if args.datasets is not None and not (args.data or args.mc):
@@ -398,21 +398,10 @@ def fill_histograms(args: argparse.Namespace) -> Any:
         cfg.check_datasets(ds)
     else:
         ds = dataset_config(args, cfg)
-    scheme = cfg.scheme()
-    if args.corrections:
-        steps, zweights = prior_corrections(args, smears_by_default=False)
-    else:
-        steps, zweights = cfg.load_corrections(), ()
-    return build_histograms(
-        ds,
-        scheme,
-        options=run_options(args),
-        weights=(*cfg.load_weights(), *zweights),
-        selection=cfg.selection(),
-        binning=cfg.binning(),
-        corrections=steps,
-        smear_seed=cfg.smear_seed,
+    steps, zweights = (
+        prior_corrections(args, smears_by_default=False) if args.corrections else (None, ())
     )
+    return histograms(ds, cfg, options=run_options(args), corrections=steps, weights=zweights).hset
 
 
 def fit_config(args: argparse.Namespace, scheme: Any) -> Any:

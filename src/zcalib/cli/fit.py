@@ -72,18 +72,17 @@ def _check_smooth_options(args: argparse.Namespace, scheme: Any, categories: str
 
 
 def run(args: argparse.Namespace) -> int:
+    from zcalib.api import run_step
     from zcalib.corrections.egm import check_era
-    from zcalib.derive import check_step_name, smooth_failure, write_outputs
+    from zcalib.derive import check_step_name
 
     if args.era is not None:
         check_era(args.era, "--era")  # before any work
     check_step_name(args.step, "--step")
     from zcalib.exceptions import InvalidConfig
-    from zcalib.fit import fit_histograms
-    from zcalib.histograms import load_histograms, save_histograms
+    from zcalib.histograms import load_histograms
 
     calib = calibration_config(args)
-    names = calib.payload_names()
     if args.histograms is not None:
         if args.data or args.mc or args.datasets:
             msg = "give either --histograms or input files (--data/--mc/--datasets), not both"
@@ -105,40 +104,26 @@ def run(args: argparse.Namespace) -> int:
         config = fit_config(args, scheme)  # checked before the fill
         _check_smooth_options(args, scheme, calib.categories or "the built-in categories")
         hset = fill_histograms(args)
-        save_histograms(hset, args.out / "histograms.npz")
-    result = fit_histograms(hset, config, scheme=scheme)
-    smooth = None
-    if args.smooth_scale is not None or args.smooth_smear is not None:
-        from zcalib.fit.smooth import fit_smooth
-
-        smooth = fit_smooth(
-            result, scheme, hset, scale_form=args.smooth_scale, smear_form=args.smooth_smear
-        )
-    paths = write_outputs(
-        result,
+    done = run_step(
+        hset,
         scheme,
+        config,
         args.out,
         step=args.step,
-        hset=hset,
+        names=calib.payload_names(),
         extra={
             "command": "fit",
             "fit_config": config.to_dict(),
             "calibration_config": calib.to_dict(),
         },
-        names=names,
-        smear_seed=hset.smear_seed,
+        smooth=(args.smooth_scale, args.smooth_smear),
         write_failed=args.write_failed,
-        smooth=smooth,
+        save_histograms=args.histograms is None,
     )
-    print_fit(result)
-    echo(f"wrote {', '.join(str(p) for p in paths.values())}")
-    smooth_failed = smooth is not None and not smooth.converged
-    if not result.converged or smooth_failed:
+    print_fit(done.result)
+    echo(f"wrote {', '.join(str(p) for p in done.paths.values())}")
+    if done.failure is not None:
         kept = "payload written marked FAILED" if args.write_failed else "no correction payload"
-        why = f"fit {result.message}"
-        if result.converged:
-            assert smooth is not None
-            why = smooth_failure(smooth)
-        sys.stderr.write(f"zcalib: {why} ({kept})\n")
+        sys.stderr.write(f"zcalib: {done.failure} ({kept})\n")
         return EXIT_FIT_FAILED
     return EXIT_OK
