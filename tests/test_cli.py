@@ -739,3 +739,85 @@ def test_skim_and_run_divide_read_a_calibration_config(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "--config YAML" in capsys.readouterr().out
+
+
+def test_validate_lineshape_stats_read_a_calibration_config(tmp_path, capsys):
+    """``--config`` on the validation commands (and on scan/inject): ``lineshape`` filled from inputs with a
+    CalibrationConfig (categories, selection) fits the same events as with the equivalent
+    flags (without it, no categories: refused); a bad file is refused before any work,
+    naming the file, the key and what is allowed (exit 1, no output)."""
+    import json
+
+    data = write_ecalelf(tmp_path / "d.root", n=2000)
+    cfg = tmp_path / "calib.yaml"
+    cfg.write_text(
+        f"working_point: tight\nmax_abs_eta: 1.0\ncategories: {CONFIGS / 'cats_eta_r9.yaml'}\n"
+    )
+    sel = tmp_path / "sel.yaml"
+    sel.write_text("id_level: tight\nmax_abs_eta: 1.0\n")
+    common = ["lineshape", "--data", str(data), "--mode", "inclusive", "--min-events", "10"]
+    common += ["--no-plots", "--executor", "iterative", "--no-progress", "-q"]
+    variants = {
+        "config": ["--config", str(cfg)],
+        "flags": ["--categories", str(CONFIGS / "cats_eta_r9.yaml"), "--selection", str(sel)],
+    }
+    fitted = {}
+    for name, extra in variants.items():
+        rc, _, err = _run([*common, *extra, "--out", str(tmp_path / name)], capsys)
+        assert rc == 0, err
+        rows = json.loads((tmp_path / name / "lineshape.json").read_text())["rows"]
+        fitted[name] = rows[0]["data"]["n_events"]
+    # |eta| < 1 of electrons drawn in |eta| < 1.2 keeps at most (1/1.2)^2 = 69 % of the pairs
+    assert fitted["config"] == fitted["flags"]
+    assert 100 < fitted["config"] < 0.7 * 2000
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("working_pont: tight\n")
+    allowed = (
+        "schema_version, input_format, treename, collection, column_map, working_point, "
+        "min_et_lead, min_et_sublead, max_abs_eta, exclude_crack, opposite_charge, categories, "
+        "mass_window, fill_range, n_mass_bins, corrections, mc_weights, systematic, "
+        "smear_seed, era"
+    )
+    message = f"zcalib: error: {bad}: unknown option 'working_pont'; allowed: {allowed}\n"
+    missing = str(tmp_path / "missing.npz")  # never read: the config is checked first
+    for argv in (
+        ["validate", "--plot-cats", str(CONFIGS / "plot_cats_standard.tsv")],
+        ["stats"],
+        ["lineshape"],
+        ["scan"],
+        ["inject"],
+    ):
+        out = tmp_path / f"bad_{argv[0]}"
+        rc, _, err = _run(
+            [*argv, "--config", str(bad), "--histograms", missing, "--out", str(out)], capsys
+        )
+        assert (rc, err) == (1, message), argv[0]
+        assert not out.exists()
+    window = tmp_path / "window.yaml"
+    window.write_text("mass_window: [100, 80]\n")
+    rc, _, err = _run(
+        ["stats", "--config", str(window), "--data", str(data), "--out", str(tmp_path / "w")],
+        capsys,
+    )
+    assert rc == 1
+    assert err == (
+        f"zcalib: error: {window}: mass_window (100.0, 80.0) must lie inside fill_range "
+        "(60.0, 120.0) with lo < hi\n"
+    )
+    assert not (tmp_path / "w").exists()
+
+
+def test_subcommands_registered_in_pipeline_order_one_module_each():
+    """``zcalib --help`` lists the subcommands in pipeline order, as registered (nothing
+    re-sorted); each is a module of the ``zcalib.cli`` package with its parser function
+    beside its handler."""
+    import importlib
+
+    from zcalib.cli import PIPELINE_ORDER, build_parser
+
+    assert "{" + ",".join(PIPELINE_ORDER) + "}" in build_parser().format_help()
+    for name in PIPELINE_ORDER:
+        module = importlib.import_module(f"zcalib.cli.{name.replace('-', '_')}")
+        assert callable(module.add_parser)
+        assert callable(module.run)

@@ -217,3 +217,67 @@ def test_not_a_parquet_file(tmp_path, scheme):
         r"expected a zcalib pair skim$",
     ):
         build_histograms(cfg, scheme, options=ITER)
+
+
+def test_skim_with_prior_corrections_fills_what_the_corrected_fill_gives(tmp_path, capsys):
+    """``zcalib skim --corrections`` (the chain's prior steps, applied in order): data scaled
+    and MC smeared before the preselection, the skims hold the corrected energies; filling
+    from them gives exactly the histograms filled from the ntuples with the same
+    ``--corrections``. Filling from such a skim with one of its steps again is refused."""
+    from tests.conftest import CONFIGS
+    from zcalib.categories import load_categories
+    from zcalib.cli import main
+    from zcalib.corrections import (
+        build_scale_correction,
+        build_smear_correction,
+        write_correction_set,
+    )
+    from zcalib.histograms import load_histograms
+
+    cats = CONFIGS / "cats_eta_r9.tsv"
+    scheme = load_categories(cats)
+    n = len(scheme.scale)
+    steps = tmp_path / "prior.json"
+    scale = build_scale_correction(
+        "prior_scale", scheme, [1.02, 0.98] * (n // 2), [1e-3] * n, description="test"
+    )
+    smear = build_smear_correction(
+        "prior_smear", scheme, [0.02] * len(scheme.smear), [2e-3] * n, description="test"
+    )
+    write_correction_set(steps, [scale, smear], description="prior steps")
+    data = write_ecalelf(tmp_path / "d.root", n=2000, seed=5)
+    mc = write_ecalelf(tmp_path / "m.root", n=2000, seed=6)
+    loop = ["--executor", "iterative", "--no-progress", "-q"]
+    prior = ["--corrections", str(steps), "--mc-smearing", "latest", "--smear-seed", "3"]
+    inputs = ["--data", str(data), "--mc", str(mc)]
+    assert main(["skim", *inputs, *prior, *loop, "--out", str(tmp_path / "s")]) == 0
+    record = json.loads((tmp_path / "s" / "skim.json").read_text())
+    assert [(c["name"], c["kind"]) for c in record["corrections"]] == [
+        ("prior_scale", "scale"),
+        ("prior_smear", "smear"),
+    ]
+    assert record["smear_seed"] == 3
+    fill = ["histograms", "--categories", str(cats), *loop]
+    skims = ["--datasets", str(tmp_path / "s" / "datasets.yaml")]
+    assert main([*fill, *skims, "--out", str(tmp_path / "a.npz")]) == 0
+    assert main([*fill, *inputs, *prior, "--out", str(tmp_path / "b.npz")]) == 0
+    a, b = load_histograms(tmp_path / "a.npz"), load_histograms(tmp_path / "b.npz")
+    for kind in ("data", "mc"):
+        ra, wa, _ = a.region_arrays(kind, "nominal")
+        rb, wb, _ = b.region_arrays(kind, "nominal")
+        np.testing.assert_array_equal(ra, rb)
+        np.testing.assert_array_equal(wa, wb)
+    # the corrections moved the masses: the raw fill differs
+    assert main([*fill, *inputs, "--out", str(tmp_path / "raw.npz")]) == 0
+    raw = load_histograms(tmp_path / "raw.npz")
+    assert not np.array_equal(raw.region_arrays("data", "nominal")[1], wb)
+    capsys.readouterr()
+
+    again = [*fill, *skims, "--corrections", str(steps), "--out", str(tmp_path / "c.npz")]
+    assert main(again) == 1
+    skim_file = tmp_path / "s" / "data" / "d.parquet"
+    assert capsys.readouterr().err == (
+        f"zcalib: error: {skim_file}: skim made with correction 'prior_scale' (scale) already "
+        "applied; filling would apply it a second time: leave it out of the corrections\n"
+    )
+    assert not (tmp_path / "c.npz").exists()

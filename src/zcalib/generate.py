@@ -78,6 +78,8 @@ __all__ = [
     "default_categories",
     "default_truth",
     "generate",
+    "parse_et_dependence",
+    "parse_gain_thresholds",
 ]
 
 log = logging.getLogger(__name__)
@@ -1011,3 +1013,59 @@ def _write_nanoaod(f: Any, c: Mapping[str, NDArray[Any]], *, is_mc: bool) -> Non
         chunk = {k: v[sl] for k, v in cols.items()}
         chunk["Electron"] = electrons[sl]
         tree.extend(chunk)
+
+
+# --------------------------------------------------------------- options written as text
+def parse_gain_thresholds(text: str, where: str = "gain_thresholds") -> tuple[float, float]:
+    """Gain-switch thresholds written ``G6,G1``: two seed energies [GeV], 0 < G6 < G1
+    (``generate(gain_thresholds=...)``); the error message names ``where``.
+
+    Example:
+        >>> parse_gain_thresholds("35,50")
+        (35.0, 50.0)
+    """
+    try:
+        g6, g1 = (float(v) for v in text.split(","))
+    except ValueError:
+        g6 = g1 = float("nan")
+    if not (0 < g6 < g1 < float("inf")):
+        msg = (
+            f"{where} {text!r}; allowed: two seed energies [GeV] G6,G1 with 0 < G6 < G1, e.g. 35,50"
+        )
+        raise InvalidConfig(msg)
+    return g6, g1
+
+
+#: Keys of :func:`parse_et_dependence` -> :class:`EtDependence` fields.
+ET_KEYS = {"A": "scale_amplitude", "P": "scale_power", "B": "smear_b"}
+
+
+def parse_et_dependence(text: str, where: str = "et_dependence") -> EtDependence:
+    """An :class:`EtDependence` written ``A=..,P=..,B=..`` (any subset, each key once; keys
+    :data:`ET_KEYS`); the error messages name ``where``, the item and the field.
+
+    Example:
+        >>> parse_et_dependence("A=0.01,P=-1")
+        EtDependence(scale_amplitude=0.01, scale_power=-1.0, smear_b=0.0)
+    """
+    allowed = "KEY=VALUE pairs separated by commas, keys A, P, B (e.g. A=0.01,P=-1,B=0.009)"
+    kw: dict[str, float] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or key not in ET_KEYS or ET_KEYS[key] in kw or math.isnan(number):
+            msg = f"{where} {text!r}: bad item {item!r}; allowed: {allowed}"
+            raise InvalidConfig(msg)
+        kw[ET_KEYS[key]] = number
+    try:
+        return EtDependence(**kw)
+    except InvalidConfig as err:
+        detail = str(err)
+        for key, field in ET_KEYS.items():
+            detail = detail.replace(f"et_dependence.{field}:", f"{key} ({field}):")
+        msg = f"{where} {text!r}: {detail}"
+        raise InvalidConfig(msg) from None

@@ -456,6 +456,12 @@ class HistogramSet:
         return np.asarray(self.binning.axis().edges, dtype=np.float64)
 
     @property
+    def smear_seed(self) -> int:
+        """Seed of the MC smearing random numbers the histograms were filled with (recorded
+        in ``metadata``; 0, the default seed, when none is recorded)."""
+        return int(self.metadata.get("smear_seed") or 0)
+
+    @property
     def regions(self) -> list[int]:
         """Region codes with at least one filled bin, sorted."""
         return [int(r) for r in self.counts.regions()]

@@ -660,6 +660,15 @@ def _check_skims(
                 "allowed: none, medium, tight"
             )
             raise InvalidConfig(msg)
+        applied = {(c.get("name"), c.get("kind")) for c in prov.get("corrections", [])}
+        twice = [c for c in corrections if (c.name, c.kind) in applied]
+        if twice:
+            msg = (
+                f"{info.path}: skim made with correction '{twice[0].name}' ({twice[0].kind}) "
+                "already applied; filling would apply it a second time: leave it out of the "
+                "corrections"
+            )
+            raise InvalidConfig(msg)
         kind = source.get("kind")
         if kind is not None and kind != kinds[info.dataset]:
             msg = (

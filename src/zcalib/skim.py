@@ -19,6 +19,11 @@ energy-dependent cuts (Et thresholds, mass window), so prior scale corrections a
 filling cannot move a pair across a skim cut. A histogram selection over a skim may only be
 tighter than the skim's (checked when filling).
 
+With ``corrections`` (``zcalib skim --corrections``) the prior steps are applied as when
+filling (data scales, MC smearings keyed on event identity), the preselection is made on the
+corrected energies and the skims hold them (``energy`` then float64); the provenance names
+the steps, and filling from such a skim refuses to apply one of them a second time.
+
 Layout of the output folder::
 
     <out>/<dataset>/<source stem>.parquet        one skim per source file
@@ -43,7 +48,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +70,7 @@ from zcalib.processors.skim import (
     SKIM_CUTS,
     SkimProcessor,
 )
+from zcalib.processors.zee import CorrectionStep
 from zcalib.runner import EventLoop, RunOptions
 
 __all__ = ["SKIM_CUTS", "SkimFile", "SkimProcessor", "SkimResult", "skim", "skim_selection"]
@@ -146,6 +152,8 @@ def skim(
     binning: MassBinning | None = None,
     margin: float = 0.05,
     options: RunOptions | None = None,
+    corrections: Sequence[CorrectionStep] = (),
+    smear_seed: int = 0,
 ) -> SkimResult:
     """Write Parquet pair skims of every input file of ``cfg`` into ``out_dir``.
 
@@ -156,6 +164,10 @@ def skim(
         binning: the histogram mass binning (its window, widened by ``margin``, is cut on).
         margin: relative loosening of the Et thresholds and the mass window.
         options: executor, chunking, retries, ``skip_bad_files`` (checkpoints are not used).
+        corrections: prior correction steps applied in order before the preselection (data
+            scales, MC smearings, as when filling histograms); the skims then hold the
+            corrected energies, and their provenance names the steps.
+        smear_seed: seed of the MC smearing random numbers (with smear steps).
 
     Returns:
         The files written and their provenance.
@@ -171,7 +183,14 @@ def skim(
     opts = options or RunOptions()
     sel_hist = selection or SelectionConfig()
     sel, mb = skim_selection(sel_hist, binning or MassBinning(), margin)
-    loop = EventLoop(cfg, options=opts, selection=sel, binning=mb)
+    loop = EventLoop(
+        cfg,
+        options=opts,
+        selection=sel,
+        binning=mb,
+        corrections=tuple(corrections),
+        smear_seed=smear_seed,
+    )
     loop.check()
     out = Path(out_dir)
     parts_dir = out / f".parts-{uuid.uuid4().hex[:12]}"
@@ -196,7 +215,13 @@ def skim(
             ordered = sorted(errors)
             more = f" (and {len(ordered) - 1} more)" if len(ordered) > 1 else ""
             raise InputError(ordered[0] + more)
-        files = _merge(out, proc, infos, run.out, cfg, sel, mb, margin, failed)
+        applied = {
+            "corrections": [
+                {"name": c.name, "kind": c.kind, "source": c.source} for c in corrections
+            ],
+            "smear_seed": smear_seed if any(c.kind == "smear" for c in corrections) else None,
+        }
+        files = _merge(out, proc, infos, run.out, cfg, sel, mb, margin, failed, applied)
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
 
@@ -226,6 +251,7 @@ def skim(
                 "selection": sel.model_dump(),
                 "mass_window": [mb.lo, mb.hi],
                 "margin": margin,
+                **applied,
                 "files": [
                     {
                         "path": str(f.path.relative_to(out)),
@@ -288,6 +314,7 @@ def _merge(
     mb: MassBinning,
     margin: float,
     failed: set[tuple[str, str, int, int, str]],
+    applied: Mapping[str, Any],
 ) -> list[SkimFile]:
     """Merge the part files of each source file into its skim, with provenance."""
     import pyarrow.parquet as pq
@@ -333,6 +360,7 @@ def _merge(
             "selection": sel.model_dump(),
             "mass_window": [mb.lo, mb.hi],
             "margin": margin,
+            **applied,
             "cuts": list(SKIM_CUTS),
             "cutflow": {c: int(cutflow.get(c, 0)) for c in ("all", *SKIM_CUTS)},
             "sumw": float(result["sumw"].get(info.path, 0.0)),

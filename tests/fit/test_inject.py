@@ -12,7 +12,7 @@ from zcalib.exceptions import FitError
 from zcalib.fit import fit_histograms, inject, synthetic_histograms
 from zcalib.histograms import HistogramSet
 
-from .conftest import TRUTH_SCALES, TRUTH_SMEARS
+from .conftest import ROOT, TRUTH_SCALES, TRUTH_SMEARS
 
 
 def test_injection_machinery(hset: Any) -> None:
@@ -114,3 +114,48 @@ def test_thirty_toys_give_honest_scale_errors(hset: Any) -> None:
     pooled = res.pooled("scale")
     assert abs(pooled["mean"]) < 3 * pooled["mean_err"] + 0.05
     assert 0.85 < pooled["width"] < 1.15
+
+
+def test_cli_inject_default_truth_recovered_and_output_stamped(
+    hset: Any, scheme: Any, tmp_path: Any, capsys: Any
+) -> None:
+    """``zcalib inject`` without ``--truth`` injects the library's default pattern
+    (``injection_truth``: ±0.5 %, ±0.3 % scales, 1 % smearings), recovers it within the
+    errors, and writes injection.json stamped with the command's run id (categories from
+    ``--config``); a bad truth file names the file and what is expected."""
+    from zcalib.cli import main
+    from zcalib.fit.inject import injection_truth
+    from zcalib.histograms import save_histograms
+    from zcalib.outputs import RUN_ID_FIELD, check_one_run
+
+    scales, smears = injection_truth(scheme)
+    assert scales == [1.005, 0.995, 1.003, 0.997] * 2
+    assert smears == [0.01] * 8
+    h = tmp_path / "h.npz"
+    save_histograms(hset, h)
+    out = tmp_path / "inject"
+    calib = tmp_path / "calib.yaml"  # the categories from a CalibrationConfig
+    calib.write_text(f"categories: {ROOT / 'configs' / 'cats_eta_r9.tsv'}\n")
+    argv = ["inject", "--histograms", str(h), "--config", str(calib)]
+    argv += ["--mc-stat", "none", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    record = json.loads((out / "injection.json").read_text())
+    assert next(iter(record)) == RUN_ID_FIELD
+    assert check_one_run(out) == record[RUN_ID_FIELD]
+    assert record["n_toys"] == 1
+    assert record["n_failed"] == 0
+    assert record["truth_scales"] == scales
+    assert record["truth_smears"] == smears
+    fitted = np.array(record["fitted_scales"][0] + record["fitted_smears"][0])
+    errors = np.array(record["err_scales"][0] + record["err_smears"][0])
+    assert np.all(np.abs(fitted - np.array(scales + smears)) < 4 * errors)
+    capsys.readouterr()
+
+    bad = tmp_path / "truth.json"
+    bad.write_text('{"scale": [1.0]}')
+    assert main([*argv[:-1], str(tmp_path / "bad"), "--truth", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"zcalib: error: {bad}: expected JSON with lists 'scale' and 'smear' ('smear')\n"
+    )
+    assert not (tmp_path / "bad").exists()

@@ -106,3 +106,18 @@ def test_steps_from_a_file_without_a_smear_correction(tmp_path, derivation):
     p = write_correction_set(tmp_path / "only_scale.json", [corr], description="test")
     with pytest.raises(InputError, match="exactly one correction with output 'smear'"):
         steps_from_corrections(p, scheme, smeared_mc=False)
+
+
+def test_parse_regions_text() -> None:
+    """``--regions`` text (the CLI's) is read by the library: names, codes, or a message
+    naming the option, the value and what is allowed."""
+    from zcalib.stats.workspace import parse_regions
+
+    assert parse_regions("diagonal") == "diagonal"
+    assert parse_regions("all") == "all"
+    assert parse_regions("0, 9,18") == (0, 9, 18)
+    with pytest.raises(InvalidConfig) as err:
+        parse_regions("0,x", "--regions")
+    assert str(err.value) == (
+        "--regions '0,x': allowed: 'diagonal', 'all' or comma-separated region codes"
+    )

@@ -266,3 +266,32 @@ def test_cli_systematics(nominal, demo_ecalelf, tmp_path):
         )
         == 1
     )
+
+
+def test_nominal_histograms_filled_by_the_study(nominal):
+    """``run_systematics(None, ...)`` fills the nominal histograms itself (on the cluster of
+    the refills: one call, one cluster, as ``zcalib systematics`` without --histograms): the
+    same nominal fit as from histograms filled beforehand."""
+    from zcalib.fit import fit_histograms
+    from zcalib.runner import RunOptions
+
+    cfg, hset = nominal
+    window = SystematicsConfig(
+        variations=(Variation(name="w", source="window", kind="window", window=(82.0, 98.0)),)
+    )
+    res = run_systematics(
+        None,
+        dataset_config=cfg,
+        scheme=default_categories(),
+        config=window,
+        options=RunOptions(executor="iterative", progress=False),
+    )
+    before = fit_histograms(hset, FitConfig(), scheme=default_categories())
+    np.testing.assert_array_equal(res.nominal.scale_values(), before.scale_values())
+    np.testing.assert_array_equal(res.nominal.smear_values(), before.smear_values())
+    with pytest.raises(InvalidConfig) as err:
+        run_systematics(None, config=window)
+    assert str(err.value) == (
+        "filling the nominal histograms (no hset) needs the inputs (dataset_config / "
+        "--data --mc / --datasets) and the scheme"
+    )

@@ -15,18 +15,20 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from zcalib.categories import CategoryScheme
-from zcalib.exceptions import FitError
+from zcalib.exceptions import FitError, InvalidConfig
 from zcalib.fit.config import FitConfig
 from zcalib.fit.fitter import (
     bootstrap_covariance,
@@ -433,3 +435,42 @@ def inject(
         smear_labels=[c.label() for c in sch.smear],
         progress=progress,
     )
+
+
+#: The scales injected by default, repeated over the scale categories (±0.5 %, ±0.3 %).
+DEFAULT_SCALE_PATTERN = (1.005, 0.995, 1.003, 0.997)
+#: The smearing injected by default in every smear category.
+DEFAULT_SMEAR = 0.01
+
+
+def injection_truth(
+    scheme: CategoryScheme, path: str | Path | None = None
+) -> tuple[list[float], list[float]]:
+    """The scales and smearings to inject: from a JSON file with lists ``scale`` and
+    ``smear``, else the default pattern (:data:`DEFAULT_SCALE_PATTERN` repeated over the
+    scale categories, :data:`DEFAULT_SMEAR` in every smear category).
+
+    The lengths are checked against the scheme by :func:`inject`.
+
+    Raises:
+        InvalidConfig: the file cannot be read or lacks the lists.
+    """
+    if path is None:
+        n = len(DEFAULT_SCALE_PATTERN)
+        scales = [DEFAULT_SCALE_PATTERN[k % n] for k in range(len(scheme.scale))]
+        return scales, [DEFAULT_SMEAR] * len(scheme.smear)
+    try:
+        truth = json.loads(Path(path).read_text())
+        return list(truth["scale"]), list(truth["smear"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        msg = f"{path}: expected JSON with lists 'scale' and 'smear' ({err})"
+        raise InvalidConfig(msg) from None
+
+
+def write_injection(result: InjectionResult, path: str | Path) -> Path:
+    """Write ``result.to_dict()`` as JSON to ``path`` (atomically), stamped with the run id
+    (:func:`zcalib.outputs.stamp`)."""
+    from zcalib._atomic import atomic_write_text
+    from zcalib.outputs import stamp
+
+    return atomic_write_text(path, json.dumps(stamp(result.to_dict()), indent=2) + "\n")

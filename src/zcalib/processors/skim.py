@@ -85,7 +85,9 @@ class SkimProcessor(ZeeProcessor):
                 fields.append(pa.field(name, _INT_TYPES[base]))
             elif base in ("run", "lumi", "event"):
                 fields.append(pa.field(name, pa.int64()))
-            elif base in _FLOAT32_EXACT.get(self.fmt, {"mass"}):
+            elif base in _FLOAT32_EXACT.get(self.fmt, {"mass"}) and not (
+                base == "energy" and self.corrections
+            ):  # corrected energies are computed: float64
                 fields.append(pa.field(name, pa.float32()))
             else:
                 fields.append(pa.field(name, pa.float64()))
@@ -114,7 +116,9 @@ class SkimProcessor(ZeeProcessor):
             return out
         kind = self.kinds[dataset]
         out["sumw"][filename] = float(lep.weight.sum()) if kind == "mc" else float(len(lep))
-        mass, sel = pair_selection(lep, lep.energy, self.selection, self.binning)
+        # prior corrections (data scales, MC smearings) applied, as when filling histograms
+        energy = self._energy_variations(lep, kind, meta)["nominal"]
+        mass, sel = pair_selection(lep, energy, self.selection, self.binning)
         cut = np.ones(len(lep), dtype=bool)
         for name in SKIM_CUTS:
             cut = cut & sel.all(name)
@@ -122,7 +126,7 @@ class SkimProcessor(ZeeProcessor):
         rows = int(cut.sum())
         path = ""
         if rows:
-            table = self._table(lep, mass, cut, dataset)
+            table = self._table(lep, energy, mass, cut, dataset)
             digest = hashlib.blake2b(f"{dataset}\0{filename}".encode(), digest_size=8).hexdigest()
             p = Path(self.parts_dir) / f"{digest}-{start}-{stop}.parquet"
             _write_table(table, p)
@@ -130,13 +134,13 @@ class SkimProcessor(ZeeProcessor):
         out["parts"].add((dataset, filename, start, stop, path, rows))
         return out
 
-    def _table(self, lep: Leptons, mass: Any, cut: Any, dataset: str) -> Any:
+    def _table(self, lep: Leptons, energy: Any, mass: Any, cut: Any, dataset: str) -> Any:
         import pyarrow as pa
 
         schema = self.schema(dataset)
         id_bits = lep.id_bits if lep.id_bits is not None else np.zeros_like(lep.gain)
         per_lepton = {
-            "energy": lep.energy,
+            "energy": energy,
             "eta": lep.eta,
             "sc_eta": lep.sc_eta,
             "phi": lep.phi,

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from zcalib.stats.workspace import (
     steps_from_corrections,
 )
 
-__all__ = ["NuisancePull", "StatsResult", "fit_model", "run_stats"]
+__all__ = ["NuisancePull", "StatsResult", "check_filled_with", "fit_model", "run_stats"]
 
 log = logging.getLogger(__name__)
 
@@ -372,3 +373,32 @@ def run_stats(
         out / f"{name}.json", json.dumps(stamp(result.to_dict()), indent=2, allow_nan=False) + "\n"
     )
     return result
+
+
+def check_filled_with(
+    hset: HistogramSet, histograms: str | Path, corrections: str | Path, steps: Sequence[Any]
+) -> None:
+    """Refuse ``stats --histograms H --corrections C`` unless H was filled with C applied.
+
+    Histograms cannot be corrected after the fill (the corrections act per lepton), so the
+    provenance recorded at fill (``metadata["corrections"]``) must name the same corrections,
+    in order, and the same file when its recorded path still exists.
+    """
+    recorded = list(hset.metadata.get("corrections", []))
+    names = [(c.get("name"), c.get("kind")) for c in recorded]
+    wanted = [(s.name, s.kind) for s in steps]
+    sources = [Path(str(c.get("source", ""))) for c in recorded]
+    other_file = any(src.is_file() and not src.samefile(corrections) for src in sources if str(src))
+    if names == wanted and not other_file:
+        return
+    done = (
+        "without corrections"
+        if not recorded
+        else "with " + ", ".join(f"{n} ({k})" for n, k in names) + f" from {sources[0]}"
+    )
+    msg = (
+        f"{histograms}: filled {done}, not with the corrections of {corrections}; "
+        "stats compares histograms filled with them applied: give the inputs "
+        "(--data/--mc/--datasets with --categories) instead of --histograms"
+    )
+    raise InvalidConfig(msg)

@@ -68,6 +68,7 @@ __all__ = [
     "build_templates",
     "cabinetry_config",
     "default_steps",
+    "parse_regions",
     "shift_smear",
     "steps_from_corrections",
 ]
@@ -76,6 +77,27 @@ log = logging.getLogger(__name__)
 
 FloatArray = NDArray[np.float64]
 RegionSelection = Literal["diagonal", "all"]
+
+
+def parse_regions(text: str, where: str = "regions") -> RegionSelection | tuple[int, ...]:
+    """A region selection written as text: ``diagonal``, ``all`` or comma-separated region
+    codes (e.g. ``"0,9,18"``), as :attr:`StatsConfig.regions` takes it.
+
+    Example:
+        >>> parse_regions("0, 9,18")
+        (0, 9, 18)
+
+    Raises:
+        InvalidConfig: anything else (the message names ``where`` and the value).
+    """
+    if text in ("diagonal", "all"):
+        return text  # type: ignore[return-value]
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        msg = f"{where} {text!r}: allowed: 'diagonal', 'all' or comma-separated region codes"
+        raise InvalidConfig(msg) from None
+
 
 #: kernel truncation in Gaussian widths (as the fit)
 _N_SIGMA = 8.0

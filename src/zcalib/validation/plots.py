@@ -1120,7 +1120,7 @@ def run_validation(
     binning: int = 40,
     selection: SelectionConfig | None = None,
     options: Any = None,
-    smear_seed: int = 0,
+    smear_seed: int | None = None,
     scan: bool = False,
     fit_config: Any = None,
     keep_figures: bool = False,
@@ -1138,7 +1138,8 @@ def run_validation(
         binning: default number of bins (pyval ``--binning``).
         selection: pair selection for the event path.
         options: :class:`zcalib.runner.RunOptions` for the event path.
-        smear_seed: MC smearing seed (use the derivation's).
+        smear_seed: MC smearing seed (use the derivation's; default: the one the
+            ``histograms`` were filled with, else 0).
         scan: also write NLL scans of the fit to ``out_dir/scans`` (needs ``histograms``).
         fit_config: :class:`zcalib.fit.FitConfig` of the scans' fit.
         keep_figures: return the figures (tests); otherwise they are dropped once saved.
@@ -1159,6 +1160,8 @@ def run_validation(
     if scan and histograms is None:
         msg = "NLL scans need the histograms (--histograms)"
         raise InvalidConfig(msg)
+    if smear_seed is None:
+        smear_seed = histograms.smear_seed if histograms is not None else 0
     out = Path(out_dir)
     from_hist, from_events = _plan(plots, histograms, datasets)
     fine = (

@@ -428,7 +428,7 @@ def _counted(variations: Sequence[Any]) -> Iterator[Any]:
 
 
 def run_systematics(
-    hset: HistogramSet,
+    hset: HistogramSet | None,
     *,
     dataset_config: DatasetConfig | None = None,
     scheme: CategoryScheme | None = None,
@@ -447,7 +447,9 @@ def run_systematics(
     """Refit with every variation and derive per-category systematic uncertainties.
 
     Args:
-        hset: the nominal histograms.
+        hset: the nominal histograms; ``None``: filled from ``dataset_config`` (with
+            ``scheme``, ``selection``, ``weights``, ``corrections``, ``smear_seed``) on the
+            cluster of the refills (one cluster per call).
         dataset_config: the inputs, needed to refill for ``selection``/``boundary``
             variations.
         scheme: the category scheme (default: the one of ``hset``).
@@ -468,7 +470,8 @@ def run_systematics(
         The :class:`SystematicsResult`.
 
     Raises:
-        InvalidConfig: a refill variation without ``dataset_config``, bad boundary.
+        InvalidConfig: a refill variation (or ``hset=None``) without ``dataset_config``, bad
+            boundary.
         FitError: a refit failed.
 
     Example:
@@ -480,26 +483,39 @@ def run_systematics(
     t0 = time.perf_counter()
     cfg = config or SystematicsConfig()
     fcfg = fit_config or FitConfig()
-    sch = scheme or hset.scheme()
-    sel = selection or SelectionConfig.model_validate(hset.metadata.get("selection") or {})
     opts = options or RunOptions(executor="iterative", progress=False)
     refills = [v.name for v in cfg.variations if v.kind not in _REFITS]
+    inputs = "the inputs (dataset_config / --data --mc / --datasets)"
     if refills and dataset_config is None:
-        msg = (
-            f"variations {', '.join(refills)} refill the histograms and need the inputs "
-            "(dataset_config / --data --mc / --datasets)"
-        )
+        msg = f"variations {', '.join(refills)} refill the histograms and need {inputs}"
         raise InvalidConfig(msg)
-    nom = nominal or fit_histograms(hset, fcfg, scheme=sch)
-    nom.raise_if_failed()
-    base_scales, base_smears = nom.scale_values(), nom.smear_values()
-    nominal_regions = [r.code for r in nom.regions_used]
-    results: list[VariationResult] = []
+    if hset is None and (dataset_config is None or scheme is None):
+        msg = f"filling the nominal histograms (no hset) needs {inputs} and the scheme"
+        raise InvalidConfig(msg)
     with contextlib.ExitStack() as stack:
-        if refills:  # one cluster for every refill
+        if refills or hset is None:  # one cluster: the nominal fill and every refill
             from zcalib.cluster import one_cluster
 
             opts = stack.enter_context(one_cluster(opts))
+        if hset is None:
+            assert dataset_config is not None
+            assert scheme is not None
+            hset = build_histograms(
+                dataset_config,
+                scheme,
+                options=opts,
+                selection=selection or SelectionConfig(),
+                weights=tuple(weights),
+                corrections=tuple(corrections),
+                smear_seed=smear_seed,
+            )
+        sch = scheme or hset.scheme()
+        sel = selection or SelectionConfig.model_validate(hset.metadata.get("selection") or {})
+        nom = nominal or fit_histograms(hset, fcfg, scheme=sch)
+        nom.raise_if_failed()
+        base_scales, base_smears = nom.scale_values(), nom.smear_values()
+        nominal_regions = [r.code for r in nom.regions_used]
+        results: list[VariationResult] = []
         for var in _counted(cfg.variations):
             t1 = time.perf_counter()
             h = hset
