@@ -48,7 +48,12 @@ def add_parser(sub: Any) -> None:
         help="the derivation's correctionlib file: applied when filling from "
         "inputs, and its escale/esmear are the nuisance steps",
     )
-    st.add_argument("--out", type=Path, required=True, help="output folder (derivation folder)")
+    st.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder: a subfolder of the derivation (DIR/stats), which the report includes",
+    )
     st.add_argument(
         "--variation",
         choices=("nominal", "uncorrected"),
