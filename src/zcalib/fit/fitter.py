@@ -368,8 +368,10 @@ PROFILE_WIDENING = 1.2
 def global_check(
     problem: FitProblem, theta: FloatArray, info: dict[str, Any], config: FitConfig
 ) -> tuple[FloatArray, dict[str, Any], SmearProfiles | None, str]:
-    """Profile every fitted smearing along ``σ²`` (:func:`zcalib.fit.profile.smear_profiles`)
-    and restart the minimisation from the lowest profile point while one is more than
+    """When a fitted smearing is below ``σ² = 2 (rebin·h)²`` (the kernel of a region with
+    both legs in its category narrower than a data bin: where the template-noise well of
+    :mod:`zcalib.fit.profile` lives), profile every fitted smearing along ``σ²``
+    (:func:`zcalib.fit.profile.smear_profiles`) and restart the minimisation from the lowest profile point while one is more than
     :data:`LOWER_POINT_TOLERANCE` below the minimum (at most ``_MAX_RESTARTS`` times).
 
     The profile's other parameters follow by one Newton step with the Hessian at the
@@ -381,8 +383,14 @@ def global_check(
     when a confirmed lower point remains (the fit must then not be "converged").
     """
     step = info["step"]
+    ns = len(problem.free_scale)
+    well = 2.0 * (problem.model.rebin * problem.model.h) ** 2
     n_restarts = 0
     while True:
+        if not np.any(theta[ns:] < well):
+            # no smearing where a diagonal region's kernel is narrower than a data bin: no
+            # minimum in a well, nothing to restart from (the check costs ~20 gradients)
+            return theta, info, None, ""
         free = ~_at_bound(problem, theta, step)
         profiles = smear_profiles(problem, theta, info["hess"], free)
         if profiles is None or profiles.lowest_delta >= -LOWER_POINT_TOLERANCE:
