@@ -142,7 +142,8 @@ def smear_profiles(
             moved = c >= 0
             cm = np.where(moved, c, 0)
             ds2 = np.where(moved, w * (grid_v[cm, g] - v_hat[cm]), 0.0)
-            t = model.evaluate(mu0 - ds2, s20 + ds2, order=1)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                t = model.evaluate(mu0 - ds2, s20 + ds2, order=1)
             assert t.g_mu is not None
             assert t.g_s is not None
             d_nll += np.bincount(cm[moved], (t.nll - t0.nll)[moved], minlength=n_sm)
@@ -163,8 +164,12 @@ def smear_profiles(
         a_k = a[ks, np.arange(n_sm)]
         ratio = np.where(hkk > 0, a_k / np.where(hkk > 0, hkk, 1.0), 0.0)
         step = -(a - hinv[:, ks] * ratio[None, :])
-        delta[:, g] = d_nll + 0.5 * (grad * step).sum(axis=0)
-        steps[g] = step
+        with np.errstate(invalid="ignore", over="ignore"):
+            delta[:, g] = d_nll + 0.5 * (grad * step).sum(axis=0)
+        steps[g] = np.where(np.isfinite(step), step, 0.0)
+    # a non-finite likelihood on the grid (e.g. BB-lite with an empty prediction bin) is
+    # no lower point and counts as above every level
+    delta = np.where(np.isfinite(delta), delta, np.inf)
     # restart candidates: grid points where a diagonal region's kernel is wider than a
     # data bin; below, a lower point is the template-noise well of the module docstring
     resolved = grid_v >= 2.0 * (model.rebin * model.h) ** 2
