@@ -48,7 +48,7 @@ from zcalib.categories import CategoryScheme
 from zcalib.exceptions import FitError
 from zcalib.fit.config import FitConfig
 from zcalib.fit.problem import FitProblem, build_problem
-from zcalib.fit.profile import SmearProfiles, profile_error, smear_profiles
+from zcalib.fit.profile import SmearProfiles, free_inverse, profile_error, smear_profiles
 from zcalib.fit.result import CategoryFit, FitResult, FitStatus
 from zcalib.fit.start import start_values
 from zcalib.histograms import HistogramSet
@@ -443,11 +443,8 @@ def _widen_by_profile(
     if profiles is None:
         return out
     free = ~at_bound
-    hinv = np.full(hess.shape, np.nan)
-    try:
-        hf = np.linalg.inv(hess[np.ix_(free, free)])
-        hinv[np.ix_(free, free)] = hf
-    except np.linalg.LinAlgError:
+    hinv = free_inverse(hess, free)
+    if hinv is None:
         return out
     for s, k in enumerate(profiles.index.tolist()):
         h_err = (

@@ -35,7 +35,7 @@ from scipy import sparse
 
 from zcalib.fit.problem import FitProblem
 
-__all__ = ["SmearProfiles", "profile_error", "smear_profiles"]
+__all__ = ["SmearProfiles", "free_inverse", "profile_error", "smear_profiles"]
 
 FloatArray = NDArray[np.float64]
 
@@ -75,7 +75,9 @@ class SmearProfiles:
         return float(self.delta[self.lowest])
 
 
-def _hinv(hess: FloatArray, free: NDArray[np.bool_]) -> FloatArray | None:
+def free_inverse(hess: FloatArray, free: NDArray[np.bool_]) -> FloatArray | None:
+    """``H⁻¹`` over the ``free`` parameters (zero rows and columns elsewhere), ``None`` when
+    ``H`` is not positive definite there."""
     p = hess.shape[0]
     out = np.zeros((p, p))
     hf = hess[np.ix_(free, free)]
@@ -106,7 +108,7 @@ def smear_profiles(
     n_sm = len(problem.free_smear)
     if n_sm == 0:
         return None
-    hinv = _hinv(hess, free)
+    hinv = free_inverse(hess, free)
     if hinv is None:
         return None
     ks = ns + np.arange(n_sm)
