@@ -9,9 +9,13 @@ projected on the bounds (:func:`_newton`). If they do not converge, and with
 judged like MINUIT by the estimated distance to the minimum ``EDM = ½ gᵀH⁻¹g`` with the
 exact Hessian (over parameters not at a bound); if L-BFGS-B stops with a larger EDM, up to
 three projected Newton steps polish the minimum.
+When a smearing ends below a data bin's kernel width, :func:`global_check` profiles every
+smearing along ``σ²`` (:mod:`zcalib.fit.profile`), restarts from a lower profile point and
+widens the errors of a minimum in the template-noise well at ``σ ≈ 0`` to its profile.
 :func:`failure_reasons` decides the status: a parameter at a fit-range bound, an EDM or
-gradient test that fails, or a Hessian that is not positive definite make the fit
-``"failed"``, with the reasons in words in ``message``.
+gradient test that fails, a Hessian that is not positive definite, or a confirmed lower
+minimum the restarts did not reach make the fit ``"failed"``, with the reasons in words in
+``message``.
 
 Uncertainties: ``stat`` from the inverse exact Hessian of the data NLL; ``mc_stat`` either
 from the sandwich ``H⁻¹ V H⁻¹`` with ``V = Σ_k Var(t_k) (∂g/∂t_k)(∂g/∂t_k)ᵀ`` over MC
