@@ -9,9 +9,13 @@ projected on the bounds (:func:`_newton`). If they do not converge, and with
 judged like MINUIT by the estimated distance to the minimum ``EDM = ½ gᵀH⁻¹g`` with the
 exact Hessian (over parameters not at a bound); if L-BFGS-B stops with a larger EDM, up to
 three projected Newton steps polish the minimum.
+When a smearing ends below a data bin's kernel width, :func:`global_check` profiles every
+smearing along ``σ²`` (:mod:`zcalib.fit.profile`), restarts from a lower profile point and
+widens the errors of a minimum in the template-noise well at ``σ ≈ 0`` to its profile.
 :func:`failure_reasons` decides the status: a parameter at a fit-range bound, an EDM or
-gradient test that fails, or a Hessian that is not positive definite make the fit
-``"failed"``, with the reasons in words in ``message``.
+gradient test that fails, a Hessian that is not positive definite, or a confirmed lower
+minimum the restarts did not reach make the fit ``"failed"``, with the reasons in words in
+``message``.
 
 Uncertainties: ``stat`` from the inverse exact Hessian of the data NLL; ``mc_stat`` either
 from the sandwich ``H⁻¹ V H⁻¹`` with ``V = Σ_k Var(t_k) (∂g/∂t_k)(∂g/∂t_k)ᵀ`` over MC
@@ -48,6 +52,7 @@ from zcalib.categories import CategoryScheme
 from zcalib.exceptions import FitError
 from zcalib.fit.config import FitConfig
 from zcalib.fit.problem import FitProblem, build_problem
+from zcalib.fit.profile import SmearProfiles, free_inverse, profile_error, smear_profiles
 from zcalib.fit.result import CategoryFit, FitResult, FitStatus
 from zcalib.fit.start import start_values
 from zcalib.histograms import HistogramSet
@@ -356,6 +361,118 @@ def minimise_objective(
     return theta, info
 
 
+#: A profile point this much below the minimum (NLL units) is a lower minimum to restart from.
+LOWER_POINT_TOLERANCE = 0.05
+#: Restarts from lower profile points before the fit is declared failed.
+_MAX_RESTARTS = 2
+#: A smearing's errors are widened when its profile error exceeds its Hessian error by more.
+PROFILE_WIDENING = 1.2
+
+
+def global_check(
+    problem: FitProblem, theta: FloatArray, info: dict[str, Any], config: FitConfig
+) -> tuple[FloatArray, dict[str, Any], SmearProfiles | None, str]:
+    """When a fitted smearing is below ``σ² = 2 (rebin·h)²`` (the kernel of a region with
+    both legs in its category narrower than a data bin: where the template-noise well of
+    :mod:`zcalib.fit.profile` lives), profile every fitted smearing along ``σ²``
+    (:func:`zcalib.fit.profile.smear_profiles`) and restart the minimisation from the lowest profile point while one is more than
+    :data:`LOWER_POINT_TOLERANCE` below the minimum (at most ``_MAX_RESTARTS`` times).
+
+    The profile's other parameters follow by one Newton step with the Hessian at the
+    minimum, which can promise a decrease that is not there (their curvature changes along
+    the profile): a restart that ends no lower ends the check, and only a lower point that
+    the exact objective confirms after the last restart fails the fit.
+
+    Returns ``(θ, info, profiles at the final minimum, reason)``; ``reason`` is non-empty
+    when a confirmed lower point remains (the fit must then not be "converged").
+    """
+    step = info["step"]
+    ns = len(problem.free_scale)
+    well = 2.0 * (problem.model.rebin * problem.model.h) ** 2
+    n_restarts = 0
+    while True:
+        if not np.any(theta[ns:] < well):
+            # no smearing where a diagonal region's kernel is narrower than a data bin: no
+            # minimum in a well, nothing to restart from (the check costs ~20 gradients)
+            return theta, info, None, ""
+        free = ~_at_bound(problem, theta, step)
+        profiles = smear_profiles(problem, theta, info["hess"], free)
+        if profiles is None or profiles.lowest_delta >= -LOWER_POINT_TOLERANCE:
+            return theta, info, profiles, ""
+        s, g = profiles.lowest
+        name = problem.names[int(profiles.index[s])]
+        where = math.sqrt(profiles.v[s, g])
+        if n_restarts == _MAX_RESTARTS:
+            break
+        n_restarts += 1
+        log.info(
+            "global check: the profile along %s is %.3g lower at smearing %.4g; restarting there",
+            name,
+            -profiles.lowest_delta,
+            where,
+        )
+        n_before = int(info["n_eval"])
+        trial, trial_info = minimise(problem, profiles.theta_lowest, config, step)
+        if not trial_info["nll"] < info["nll"] - LOWER_POINT_TOLERANCE:
+            log.debug("global check: the restart ended no lower (%.6g)", trial_info["nll"])
+            return theta, info, profiles, ""
+        problem.set_reference(trial)
+        theta, info = minimise(problem, trial, config, step, polish_only=True)
+        info["n_eval"] = int(info["n_eval"]) + int(trial_info["n_eval"]) + n_before
+    below = info["nll"] - problem.nll(profiles.theta_lowest)
+    if below <= LOWER_POINT_TOLERANCE:
+        return theta, info, profiles, ""
+    reason = (
+        f"a lower minimum exists: the likelihood at {name} = {where:.4g} is {below:.3g} "
+        f"below the minimum and the minimiser did not reach it in {_MAX_RESTARTS} restarts"
+    )
+    return theta, info, profiles, reason
+
+
+def _widen_by_profile(
+    problem: FitProblem,
+    theta: FloatArray,
+    hess: FloatArray,
+    at_bound: NDArray[np.bool_],
+    profiles: SmearProfiles | None,
+    cov: FloatArray,
+    cov_mc: FloatArray,
+) -> dict[str, float]:
+    """Scale the rows and columns of ``cov`` and ``cov_mc`` of each smearing whose profile
+    error (:func:`zcalib.fit.profile.profile_error`) exceeds its Hessian error by more than
+    :data:`PROFILE_WIDENING` by that ratio (in place; correlations are kept). The one-Newton-
+    step bootstrap replicas use the same curvature, so their spread is widened alike.
+    Returns the factors applied, by parameter name."""
+    out: dict[str, float] = {}
+    if profiles is None:
+        return out
+    free = ~at_bound
+    hinv = free_inverse(hess, free)
+    if hinv is None:
+        return out
+    for s, k in enumerate(profiles.index.tolist()):
+        h_err = (
+            math.sqrt(hinv[k, k])
+            if free[k]
+            else (1.0 / math.sqrt(hess[k, k]) if hess[k, k] > 0 else math.nan)
+        )
+        p_err = profile_error(profiles, s, float(max(theta[k], 0.0)))
+        if not (math.isfinite(h_err) and math.isfinite(p_err) and h_err > 0):
+            continue
+        factor = p_err / h_err
+        if factor > PROFILE_WIDENING:
+            for c in (cov, cov_mc):
+                c[k, :] *= factor
+                c[:, k] *= factor
+            out[problem.names[k]] = factor
+    if out:
+        log.info(
+            "smearing errors widened to their likelihood profiles (non-parabolic near 0): %s",
+            ", ".join(f"{n} x{f:.2g}" for n, f in out.items()),
+        )
+    return out
+
+
 def _covariances(
     problem: FitProblem,
     theta: FloatArray,
@@ -652,14 +769,22 @@ def fit_problem(
     theta, info = minimise_objective(problem, theta0, config)
     timings["minimise"] = time.perf_counter() - t1
     t1 = time.perf_counter()
+    theta, info, profiles, lower = global_check(problem, theta, info, config)
+    timings["global_check"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
     hess = info["hess"]
     step = info["step"]
     at_bound = _at_bound(problem, theta, step)
     cov, cov_mc, note = _covariances(problem, theta, hess, at_bound, config, mc_covariance)
+    # a given MC covariance (injection toys) is the caller's: only the data part is widened
+    widen_mc = cov_mc if mc_covariance is None else cov_mc.copy()
+    _widen_by_profile(problem, theta, hess, at_bound, profiles, cov, widen_mc)
     timings["errors"] = time.perf_counter() - t1
 
     edm = float(info["edm"])
     reasons = failure_reasons(problem, theta, info, at_bound, config, scale_labels, smear_labels)
+    if lower:
+        reasons.append(lower)
     if note and not any("Hessian" in r for r in reasons):
         reasons.append(note)
     status: FitStatus = "failed" if reasons else "converged"
