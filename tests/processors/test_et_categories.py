@@ -158,3 +158,13 @@ def test_lowest_et_bin_unbiased_with_mc_smeared_ahead(tmp_path):
     assert abs(pulls[0, 0]) < 2, pulls  # |η| < 1, lowest Et bin
     assert 0.5 < pulls.std() < 1.5, pulls
     assert np.abs(pulls.mean(axis=0)).max() < 1.5, pulls.mean(axis=0)
+    # run_step warns about the free fit's bias exactly when the MC was not smeared ahead
+    from zcalib.api import et_without_mc_smearing
+
+    assert et_without_mc_smearing(scheme, hset.metadata) is None
+    unsmeared = {**hset.metadata, "corrections": []}
+    assert et_without_mc_smearing(base, unsmeared) is None  # no Et categories
+    warning = et_without_mc_smearing(scheme, unsmeared)
+    assert warning is not None
+    assert warning.startswith("Et categories fitted on MC filled without the data's smearing")
+    assert "--corrections STEP --mc-smearing latest" in warning
