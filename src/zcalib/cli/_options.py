@@ -49,7 +49,7 @@ def library_default(owner: str, name: str) -> Any:
     if dataclasses.is_dataclass(obj):
         field = {f.name: f for f in dataclasses.fields(obj)}[name]
         if field.default is dataclasses.MISSING:
-            return field.default_factory()  # type: ignore[misc]
+            return field.default_factory()  # type: ignore[operator]
         return field.default
     return inspect.signature(obj).parameters[name].default
 
