@@ -31,8 +31,13 @@ class Default:
         return library_default(self.owner, self.name)
 
     def __str__(self) -> str:
+        """The value as a user writes it (``80 100`` for a window)."""
         v = self.value
-        return " ".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
+        return " ".join(map(_shown, v)) if isinstance(v, list | tuple) else _shown(v)
+
+
+def _shown(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 @functools.cache
