@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from zcalib.cli._console import ECHO, PIPE_WIDTH, console
-from zcalib.cli._options import CONFIG_FIELDS, SMOOTH_FORMS, add_global_options
+from zcalib.cli._options import (
+    CONFIG_FIELDS,
+    SMOOTH_FORMS,
+    Default,
+    add_global_options,
+    resolve_defaults,
+)
 from zcalib.exceptions import FitFailed, ZcalibError
 from zcalib.outputs import output_run
 
@@ -51,14 +57,22 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         self.exit(EXIT_INPUT, f"{self.prog}: error: {message}\n")
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        ns, rest = super().parse_known_args(args, namespace)
+        return resolve_defaults(ns), rest
+
 
 class _DefaultsInHelp(argparse.HelpFormatter):
     """Every option's default in its help unless the help already states it (``None``,
-    ``False`` and empty defaults are not shown)."""
+    ``False`` and empty defaults are not shown; a library's :class:`Default` shows its value)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
+        if isinstance(default, Default):
+            default = default.value
         if (
             not action.option_strings
             or "default" in text

@@ -3,9 +3,74 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+#: Owners of the library defaults of CLI options (``"module:object"``, see :class:`Default`).
+FIT_CONFIG = "zcalib.fit.config:FitConfig"
+CALIBRATION_CONFIG = "zcalib.calibration:CalibrationConfig"
+RUN_OPTIONS = "zcalib.runner:RunOptions"
+
+
+@dataclass(frozen=True)
+class Default:
+    """The default of a CLI option where the library defines it: field or parameter
+    ``name`` of ``owner`` (``"module:object"``: a pydantic model, a dataclass or a function),
+    so each default lives in one place. The module is imported only when the value is
+    needed (parsing, ``--help``): building the parser stays light. The parser replaces it
+    by :attr:`value` (``zcalib.cli._Parser``); ``--help`` shows the value."""
+
+    owner: str
+    name: str
+
+    @property
+    def value(self) -> Any:
+        return library_default(self.owner, self.name)
+
+    def __str__(self) -> str:
+        """The value as a user writes it (``80 100`` for a window)."""
+        v = self.value
+        return " ".join(map(_shown, v)) if isinstance(v, list | tuple) else _shown(v)
+
+
+def _shown(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+@functools.cache
+def library_default(owner: str, name: str) -> Any:
+    """Default of field or parameter ``name`` of ``owner`` (``"module:object"``)."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    module, _, attr = owner.partition(":")
+    obj = getattr(importlib.import_module(module), attr)
+    if hasattr(obj, "model_fields"):  # pydantic model
+        return obj.model_fields[name].get_default(call_default_factory=True)
+    if dataclasses.is_dataclass(obj):
+        field = {f.name: f for f in dataclasses.fields(obj)}[name]
+        if field.default is dataclasses.MISSING:
+            return field.default_factory()  # type: ignore[operator]
+        return field.default
+    return inspect.signature(obj).parameters[name].default
+
+
+def resolve_defaults(ns: argparse.Namespace) -> argparse.Namespace:
+    """``ns`` with every :class:`Default` left by the parser replaced by its value."""
+    for key, value in vars(ns).items():
+        if isinstance(value, Default):
+            setattr(ns, key, value.value)
+    return ns
+
+
+def library_help(action: argparse.Action, owner: str, name: str) -> None:
+    """Let the help of ``action`` (an option defaulting to ``None``) name the library's
+    default as ``%(library)s``."""
+    action.library = Default(owner, name)  # type: ignore[attr-defined]
 
 
 def add_global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
@@ -31,11 +96,18 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--executor",
         choices=("iterative", "futures", "dask"),
-        default="dask",
-        help="coffea executor (default: dask, a local cluster unless --scheduler)",
+        default=Default(RUN_OPTIONS, "executor"),
+        help="coffea executor (dask: a local cluster unless --scheduler)",
     )
-    g.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
-    g.add_argument("--chunksize", type=int, default=100_000, help="events per chunk")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=Default(RUN_OPTIONS, "workers"),
+        help="local worker processes",
+    )
+    g.add_argument(
+        "--chunksize", type=int, default=Default(RUN_OPTIONS, "chunksize"), help="events per chunk"
+    )
     g.add_argument(
         "--scheduler",
         default=None,
@@ -54,7 +126,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="Dask cluster recipe YAML: local, scheduler, htcondor, slurm (see dask_cluster/)",
     )
-    g.add_argument("--retries", type=int, default=3, help="retries of a failed chunk (default 3)")
+    g.add_argument(
+        "--retries",
+        type=int,
+        default=Default(RUN_OPTIONS, "retries"),
+        help="retries of a failed chunk",
+    )
     g.add_argument(
         "--skip-bad-files",
         action="store_true",
@@ -263,33 +340,42 @@ def add_smooth_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_fit_options(p: argparse.ArgumentParser) -> None:
+    """The fit options; their defaults are :class:`~zcalib.fit.FitConfig`'s (the window:
+    :class:`~zcalib.calibration.CalibrationConfig`'s ``mass_window``)."""
     g = p.add_argument_group("fit")
-    g.add_argument(
+    window = g.add_argument(
         "--window",
         dest="fit_window",
         type=float,
         nargs=2,
         metavar=("LO", "HI"),
         default=None,
-        help="mass window of the likelihood [GeV] (default: --config's mass_window, else 80 100)",
+        help="mass window of the likelihood [GeV] (default: --config's mass_window, "
+        "else %(library)s)",
     )
-    g.add_argument("--bin-width", type=float, default=0.5, help="data bin width [GeV]")
+    library_help(window, CALIBRATION_CONFIG, "mass_window")
+    g.add_argument(
+        "--bin-width",
+        type=float,
+        default=Default(FIT_CONFIG, "bin_width"),
+        help="data bin width [GeV]",
+    )
     g.add_argument(
         "--min-data",
         type=float,
-        default=100.0,
+        default=Default(FIT_CONFIG, "min_data"),
         help="drop regions with fewer data pairs in the window",
     )
     g.add_argument(
         "--min-mc",
         type=float,
-        default=200.0,
+        default=Default(FIT_CONFIG, "min_mc"),
         help="drop regions with fewer effective MC entries in the window",
     )
     g.add_argument(
         "--start-style",
         choices=("scan", "random", "specify"),
-        default="scan",
+        default=Default(FIT_CONFIG, "start"),
         help="how the minimiser starts (scan: 1D scans; specify: --start-file)",
     )
     g.add_argument(
@@ -310,18 +396,23 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--mc-stat",
         choices=("bootstrap", "sandwich", "none"),
-        default="bootstrap",
+        default=Default(FIT_CONFIG, "mc_stat"),
         help="MC-statistics error method (bootstrap: replicas of fluctuated templates, "
         "reliable for smearings; sandwich: linear propagation, faster)",
     )
     g.add_argument(
         "--mc-stat-likelihood",
         choices=("noise-corrected", "none", "bb-lite"),
-        default="noise-corrected",
+        default=Default(FIT_CONFIG, "mc_stat_likelihood"),
         help="template-statistics treatment in the likelihood (noise-corrected removes the "
         "upward smearing bias from MC noise; none: plain multinomial NLL)",
     )
-    g.add_argument("--fit-seed", type=int, default=0, help="seed for random starts/bootstrap")
+    g.add_argument(
+        "--fit-seed",
+        type=int,
+        default=Default(FIT_CONFIG, "seed"),
+        help="seed for random starts/bootstrap",
+    )
 
 
 def run_options(args: argparse.Namespace) -> Any:
@@ -350,7 +441,7 @@ def run_options(args: argparse.Namespace) -> Any:
         maxchunks=args.maxchunks,
         progress=not args.no_progress,
         recipe=recipe,
-        retries=getattr(args, "retries", 3),
+        retries=getattr(args, "retries", library_default(RUN_OPTIONS, "retries")),
         skip_bad_files=getattr(args, "skip_bad_files", False),
         checkpoint_dir=checkpoint_dir,
         resume=resume,

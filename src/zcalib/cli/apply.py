@@ -8,7 +8,10 @@ from typing import Any
 
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import echo
-from zcalib.cli._options import add_run_options, run_options
+from zcalib.cli._options import Default, add_run_options, run_options
+
+#: The library function the defaults come from.
+APPLY = "zcalib.api:apply"
 
 
 def add_parser(sub: Any) -> None:
@@ -28,13 +31,16 @@ def add_parser(sub: Any) -> None:
     a.add_argument("--data", nargs="+", default=[], help="data files (scales applied)")
     a.add_argument("--mc", nargs="+", default=[], help="MC files (smearing applied)")
     a.add_argument(
-        "--input-format", choices=("nanoaod", "ecalelf"), default="nanoaod", help="input format"
+        "--input-format",
+        choices=("nanoaod", "ecalelf"),
+        default=Default(APPLY, "input_format"),
+        help="input format",
     )
     a.add_argument("--treename", default=None, help="tree name (default Events / selected)")
     a.add_argument(
         "--collection",
         choices=("Ele", "Pho"),
-        default="Ele",
+        default=Default(APPLY, "collection"),
         help="Ele: Electron_* and the Ele corrections; Pho: Photon_* (NanoAOD)",
     )
     a.add_argument(

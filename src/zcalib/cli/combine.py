@@ -8,6 +8,7 @@ from typing import Any
 
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import echo
+from zcalib.cli._options import Default
 
 
 def add_parser(sub: Any) -> None:
@@ -27,7 +28,7 @@ def add_parser(sub: Any) -> None:
     cb.add_argument(
         "--error",
         choices=("step", "quadrature"),
-        default="step",
+        default=Default("zcalib.corrections.legacy:combine", "error"),
         help="keep the step error (pymin) or combine both in quadrature",
     )
     cb.add_argument("--out", type=Path, required=True, help="combined scales file")

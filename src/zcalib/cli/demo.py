@@ -8,6 +8,10 @@ from typing import Any
 
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import console, echo, print_fit
+from zcalib.cli._options import Default
+
+#: The library function the defaults come from.
+DEMO = "zcalib.derive:run_demo"
 
 
 def add_parser(sub: Any) -> None:
@@ -19,12 +23,21 @@ def add_parser(sub: Any) -> None:
         "derived vs injected values with pulls.",
         epilog="Example: zcalib demo --out output/demo --workers 2",
     )
-    d.add_argument("--out", type=Path, default=Path("output/demo"), help="output folder")
-    d.add_argument("--n-data", type=int, default=400_000, help="data pairs to generate")
-    d.add_argument("--n-mc", type=int, default=1_200_000, help="MC pairs to generate")
-    d.add_argument("--seed", type=int, default=1, help="generator seed")
-    d.add_argument("--workers", type=int, default=2, help="local Dask worker processes")
-    d.add_argument("--executor", choices=("iterative", "futures", "dask"), default="dask")
+    d.add_argument("--out", type=Path, default=Default(DEMO, "out_dir"), help="output folder")
+    d.add_argument(
+        "--n-data", type=int, default=Default(DEMO, "n_data"), help="data pairs to generate"
+    )
+    d.add_argument("--n-mc", type=int, default=Default(DEMO, "n_mc"), help="MC pairs to generate")
+    d.add_argument("--seed", type=int, default=Default(DEMO, "seed"), help="generator seed")
+    d.add_argument(
+        "--workers", type=int, default=Default(DEMO, "workers"), help="local Dask worker processes"
+    )
+    d.add_argument(
+        "--executor",
+        choices=("iterative", "futures", "dask"),
+        default=Default(DEMO, "executor"),
+        help="coffea executor",
+    )
     d.add_argument("--scheduler", default=None, help="use an existing Dask scheduler")
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
     d.set_defaults(func=run)

@@ -11,6 +11,7 @@ from zcalib.cli import EXIT_FIT_FAILED, EXIT_OK
 from zcalib.cli._console import echo, print_fit
 from zcalib.cli._options import (
     CATEGORIES_HELP,
+    Default,
     add_config_option,
     add_era_option,
     add_fit_options,
@@ -42,7 +43,11 @@ def add_parser(sub: Any) -> None:
     f.add_argument("--categories", type=Path, default=None, help=CATEGORIES_HELP)
     add_config_option(f)
     f.add_argument("--out", type=Path, required=True, help="output folder")
-    f.add_argument("--step", default="step", help="step name used in output names")
+    f.add_argument(
+        "--step",
+        default=Default("zcalib.api:run_step", "step"),
+        help="step name used in output names",
+    )
     add_era_option(f)
     f.add_argument(
         "--write-failed",

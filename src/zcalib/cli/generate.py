@@ -9,6 +9,11 @@ from typing import Any
 
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import echo
+from zcalib.cli._options import Default
+
+#: The library functions the defaults come from (the event counts: the demo's).
+GENERATE = "zcalib.generate:generate"
+DEMO = "zcalib.derive:run_demo"
 
 
 def add_parser(sub: Any) -> None:
@@ -19,20 +24,22 @@ def add_parser(sub: Any) -> None:
         epilog="Example: zcalib generate --out demo_data --n-data 400000 --n-mc 1200000 --seed 1",
     )
     g.add_argument("--out", type=Path, required=True, help="output folder")
-    g.add_argument("--n-data", type=int, default=400_000, help="data events (pairs)")
-    g.add_argument("--n-mc", type=int, default=1_200_000, help="MC events (pairs)")
-    g.add_argument("--seed", type=int, default=1, help="random seed")
+    g.add_argument(
+        "--n-data", type=int, default=Default(DEMO, "n_data"), help="data events (pairs)"
+    )
+    g.add_argument("--n-mc", type=int, default=Default(DEMO, "n_mc"), help="MC events (pairs)")
+    g.add_argument("--seed", type=int, default=Default(GENERATE, "seed"), help="random seed")
     g.add_argument(
         "--format",
         dest="fmt",
         choices=("ecalelf", "nanoaod"),
-        default="ecalelf",
+        default=Default(GENERATE, "fmt"),
         help="ntuple format",
     )
     g.add_argument(
         "--drift",
         type=float,
-        default=0.0,
+        default=Default(GENERATE, "drift"),
         help="total relative linear drift of data energies across the run range",
     )
     g.add_argument(

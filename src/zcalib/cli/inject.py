@@ -9,12 +9,16 @@ from typing import Any
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import console, echo
 from zcalib.cli._options import (
+    Default,
     add_fit_options,
     add_refit_options,
     calibration_config,
     fit_config,
     refit_scheme,
 )
+
+#: The library function the defaults come from.
+INJECT = "zcalib.fit.inject:inject"
 
 
 def add_parser(sub: Any) -> None:
@@ -35,8 +39,15 @@ def add_parser(sub: Any) -> None:
         help="JSON with 'scale' and 'smear' lists to inject "
         "(default: a fixed pattern of ±0.5%% scales and 1%% smearings)",
     )
-    i.add_argument("--toys", type=int, default=1, help="number of toys (independent seeds)")
-    i.add_argument("--seed", type=int, default=0, help="master seed of the toys")
+    i.add_argument(
+        "--toys",
+        type=int,
+        default=Default(INJECT, "n_toys"),
+        help="number of toys (independent seeds)",
+    )
+    i.add_argument(
+        "--seed", type=int, default=Default(INJECT, "seed"), help="master seed of the toys"
+    )
     i.add_argument("--out", type=Path, required=True, help="output folder")
     i.add_argument("--no-progress", action="store_true", help="hide the progress bar of the toys")
     add_fit_options(i)

@@ -9,11 +9,15 @@ from typing import Any
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import console, echo
 from zcalib.cli._options import (
+    Default,
     add_config_option,
     add_input_options,
     add_run_options,
     histograms_or_inputs,
 )
+
+#: The library settings the defaults come from.
+LINESHAPE = "zcalib.validation.lineshape:LineshapeConfig"
 
 
 def add_parser(sub: Any) -> None:
@@ -47,26 +51,26 @@ def add_parser(sub: Any) -> None:
         type=float,
         nargs=2,
         metavar=("LO", "HI"),
-        default=(75.0, 105.0),
-        help="fit window [GeV] (default 75 105)",
+        default=Default(LINESHAPE, "window"),
+        help="fit window [GeV]",
     )
     ls.add_argument(
         "--mode",
         choices=("categories", "inclusive"),
-        default="categories",
+        default=Default(LINESHAPE, "mode"),
         help="one fit per same-category region, or one inclusive fit",
     )
     ls.add_argument(
         "--min-events",
         type=float,
-        default=200.0,
-        help="regions with fewer events are not fitted (default 200)",
+        default=Default(LINESHAPE, "min_events"),
+        help="regions with fewer events are not fitted",
     )
     ls.add_argument(
         "--variation",
         choices=("nominal", "uncorrected"),
-        default="nominal",
-        help="data/MC variation fitted (default nominal)",
+        default=Default(LINESHAPE, "data_variation"),
+        help="data/MC variation fitted",
     )
     ls.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
     add_run_options(ls)

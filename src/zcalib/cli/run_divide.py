@@ -9,12 +9,16 @@ from typing import Any
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import echo
 from zcalib.cli._options import (
+    Default,
     add_config_option,
     add_input_options,
     add_prior_options,
     add_run_options,
     chain_loop,
 )
+
+#: The library function the defaults come from.
+RUN_DIVIDE = "zcalib.chain.run_divide:run_divide"
 
 
 def add_parser(sub: Any) -> None:
@@ -32,14 +36,14 @@ def add_parser(sub: Any) -> None:
     rd.add_argument(
         "--min-events",
         type=int,
-        default=10_000,
-        help="minimum selected pairs per bin (default 10000)",
+        default=Default(RUN_DIVIDE, "min_events"),
+        help="minimum selected pairs per bin",
     )
     rd.add_argument(
         "--granularity",
         choices=("run", "lumi"),
-        default="run",
-        help="run: bins end at run boundaries; lumi: may split runs (default run)",
+        default=Default(RUN_DIVIDE, "granularity"),
+        help="run: bins end at run boundaries; lumi: may split runs",
     )
     add_config_option(rd)
     add_prior_options(rd, smears_by_default=True)

@@ -9,12 +9,16 @@ from typing import Any
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import echo
 from zcalib.cli._options import (
+    Default,
     add_fit_options,
     add_refit_options,
     calibration_config,
     fit_config,
     refit_scheme,
 )
+
+#: The library function the defaults come from.
+SCANS = "zcalib.validation.scans:run_scans"
 
 
 def add_parser(sub: Any) -> None:
@@ -33,9 +37,14 @@ def add_parser(sub: Any) -> None:
     sc.add_argument("--histograms", type=Path, required=True, help="saved histograms (.npz)")
     add_refit_options(sc)
     sc.add_argument("--out", type=Path, required=True, help="output folder")
-    sc.add_argument("--points", type=int, default=31, help="points per scan (default 31)")
     sc.add_argument(
-        "--width", type=float, default=3.0, help="scan half-width in Hessian errors (default 3)"
+        "--points", type=int, default=Default(SCANS, "n_points"), help="points per scan"
+    )
+    sc.add_argument(
+        "--width",
+        type=float,
+        default=Default(SCANS, "n_sigma"),
+        help="scan half-width in Hessian errors",
     )
     sc.add_argument(
         "--profile",

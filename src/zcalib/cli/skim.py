@@ -9,6 +9,7 @@ from typing import Any
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import echo, echo_run_summary
 from zcalib.cli._options import (
+    Default,
     add_config_option,
     add_input_options,
     add_prior_options,
@@ -38,8 +39,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument(
         "--margin",
         type=float,
-        default=0.05,
-        help="relative loosening of the Et cuts and mass window (default 0.05)",
+        default=Default("zcalib.skim:skim", "margin"),
+        help="relative loosening of the Et cuts and mass window",
     )
     add_prior_options(s, smears_by_default=False)
     add_run_options(s)

@@ -9,11 +9,15 @@ from typing import Any
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import console, echo
 from zcalib.cli._options import (
+    Default,
     add_config_option,
     add_input_options,
     add_run_options,
     histograms_or_inputs,
 )
+
+#: The library settings the defaults come from.
+STATS = "zcalib.stats.workspace:StatsConfig"
 
 
 def add_parser(sub: Any) -> None:
@@ -57,7 +61,7 @@ def add_parser(sub: Any) -> None:
     st.add_argument(
         "--variation",
         choices=("nominal", "uncorrected"),
-        default="nominal",
+        default=Default(STATS, "data_variation"),
         help="compare corrected (nominal) or uncorrected data and MC",
     )
     st.add_argument(
@@ -65,13 +69,15 @@ def add_parser(sub: Any) -> None:
         type=float,
         nargs=2,
         metavar=("LO", "HI"),
-        default=(80.0, 100.0),
-        help="mass window [GeV] (default 80 100)",
+        default=Default(STATS, "window"),
+        help="mass window [GeV]",
     )
-    st.add_argument("--bin-width", type=float, default=1.0, help="bin width [GeV] (default 1)")
+    st.add_argument(
+        "--bin-width", type=float, default=Default(STATS, "bin_width"), help="bin width [GeV]"
+    )
     st.add_argument(
         "--regions",
-        default="diagonal",
+        default=Default(STATS, "regions"),
         help="'diagonal' (same-category regions), 'all', or comma-separated codes",
     )
     st.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")

@@ -9,6 +9,7 @@ from typing import Any
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import console, echo
 from zcalib.cli._options import (
+    Default,
     add_fit_options,
     add_input_options,
     add_run_options,
@@ -44,7 +45,11 @@ def add_parser(sub: Any) -> None:
     )
     sy.add_argument("--selection", type=Path, help="nominal pair selection YAML")
     sy.add_argument("--out", type=Path, required=True, help="output folder")
-    sy.add_argument("--step", default="step", help="step name used in the correction names")
+    sy.add_argument(
+        "--step",
+        default=Default("zcalib.validation.systematics:run_systematics", "step"),
+        help="step name used in the correction names",
+    )
     add_fit_options(sy)
     add_run_options(sy)
     sy.set_defaults(func=run)

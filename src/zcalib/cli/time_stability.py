@@ -9,12 +9,16 @@ from typing import Any
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import echo
 from zcalib.cli._options import (
+    Default,
     add_config_option,
     add_input_options,
     add_prior_options,
     add_run_options,
     chain_loop,
 )
+
+#: The library function the defaults come from.
+TIME_STABILITY = "zcalib.chain.time_stability:time_stability"
 
 
 def add_parser(sub: Any) -> None:
@@ -37,12 +41,12 @@ def add_parser(sub: Any) -> None:
         type=float,
         nargs=2,
         metavar=("LO", "HI"),
-        default=(80.0, 100.0),
-        help="mass window of the medians [GeV] (default 80 100)",
+        default=Default(TIME_STABILITY, "window"),
+        help="mass window of the medians [GeV]",
     )
     add_config_option(ts)
     add_prior_options(ts, smears_by_default=True)
-    ts.add_argument("--name", default="time_stability_scale", help="correction name")
+    ts.add_argument("--name", default=Default(TIME_STABILITY, "name"), help="correction name")
     ts.add_argument(
         "--no-validate",
         action="store_true",

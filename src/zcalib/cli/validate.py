@@ -9,6 +9,7 @@ from typing import Any
 from zcalib.cli import EXIT_OK
 from zcalib.cli._console import echo
 from zcalib.cli._options import (
+    Default,
     add_config_option,
     add_input_options,
     add_run_options,
@@ -16,6 +17,9 @@ from zcalib.cli._options import (
     dataset_config,
     run_options,
 )
+
+#: The library settings the plot-label defaults come from.
+LABELS = "zcalib.validation.plots:PlotLabels"
 
 
 def add_parser(sub: Any) -> None:
@@ -47,11 +51,20 @@ def add_parser(sub: Any) -> None:
     )
     add_config_option(v)
     v.add_argument("--out", type=Path, required=True, help="output folder")
-    v.add_argument("--lumi-label", default="(13 TeV)", help="label right above the plot")
-    v.add_argument("--data-title", default="Data", help="legend entry of the data")
-    v.add_argument("--mc-title", default="Simulation", help="legend entry of the MC")
-    v.add_argument("--cms-text", default="Work in progress", help="text after 'CMS'")
-    v.add_argument("--binning", type=int, default=40, help="bins per plot (default 40)")
+    v.add_argument(
+        "--lumi-label", default=Default(LABELS, "lumi_label"), help="label right above the plot"
+    )
+    v.add_argument(
+        "--data-title", default=Default(LABELS, "data_title"), help="legend entry of the data"
+    )
+    v.add_argument("--mc-title", default=Default(LABELS, "mc_title"), help="legend entry of the MC")
+    v.add_argument("--cms-text", default=Default(LABELS, "exp_text"), help="text after 'CMS'")
+    v.add_argument(
+        "--binning",
+        type=int,
+        default=Default("zcalib.validation.plots:run_validation", "binning"),
+        help="bins per plot",
+    )
     v.add_argument(
         "--smear-seed",
         type=int,
