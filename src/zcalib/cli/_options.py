@@ -235,11 +235,16 @@ def add_refit_options(p: argparse.ArgumentParser) -> None:
     add_config_option(p)
 
 
-def refit_scheme(args: argparse.Namespace, hset: Any) -> Any:
-    """The category scheme of a refit: ``--categories`` or ``--config``'s, else the one the
-    histograms were filled with."""
+def refit_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """``(histograms, scheme, fit config)`` of a command that refits ``--histograms``
+    (``scan``, ``inject``). The scheme is ``--categories`` or ``--config``'s, else the one the
+    histograms were filled with; a bad ``--config`` fails before the histograms are read."""
+    from zcalib.histograms import load_histograms
+
     calib = calibration_config(args)
-    return calib.scheme() if calib.categories is not None else hset.scheme()
+    hset = load_histograms(args.histograms)
+    scheme = calib.scheme() if calib.categories is not None else hset.scheme()
+    return hset, scheme, fit_config(args, scheme)
 
 
 def calibration_config(args: argparse.Namespace) -> Any:

@@ -12,9 +12,7 @@ from zcalib.cli._options import (
     Default,
     add_fit_options,
     add_refit_options,
-    calibration_config,
-    fit_config,
-    refit_scheme,
+    refit_inputs,
 )
 
 #: The library function the defaults come from.
@@ -58,12 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from zcalib.exceptions import InvalidConfig
     from zcalib.fit import inject
     from zcalib.fit.inject import injection_truth, write_injection
-    from zcalib.histograms import load_histograms
 
-    calibration_config(args)  # a bad --config fails here, before any work
-    hset = load_histograms(args.histograms)
-    scheme = refit_scheme(args, hset)
-    config = fit_config(args, scheme)
+    hset, scheme, config = refit_inputs(args)
     if args.toys < 1:
         msg = f"--toys must be >= 1, got {args.toys}"
         raise InvalidConfig(msg)

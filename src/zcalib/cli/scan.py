@@ -12,9 +12,7 @@ from zcalib.cli._options import (
     Default,
     add_fit_options,
     add_refit_options,
-    calibration_config,
-    fit_config,
-    refit_scheme,
+    refit_inputs,
 )
 
 #: The library function the defaults come from.
@@ -63,13 +61,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zcalib.histograms import load_histograms
     from zcalib.validation import run_scans
 
-    calibration_config(args)  # a bad --config fails here, before any work
-    hset = load_histograms(args.histograms)
-    scheme = refit_scheme(args, hset)
-    config = fit_config(args, scheme)
+    hset, scheme, config = refit_inputs(args)
     run = run_scans(
         hset,
         args.out,
