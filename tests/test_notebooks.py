@@ -49,6 +49,7 @@ def tls_dask(tmp_path_factory):
         yield procs.start(1, protocol="tls", worker_args=("--preload", str(preload)))
     finally:
         procs.close()
+    assert all(proc.poll() is not None for proc in procs.procs.values())
 
 
 def test_notebooks_exist():
@@ -139,6 +140,16 @@ def test_notebook_executes(path: Path, tmp_path, monkeypatch, request):
         assert state["installed"] == []
         assert state["zcalib"].endswith("zcalib.zip/zcalib/__init__.py"), state
         assert state["executed"] > 0, state
+        # ... and its result is the physics: the injected scales within the stated errors
+        truth = json.loads((tmp_path / "work" / "nanoaod" / "truth.json").read_text())
+        result = json.loads((tmp_path / "work" / "casa_step" / "fit_result.json").read_text())
+        assert result["status"] == "converged"
+        scales = [c for c in result["categories"] if c["kind"] == "scale"]
+        pulls = [
+            (c["value"] - t) / c["total_stat"] for c, t in zip(scales, truth["scale"], strict=True)
+        ]
+        assert len(pulls) == 8
+        assert max(map(abs, pulls)) < 5, pulls
         assert f"PosixPath('{tmp_path / 'work'}')" in shown.replace("\n ", "")
         files = next(c for c in nb.cells if "files = [" in c.source).outputs[0]["data"]
         assert str(tmp_path / "work" / "nanoaod" / "data.root") in files["text/plain"]
