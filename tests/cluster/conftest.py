@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,6 +147,8 @@ def tls_credentials(folder: Path) -> tuple[dict[str, str], Any]:
     matching ``distributed.Security`` for clients in this process."""
     from distributed import Security
 
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl command is missing (make openssl installs it)")
     cert, key = folder / "tls-cert.pem", folder / "tls-key.pem"
     subprocess.run(
         [
