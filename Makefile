@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.zcalib-installed
 
-.PHONY: demo test test-fast lint typecheck bench docs clean install browser slurm xrootd-server
+.PHONY: demo test test-fast lint typecheck bench docs clean install browser slurm xrootd-server openssl
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,14 +48,22 @@ xrootd-server:
 	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xrootd-server >/dev/null) || \
 	  echo "make xrootd-server: xrootd-server could not be installed; the XRootD test cannot run"
 
+# openssl (Debian package) makes the TLS certificate of the Dask scheduler/worker the
+# coffea-casa notebook test connects to (tests/test_notebooks.py); a no-op when installed.
+openssl:
+	@command -v openssl >/dev/null 2>&1 || \
+	  (DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null) || \
+	  echo "make openssl: openssl could not be installed; the coffea-casa notebook test cannot run"
+
 # The README's test command: the whole suite, slow physics tests included (.ci/run runs
 # `make lint typecheck` first, then this).
-test: $(STAMP) browser slurm xrootd-server
+test: $(STAMP) browser slurm xrootd-server openssl
 	$(BIN)/python -m pytest -q
 
 # quick local iteration: skips the tests marked slow (150-toy injection, 30 independent
 # samples, the shipped demo pipeline; about 40 s together)
-test-fast: $(STAMP) browser slurm xrootd-server
+test-fast: $(STAMP) browser slurm xrootd-server openssl
 	$(BIN)/python -m pytest -m "not slow" -q
 
 lint: $(STAMP)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,11 +27,15 @@ STARTUP_S = 60.0
 class DaskProcesses:
     """A scheduler and named workers running as subprocesses."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, env: dict[str, str] | None = None, security=None) -> None:
         self.folder = folder
         self.scheduler_file = folder / "scheduler.json"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.address = ""
+        #: extra environment of the scheduler and workers (e.g. the TLS configuration)
+        self.env = dict(env or {})
+        #: ``distributed.Security`` of this process's clients (None: plain TCP)
+        self.security = security
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = (self.folder / f"{name}.log").open("wb")
@@ -42,15 +48,20 @@ class DaskProcesses:
                 **os.environ,
                 "PYTHONWARNINGS": "ignore",
                 "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s",
+                **self.env,
             },
             start_new_session=True,
         )
 
-    def start(self, n_workers: int = 2) -> DaskProcesses:
+    def start(
+        self, n_workers: int = 2, *, protocol: str = "tcp", worker_args: tuple[str, ...] = ()
+    ) -> DaskProcesses:
         self._spawn(
             "scheduler",
             [
                 "scheduler",
+                "--protocol",
+                protocol,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -86,6 +97,7 @@ class DaskProcesses:
                     "2GiB",
                     "--death-timeout",
                     "60",
+                    *worker_args,
                 ],
             )
         self.wait_for_workers(n_workers)
@@ -102,7 +114,7 @@ class DaskProcesses:
     def client(self):
         from distributed import Client
 
-        return Client(self.address, timeout="30s")
+        return Client(self.address, timeout="30s", security=self.security)
 
     def wait_for_workers(self, n: int) -> None:
         with self.client() as c:
@@ -127,6 +139,53 @@ class DaskProcesses:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=10)
+
+
+def tls_credentials(folder: Path) -> tuple[dict[str, str], Any]:
+    """A self-signed certificate for 127.0.0.1 (``openssl``), used by every role as on
+    coffea-casa: the ``DASK_DISTRIBUTED__COMM__TLS__*`` environment a facility sets, and the
+    matching ``distributed.Security`` for clients in this process."""
+    from distributed import Security
+
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl command is missing (make openssl installs it)")
+    cert, key = folder / "tls-cert.pem", folder / "tls-key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    prefix = "DASK_DISTRIBUTED__COMM__"
+    env = {f"{prefix}REQUIRE_ENCRYPTION": "True", f"{prefix}TLS__CA_FILE": str(cert)}
+    for role in ("SCHEDULER", "WORKER", "CLIENT"):
+        env[f"{prefix}TLS__{role}__CERT"] = str(cert)
+        env[f"{prefix}TLS__{role}__KEY"] = str(key)
+    security = Security(
+        tls_ca_file=str(cert),
+        tls_client_cert=str(cert),
+        tls_client_key=str(key),
+        require_encryption=True,
+    )
+    return env, security
 
 
 @pytest.fixture(scope="module")
