@@ -603,12 +603,26 @@ def _prepare_workers(client: Any, env: WorkerEnv) -> None:
         )
         log.info("workers pip-install %s", ", ".join(env.pip))
     if env.upload_package:
-        from distributed.diagnostics.plugin import UploadFile
-
         # a worker plugin only (client.upload_file would also import the zip into the
         # scheduler, which for local and batch clusters is this very process)
+        from distributed.diagnostics.plugin import UploadFile
+
+        class UploadPackage(UploadFile):
+            """The zipped package, uploaded after the worker forgets the zcalib modules it
+            has imported: an upload alone re-imports only the package's ``__init__``, and a
+            long-lived worker (coffea-casa keeps them across notebook sessions) would go on
+            running the submodules of an earlier upload or installation. A class local to
+            this function, so it travels by value (a worker may have no zcalib at all)."""
+
+            async def setup(self, worker: Any) -> None:
+                import sys
+
+                for name in [m for m in sys.modules if m == "zcalib" or m.startswith("zcalib.")]:
+                    del sys.modules[name]
+                await super().setup(worker)
+
         with tempfile.TemporaryDirectory(prefix="zcalib-upload-") as tmp:
-            plugin = UploadFile(str(_zip_package(Path(tmp))))
+            plugin = UploadPackage(str(_zip_package(Path(tmp))))
         client.register_plugin(plugin, name="zcalib-upload-package")
         log.info("uploaded the zcalib package source to the workers")
 

@@ -192,6 +192,33 @@ def test_upload_package_ships_zcalib(tmp_path):
     assert "zcalib.zip" not in zcalib.rng.__file__
 
 
+@pytest.mark.cluster
+def test_upload_package_replaces_the_modules_a_worker_already_imported():
+    """A long-lived worker (coffea-casa keeps them across notebook sessions) that imported
+    zcalib submodules before the upload runs the uploaded copy of them afterwards, not the
+    stale ones (an upload alone re-imports only the package's ``__init__``)."""
+    from distributed import Client, LocalCluster
+
+    from zcalib.cluster import WorkerEnv, _prepare_workers
+
+    def rng_file() -> str:
+        import zcalib.rng
+
+        return zcalib.rng.__file__
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):  # fmt: skip
+        (before,) = client.run(rng_file).values()
+        assert "zcalib.zip" not in before  # the installed copy, imported and kept
+        _prepare_workers(client, WorkerEnv(upload_package=True))
+        assert client.submit(rng_file, pure=False).result().endswith("zcalib.zip/zcalib/rng.py")
+
+
 def test_slurm_recipe_without_sbatch_fails_at_set_up(tmp_path, monkeypatch):
     """Not on a SLURM submit node: one line naming the recipe, before anything is submitted."""
     path = tmp_path / "slurm.yaml"
