@@ -240,6 +240,9 @@ def test_one_binning_model_and_one_default_for_calibration_config_pipeline_and_h
     assert (default.lo, default.hi) == pytest.approx(DEFAULT_FILL_RANGE, abs=0.05)
     assert abs(default.n_bins - DEFAULT_N_BINS) < 0.02 * DEFAULT_N_BINS
     assert CalibrationConfig().mass_window == DEFAULT_WINDOW
+    from zcalib.fit import FitConfig
+
+    assert FitConfig().window == DEFAULT_WINDOW  # the fit's own default is the same constant
     calib = CalibrationConfig(fill_range=(70, 110), n_mass_bins=400, mass_window=(82, 98))
     pipe = PipelineConfig(output="x", steps=steps, binning={"n_bins": 400, "lo": 70, "hi": 110})
     assert calib.binning_settings() == pipe.binning

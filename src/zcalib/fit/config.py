@@ -15,6 +15,7 @@ from typing import Any, Literal, NoReturn, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from zcalib.config import DEFAULT_WINDOW
 from zcalib.exceptions import InvalidConfig
 
 __all__ = [
@@ -128,7 +129,7 @@ class FitConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    window: tuple[float, float] = (80.0, 100.0)
+    window: tuple[float, float] = DEFAULT_WINDOW
     bin_width: float = 0.5
     rebin: int | None = None
     min_data: float = 100.0
