@@ -80,7 +80,7 @@ def write_pipeline(
         "description": "test chain",
         "output": str(output or folder / "out"),
         "datasets": str(datasets_yaml(folder, sample)),
-        "weights": [{"name": "pileup", "file": str(ROOT / "corrections" / "pileup_demo.json")}],
+        "mc_weights": [{"name": "pileup", "file": str(ROOT / "corrections" / "pileup_demo.json")}],
         "run": {"executor": "iterative", "chunksize": 200_000},
         "smear_seed": 1,
         "steps": steps if steps is not None else demo_steps(),

@@ -321,28 +321,98 @@ def test_closure_step_needing_a_closure_step_only(tmp_path, demo_ecalelf, no_eve
         load_pipeline(write_pipeline(tmp_path, demo_ecalelf, steps=steps))
 
 
-def test_fit_ignore_names_categories(tmp_path, demo_ecalelf, no_events):
-    """``ignore`` takes the fit's category names (``smear[i]`` too), as the CLI's --ignore;
-    a bad name is refused at load time with the allowed forms."""
+def test_fit_ignore_by_category(tmp_path, demo_ecalelf, no_events):
+    """A category without data is held fixed by FitConfig's ``ignore_scales`` /
+    ``ignore_smears`` (the fit's ``scale[i]`` / ``smear[i]``); an index out of the scheme is
+    refused before any event is read."""
     from zcalib.chain.pipeline import _Setup
 
-    step = _fit("a", fit={"ignore": [2, "smear[5]", "scale[4]"]})
+    step = _fit("a", fit={"ignore_scales": [2, 4], "ignore_smears": [5]})
     path = write_pipeline(tmp_path, demo_ecalelf, steps=[step])
     cfg = _Setup(load_pipeline(path), None).fit_configs["a"]
     assert (cfg.ignore_scales, cfg.ignore_smears) == ((2, 4), (5,))
-    path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a", fit={"ignore": ["smear5"]})])
-    with pytest.raises(InvalidConfig) as err:
-        load_pipeline(path)
-    assert str(err.value) == (
-        f"{path}: field 'steps.0.fit.fit.ignore': Value error, 'smear5' is not a category; "
-        "allowed: scale[i], smear[i] (as the fit names them) or a scale index i"
-    )
-    path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a", fit={"ignore": ["smear[9]"]})])
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a", fit={"ignore_smears": [9]})])
     with pytest.raises(InvalidConfig) as err:
         _Setup(load_pipeline(path), None)
     assert str(err.value) == (
         f"{path}: step 'a': fit config: field 'ignore_smears' lists [9]; allowed category "
         "indices are 0..7"
+    )
+
+
+@pytest.mark.parametrize(
+    ("where", "old", "new"),
+    [
+        ("", "weights", "mc_weights (as in CalibrationConfig)"),
+        (
+            "fit",
+            "ignore",
+            "fit.ignore_scales / fit.ignore_smears (FitConfig's names; category indices: "
+            "scale[i] -> ignore_scales: [i], smear[i] -> ignore_smears: [i])",
+        ),
+        ("fit", "start_file", "start_file, a field of the step beside fit"),
+    ],
+)
+def test_old_spellings_are_refused(tmp_path, demo_ecalelf, no_events, where, old, new):
+    """A field renamed to its one name (CalibrationConfig's, FitConfig's) is refused in one
+    line naming the file, the field and the new name: never silently accepted."""
+    from zcalib.chain.config import RENAMED
+
+    assert RENAMED[(where, old)] == new
+    if where == "fit":
+        path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a", fit={old: [1]})])
+        expected = f"{path}: step 'a': field 'fit.{old}' was renamed; write {new}"
+    else:
+        path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a")])
+        raw = yaml.safe_load(path.read_text())
+        raw[old] = raw.pop("mc_weights")
+        path.write_text(yaml.safe_dump(raw))
+        expected = f"{path}: field '{old}' was renamed; write {new}"
+    with pytest.raises(InvalidConfig) as err:
+        load_pipeline(path)
+    assert str(err.value) == expected
+
+
+def test_fit_options_are_fit_config(tmp_path, demo_ecalelf, no_events):
+    """One settings model: a step's fit options ARE a FitConfig (names, defaults, checks),
+    its MC weights CalibrationConfig's McWeight, its binning and selection zcalib.config's
+    models, its run settings RunOptions' names and defaults."""
+    import dataclasses
+
+    from zcalib.calibration import CalibrationConfig, McWeight
+    from zcalib.chain.config import ClosureStep, FitStep, PipelineConfig, RunSettings
+    from zcalib.config import BinningSettings, SelectionConfig
+    from zcalib.fit import FitConfig
+    from zcalib.runner import RunOptions
+
+    for step in (FitStep, ClosureStep):
+        assert step.model_fields["fit"].annotation is FitConfig
+    fields = PipelineConfig.model_fields
+    assert fields["mc_weights"].annotation == tuple[McWeight, ...]
+    assert CalibrationConfig.model_fields["mc_weights"].annotation == tuple[McWeight, ...]
+    assert fields["binning"].annotation is BinningSettings
+    assert fields["selection"].annotation is SelectionConfig
+    run = {f.name: f.default for f in dataclasses.fields(RunOptions)}
+    for name, field in RunSettings.model_fields.items():
+        assert field.default == run[name], name
+    lp = load_pipeline(write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a")]))
+    assert lp.step("a").fit == FitConfig()
+    assert lp.config.mc_weights[0] == McWeight.parse(f"pileup={lp.config.mc_weights[0].file}")
+
+
+def test_fit_option_errors_name_step_and_field(tmp_path, demo_ecalelf, no_events):
+    """FitConfig's own one-line messages, with the file, the step and ``fit.<field>``."""
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a", fit={"mc_stat": "auto"})])
+    with pytest.raises(InvalidConfig) as err:
+        load_pipeline(path)
+    assert str(err.value) == (
+        f"{path}: step 'a': field 'fit.mc_stat' is 'auto'; allowed: sandwich, bootstrap, none"
+    )
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a", fit={"bin_width": -1})])
+    with pytest.raises(InvalidConfig) as err:
+        load_pipeline(path)
+    assert str(err.value) == (
+        f"{path}: step 'a': field 'fit.bin_width' is -1.0; expected a positive width in GeV"
     )
 
 
@@ -358,23 +428,11 @@ def test_fit_step_double_gaussian_smearing(tmp_path, demo_ecalelf, no_events):
     fit = {"smearing": "double-gaussian", "double_gaussian": {"width_ratio": -1}}
     path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a", fit=fit)])
     with pytest.raises(InvalidConfig) as err:
-        _Setup(load_pipeline(path), None)
+        load_pipeline(path)
     assert str(err.value) == (
-        f"{path}: step 'a': fit config: field 'double_gaussian.width_ratio' is -1.0; expected "
+        f"{path}: step 'a': field 'fit.double_gaussian.width_ratio' is -1.0; expected "
         "a positive ratio"
     )
-
-
-def test_fit_options_defaults_are_the_fit_config_defaults():
-    """One place for each default: a pipeline fit step without options fits like FitConfig()."""
-    from zcalib.chain.config import FitOptions
-    from zcalib.fit import FitConfig
-
-    opts, cfg = FitOptions(), FitConfig()
-    for name in ("window", "bin_width", "min_data", "min_mc", "start", "mc_stat", "seed"):
-        assert getattr(opts, name) == getattr(cfg, name), name
-    assert opts.mc_stat_likelihood == cfg.mc_stat_likelihood
-    assert opts.smearing == cfg.smearing == "gaussian"
 
 
 def test_derivation_config_is_valid():

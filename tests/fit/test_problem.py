@@ -100,8 +100,8 @@ def test_category_without_regions_is_named(arrays: dict[str, Any]) -> None:
     sub = {**arrays, **{k: arrays[k][keep] for k in ("data", "mc_w", "mc_w2", "regions")}}
     msg = (
         "scale categories [3] have no usable pair region (all their regions were dropped or "
-        "absent); lower min_data/min_mc, widen the window, or hold them fixed: --ignore / "
-        "YAML ignore: ['scale[3]'] (Python: FitConfig.ignore_scales)"
+        "absent); lower min_data/min_mc, widen the window, or hold them fixed: --ignore "
+        "scale[3] (CLI), ignore_scales: [3] (FitConfig; a pipeline step's fit options)"
     )
     with pytest.raises(FitError, match=re.escape(msg)):
         build_problem(**sub, config=FitConfig())

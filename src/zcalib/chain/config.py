@@ -6,7 +6,7 @@ Example (``configs/pipeline_demo.yaml``)::
     description: demo chain on generated data with a run drift
     output: output/pipeline_demo
     generate: {n_data: 300000, n_mc: 900000, seed: 1, drift: 0.01}
-    weights:
+    mc_weights:
       - {name: pileup, file: ../corrections/pileup_demo.json}
     steps:
       - {name: run_divide, type: run_divide, min_events: 10000}
@@ -40,8 +40,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
+from zcalib.calibration import McWeight
 from zcalib.config import (
     DEFAULT_WINDOW,
     BinningSettings,
@@ -50,18 +58,19 @@ from zcalib.config import (
     load_yaml,
 )
 from zcalib.exceptions import InvalidConfig
+from zcalib.fit.config import FitConfig
 from zcalib.outputs import check_step_name
 
 __all__ = [
     "CORRECTION_STEP_TYPES",
     "ClosureStep",
     "CorrectionsStep",
-    "FitOptions",
     "FitStep",
     "GenerateSettings",
     "LoadedPipeline",
     "PipelineConfig",
     "RunDivideStep",
+    "RENAMED",
     "RunSettings",
     "StepConfig",
     "TimeStabilityStep",
@@ -86,8 +95,9 @@ def _run_default(name: str) -> Any:
 
 
 class RunSettings(_Frozen):
-    """How the event loops run (does not change the results, so not part of step hashes).
-    Defaults: those of :class:`~zcalib.runner.RunOptions` (a local Dask cluster)."""
+    """How the event loops run (does not change the results, so not part of step hashes):
+    the YAML form of :class:`~zcalib.runner.RunOptions`, with its field names and its
+    defaults (a local Dask cluster); :meth:`options` gives the RunOptions the loops use."""
 
     executor: Literal["iterative", "futures", "dask"] = Field(
         _run_default("executor"), description="coffea executor: iterative, futures or dask."
@@ -107,6 +117,21 @@ class RunSettings(_Frozen):
         description="Show progress bars (`zcalib pipeline --no-progress` hides them).",
     )
 
+    def options(self, base: Path) -> Any:
+        """The :class:`~zcalib.runner.RunOptions` of these settings (``recipe`` relative to
+        ``base``; a scheduler or a recipe means Dask)."""
+        from zcalib.runner import RunOptions
+
+        recipe = None if self.recipe is None else base / self.recipe
+        return RunOptions(
+            executor="dask" if self.scheduler or recipe else self.executor,
+            workers=self.workers,
+            chunksize=self.chunksize,
+            scheduler=self.scheduler,
+            progress=self.progress,
+            recipe=recipe,
+        )
+
 
 class GenerateSettings(_Frozen):
     """Generate demo data (``zcalib generate``) when absent, instead of a datasets file."""
@@ -123,14 +148,6 @@ class GenerateSettings(_Frozen):
         description="Barrel seed energies [GeV] of the switch to gain 6 and gain 1 (endcap "
         "2x, 1.875x); lower them, e.g. [35, 50], to populate gains 6 and 1 for a gain step.",
     )
-
-
-class WeightEntry(_Frozen):
-    """A static MC weight (correctionlib), e.g. pile-up."""
-
-    name: str = Field(min_length=1, description="Variation prefix (pileup -> pileup_up...).")
-    file: str = Field(min_length=1, description="correctionlib JSON file.")
-    correction: str | None = Field(None, description="Correction name; default: `name`.")
 
 
 class _StepBase(_Frozen):
@@ -199,74 +216,6 @@ class ZWeightsStep(_StepBase):
     max_weight: float = Field(5.0, ge=1, description="Cap on the weights.")
 
 
-def _fit_default(name: str) -> Any:
-    """The default of a :class:`~zcalib.fit.FitConfig` field (each default lives there)."""
-    from zcalib.fit.config import FitConfig
-
-    return FitConfig.model_fields[name].default
-
-
-class FitOptions(_Frozen):
-    """Options of the scale/smearing fit: the :class:`zcalib.fit.FitConfig` fields a pipeline
-    step sets, with FitConfig's defaults (``start_file`` is read into ``start_scales``;
-    ``ignore`` names categories, ``scale[i]`` / ``smear[i]``)."""
-
-    window: tuple[float, float] = Field(_fit_default("window"), description="Mass window [GeV].")
-    bin_width: float = Field(_fit_default("bin_width"), gt=0, description="Data bin width [GeV].")
-    min_data: float = Field(
-        _fit_default("min_data"), ge=0, description="Drop regions with fewer data pairs."
-    )
-    min_mc: float = Field(
-        _fit_default("min_mc"), ge=0, description="Drop regions with fewer MC entries."
-    )
-    start: Literal["scan", "random", "specify"] = Field(
-        _fit_default("start"), description="Start style; specify: values from `start_file`."
-    )
-    start_file: str | None = Field(
-        None,
-        description="only-step or scales file with start values (pymin --only-step refinement).",
-    )
-    fix_scales: bool = Field(False, description="Fit smearings only (scales held at 1).")
-    ignore: tuple[int | str, ...] = Field(
-        (),
-        description="Categories held fixed (scales at 1, smearings at 0), their regions "
-        "dropped: `scale[i]` / `smear[i]` as the fit names them, or a scale index i (e.g. a "
-        "category without data).",
-    )
-    mc_stat: Literal["sandwich", "bootstrap", "none"] = Field(
-        _fit_default("mc_stat"),
-        description="MC-statistics error method (bootstrap: refits on fluctuated templates, "
-        "reliable for smearings and for closure steps; sandwich: linear propagation).",
-    )
-    mc_stat_likelihood: Literal["noise-corrected", "none", "bb-lite"] = Field(
-        _fit_default("mc_stat_likelihood"),
-        description="Template-statistics treatment in the likelihood (noise-corrected: the "
-        "expected MC-noise term removed, unbiased smearings; none: plain multinomial NLL).",
-    )
-    seed: int = Field(_fit_default("seed"), ge=0, description="Seed of random starts / bootstrap.")
-    smearing: Literal["gaussian", "double-gaussian"] = Field(
-        _fit_default("smearing"),
-        description="Smearing model: gaussian, or double-gaussian of fixed shape "
-        "`double_gaussian` (the fitted and published smear is its core width).",
-    )
-    double_gaussian: dict[str, float] | None = Field(
-        None,
-        description="Shape {fraction, width_ratio} of the double Gaussian (default "
-        "fraction 0.2, width_ratio 2.0).",
-    )
-
-    @field_validator("ignore")
-    @classmethod
-    def _named_categories(cls, v: tuple[int | str, ...]) -> tuple[int | str, ...]:
-        from zcalib.fit.config import parse_ignored
-
-        try:
-            parse_ignored(v, "")
-        except InvalidConfig as err:
-            raise ValueError(str(err)) from None
-        return v
-
-
 class SmoothOptions(_Frozen):
     """Smooth Et curves per cell of an Et-binned fit step (see ``docs/fit.md``)."""
 
@@ -280,7 +229,38 @@ class SmoothOptions(_Frozen):
     )
 
 
-class FitStep(_StepBase):
+class _FittingStep(_StepBase):
+    """A step that fits: its fit options are a :class:`~zcalib.fit.FitConfig` (the one fit
+    model: the names and defaults of the CLI fit options and of ``zcalib.api``)."""
+
+    start_file: str | None = Field(
+        None,
+        description="only-step or scales file whose scales start the fit (pymin --only-step "
+        "refinement; sets fit.start 'specify' and fit.start_scales).",
+    )
+    fit: FitConfig = Field(
+        default_factory=FitConfig,
+        description="Fit options: the fields of zcalib.fit.FitConfig with its defaults "
+        "(window, bin_width, min_data, min_mc, start, ignore_scales, ignore_smears, mc_stat, "
+        "mc_stat_likelihood, seed, smearing, double_gaussian, ...).",
+    )
+
+    @field_validator("fit", mode="before")
+    @classmethod
+    def _fit_config(cls, v: Any, info: ValidationInfo) -> Any:
+        """Build the FitConfig through its own validation (its one-line messages). With a
+        ``start_file``, ``start: specify`` takes its start values from that file."""
+        if not isinstance(v, Mapping):
+            return v
+        if info.data.get("start_file") is not None and v.get("start") == "specify":
+            v = {k: x for k, x in v.items() if k != "start"}  # set with the file's values
+        try:
+            return FitConfig(**v)
+        except InvalidConfig as err:
+            raise ValueError(str(err).removeprefix("fit config: ")) from None
+
+
+class FitStep(_FittingStep):
     """Fit scales (data) and smearings (MC) in a category scheme."""
 
     type: Literal["fit"] = Field(description="Step type.")
@@ -307,7 +287,6 @@ class FitStep(_StepBase):
         description="Fit smooth Et curves per cell to the Et-binned values and write them "
         "into the payload as formulas of pt (needs categories with >= 2 Et bins per cell).",
     )
-    fit: FitOptions = Field(default_factory=FitOptions, description="Fit options.")
     systematics: str | None = Field(
         None,
         description="Systematics YAML (the `zcalib systematics` format): after the fit, refit "
@@ -326,7 +305,7 @@ class CorrectionsStep(_StepBase):
     )
 
 
-class ClosureStep(_StepBase):
+class ClosureStep(_FittingStep):
     """Closure check: residual scales and smearings with every step before it applied.
 
     Filled like a fit step at its position (MC smeared with the latest smearing), scales and
@@ -341,9 +320,6 @@ class ClosureStep(_StepBase):
         3.0,
         description="Closure threshold (> 0): |scale - 1| / error and σ²/err(σ²) must be "
         "below it in every category.",
-    )
-    fit: FitOptions = Field(
-        default_factory=FitOptions, description="Fit options (fix_scales must stay false)."
     )
 
 
@@ -372,7 +348,11 @@ class PipelineConfig(_Frozen):
     )
     run: RunSettings = Field(default_factory=RunSettings, description="Event-loop execution.")
     smear_seed: int = Field(0, ge=0, description="Seed of the MC smearing random numbers.")
-    weights: tuple[WeightEntry, ...] = Field((), description="Static MC weights (pile-up).")
+    mc_weights: tuple[McWeight, ...] = Field(
+        (),
+        description="Static MC weights (correctionlib, e.g. pile-up), filled with their "
+        "up/down variations: :class:`~zcalib.calibration.McWeight`, as CalibrationConfig's.",
+    )
     era: str = Field(
         "2022preEE",
         description="Era in the payload names (`EGMScale_Compound_<collection>_<era>`...); "
@@ -464,6 +444,48 @@ def _cycle_message(left: list[str], needs: dict[str, tuple[str, ...]], source: s
         path.append(nxt)
 
 
+#: Former spellings of pipeline fields, refused with their one name now (that of
+#: CalibrationConfig / FitConfig): ``(section, old) -> new``; section ``""`` is the top level,
+#: ``"fit"`` a step's fit options.
+RENAMED: Mapping[tuple[str, str], str] = {
+    ("", "weights"): "mc_weights (as in CalibrationConfig)",
+    ("fit", "ignore"): (
+        "fit.ignore_scales / fit.ignore_smears (FitConfig's names; category indices: "
+        "scale[i] -> ignore_scales: [i], smear[i] -> ignore_smears: [i])"
+    ),
+    ("fit", "start_file"): "start_file, a field of the step beside fit",
+}
+
+
+def _check_renamed(raw: Mapping[str, Any], p: Path) -> None:
+    """Refuse a former spelling in one line naming the file, the field and its new name."""
+    for key in raw:
+        new = RENAMED.get(("", str(key)))
+        if new is not None:
+            msg = f"{p}: field '{key}' was renamed; write {new}"
+            raise InvalidConfig(msg)
+    steps = raw.get("steps")
+    for step in steps if isinstance(steps, list) else ():
+        fit = step.get("fit") if isinstance(step, Mapping) else None
+        for key in fit if isinstance(fit, Mapping) else ():
+            new = RENAMED.get(("fit", str(key)))
+            if new is not None:
+                msg = f"{p}: step '{step.get('name')}': field 'fit.{key}' was renamed; write {new}"
+                raise InvalidConfig(msg)
+
+
+def _validation_message(p: Path, raw: Mapping[str, Any], err: ValidationError) -> str:
+    """One line for the first pydantic error; a step's fit options say the step and the
+    FitConfig field (``step 'a': field 'fit.mc_stat' is 'auto'; allowed: ...``)."""
+    first = err.errors()[0]
+    loc = first["loc"]
+    if len(loc) == 4 and loc[0] == "steps" and loc[3] == "fit" and first["type"] == "value_error":
+        name = raw["steps"][loc[1]].get("name")
+        text = str(first["msg"]).removeprefix("Value error, ").replace("field '", "field 'fit.", 1)
+        return f"{p}: step '{name}': {text}"
+    return format_validation_error(str(p), err)
+
+
 def load_pipeline(path: str | Path) -> LoadedPipeline:
     """Load and validate a pipeline YAML (schema, then semantics), before any event is read.
 
@@ -475,10 +497,11 @@ def load_pipeline(path: str | Path) -> LoadedPipeline:
     if not isinstance(raw, dict):
         msg = f"{p}: expected a mapping with 'output' and 'steps', got {type(raw).__name__}"
         raise InvalidConfig(msg)
+    _check_renamed(raw, p)
     try:
         cfg = PipelineConfig.model_validate(raw)
     except ValidationError as err:
-        raise InvalidConfig(format_validation_error(str(p), err)) from None
+        raise InvalidConfig(_validation_message(p, raw, err)) from None
     base = p.resolve().parent
     names = [s.name for s in cfg.steps]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -527,7 +550,7 @@ def _check_semantics(lp: LoadedPipeline) -> None:
     if cfg.datasets is not None and not lp.resolve(cfg.datasets).is_file():
         msg = f"{p}: field 'datasets': file {lp.resolve(cfg.datasets)} not found"
         raise InvalidConfig(msg)
-    for w in cfg.weights:
+    for w in cfg.mc_weights:
         if not lp.resolve(w.file).is_file():
             msg = f"{p}: weight '{w.name}': file {lp.resolve(w.file)} not found"
             raise InvalidConfig(msg)
@@ -541,11 +564,8 @@ def _check_semantics(lp: LoadedPipeline) -> None:
             if not cats.is_file():
                 msg = f"{where}: categories file {cats} not found (unknown category scheme)"
                 raise InvalidConfig(msg)
-            if s.fit.start == "specify" and s.fit.start_file is None:
-                msg = f"{where}: fit.start 'specify' needs fit.start_file (an only-step file)"
-                raise InvalidConfig(msg)
-            if s.fit.start_file is not None and not lp.resolve(s.fit.start_file).is_file():
-                msg = f"{where}: fit.start_file {lp.resolve(s.fit.start_file)} not found"
+            if s.start_file is not None and not lp.resolve(s.start_file).is_file():
+                msg = f"{where}: start_file {lp.resolve(s.start_file)} not found"
                 raise InvalidConfig(msg)
         if isinstance(s, ClosureStep):
             _check_closure_step(s, deps, kinds, where)
@@ -587,9 +607,10 @@ def _check_closure_step(
             f"deviations), got {s.max_significance}"
         )
         raise InvalidConfig(msg)
-    if s.fit.fix_scales:
+    fixed = [f"fit.{f}" for f in ("fix_scales", "fix_smears") if getattr(s.fit, f)]
+    if fixed:
         msg = (
-            f"{where}: a closure step fits scales and smearings free: fit.fix_scales must be false"
+            f"{where}: a closure step fits scales and smearings free: {fixed[0]} must be false"
         )
         raise InvalidConfig(msg)
     if not any(kinds[d] in CORRECTION_STEP_TYPES for d in deps):

@@ -79,7 +79,7 @@ from zcalib.fit import FitConfig, FitResult
 from zcalib.io.fingerprint import file_fingerprint
 from zcalib.outputs import output_run, restamp, stamp, without_run_ids
 from zcalib.processors.zee import CorrectionStep, WeightSpec
-from zcalib.runner import EventLoop, RunOptions
+from zcalib.runner import EventLoop
 
 __all__ = [
     "PipelineResult",
@@ -179,21 +179,13 @@ class _Setup:
         self.names = EgmNames(cfg.era, cfg.collection)
         self.dataset_cfg = self._datasets()
         settings = cfg.run.model_copy(update=run_override or {})
-        recipe = settings.recipe
-        self.options = RunOptions(
-            executor="dask" if settings.scheduler or recipe else settings.executor,
-            workers=settings.workers,
-            chunksize=settings.chunksize,
-            scheduler=settings.scheduler,
-            progress=settings.progress,
-            recipe=None if recipe is None else lp.resolve(recipe),
-        )
+        self.options = settings.options(lp.base)
         self.options.check()
         self.binning = cfg.binning.aligned(FitConfig().window)
         from zcalib.runner import load_weight
 
         self.static_weights = tuple(
-            load_weight(w.name, lp.resolve(w.file), w.correction) for w in cfg.weights
+            load_weight(w.name, lp.resolve(w.file), w.correction) for w in cfg.mc_weights
         )
         self.data_keys = data_run_keys(self.dataset_cfg)
         all_keys = np.unique(np.concatenate(list(self.data_keys.values())))
@@ -302,8 +294,8 @@ class _Setup:
             self.fit_configs[step.name] = self._fit_config(step, scheme)
             if isinstance(step, FitStep) and step.smooth is not None:
                 _check_smooth(step, scheme, self._where(step.name))
-            if step.fit.start_file is not None:
-                hashes["start_file"] = _file_hash(lp.resolve(step.fit.start_file))
+            if step.start_file is not None:
+                hashes["start_file"] = _file_hash(lp.resolve(step.start_file))
             if isinstance(step, FitStep) and step.systematics is not None:
                 from zcalib.validation.systematics import load_systematics_config
 
@@ -328,31 +320,18 @@ class _Setup:
         self.file_hashes[step.name] = hashes
 
     def _fit_config(self, step: FitStep | ClosureStep, scheme: CategoryScheme) -> FitConfig:
+        """The step's FitConfig, with the start values of ``start_file`` and the smearings
+        held fixed in a closure fit step."""
         from zcalib.corrections import read_legacy_for_scheme
-        from zcalib.fit.config import parse_ignored
 
-        o = step.fit
-        kw: dict[str, Any] = {
-            "window": o.window,
-            "bin_width": o.bin_width,
-            "min_data": o.min_data,
-            "min_mc": o.min_mc,
-            "start": o.start,
-            "fix_scales": o.fix_scales,
-            **parse_ignored(o.ignore, "field 'ignore'"),
-            "seed": o.seed,
-            "mc_stat": o.mc_stat,
-            "mc_stat_likelihood": o.mc_stat_likelihood,
-            "fix_smears": isinstance(step, FitStep) and step.closure,
-            "smearing": o.smearing,
-        }
-        if o.double_gaussian is not None:
-            kw["double_gaussian"] = o.double_gaussian
-        if o.start_file is not None:
-            values, _ = read_legacy_for_scheme(self.lp.resolve(o.start_file), scheme, kind="scale")
-            kw["start_scales"] = tuple(float(v) for v in values)
+        changes: dict[str, Any] = {}
+        if isinstance(step, FitStep) and step.closure:
+            changes["fix_smears"] = True
+        if step.start_file is not None:
+            values, _ = read_legacy_for_scheme(self.lp.resolve(step.start_file), scheme, kind="scale")
+            changes.update(start="specify", start_scales=tuple(float(v) for v in values))
         try:
-            cfg = FitConfig(**kw)
+            cfg = step.fit.with_overrides(**changes) if changes else step.fit
             cfg.check_lengths(len(scheme.scale), len(scheme.smear))
         except InvalidConfig as err:
             msg = f"{self._where(step.name)}: {err}"

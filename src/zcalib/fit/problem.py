@@ -607,7 +607,7 @@ def _check_coverage(kind: str, free: tuple[int, ...], legs: IntArray, option: st
         msg = (
             f"{kind} categories {missing} have no usable pair region (all their regions were "
             f"dropped or absent); lower min_data/min_mc, widen the window, or hold them fixed: "
-            f"--ignore / YAML ignore: {[f'{kind}[{i}]' for i in missing]} (Python: "
-            f"FitConfig.{option})"
+            f"--ignore {' '.join(f'{kind}[{i}]' for i in missing)} (CLI), {option}: "
+            f"{missing} (FitConfig; a pipeline step's fit options)"
         )
         raise FitError(msg)
