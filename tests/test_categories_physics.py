@@ -137,7 +137,7 @@ def test_gain_step_recovers_gain_dependent_scales(tmp_path):
         {"name": "coarse", "type": "fit", "categories": str(coarse)},
         {"name": "gain", "type": "fit", "categories": str(gain), "needs": ["coarse"]},
     ]
-    path = write_pipeline(tmp_path, sample, steps=steps, weights=[])
+    path = write_pipeline(tmp_path, sample, steps=steps, mc_weights=[])
     res = run_pipeline(load_pipeline(path))
     record = json.loads((res.output / "gain" / "fit_result.json").read_text())
     assert record["status"] == "converged", record["status"]
@@ -181,7 +181,7 @@ def test_gain_step_recovers_gain_dependent_scales(tmp_path):
 def test_pipeline_refuses_unwritable_categories_at_setup(tmp_path, demo_ecalelf, cats, problem):
     path = _yaml(tmp_path / "cats.yaml", cats)
     steps = [{"name": "step", "type": "fit", "categories": str(path)}]
-    pipeline = write_pipeline(tmp_path, demo_ecalelf, steps=steps, weights=[])
+    pipeline = write_pipeline(tmp_path, demo_ecalelf, steps=steps, mc_weights=[])
     with pytest.raises(InvalidConfig) as err:
         run_pipeline(load_pipeline(pipeline))
     assert str(err.value) == f"{pipeline}: step 'step': {path}: {problem}"

@@ -31,7 +31,6 @@ from zcalib.stats.workspace import StatsConfig
 from zcalib.validation.lineshape import LineshapeConfig
 from zcalib.validation.plots import PlotLabels, run_validation
 from zcalib.validation.scans import run_scans
-from zcalib.validation.systematics import run_systematics
 
 
 def _param(fn: Callable[..., Any], name: str) -> Any:
@@ -85,7 +84,7 @@ LIBRARY: dict[tuple[str, str], Any] = {
     ("time-stability", "window"): _param(time_stability, "window"),
     ("time-stability", "name"): _param(time_stability, "name"),
     ("fit", "step"): _param(run_step, "step"),
-    ("systematics", "step"): _param(run_systematics, "step"),
+    ("systematics", "step"): _param(run_step, "step"),
     ("combine", "error"): _param(combine, "error"),
     ("apply", "input_format"): _param(apply, "input_format"),
     ("apply", "collection"): _param(apply, "collection"),
@@ -177,3 +176,36 @@ def test_every_cli_default_is_the_library_default():
 def test_help_shows_the_library_default(command, shown):
     text = " ".join(_subparsers()[command].format_help().split())
     assert shown in text
+
+
+def test_help_imports_no_physics_module():
+    """``zcalib <command> --help`` shows the library defaults without importing the modules
+    that own them (read from their source): no coffea, numba, numpy or fitter import, so
+    help is instant (it took ~2-3 s when FitConfig's defaults imported zcalib.fit)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import argparse, sys\n"
+        "from zcalib.cli import build_parser\n"
+        "p = build_parser()\n"
+        "subs = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))\n"
+        "text = ''.join(sp.format_help() for sp in subs.choices.values())\n"
+        "heavy = ('coffea', 'numba', 'numpy', 'dask', 'scipy', 'correctionlib', 'zcalib.fit')\n"
+        "print(len(subs.choices), sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split(maxsplit=1)
+    assert int(out[0]) >= 18
+    assert out[1].strip() == "[]"
+
+
+def test_static_defaults_follow_module_constants():
+    """A default spelled as a module constant imported from another module
+    (``window: ... = DEFAULT_WINDOW``) is followed to its value."""
+    from zcalib.cli._options import _static_default
+    from zcalib.config import DEFAULT_WINDOW
+
+    assert _static_default("zcalib.fit.config:FitConfig", "window") == DEFAULT_WINDOW
+    assert _static_default("zcalib.runner:RunOptions", "workers") == RunOptions().workers

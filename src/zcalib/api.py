@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import math
@@ -732,6 +733,7 @@ def run_step(
     iterations: int = 1,
     smooth: tuple[SmoothForm | None, SmoothForm | None] = (None, None),
     systematics: SystematicsConfig | None = None,
+    refills: EventLoop | None = None,
     payload: bool = True,
     write_failed: bool = False,
     save_histograms: bool | None = None,
@@ -762,8 +764,13 @@ def run_step(
             cumulative scales of the previous ones applied to data (written to
             ``iter<k>/corrections.json``); the result holds the cumulative scales.
         smooth: ``(scale, smear)`` forms of smooth Et curves (:mod:`zcalib.fit.smooth`).
-        systematics: variations refitted for the systematic uncertainties (an ``EventLoop``
-            source; ``systematics.json``, folded into ``escale``/``esmear``).
+        systematics: variations refitted for the systematic uncertainties
+            (``systematics.json``, folded into ``escale``/``esmear``); selection and
+            boundary variations refill the events of the ``EventLoop`` source, or of
+            ``refills`` when ``source`` is histograms.
+        refills: the event loop of the systematics' refills when ``source`` is histograms
+            (e.g. ``zcalib systematics --histograms``). The nominal fill, the iterations and
+            every refill share one cluster (one per call).
         payload: ``False``: write only ``fit_result.json`` (a closure fit's record).
         write_failed: write the payload of a failed fit too, marked failed.
         save_histograms: write ``histograms.npz`` (default: when filled here).
@@ -773,7 +780,8 @@ def run_step(
         The :class:`StepRun`.
 
     Raises:
-        InvalidConfig: iterations or systematics without an ``EventLoop``, bad options.
+        InvalidConfig: iterations, or refilling systematics, without an ``EventLoop``; bad
+            options.
         FitError: the fit cannot be set up. InputError, OutputError: as the fill and writes.
     """
     from zcalib.derive import check_step_name, write_outputs
@@ -787,13 +795,30 @@ def run_step(
     if iterations < 1:
         msg = f"iterations must be >= 1, got {iterations}"
         raise InvalidConfig(msg)
-    if loop is None and (iterations > 1 or systematics is not None):
-        msg = "iterations and systematics refill the events: give an EventLoop, not histograms"
+    if loop is None and iterations > 1:
+        msg = "iterations refill the events: give an EventLoop, not histograms"
+        raise InvalidConfig(msg)
+    if loop is not None and refills is not None:
+        msg = "refills are for histograms: an EventLoop source refills the systematics itself"
+        raise InvalidConfig(msg)
+    if systematics is not None and loop is None and refills is None and systematics.refills():
+        msg = (
+            f"systematics variations {', '.join(systematics.refills())} refill the events: "
+            "give an EventLoop source (or refills=) with the inputs"
+        )
         raise InvalidConfig(msg)
     if iterations > 1 and out is None:
         msg = "iterations write their intermediate scales: give an output folder"
         raise InvalidConfig(msg)
-    with output_run(out):
+    with contextlib.ExitStack() as stack:
+        events = loop or refills
+        if events is not None and (iterations > 1 or systematics is not None):
+            from zcalib.cluster import one_cluster  # one cluster: fills, iterations, refills
+
+            events = events.replace(options=stack.enter_context(one_cluster(events.options)))
+            source = events if loop is not None else source
+            refills = None if loop is not None else events
+        stack.enter_context(output_run(out))
         hset, result, problem, it, records, last = _iterate(
             source,
             scheme,
@@ -813,8 +838,7 @@ def run_step(
             save(hset, out / "histograms.npz")
         syst = curves = None
         if result.converged and systematics is not None:
-            assert last is not None
-            syst = _systematics(hset, last, scheme, fit_config, systematics, result, out)
+            syst = _systematics(hset, last or refills, scheme, fit_config, systematics, result, out)
         if (result.converged or write_failed) and smooth != (None, None):
             from zcalib.fit.smooth import fit_smooth
 
@@ -961,32 +985,33 @@ def _iterate(
 
 def _systematics(
     hset: HistogramSet,
-    loop: EventLoop,
+    loop: EventLoop | None,
     scheme: CategoryScheme,
     fit_config: FitConfig,
     config: SystematicsConfig,
     nominal: FitResult,
     out: Path | None,
 ) -> Any:
-    """The systematics refits of a step (refills as ``loop``, the last fill of the step),
-    written to ``systematics.json``."""
+    """The systematics refits of a step (refills as ``loop``, the last fill of the step;
+    ``None``: refits of ``hset`` only), written to ``systematics.json``."""
     import json
 
     from zcalib._atomic import atomic_write_text
     from zcalib.validation.systematics import run_systematics
 
+    refill: dict[str, Any] = {}
+    if loop is not None:
+        refill = {
+            "dataset_config": loop.cfg,
+            "selection": loop.selection,
+            "options": loop.options,
+            "weights": loop.weights,
+            "corrections": loop.corrections,
+            "smear_seed": loop.smear_seed,
+            "binning": loop.binning,
+        }
     res = run_systematics(
-        hset,
-        dataset_config=loop.cfg,
-        scheme=scheme,
-        config=config,
-        fit_config=fit_config,
-        selection=loop.selection,
-        options=loop.options,
-        weights=loop.weights,
-        corrections=loop.corrections,
-        smear_seed=loop.smear_seed,
-        nominal=nominal,
+        hset, scheme=scheme, config=config, fit_config=fit_config, nominal=nominal, **refill
     )
     if out is not None:
         atomic_write_text(

@@ -347,8 +347,10 @@ def test_fit_ignore_by_category(tmp_path, demo_ecalelf, no_events):
         (
             "fit",
             "ignore",
-            "fit.ignore_scales / fit.ignore_smears (FitConfig's names; category indices: "
-            "scale[i] -> ignore_scales: [i], smear[i] -> ignore_smears: [i])",
+            (
+                "fit.ignore_scales / fit.ignore_smears (FitConfig's names; category indices: "
+                "scale[i] -> ignore_scales: [i], smear[i] -> ignore_smears: [i])"
+            ),
         ),
         ("fit", "start_file", "start_file, a field of the step beside fit"),
     ],

@@ -34,7 +34,7 @@ def shrunk(tmp_path):
     for step in raw["steps"]:  # the same files, addressed from the copy's folder
         if "categories" in step:
             step["categories"] = str(shipped.resolve(step["categories"]))
-    for w in raw["weights"]:
+    for w in raw["mc_weights"]:
         w["file"] = str(shipped.resolve(w["file"]))
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

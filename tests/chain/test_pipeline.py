@@ -479,7 +479,7 @@ def test_shipped_demo_pipeline(tmp_path):
 
     raw = yaml.safe_load((CONFIGS / "pipeline_demo.yaml").read_text())
     raw["output"] = str(tmp_path / "out")
-    raw["weights"][0]["file"] = str(ROOT / "corrections" / "pileup_demo.json")
+    raw["mc_weights"][0]["file"] = str(ROOT / "corrections" / "pileup_demo.json")
     for s in raw["steps"]:
         if "categories" in s:
             s["categories"] = str(CONFIGS / s["categories"])

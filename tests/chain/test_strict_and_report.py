@@ -29,7 +29,7 @@ def strict_chain(demo_ecalelf, tmp_path_factory):
     """A fit + closure chain whose closure threshold (0.01σ) no residual can pass, run once
     without --strict (exit 0: a warning only)."""
     folder = tmp_path_factory.mktemp("strict")
-    path = write_pipeline(folder, demo_ecalelf, steps=_steps(0.01), weights=[])
+    path = write_pipeline(folder, demo_ecalelf, steps=_steps(0.01), mc_weights=[])
     assert main(["pipeline", str(path), "-q"]) == 0
     return path
 
@@ -43,7 +43,7 @@ def test_strict_pipeline_exits_4_when_the_chain_does_not_close(strict_chain, cap
 
 
 def test_strict_needs_a_closure_step_before_any_work(demo_ecalelf, tmp_path, capsys):
-    path = write_pipeline(tmp_path, demo_ecalelf, steps=_steps(3.0)[:1], weights=[])
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=_steps(3.0)[:1], mc_weights=[])
     rc = main(["pipeline", str(path), "--strict"])
     err = capsys.readouterr().err
     assert rc == 1

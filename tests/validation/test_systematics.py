@@ -37,9 +37,25 @@ def nominal(demo_ecalelf):
 
 @pytest.fixture(scope="module")
 def study(nominal, tmp_path_factory):
+    """The default study through ``run_step`` (the one writer of a step's payload), the
+    refills from the inputs of the nominal histograms."""
+    from zcalib.api import run_step
+    from zcalib.runner import EventLoop, RunOptions
+
     cfg, hset = nominal
     out = tmp_path_factory.mktemp("systematics")
-    return out, run_systematics(hset, dataset_config=cfg, out_dir=out, step="demo")
+    loop = EventLoop(cfg, options=RunOptions(executor="iterative", progress=False))
+    done = run_step(
+        hset,
+        default_categories(),
+        FitConfig(mc_stat="sandwich"),
+        out,
+        step="demo",
+        systematics=SystematicsConfig(),
+        refills=loop,
+    )
+    assert done.syst is not None
+    return out, done.syst
 
 
 def _point(cat):
@@ -115,7 +131,6 @@ def test_window_only_study_needs_no_inputs_and_max_combination(nominal):
     res = run_systematics(hset, config=cfg, fit_config=FitConfig())
     stack = np.vstack([res.scale_by_source["window"], res.scale_by_source["window_shift"]])
     assert np.allclose(res.scale_syst, stack.max(axis=0))
-    assert res.outputs == {}
 
 
 def test_smearing_model_variation_refits_with_the_double_gaussian(nominal):
@@ -239,6 +254,8 @@ def test_cli_systematics(nominal, demo_ecalelf, tmp_path):
             str(out),
             "--step",
             "demo",
+            "--mc-stat",
+            "none",
         ]
     )
     assert rc == 0
@@ -295,3 +312,38 @@ def test_nominal_histograms_filled_by_the_study(nominal):
         "filling the nominal histograms (no hset) needs the inputs (dataset_config / "
         "--data --mc / --datasets) and the scheme"
     )
+
+
+@pytest.mark.cluster
+def test_cli_systematics_one_cluster(demo_ecalelf, tmp_path, capsys):
+    """``zcalib systematics`` on Dask: the nominal fill and the refill of a selection
+    variation run on one LocalCluster (one per command), through ``run_step`` (its payload
+    and fit_result.json, the systematic in escale)."""
+    from zcalib.cli import main
+
+    cfg = tmp_path / "syst.yaml"
+    cfg.write_text(
+        "variations:\n  - {name: et, source: et, kind: selection, "
+        "selection: {min_et_lead: 30, min_et_sublead: 25}}\n"
+    )
+    out = tmp_path / "out"
+    argv = ["systematics", "--data", str(demo_ecalelf.data), "--mc", str(demo_ecalelf.mc)]
+    argv += ["--categories", str(ROOT / "configs" / "cats_eta_r9.tsv"), "--config", str(cfg)]
+    argv += ["--out", str(out), "--executor", "dask", "--workers", "1", "--no-progress", "-v"]
+    assert main([*argv, "--mc-stat", "none"]) == 0
+    logged = " ".join(capsys.readouterr().out.split())  # the rich log handler prints
+    assert logged.count("local Dask cluster with") == 1
+    assert logged.count("systematics: refilling histograms for variation 'et'") == 1
+    rec = json.loads((out / "systematics.json").read_text())
+    fit = json.loads((out / "fit_result.json").read_text())
+    assert rec["run_id"] == fit["run_id"] == file_run_id(out / "corrections.json")
+    syst = [c["syst"] for c in rec["categories"] if c["kind"] == "scale"]
+    assert all(s > 0 for s in syst)
+    cset = correctionlib.CorrectionSet.from_file(str(out / "corrections.json"))
+    scale = cset.compound["EGMScale_Compound_Ele_2022preEE"]
+    scheme = default_categories()
+    for k, cat in enumerate(scheme.scale):
+        eta, r9 = _point(cat)
+        row = next(c for c in rec["categories"] if c["kind"] == "scale" and c["index"] == k)
+        escale = scale.evaluate("escale", 1.0, eta, r9, eta, 40.0, 12.0)
+        assert escale == pytest.approx(row["total"])

@@ -63,6 +63,7 @@ from zcalib.outputs import check_step_name
 
 __all__ = [
     "CORRECTION_STEP_TYPES",
+    "RENAMED",
     "ClosureStep",
     "CorrectionsStep",
     "FitStep",
@@ -70,7 +71,6 @@ __all__ = [
     "LoadedPipeline",
     "PipelineConfig",
     "RunDivideStep",
-    "RENAMED",
     "RunSettings",
     "StepConfig",
     "TimeStabilityStep",
@@ -609,9 +609,7 @@ def _check_closure_step(
         raise InvalidConfig(msg)
     fixed = [f"fit.{f}" for f in ("fix_scales", "fix_smears") if getattr(s.fit, f)]
     if fixed:
-        msg = (
-            f"{where}: a closure step fits scales and smearings free: {fixed[0]} must be false"
-        )
+        msg = f"{where}: a closure step fits scales and smearings free: {fixed[0]} must be false"
         raise InvalidConfig(msg)
     if not any(kinds[d] in CORRECTION_STEP_TYPES for d in deps):
         given = f"needs: {', '.join(s.needs)}" if s.needs else "no 'needs'"

@@ -328,7 +328,9 @@ class _Setup:
         if isinstance(step, FitStep) and step.closure:
             changes["fix_smears"] = True
         if step.start_file is not None:
-            values, _ = read_legacy_for_scheme(self.lp.resolve(step.start_file), scheme, kind="scale")
+            values, _ = read_legacy_for_scheme(
+                self.lp.resolve(step.start_file), scheme, kind="scale"
+            )
             changes.update(start="specify", start_scales=tuple(float(v) for v in values))
         try:
             cfg = step.fit.with_overrides(**changes) if changes else step.fit

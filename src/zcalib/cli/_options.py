@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +43,20 @@ def _shown(v: Any) -> str:
 
 @functools.cache
 def library_default(owner: str, name: str) -> Any:
-    """Default of field or parameter ``name`` of ``owner`` (``"module:object"``)."""
+    """Default of field or parameter ``name`` of ``owner`` (``"module:object"``).
+
+    Read from the owner's source when the default is a literal or a module constant
+    (:func:`_static_default`): ``--help`` and parsing then import no physics module
+    (``zcalib fit --help`` without coffea, numba or the fitter). Otherwise (a computed
+    default) the owner is imported and asked.
+    """
+    try:
+        return _static_default(owner, name)
+    except _NotStatic:
+        return _imported_default(owner, name)
+
+
+def _imported_default(owner: str, name: str) -> Any:
     import dataclasses
     import importlib
     import inspect
@@ -57,6 +71,94 @@ def library_default(owner: str, name: str) -> Any:
             return field.default_factory()  # type: ignore[operator]
         return field.default
     return inspect.signature(obj).parameters[name].default
+
+
+@functools.cache
+def library_constant(module: str, name: str) -> Any:
+    """Module constant ``name`` of ``module``, read from its source when it is a literal
+    (see :func:`library_default`), else imported."""
+    try:
+        return _constant(ast.Name(name), module)
+    except _NotStatic:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)
+
+
+class _NotStatic(Exception):
+    """The default is computed: import the owner to know it."""
+
+
+@functools.cache
+def _module_tree(module: str) -> ast.Module:
+    """The parsed source of a zcalib module, found without importing it (nor its package)."""
+    import zcalib
+
+    base = Path(zcalib.__file__).parent.joinpath(*module.split(".")[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if module.startswith("zcalib.") and path.is_file():
+            return ast.parse(path.read_text(encoding="utf-8"))
+    raise _NotStatic(module)
+
+
+def _static_default(owner: str, name: str) -> Any:
+    """The default of ``name`` in the source of ``owner``: a pydantic or dataclass field
+    (``x: T = v``, ``Field(v, ...)``, ``field(default=v)``) or a function parameter, whose
+    value is a literal or a constant of the module (followed through ``from ... import``).
+    Field validators do not touch defaults, so the value is the one the class holds.
+
+    Raises:
+        _NotStatic: anything else (a computed default, a default factory).
+    """
+    module, _, attr = owner.partition(":")
+    tree = _module_tree(module)
+    node = next((n for n in tree.body if getattr(n, "name", None) == attr), None)
+    if isinstance(node, ast.FunctionDef):
+        a = node.args
+        params = [*a.posonlyargs, *a.args]
+        pairs = list(zip(params[len(params) - len(a.defaults) :], a.defaults, strict=True))
+        pairs += [(p, d) for p, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d]
+        expr = next((d for p, d in pairs if p.arg == name), None)
+    elif isinstance(node, ast.ClassDef):
+        expr = next(
+            (
+                n.value
+                for n in node.body
+                if isinstance(n, ast.AnnAssign)
+                and isinstance(n.target, ast.Name)
+                and n.target.id == name
+            ),
+            None,
+        )
+        if isinstance(expr, ast.Call):  # Field(default, ...) / field(default=...)
+            kw = {k.arg: k.value for k in expr.keywords}
+            expr = expr.args[0] if expr.args else kw.get("default")
+    else:
+        expr = None
+    if expr is None:
+        raise _NotStatic(owner, name)
+    return _constant(expr, module)
+
+
+def _constant(expr: ast.expr, module: str) -> Any:
+    """A literal, or a module constant (assigned once at the top level, or imported)."""
+    if isinstance(expr, ast.Tuple):
+        return tuple(_constant(e, module) for e in expr.elts)
+    if isinstance(expr, ast.Name):
+        for n in _module_tree(module).body:
+            if isinstance(n, ast.AnnAssign | ast.Assign) and n.value is not None:
+                targets = n.targets if isinstance(n, ast.Assign) else [n.target]
+                if any(isinstance(t, ast.Name) and t.id == expr.id for t in targets):
+                    return _constant(n.value, module)
+            if isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+                for alias in n.names:
+                    if (alias.asname or alias.name) == expr.id:
+                        return _constant(ast.Name(alias.name), n.module)
+        raise _NotStatic(expr.id)
+    try:
+        return ast.literal_eval(expr)
+    except ValueError:
+        raise _NotStatic(ast.dump(expr)) from None
 
 
 def resolve_defaults(ns: argparse.Namespace) -> argparse.Namespace:
@@ -310,14 +412,14 @@ def prior_corrections(args: argparse.Namespace, *, smears_by_default: bool) -> t
 
 
 def add_era_option(p: argparse.ArgumentParser) -> None:
-    from zcalib.corrections.egm import DEFAULT_ERA, ERAS
-
+    egm = "zcalib.corrections.egm"
+    eras, default_era = library_constant(egm, "ERAS"), library_constant(egm, "DEFAULT_ERA")
     p.add_argument(
         "--era",
         default=None,
         metavar="ERA",
         help="era in the payload names, e.g. EGMScale_Compound_Ele_<era> (default: --config's, "
-        f"else {DEFAULT_ERA}; one of {', '.join(ERAS)})",
+        f"else {default_era}; one of {', '.join(eras)})",
     )
 
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from zcalib.cli import EXIT_OK
+from zcalib.cli import EXIT_FIT_FAILED, EXIT_OK
 from zcalib.cli._console import console, echo
 from zcalib.cli._options import (
     Default,
     add_fit_options,
     add_input_options,
     add_run_options,
+    calibration_config,
     dataset_config,
     fit_config,
     mc_weights,
@@ -26,10 +28,11 @@ def add_parser(sub: Any) -> None:
     sy = sub.add_parser(
         "systematics",
         help="systematic errors from refits with varied window, R9 boundary, Et, ID",
-        description="Refit with each configured variation (mass window: refit; selection and "
-        "category boundaries: refill + refit), take per source the largest shift "
-        "per category and combine the sources; write systematics.json and "
-        "corrections.json with escale/esmear = stat (+) syst.",
+        description="Fit (zcalib fit's outputs), then refit with each configured variation "
+        "(mass window: refit; selection and category boundaries: refill + refit, on one "
+        "cluster), take per source the largest shift per category and combine the sources; "
+        "write systematics.json and corrections.json with escale/esmear = stat (+) MC stat "
+        "(+) syst.",
         epilog="Example: zcalib systematics --data d.root --mc m.root --categories "
         "configs/cats_eta_r9.tsv --config syst.yaml --out output/step --step step1",
         formatter_class=fmt,
@@ -47,7 +50,7 @@ def add_parser(sub: Any) -> None:
     sy.add_argument("--out", type=Path, required=True, help="output folder")
     sy.add_argument(
         "--step",
-        default=Default("zcalib.validation.systematics:run_systematics", "step"),
+        default=Default("zcalib.api:run_step", "step"),
         help="step name used in the correction names",
     )
     add_fit_options(sy)
@@ -56,34 +59,50 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The nominal fit and its systematics refits through :func:`zcalib.api.run_step` (the
+    one writer of a step's payload, one cluster for the nominal fill and every refill)."""
+    from zcalib.api import run_step
     from zcalib.categories import load_categories
     from zcalib.derive import check_step_name
     from zcalib.histograms import load_histograms
-    from zcalib.validation.systematics import (
-        SystematicsConfig,
-        load_systematics_config,
-        run_systematics,
-    )
+    from zcalib.runner import EventLoop
+    from zcalib.validation.systematics import SystematicsConfig, load_systematics_config
 
     check_step_name(args.step, "--step")  # before any work
+    calib = calibration_config(args)
     scheme = load_categories(args.categories)
     config = load_systematics_config(args.config) if args.config else SystematicsConfig()
     fcfg = fit_config(args, scheme)
-    cfg = dataset_config(args)
-    res = run_systematics(
-        load_histograms(args.histograms) if args.histograms is not None else None,
-        dataset_config=cfg,
-        scheme=scheme,
-        config=config,
-        fit_config=fcfg,
-        selection=selection_from(args),
+    loop = EventLoop(
+        dataset_config(args, calib),
         options=run_options(args),
+        selection=selection_from(args),
+        binning=calib.binning(),
         weights=mc_weights(args),
-        out_dir=args.out,
-        step=args.step,
+        smear_seed=calib.smear_seed,
     )
-    _print_systematics(res)
-    echo(f"wrote {', '.join(res.outputs.values())}")
+    given = load_histograms(args.histograms) if args.histograms is not None else None
+    done = run_step(
+        given if given is not None else loop,
+        scheme,
+        fcfg,
+        args.out,
+        step=args.step,
+        names=calib.payload_names(),
+        systematics=config,
+        refills=loop if given is not None else None,
+        extra={
+            "command": "systematics",
+            "fit_config": fcfg.to_dict(),
+            "calibration_config": calib.to_dict(),
+        },
+    )
+    if done.syst is not None:
+        _print_systematics(done.syst)
+    echo(f"wrote {', '.join(str(p) for p in done.paths.values())}")
+    if done.failure is not None:
+        sys.stderr.write(f"zcalib: {done.failure} (no correction payload, no systematics)\n")
+        return EXIT_FIT_FAILED
     return EXIT_OK
 
 

@@ -45,30 +45,27 @@ The variations are configured in YAML::
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from zcalib._atomic import atomic_write_text
 from zcalib.categories import Category, CategoryScheme, build_scheme
 from zcalib.config import DatasetConfig, SelectionConfig, format_validation_error, load_yaml
-from zcalib.corrections.egm import EgmNames
 from zcalib.exceptions import FitError, InvalidConfig
 from zcalib.fit import FitConfig, FitResult, fit_histograms
 from zcalib.fit.config import Smearing
 from zcalib.histograms import HistogramSet
-from zcalib.outputs import stamp
 
 if TYPE_CHECKING:
     from zcalib.derive import StepSyst
+    from zcalib.histograms import MassBinning
 
 __all__ = [
     "DEFAULT_VARIATIONS",
@@ -79,7 +76,6 @@ __all__ = [
     "load_systematics_config",
     "move_boundary",
     "run_systematics",
-    "write_corrections_with_syst",
 ]
 
 log = logging.getLogger(__name__)
@@ -206,6 +202,16 @@ class SystematicsConfig(_Frozen):
             raise ValueError(msg)
         return self
 
+    def refills(self) -> tuple[str, ...]:
+        """Names of the variations that refill the histograms (``selection``, ``boundary``:
+        they need the inputs), in order.
+
+        Example:
+            >>> SystematicsConfig().refills()
+            ('r9_boundary_095', 'et_30_25', 'id_tight')
+        """
+        return tuple(v.name for v in self.variations if v.kind not in _REFITS)
+
 
 def load_systematics_config(path: str | Path) -> SystematicsConfig:
     """Load and validate a systematics YAML (see the module docstring).
@@ -323,7 +329,6 @@ class SystematicsResult:
         scale_by_source, smear_by_source: ``{source: per-category max |Δ|}``.
         combine: how sources were combined.
         scale_labels, smear_labels: category labels.
-        outputs: files written.
     """
 
     nominal: FitResult
@@ -335,7 +340,6 @@ class SystematicsResult:
     combine: str
     scale_labels: tuple[str, ...] = ()
     smear_labels: tuple[str, ...] = ()
-    outputs: dict[str, str] = field(default_factory=dict)
     wall_time: float = 0.0
 
     def step_syst(self) -> StepSyst:
@@ -394,7 +398,6 @@ class SystematicsResult:
                 "config": self.nominal.config.to_dict(),
             },
             "wall_time_s": self.wall_time,
-            "outputs": dict(self.outputs),
         }
 
 
@@ -439,10 +442,8 @@ def run_systematics(
     weights: Sequence[Any] = (),
     corrections: Sequence[Any] = (),
     smear_seed: int = 0,
+    binning: MassBinning | None = None,
     nominal: FitResult | None = None,
-    out_dir: str | Path | None = None,
-    step: str = "step",
-    names: EgmNames | None = None,
 ) -> SystematicsResult:
     """Refit with every variation and derive per-category systematic uncertainties.
 
@@ -460,11 +461,12 @@ def run_systematics(
         weights: MC weights of the refills (as for the nominal histograms).
         corrections: prior correction steps of the refills (as for the nominal histograms).
         smear_seed: seed of the MC smearing in the refills.
+        binning: fine mass binning of the fills (default: that of ``hset``, else the
+            default binning), so that a refill differs from the nominal only by its variation.
         nominal: the nominal fit result (computed when ``None``).
-        out_dir: write ``systematics.json`` and ``corrections.json`` (with the systematic
-            errors) there.
-        step: step name of the correction payload (``EGMScale_<step>_<era>``).
-        names: era and collection of the payload names (default 2022preEE, Ele).
+
+    Writes nothing: :func:`zcalib.api.run_step` (``systematics=``) is the one way to a
+    payload with the systematic errors folded in (and ``systematics.json``).
 
     Returns:
         The :class:`SystematicsResult`.
@@ -475,7 +477,7 @@ def run_systematics(
         FitError: a refit failed.
 
     Example:
-        >>> # res = run_systematics(hset, dataset_config=cfg, out_dir="output/step")
+        >>> # res = run_systematics(hset, dataset_config=cfg)
         >>> # res.scale_syst
     """
     from zcalib.runner import RunOptions, build_histograms
@@ -484,7 +486,7 @@ def run_systematics(
     cfg = config or SystematicsConfig()
     fcfg = fit_config or FitConfig()
     opts = options or RunOptions(executor="iterative", progress=False)
-    refills = [v.name for v in cfg.variations if v.kind not in _REFITS]
+    refills = cfg.refills()
     inputs = "the inputs (dataset_config / --data --mc / --datasets)"
     if refills and dataset_config is None:
         msg = f"variations {', '.join(refills)} refill the histograms and need {inputs}"
@@ -508,7 +510,9 @@ def run_systematics(
                 weights=tuple(weights),
                 corrections=tuple(corrections),
                 smear_seed=smear_seed,
+                binning=binning,
             )
+        binning = binning or hset.binning
         sch = scheme or hset.scheme()
         sel = selection or SelectionConfig.model_validate(hset.metadata.get("selection") or {})
         nom = nominal or fit_histograms(hset, fcfg, scheme=sch)
@@ -550,6 +554,7 @@ def run_systematics(
                     weights=tuple(weights),
                     corrections=tuple(corrections),
                     smear_seed=smear_seed,
+                    binning=binning,
                 )
             # on the nominal fit's pair regions: a variation changes the values, not the likelihood
             res = fit_histograms(h, fc, scheme=vscheme, regions=nominal_regions)
@@ -583,7 +588,7 @@ def run_systematics(
         s = r.variation.source
         scale_src[s] = np.maximum(scale_src.get(s, 0.0), np.abs(r.scale_shift))
         smear_src[s] = np.maximum(smear_src.get(s, 0.0), np.abs(r.smear_shift))
-    result = SystematicsResult(
+    return SystematicsResult(
         nominal=nom,
         variations=tuple(results),
         scale_syst=tuple(map(float, _combine(scale_src, len(base_scales), cfg.combine))),
@@ -595,54 +600,3 @@ def run_systematics(
         smear_labels=tuple(c.label() for c in sch.smear),
         wall_time=time.perf_counter() - t0,
     )
-    if out_dir is not None:
-        out = Path(out_dir)
-        written = write_corrections_with_syst(
-            result, sch, out, step=step, names=names, smear_seed=smear_seed
-        )
-        paths = {"corrections": str(written)}
-        paths["systematics"] = str(out / "systematics.json")
-        result = replace(result, outputs=paths, wall_time=time.perf_counter() - t0)
-        atomic_write_text(
-            out / "systematics.json",
-            json.dumps(stamp(result.to_dict()), indent=2, allow_nan=False) + "\n",
-        )
-    return result
-
-
-def write_corrections_with_syst(
-    result: SystematicsResult,
-    scheme: CategoryScheme,
-    out_dir: str | Path,
-    *,
-    step: str,
-    names: EgmNames | None = None,
-    smear_seed: int = 0,
-) -> Path:
-    """Write ``corrections.json`` (EGM layout) with ``escale/esmear = stat ⊕ MC stat ⊕ syst``.
-
-    Returns:
-        The path written (validated).
-    """
-    from zcalib.corrections import validate_file
-    from zcalib.derive import versions, write_step_payload
-
-    nom = result.nominal
-    syst = result.step_syst()
-    desc = (
-        f"zcalib {versions()['zcalib']} step '{step}' ({nom.status}), errors stat (+) MC stat "
-        f"(+) syst ({syst.label})"
-    )
-    path = write_step_payload(
-        Path(out_dir) / "corrections.json",
-        scheme,
-        (nom.scale_values(), np.hypot(result.scale_stat, result.scale_syst)),
-        (nom.smear_values(), np.hypot(result.smear_stat, result.smear_syst)),
-        step=step,
-        names=names or EgmNames(),
-        seed=smear_seed,
-        description=desc,
-        smear_model=nom.config.double_gaussian_shape(),
-    )
-    validate_file(path)
-    return path
