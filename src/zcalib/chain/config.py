@@ -117,9 +117,11 @@ class RunSettings(_Frozen):
         description="Show progress bars (`zcalib pipeline --no-progress` hides them).",
     )
 
-    def options(self, base: Path) -> Any:
+    def options(self, base: Path, **more: Any) -> Any:
         """The :class:`~zcalib.runner.RunOptions` of these settings (``recipe`` relative to
-        ``base``; a scheduler or a recipe means Dask)."""
+        ``base``; a scheduler or a recipe means Dask), with ``more`` RunOptions fields (the
+        CLI's ``--maxchunks``, ``--retries``...). The pipeline's ``run:`` and the CLI's
+        event-loop options both map onto RunOptions here."""
         from zcalib.runner import RunOptions
 
         recipe = None if self.recipe is None else base / self.recipe
@@ -130,6 +132,7 @@ class RunSettings(_Frozen):
             scheduler=self.scheduler,
             progress=self.progress,
             recipe=recipe,
+            **more,
         )
 
 

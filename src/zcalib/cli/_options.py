@@ -523,9 +523,10 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_options(args: argparse.Namespace) -> Any:
-    """:class:`~zcalib.runner.RunOptions` from parsed CLI arguments."""
+    """:class:`~zcalib.runner.RunOptions` from parsed CLI arguments, mapped as the
+    pipeline's ``run:`` (:meth:`zcalib.chain.config.RunSettings.options`)."""
+    from zcalib.chain.config import RunSettings
     from zcalib.exceptions import InvalidConfig
-    from zcalib.runner import RunOptions
 
     if args.workers < 1:
         msg = f"--workers must be >= 1, got {args.workers}"
@@ -540,14 +541,17 @@ def run_options(args: argparse.Namespace) -> Any:
     if resume and checkpoint_dir is None and out is not None:
         checkpoint_dir = default_checkpoint_dir(out)
     metrics = getattr(args, "metrics", None)
-    return RunOptions(
-        executor="dask" if args.scheduler or recipe else args.executor,
+    settings = RunSettings.model_construct(  # checked by RunOptions.check (its messages)
+        executor=args.executor,
         workers=args.workers,
         chunksize=args.chunksize,
         scheduler=args.scheduler,
-        maxchunks=args.maxchunks,
-        progress=not args.no_progress,
         recipe=recipe,
+        progress=not args.no_progress,
+    )
+    return settings.options(
+        Path(),
+        maxchunks=args.maxchunks,
         retries=getattr(args, "retries", library_default(RUN_OPTIONS, "retries")),
         skip_bad_files=getattr(args, "skip_bad_files", False),
         checkpoint_dir=checkpoint_dir,
