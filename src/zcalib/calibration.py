@@ -150,6 +150,12 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _selection_default(name: str) -> Any:
+    """The default of a :class:`~zcalib.config.SelectionConfig` field: the pair selection's
+    defaults live there (the pipeline's ``selection:`` is that model)."""
+    return SelectionConfig.model_fields[name].default
+
+
 class PriorCorrection(_Frozen):
     """A correctionlib file whose scale (data) / smear (MC) steps are applied while filling.
 
@@ -256,13 +262,24 @@ class CalibrationConfig(_Frozen):
         description="Electron ID working point; `None`: the format default (medium; none "
         "for flat ntuples, which carry no ID).",
     )
-    min_et_lead: float = Field(25.0, ge=0, description="Leading lepton Et threshold [GeV].")
-    min_et_sublead: float = Field(20.0, ge=0, description="Subleading lepton Et threshold [GeV].")
-    max_abs_eta: float = Field(2.5, gt=0, description="Maximum supercluster |η|.")
-    exclude_crack: bool = Field(
-        True, description="Reject leptons in the barrel/endcap crack 1.4442 < |η_SC| < 1.566."
+    min_et_lead: float = Field(
+        _selection_default("min_et_lead"), ge=0, description="Leading lepton Et threshold [GeV]."
     )
-    opposite_charge: bool = Field(False, description="Require opposite charges.")
+    min_et_sublead: float = Field(
+        _selection_default("min_et_sublead"),
+        ge=0,
+        description="Subleading lepton Et threshold [GeV].",
+    )
+    max_abs_eta: float = Field(
+        _selection_default("max_abs_eta"), gt=0, description="Maximum supercluster |η|."
+    )
+    exclude_crack: bool = Field(
+        _selection_default("exclude_crack"),
+        description="Reject leptons in the barrel/endcap crack 1.4442 < |η_SC| < 1.566.",
+    )
+    opposite_charge: bool = Field(
+        _selection_default("opposite_charge"), description="Require opposite charges."
+    )
     categories: str | None = Field(
         None,
         description="Category file (pymin TSV or YAML); `None`: the built-in 8-category "
