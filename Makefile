@@ -81,6 +81,7 @@ bench: $(STAMP) slurm
 	$(BIN)/python benchmarks/bench_categories.py
 	$(BIN)/python benchmarks/bench_fingerprint.py
 	$(BIN)/python benchmarks/bench_slurm.py
+	$(BIN)/python benchmarks/bench_cli_help.py
 
 # The documentation site (mkdocs, strict: any warning fails) into site/.
 docs: $(STAMP)
