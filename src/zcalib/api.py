@@ -811,6 +811,7 @@ def run_step(
         msg = "iterations write their intermediate scales: give an output folder"
         raise InvalidConfig(msg)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(output_run(out))  # the folder checked before the cluster starts
         events = loop or refills
         if events is not None and (iterations > 1 or systematics is not None):
             from zcalib.cluster import one_cluster  # one cluster: fills, iterations, refills
@@ -818,7 +819,6 @@ def run_step(
             events = events.replace(options=stack.enter_context(one_cluster(events.options)))
             source = events if loop is not None else source
             refills = None if loop is not None else events
-        stack.enter_context(output_run(out))
         hset, result, problem, it, records, last = _iterate(
             source,
             scheme,

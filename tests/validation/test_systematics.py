@@ -285,6 +285,29 @@ def test_cli_systematics(nominal, demo_ecalelf, tmp_path):
     )
 
 
+def test_cli_systematics_histograms_alone(nominal, tmp_path, capsys):
+    """``--histograms`` without inputs: window variations refit them; a variation that
+    refills is refused before any work, in one line naming it and what to give."""
+    from zcalib.cli import main
+    from zcalib.histograms import save_histograms
+
+    h = save_histograms(nominal[1], tmp_path / "h.npz")
+    cats = str(ROOT / "configs" / "cats_eta_r9.tsv")
+    cfg = tmp_path / "syst.yaml"
+    cfg.write_text("variations:\n  - {name: w, source: window, kind: window, window: [82, 98]}\n")
+    argv = ["systematics", "--histograms", str(h), "--categories", cats, "--mc-stat", "none"]
+    assert main([*argv, "--config", str(cfg), "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "systematics.json").read_text())["variations"]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 1
+    assert capsys.readouterr().err == (
+        "zcalib: error: variations r9_boundary_095, et_30_25, id_tight refill the histograms: "
+        "give the inputs (--data/--mc or --datasets) with --histograms, or only "
+        "window/smearing variations\n"
+    )
+    assert not (tmp_path / "b").exists()
+
+
 def test_nominal_histograms_filled_by_the_study(nominal):
     """``run_systematics(None, ...)`` fills the nominal histograms itself (on the cluster of
     the refills: one call, one cluster, as ``zcalib systematics`` without --histograms): the

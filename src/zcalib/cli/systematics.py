@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from zcalib.api import run_step
     from zcalib.categories import load_categories
     from zcalib.derive import check_step_name
+    from zcalib.exceptions import InvalidConfig
     from zcalib.histograms import load_histograms
     from zcalib.runner import EventLoop
     from zcalib.validation.systematics import SystematicsConfig, load_systematics_config
@@ -73,24 +74,33 @@ def run(args: argparse.Namespace) -> int:
     scheme = load_categories(args.categories)
     config = load_systematics_config(args.config) if args.config else SystematicsConfig()
     fcfg = fit_config(args, scheme)
-    loop = EventLoop(
-        dataset_config(args, calib),
-        options=run_options(args),
-        selection=selection_from(args),
-        binning=calib.binning(),
-        weights=mc_weights(args),
-        smear_seed=calib.smear_seed,
-    )
-    given = load_histograms(args.histograms) if args.histograms is not None else None
+    inputs = bool(args.data or args.mc or args.datasets)
+    if args.histograms is not None and not inputs and config.refills():
+        msg = (
+            f"variations {', '.join(config.refills())} refill the histograms: give the inputs "
+            "(--data/--mc or --datasets) with --histograms, or only window/smearing variations"
+        )
+        raise InvalidConfig(msg)
+    loop = None  # --histograms alone: refits only (window, smearing variations)
+    if args.histograms is None or inputs:
+        loop = EventLoop(
+            dataset_config(args, calib),
+            options=run_options(args),
+            selection=selection_from(args),
+            binning=calib.binning(),
+            weights=mc_weights(args),
+            smear_seed=calib.smear_seed,
+        )
+    source: Any = load_histograms(args.histograms) if args.histograms is not None else loop
     done = run_step(
-        given if given is not None else loop,
+        source,
         scheme,
         fcfg,
         args.out,
         step=args.step,
         names=calib.payload_names(),
         systematics=config,
-        refills=loop if given is not None else None,
+        refills=loop if args.histograms is not None else None,
         extra={
             "command": "systematics",
             "fit_config": fcfg.to_dict(),
