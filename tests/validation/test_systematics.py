@@ -228,61 +228,21 @@ def test_load_systematics_config(tmp_path):
         load_systematics_config(p)
 
 
-def test_cli_systematics(nominal, demo_ecalelf, tmp_path):
+def test_cli_systematics_bad_config(nominal, demo_ecalelf, tmp_path):
+    """A bad systematics YAML: exit 1 before any work (the runs through the CLI are
+    ``test_cli_systematics_histograms_alone`` and ``test_cli_systematics_one_cluster``; the
+    study from histograms with refills from the inputs is ``study``)."""
     from zcalib.cli import main
     from zcalib.histograms import save_histograms
 
-    _, hset = nominal
-    h = save_histograms(hset, tmp_path / "h.npz")
+    h = save_histograms(nominal[1], tmp_path / "h.npz")
     cfg = tmp_path / "syst.yaml"
-    cfg.write_text("variations:\n  - {name: w, source: window, kind: window, window: [82, 98]}\n")
-    out = tmp_path / "out"
-    rc = main(
-        [
-            "systematics",
-            "--data",
-            str(demo_ecalelf.data),
-            "--mc",
-            str(demo_ecalelf.mc),
-            "--histograms",
-            str(h),
-            "--categories",
-            str(ROOT / "configs" / "cats_eta_r9.tsv"),
-            "--config",
-            str(cfg),
-            "--out",
-            str(out),
-            "--step",
-            "demo",
-            "--mc-stat",
-            "none",
-        ]
-    )
-    assert rc == 0
-    rec = json.loads((out / "systematics.json").read_text())
-    assert [v["variation"]["name"] for v in rec["variations"]] == ["w"]
-    assert correctionlib.CorrectionSet.from_file(str(out / "corrections.json")).compound[
-        "EGMScale_Compound_Ele_2022preEE"
-    ]
     cfg.write_text("variations:\n  - {name: w, source: window, kind: windows}\n")
-    assert (
-        main(
-            [
-                "systematics",
-                "--data",
-                str(demo_ecalelf.data),
-                "--histograms",
-                str(h),
-                "--categories",
-                str(ROOT / "configs" / "cats_eta_r9.tsv"),
-                "--config",
-                str(cfg),
-                "--out",
-                str(out),
-            ]
-        )
-        == 1
-    )
+    out = tmp_path / "out"
+    argv = ["systematics", "--data", str(demo_ecalelf.data), "--histograms", str(h)]
+    argv += ["--categories", str(ROOT / "configs" / "cats_eta_r9.tsv"), "--config", str(cfg)]
+    assert main([*argv, "--out", str(out)]) == 1
+    assert not out.exists()
 
 
 def test_cli_systematics_histograms_alone(nominal, tmp_path, capsys):
