@@ -296,13 +296,22 @@ class CategoryScheme:
             raise ValueError(msg)
         if gain is None:
             gain = np.full(n, 12, dtype=np.int64)
-        edges, offsets, strides, lut = self._grid()
         values = np.empty((len(variables), n), dtype=np.float64)
         for k, v in enumerate(variables):
             values[k] = given[v]
+        return self.assign_values(values, gain)
+
+    def assign_values(
+        self, values: NDArray[np.float64], gain: NDArray[np.integer[Any]]
+    ) -> NDArray[np.int64]:
+        """Cell index of each lepton from its values of :attr:`variables` (the rows of
+        ``values``, ``(len(variables), n)`` float64) and its seed gain; ``-1`` outside every
+        category. One binary search per variable and one table look-up (compiled), whatever
+        the number of categories. :meth:`assign` checks and stacks named columns into it."""
+        edges, offsets, strides, lut = self._grid()
         return jitted(_assign_loop)(  # type: ignore[no-any-return]
             values,
-            np.asarray(gain, dtype=np.int64),
+            np.ascontiguousarray(gain, dtype=np.int64),
             edges,
             offsets,
             strides,
@@ -417,11 +426,18 @@ def _assign_loop(
     for i in range(n):
         idx = 0
         for v in range(k):
-            e = edges[offsets[v] : offsets[v + 1]]
             x = values[v, i]
-            # np.searchsorted(edges, x, side="right"); NaN after the last edge
-            s = len(e) if np.isnan(x) else np.searchsorted(e, x, side="right")
-            idx += s * strides[v]
+            # np.searchsorted(edges, x, side="right") by bisection; NaN after the last edge
+            lo, hi = offsets[v], offsets[v + 1]
+            if np.isnan(x):
+                lo = hi
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if edges[mid] <= x:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            idx += (lo - offsets[v]) * strides[v]
         g = 0
         if use_gain:
             g = 3
