@@ -238,3 +238,55 @@ def test_nanoaod_pair_is_the_two_leading_electrons_passing_the_id(nanoaod_file):
     assert loose.energy[0].tolist() == pytest.approx([50 * math.cosh(0.1), 40 * math.cosh(-0.5)])
     tight = extract_leptons(events, "nanoaod", id_level="tight", available={})
     assert tight.valid.tolist() == [[True, False]] * 3  # one tight electron per event
+
+
+class _TreeProbe:
+    """A coffea processor reading, per chunk, two branches through the tree
+    :func:`coffea_tree` gives (module level: coffea pickles processors)."""
+
+    def __init__(self, fallback: bool) -> None:
+        self.fallback = fallback
+
+    def process(self, events):
+        from zcalib.io._base import coffea_tree
+
+        if self.fallback:  # a coffea whose mapping keeps no tree: the file handle is used
+            events.attrs["@events_factory"]._mapping._cache.clear()
+        tree = coffea_tree(events)
+        chunk = get_format("ecalelf").read_chunk(events.metadata, ["energy_ECAL_ele"], tree)
+        return {events.metadata["entrystart"]: (type(tree).__name__, chunk["energy_ECAL_ele"])}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_chunk_read_through_the_tree_coffea_already_read(ecalelf_file, monkeypatch, fallback):
+    """The processor reads a chunk's branches through the tree coffea opened for it: one
+    tree-header read per chunk (coffea's own), none of ours; if coffea keeps no tree, through
+    the file coffea opened (a second header read). The values are those of a direct read."""
+    from coffea import processor
+    from coffea.nanoevents import BaseSchema
+
+    reads = []
+    get = uproot.ReadOnlyDirectory.__getitem__
+    monkeypatch.setattr(
+        uproot.ReadOnlyDirectory, "__getitem__", lambda d, k: reads.append(k) or get(d, k)
+    )
+    processor.ProcessorABC.register(_TreeProbe)
+    runner = processor.Runner(
+        executor=processor.IterativeExecutor(),
+        schema=BaseSchema,
+        chunksize=2,
+        savemetrics=False,
+        metadata_cache={},  # the entry count is read in every test
+    )
+    out = runner({"d": [str(ecalelf_file)]}, _TreeProbe(fallback), treename="selected")
+    # coffea: one read for the entry count, one per chunk (2); ours: none, or one per chunk
+    assert reads == ["selected"] * (5 if fallback else 3)
+    monkeypatch.undo()
+    with uproot.open(ecalelf_file) as fh:
+        direct = fh["selected"]["energy_ECAL_ele"].array(library="np")
+    assert sorted(out) == [0, 2]
+    assert {name for name, _ in out.values()} == {"Model_TTree_v20"}
+    np.testing.assert_array_equal(np.concatenate([out[0][1], out[2][1]]), direct)
