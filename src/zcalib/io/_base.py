@@ -350,16 +350,20 @@ class ColumnChunk:
 
 
 def coffea_tree(events: Any) -> Any:
-    """The ``uproot`` tree coffea opened for a chunk of its events, ``None`` if unknown.
+    """The ``uproot`` tree to read a chunk of coffea events through, ``None`` if unknown.
 
     coffea's ``Runner`` opens every chunk's file and reads its tree header (every branch's
     metadata) before calling ``process``; reading the needed branches through that tree
     costs no second open and no second header read. The tree is the one coffea's
     NanoEvents mapping keeps for the chunk (``NanoEventsFactory.from_root`` stores it there
-    "to save a double-open"); if that coffea internal changes, the tree is looked up again
-    in the file coffea opened (one header read), and ``None`` without that either.
+    "to save a double-open"); if that coffea internal changes, the tree is looked up in the
+    file coffea opened. For a file read in several chunks, the tree of a file kept open
+    is returned instead (:meth:`zcalib.io._trees.OpenTrees.pin`): coffea's later chunks of
+    the file then find their tree without reading the header again.
     """
     import uproot
+
+    from zcalib.io._trees import OPEN_TREES
 
     attrs = getattr(events, "attrs", None)
     factory = attrs.get("@events_factory") if isinstance(attrs, Mapping) else None
@@ -367,18 +371,19 @@ def coffea_tree(events: Any) -> Any:
     if not isinstance(handle, uproot.ReadOnlyDirectory):
         return None
     name = str(events.metadata["treename"]).strip("/")
+    mapping: Any = getattr(factory, "_mapping", None)
     try:  # the mapping's cache only: a miss must not open the file again
-        cached = list(factory._mapping._cache.values())
+        cached = list(mapping._cache.values())
     except Exception:  # noqa: BLE001  (another coffea: fall back to the file handle)
         cached = []
-    for tree in cached:
-        if (
-            isinstance(tree, uproot.TTree)
-            and tree.file is handle.file
-            and tree.object_path.strip("/").split(";")[0] == name
-        ):
-            return tree
-    return handle[name]
+    found = [
+        t
+        for t in cached
+        if isinstance(t, uproot.TTree)
+        and t.file.uuid == handle.file.uuid
+        and t.object_path.strip("/").split(";")[0] == name
+    ]
+    return OPEN_TREES.pin(found[0] if found else handle[name], events.metadata)
 
 
 # ------------------------------------------------------------------ helpers of the formats
