@@ -567,26 +567,23 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
 
         Leptons are categorised on the migration-free Et ``Et · m_Z / m_ee``
         (:func:`zcalib.physics.category_et`, docs/fit.md). Three compiled passes: the pair
-        cuts, which also write the categorisation Et into the look-up's values
-        (:func:`pair_cuts`); the category look-up (:meth:`CategoryScheme.assign_values`,
-        on the per-lepton columns the scheme cuts on); the cutflow, region codes and per-cell
-        Et sums of the selected pairs (:func:`_pair_outcome`).
+        cuts, which also give the categorisation Et (:func:`pair_cuts`); the category
+        look-up, reading the lepton columns where they are (:meth:`CategoryScheme.assign`);
+        the cutflow, region codes and per-cell Et sums of the selected pairs
+        (:func:`_pair_outcome`).
         """
         n = len(lep)
         scheme = self.scheme
-        variables = scheme.variables
-        values = np.empty((len(variables), n, 2))
-        given: dict[str, Any] = {"r9": lep.r9, "sceta": lep.sc_eta, **lep.columns}
-        for k, name in enumerate(variables):
-            if name == "eta":
-                np.abs(lep.sc_eta, out=values[k])
-            elif name == "run":
-                values[k] = lep.run[:, None]
-            elif name != "et":
-                values[k] = given[name]
-        cat_et = values[variables.index("et")] if "et" in variables else np.empty((0, 2))
+        cat_et = np.empty((n, 2)) if "et" in scheme.variables else None
         mass, et, bits = pair_cuts(lep, energy, self.selection, self.binning, cat_et)
-        cells = scheme.assign_values(values.reshape(len(variables), 2 * n), lep.gain.ravel())
+        cells = scheme.assign(
+            sceta=lep.sc_eta,  # |η| too
+            r9=lep.r9,
+            et=cat_et,
+            gain=lep.gain.ravel(),
+            run=np.repeat(lep.run, 2) if scheme.uses_run else None,
+            columns=lep.columns,
+        )
         cut, counts, region, cell_et = jitted(_pair_outcome)(
             bits, cells.reshape(n, 2), et, scheme.n_cells
         )
