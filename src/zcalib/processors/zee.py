@@ -552,6 +552,8 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         form = get_format(self.fmt)
         for role in ("energy", "eta", "phi", "r9"):
             values = getattr(lep, role)
+            if np.isfinite(values).all():  # the usual case: one pass
+                continue
             bad = ~np.isfinite(values) & lep.valid
             if bad.any():
                 row = int(np.nonzero(bad.any(axis=1))[0][0])
