@@ -22,6 +22,7 @@ Prints events/s and the ratios (processor / raw read, 2 workers / 1 worker), wri
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import platform
@@ -132,6 +133,7 @@ def main() -> None:
         "dask_2w_vs_1w": results["dask_1w_s"] / results["dask_2w_s"],
     }
     report = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "events": n,
         "chunksize": args.chunksize,
         "branches": branches,

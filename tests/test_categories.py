@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -318,3 +319,35 @@ def test_tsv_header_with_unknown_column_layout(tmp_path):
         f"{tsv}: header column 'hoe' is not allowed; use 'type', 'gain' and "
         "'<variable>Min <variable>Max' pairs (run, eta, scEta, r9, et or a column name)"
     )
+
+
+def test_grid_lookup_bisects_many_edges_like_searchsorted():
+    """Above 32 edges per variable the look-up bisects (below, it counts the edges): both
+    give the cell of the category-by-category test, for values on every edge, between
+    edges, outside the range, NaN and inf."""
+    from zcalib.categories import _LINEAR_SEARCH, scheme_from_dict
+
+    edges = np.round(np.linspace(10.0, 90.0, 41), 6)  # 41 Et edges: bisection
+    assert len(edges) > _LINEAR_SEARCH
+    scheme = scheme_from_dict(
+        {
+            "scale": [
+                {"eta": e, "et": [float(a), float(b)]}
+                for e in ([0.0, 1.4442], [1.566, 2.5])
+                for a, b in itertools.pairwise(edges)
+            ]
+        }
+    )
+    et = np.concatenate([edges, edges + 1e-9, edges - 1e-9, [5.0, 95.0, np.nan, np.inf]])
+    eta = np.array([0.0, 1.0, 1.4442, 1.5, 1.566, 2.5, np.nan])  # edges, the crack, NaN
+    kw = {
+        "abs_eta": np.repeat(eta, len(et)),
+        "r9": np.ones(len(eta) * len(et)),
+        "et": np.tile(et, len(eta)),
+    }
+    fast = scheme.assign(**kw)
+    np.testing.assert_array_equal(
+        fast,
+        scheme._assign_slow(**kw, gain=np.full(len(fast), 12), run=np.zeros(len(fast), np.int64)),
+    )
+    assert 100 < (fast >= 0).sum() < len(fast)

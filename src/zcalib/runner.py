@@ -911,7 +911,7 @@ def _call(
                     if not chunks:
                         msg = "no chunks to process: every input file failed to open"
                         raise InputError(msg)
-                    wrapped = run.run(chunks, proc)
+                    wrapped = run.run(chunks, proc, **_run_options(run))
             finally:
                 # sorted once recording has stopped: re-emitting a warning while
                 # catch_warnings(record=True) is active appends it to the list being read
@@ -942,6 +942,14 @@ def _call(
         maxchunks=opts.maxchunks,
         skip_messages=skip_messages,
     )
+
+
+def _run_options(run: processor.Runner) -> dict[str, Any]:
+    """``Runner.run`` options: ROOT files opened with the shared tree cache
+    (:mod:`zcalib.io._trees`: each file's tree header read once per process)."""
+    from zcalib.io._trees import uproot_options
+
+    return {"uproot_options": uproot_options()} if run.format == "root" else {}
 
 
 @contextlib.contextmanager

@@ -238,3 +238,69 @@ def test_nanoaod_pair_is_the_two_leading_electrons_passing_the_id(nanoaod_file):
     assert loose.energy[0].tolist() == pytest.approx([50 * math.cosh(0.1), 40 * math.cosh(-0.5)])
     tight = extract_leptons(events, "nanoaod", id_level="tight", available={})
     assert tight.valid.tolist() == [[True, False]] * 3  # one tight electron per event
+
+
+class _TreeProbe:
+    """A coffea processor reading, per chunk, a branch through the tree :func:`coffea_tree`
+    gives (module level: coffea pickles processors)."""
+
+    def __init__(self, fallback: bool) -> None:
+        self.fallback = fallback
+
+    def process(self, events):
+        from zcalib.io._base import coffea_tree
+
+        if self.fallback:  # a coffea whose mapping keeps no tree: the file handle is used
+            events.attrs["@events_factory"]._mapping._cache.clear()
+        tree = coffea_tree(events)
+        chunk = get_format("ecalelf").read_chunk(events.metadata, ["energy_ECAL_ele"], tree)
+        return {events.metadata["entrystart"]: (type(tree).__name__, chunk["energy_ECAL_ele"])}
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_tree_header_read_once_per_file_not_per_chunk(ecalelf_file, monkeypatch, fallback):
+    """coffea reads every chunk's tree header (all branches' metadata) again; with the
+    shared tree cache (:mod:`zcalib.io._trees`) the processor reads a file's chunks through
+    one tree kept open, which coffea then finds: one header read for the entry count, two
+    for the first chunk (coffea's and the kept one) and none for the other two, also when
+    coffea keeps no tree for the processor. The values are those of a direct read."""
+    from coffea import processor
+    from coffea.nanoevents import BaseSchema
+    from uproot.models.TTree import Model_TTree_v20
+
+    from zcalib.io._trees import OPEN_TREES, uproot_options
+
+    reads = []
+    read_members = Model_TTree_v20.read_members
+
+    def counted(self, *args, **kwargs):
+        reads.append(1)
+        return read_members(self, *args, **kwargs)
+
+    monkeypatch.setattr(Model_TTree_v20, "read_members", counted)
+    processor.ProcessorABC.register(_TreeProbe)
+    runner = processor.Runner(
+        executor=processor.IterativeExecutor(),
+        schema=BaseSchema,
+        chunksize=1,
+        savemetrics=False,
+        metadata_cache={},  # the entry count is read in every test
+    )
+    OPEN_TREES.clear()
+    out = runner(
+        {"d": [str(ecalelf_file)]},
+        _TreeProbe(fallback),
+        treename="selected",
+        uproot_options=uproot_options(),
+    )
+    # without the cache 4 (entry count, one per chunk); before coffea's tree was used, 7
+    assert len(reads) == (4 if fallback else 3)
+    monkeypatch.undo()
+    with uproot.open(ecalelf_file) as fh:
+        direct = fh["selected"]["energy_ECAL_ele"].array(library="np")
+    assert sorted(out) == [0, 1, 2]
+    assert {name for name, _ in out.values()} == {"Model_TTree_v20"}
+    np.testing.assert_array_equal(np.concatenate([out[i][1] for i in range(3)]), direct)

@@ -34,7 +34,7 @@ __all__ = [
     "Kind",
     "Layout",
     "Leptons",
-    "coffea_file",
+    "coffea_tree",
 ]
 
 IdLevel = Literal["none", "loose", "medium", "tight"]
@@ -276,7 +276,7 @@ class InputFormat:
         return BaseSchema
 
     def read_chunk(
-        self, metadata: Mapping[str, Any], columns: list[str], file: Any = None
+        self, metadata: Mapping[str, Any], columns: list[str], tree: Any = None
     ) -> ColumnChunk:
         """Read ``columns`` of one chunk (coffea's per-chunk ``metadata``) as numpy arrays.
 
@@ -286,15 +286,15 @@ class InputFormat:
         Args:
             metadata: coffea's chunk metadata (file, tree, entry range).
             columns: the branches to read.
-            file: the ``uproot`` directory coffea already opened for this chunk
-                (:func:`coffea_file`): its tree is read without opening the file again,
-                and coffea counts the bytes (``nbytes`` is 0 then). ``None``: open the file.
+            tree: the ``uproot`` tree coffea already opened and read for this chunk
+                (:func:`coffea_tree`): read without opening the file or reading the tree's
+                header again, and coffea counts the bytes (``nbytes`` is 0 then). ``None``:
+                open the file.
         """
         import uproot
 
         start, stop = int(metadata["entrystart"]), int(metadata["entrystop"])
-        if file is not None:
-            tree = file[str(metadata["treename"])]
+        if tree is not None:
             arrays = tree.arrays(columns, entry_start=start, entry_stop=stop, library="np")
             return ColumnChunk(dict(arrays), metadata, stop - start, 0)
         with uproot.open(str(metadata["filename"])) as fh:
@@ -349,18 +349,41 @@ class ColumnChunk:
         return self._n
 
 
-def coffea_file(events: Any) -> Any:
-    """The ``uproot`` directory coffea opened for a chunk of its events, ``None`` if unknown.
+def coffea_tree(events: Any) -> Any:
+    """The ``uproot`` tree to read a chunk of coffea events through, ``None`` if unknown.
 
-    coffea's ``Runner`` opens every chunk's file (and reads its tree header) before calling
-    ``process``; reading the needed branches through that handle costs no second open.
+    coffea's ``Runner`` opens every chunk's file and reads its tree header (every branch's
+    metadata) before calling ``process``; reading the needed branches through that tree
+    costs no second open and no second header read. The tree is the one coffea's
+    NanoEvents mapping keeps for the chunk (``NanoEventsFactory.from_root`` stores it there
+    "to save a double-open"); if that coffea internal changes, the tree is looked up in the
+    file coffea opened. For a file read in several chunks, the tree of a file kept open
+    is returned instead (:meth:`zcalib.io._trees.OpenTrees.pin`): coffea's later chunks of
+    the file then find their tree without reading the header again.
     """
     import uproot
+
+    from zcalib.io._trees import OPEN_TREES
 
     attrs = getattr(events, "attrs", None)
     factory = attrs.get("@events_factory") if isinstance(attrs, Mapping) else None
     handle = getattr(factory, "file_handle", None)
-    return handle if isinstance(handle, uproot.ReadOnlyDirectory) else None
+    if not isinstance(handle, uproot.ReadOnlyDirectory):
+        return None
+    name = str(events.metadata["treename"]).strip("/")
+    mapping: Any = getattr(factory, "_mapping", None)
+    try:  # the mapping's cache only: a miss must not open the file again
+        cached = list(mapping._cache.values())
+    except Exception:  # noqa: BLE001  (another coffea: fall back to the file handle)
+        cached = []
+    found = [
+        t
+        for t in cached
+        if isinstance(t, uproot.TTree)
+        and t.file.uuid == handle.file.uuid
+        and t.object_path.strip("/").split(";")[0] == name
+    ]
+    return OPEN_TREES.pin(found[0] if found else handle[name], events.metadata)
 
 
 # ------------------------------------------------------------------ helpers of the formats

@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from zcalib.io.formats import Leptons
-from zcalib.processors.zee import CUTS, ZeeProcessor, pair_kinematics
+from zcalib.processors.zee import ZeeProcessor, pair_kinematics
 
 __all__ = [
     "LUMI_ALL",
@@ -162,13 +162,16 @@ class _ChainBase(ZeeProcessor):
         if lep is None:
             return None
         energies = self._energy_variations(lep, kind, meta)
-        _, mass, _, sel = self._select(lep, energies["nominal"])
-        cut = np.ones(len(lep), dtype=bool)
-        for name in CUTS:
-            cut = cut & sel.all(name)
-            out["cutflow"][dataset][name] = int(cut.sum())
+        sel = self._select(lep, energies["nominal"])
+        out["cutflow"][dataset].update(sel.cutflow)
         return _Prepared(
-            lep=lep, kind=kind, dataset=dataset, energies=energies, mass=mass, cut=cut, where=where
+            lep=lep,
+            kind=kind,
+            dataset=dataset,
+            energies=energies,
+            mass=sel.mass,
+            cut=sel.cut,
+            where=where,
         )
 
     def _weights(self, prep: _Prepared) -> NDArray[np.float64]:

@@ -32,13 +32,13 @@ from coffea.analysis_tools import PackedSelection
 from numpy.typing import NDArray
 
 from zcalib._jit import jitted
-from zcalib.categories import CRACK, CategoryScheme, region_code, scheme_from_dict
+from zcalib.categories import CRACK, CategoryScheme, scheme_from_dict
 from zcalib.config import SelectionConfig
 from zcalib.corrections.egm import smear_model_of
 from zcalib.histograms import MassBinning, PairCounts
-from zcalib.io._base import READ_BYTES_KEY, coffea_file
+from zcalib.io._base import READ_BYTES_KEY, coffea_tree
 from zcalib.io.formats import ColumnMap, EventBranch, Leptons, get_format
-from zcalib.physics import category_et, mixture_width_factor, pair_masses
+from zcalib.physics import Z_MASS, mixture_width_factor, pair_masses
 
 __all__ = [
     "CUTS",
@@ -416,7 +416,7 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
                 wanted = list(
                     dict.fromkeys([*form.required(self.column_map), *available.values(), *extra])
                 )
-                events = form.read_chunk(meta, wanted, coffea_file(events))
+                events = form.read_chunk(meta, wanted, coffea_tree(events))
                 if events.nbytes:
                     out[READ_BYTES_KEY] = events.nbytes
             lep = form.extract(
@@ -477,14 +477,11 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         out["sumw"][dataset] = float(lep.weight.sum()) if kind == "mc" else float(len(lep))
 
         energies = self._energy_variations(lep, kind, meta)
-        cells, mass, et, sel = self._select(lep, energies["nominal"])
-        cut = np.ones(len(lep), dtype=bool)
-        for name in CUTS:
-            cut = cut & sel.all(name)
-            out["cutflow"][dataset][name] = int(cut.sum())
-        region = region_code(cells[cut, 0], cells[cut, 1], self.scheme.n_cells)
-        out["cell_et"] = {dataset: self._cell_et(et, cells, cut)}
-        masses = {"nominal": mass[cut]}
+        sel = self._select(lep, energies["nominal"])
+        cut, region = sel.cut, sel.region
+        out["cutflow"][dataset].update(sel.cutflow)
+        out["cell_et"] = {dataset: sel.cell_et}
+        masses = {"nominal": sel.mass[cut]}
         for variation, energy in energies.items():
             if variation != "nominal":
                 masses[variation] = _mass(lep, energy)[cut]
@@ -513,23 +510,6 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         return accumulator
 
     # ------------------------------------------------------------------ helpers
-    def _cell_et(
-        self, et: NDArray[np.float64], cells: NDArray[np.int64], cut: NDArray[np.bool_]
-    ) -> NDArray[np.float64]:
-        """``(3, n_cells)``: selected leptons, Σ Et and Σ Et² per cell (Et the lepton's own
-        from :func:`pair_cuts`, not the categorisation Et): maps Et categories back to the
-        mean Et of each (:func:`zcalib.fit.smooth.mean_category_et`)."""
-        sel_et = et[cut].ravel()
-        c = cells[cut].ravel()
-        n = self.scheme.n_cells
-        return np.stack(
-            [
-                np.bincount(c, minlength=n).astype(np.float64),
-                np.bincount(c, weights=sel_et, minlength=n),
-                np.bincount(c, weights=sel_et * sel_et, minlength=n),
-            ]
-        )
-
     def _mc_weights(
         self, lep: Leptons, energy: NDArray[np.float64], cut: NDArray[np.bool_], where: str
     ) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]:
@@ -572,6 +552,8 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
         form = get_format(self.fmt)
         for role in ("energy", "eta", "phi", "r9"):
             values = getattr(lep, role)
+            if np.isfinite(values).all():  # the usual case: one pass
+                continue
             bad = ~np.isfinite(values) & lep.valid
             if bad.any():
                 row = int(np.nonzero(bad.any(axis=1))[0][0])
@@ -582,39 +564,38 @@ class ZeeProcessor(processor.ProcessorABC):  # type: ignore[misc]
                 )
         return None
 
-    def _select(
-        self, lep: Leptons, energy: NDArray[np.float64]
-    ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64], PackedSelection]:
-        """Cell of each lepton, the pair mass, each lepton's Et (``E / cosh η_SC``) and the
-        selection (every step of :data:`CUTS`).
+    def _select(self, lep: Leptons, energy: NDArray[np.float64]) -> PairSelection:
+        """Select and categorise the pairs of a chunk (every step of :data:`CUTS`).
 
         Leptons are categorised on the migration-free Et ``Et · m_Z / m_ee``
-        (:func:`zcalib.physics.category_et`, docs/fit.md)."""
-        mass, et, bits = pair_cuts(lep, energy, self.selection, self.binning)
-        cells = self._categorise(lep, category_et(et, mass))
-        sel = _packed(bits)
-        sel.add("categorised", (cells >= 0).all(axis=1))
-        return cells, mass, et, sel
-
-    def _categorise(self, lep: Leptons, et: NDArray[np.floating[Any]]) -> NDArray[np.int64]:
-        """Cell index of each lepton, ``(n, 2)`` (``-1``: outside every category).
-
-        The per-lepton columns the scheme cuts on, by name, go to
-        :meth:`CategoryScheme.assign` in one call.
+        (:func:`zcalib.physics.category_et`, docs/fit.md). Three compiled passes: the pair
+        cuts, which also give the categorisation Et (:func:`pair_cuts`); the category
+        look-up, reading the lepton columns where they are (:meth:`CategoryScheme.assign`);
+        the cutflow, region codes and per-cell Et sums of the selected pairs
+        (:func:`_pair_outcome`).
         """
         n = len(lep)
-        columns = {
-            "abs_eta": np.abs(lep.sc_eta),
-            "r9": lep.r9,
-            "et": et,
-            "gain": lep.gain,
-            "sceta": lep.sc_eta,
-        }
-        if self.scheme.uses_run:
-            columns["run"] = np.repeat(lep.run[:, None], 2, axis=1)
-        flat = {name: np.ravel(values) for name, values in columns.items()}
-        extra = {name: np.ravel(values) for name, values in lep.columns.items()}
-        return self.scheme.assign(**flat, columns=extra).reshape(n, 2)
+        scheme = self.scheme
+        cat_et = np.empty((n, 2)) if "et" in scheme.variables else None
+        mass, et, bits = pair_cuts(lep, energy, self.selection, self.binning, cat_et)
+        cells = scheme.assign(
+            sceta=lep.sc_eta,  # |η| too
+            r9=lep.r9,
+            et=cat_et,
+            gain=lep.gain.ravel(),
+            run=np.repeat(lep.run, 2) if scheme.uses_run else None,
+            columns=lep.columns,
+        )
+        cut, counts, region, cell_et = jitted(_pair_outcome)(
+            bits, cells.reshape(n, 2), et, scheme.n_cells
+        )
+        return PairSelection(
+            mass=mass,
+            cut=cut,
+            region=region,
+            cutflow={name: int(c) for name, c in zip(CUTS, counts, strict=True)},
+            cell_et=cell_et,
+        )
 
 
 def pair_selection(
@@ -630,13 +611,19 @@ def pair_selection(
 
 
 def pair_cuts(
-    lep: Leptons, energy: NDArray[np.float64], cfg: SelectionConfig, binning: MassBinning
+    lep: Leptons,
+    energy: NDArray[np.float64],
+    cfg: SelectionConfig,
+    binning: MassBinning,
+    cat_et: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.uint8]]:
     """The pair mass, each lepton's Et (``E / cosh η_SC``) and the cut bits of each pair.
 
     One compiled pass (:func:`_pair_cuts`): bit ``k`` is set when the pair passes cut
     ``_KERNEL_CUTS[k]``. The Et thresholds cut on the lepton's own Et (see
-    :data:`_THRESHOLD_REFERENCE_MASS`).
+    :data:`_THRESHOLD_REFERENCE_MASS`). ``cat_et``, an ``(n, 2)`` float64 array, receives
+    the categorisation Et :func:`zcalib.physics.category_et` of each lepton (the same
+    numbers) in the same pass.
     """
     n = len(lep)
     mass = _mass(lep, energy)
@@ -659,6 +646,8 @@ def pair_cuts(
         bool(cfg.opposite_charge),
         float(binning.lo),
         float(binning.hi),
+        float(Z_MASS),
+        np.empty((0, 2)) if cat_et is None else cat_et,
     )
     return mass, et, bits
 
@@ -693,11 +682,16 @@ def _pair_cuts(
     opposite: bool,
     m_lo: float,
     m_hi: float,
+    z_mass: float,
+    cat_et: NDArray[np.float64],
 ) -> tuple[NDArray[np.float64], NDArray[np.uint8]]:  # pragma: no cover
     """Et of each lepton and bit ``k`` of each pair: whether it passes cut
     ``_KERNEL_CUTS[k]`` (NaN fails; fill values such as η = -999 give Et 0 or NaN). The Et
-    thresholds compare ``Et · ref_mass / m_ee`` (``ref_mass`` 0: the Et itself)."""
+    thresholds compare ``Et · ref_mass / m_ee`` (``ref_mass`` 0: the Et itself). Unless it
+    is empty, ``cat_et`` receives ``Et · z_mass / m_ee`` (NaN for a zero or NaN mass), as
+    :func:`zcalib.physics.category_et` computes it."""
     n = len(mass)
+    categorise = len(cat_et) == n
     bits = np.zeros(n, np.uint8)
     et = np.empty((n, 2))
     for i in range(n):
@@ -719,6 +713,10 @@ def _pair_cuts(
         et1 = energy[i, 1] / np.cosh(sc_eta[i, 1])
         et[i, 0] = et0
         et[i, 1] = et1
+        if categorise:
+            to_z = z_mass / mass[i] if mass[i] > 0 else np.nan
+            cat_et[i, 0] = et0 * to_z
+            cat_et[i, 1] = et1 * to_z
         both = not (np.isnan(et0) or np.isnan(et1))
         f = 1.0
         if ref_mass > 0:  # a zero or NaN mass fails (as category_et gives NaN)
@@ -733,6 +731,74 @@ def _pair_cuts(
             b |= 32
         bits[i] = b
     return et, bits
+
+
+#: Bit of each step of :data:`CUTS` in the cut bits :func:`_pair_outcome` reads
+#: (:data:`_KERNEL_CUTS`' bits; ``categorised``, both leptons in a cell, is bit 6).
+_CUT_BITS = np.array(
+    [1 << (_KERNEL_CUTS.index(c) if c in _KERNEL_CUTS else 6) for c in CUTS], dtype=np.uint8
+)
+
+
+def _pair_outcome(
+    bits: NDArray[np.uint8], cells: NDArray[np.int64], et: NDArray[np.float64], n_cells: int
+) -> tuple[
+    NDArray[np.bool_], NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]
+]:  # pragma: no cover
+    """What the processor keeps of the pairs, from the cut bits of :func:`_pair_cuts`, the
+    cell of each lepton (``-1``: none) and each lepton's Et (one pass):
+
+    * whether each pair passes every step of :data:`CUTS`;
+    * the cutflow, pairs passing each step and all before it;
+    * the region code (:func:`zcalib.categories.region_code`) of each selected pair;
+    * ``(3, n_cells)``: selected leptons, Σ Et and Σ Et² per cell, summed in pair order
+      (pair ``i`` lepton 0, lepton 1, then pair ``i + 1``), as ``np.bincount`` of the
+      flattened selection sums them (:func:`zcalib.fit.smooth.mean_category_et`).
+    """
+    n = len(bits)
+    cut = np.zeros(n, np.bool_)
+    counts = np.zeros(len(_CUT_BITS), np.int64)
+    region = np.empty(n, np.int64)
+    cell_et = np.zeros((3, n_cells))
+    n_sel = 0
+    for i in range(n):
+        c0, c1 = cells[i, 0], cells[i, 1]
+        b = bits[i] | (64 if c0 >= 0 and c1 >= 0 else 0)
+        passed = True
+        for k in range(len(_CUT_BITS)):
+            passed = passed and (b & _CUT_BITS[k]) != 0
+            if passed:
+                counts[k] += 1
+        if not passed:
+            continue
+        cut[i] = True
+        region[n_sel] = min(c0, c1) * n_cells + max(c0, c1)
+        n_sel += 1
+        for j in range(2):
+            c, x = cells[i, j], et[i, j]
+            cell_et[0, c] += 1.0
+            cell_et[1, c] += x
+            cell_et[2, c] += x * x
+    return cut, counts, region[:n_sel].copy(), cell_et
+
+
+@dataclass(frozen=True)
+class PairSelection:
+    """The selected pairs of a chunk (:meth:`ZeeProcessor._select`).
+
+    Attributes:
+        mass: the pair mass of every pair (from the nominal energies).
+        cut: whether each pair passes every step of :data:`CUTS`.
+        region: region code of each selected pair.
+        cutflow: pairs passing each step of :data:`CUTS` and all before it.
+        cell_et: ``(3, n_cells)``: selected leptons, Σ Et and Σ Et² per cell.
+    """
+
+    mass: NDArray[np.float64]
+    cut: NDArray[np.bool_]
+    region: NDArray[np.int64]
+    cutflow: dict[str, int]
+    cell_et: NDArray[np.float64]
 
 
 def pair_kinematics(lep: Leptons, energy: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
