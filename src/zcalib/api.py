@@ -986,8 +986,12 @@ def _et_scales_refit(
         len(refits),
         record["status"],
     )
-    ratio = {f"scale[{i}]": scales[i].total_stat / c.total_stat for i, c in enumerate(first.scales)}
-    r = np.array([ratio.get(p, 1.0) for p in first.parameters])
+    ratio = {
+        f"scale[{i}]": scales[i].total_stat / c.total_stat
+        for i, c in enumerate(first.scales)
+        if c.total_stat > 0 and math.isfinite(scales[i].total_stat / c.total_stat)
+    }
+    rescale = np.array([ratio.get(p, 1.0) for p in first.parameters])
     combined = replace(
         first,
         scales=scales,
@@ -995,7 +999,9 @@ def _et_scales_refit(
         message=first.message
         if failed is None
         else f"scales refit on MC smeared ahead: {failed.message}",
-        covariance=first.covariance * np.outer(r, r) if first.covariance.size else first.covariance,
+        covariance=first.covariance * np.outer(rescale, rescale)
+        if first.covariance.size
+        else first.covariance,
         wall_time=first.wall_time + sum(f.wall_time for f in refits),
     )
     return combined, record
