@@ -867,7 +867,9 @@ def et_without_mc_smearing(scheme: CategoryScheme, metadata: Mapping[str, Any]) 
     With extra resolution in data, the categorisation variable ``Et·m_Z/m_ee`` correlates
     with the pair mass at second order; the analytically smeared template does not carry
     that, and the best-resolution cell's lowest Et bin comes out ≈ 2σ low (docs/fit.md, "Et
-    categories"). MC smeared ahead by a previous step's smearings removes it.
+    categories"). MC smeared ahead removes it: :func:`run_step` does it itself when it fills
+    the events (:func:`_et_scales_refit`), so the warning is for steps fitted from given
+    histograms.
     """
     if "et" not in scheme.variables:
         return None
@@ -876,9 +878,10 @@ def et_without_mc_smearing(scheme: CategoryScheme, metadata: Mapping[str, Any]) 
         return None
     return (
         "Et categories fitted on MC filled without the data's smearing: the lowest Et bin "
-        "of the best-resolution cells comes out about 2 sigma low; fill the MC smeared by "
-        "the previous |eta| x R9 step (--corrections STEP --mc-smearing latest, as "
-        "configs/pipeline_derivation.yaml does; docs/fit.md, 'Et categories')"
+        "of the best-resolution cells comes out about 2 sigma low; fit from the events "
+        "(the step then refits its scales on MC smeared ahead by its smearings) or fill the "
+        "MC smeared by the previous |eta| x R9 step (--corrections STEP --mc-smearing latest; "
+        "docs/fit.md, 'Et categories')"
     )
 
 
@@ -906,8 +909,10 @@ def _et_scales_refit(
     with the MC smeared by the first pass's smearings (random numbers keyed on event
     identity) and refitted with the smearings held at 0 on top, data and MC carry the same
     resolution and the term cancels. :data:`ET_REFIT_REPLICAS` refits with other smearing
-    seeds are averaged: the scale's ``stat`` is the refits' data error, its ``mc_stat`` the
-    first pass's MC-statistics error ⊕ the spread of the replicas / √N.
+    seeds are averaged. The refit is the free fit plus a correction: a scale keeps the free
+    fit's data error ``stat`` (which, unlike the refit's with smearings held, carries the
+    uncertainty of the smearings it is refitted with) and its ``mc_stat`` becomes the free
+    fit's ⊕ the spread of the replicas / √N.
 
     Returns:
         The step's result — the refitted scales, the first pass's smearings, the first
@@ -955,12 +960,10 @@ def _et_scales_refit(
     values = np.array([f.scale_values() for f in refits])
     mean = values.mean(axis=0)
     noise = values.std(axis=0, ddof=1) / math.sqrt(len(refits)) if len(refits) > 1 else mean * 0
-    stat = np.sqrt(np.mean([[c.stat**2 for c in f.scales] for f in refits], axis=0))
     scales = tuple(
         replace(
             c,
             value=float(mean[i]),
-            stat=float(stat[i]),
             mc_stat=float(math.hypot(c.mc_stat, noise[i])),
             at_bound=any(f.scales[i].at_bound for f in refits),
         )
@@ -976,6 +979,9 @@ def _et_scales_refit(
         "first_pass_scale_errors": [c.total_stat for c in first.scales],
         "refit_scales": [c.value for c in scales],
         "refit_scale_errors": [c.total_stat for c in scales],
+        "refit_scale_stat_smearings_held": np.sqrt(
+            np.mean([[c.stat**2 for c in f.scales] for f in refits], axis=0)
+        ).tolist(),
         "replica_scales": values.tolist(),
         "replica_noise": noise.tolist(),
     }
