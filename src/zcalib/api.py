@@ -888,7 +888,7 @@ def et_without_mc_smearing(scheme: CategoryScheme, metadata: Mapping[str, Any]) 
 #: Replicas of the random MC smearing averaged by the Et scales refit (smearing seeds
 #: ``smear_seed + r``): one replica's template is noisier than the analytically smeared one,
 #: their spread measures that noise and their mean divides it by √N (docs/fit.md).
-ET_REFIT_REPLICAS = 6
+ET_REFIT_REPLICAS = 4
 
 
 def _et_scales_refit(
