@@ -829,7 +829,12 @@ def run_step(
             iterations,
             keep_problem=keep_problem,
         )
-        warning = et_without_mc_smearing(scheme, hset.metadata)
+        et_refit: dict[str, Any] | None = None
+        if last is not None and iterations == 1 and result.converged:
+            refit = _et_scales_refit(last, scheme, fit_config, result, variations, step)
+            if refit is not None:
+                result, et_refit = refit
+        warning = et_without_mc_smearing(scheme, hset.metadata) if et_refit is None else None
         if warning is not None:
             log.warning("%s", warning)
         if out is not None and (
@@ -848,6 +853,8 @@ def run_step(
             record = dict(extra(hset, result) if callable(extra) else (extra or {}))
             if records:
                 record["iterations"] = list(records)
+            if et_refit is not None:
+                record["et_scales_refit"] = et_refit
             paths = write_outputs(
                 result,
                 scheme,
@@ -884,7 +891,9 @@ def et_without_mc_smearing(scheme: CategoryScheme, metadata: Mapping[str, Any]) 
     With extra resolution in data, the categorisation variable ``Et·m_Z/m_ee`` correlates
     with the pair mass at second order; the analytically smeared template does not carry
     that, and the best-resolution cell's lowest Et bin comes out ≈ 2σ low (docs/fit.md, "Et
-    categories"). MC smeared ahead by a previous step's smearings removes it.
+    categories"). MC smeared ahead removes it: :func:`run_step` does it itself when it fills
+    the events (:func:`_et_scales_refit`), so the warning is for steps fitted from given
+    histograms.
     """
     if "et" not in scheme.variables:
         return None
@@ -893,10 +902,139 @@ def et_without_mc_smearing(scheme: CategoryScheme, metadata: Mapping[str, Any]) 
         return None
     return (
         "Et categories fitted on MC filled without the data's smearing: the lowest Et bin "
-        "of the best-resolution cells comes out about 2 sigma low; fill the MC smeared by "
-        "the previous |eta| x R9 step (--corrections STEP --mc-smearing latest, as "
-        "configs/pipeline_derivation.yaml does; docs/fit.md, 'Et categories')"
+        "of the best-resolution cells comes out about 2 sigma low; fit from the events "
+        "(the step then refits its scales on MC smeared ahead by its smearings) or fill the "
+        "MC smeared by the previous |eta| x R9 step (--corrections STEP --mc-smearing latest; "
+        "docs/fit.md, 'Et categories')"
     )
+
+
+#: Replicas of the random MC smearing averaged by the Et scales refit (smearing seeds
+#: ``smear_seed + r``): one replica's template is noisier than the analytically smeared one,
+#: their spread measures that noise and their mean divides it by √N (docs/fit.md).
+ET_REFIT_REPLICAS = 4
+
+
+def _et_scales_refit(
+    loop: EventLoop,
+    scheme: CategoryScheme,
+    fit_config: FitConfig,
+    first: FitResult,
+    variations: tuple[str, str],
+    step: str,
+) -> tuple[FitResult, dict[str, Any]] | None:
+    """Refit the Et-binned scales of a free fit on MC smeared ahead by its own smearings.
+
+    Applies when the scale categories cut on Et, scales and smearings were both fitted and
+    the MC was filled unsmeared (no smear step among ``loop.corrections``); else ``None``.
+    With extra resolution in data the categorisation variable ``Et·m_Z/m_ee`` correlates
+    with the pair mass at second order, which a template smeared after categorisation does
+    not carry (the best-resolution cell's lowest Et bin ≈ 2σ low, docs/fit.md). Refilled
+    with the MC smeared by the first pass's smearings (random numbers keyed on event
+    identity) and refitted with the smearings held at 0 on top, data and MC carry the same
+    resolution and the term cancels. :data:`ET_REFIT_REPLICAS` refits with other smearing
+    seeds are averaged. The refit is the free fit plus a correction: a scale keeps the free
+    fit's data error ``stat`` (which, unlike the refit's with smearings held, carries the
+    uncertainty of the smearings it is refitted with) and its ``mc_stat`` becomes the free
+    fit's ⊕ the spread of the replicas / √N.
+
+    Returns:
+        The step's result — the refitted scales, the first pass's smearings, the first
+        pass's covariance rescaled to the new scale errors; failed when a refit fails — and
+        the ``fit_result.json`` record of both passes.
+    """
+    import numpy as np
+    from correctionlib import schemav2
+
+    from zcalib.corrections import build_smear_correction
+    from zcalib.processors.zee import CorrectionStep
+
+    et_scales = any(c.cut("et") != (-math.inf, math.inf) for c in scheme.scale)
+    smeared = any(c.kind == "smear" for c in loop.corrections)
+    if not et_scales or smeared or fit_config.fix_smears or fit_config.fix_scales:
+        return None
+    name = f"{step}_smear_ahead"
+    corr = build_smear_correction(
+        name,
+        scheme,
+        first.smear_values(),
+        np.zeros(len(scheme.smear)),
+        description=f"{step}: smearings of the first pass, MC smeared ahead for the scales refit",
+    )
+    payload = schemav2.CorrectionSet(schema_version=2, corrections=[corr])
+    smear = CorrectionStep(
+        name, payload.model_dump_json(exclude_unset=True), "smear", f"{step} (first pass)"
+    )
+    cfg = fit_config.with_overrides(
+        fix_smears=True,
+        fixed_smears=None,
+        start="specify",
+        start_scales=tuple(float(v) for v in first.scale_values()),
+        start_smears=None,
+        mc_stat="none",
+    )
+    refits: list[FitResult] = []
+    for r in range(ET_REFIT_REPLICAS):
+        seed = loop.smear_seed + r
+        hset = _fill(loop.replace(corrections=(*loop.corrections, smear), smear_seed=seed), scheme)
+        refits.append(_fit_once(hset, cfg, scheme, variations, keep_problem=False)[0])
+        if not refits[-1].converged:
+            break
+    failed = next((f for f in refits if not f.converged), None)
+    values = np.array([f.scale_values() for f in refits])
+    mean = values.mean(axis=0)
+    noise = values.std(axis=0, ddof=1) / math.sqrt(len(refits)) if len(refits) > 1 else mean * 0
+    scales = tuple(
+        replace(
+            c,
+            value=float(mean[i]),
+            mc_stat=float(math.hypot(c.mc_stat, noise[i])),
+            at_bound=any(f.scales[i].at_bound for f in refits),
+        )
+        for i, c in enumerate(first.scales)
+    )
+    record = {
+        "why": "Et scale categories fitted on unsmeared MC: scales refitted on MC smeared "
+        "ahead by the first pass's smearings, smearings held (docs/fit.md, 'Et categories')",
+        "status": failed.status if failed is not None else "converged",
+        "message": failed.message if failed is not None else "",
+        "replicas": len(refits),
+        "first_pass_scales": [c.value for c in first.scales],
+        "first_pass_scale_errors": [c.total_stat for c in first.scales],
+        "refit_scales": [c.value for c in scales],
+        "refit_scale_errors": [c.total_stat for c in scales],
+        "refit_scale_stat_smearings_held": np.sqrt(
+            np.mean([[c.stat**2 for c in f.scales] for f in refits], axis=0)
+        ).tolist(),
+        "replica_scales": values.tolist(),
+        "replica_noise": noise.tolist(),
+    }
+    log.info(
+        "%s: Et scale categories: scales refitted on MC smeared ahead by the step's "
+        "smearings (%d replicas, %s)",
+        step,
+        len(refits),
+        record["status"],
+    )
+    ratio = {
+        f"scale[{i}]": scales[i].total_stat / c.total_stat
+        for i, c in enumerate(first.scales)
+        if c.total_stat > 0 and math.isfinite(scales[i].total_stat / c.total_stat)
+    }
+    rescale = np.array([ratio.get(p, 1.0) for p in first.parameters])
+    combined = replace(
+        first,
+        scales=scales,
+        status="failed" if failed is not None else first.status,
+        message=first.message
+        if failed is None
+        else f"scales refit on MC smeared ahead: {failed.message}",
+        covariance=first.covariance * np.outer(rescale, rescale)
+        if first.covariance.size
+        else first.covariance,
+        wall_time=first.wall_time + sum(f.wall_time for f in refits),
+    )
+    return combined, record
 
 
 def _iterate(

@@ -1,6 +1,6 @@
 """configs/pipeline_derivation.yaml, the chain of a real derivation, run as shipped at a
-reduced size: time stability -> coarse |eta| x R9 -> fine |eta| x R9 -> Et -> gain ->
-closure, with the final EGM payload."""
+reduced size: time stability -> coarse |eta| x R9 -> fine |eta| x R9 -> Et (scales and
+smearings) -> gain -> closure, with the final EGM payload."""
 
 from __future__ import annotations
 
@@ -98,3 +98,15 @@ def test_shipped_derivation_pipeline_runs_and_closes(tmp_path):
     assert np.all(esmear > 0)
     z = cset["EGMRandomGenerator"].evaluate("stdnormal", pt, r9, eta, np.arange(len(pt)) * 1.0)
     assert abs(np.std(z) - 1) < 0.05
+    # the final smearing is the Et step's, binned in pt: each (|eta| x R9 cell, Et bin)
+    # evaluates to that bin's fitted value; the Et step's scales were refitted on MC smeared
+    # ahead by those smearings (zcalib.api.run_step's default for Et scale categories)
+    et_fit = json.loads((res.output / "et" / "fit_result.json").read_text())
+    assert et_fit["et_scales_refit"]["status"] == "converged"
+    et_smears = [c for c in et_fit["categories"] if c["kind"] == "smear"]
+    assert len(et_smears) == 24
+    for c in et_smears:
+        b = c["bins"]
+        pt_mid = 0.5 * (max(b["et"][0], 20.0) + min(b["et"][1], 90.0))
+        args = (pt_mid, min(0.5 * sum(b["r9"]), 0.98), 0.5 * sum(b["abs_eta"]))
+        assert smear_and_syst.evaluate("smear", *args) == pytest.approx(c["value"], abs=1e-12)
