@@ -49,7 +49,7 @@ def pipeline_file(tmp: Path, datasets: Path) -> Path:
     for step in raw["steps"]:
         if "categories" in step:
             step["categories"] = str(shipped.resolve(step["categories"]))
-    for w in raw.get("mc_weights", raw.get("weights", [])):  # renamed mc_weights on main
+    for w in raw.get("mc_weights", []):
         w["file"] = str(shipped.resolve(w["file"]))
     path = tmp / "pipeline.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
