@@ -394,9 +394,9 @@ def test_fit_options_are_fit_config(tmp_path, demo_ecalelf, no_events):
     assert CalibrationConfig.model_fields["mc_weights"].annotation == tuple[McWeight, ...]
     assert fields["binning"].annotation is BinningSettings
     assert fields["selection"].annotation is SelectionConfig
-    # CalibrationConfig spells them flat; the defaults are those models' own
-    assert CalibrationConfig().selection() == SelectionConfig()
-    assert CalibrationConfig().binning_settings() == BinningSettings()
+    # CalibrationConfig embeds the same models, with their defaults
+    assert CalibrationConfig().selection == SelectionConfig()
+    assert CalibrationConfig().binning == BinningSettings()
     run = {f.name: f.default for f in dataclasses.fields(RunOptions)}
     for name, field in RunSettings.model_fields.items():
         assert field.default == run[name], name
