@@ -163,9 +163,7 @@ def test_notebook_cells_in_any_order_give_the_same_results():
         "tight": lambda: CalibrationConfig.for_format("nanoaod").with_overrides(
             selection={"id_level": "tight"}
         ),
-        "window": lambda: CalibrationConfig.for_format("nanoaod").with_overrides(
-            window=(85, 97)
-        ),
+        "window": lambda: CalibrationConfig.for_format("nanoaod").with_overrides(window=(85, 97)),
         "ecalelf": lambda: CalibrationConfig.for_format("ecalelf"),
     }
     reference = {name: cell().to_dict() for name, cell in cells.items()}

@@ -558,8 +558,10 @@ def test_histograms_and_fit_read_a_calibration_config(tmp_path, capsys):
     rc, _, err = _run([*base[:2], str(old), *base[3:], "--out", str(tmp_path / "c.npz")], capsys)
     assert (rc, err) == (
         1,
-        f"zcalib: error: {old}: field 'working_point' was renamed; write selection: "
-        "{id_level: ...}\n",
+        (
+            f"zcalib: error: {old}: field 'working_point' was renamed; write selection: "
+            "{id_level: ...}\n"
+        ),
     )
     bad = tmp_path / "bad.yaml"
     bad.write_text("working_pont: tight\n")

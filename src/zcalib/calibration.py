@@ -412,8 +412,7 @@ class CalibrationConfig(_Frozen):
         wlo, whi = self.window
         if not lo <= wlo < whi <= hi:
             msg = (
-                f"window {self.window} must lie inside binning lo-hi ({lo:g}, {hi:g}) "
-                "with lo < hi"
+                f"window {self.window} must lie inside binning lo-hi ({lo:g}, {hi:g}) with lo < hi"
             )
             raise ValueError(msg)
         names = [w.name for w in self.mc_weights]
@@ -479,9 +478,9 @@ class CalibrationConfig(_Frozen):
             )
         data: dict[str, Any] = {name: getattr(self, name) for name in type(self).model_fields}
         for name, value in overrides.items():
-            if name in _NESTED and isinstance(value, Mapping):
-                value = {**getattr(self, name).model_dump(exclude_unset=True), **value}
-            data[name] = value
+            merge = name in _NESTED and isinstance(value, Mapping)
+            current = getattr(self, name).model_dump(exclude_unset=True) if merge else {}
+            data[name] = {**current, **value} if merge else value
         return _validate(data, "CalibrationConfig.with_overrides")
 
     def to_dict(self) -> dict[str, Any]:

@@ -337,8 +337,13 @@ def test_fit_ignore_by_category(tmp_path, demo_ecalelf, no_events):
     cfg = _Setup(load_pipeline(path), None).fit_configs["a"]
     assert (cfg.ignore_scales, cfg.ignore_smears) == ((2, 4), (5,))
     for bad, text in (
-        ("scale[5]", "'scale[5]', a scale category; allowed: smear[i] or an index i (put "
-         "scale[5] under ignore_scales)"),
+        (
+            "scale[5]",
+            (
+                "'scale[5]', a scale category; allowed: smear[i] or an index i (put "
+                "scale[5] under ignore_scales)"
+            ),
+        ),
         ("EB", "'EB'; allowed: smear[i] (as the fit names it) or an index i"),
     ):
         step = _fit("a", fit={"ignore_smears": [bad]})

@@ -463,8 +463,7 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
         nargs=2,
         metavar=("LO", "HI"),
         default=None,
-        help="mass window of the likelihood [GeV] (default: --config's window, "
-        "else %(library)s)",
+        help="mass window of the likelihood [GeV] (default: --config's window, else %(library)s)",
     )
     library_help(window, CALIBRATION_CONFIG, "window")
     g.add_argument(
