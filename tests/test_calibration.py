@@ -35,7 +35,7 @@ def test_for_format_defaults(fmt, tree, collection, wp):
     cfg = CalibrationConfig.for_format(fmt)
     assert cfg.input_format == fmt
     assert (cfg.tree, cfg.lepton_collection, cfg.id_level) == (tree, collection, wp)
-    assert cfg.selection().id_level == wp
+    assert cfg.selection.id_level == wp
 
 
 def test_flat_format_needs_column_map_and_has_no_id():
@@ -43,8 +43,9 @@ def test_flat_format_needs_column_map_and_has_no_id():
         CalibrationConfig.for_format("flat")
     cfg = CalibrationConfig.for_format("flat", column_map=FLAT_MAP)
     assert (cfg.tree, cfg.id_level, cfg.lepton_collection) == ("events", "none", None)
-    with pytest.raises(InvalidConfig, match=r"working_point 'medium'.*allowed: none"):
-        cfg.with_overrides(working_point="medium")
+    assert cfg.selection == SelectionConfig(id_level="none")
+    with pytest.raises(InvalidConfig, match=r"selection.id_level 'medium'.*allowed: none"):
+        cfg.with_overrides(selection={"id_level": "medium"})
 
 
 def test_unknown_format_names_allowed():
@@ -57,7 +58,7 @@ def test_unknown_format_names_allowed():
 def test_unknown_keys_are_errors_naming_allowed_ones():
     cfg = CalibrationConfig.for_format("nanoaod")
     with pytest.raises(
-        InvalidConfig, match=r"unknown option 'jet_collection'; allowed: .*working_point"
+        InvalidConfig, match=r"unknown option 'jet_collection'; allowed: .*selection"
     ):
         cfg.with_overrides(jet_collection="AntiKt4EMTopoJets")
     with pytest.raises(InvalidConfig, match=r"unknown options 'a', 'b'"):
@@ -74,12 +75,15 @@ def test_unknown_keys_are_errors_naming_allowed_ones():
     ("overrides", "message"),
     [
         ({"collection": "Muon"}, r"collection 'Muon' is not available .*allowed: Electron"),
-        ({"working_point": "veto"}, r"field 'working_point'"),
-        ({"input_format": "ecalelf", "working_point": "loose"}, r"allowed: none, medium, tight"),
-        ({"mass_window": (50, 100)}, r"mass_window .* inside fill_range"),
-        ({"mass_window": (95, 85)}, r"mass_window"),
-        ({"fill_range": (0, 120)}, r"fill_range"),
-        ({"min_et_lead": -1}, r"field 'min_et_lead'"),
+        ({"selection": {"id_level": "veto"}}, r"field 'selection.id_level'"),
+        (
+            {"input_format": "ecalelf", "selection": {"id_level": "loose"}},
+            r"allowed: none, medium, tight",
+        ),
+        ({"window": (50, 100)}, r"window \(50.0, 100.0\) must lie inside binning lo-hi"),
+        ({"window": (95, 85)}, r"window"),
+        ({"binning": {"lo": 0}}, r"field 'binning.lo'"),
+        ({"selection": {"min_et_lead": -1}}, r"field 'selection.min_et_lead'"),
         ({"systematic": "pileup_up"}, r"systematic 'pileup_up' is not filled; allowed: nominal"),
         ({"column_map": FLAT_MAP}, r"column_map is only used with input_format 'flat'"),
         ({"mc_weights": ["pu=a.json", "pu=b.json"]}, r"repeated: pu"),
@@ -94,15 +98,27 @@ def test_invalid_values_are_named(overrides, message):
 
 def test_with_overrides_returns_copies_and_composes():
     base = CalibrationConfig.for_format("nanoaod")
-    a = base.with_overrides(working_point="tight")
-    b = a.with_overrides(mass_window=(85, 97))
-    c = base.with_overrides(working_point="tight", mass_window=(85, 97))
-    assert b == c
-    assert (a.id_level, a.mass_window) == ("tight", (80.0, 100.0))
-    assert (base.id_level, base.mass_window) == ("medium", (80.0, 100.0))
-    # switching formats keeps format defaults consistent (None = format default)
+    a = base.with_overrides(selection={"id_level": "tight"})
+    b = a.with_overrides(window=(85, 97), selection={"min_et_lead": 30})
+    c = base.with_overrides(selection={"id_level": "tight", "min_et_lead": 30}, window=(85, 97))
+    assert b == c  # a mapping changes only the keys it names: b kept a's id_level
+    assert (b.id_level, b.selection.min_et_lead) == ("tight", 30.0)
+    assert (a.id_level, a.window) == ("tight", (80.0, 100.0))
+    assert (base.id_level, base.window) == ("medium", (80.0, 100.0))
+    # a model replaces the whole field
+    assert base.with_overrides(selection=SelectionConfig(min_et_lead=30)).selection == (
+        SelectionConfig(min_et_lead=30)
+    )
+    # switching formats keeps format defaults consistent (unset = format default)
     e = base.with_overrides(input_format="ecalelf")
     assert (e.tree, e.lepton_collection) == ("selected", "Ele")
+    flat = base.with_overrides(input_format="flat", column_map=FLAT_MAP)
+    assert flat.id_level == "none"
+    assert flat.with_overrides(input_format="nanoaod", column_map=None).id_level == "medium"
+    # an explicit working point is kept, and checked against the new format
+    assert a.with_overrides(input_format="ecalelf").id_level == "tight"
+    with pytest.raises(InvalidConfig, match=r"selection.id_level 'tight' is not available"):
+        a.with_overrides(input_format="flat", column_map=FLAT_MAP)
 
 
 def test_derived_config_never_changes_another_or_a_later_default():
@@ -110,21 +126,22 @@ def test_derived_config_never_changes_another_or_a_later_default():
     first_default = CalibrationConfig.for_format("nanoaod")
     snapshot = first_default.to_dict()
     derived = first_default.with_overrides(
-        working_point="tight",
-        min_et_lead=35,
+        selection={"id_level": "tight", "min_et_lead": 35},
         mc_weights={"pileup": "pu.json"},
         systematic="pileup_up",
     )
     # attributes cannot be assigned, nested models neither
     with pytest.raises(pydantic.ValidationError):
-        first_default.working_point = "loose"  # type: ignore[misc]
+        first_default.window = (85, 97)  # type: ignore[misc]
+    with pytest.raises(pydantic.ValidationError):
+        derived.selection.id_level = "loose"  # type: ignore[misc]
     with pytest.raises(pydantic.ValidationError):
         derived.mc_weights[0].name = "other"  # type: ignore[misc]
     # the dict view is a copy
     view = derived.to_dict()
-    view["working_point"] = "none"
+    view["selection"]["id_level"] = "none"
     view["mc_weights"].append({"name": "x", "file": "y"})
-    assert derived.working_point == "tight"
+    assert derived.id_level == "tight"
     assert len(derived.mc_weights) == 1
     # neither the config it came from nor a default made later changed
     assert first_default.to_dict() == snapshot
@@ -144,11 +161,9 @@ def test_notebook_cells_in_any_order_give_the_same_results():
     cells = {
         "defaults": lambda: CalibrationConfig.for_format("nanoaod"),
         "tight": lambda: CalibrationConfig.for_format("nanoaod").with_overrides(
-            working_point="tight"
+            selection={"id_level": "tight"}
         ),
-        "window": lambda: CalibrationConfig.for_format("nanoaod").with_overrides(
-            mass_window=(85, 97)
-        ),
+        "window": lambda: CalibrationConfig.for_format("nanoaod").with_overrides(window=(85, 97)),
         "ecalelf": lambda: CalibrationConfig.for_format("ecalelf"),
     }
     reference = {name: cell().to_dict() for name, cell in cells.items()}
@@ -167,27 +182,33 @@ def test_hashable_and_round_trips():
     assert cfg.mc_weights == (McWeight(name="pileup", file="pu.json", correction="pileup"),)
 
 
-def test_selection_covers_every_selection_field():
-    """Every SelectionConfig field is settable through the calibration configuration."""
-    cfg = CalibrationConfig.for_format("ecalelf").with_overrides(
-        min_et_lead=30,
-        min_et_sublead=22,
-        max_abs_eta=2.4,
-        exclude_crack=False,
-        working_point="tight",
-        opposite_charge=True,
-    )
-    sel = cfg.selection()
-    assert sel == SelectionConfig(
-        min_et_lead=30,
-        min_et_sublead=22,
-        max_abs_eta=2.4,
-        exclude_crack=False,
-        id_level="tight",
-        opposite_charge=True,
-    )
-    covered = {"id_level"} | set(CalibrationConfig.model_fields)
-    assert set(SelectionConfig.model_fields) <= covered
+def test_selection_and_binning_are_the_pipeline_models():
+    """One settings model: CalibrationConfig's `selection`, `binning` and `window` are the
+    pipeline's SelectionConfig, BinningSettings and FitConfig's `window`, so one YAML fragment
+    means the same in a `--config` file and in a pipeline."""
+    from zcalib.chain.config import PipelineConfig
+    from zcalib.config import BinningSettings
+
+    assert CalibrationConfig.model_fields["selection"].annotation is SelectionConfig
+    assert CalibrationConfig.model_fields["binning"].annotation is BinningSettings
+    assert PipelineConfig.model_fields["selection"].annotation is SelectionConfig
+    assert "window" in FitConfig.model_fields
+    fragment = {
+        "selection": {
+            "min_et_lead": 30,
+            "min_et_sublead": 22,
+            "max_abs_eta": 2.4,
+            "exclude_crack": False,
+            "id_level": "tight",
+            "opposite_charge": True,
+        },
+        "binning": {"n_bins": 400, "lo": 70, "hi": 110},
+    }
+    steps = [{"name": "s", "type": "corrections", "file": "c.json"}]
+    cfg = CalibrationConfig.model_validate(fragment)
+    pipe = PipelineConfig(output="x", steps=steps, **fragment)
+    assert (cfg.selection, cfg.binning) == (pipe.selection, pipe.binning)
+    assert cfg.selection == SelectionConfig(**fragment["selection"])
 
 
 def test_variations_and_systematics():
@@ -198,19 +219,19 @@ def test_variations_and_systematics():
 
 
 def test_fit_config_window_comes_from_the_configuration():
-    cfg = CalibrationConfig(mass_window=(84, 98))
+    cfg = CalibrationConfig(window=(84, 98))
     assert cfg.fit_config().window == (84.0, 98.0)
     opts = FitConfig(min_data=50)
     fc = cfg.fit_config(opts)
     assert (fc.window, fc.min_data, opts.window) == ((84.0, 98.0), 50, (80.0, 100.0))
     assert cfg.fit_config(FitConfig(window=(84, 98))).window == (84.0, 98.0)
-    with pytest.raises(InvalidConfig, match=r"with_overrides\(mass_window=...\)"):
+    with pytest.raises(InvalidConfig, match=r"with_overrides\(window=...\)"):
         cfg.fit_config(FitConfig(window=(82, 99)))
 
 
 def test_binning_and_scheme():
-    cfg = CalibrationConfig(fill_range=(70, 110), n_mass_bins=400, mass_window=(80, 100))
-    b = cfg.binning()
+    cfg = CalibrationConfig(binning={"lo": 70, "hi": 110, "n_bins": 400}, window=(80, 100))
+    b = cfg.mass_binning()
     # about 400 bins over 70-110 GeV, laid so that the window's ends are bin edges
     assert 400 <= b.n_bins <= 410
     assert 69.5 < b.lo <= 70.0
@@ -224,29 +245,28 @@ def test_binning_and_scheme():
 def test_one_binning_model_and_one_default_for_calibration_config_pipeline_and_histograms(
     tmp_path,
 ):
-    """`fill_range`/`n_mass_bins` (CalibrationConfig) and `binning: {n_bins, lo, hi}`
-    (pipeline YAML) are two spellings of one model, BinningSettings, whose defaults are the
-    only ones: every front door fills the same fine bins, by default and when set."""
+    """`binning: {n_bins, lo, hi}` (CalibrationConfig and pipeline YAML) is one model,
+    BinningSettings, whose defaults are the only ones: every front door fills the same fine bins, by default and when set."""
     from zcalib.chain.config import PipelineConfig
     from zcalib.config import DEFAULT_FILL_RANGE, DEFAULT_N_BINS, DEFAULT_WINDOW, BinningSettings
     from zcalib.histograms import MassBinning
 
     steps = [{"name": "s", "type": "corrections", "file": "c.json"}]
     default = MassBinning()
-    assert CalibrationConfig().binning() == default
+    assert CalibrationConfig().mass_binning() == default
     assert PipelineConfig(output="x", steps=steps).binning.aligned(DEFAULT_WINDOW) == default
     assert BinningSettings().aligned() == default
-    assert CalibrationConfig().binning_settings() == BinningSettings()
+    assert CalibrationConfig().binning == BinningSettings()
     assert (default.lo, default.hi) == pytest.approx(DEFAULT_FILL_RANGE, abs=0.05)
     assert abs(default.n_bins - DEFAULT_N_BINS) < 0.02 * DEFAULT_N_BINS
-    assert CalibrationConfig().mass_window == DEFAULT_WINDOW
+    assert CalibrationConfig().window == DEFAULT_WINDOW
     from zcalib.fit import FitConfig
 
     assert FitConfig().window == DEFAULT_WINDOW  # the fit's own default is the same constant
-    calib = CalibrationConfig(fill_range=(70, 110), n_mass_bins=400, mass_window=(82, 98))
+    calib = CalibrationConfig(binning={"n_bins": 400, "lo": 70, "hi": 110}, window=(82, 98))
     pipe = PipelineConfig(output="x", steps=steps, binning={"n_bins": 400, "lo": 70, "hi": 110})
-    assert calib.binning_settings() == pipe.binning
-    assert calib.binning() == pipe.binning.aligned((82, 98))
+    assert calib.binning == pipe.binning
+    assert calib.mass_binning() == pipe.binning.aligned((82, 98))
     with pytest.raises(pydantic.ValidationError, match=r"lo must be < hi, got lo=120, hi=60"):
         BinningSettings(lo=120, hi=60)
     with pytest.raises(pydantic.ValidationError, match=r"greater than or equal to 10"):
@@ -280,7 +300,7 @@ def test_dataset_config_and_format_check(tmp_path):
 def test_load_yaml_resolves_paths(tmp_path):
     p = tmp_path / "calib.yaml"
     p.write_text(
-        "input_format: nanoaod\nworking_point: tight\ncategories: cats.tsv\n"
+        "input_format: nanoaod\nselection: {id_level: tight}\ncategories: cats.tsv\n"
         "corrections: [step1/corrections.json]\nmc_weights: {pileup: pu.json}\n"
         "systematic: pileup_down\n"
     )
@@ -299,7 +319,7 @@ def test_load_yaml_resolves_paths(tmp_path):
     [
         ("- a\n- b\n", "expected a mapping"),
         ("input_format: nanoaod\nworkingpoint: tight\n", r"unknown option 'workingpoint'"),
-        ("mass_window: [80]\n", r"field 'mass_window.1': Field required"),
+        ("window: [80]\n", r"field 'window.1': Field required"),
         ("a: [\n", "malformed YAML"),
     ],
 )
@@ -310,8 +330,40 @@ def test_load_yaml_errors(tmp_path, text, message):
         load_calibration_config(p)
 
 
+@pytest.mark.parametrize(
+    ("text", "new"),
+    [
+        ("working_point: tight\n", "selection: {id_level: ...}"),
+        ("min_et_lead: 30\n", "selection: {min_et_lead: ...}"),
+        ("min_et_sublead: 30\n", "selection: {min_et_sublead: ...}"),
+        ("max_abs_eta: 2.4\n", "selection: {max_abs_eta: ...}"),
+        ("exclude_crack: false\n", "selection: {exclude_crack: ...}"),
+        ("opposite_charge: true\n", "selection: {opposite_charge: ...}"),
+        ("mass_window: [82, 98]\n", "window (FitConfig's name)"),
+        ("fill_range: [70, 110]\n", "binning: {lo: ..., hi: ...}"),
+        ("n_mass_bins: 600\n", "binning: {n_bins: ...}"),
+    ],
+)
+def test_old_flat_spellings_are_refused(tmp_path, text, new):
+    """A flat key renamed to the pipeline's one spelling is refused in one line naming the
+    file, the field and the new name, from YAML and from Python: never silently accepted."""
+    from zcalib.calibration import RENAMED
+
+    old = text.partition(":")[0]
+    assert RENAMED[old] == new
+    p = tmp_path / "calib.yaml"
+    p.write_text(f"input_format: nanoaod\n{text}")
+    with pytest.raises(InvalidConfig) as err:
+        load_calibration_config(p)
+    assert str(err.value) == f"{p}: field '{old}' was renamed; write {new}"
+    with pytest.raises(InvalidConfig) as err:
+        CalibrationConfig().with_overrides(**{old: 1})
+    assert str(err.value) == f"CalibrationConfig: field '{old}' was renamed; write {new}"
+
+
 def test_html_repr_resolves_defaults():
     html = CalibrationConfig.for_format("nanoaod")._repr_html_()
     assert "Events (format default)" in html
     assert "Electron (format default)" in html
+    assert "id_level=medium (format default)" in html
     assert "<table>" in html

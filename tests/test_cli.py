@@ -284,7 +284,7 @@ def test_help_shows_defaults(capsys):
         "fit": (
             "data bin width [GeV] (default: 0.5)",
             "step name used in output names (default: step)",
-            "(default: --config's mass_window, else 80 100)",  # stated by hand, not repeated
+            "(default: --config's window, else 80 100)",  # stated by hand, not repeated
             "-q, --quiet",
         ),
     }
@@ -519,8 +519,8 @@ def test_histograms_and_fit_read_a_calibration_config(tmp_path, capsys):
     data = write_ecalelf(tmp_path / "d.root", n=2000)
     cfg = tmp_path / "calib.yaml"
     cfg.write_text(
-        f"working_point: tight\ncategories: {CONFIGS / 'cats_eta_r9.yaml'}\n"
-        "mass_window: [82, 98]\nn_mass_bins: 600\nsmear_seed: 4\nera: 2023preBPIX\n"
+        f"selection: {{id_level: tight}}\ncategories: {CONFIGS / 'cats_eta_r9.yaml'}\n"
+        "window: [82, 98]\nbinning: {n_bins: 600}\nsmear_seed: 4\nera: 2023preBPIX\n"
     )
     base = ["histograms", "--config", str(cfg), "--data", str(data), "--mc", str(data)]
     base += ["--executor", "iterative", "--no-progress"]
@@ -529,7 +529,7 @@ def test_histograms_and_fit_read_a_calibration_config(tmp_path, capsys):
     a = load_histograms(tmp_path / "a.npz")
     assert a.metadata["selection"]["id_level"] == "tight"
     assert a.metadata["smear_seed"] == 4
-    # n_mass_bins: 600 over the fill range, aligned to the window [82, 98] (about 600 bins)
+    # binning.n_bins: 600 over 60-120 GeV, aligned to the window [82, 98] (about 600 bins)
     assert a.binning == MassBinning.aligned((82.0, 98.0), 60.0, 120.0, 600)
     assert a.binning.n_bins == 623
     rc, _, err = _run([*base, "--out", str(tmp_path / "b.npz"), "--id", "none"], capsys)
@@ -542,15 +542,26 @@ def test_histograms_and_fit_read_a_calibration_config(tmp_path, capsys):
     rc, _, err = _run([*argv, "--out", str(out)], capsys)
     assert (out / "fit_result.json").is_file(), err
     record = json.loads((out / "fit_result.json").read_text())
-    assert record["calibration_config"]["working_point"] == "tight"
+    assert record["calibration_config"]["selection"]["id_level"] == "tight"
     assert record["fit_config"]["window"][0] == pytest.approx(82.0, abs=0.1)
     assert rc in (0, 3), err  # 2000 identical pairs: the physics is not the point here
     if rc == 0:
         assert json.loads((out / "corrections.json").read_text())["corrections"][0][
             "name"
         ].endswith("_2023preBPIX")
-    assert set(CONFIG_FIELDS.values()) <= set(
-        __import__("zcalib.calibration", fromlist=["x"]).CalibrationConfig.model_fields
+    fields = __import__("zcalib.calibration", fromlist=["x"]).CalibrationConfig.model_fields
+    for name in CONFIG_FIELDS.values():  # a field, or `model.field` of a nested model
+        section, _, key = name.rpartition(".")
+        assert key in (fields[section].annotation.model_fields if section else fields), name
+    old = tmp_path / "old.yaml"
+    old.write_text("working_point: tight\n")
+    rc, _, err = _run([*base[:2], str(old), *base[3:], "--out", str(tmp_path / "c.npz")], capsys)
+    assert (rc, err) == (
+        1,
+        (
+            f"zcalib: error: {old}: field 'working_point' was renamed; write selection: "
+            "{id_level: ...}\n"
+        ),
     )
     bad = tmp_path / "bad.yaml"
     bad.write_text("working_pont: tight\n")
@@ -711,7 +722,7 @@ def test_skim_and_run_divide_read_a_calibration_config(tmp_path, capsys):
 
     data = write_ecalelf(tmp_path / "d.root", n=2000)
     cfg = tmp_path / "calib.yaml"
-    cfg.write_text("working_point: tight\nmax_abs_eta: 1.0\n")
+    cfg.write_text("selection: {id_level: tight, max_abs_eta: 1.0}\n")
     common = ["--data", str(data), "--executor", "iterative", "--no-progress", "-q"]
     with_cfg = [*common, "--config", str(cfg)]
     rd = ["run-divide", "--min-events", "10"]
@@ -751,7 +762,8 @@ def test_validate_lineshape_stats_read_a_calibration_config(tmp_path, capsys):
     data = write_ecalelf(tmp_path / "d.root", n=2000)
     cfg = tmp_path / "calib.yaml"
     cfg.write_text(
-        f"working_point: tight\nmax_abs_eta: 1.0\ncategories: {CONFIGS / 'cats_eta_r9.yaml'}\n"
+        "selection: {id_level: tight, max_abs_eta: 1.0}\n"
+        f"categories: {CONFIGS / 'cats_eta_r9.yaml'}\n"
     )
     sel = tmp_path / "sel.yaml"
     sel.write_text("id_level: tight\nmax_abs_eta: 1.0\n")
@@ -774,10 +786,8 @@ def test_validate_lineshape_stats_read_a_calibration_config(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("working_pont: tight\n")
     allowed = (
-        "schema_version, input_format, treename, collection, column_map, working_point, "
-        "min_et_lead, min_et_sublead, max_abs_eta, exclude_crack, opposite_charge, categories, "
-        "mass_window, fill_range, n_mass_bins, corrections, mc_weights, systematic, "
-        "smear_seed, era"
+        "schema_version, input_format, treename, collection, column_map, selection, "
+        "categories, window, binning, corrections, mc_weights, systematic, smear_seed, era"
     )
     message = f"zcalib: error: {bad}: unknown option 'working_pont'; allowed: {allowed}\n"
     missing = str(tmp_path / "missing.npz")  # never read: the config is checked first
@@ -795,15 +805,15 @@ def test_validate_lineshape_stats_read_a_calibration_config(tmp_path, capsys):
         assert (rc, err) == (1, message), argv[0]
         assert not out.exists()
     window = tmp_path / "window.yaml"
-    window.write_text("mass_window: [100, 80]\n")
+    window.write_text("window: [100, 80]\n")
     rc, _, err = _run(
         ["stats", "--config", str(window), "--data", str(data), "--out", str(tmp_path / "w")],
         capsys,
     )
     assert rc == 1
     assert err == (
-        f"zcalib: error: {window}: mass_window (100.0, 80.0) must lie inside fill_range "
-        "(60.0, 120.0) with lo < hi\n"
+        f"zcalib: error: {window}: window (100.0, 80.0) must lie inside binning lo-hi "
+        "(60, 120) with lo < hi\n"
     )
     assert not (tmp_path / "w").exists()
 

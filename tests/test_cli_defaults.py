@@ -167,7 +167,7 @@ def test_every_cli_default_is_the_library_default():
     ("command", "shown"),
     [
         ("fit", f"(default: {_FIT.bin_width})"),
-        ("fit", "else {:g} {:g})".format(*CalibrationConfig.model_fields["mass_window"].default)),
+        ("fit", "else {:g} {:g})".format(*CalibrationConfig.model_fields["window"].default)),
         ("stats", "(default: {} {})".format(*_STATS.window)),
         ("lineshape", f"(default: {_LINESHAPE.min_events})"),
         ("run-divide", f"(default: {_param(run_divide, 'min_events')})"),

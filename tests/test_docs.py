@@ -78,7 +78,7 @@ def test_mkdocs_build_is_strict_and_clean(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "WARNING" not in proc.stderr
     reference = (site / "reference" / "index.html").read_text()
-    for field in ("mass_window", "working_point", "systematic", "column_map", "min_et_lead"):
+    for field in ("window", "selection", "binning", "systematic", "column_map", "min_et_lead"):
         assert field in reference
     pymin = (site / "pymin" / "index.html").read_text()
     assert "test-method-accuracy" in pymin

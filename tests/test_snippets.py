@@ -252,7 +252,7 @@ def test_python_api_page_runs(tmp_path, capsys, demo_ecalelf):
     demo = {"demo_data": demo_ecalelf.data.parent}
     ns = _run_page(ROOT / "docs" / "python-api.md", tmp_path, capsys, demo)
     assert (ns["nano"].id_level, ns["tight"].id_level) == ("medium", "tight")
-    assert ns["tight_window"].mass_window == (82, 98)
+    assert ns["tight_window"].window == (82, 98)
     # one pass, three fits: pile-up up from its own filled histograms; without prior
     # corrections the raw energies are the nominal ones (the same fit)
     nominal, pu_up, raw = ns["nominal"].result, ns["pu_up"].result, ns["raw"].result
@@ -263,7 +263,7 @@ def test_python_api_page_runs(tmp_path, capsys, demo_ecalelf):
     assert values[0] == values[2]
     # the YAML configuration: paths relative to the file (here the current folder)
     cfg = ns["cfg"]
-    assert (cfg.input_format, cfg.id_level, cfg.mass_window) == ("nanoaod", "tight", (82, 98))
+    assert (cfg.input_format, cfg.id_level, cfg.window) == ("nanoaod", "tight", (82, 98))
     assert cfg.categories == "cats_eta_r9.tsv"
     assert [c.file for c in cfg.corrections] == ["step1/corrections.json"]
     assert [(w.name, w.file) for w in cfg.mc_weights] == [("pileup", "pileup.json")]

@@ -23,7 +23,7 @@ name                           what
 Example:
     >>> import zcalib
     >>> cfg = zcalib.CalibrationConfig.for_format("nanoaod")
-    >>> cfg.with_overrides(working_point="tight").id_level
+    >>> cfg.with_overrides(selection={"id_level": "tight"}).id_level
     'tight'
 """
 

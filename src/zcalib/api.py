@@ -408,8 +408,8 @@ def histograms(
     loop = EventLoop(
         ds,
         options=options,
-        selection=cfg.selection(),
-        binning=cfg.binning(),
+        selection=cfg.selection,
+        binning=cfg.mass_binning(),
         weights=all_weights,
         corrections=steps,
         smear_seed=cfg.smear_seed,
@@ -600,7 +600,7 @@ def fit(
     """Fit scales (data) and smearings (MC) to the histograms.
 
     The configuration's ``systematic`` picks the histograms' variation (filled in the same
-    pass as the nominal); its ``mass_window`` is the fit window. Other fit settings come
+    pass as the nominal); its ``window`` is the fit window. Other fit settings come
     from ``options``.
 
     Args:
@@ -610,7 +610,7 @@ def fit(
             nominal fit of the histograms as they are. With ``config.categories`` unset
             the histograms' own category scheme is used.
         options: minimiser settings (:class:`~zcalib.fit.FitConfig`; its window must be
-            left at the default or equal ``config.mass_window``).
+            left at the default or equal ``config.window``).
 
     Returns:
         The :class:`Fit`.

@@ -16,22 +16,22 @@ variation the fit uses. It is a frozen pydantic model:
   re-runs anything (the func_adl calibration model needs one query per systematic; zcalib
   does not).
 
-Fields left at ``None`` mean "the default of the input format" (tree name, collection, working
-point), so switching ``input_format`` keeps a consistent configuration; the resolved values
-are the properties :attr:`~CalibrationConfig.tree`, :attr:`~CalibrationConfig.lepton_collection`
+Fields left at ``None`` (tree name, collection) and a ``selection`` without ``id_level`` mean
+"the default of the input format", so switching ``input_format`` keeps a consistent
+configuration; the resolved values are the properties :attr:`~CalibrationConfig.tree`, :attr:`~CalibrationConfig.lepton_collection`
 and :attr:`~CalibrationConfig.id_level`.
 
 Example:
     >>> cfg = CalibrationConfig.for_format("nanoaod")
     >>> cfg.tree, cfg.lepton_collection, cfg.id_level
     ('Events', 'Electron', 'medium')
-    >>> tight = cfg.with_overrides(working_point="tight", mass_window=(82, 98))
-    >>> tight.id_level, tight.mass_window, cfg.id_level
+    >>> tight = cfg.with_overrides(selection={"id_level": "tight"}, window=(82, 98))
+    >>> tight.id_level, tight.window, cfg.id_level
     ('tight', (82.0, 98.0), 'medium')
-    >>> cfg.with_overrides(working_pont="tight")  # doctest: +ELLIPSIS
+    >>> cfg.with_overrides(windw=(82, 98))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    zcalib.exceptions.InvalidConfig: CalibrationConfig: unknown option 'working_pont'; allowed: ...
+    zcalib.exceptions.InvalidConfig: CalibrationConfig: unknown option 'windw'; allowed: ...
 """
 
 from __future__ import annotations
@@ -44,13 +44,18 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from zcalib.config import (
-    DEFAULT_FILL_RANGE,
-    DEFAULT_N_BINS,
     DEFAULT_WINDOW,
-    MIN_N_BINS,
     BinningSettings,
     DatasetConfig,
     SelectionConfig,
@@ -76,7 +81,6 @@ __all__ = [
 ]
 
 InputFormat = Literal["ecalelf", "nanoaod", "flat", "parquet"]
-WorkingPoint = Literal["none", "loose", "medium", "tight"]
 
 #: Read-only defaults per input format: tree, lepton collection, working point, and the
 #: collections and working points the format can express.
@@ -150,10 +154,24 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _selection_default(name: str) -> Any:
-    """The default of a :class:`~zcalib.config.SelectionConfig` field: the pair selection's
-    defaults live there (the pipeline's ``selection:`` is that model)."""
-    return SelectionConfig.model_fields[name].default
+#: Former flat spellings, refused with their one name now (that of the pipeline's
+#: ``selection:`` / ``binning:`` and of FitConfig): ``old -> new``.
+RENAMED: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "working_point": "selection: {id_level: ...}",
+        "min_et_lead": "selection: {min_et_lead: ...}",
+        "min_et_sublead": "selection: {min_et_sublead: ...}",
+        "max_abs_eta": "selection: {max_abs_eta: ...}",
+        "exclude_crack": "selection: {exclude_crack: ...}",
+        "opposite_charge": "selection: {opposite_charge: ...}",
+        "mass_window": "window (FitConfig's name)",
+        "fill_range": "binning: {lo: ..., hi: ...}",
+        "n_mass_bins": "binning: {n_bins: ...}",
+    }
+)
+#: Fields holding a nested model: a mapping given to :meth:`CalibrationConfig.with_overrides`
+#: changes only the keys it names.
+_NESTED: Final = ("selection", "binning")
 
 
 class PriorCorrection(_Frozen):
@@ -257,46 +275,27 @@ class CalibrationConfig(_Frozen):
     column_map: ColumnMap | None = Field(
         None, description="Branch names of a flat ntuple (format `flat` only)."
     )
-    working_point: WorkingPoint | None = Field(
-        None,
-        description="Electron ID working point; `None`: the format default (medium; none "
-        "for flat ntuples, which carry no ID).",
-    )
-    min_et_lead: float = Field(
-        _selection_default("min_et_lead"), ge=0, description="Leading lepton Et threshold [GeV]."
-    )
-    min_et_sublead: float = Field(
-        _selection_default("min_et_sublead"),
-        ge=0,
-        description="Subleading lepton Et threshold [GeV].",
-    )
-    max_abs_eta: float = Field(
-        _selection_default("max_abs_eta"), gt=0, description="Maximum supercluster |η|."
-    )
-    exclude_crack: bool = Field(
-        _selection_default("exclude_crack"),
-        description="Reject leptons in the barrel/endcap crack 1.4442 < |η_SC| < 1.566.",
-    )
-    opposite_charge: bool = Field(
-        _selection_default("opposite_charge"), description="Require opposite charges."
+    selection: SelectionConfig = Field(
+        default_factory=SelectionConfig,
+        validate_default=True,
+        description="Pair selection (the pipeline's `selection:`): Et thresholds, |η|, crack, "
+        "charges and `id_level`; `id_level` left out: the format default (medium; none for "
+        "flat ntuples, which carry no ID).",
     )
     categories: str | None = Field(
         None,
         description="Category file (pymin TSV or YAML); `None`: the built-in 8-category "
         "|η| × R9 scheme (`configs/cats_eta_r9.tsv`).",
     )
-    mass_window: tuple[float, float] = Field(
-        DEFAULT_WINDOW, description="Fit window [GeV] (the likelihood's mass range)."
+    window: tuple[float, float] = Field(
+        DEFAULT_WINDOW,
+        description="Fit window [GeV] (the likelihood's mass range; FitConfig's `window`).",
     )
-    fill_range: tuple[float, float] = Field(
-        DEFAULT_FILL_RANGE,
-        description="Mass range of the filled histograms [GeV] (widened by less than a bin "
-        "so that the edges of `mass_window` are bin edges).",
-    )
-    n_mass_bins: int = Field(
-        DEFAULT_N_BINS,
-        ge=MIN_N_BINS,
-        description="Fine mass bins (uniform in log m) over `fill_range`.",
+    binning: BinningSettings = Field(
+        default_factory=BinningSettings,
+        description="Fine mass binning of the filled histograms (the pipeline's `binning: "
+        "{n_bins, lo, hi}`: about `n_bins` bins uniform in log m over [lo, hi] GeV, widened "
+        "by less than a bin so that the edges of `window` are bin edges).",
     )
     corrections: tuple[PriorCorrection, ...] = Field(
         (),
@@ -326,11 +325,29 @@ class CalibrationConfig(_Frozen):
     @classmethod
     def _known_keys(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
+            for key in data:
+                if key in RENAMED:
+                    msg = f"field '{key}' was renamed; write {RENAMED[key]}"
+                    raise ValueError(msg)
             unknown = sorted(str(k) for k in data if k not in cls.model_fields)
             if unknown:
                 msg = _unknown_message(unknown, cls.model_fields)
                 raise ValueError(msg)
         return data
+
+    @field_validator("selection", mode="after")
+    @classmethod
+    def _format_working_point(cls, v: SelectionConfig, info: ValidationInfo) -> SelectionConfig:
+        """``id_level`` left out means the input format's default (medium; none for flat)."""
+        fmt = info.data.get("input_format")
+        if fmt is None or "id_level" in v.model_fields_set:
+            return v
+        default = str(FORMAT_DEFAULTS[fmt]["working_point"])
+        if v.id_level == default:
+            return v
+        out = v.model_copy(update={"id_level": default})
+        out.__pydantic_fields_set__.discard("id_level")  # still the format's default
+        return out
 
     @field_validator("era")
     @classmethod
@@ -379,9 +396,9 @@ class CalibrationConfig(_Frozen):
                 f"{self.input_format!r}; allowed: {allowed}"
             )
             raise ValueError(msg)
-        if self.working_point is not None and self.working_point not in fmt["working_points"]:
+        if self.id_level not in fmt["working_points"]:
             msg = (
-                f"working_point {self.working_point!r} is not available for input_format "
+                f"selection.id_level {self.id_level!r} is not available for input_format "
                 f"{self.input_format!r}; allowed: {', '.join(fmt['working_points'])}"
             )
             raise ValueError(msg)
@@ -391,15 +408,11 @@ class CalibrationConfig(_Frozen):
         if self.column_map is not None and self.input_format != "flat":
             msg = f"column_map is only used with input_format 'flat', not {self.input_format!r}"
             raise ValueError(msg)
-        lo, hi = self.fill_range
-        if not 0 < lo < hi:
-            msg = f"fill_range {self.fill_range} must satisfy 0 < lo < hi"
-            raise ValueError(msg)
-        wlo, whi = self.mass_window
+        lo, hi = self.binning.lo, self.binning.hi
+        wlo, whi = self.window
         if not lo <= wlo < whi <= hi:
             msg = (
-                f"mass_window {self.mass_window} must lie inside fill_range {self.fill_range} "
-                "with lo < hi"
+                f"window {self.window} must lie inside binning lo-hi ({lo:g}, {hi:g}) with lo < hi"
             )
             raise ValueError(msg)
         names = [w.name for w in self.mc_weights]
@@ -443,19 +456,31 @@ class CalibrationConfig(_Frozen):
             InvalidConfig: an unknown option (the message lists the allowed ones) or an
                 invalid value.
 
+        A mapping given for ``selection`` or ``binning`` changes only the keys it names (a
+        :class:`~zcalib.config.SelectionConfig` / :class:`~zcalib.config.BinningSettings`
+        replaces the whole model).
+
         Example:
             >>> base = CalibrationConfig()
-            >>> a = base.with_overrides(min_et_lead=30).with_overrides(systematic="uncorrected")
-            >>> (a.min_et_lead, a.systematic), (base.min_et_lead, base.systematic)
+            >>> a = base.with_overrides(selection={"min_et_lead": 30})
+            >>> a = a.with_overrides(systematic="uncorrected")
+            >>> (a.selection.min_et_lead, a.systematic), (base.selection.min_et_lead, base.systematic)
             ((30.0, 'uncorrected'), (25.0, 'nominal'))
         """
+        for key in overrides:
+            if key in RENAMED:
+                msg = f"CalibrationConfig: field '{key}' was renamed; write {RENAMED[key]}"
+                raise InvalidConfig(msg)
         unknown = sorted(k for k in overrides if k not in type(self).model_fields)
         if unknown:
             raise InvalidConfig(
                 "CalibrationConfig: " + _unknown_message(unknown, type(self).model_fields)
             )
-        data = {name: getattr(self, name) for name in type(self).model_fields}
-        data.update(overrides)
+        data: dict[str, Any] = {name: getattr(self, name) for name in type(self).model_fields}
+        for name, value in overrides.items():
+            merge = name in _NESTED and isinstance(value, Mapping)
+            current = getattr(self, name).model_dump(exclude_unset=True) if merge else {}
+            data[name] = {**current, **value} if merge else value
         return _validate(data, "CalibrationConfig.with_overrides")
 
     def to_dict(self) -> dict[str, Any]:
@@ -476,8 +501,9 @@ class CalibrationConfig(_Frozen):
 
     @property
     def id_level(self) -> str:
-        """The electron ID working point used (``working_point`` or the format default)."""
-        return self.working_point or str(FORMAT_DEFAULTS[self.input_format]["working_point"])
+        """The electron ID working point used (``selection.id_level``, whose default is the
+        input format's)."""
+        return self.selection.id_level
 
     def variations(self) -> tuple[str, ...]:
         """Variations a fill with this configuration can hold (all in one pass).
@@ -491,26 +517,9 @@ class CalibrationConfig(_Frozen):
         return tuple(out)
 
     # ------------------------------------------------------------------ derived objects
-    def selection(self) -> SelectionConfig:
-        """The processor's pair selection."""
-        return SelectionConfig(
-            min_et_lead=self.min_et_lead,
-            min_et_sublead=self.min_et_sublead,
-            max_abs_eta=self.max_abs_eta,
-            exclude_crack=self.exclude_crack,
-            id_level=self.id_level,
-            opposite_charge=self.opposite_charge,
-        )
-
-    def binning_settings(self) -> BinningSettings:
-        """``fill_range`` and ``n_mass_bins`` as the one binning model (a pipeline's
-        ``binning: {n_bins, lo, hi}``)."""
-        lo, hi = self.fill_range
-        return BinningSettings(n_bins=self.n_mass_bins, lo=lo, hi=hi)
-
-    def binning(self) -> MassBinning:
-        """The fine mass binning of the histograms (aligned to ``mass_window``)."""
-        return self.binning_settings().aligned(self.mass_window)
+    def mass_binning(self) -> MassBinning:
+        """The fine mass binning of the histograms (:attr:`binning` aligned to :attr:`window`)."""
+        return self.binning.aligned(self.window)
 
     def scheme(self) -> CategoryScheme:
         """Load the category scheme (the built-in one when ``categories`` is ``None``).
@@ -528,26 +537,27 @@ class CalibrationConfig(_Frozen):
 
     def fit_config(self, options: FitConfig | None = None) -> FitConfig:
         """The fit settings: ``options`` (default :class:`~zcalib.fit.FitConfig`) with the
-        window set to :attr:`mass_window`.
+        window set to :attr:`window`.
 
         Raises:
-            InvalidConfig: ``options`` sets a different window (set ``mass_window`` instead).
+            InvalidConfig: ``options`` sets a different window (set the configuration's
+                ``window`` instead).
 
         Example:
-            >>> CalibrationConfig(mass_window=(85, 97)).fit_config().window
+            >>> CalibrationConfig(window=(85, 97)).fit_config().window
             (85.0, 97.0)
         """
         from zcalib.fit.config import FitConfig
 
         base = options if options is not None else FitConfig()
-        if base.window not in (FitConfig().window, self.mass_window):
+        if base.window not in (FitConfig().window, self.window):
             msg = (
-                f"the fit window is the configuration's mass_window {self.mass_window}, but "
+                f"the fit window is the configuration's window {self.window}, but "
                 f"the fit options set window={base.window}; use "
-                "config.with_overrides(mass_window=...) instead"
+                "config.with_overrides(window=...) instead"
             )
             raise InvalidConfig(msg)
-        return base.with_overrides(window=self.mass_window)
+        return base.with_overrides(window=self.window)
 
     def dataset_config(
         self, *, data: list[str] | tuple[str, ...] = (), mc: list[str] | tuple[str, ...] = ()
@@ -650,12 +660,15 @@ class CalibrationConfig(_Frozen):
         resolved = {
             "treename": self.tree,
             "collection": self.lepton_collection,
-            "working_point": self.id_level,
         }
         for name in type(self).model_fields:
             value = getattr(self, name)
             if name in resolved and value is None:
                 shown = f"{resolved[name]} (format default)"
+            elif name == "selection" and "id_level" not in value.model_fields_set:
+                shown = _short(value).replace(
+                    f"id_level={value.id_level}", f"id_level={value.id_level} (format default)"
+                )
             elif name == "categories" and value is None:
                 shown = "built-in |η| × R9 (8 categories)"
             elif isinstance(value, tuple) and value and isinstance(value[0], BaseModel):
@@ -711,7 +724,7 @@ def load_calibration_config(path: str | Path) -> CalibrationConfig:
     Example:
         >>> import tempfile, pathlib
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "calib.yaml"
-        >>> _ = p.write_text("input_format: nanoaod\\nworking_point: tight\\n")
+        >>> _ = p.write_text("input_format: nanoaod\\nselection: {id_level: tight}\\n")
         >>> load_calibration_config(p).id_level
         'tight'
     """

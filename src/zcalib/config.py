@@ -82,9 +82,8 @@ class BinningSettings(_Frozen):
     log-uniform bins over ``[lo, hi]`` GeV. :meth:`aligned` lays them so that the fit
     window's edges are bin edges (the :class:`~zcalib.histograms.MassBinning` filled).
 
-    The one binning model: a pipeline YAML spells it ``binning: {n_bins, lo, hi}``, a
-    :class:`~zcalib.calibration.CalibrationConfig` ``fill_range: [lo, hi]`` and
-    ``n_mass_bins`` (:meth:`~zcalib.calibration.CalibrationConfig.binning_settings`).
+    The one binning model: a pipeline YAML and a
+    :class:`~zcalib.calibration.CalibrationConfig` both spell it ``binning: {n_bins, lo, hi}``.
 
     Example:
         >>> from zcalib.histograms import MassBinning

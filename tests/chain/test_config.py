@@ -331,6 +331,26 @@ def test_fit_ignore_by_category(tmp_path, demo_ecalelf, no_events):
     path = write_pipeline(tmp_path, demo_ecalelf, steps=[step])
     cfg = _Setup(load_pipeline(path), None).fit_configs["a"]
     assert (cfg.ignore_scales, cfg.ignore_smears) == ((2, 4), (5,))
+    # by name, as the fit's results table and its "no usable pair region" hint name them
+    step = _fit("a", fit={"ignore_scales": ["scale[2]", 4], "ignore_smears": ["smear[5]"]})
+    path = write_pipeline(tmp_path, demo_ecalelf, steps=[step])
+    cfg = _Setup(load_pipeline(path), None).fit_configs["a"]
+    assert (cfg.ignore_scales, cfg.ignore_smears) == ((2, 4), (5,))
+    for bad, text in (
+        (
+            "scale[5]",
+            (
+                "'scale[5]', a scale category; allowed: smear[i] or an index i (put "
+                "scale[5] under ignore_scales)"
+            ),
+        ),
+        ("EB", "'EB'; allowed: smear[i] (as the fit names it) or an index i"),
+    ):
+        step = _fit("a", fit={"ignore_smears": [bad]})
+        path = write_pipeline(tmp_path, demo_ecalelf, steps=[step])
+        with pytest.raises(InvalidConfig) as err:
+            load_pipeline(path)
+        assert str(err.value) == f"{path}: step 'a': field 'fit.ignore_smears' lists {text}"
     path = write_pipeline(tmp_path, demo_ecalelf, steps=[_fit("a", fit={"ignore_smears": [9]})])
     with pytest.raises(InvalidConfig) as err:
         _Setup(load_pipeline(path), None)
@@ -394,9 +414,9 @@ def test_fit_options_are_fit_config(tmp_path, demo_ecalelf, no_events):
     assert CalibrationConfig.model_fields["mc_weights"].annotation == tuple[McWeight, ...]
     assert fields["binning"].annotation is BinningSettings
     assert fields["selection"].annotation is SelectionConfig
-    # CalibrationConfig spells them flat; the defaults are those models' own
-    assert CalibrationConfig().selection() == SelectionConfig()
-    assert CalibrationConfig().binning_settings() == BinningSettings()
+    # CalibrationConfig embeds the same models, with their defaults
+    assert CalibrationConfig().selection == SelectionConfig()
+    assert CalibrationConfig().binning == BinningSettings()
     run = {f.name: f.default for f in dataclasses.fields(RunOptions)}
     for name, field in RunSettings.model_fields.items():
         assert field.default == run[name], name

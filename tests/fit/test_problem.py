@@ -101,7 +101,7 @@ def test_category_without_regions_is_named(arrays: dict[str, Any]) -> None:
     msg = (
         "scale categories [3] have no usable pair region (all their regions were dropped or "
         "absent); lower min_data/min_mc, widen the window, or hold them fixed: --ignore "
-        "scale[3] (CLI), ignore_scales: [3] (FitConfig; a pipeline step's fit options)"
+        'scale[3] (CLI), ignore_scales: ["scale[3]"] (FitConfig; a pipeline step\'s fit options)'
     )
     with pytest.raises(FitError, match=re.escape(msg)):
         build_problem(**sub, config=FitConfig())

@@ -64,7 +64,7 @@ from zcalib._atomic import atomic_write_bytes, atomic_write_text
 from zcalib.categories import Category, build_scheme
 from zcalib.chain._events import data_run_keys, eta_scheme, run_loop, signed_eta
 from zcalib.chain.run_divide import RunBins
-from zcalib.config import DatasetConfig
+from zcalib.config import DEFAULT_WINDOW, DatasetConfig
 from zcalib.exceptions import InputError, InvalidConfig, OutputError
 from zcalib.outputs import current_run_id, run_tag, stamp
 from zcalib.processors.runs import LUMI_ALL, RunMassProcessor, assign_run_bins, pack_run_lumi
@@ -369,7 +369,7 @@ def derive_time_stability(
     bins: RunBins,
     *,
     eta_bins: Sequence[tuple[float, float]] = DEFAULT_ETA_BINS,
-    window: tuple[float, float] = (80.0, 100.0),
+    window: tuple[float, float] = DEFAULT_WINDOW,
     name: str = "time_stability_scale",
     min_pairs: int = _MIN_PAIRS,
 ) -> TimeStabilityResult:
@@ -680,7 +680,7 @@ def time_stability(
     out_dir: str | Path,
     *,
     eta_bins: Sequence[tuple[float, float]] = DEFAULT_ETA_BINS,
-    window: tuple[float, float] = (80.0, 100.0),
+    window: tuple[float, float] = DEFAULT_WINDOW,
     name: str = "time_stability_scale",
     validate: bool = True,
     plot: bool = True,

@@ -294,14 +294,15 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
 #: The one table from CLI options (argparse ``dest``) to :class:`~zcalib.calibration.
 #: CalibrationConfig` fields. An option given on the command line replaces the field of
 #: ``--config`` (or of the defaults); an option left out keeps it. Defaults live in
-#: CalibrationConfig only (these options default to ``None``).
+#: CalibrationConfig only (these options default to ``None``). ``a.b`` is the field ``b`` of the
+#: nested model ``a`` (``selection.id_level``: the other selection fields are kept).
 CONFIG_FIELDS: dict[str, str] = {
     "input_format": "input_format",
     "treename": "treename",
-    "id_level": "working_point",
+    "id_level": "selection.id_level",
     "categories": "categories",
     "mc_weight": "mc_weights",
-    "fit_window": "mass_window",
+    "fit_window": "window",
     "smear_seed": "smear_seed",
     "era": "era",
 }
@@ -361,7 +362,12 @@ def calibration_config(args: argparse.Namespace) -> Any:
         value = getattr(args, dest, None)
         if value is None or (isinstance(value, list) and not value):
             continue
-        given[name] = str(value) if isinstance(value, Path) else value
+        value = str(value) if isinstance(value, Path) else value
+        section, _, key = name.rpartition(".")
+        if section:
+            given.setdefault(section, {})[key] = value
+        else:
+            given[name] = value
     return base.with_overrides(**given) if given else base
 
 
@@ -448,7 +454,7 @@ def add_smooth_options(p: argparse.ArgumentParser) -> None:
 
 def add_fit_options(p: argparse.ArgumentParser) -> None:
     """The fit options; their defaults are :class:`~zcalib.fit.FitConfig`'s (the window:
-    :class:`~zcalib.calibration.CalibrationConfig`'s ``mass_window``)."""
+    :class:`~zcalib.calibration.CalibrationConfig`'s ``window``)."""
     g = p.add_argument_group("fit")
     window = g.add_argument(
         "--window",
@@ -457,10 +463,9 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
         nargs=2,
         metavar=("LO", "HI"),
         default=None,
-        help="mass window of the likelihood [GeV] (default: --config's mass_window, "
-        "else %(library)s)",
+        help="mass window of the likelihood [GeV] (default: --config's window, else %(library)s)",
     )
-    library_help(window, CALIBRATION_CONFIG, "mass_window")
+    library_help(window, CALIBRATION_CONFIG, "window")
     g.add_argument(
         "--bin-width",
         type=float,
@@ -614,7 +619,7 @@ def fit_config(args: argparse.Namespace, scheme: Any) -> Any:
     from zcalib.fit.config import parse_ignored
 
     kw: dict[str, Any] = {
-        "window": tuple(calibration_config(args).mass_window),
+        "window": tuple(calibration_config(args).window),
         "bin_width": args.bin_width,
         "min_data": args.min_data,
         "min_mc": args.min_mc,
@@ -645,7 +650,7 @@ def selection_from(args: argparse.Namespace) -> Any:
     from zcalib.exceptions import InvalidConfig
 
     if getattr(args, "selection", None) is None:
-        return calibration_config(args).selection()
+        return calibration_config(args).selection
     raw = load_yaml(args.selection)
     if not isinstance(raw, dict):
         msg = f"{args.selection}: expected a mapping of selection fields"
@@ -679,7 +684,7 @@ def histograms_or_inputs(args: argparse.Namespace, steps: Sequence[Any] = ()) ->
         options=run_options(args),
         weights=cfg.load_weights(),
         selection=selection_from(args),
-        binning=cfg.binning(),
+        binning=cfg.mass_binning(),
         corrections=tuple(steps),
         smear_seed=cfg.smear_seed,
     )
@@ -699,7 +704,7 @@ def chain_loop(args: argparse.Namespace) -> Any:
     return ChainLoop(
         dataset_config(args, cfg),
         options=run_options(args),
-        selection=cfg.selection(),
+        selection=cfg.selection,
         weights=(*cfg.load_weights(), *zweights),
         corrections=steps,
         smear_seed=cfg.smear_seed,

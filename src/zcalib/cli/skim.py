@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     res = skim(
         dataset_config(args, cfg),
         args.out,
-        selection=cfg.selection(),
-        binning=cfg.binning(),
+        selection=cfg.selection,
+        binning=cfg.mass_binning(),
         margin=args.margin,
         options=opts,
         corrections=steps,

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             dataset_config(args, calib),
             options=run_options(args),
             selection=selection_from(args),
-            binning=calib.binning(),
+            binning=calib.mass_binning(),
             weights=mc_weights(args),
             smear_seed=calib.smear_seed,
         )

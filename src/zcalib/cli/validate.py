@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         weights=calib.load_weights() if ntuples else (),
         labels=labels,
         binning=args.binning,
-        selection=calib.selection(),
+        selection=calib.selection,
         options=run_options(args) if ntuples else None,
         # --smear-seed, else --config's, else (None) the histograms' seed, else 0
         smear_seed=calib.smear_seed

@@ -13,7 +13,14 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal, NoReturn, get_args
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from zcalib.config import DEFAULT_WINDOW
 from zcalib.exceptions import InvalidConfig
@@ -90,10 +97,11 @@ class FitConfig(BaseModel):
         fixed_scales: values of the scales when ``fix_scales`` (one per scale category).
         fix_smears: fit scales only; smearings held at ``fixed_smears`` (default all 0).
         fixed_smears: values of the smearings when ``fix_smears``.
-        ignore_scales: scale-category indices held at 1; every region touching one is
-            excluded from the likelihood.
-        ignore_smears: smear-category indices held at 0; every region touching one is
-            excluded from the likelihood.
+        ignore_scales: scale categories held at 1, by index or by name (``scale[3]``, as the
+            results table names them); every region touching one is excluded from the
+            likelihood.
+        ignore_smears: smear categories held at 0, by index or by name (``smear[3]``);
+            every region touching one is excluded from the likelihood.
         mc_stat: how the MC-statistics uncertainty is estimated: ``"sandwich"`` (linear
             propagation of the template Σw², ``H⁻¹ V H⁻¹``), ``"bootstrap"`` (replicas of
             Gaussian-fluctuated templates, each solved by one Newton step from the minimum
@@ -172,9 +180,43 @@ class FitConfig(BaseModel):
                 owner = DoubleGaussian if field.startswith("double_gaussian.") else type(self)
                 allowed = ", ".join(owner.model_fields)
                 msg = f"fit config: unknown field '{field}'; allowed fields: {allowed}"
+            elif e["type"] == "value_error":
+                msg = "fit config: " + str(e["msg"]).removeprefix("Value error, ")
             else:
                 msg = f"fit config: field '{field}' is {e.get('input')!r}; {e['msg']}"
             raise InvalidConfig(msg) from None
+
+    @field_validator("ignore_scales", "ignore_smears", mode="before")
+    @classmethod
+    def _ignored_by_name(cls, v: Any, info: ValidationInfo) -> Any:
+        """Categories named as the fit names them (``smear[3]``, the start of the results
+        table's category column) or by index."""
+        kind = "scale" if info.field_name == "ignore_scales" else "smear"
+        if isinstance(v, str | int):
+            v = [v]
+        if not isinstance(v, Sequence):
+            return v
+        out: list[Any] = []
+        for item in v:
+            m = _IGNORED.match(item.strip()) if isinstance(item, str) else None
+            if m is None and isinstance(item, str) and not item.strip().isdigit():
+                msg = (
+                    f"field '{info.field_name}' lists {item!r}; allowed: {kind}[i] (as the "
+                    "fit names it) or an index i"
+                )
+                raise ValueError(msg)
+            if m is None:
+                out.append(item)
+            elif m.group(1) == kind:
+                out.append(int(m.group(2)))
+            else:
+                msg = (
+                    f"field '{info.field_name}' lists {item!r}, a {m.group(1)} category; "
+                    f"allowed: {kind}[i] or an index i (put {item} under "
+                    f"ignore_{m.group(1)}s)"
+                )
+                raise ValueError(msg)
+        return out
 
     @model_validator(mode="after")
     def _checked(self) -> FitConfig:

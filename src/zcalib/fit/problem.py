@@ -604,10 +604,12 @@ def _check_coverage(kind: str, free: tuple[int, ...], legs: IntArray, option: st
     present = set(legs.ravel().tolist())
     missing = [c for c in free if c not in present]
     if missing:
+        names = [f"{kind}[{i}]" for i in missing]
+        quoted = ", ".join(f'"{n}"' for n in names)
         msg = (
             f"{kind} categories {missing} have no usable pair region (all their regions were "
             f"dropped or absent); lower min_data/min_mc, widen the window, or hold them fixed: "
-            f"--ignore {' '.join(f'{kind}[{i}]' for i in missing)} (CLI), {option}: "
-            f"{missing} (FitConfig; a pipeline step's fit options)"
+            f"--ignore {' '.join(names)} (CLI), {option}: [{quoted}] (FitConfig; a pipeline "
+            "step's fit options)"
         )
         raise FitError(msg)
