@@ -99,8 +99,8 @@ class FitConfig(BaseModel):
             excluded from the likelihood.
         mc_stat: how the MC-statistics uncertainty is estimated: ``"sandwich"`` (linear
             propagation of the template Σw², ``H⁻¹ V H⁻¹``), ``"bootstrap"`` (replicas of
-            Gaussian-fluctuated templates, each solved by one Newton step from the minimum
-            with its exact gradient; the default), ``"none"``.
+            Gaussian-fluctuated templates, each solved from the minimum with its exact
+            gradient, see ``template_bias``; the default), ``"none"``.
             With ``mc_stat_likelihood="bb-lite"`` the meaning is unchanged: ``stat`` is
             the data-only error (plain-NLL Hessian at the BB-lite minimum) and ``mc_stat``
             the MC-statistics error by this method, so nothing is counted twice (the
@@ -117,6 +117,7 @@ class FitConfig(BaseModel):
             minimum on the observed template; the replicas also give the MC-statistics
             covariance when ``mc_stat="bootstrap"``, widened by ``1 + 1/n_bootstrap`` for the
             bias estimate's own noise). ``"none"``: the minimum as it is. Not applied with
+            ``mc_stat="none"`` (the template taken as exact) nor with
             ``mc_stat_likelihood="bb-lite"`` (see ``docs/fit.md``).
         template_smoothing: soft floor of the smearing kernel in fine mass bins: the MC
             histogram is read as a density smoothed by this many fine bins (``s₀``, 0.058 %
