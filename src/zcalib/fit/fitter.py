@@ -594,9 +594,9 @@ def _replica_template(
 
 
 def _solve(hf: FloatArray, chol: FloatArray | None, g: FloatArray) -> FloatArray:
+    """``H⁻¹g`` by the Cholesky factor of ``H`` (least squares when it has none)."""
     if chol is None:
-        out: FloatArray = np.linalg.lstsq(hf, g, rcond=None)[0]
-        return out
+        return np.asarray(np.linalg.lstsq(hf, g, rcond=None)[0], dtype=np.float64)
     return np.asarray(np.linalg.solve(chol.T, np.linalg.solve(chol, g)), dtype=np.float64)
 
 
