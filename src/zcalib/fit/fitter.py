@@ -640,8 +640,9 @@ def bootstrap_covariance(
     *,
     bias: bool = False,
 ) -> tuple[FloatArray, FloatArray]:
-    """MC-statistics covariance from replicas of the template fluctuated by ``N(0, √Σw²)``
-    per fine bin, and (``bias=True``) the template-noise bias of ``θ̂``.
+    """MC-statistics covariance from replicas of the template fluctuated by ``N(0, √Var)``
+    per fine bin (``Var`` the smoothed Σw² of :meth:`TemplateModel.smoothed_variance`), and
+    (``bias=True``) the template-noise bias of ``θ̂``.
 
     Without ``bias`` each replica is solved by one Newton step from the minimum: replica
     ``k`` moves it to ``θ̂ − H⁻¹ g_k(θ̂)``, ``g_k`` the exact gradient of the objective with
@@ -652,9 +653,9 @@ def bootstrap_covariance(
     the replicas use the objective's ``replica`` likelihood.
 
     With ``bias`` each replica is solved to its own minimum of the fit's objective, to second
-    order in the template noise: a Newton step with the replica's own gradient and Hessian
-    at ``θ̂``, then one with its gradient there and the same Hessian (the second step adds
-    the third-derivative term). A second-order estimator bias (the noise's slope correlated
+    order in the template noise: two quasi-Newton steps from ``θ̂`` with the replica's own
+    exact gradient and the Hessian ``H`` at ``θ̂`` (the second step's gradient holds the
+    replica's curvature along the first step and the third derivative, to second order). A second-order estimator bias (the noise's slope correlated
     with its curvature, ``E[ξ′ξ″]/H²``, and the curvature of ``θ`` itself), which one
     linear step cannot see, is ``mean_k θ̂_k − θ̂⁰``: in the bootstrap world the observed
     template is the truth, and the noise-free estimate there is the plain-NLL minimum
