@@ -51,8 +51,10 @@ def test_result_record_is_json_serialisable(result: FitResult) -> None:
 
 
 def test_start_styles_reach_the_same_minimum(hset: Any, result: FitResult) -> None:
+    # `seed` also draws the bootstrap replicas, whose template-noise bias estimate moves
+    # the reported values by its own noise (≈ 0.1 data errors): the same seed as `result`
     for cfg in (
-        FitConfig(start="random", seed=3),
+        FitConfig(start="random", seed=0),
         FitConfig(start="specify", start_scales=tuple([1.0] * 8), start_smears=tuple([0.0] * 8)),
     ):
         other = fit_histograms(hset, cfg)

@@ -44,6 +44,21 @@ def test_too_few_bins_fail_with_a_reason():
     assert curve.message == "2 Et bins for 3 parameters of 'power'"
 
 
+def test_failed_fit_covariance_gives_failed_curves_not_a_crash(et_dependent_fit):
+    """A failed binned fit (written with --write-failed) has NaNs in its covariance: the
+    curves fail with the reason in words (pinv raised "SVD did not converge" before)."""
+    import dataclasses
+
+    _, scheme, hset, result, _ = et_dependent_fit
+    cov = result.covariance.copy()
+    cov[0, 1:] = cov[1:, 0] = np.nan
+    failed = dataclasses.replace(result, covariance=cov, status="failed")
+    smooth = fit_smooth(failed, scheme, hset, scale_form="linear", smear_form=None)
+    msg = "the covariance of the binned values is not finite (a failed binned fit?)"
+    for idx, curve in smooth.scale:  # only the cell holding scale[0] is touched
+        assert (curve.status == "failed" and curve.message == msg) == (0 in idx), curve
+
+
 def test_form_not_allowed_and_missing_et_sums(et_dependent_fit):
     _, scheme, hset, result, _ = et_dependent_fit
     with pytest.raises(FitError, match=r"^scale smooth form 'sqrt_inverse' is not allowed; "

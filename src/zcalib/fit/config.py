@@ -32,6 +32,7 @@ __all__ = [
     "McStatMethod",
     "Smearing",
     "StartStyle",
+    "TemplateBias",
     "parse_ignored",
 ]
 
@@ -39,6 +40,7 @@ StartStyle = Literal["scan", "random", "specify"]
 McStatMethod = Literal["sandwich", "bootstrap", "none"]
 Minimizer = Literal["newton", "lbfgs"]
 McStatLikelihood = Literal["none", "bb-lite", "noise-corrected"]
+TemplateBias = Literal["bootstrap", "none"]
 Smearing = Literal["gaussian", "double-gaussian"]
 
 
@@ -47,6 +49,7 @@ _LITERALS = {
     "start": StartStyle,
     "mc_stat": McStatMethod,
     "mc_stat_likelihood": McStatLikelihood,
+    "template_bias": TemplateBias,
     "smearing": Smearing,
 }
 
@@ -104,8 +107,8 @@ class FitConfig(BaseModel):
             every region touching one is excluded from the likelihood.
         mc_stat: how the MC-statistics uncertainty is estimated: ``"sandwich"`` (linear
             propagation of the template Σw², ``H⁻¹ V H⁻¹``), ``"bootstrap"`` (replicas of
-            Gaussian-fluctuated templates, each solved by one Newton step from the minimum
-            with its exact gradient; the default), ``"none"``.
+            Gaussian-fluctuated templates, each solved from the minimum with its exact
+            gradient, see ``template_bias``; the default), ``"none"``.
             With ``mc_stat_likelihood="bb-lite"`` the meaning is unchanged: ``stat`` is
             the data-only error (plain-NLL Hessian at the BB-lite minimum) and ``mc_stat``
             the MC-statistics error by this method, so nothing is counted twice (the
@@ -116,6 +119,14 @@ class FitConfig(BaseModel):
             nuisance per bin. Experimental: it reduces the upward smear bias from template
             noise in sparse regions but over-corrects when MC ~ data and does not yet pass
             the MC-vs-MC zero-smearing closure (see ``tests/fit/test_mc_stat_likelihood.py``).
+        template_bias: ``"bootstrap"`` (default): subtract the estimator's bias of second
+            order in the template noise, estimated from ``n_bootstrap`` template replicas
+            each solved to its own minimum (the mean replica minimum minus the plain-NLL
+            minimum on the observed template; the replicas also give the MC-statistics
+            covariance when ``mc_stat="bootstrap"``, widened by ``1 + 1/n_bootstrap`` for the
+            bias estimate's own noise). ``"none"``: the minimum as it is. Not applied with
+            ``mc_stat="none"`` (the template taken as exact) nor with
+            ``mc_stat_likelihood="bb-lite"`` (see ``docs/fit.md``).
         template_smoothing: soft floor of the smearing kernel in fine mass bins: the MC
             histogram is read as a density smoothed by this many fine bins (``s₀``, 0.058 %
             of the mass per bin) where the fitted smearing vanishes, so that the likelihood
@@ -159,6 +170,7 @@ class FitConfig(BaseModel):
     ignore_smears: tuple[int, ...] = ()
     mc_stat: McStatMethod = "bootstrap"
     mc_stat_likelihood: McStatLikelihood = "noise-corrected"
+    template_bias: TemplateBias = "bootstrap"
     template_smoothing: float = 2.0
     smearing: Smearing = "gaussian"
     double_gaussian: DoubleGaussian = DoubleGaussian()

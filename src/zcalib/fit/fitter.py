@@ -20,9 +20,14 @@ minimum the restarts did not reach make the fit ``"failed"``, with the reasons i
 Uncertainties: ``stat`` from the inverse exact Hessian of the data NLL; ``mc_stat`` either
 from the sandwich ``H⁻¹ V H⁻¹`` with ``V = Σ_k Var(t_k) (∂g/∂t_k)(∂g/∂t_k)ᵀ`` over MC
 template bins (the linear response of the minimum to the template, ``Var(t_k) = Σw²``) or
-from replicas of Gaussian-fluctuated templates, each solved by one Newton step with its
+from replicas of Gaussian-fluctuated templates, each solved from the minimum with its
 exact gradient (``mc_stat="bootstrap"``, :func:`bootstrap_covariance`). Parameters at a
 bound get conditional errors ``1/√H_ii`` and ``at_bound=True``.
+
+With ``template_bias="bootstrap"`` (default) the replicas are solved to their own minima
+to second order, and the reported values are the minimum minus the template-noise bias
+they estimate (``mean_k θ̂_k`` minus the plain-NLL minimum on the observed template); the
+status is judged at the minimum itself.
 
 With ``mc_stat_likelihood="bb-lite"`` (off by default) the template statistics are also in
 the likelihood (Barlow-Beeston lite, :mod:`zcalib.fit.likelihood.bb_lite`); that
@@ -480,8 +485,11 @@ def _covariances(
     at_bound: NDArray[np.bool_],
     config: FitConfig,
     mc_covariance: FloatArray | None = None,
-) -> tuple[FloatArray, FloatArray, str]:
-    """Data-stat and MC-stat covariances of ``θ`` (NaN where undefined) and a note.
+) -> tuple[FloatArray, FloatArray, str, FloatArray]:
+    """Data-stat and MC-stat covariances of ``θ`` (NaN where undefined), a note and the
+    template-noise bias of ``θ`` (:func:`bootstrap_covariance`; 0 unless
+    ``config.template_bias="bootstrap"``, the likelihood allows it and no MC covariance is
+    given).
 
     With BB-lite the data-stat part uses the plain (data-only) Hessian at the minimum, so the
     MC statistics enter once, through ``mc_stat`` (see the module docstring). With the
@@ -514,6 +522,13 @@ def _covariances(
     p = problem.n_params
     cov_mc = np.full((p, p), np.nan)
     note = ""
+    bias = np.zeros(p)
+    correct = (
+        mc_covariance is None
+        and config.template_bias == "bootstrap"
+        and config.mc_stat != "none"  # the template taken as exact
+        and problem.model.objective.bootstrap_bias
+    )
     free = ~at_bound
     if h_sandwich is not None and free.any():
         try:
@@ -559,10 +574,62 @@ def _covariances(
         for i in np.flatnonzero(at_bound):
             cov_mc[i, i] = v[i, i] / diag[i] ** 2 if diag[i] > 0 else np.nan
     elif config.mc_stat == "bootstrap":
-        cov_mc = bootstrap_covariance(problem, theta, config, h_objective)
+        cov_mc, bias = bootstrap_covariance(problem, theta, config, h_objective, bias=correct)
     else:
         cov_mc = np.zeros((p, p))
-    return cov, cov_mc, note
+    if correct and config.mc_stat != "bootstrap":
+        bias = bootstrap_covariance(problem, theta, config, h_objective, bias=True)[1]
+    return cov, cov_mc, note, bias
+
+
+def _replica_template(
+    template: FloatArray, sd: FloatArray, seed: np.random.SeedSequence
+) -> FloatArray:
+    """One template replica: every fine bin fluctuated by ``N(0, sd)`` (seeded; single-
+    precision draws, a third of the time of double-precision ones on a large template)."""
+    noise = np.random.default_rng(seed).standard_normal(template.shape, dtype=np.float32)
+    np.multiply(noise, sd, out=noise, casting="unsafe")  # no double-precision temporary
+    out: FloatArray = template + noise
+    return out
+
+
+def _solve(hf: FloatArray, chol: FloatArray | None, g: FloatArray) -> FloatArray:
+    """``H⁻¹g`` by the Cholesky factor of ``H`` (least squares when it has none)."""
+    if chol is None:
+        return np.asarray(np.linalg.lstsq(hf, g, rcond=None)[0], dtype=np.float64)
+    return np.asarray(np.linalg.solve(chol.T, np.linalg.solve(chol, g)), dtype=np.float64)
+
+
+def _cholesky(h: FloatArray) -> FloatArray | None:
+    try:
+        return np.asarray(np.linalg.cholesky(h), dtype=np.float64)
+    except np.linalg.LinAlgError:
+        return None
+
+
+#: Newton steps of the plain-NLL minimum on the observed template (the bootstrap world's
+#: truth of the bias correction) from the fitted minimum.
+_PLAIN_STEPS = 3
+
+
+def _plain_minimum(
+    plain: FitProblem,
+    theta: FloatArray,
+    free: NDArray[np.bool_],
+    first: tuple[FloatArray, FloatArray],
+) -> FloatArray:
+    """The minimum of the plain multinomial NLL ``plain`` on the fit's own template, by
+    Newton steps (exact Hessian) from ``θ̂`` over the ``free`` parameters; ``first``: its
+    gradient and Hessian at ``θ̂``."""
+    out = np.array(theta, dtype=np.float64)
+    g, h = first
+    for k in range(_PLAIN_STEPS):
+        if k:
+            _, g, h = plain.hessian(out)
+        hf = h[np.ix_(free, free)]
+        out[free] -= _solve(hf, _cholesky(hf), g[free])
+        out = np.clip(out, plain.lower, plain.upper)
+    return out
 
 
 def bootstrap_covariance(
@@ -570,58 +637,84 @@ def bootstrap_covariance(
     theta: FloatArray,
     config: FitConfig,
     hess: FloatArray | None = None,
-) -> FloatArray:
-    """MC-statistics covariance from replicas of the template fluctuated by ``N(0, √Σw²)``
-    per fine bin, each solved by one Newton step from the minimum.
+    *,
+    bias: bool = False,
+) -> tuple[FloatArray, FloatArray]:
+    """MC-statistics covariance from replicas of the template fluctuated by ``N(0, √Var)``
+    per fine bin (``Var`` the smoothed Σw² of :meth:`TemplateModel.smoothed_variance`), and
+    (``bias=True``) the template-noise bias of ``θ̂``.
 
-    Replica ``k`` moves the minimum to ``θ̂ − H⁻¹ g_k(θ̂)``: ``g_k`` is the exact gradient of
-    the objective with the replica template, so every order of the template noise in the
-    gradient (the noise term is quadratic in it, which is why linear propagation
-    underestimates the smearings' MC error) is kept; only the step is linearised, which is
-    exact to ``O(δθ²)`` since the MC-statistics shifts are far below the curvature scale.
-    One gradient evaluation per replica (a full refit costs 10-30). Parameters at a bound
-    are held. Replica ``k`` draws its template from its own seed
-    (``SeedSequence([seed, 0xB007])`` spawned), so replicas are reproducible one by one.
+    Without ``bias`` each replica is solved by one Newton step from the minimum: replica
+    ``k`` moves it to ``θ̂ − H⁻¹ g_k(θ̂)``, ``g_k`` the exact gradient of the objective with
+    the replica template, so every order of the template noise in the gradient (the noise
+    term is quadratic in it, which is why linear propagation underestimates the smearings'
+    MC error) is kept; only the step is linearised. One gradient per replica. A term that
+    is a fixed function of ``θ`` (the noise correction) drops out of those differences, so
+    the replicas use the objective's ``replica`` likelihood.
 
-    ``hess``: the objective Hessian at ``θ̂`` (computed when not given).
+    With ``bias`` each replica is solved to its own minimum of the fit's objective, to second
+    order in the template noise: two quasi-Newton steps from ``θ̂`` with the replica's own
+    exact gradient and the Hessian ``H`` at ``θ̂`` (the second step's gradient holds the
+    replica's curvature along the first step and the third derivative, to second order). A second-order estimator bias (the noise's slope correlated
+    with its curvature, ``E[ξ′ξ″]/H²``, and the curvature of ``θ`` itself), which one
+    linear step cannot see, is ``mean_k θ̂_k − θ̂⁰``: in the bootstrap world the observed
+    template is the truth, and the noise-free estimate there is the plain-NLL minimum
+    ``θ̂⁰`` on it (the noise correction removes the noise its replicas add). The returned
+    covariance is then the replicas' spread times ``1 + 1/B`` (the bias is a mean of ``B``
+    replicas). Parameters at a bound are held and get no bias.
+
+    Replica ``k`` draws its template from its own seed (``SeedSequence([seed, 0xB007])``
+    spawned), so replicas are reproducible one by one. ``hess``: the objective Hessian at
+    ``θ̂`` (computed when not given).
+
+    Returns ``(covariance, bias)`` (bias 0 without ``bias``).
     """
     seeds = np.random.SeedSequence([config.seed, 0xB007]).spawn(config.n_bootstrap)
     m = problem.model
-    sd = np.sqrt(m.variance)
     if hess is None:
         hess = problem.hessian(theta)[2]
     step = _steps(problem, hess)
     free = ~_at_bound(problem, theta, step)
     p = problem.n_params
     out = np.zeros((p, p))
+    bias_out = np.zeros(p)
     if not free.any():
-        return out
+        return out, bias_out
     hf = hess[np.ix_(free, free)]
-    try:
-        solve = np.linalg.cholesky(hf)
-        use_chol = True
-    except np.linalg.LinAlgError:
-        use_chol = False
+    chol = _cholesky(hf)
+    # Var(t_k) from the smoothed Σw² (the raw Σw² of an empty fine bin is 0, but its
+    # expected content is not: replicas that never fluctuate the empty bins of a sparse
+    # template left half the bias; measured in docs/fit.md)
+    sd = np.sqrt(m.smoothed_variance())
+    plain = theta
+    if bias and m.likelihood != "none":
+        own = problem.with_template(m.template, likelihood="none")
+        _, g0, h0 = own.hessian(theta)
+        plain = _plain_minimum(own, theta, free, (g0, h0))
     shifts = []
     for ss in seeds:
-        rng = np.random.default_rng(ss)
-        t = rng.standard_normal(m.template.shape)  # the same draws, fewer temporaries
-        t *= sd
-        t += m.template
-        # a term that is a fixed function of θ (the noise correction) has the same gradient
-        # in every replica and drops out of the covariance: replicas use `replica`
-        _, g = problem.with_template(t, likelihood=m.objective.replica).nll_grad(theta)
-        gf = g[free]
-        if use_chol:
-            y = np.linalg.solve(solve, gf)
-            d = np.linalg.solve(solve.T, y)
-        else:
-            d = np.linalg.lstsq(hf, gf, rcond=None)[0]
-        shifts.append(-d)
+        t = _replica_template(m.template, sd, ss)
+        if not bias:
+            # a term that is a fixed function of θ (the noise correction) has the same
+            # gradient in every replica and drops out of the covariance
+            _, g = problem.with_template(t, likelihood=m.objective.replica).nll_grad(theta)
+            shifts.append(-_solve(hf, chol, g[free]))
+            continue
+        # the whole objective: the noise correction's third derivative in s² is large
+        # (linearised around θ̂ it made the bias estimate scatter by 2σ)
+        replica = problem.with_template(t)
+        trial = theta.copy()
+        for _ in range(2):
+            at = np.clip(trial, problem.lower, problem.upper)
+            trial[free] -= _solve(hf, chol, replica.nll_grad(at)[1][free])
+        shifts.append((trial - theta)[free])
     arr = np.array(shifts)
     cov_f = np.atleast_2d(np.cov(arr, rowvar=False))
+    if bias:
+        cov_f *= 1.0 + 1.0 / len(shifts)
+        bias_out[free] = theta[free] + arr.mean(axis=0) - plain[free]
     out[np.ix_(free, free)] = cov_f
-    return out
+    return out, bias_out
 
 
 #: Gradient test: the Newton step to the minimum must be below this many standard errors
@@ -775,7 +868,7 @@ def fit_problem(
     hess = info["hess"]
     step = info["step"]
     at_bound = _at_bound(problem, theta, step)
-    cov, cov_mc, note = _covariances(problem, theta, hess, at_bound, config, mc_covariance)
+    cov, cov_mc, note, bias = _covariances(problem, theta, hess, at_bound, config, mc_covariance)
     # a given MC covariance (injection toys) is the caller's: only the data part is widened
     widen_mc = cov_mc if mc_covariance is None else cov_mc.copy()
     _widen_by_profile(problem, theta, hess, at_bound, profiles, cov, widen_mc)
@@ -793,7 +886,10 @@ def fit_problem(
     else:
         message = f"converged: EDM {edm:.2g} < {config.edm_tolerance:g}, {int(info['n_eval'])} evaluations"
 
-    scales_all, smears_all = problem.values_from_theta(theta)
+    # the reported values: the minimum minus its template-noise bias (the status above is
+    # judged at the minimum itself)
+    values = np.clip(theta - bias, problem.lower, problem.upper)
+    scales_all, smears_all = problem.values_from_theta(values)
     ns = len(problem.free_scale)
     stat_int = np.sqrt(np.diag(cov))
     mc_int = np.sqrt(np.abs(np.diag(cov_mc)))

@@ -300,7 +300,7 @@ def inject_arrays(
             # computed once, so with more replicas than a single fit uses (the error of a
             # 20-replica estimate, ±16 %, would be shared by every toy's pulls)
             boot = cfg.with_overrides(n_bootstrap=max(cfg.n_bootstrap, _SHARED_BOOTSTRAP))
-            mc_cov = bootstrap_covariance(prob_k, th_k, boot)
+            mc_cov = bootstrap_covariance(prob_k, th_k, boot)[0]
         res = fit_problem(
             prob_k,
             cfg,

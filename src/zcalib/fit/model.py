@@ -438,6 +438,12 @@ class TemplateModel:
             )
         return self._var_smooth
 
+    def share_variance(self, other: TemplateModel) -> None:
+        """Give ``other`` (a model with the same Σw², e.g. a bootstrap replica) this model's
+        smoothed Σw² and Σw² spectra instead of recomputing them."""
+        other._var_smooth = self._var_smooth
+        other._var_cache.update(self._var_cache)
+
     def _var_segment(self, seg: _Segment, smooth: bool = False) -> tuple[Any, Any]:
         """Spectra of the template Σw² (raw or :meth:`smoothed_variance`) on the segment and
         of the coarse-bin box (cached)."""

@@ -336,6 +336,8 @@ class FitProblem:
             double_gaussian=m.double_gaussian,
             spectra_cache=m.spectra_cache,
         )
+        if variance is None:
+            m.share_variance(model)
         model.objective.copy_reference(m.objective)
         out = dataclasses.replace(self, model=model)
         out.__dict__["_jacobian"] = self._jacobian  # same regions and parameters

@@ -323,6 +323,13 @@ def fit_curve(
             math.nan, len(x) - len(names), "failed",
             f"{len(x)} Et bins for {len(names)} parameters of {form!r}", label,
         )  # fmt: skip
+    if not np.all(np.isfinite(covariance)):
+        # e.g. a failed binned fit (written with --write-failed): its covariance has NaNs
+        return SmoothCurve(
+            form, (math.nan,) * len(names), np.full((len(names),) * 2, np.nan), rng, points,
+            math.nan, len(x) - len(names), "failed",
+            "the covariance of the binned values is not finite (a failed binned fit?)", label,
+        )  # fmt: skip
     inv = np.linalg.pinv(covariance)
 
     def chi2(*p: float) -> float:

@@ -51,12 +51,15 @@ class Likelihood:
         refresh_at_minimum: the likelihood has a reference point that is set again at the
             minimum (followed by a Newton polish).
         data_errors: how the data-statistics covariance is formed (:data:`DataErrors`).
+        bootstrap_bias: the template-noise bias correction (``FitConfig.template_bias``)
+            applies to this likelihood.
     """
 
     name: ClassVar[str]
     replica: ClassVar[str]
     refresh_at_minimum: ClassVar[bool] = False
     data_errors: ClassVar[DataErrors] = "hessian"
+    bootstrap_bias: ClassVar[bool] = True
 
     def __init__(self, model: TemplateModel) -> None:
         # a weak reference: the model owns its likelihood, and a reference cycle would keep

@@ -22,6 +22,8 @@ class BarlowBeestonLite(Likelihood):
     name = "bb-lite"
     replica = "bb-lite"
     data_errors = "data-hessian"
+    #: its replicas' Hessians are central differences (slow, less stable): not measured
+    bootstrap_bias = False
 
     def evaluate(self, mu: FloatArray, s2: FloatArray, order: int = 1) -> RegionTerms:
         """Barlow-Beeston-lite NLL per region (minus its saturated value) and derivatives.

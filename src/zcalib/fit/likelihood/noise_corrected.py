@@ -21,6 +21,10 @@ __all__ = ["NoiseCorrected"]
 FloatArray = NDArray[np.float64]
 
 
+#: Evaluations of the correction remembered (:meth:`NoiseCorrected._terms`).
+_MEMO = 3
+
+
 class NoiseCorrected(Likelihood):
     """Multinomial NLL plus the template-noise correction of :meth:`noise_terms`; the
     reference (weights ``q_b``, shift ``μ_ref``) is set by :meth:`set_reference` (at
@@ -38,10 +42,23 @@ class NoiseCorrected(Likelihood):
         self._q: FloatArray = np.zeros((0, 0))
         self._mu_ref: FloatArray = np.zeros(0)
         self._noise_cache: dict[tuple[int, int], FloatArray] = {}
+        self._memo: dict[tuple[int, bytes], tuple[FloatArray, FloatArray, FloatArray]] = {}
 
     def evaluate(self, mu: FloatArray, s2: FloatArray, order: int) -> RegionTerms:
-        corr = self.noise_terms(s2, order)
-        return multinomial_terms(self.model, mu, s2, order, correction=corr)
+        return multinomial_terms(self.model, mu, s2, order, correction=self._terms(s2, order))
+
+    def _terms(self, s2: FloatArray, order: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """:meth:`noise_terms`, remembered for the last few ``s²``: the correction does not
+        depend on the template, so bootstrap replicas sharing the memo (:meth:`copy_reference`)
+        evaluate it once at the minimum, not once each."""
+        key = (order, np.asarray(s2, dtype=np.float64).tobytes())
+        hit = self._memo.pop(key, None)
+        if hit is None:
+            hit = self.noise_terms(s2, order)
+            while len(self._memo) >= _MEMO:
+                self._memo.pop(next(iter(self._memo)))
+        self._memo[key] = hit  # most recently used last
+        return hit
 
     def set_reference(self, mu: FloatArray, s2: FloatArray) -> None:
         """Fix the reference shift ``μ_ref`` and the weights ``q_b`` of the noise correction.
@@ -65,7 +82,8 @@ class NoiseCorrected(Likelihood):
             q = np.where(p > 0, m._ntot[:, None] / (tot * p) / (1.0 + v / (p * p)), 0.0)
         self._q = np.where(np.isfinite(q), q, 0.0)
         self._mu_ref = mu.copy()
-        self._noise_cache.clear()
+        self._noise_cache = {}  # new dicts: replicas may share the old ones
+        self._memo = {}
 
     def copy_reference(self, other: Likelihood) -> None:
         """Use the noise-correction reference of ``other`` (same regions and bins)."""
@@ -73,7 +91,14 @@ class NoiseCorrected(Likelihood):
             return
         self._q = other._q.copy()
         self._mu_ref = other._mu_ref.copy()
-        self._noise_cache.clear()
+        if other.model.variance is self.model.variance:
+            # same weights and Σw² (a template replica): the weights c(d) are the same too,
+            # so the cache is shared (set_reference gives either a new one)
+            self._noise_cache = other._noise_cache
+            self._memo = other._memo
+        else:
+            self._noise_cache = {}
+            self._memo = {}
 
     def noise_terms(self, s2: FloatArray, order: int) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Template-noise correction ``C_r(s²)`` of the multinomial NLL, with its first and
