@@ -14,6 +14,7 @@ from zcalib.validation.plots import save_figure
 from zcalib.validation.scans import (
     fit_for_scans,
     nll_scans,
+    objective_minimum,
     plot_scan,
     plot_scans_overview,
     run_scans,
@@ -27,8 +28,7 @@ mpl.use("Agg")
 @pytest.fixture(scope="module")
 def fitted(derivation: Derivation):
     result, problem, _ = fit_for_scans(derivation.hset, scheme=derivation.scheme)
-    theta = problem.theta_from_values(result.scale_values(), result.smear_values())
-    return result, problem, theta
+    return result, problem, objective_minimum(result, problem)
 
 
 def test_scans_of_every_parameter(validated: Path):
@@ -82,7 +82,9 @@ def test_scan_values_are_the_fit_likelihood(fitted):
     th = theta.copy()
     th[2] = -np.log(scan.values[k])
     assert scan.dnll[k] == pytest.approx(problem.nll(th) - problem.nll(theta), rel=1e-9)
-    assert scan.best == pytest.approx(result.scales[2].value)
+    assert scan.best == pytest.approx(np.exp(-theta[2]))  # the objective's minimum
+    # the reported value is that minimum minus the template-noise bias
+    assert result.scales[2].value == pytest.approx(np.exp(-(theta[2] - result.template_bias[2])))
     # the parabola is ½(θ − θ̂)²/σ², σ² = 1/H_pp, in the internal parameter x = −log(scale)
     _, _, hess = problem.hessian(theta)
     assert scan.parabola[k] == pytest.approx(0.5 * (th[2] - theta[2]) ** 2 * hess[2, 2])

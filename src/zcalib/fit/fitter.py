@@ -979,6 +979,7 @@ def fit_problem(
         rebin=problem.model.rebin,
         config=config,
         covariance=cov_user,
+        template_bias=bias,
         parameters=problem.names,
         timings=timings,
         n_start_eval=n_scan,

@@ -153,6 +153,9 @@ class FitResult:
             ``parameters`` (scales, then smearings, in scale/smear units).
         parameters: names of the fitted parameters (``"scale[3]"``, ``"smear[0]"``).
         timings: seconds per stage (``setup``, ``start``, ``minimise``, ``errors``).
+        template_bias: the template-noise bias subtracted from the objective's minimum, in
+            the fit's internal parameters (``FitConfig.template_bias``; zeros when off): the
+            minimum itself is ``problem.theta_from_values(...) + template_bias``.
     """
 
     scales: tuple[CategoryFit, ...]
@@ -173,6 +176,7 @@ class FitResult:
     minimizer_success: bool = True
     parameters: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
+    template_bias: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
     @property
     def converged(self) -> bool:

@@ -49,6 +49,7 @@ __all__ = [
     "ScanRun",
     "fit_for_scans",
     "nll_scans",
+    "objective_minimum",
     "plot_scan",
     "plot_scans_overview",
     "run_scans",
@@ -434,6 +435,18 @@ class ScanRun:
     figures: dict[str, Figure] = field(default_factory=dict, repr=False)
 
 
+def objective_minimum(result: FitResult, problem: FitProblem) -> FloatArray:
+    """The minimum of the fit's objective in internal parameters, where its scans centre.
+
+    The reported values are that minimum minus the template-noise bias
+    (``FitConfig.template_bias``), so the scans are taken about the minimum itself.
+    """
+    theta = problem.theta_from_values(result.scale_values(), result.smear_values())
+    if result.template_bias.size == theta.size:
+        theta = theta + result.template_bias
+    return theta
+
+
 def fit_for_scans(
     hset: HistogramSet,
     config: FitConfig | None = None,
@@ -506,7 +519,7 @@ def run_scans(
     if not result.converged:
         msg = f"no NLL scans: the fit did not converge ({result.message})"
         raise FitError(msg)
-    theta = problem.theta_from_values(result.scale_values(), result.smear_values())
+    theta = objective_minimum(result, problem)
     labels = [c.label for c in result.scales if c.index in problem.free_scale] + [
         c.label for c in result.smears if c.index in problem.free_smear
     ]
