@@ -78,3 +78,13 @@ class Likelihood:
     def copy_reference(self, other: Likelihood) -> None:  # noqa: ARG002
         """Use the reference point of ``other`` (same regions and bins; no-op by default)."""
         return
+
+    def tabulate(self, s2: FloatArray, lo: FloatArray, hi: FloatArray) -> int:  # noqa: ARG002
+        """Prepare cheap evaluations of a ``θ``-only term for kernel variances (floored)
+        between ``lo`` and ``hi`` per region around ``s2`` (bootstrap replicas solved to
+        their minima); returns the number of exact evaluations spent (0: nothing to do)."""
+        return 0
+
+    def drop_table(self) -> None:
+        """Forget the table of :meth:`tabulate` (exact evaluations again)."""
+        return

@@ -43,6 +43,9 @@ class NoiseCorrected(Likelihood):
         self._mu_ref: FloatArray = np.zeros(0)
         self._noise_cache: dict[tuple[int, int], FloatArray] = {}
         self._memo: dict[tuple[int, bytes], tuple[FloatArray, FloatArray, FloatArray]] = {}
+        # the table of :meth:`tabulate` (shared by replicas like the memo): nodes ``(3, R)``
+        # and the correction's value, s² slope and curvature there
+        self._table: dict[str, FloatArray] = {}
 
     def evaluate(self, mu: FloatArray, s2: FloatArray, order: int) -> RegionTerms:
         return multinomial_terms(self.model, mu, s2, order, correction=self._terms(s2, order))
@@ -52,6 +55,10 @@ class NoiseCorrected(Likelihood):
         depend on the template, so bootstrap replicas sharing the memo (:meth:`copy_reference`)
         evaluate it once at the minimum, not once each."""
         key = (order, np.asarray(s2, dtype=np.float64).tobytes())
+        if order <= 1 and self._table and key not in self._memo:
+            table = self._interpolate(np.asarray(s2, dtype=np.float64))
+            if table is not None:
+                return table
         hit = self._memo.pop(key, None)
         if hit is None:
             hit = self.noise_terms(s2, order)
@@ -84,6 +91,68 @@ class NoiseCorrected(Likelihood):
         self._mu_ref = mu.copy()
         self._noise_cache = {}  # new dicts: replicas may share the old ones
         self._memo = {}
+        self._table = {}
+
+    def tabulate(self, s2: FloatArray, lo: FloatArray, hi: FloatArray) -> int:
+        """Tabulate the correction at ``lo``, ``s2`` and ``hi`` per region (value, slope and
+        curvature in ``s²``: three exact evaluations) for :meth:`_interpolate`.
+
+        Bootstrap replicas solved to their own minima evaluate the correction at their own
+        ``s²`` (its third derivative is large, so a Taylor expansion around ``θ̂`` is not
+        enough); between the nodes a piecewise cubic Hermite interpolation (error of fourth
+        order in the node spacing) replaces one exact evaluation per replica. Outside them
+        :meth:`_terms` stays exact.
+        """
+        s2 = np.asarray(s2, dtype=np.float64)
+        nodes = np.stack([np.minimum(lo, s2), s2, np.maximum(hi, s2)])
+        terms = [self._terms(x, 2) for x in nodes]
+        self._table.clear()
+        self._table.update(
+            nodes=nodes,
+            value=np.stack([t[0] for t in terms]),
+            slope=np.stack([t[1] for t in terms]),
+            curv=np.stack([t[2] for t in terms]),
+        )
+        return len(nodes)
+
+    def drop_table(self) -> None:
+        self._table.clear()
+
+    def _interpolate(self, s2: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+        """The tabulated correction and its ``s²`` slope at ``s2`` (None outside the nodes)."""
+        x = self._table["nodes"]
+        if x.shape[1] != s2.size or np.any(s2 < x[0]) or np.any(s2 > x[2]):
+            return None
+        upper = s2 > x[1]  # segment [x1, x2], else [x0, x1]
+        a = np.where(upper, x[1], x[0])
+        d = np.where(upper, x[2], x[1]) - a
+        cols = np.arange(s2.size)
+        i0 = upper.astype(np.intp)
+
+        def at(name: str, i: NDArray[np.intp]) -> FloatArray:
+            out: FloatArray = self._table[name][i, cols]
+            return out
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.where(d > 0, (s2 - a) / d, 0.0)
+        # cubic Hermite on [0, 1]: value from (value, slope·d), slope from (slope, curv·d)
+        h00, h10, h01, h11 = (
+            2 * u**3 - 3 * u**2 + 1,
+            u**3 - 2 * u**2 + u,
+            3 * u**2 - 2 * u**3,
+            u**3 - u**2,
+        )
+
+        def herm(f: str, df: str) -> FloatArray:
+            out: FloatArray = (
+                h00 * at(f, i0)
+                + h10 * d * at(df, i0)
+                + h01 * at(f, i0 + 1)
+                + h11 * d * at(df, i0 + 1)
+            )
+            return out
+
+        return herm("value", "slope"), herm("slope", "curv"), np.zeros_like(s2)
 
     def copy_reference(self, other: Likelihood) -> None:
         """Use the noise-correction reference of ``other`` (same regions and bins)."""
@@ -96,9 +165,11 @@ class NoiseCorrected(Likelihood):
             # so the cache is shared (set_reference gives either a new one)
             self._noise_cache = other._noise_cache
             self._memo = other._memo
+            self._table = other._table
         else:
             self._noise_cache = {}
             self._memo = {}
+            self._table = {}
 
     def noise_terms(self, s2: FloatArray, order: int) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Template-noise correction ``C_r(s²)`` of the multinomial NLL, with its first and
