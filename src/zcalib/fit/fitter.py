@@ -634,7 +634,7 @@ def _plain_minimum(
 
 #: Half-width of the noise-correction table of the bias replicas, in data-statistics
 #: standard errors of the smearings (replicas beyond it widen it, :meth:`_Table.cover`).
-_TABLE_WIDTH = 4.0
+_TABLE_WIDTH = 9.0
 #: Widenings of the table per fit; beyond them replicas outside it are evaluated exactly.
 _TABLE_WIDENINGS = 2
 
@@ -675,7 +675,7 @@ class _Table:
         if np.all(s2 >= self.lo) and np.all(s2 <= self.hi):
             return
         self.widenings += 1
-        reach = 2.0 * np.abs(s2 - self.s2)
+        reach = 1.5 * np.abs(s2 - self.s2)
         self.lo = np.minimum(self.lo, np.maximum(self.s2 - reach, 0.0))
         self.hi = np.maximum(self.hi, self.s2 + reach)
         self.n_exact += self.problem.model.objective.tabulate(self.s2, self.lo, self.hi)

@@ -82,7 +82,7 @@ class Likelihood:
     def tabulate(self, s2: FloatArray, lo: FloatArray, hi: FloatArray) -> int:  # noqa: ARG002
         """Prepare cheap evaluations of a ``θ``-only term for kernel variances (floored)
         between ``lo`` and ``hi`` per region around ``s2`` (bootstrap replicas solved to
-        their minima); returns the number of exact evaluations spent (0: nothing to do)."""
+        their minima); returns the number of exact evaluations spent (0: no table)."""
         return 0
 
     def drop_table(self) -> None:

@@ -4,6 +4,7 @@ and ``docs/fit.md``)."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,11 +19,18 @@ if TYPE_CHECKING:
 
 __all__ = ["NoiseCorrected"]
 
+log = logging.getLogger(__name__)
+
 FloatArray = NDArray[np.float64]
 
 
 #: Evaluations of the correction remembered (:meth:`NoiseCorrected._terms`).
 _MEMO = 3
+#: Accuracy of the table of :meth:`NoiseCorrected.tabulate`: interpolated slope within this
+#: fraction of the slope's range over the table, checked at every interval's middle.
+_TABLE_RTOL = 3e-3
+#: Refinement rounds of the table (3 nodes → 5 → 9 …) before it is dropped.
+_TABLE_ROUNDS = 3
 
 
 class NoiseCorrected(Likelihood):
@@ -94,26 +102,56 @@ class NoiseCorrected(Likelihood):
         self._table = {}
 
     def tabulate(self, s2: FloatArray, lo: FloatArray, hi: FloatArray) -> int:
-        """Tabulate the correction at ``lo``, ``s2`` and ``hi`` per region (value, slope and
-        curvature in ``s²``: three exact evaluations) for :meth:`_interpolate`.
+        """Tabulate the correction between ``lo`` and ``hi`` per region (nodes at ``lo``,
+        ``s2``, ``hi``, refined where needed; value, slope and curvature in ``s²`` at each)
+        for :meth:`_interpolate`.
 
         Bootstrap replicas solved to their own minima evaluate the correction at their own
         ``s²`` (its third derivative is large, so a Taylor expansion around ``θ̂`` is not
-        enough); between the nodes a piecewise cubic Hermite interpolation (error of fourth
-        order in the node spacing) replaces one exact evaluation per replica. Outside them
-        :meth:`_terms` stays exact.
+        enough); between the nodes a piecewise cubic Hermite interpolation replaces one exact
+        evaluation per replica. Each round evaluates the correction exactly at the middle of
+        every interval: where the interpolated slope there is off by more than
+        :data:`_TABLE_RTOL` of the slope's range over the table, the middles become nodes
+        (at most :data:`_TABLE_ROUNDS` rounds; a table still off is dropped, and every
+        replica is evaluated exactly). Outside the nodes :meth:`_terms` stays exact.
+
+        Returns the exact evaluations spent (0 when the table is dropped).
         """
         s2 = np.asarray(s2, dtype=np.float64)
         nodes = np.stack([np.minimum(lo, s2), s2, np.maximum(hi, s2)])
         terms = [self._terms(x, 2) for x in nodes]
+        table = {
+            "nodes": nodes,
+            "value": np.stack([t[0] for t in terms]),
+            "slope": np.stack([t[1] for t in terms]),
+            "curv": np.stack([t[2] for t in terms]),
+        }
+        n_exact = len(nodes)
         self._table.clear()
-        self._table.update(
-            nodes=nodes,
-            value=np.stack([t[0] for t in terms]),
-            slope=np.stack([t[1] for t in terms]),
-            curv=np.stack([t[2] for t in terms]),
-        )
-        return len(nodes)
+        for _ in range(_TABLE_ROUNDS):
+            x = table["nodes"]
+            mid = 0.5 * (x[1:] + x[:-1])
+            exact = [self._terms(m, 2) for m in mid]
+            n_exact += len(mid)
+            self._table.update(table)
+            slope = table["slope"]
+            tol = _TABLE_RTOL * (slope.max(axis=0) - slope.min(axis=0)) + 1e-300
+            off = False
+            for m, e in zip(mid, exact, strict=True):
+                got = self._interpolate(m)
+                off = off or got is None or bool(np.any(np.abs(got[1] - e[1]) > tol))
+            if not off:
+                return n_exact
+            # interleave the middles as nodes (all regions alike: the table stays rectangular)
+            k = len(x)
+            for name, i in (("nodes", None), ("value", 0), ("slope", 1), ("curv", 2)):
+                both = np.empty((2 * k - 1, x.shape[1]))
+                both[0::2] = table[name]
+                both[1::2] = mid if i is None else np.stack([e[i] for e in exact])
+                table[name] = both
+        self._table.clear()
+        log.debug("noise-correction table not accurate after %d rounds: exact", _TABLE_ROUNDS)
+        return 0
 
     def drop_table(self) -> None:
         self._table.clear()
@@ -121,13 +159,12 @@ class NoiseCorrected(Likelihood):
     def _interpolate(self, s2: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray] | None:
         """The tabulated correction and its ``s²`` slope at ``s2`` (None outside the nodes)."""
         x = self._table["nodes"]
-        if x.shape[1] != s2.size or np.any(s2 < x[0]) or np.any(s2 > x[2]):
+        if x.shape[1] != s2.size or np.any(s2 < x[0]) or np.any(s2 > x[-1]):
             return None
-        upper = s2 > x[1]  # segment [x1, x2], else [x0, x1]
-        a = np.where(upper, x[1], x[0])
-        d = np.where(upper, x[2], x[1]) - a
         cols = np.arange(s2.size)
-        i0 = upper.astype(np.intp)
+        i0 = np.clip((s2 >= x).sum(axis=0) - 1, 0, len(x) - 2)
+        a = x[i0, cols]
+        d = x[i0 + 1, cols] - a
 
         def at(name: str, i: NDArray[np.intp]) -> FloatArray:
             out: FloatArray = self._table[name][i, cols]
