@@ -192,6 +192,37 @@ def test_noise_correction_gradient_and_hessian_match_finite_differences() -> Non
     np.testing.assert_allclose(t.h_ss, hs, rtol=1e-3)  # type: ignore[arg-type]
 
 
+def test_noise_correction_table_matches_exact_evaluations() -> None:
+    """The bias replicas' table of the correction (:meth:`NoiseCorrected.tabulate`): inside
+    the nodes the interpolated slope equals the exact one to the table's tolerance; outside
+    them, and once dropped, the evaluation is exact again."""
+    m = _small_model(np.random.default_rng(4))
+    m = TemplateModel(
+        m.template,
+        m.variance,
+        m.data,
+        h=H,
+        j_lo=m.j_lo,
+        rebin=m.rebin,
+        likelihood="noise-corrected",
+    )
+    obj = m.objective
+    s2 = np.array([10.0, 20.0, 5.0]) * H * H
+    lo, hi = 0.5 * s2, 2.0 * s2
+    assert obj.tabulate(s2, lo, hi) >= 5  # three nodes and their two middles at least
+    exact = obj.noise_terms  # the method, never the table
+    slope_range = np.ptp([exact(x, 1)[1] for x in np.linspace(lo, hi, 9)], axis=0)
+    for f in (0.55, 0.8, 1.3, 1.9):
+        got = obj._terms(f * s2, 1)
+        want = exact(f * s2, 1)
+        assert np.all(np.abs(got[1] - want[1]) < 3e-3 * slope_range)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-3)
+    outside = obj._terms(2.5 * s2, 1)  # beyond the nodes: exact
+    np.testing.assert_array_equal(outside[1], exact(2.5 * s2, 1)[1])
+    obj.drop_table()
+    np.testing.assert_array_equal(obj._terms(0.8 * s2, 1)[1], exact(0.8 * s2, 1)[1])
+
+
 def test_template_smoothing_floor_keeps_scales_off_the_fine_bin_grid() -> None:
     """Zero true smearing: without the soft floor the NLL is piecewise linear in the shift
     at s = 0, and fitted scales could stick to multiples of the fine-bin width h (8 of 20
