@@ -27,13 +27,15 @@ from .conftest import TRUTH_SCALES
 H = math.log(2.0) / 1200
 
 
-def _small_model(rng: np.random.Generator, var_scale: float = 1.0) -> TemplateModel:
+def _small_model(
+    rng: np.random.Generator, var_scale: float = 1.0, likelihood: str = "bb-lite"
+) -> TemplateModel:
     n, j_lo, rebin, nb = 300, 80, 4, 30
     x = np.arange(n)
     t = np.stack([200 * np.exp(-0.5 * ((x - 150) / (20 + 5 * r)) ** 2) + 1 for r in range(3)])
     var = var_scale * t * rng.uniform(0.5, 2.0, t.shape)
     data = rng.poisson(3 * coarse_sum(t[:, j_lo : j_lo + nb * rebin], rebin)).astype(float)
-    return TemplateModel(t, var, data, h=H, j_lo=j_lo, rebin=rebin, likelihood="bb-lite")
+    return TemplateModel(t, var, data, h=H, j_lo=j_lo, rebin=rebin, likelihood=likelihood)
 
 
 @pytest.mark.parametrize("s2_unit", [0.0, 0.7, 30.0])
@@ -165,16 +167,7 @@ def test_zero_smearing_closure_on_sparse_mc(mode: str) -> None:
 
 
 def test_noise_correction_gradient_and_hessian_match_finite_differences() -> None:
-    m = _small_model(np.random.default_rng(4))
-    m = TemplateModel(
-        m.template,
-        m.variance,
-        m.data,
-        h=H,
-        j_lo=m.j_lo,
-        rebin=m.rebin,
-        likelihood="noise-corrected",
-    )
+    m = _small_model(np.random.default_rng(4), likelihood="noise-corrected")
     mu = np.array([0.3, -1.7, 2.2]) * H
     s2 = np.array([10.0, 20.0, 5.0]) * H * H
     t = m.evaluate(mu, s2, 2)
@@ -196,16 +189,7 @@ def test_noise_correction_table_matches_exact_evaluations() -> None:
     """The bias replicas' table of the correction (:meth:`NoiseCorrected.tabulate`): inside
     the nodes the interpolated slope equals the exact one to the table's tolerance; outside
     them, and once dropped, the evaluation is exact again."""
-    m = _small_model(np.random.default_rng(4))
-    m = TemplateModel(
-        m.template,
-        m.variance,
-        m.data,
-        h=H,
-        j_lo=m.j_lo,
-        rebin=m.rebin,
-        likelihood="noise-corrected",
-    )
+    m = _small_model(np.random.default_rng(4), likelihood="noise-corrected")
     obj = m.objective
     s2 = np.array([10.0, 20.0, 5.0]) * H * H
     lo, hi = 0.5 * s2, 2.0 * s2
