@@ -193,7 +193,7 @@ def test_noise_correction_table_matches_exact_evaluations() -> None:
     obj = m.objective
     s2 = np.array([10.0, 20.0, 5.0]) * H * H
     lo, hi = 0.5 * s2, 2.0 * s2
-    assert obj.tabulate(s2, lo, hi) >= 5  # three nodes and their two middles at least
+    assert obj.tabulate(s2, lo, hi, 10) >= 5  # three nodes and their two middles at least
     exact = obj.noise_terms  # the method, never the table
     slope_range = np.ptp([exact(x, 1)[1] for x in np.linspace(lo, hi, 9)], axis=0)
     for f in (0.55, 0.8, 1.3, 1.9):

@@ -650,6 +650,7 @@ class _Table:
         theta: FloatArray,
         free: NDArray[np.bool_],
         chol: FloatArray | None,
+        n_replicas: int,
     ) -> None:
         self.problem = problem
         self.s2 = self._s2(theta)
@@ -662,7 +663,9 @@ class _Table:
         self.lo = self._s2(np.clip(theta - w, problem.lower, problem.upper))
         self.hi = self._s2(np.clip(theta + w, problem.lower, problem.upper))
         self.widenings = 0
-        self.n_exact = problem.model.objective.tabulate(self.s2, self.lo, self.hi)
+        # a table costs at most half the exact evaluations it replaces, check included
+        self.budget = n_replicas // 2
+        self.n_exact = problem.model.objective.tabulate(self.s2, self.lo, self.hi, self.budget)
 
     def _s2(self, theta: FloatArray) -> FloatArray:
         return self.problem.model.effective_s2(self.problem.region_params(theta)[1])[0]
@@ -678,7 +681,9 @@ class _Table:
         reach = 1.5 * np.abs(s2 - self.s2)
         self.lo = np.minimum(self.lo, np.maximum(self.s2 - reach, 0.0))
         self.hi = np.maximum(self.hi, self.s2 + reach)
-        self.n_exact += self.problem.model.objective.tabulate(self.s2, self.lo, self.hi)
+        left = self.budget - self.n_exact
+        self.n_exact = self.problem.model.objective.tabulate(self.s2, self.lo, self.hi, left)
+        self.n_exact = self.n_exact and self.n_exact + self.budget - left
         log.debug("noise-correction table widened (%d exact evaluations)", self.n_exact)
 
 
@@ -741,7 +746,7 @@ def bootstrap_covariance(
         own = problem.with_template(m.template, likelihood="none")
         _, g0, h0 = own.hessian(theta)
         plain = _plain_minimum(own, theta, free, (g0, h0))
-    table = _Table(problem, theta, free, chol) if bias else None
+    table = _Table(problem, theta, free, chol, config.n_bootstrap) if bias else None
     shifts = []
     try:
         for ss in seeds:

@@ -101,7 +101,7 @@ class NoiseCorrected(Likelihood):
         self._memo = {}
         self._table = {}
 
-    def tabulate(self, s2: FloatArray, lo: FloatArray, hi: FloatArray) -> int:
+    def tabulate(self, s2: FloatArray, lo: FloatArray, hi: FloatArray, budget: int) -> int:
         """Tabulate the correction between ``lo`` and ``hi`` per region (nodes at ``lo``,
         ``s2``, ``hi``, refined where needed; value, slope and curvature in ``s²`` at each)
         for :meth:`_interpolate`.
@@ -112,11 +112,14 @@ class NoiseCorrected(Likelihood):
         evaluation per replica. Each round evaluates the correction exactly at the middle of
         every interval: where the interpolated slope there is off by more than
         :data:`_TABLE_RTOL` of the slope's range over the table, the middles become nodes
-        (at most :data:`_TABLE_ROUNDS` rounds; a table still off is dropped, and every
-        replica is evaluated exactly). Outside the nodes :meth:`_terms` stays exact.
+        (at most :data:`_TABLE_ROUNDS` rounds and ``budget`` exact evaluations in all; a
+        table still off is dropped, and every replica is evaluated exactly). Outside the nodes :meth:`_terms` stays exact.
 
         Returns the exact evaluations spent (0 when the table is dropped).
         """
+        self._table.clear()
+        if budget < 5:  # three nodes and one check
+            return 0
         s2 = np.asarray(s2, dtype=np.float64)
         nodes = np.stack([np.minimum(lo, s2), s2, np.maximum(hi, s2)])
         terms = [self._terms(x, 2) for x in nodes]
@@ -130,17 +133,24 @@ class NoiseCorrected(Likelihood):
         self._table.clear()
         for _ in range(_TABLE_ROUNDS):
             x = table["nodes"]
+            if n_exact + len(x) - 1 > budget:
+                break
             mid = 0.5 * (x[1:] + x[:-1])
             exact = [self._terms(m, 2) for m in mid]
             n_exact += len(mid)
             self._table.update(table)
             slope = table["slope"]
-            tol = _TABLE_RTOL * (slope.max(axis=0) - slope.min(axis=0)) + 1e-300
-            off = False
+            # rounding floor: a region whose slope hardly moves (an almost empty template)
+            # would otherwise fail on the last digits
+            tol = _TABLE_RTOL * (slope.max(axis=0) - slope.min(axis=0)) + 1e-9 * np.abs(slope).max(
+                axis=0
+            )
+            bad = np.zeros(s2.size, dtype=bool)
             for m, e in zip(mid, exact, strict=True):
                 got = self._interpolate(m)
-                off = off or got is None or bool(np.any(np.abs(got[1] - e[1]) > tol))
-            if not off:
+                bad |= True if got is None else np.abs(got[1] - e[1]) > tol
+            log.debug("noise-correction table, %d nodes: %d regions off", len(x), bad.sum())
+            if not bad.any():
                 return n_exact
             # interleave the middles as nodes (all regions alike: the table stays rectangular)
             k = len(x)
@@ -150,7 +160,7 @@ class NoiseCorrected(Likelihood):
                 both[1::2] = mid if i is None else np.stack([e[i] for e in exact])
                 table[name] = both
         self._table.clear()
-        log.debug("noise-correction table not accurate after %d rounds: exact", _TABLE_ROUNDS)
+        log.debug("noise-correction table not accurate with %d nodes: exact", len(table["nodes"]))
         return 0
 
     def drop_table(self) -> None:
