@@ -632,61 +632,6 @@ def _plain_minimum(
     return out
 
 
-#: Half-width of the noise-correction table of the bias replicas, in data-statistics
-#: standard errors of the smearings (replicas beyond it widen it, :meth:`_Table.cover`).
-_TABLE_WIDTH = 9.0
-#: Widenings of the table per fit; beyond them replicas outside it are evaluated exactly.
-_TABLE_WIDENINGS = 2
-
-
-class _Table:
-    """The noise correction tabulated in ``s²`` around ``θ̂`` for the second steps of the
-    bias replicas (:meth:`~zcalib.fit.likelihood.base.Likelihood.tabulate`): three exact
-    evaluations instead of one per replica."""
-
-    def __init__(
-        self,
-        problem: FitProblem,
-        theta: FloatArray,
-        free: NDArray[np.bool_],
-        chol: FloatArray | None,
-        n_replicas: int,
-    ) -> None:
-        self.problem = problem
-        self.s2 = self._s2(theta)
-        sd = np.zeros(problem.n_params)
-        if chol is not None:
-            inv_l = np.linalg.inv(chol)
-            sd[free] = np.sqrt(np.einsum("ij,ij->j", inv_l, inv_l))
-        smear = np.arange(problem.n_params) >= len(problem.free_scale)
-        w = np.where(smear & free, _TABLE_WIDTH * sd, 0.0)
-        self.lo = self._s2(np.clip(theta - w, problem.lower, problem.upper))
-        self.hi = self._s2(np.clip(theta + w, problem.lower, problem.upper))
-        self.widenings = 0
-        # a table costs at most half the exact evaluations it replaces, check included
-        self.budget = n_replicas // 2
-        self.n_exact = problem.model.objective.tabulate(self.s2, self.lo, self.hi, self.budget)
-
-    def _s2(self, theta: FloatArray) -> FloatArray:
-        return self.problem.model.effective_s2(self.problem.region_params(theta)[1])[0]
-
-    def cover(self, theta: FloatArray) -> None:
-        """Widen the table (up to :data:`_TABLE_WIDENINGS` times) to hold ``θ``."""
-        if not self.n_exact or self.widenings >= _TABLE_WIDENINGS:
-            return
-        s2 = self._s2(theta)
-        if np.all(s2 >= self.lo) and np.all(s2 <= self.hi):
-            return
-        self.widenings += 1
-        reach = 1.5 * np.abs(s2 - self.s2)
-        self.lo = np.minimum(self.lo, np.maximum(self.s2 - reach, 0.0))
-        self.hi = np.maximum(self.hi, self.s2 + reach)
-        left = self.budget - self.n_exact
-        self.n_exact = self.problem.model.objective.tabulate(self.s2, self.lo, self.hi, left)
-        self.n_exact = self.n_exact and self.n_exact + self.budget - left
-        log.debug("noise-correction table widened (%d exact evaluations)", self.n_exact)
-
-
 def bootstrap_covariance(
     problem: FitProblem,
     theta: FloatArray,
@@ -746,30 +691,23 @@ def bootstrap_covariance(
         own = problem.with_template(m.template, likelihood="none")
         _, g0, h0 = own.hessian(theta)
         plain = _plain_minimum(own, theta, free, (g0, h0))
-    table = _Table(problem, theta, free, chol, config.n_bootstrap) if bias else None
     shifts = []
-    try:
-        for ss in seeds:
-            t = _replica_template(m.template, sd, ss)
-            if not bias:
-                # a term that is a fixed function of θ (the noise correction) has the same
-                # gradient in every replica and drops out of the covariance
-                _, g = problem.with_template(t, likelihood=m.objective.replica).nll_grad(theta)
-                shifts.append(-_solve(hf, chol, g[free]))
-                continue
-            # the whole objective: the noise correction's third derivative in s² is large
-            # (linearised around θ̂ it made the bias estimate scatter by 2σ); at the second
-            # step it is interpolated from its table (exact beyond it)
-            replica = problem.with_template(t)
-            trial = theta.copy()
-            for k in range(2):
-                at = np.clip(trial, problem.lower, problem.upper)
-                if k and table is not None:
-                    table.cover(at)
-                trial[free] -= _solve(hf, chol, replica.nll_grad(at)[1][free])
-            shifts.append((trial - theta)[free])
-    finally:
-        m.objective.drop_table()
+    for ss in seeds:
+        t = _replica_template(m.template, sd, ss)
+        if not bias:
+            # a term that is a fixed function of θ (the noise correction) has the same
+            # gradient in every replica and drops out of the covariance
+            _, g = problem.with_template(t, likelihood=m.objective.replica).nll_grad(theta)
+            shifts.append(-_solve(hf, chol, g[free]))
+            continue
+        # the whole objective: the noise correction's third derivative in s² is large
+        # (linearised around θ̂ it made the bias estimate scatter by 2σ)
+        replica = problem.with_template(t)
+        trial = theta.copy()
+        for _ in range(2):
+            at = np.clip(trial, problem.lower, problem.upper)
+            trial[free] -= _solve(hf, chol, replica.nll_grad(at)[1][free])
+        shifts.append((trial - theta)[free])
     arr = np.array(shifts)
     cov_f = np.atleast_2d(np.cov(arr, rowvar=False))
     if bias:

@@ -78,20 +78,3 @@ class Likelihood:
     def copy_reference(self, other: Likelihood) -> None:  # noqa: ARG002
         """Use the reference point of ``other`` (same regions and bins; no-op by default)."""
         return
-
-    def tabulate(
-        self,
-        s2: FloatArray,  # noqa: ARG002
-        lo: FloatArray,  # noqa: ARG002
-        hi: FloatArray,  # noqa: ARG002
-        budget: int,  # noqa: ARG002
-    ) -> int:
-        """Prepare cheap evaluations of a ``θ``-only term for kernel variances (floored)
-        between ``lo`` and ``hi`` per region around ``s2`` (bootstrap replicas solved to
-        their minima) with at most ``budget`` exact evaluations; returns the number spent
-        (0: no table)."""
-        return 0
-
-    def drop_table(self) -> None:
-        """Forget the table of :meth:`tabulate` (exact evaluations again)."""
-        return

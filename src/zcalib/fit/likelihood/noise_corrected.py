@@ -4,7 +4,6 @@ and ``docs/fit.md``)."""
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,18 +18,11 @@ if TYPE_CHECKING:
 
 __all__ = ["NoiseCorrected"]
 
-log = logging.getLogger(__name__)
-
 FloatArray = NDArray[np.float64]
 
 
 #: Evaluations of the correction remembered (:meth:`NoiseCorrected._terms`).
 _MEMO = 3
-#: Accuracy of the table of :meth:`NoiseCorrected.tabulate`: interpolated slope within this
-#: fraction of the slope's range over the table, checked at every interval's middle.
-_TABLE_RTOL = 3e-3
-#: Refinement rounds of the table (3 nodes → 5 → 9 …) before it is dropped.
-_TABLE_ROUNDS = 3
 
 
 class NoiseCorrected(Likelihood):
@@ -51,9 +43,6 @@ class NoiseCorrected(Likelihood):
         self._mu_ref: FloatArray = np.zeros(0)
         self._noise_cache: dict[tuple[int, int], FloatArray] = {}
         self._memo: dict[tuple[int, bytes], tuple[FloatArray, FloatArray, FloatArray]] = {}
-        # the table of :meth:`tabulate` (shared by replicas like the memo): nodes ``(3, R)``
-        # and the correction's value, s² slope and curvature there
-        self._table: dict[str, FloatArray] = {}
 
     def evaluate(self, mu: FloatArray, s2: FloatArray, order: int) -> RegionTerms:
         return multinomial_terms(self.model, mu, s2, order, correction=self._terms(s2, order))
@@ -63,10 +52,6 @@ class NoiseCorrected(Likelihood):
         depend on the template, so bootstrap replicas sharing the memo (:meth:`copy_reference`)
         evaluate it once at the minimum, not once each."""
         key = (order, np.asarray(s2, dtype=np.float64).tobytes())
-        if order <= 1 and self._table and key not in self._memo:
-            table = self._interpolate(np.asarray(s2, dtype=np.float64))
-            if table is not None:
-                return table
         hit = self._memo.pop(key, None)
         if hit is None:
             hit = self.noise_terms(s2, order)
@@ -99,107 +84,6 @@ class NoiseCorrected(Likelihood):
         self._mu_ref = mu.copy()
         self._noise_cache = {}  # new dicts: replicas may share the old ones
         self._memo = {}
-        self._table = {}
-
-    def tabulate(self, s2: FloatArray, lo: FloatArray, hi: FloatArray, budget: int) -> int:
-        """Tabulate the correction between ``lo`` and ``hi`` per region (nodes at ``lo``,
-        ``s2``, ``hi``, refined where needed; value, slope and curvature in ``s²`` at each)
-        for :meth:`_interpolate`.
-
-        Bootstrap replicas solved to their own minima evaluate the correction at their own
-        ``s²`` (its third derivative is large, so a Taylor expansion around ``θ̂`` is not
-        enough); between the nodes a piecewise cubic Hermite interpolation replaces one exact
-        evaluation per replica. Each round evaluates the correction exactly at the middle of
-        every interval: where the interpolated slope there is off by more than
-        :data:`_TABLE_RTOL` of the slope's range over the table, the middles become nodes
-        (at most :data:`_TABLE_ROUNDS` rounds and ``budget`` exact evaluations in all; a
-        table still off is dropped, and every replica is evaluated exactly). Outside the nodes :meth:`_terms` stays exact.
-
-        Returns the exact evaluations spent (0 when the table is dropped).
-        """
-        self._table.clear()
-        if budget < 5:  # three nodes and one check
-            return 0
-        s2 = np.asarray(s2, dtype=np.float64)
-        nodes = np.stack([np.minimum(lo, s2), s2, np.maximum(hi, s2)])
-        terms = [self._terms(x, 2) for x in nodes]
-        table = {
-            "nodes": nodes,
-            "value": np.stack([t[0] for t in terms]),
-            "slope": np.stack([t[1] for t in terms]),
-            "curv": np.stack([t[2] for t in terms]),
-        }
-        n_exact = len(nodes)
-        self._table.clear()
-        for _ in range(_TABLE_ROUNDS):
-            x = table["nodes"]
-            if n_exact + len(x) - 1 > budget:
-                break
-            mid = 0.5 * (x[1:] + x[:-1])
-            exact = [self._terms(m, 2) for m in mid]
-            n_exact += len(mid)
-            self._table.update(table)
-            slope = table["slope"]
-            # rounding floor: a region whose slope hardly moves (an almost empty template)
-            # would otherwise fail on the last digits
-            tol = _TABLE_RTOL * (slope.max(axis=0) - slope.min(axis=0)) + 1e-9 * np.abs(slope).max(
-                axis=0
-            )
-            bad = np.zeros(s2.size, dtype=bool)
-            for m, e in zip(mid, exact, strict=True):
-                got = self._interpolate(m)
-                bad |= True if got is None else np.abs(got[1] - e[1]) > tol
-            log.debug("noise-correction table, %d nodes: %d regions off", len(x), bad.sum())
-            if not bad.any():
-                return n_exact
-            # interleave the middles as nodes (all regions alike: the table stays rectangular)
-            k = len(x)
-            for name, i in (("nodes", None), ("value", 0), ("slope", 1), ("curv", 2)):
-                both = np.empty((2 * k - 1, x.shape[1]))
-                both[0::2] = table[name]
-                both[1::2] = mid if i is None else np.stack([e[i] for e in exact])
-                table[name] = both
-        self._table.clear()
-        log.debug("noise-correction table not accurate with %d nodes: exact", len(table["nodes"]))
-        return 0
-
-    def drop_table(self) -> None:
-        self._table.clear()
-
-    def _interpolate(self, s2: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray] | None:
-        """The tabulated correction and its ``s²`` slope at ``s2`` (None outside the nodes)."""
-        x = self._table["nodes"]
-        if x.shape[1] != s2.size or np.any(s2 < x[0]) or np.any(s2 > x[-1]):
-            return None
-        cols = np.arange(s2.size)
-        i0 = np.clip((s2 >= x).sum(axis=0) - 1, 0, len(x) - 2)
-        a = x[i0, cols]
-        d = x[i0 + 1, cols] - a
-
-        def at(name: str, i: NDArray[np.intp]) -> FloatArray:
-            out: FloatArray = self._table[name][i, cols]
-            return out
-
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.where(d > 0, (s2 - a) / d, 0.0)
-        # cubic Hermite on [0, 1]: value from (value, slope·d), slope from (slope, curv·d)
-        h00, h10, h01, h11 = (
-            2 * u**3 - 3 * u**2 + 1,
-            u**3 - 2 * u**2 + u,
-            3 * u**2 - 2 * u**3,
-            u**3 - u**2,
-        )
-
-        def herm(f: str, df: str) -> FloatArray:
-            out: FloatArray = (
-                h00 * at(f, i0)
-                + h10 * d * at(df, i0)
-                + h01 * at(f, i0 + 1)
-                + h11 * d * at(df, i0 + 1)
-            )
-            return out
-
-        return herm("value", "slope"), herm("slope", "curv"), np.zeros_like(s2)
 
     def copy_reference(self, other: Likelihood) -> None:
         """Use the noise-correction reference of ``other`` (same regions and bins)."""
@@ -212,11 +96,9 @@ class NoiseCorrected(Likelihood):
             # so the cache is shared (set_reference gives either a new one)
             self._noise_cache = other._noise_cache
             self._memo = other._memo
-            self._table = other._table
         else:
             self._noise_cache = {}
             self._memo = {}
-            self._table = {}
 
     def noise_terms(self, s2: FloatArray, order: int) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Template-noise correction ``C_r(s²)`` of the multinomial NLL, with its first and
