@@ -137,8 +137,8 @@ class NoiseCorrected(Likelihood):
         # regions in blocks of similar width, each with its own tight support and a
         # transform just long enough for it (cache-sized temporaries)
         rows = np.argsort(s2, kind="stable")
-        size = _BLOCK_ELEMENTS // (seg.width + m.rebin)
-        for lo in range(0, rows.size, max(size, 1)):
+        size = max(1, _BLOCK_ELEMENTS // (seg.width + m.rebin))
+        for lo in range(0, rows.size, size):
             block = rows[lo : lo + size]
             mu_b, s2_b = self._mu_ref[block], s2[block]
             dmin, width = m._kernel_support(mu_b, s2_b)
