@@ -224,12 +224,31 @@ def test_noise_terms_are_the_exact_correction_at_every_order(
     obj = m.objective
     assert isinstance(obj, noise_corrected.NoiseCorrected)
     value, grad, hess = _noise_reference(m, s2)
-    assert np.all(value < 0) and np.all(grad > 0)  # smearing averages the noise away
+    assert np.all(value < 0)
+    assert np.all(grad > 0)  # smearing averages the noise away
     for order in (0, 1, 2):
         got = obj.noise_terms(s2, order)
         np.testing.assert_allclose(got[0], value, rtol=1e-10)
         np.testing.assert_allclose(got[1], grad if order >= 1 else 0.0, rtol=1e-10)
         np.testing.assert_allclose(got[2], hess if order >= 2 else 0.0, rtol=1e-6)
+
+
+def test_noise_weights_of_a_segment_inside_a_cached_one_are_its_own() -> None:
+    """The weights ``c`` depend on the kernel offset alone: a narrower segment takes its
+    offsets from a cached wider one, equal to its own full-segment computation."""
+    m = _noise_model(np.random.default_rng(6))
+    obj = m.objective
+    assert isinstance(obj, noise_corrected.NoiseCorrected)
+    obj.set_reference(np.array([0.3, -1.7, 2.2]) * H, np.array([10.0, 20.0, 5.0]) * H * H)
+    wide, narrow = m._segment(-100, 201), m._segment(-20, 41)
+    assert narrow.length < wide.length
+    obj._noise_weights(wide)
+    inside = obj._noise_weights(narrow)
+    assert len(obj._noise_cache) == 1
+    obj._noise_cache = {}
+    own = obj._noise_weights(narrow)
+    assert own.shape == inside.shape
+    np.testing.assert_allclose(inside, own, rtol=1e-12, atol=1e-13 * np.abs(own).max())
 
 
 def test_noise_correction_gradient_and_hessian_match_finite_differences() -> None:

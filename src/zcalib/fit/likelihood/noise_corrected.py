@@ -124,6 +124,11 @@ class NoiseCorrected(Likelihood):
         bounded, ``−½ Σ q V(0) <= C <= 0``, so it cannot drive a fit to a range bound. Value
         and derivatives are exact: ``C = −½ Σ_d C'(d)² c(d)`` with the box-summed kernel
         ``C'`` and the fixed weights ``c`` of :meth:`_noise_weights`.
+
+        ``C'`` is nonzero only on the kernel's support plus one coarse bin, so it is computed
+        by regions in blocks of similar width (sorted by ``s²``), each block on its own tight
+        support with an inverse FFT just long enough to hold it (:func:`_box_kernels`),
+        rather than on the whole template segment; blocks keep the temporaries in cache.
         """
         m = self.model
         if self._q.shape != m.data.shape:
@@ -157,18 +162,22 @@ class NoiseCorrected(Likelihood):
 
         With it the correction is ``C = −½ Σ_d C'(d)² c(d)``, so that its value and its
         exact ``s²`` derivatives need only ``C'`` and its derivatives (one inverse FFT
-        each). ``c`` depends on the segment, the weights ``q`` and the smoothed Σw² only:
-        it is computed once per segment and reference (cached).
+        each). Position ``d`` of the segment is kernel offset ``o = seg.dmin + d`` and
+        ``c`` is a function of ``o`` alone (``Σ_b q_b Var(t)`` at template bin
+        ``j_lo + (b + 1)·rebin − 1 − o``), of the weights ``q`` and of the smoothed Σw²: it
+        is computed once per reference for a segment's offsets (cached), and a segment whose
+        offsets lie inside a cached one's takes them from it.
         """
         m = self.model
-        key = (seg.dmin, seg.width)
-        hit = self._noise_cache.get(key)
-        if hit is not None:
-            return hit
+        wk = seg.width + m.rebin - 1
+        for (dmin, _), cached in self._noise_cache.items():
+            first = seg.dmin - dmin
+            if first >= 0 and first + wk <= cached.shape[1]:
+                hit: FloatArray = cached[:, first : first + wk]
+                return hit
         varhat = m._var_segment(seg, smooth=True)[0]
         nb = m.data.shape[1]
         first = seg.width + m.rebin - 2
-        wk = seg.width + m.rebin - 1
         spread = np.zeros((m.n_regions, seg.length))
         spread[:, first : first + nb * m.rebin : m.rebin] = self._q
         full = m._irfft(m._rfft(spread, seg.length) * np.conj(varhat), seg.length)
@@ -176,7 +185,7 @@ class NoiseCorrected(Likelihood):
         out = full[:, :wk].copy()  # the cache keeps the offsets needed, not the segment
         while self._noise_cache and len(self._noise_cache) >= cache_slots(out.nbytes):
             self._noise_cache.pop(next(iter(self._noise_cache)))
-        self._noise_cache[key] = out
+        self._noise_cache[(seg.dmin, seg.width)] = out
         return out
 
 
@@ -215,10 +224,11 @@ def _box_kernels(
 
     The kernel lies in positions ``[0, width)`` of its spectra and the box in ``[0, rebin)``,
     so their convolution lies in ``[0, wk)``, ``wk = width + rebin − 1``: no circular
-    wrap-around reaches it for any ``length >= wk`` (the Gaussian beyond the support, below
-    ``φ(N_SIGMA)``, aliases alike at any length). The spectra are written into a zeroed
-    full-width buffer (the columns left out by the spectral cut stay zero), so the inverse
-    FFT needs no padding copy.
+    wrap-around reaches it for any ``length >= wk``. (The closed-form spectra are those of
+    the Gaussian periodised with the transform length: its tails beyond the support, below
+    ``φ(N_SIGMA)`` ≈ 1e-15 of the peak, fold in at any length, the segment's included.)
+    The spectra are written into a zeroed full-width buffer (the columns left out by the
+    spectral cut stay zero), so the inverse FFT needs no padding copy.
     """
     nk = spec.omega.size
     boxhat = _box_spectrum(rebin, length)[None, :nk]
