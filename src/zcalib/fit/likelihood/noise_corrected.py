@@ -161,8 +161,8 @@ class NoiseCorrected(Likelihood):
         """``c(d) = Σ_b q_b Var(t)(n_b − d)`` on the offsets of the box-summed kernel ``C'``.
 
         With it the correction is ``C = −½ Σ_d C'(d)² c(d)``, so that its value and its
-        exact ``s²`` derivatives need only ``C'`` and its derivatives (one inverse FFT
-        each). Position ``d`` of the segment is kernel offset ``o = seg.dmin + d`` and
+        exact ``s²`` derivatives need only ``C'`` and its derivatives (one batched short
+        inverse FFT per block of regions, :func:`_box_kernels`). Position ``d`` of the segment is kernel offset ``o = seg.dmin + d`` and
         ``c`` is a function of ``o`` alone (``Σ_b q_b Var(t)`` at template bin
         ``j_lo + (b + 1)·rebin − 1 − o``), of the weights ``q`` and of the smoothed Σw²: it
         is computed once per reference for a segment's offsets (cached), and a segment whose
