@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from zcalib.fit import FitConfig, fit_arrays, fit_histograms
+from zcalib.fit.likelihood import noise_corrected
 from zcalib.fit.model import TemplateModel, coarse_sum
 
 from .conftest import TRUTH_SCALES
@@ -164,9 +165,9 @@ def test_zero_smearing_closure_on_sparse_mc(mode: str) -> None:
     assert np.mean(vals) < 0.6 * np.mean(plain)
 
 
-def test_noise_correction_gradient_and_hessian_match_finite_differences() -> None:
-    m = _small_model(np.random.default_rng(4))
-    m = TemplateModel(
+def _noise_model(rng: np.random.Generator, **kwargs: Any) -> TemplateModel:
+    m = _small_model(rng)
+    return TemplateModel(
         m.template,
         m.variance,
         m.data,
@@ -174,7 +175,84 @@ def test_noise_correction_gradient_and_hessian_match_finite_differences() -> Non
         j_lo=m.j_lo,
         rebin=m.rebin,
         likelihood="noise-corrected",
+        **kwargs,
     )
+
+
+def _noise_reference(m: TemplateModel, s2: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The noise correction by its definition, ``C = −½ Σ_b q_b V_b(μ_ref, s²)``, with
+    ``V_b`` the prediction variance of the smoothed Σw² (full-length transforms of the
+    segment), its exact ``s²`` gradient (the model's variance gradient) and the second
+    derivative by central differences of that gradient."""
+    obj = m.objective
+    q, mu = obj._q, obj._mu_ref  # type: ignore[attr-defined]
+
+    def value_grad(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seg, spec, _, _ = m._spectra(mu, x, 1)
+        parts = m._variance_parts(seg, spec, smooth=True)
+        grad = m._variance_gradient(seg, spec, parts[1:], q, terms=(2,))[0]
+        return -0.5 * (q * parts[0]).sum(axis=1), -0.5 * grad
+
+    value, grad = value_grad(s2)
+    e = 1e-4 * s2
+    return value, grad, (value_grad(s2 + e)[1] - value_grad(s2 - e)[1]) / (2 * e)
+
+
+@pytest.mark.parametrize(
+    ("s2_unit", "kwargs", "block"),
+    [
+        pytest.param([30.0, 60.0, 15.0], {}, None, id="wide-kernel"),
+        pytest.param([0.7, 1.4, 0.35], {}, None, id="below-3h"),
+        pytest.param([0.7, 30.0, 4.0], {}, 1, id="mixed-one-region-blocks"),
+        pytest.param([0.0, 0.0, 0.0], {"s2_floor": 4 * H * H}, None, id="soft-floor"),
+        pytest.param([0.7, 30.0, 4.0], {"double_gaussian": (0.2, 2.5)}, None, id="double-gauss"),
+    ],
+)
+def test_noise_terms_are_the_exact_correction_at_every_order(
+    s2_unit: list[float], kwargs: dict[str, Any], block: int | None, monkeypatch: Any
+) -> None:
+    """The short per-block transforms of ``noise_terms`` give the correction of its
+    definition to rounding: Gaussian kernels wider and narrower than 3h (closed-form and
+    real-space spectra), s² at the soft floor, the double Gaussian, regions split into
+    blocks of their own."""
+    if block is not None:
+        monkeypatch.setattr(noise_corrected, "_BLOCK_ELEMENTS", block)
+    m = _noise_model(np.random.default_rng(5), **kwargs)
+    mu = np.array([0.3, -1.7, 2.2]) * H
+    s2 = m._floored(np.array(s2_unit) * H * H)
+    m.objective.set_reference(mu, s2)
+    obj = m.objective
+    assert isinstance(obj, noise_corrected.NoiseCorrected)
+    value, grad, hess = _noise_reference(m, s2)
+    assert np.all(value < 0)
+    assert np.all(grad > 0)  # smearing averages the noise away
+    for order in (0, 1, 2):
+        got = obj.noise_terms(s2, order)
+        np.testing.assert_allclose(got[0], value, rtol=1e-10)
+        np.testing.assert_allclose(got[1], grad if order >= 1 else 0.0, rtol=1e-10)
+        np.testing.assert_allclose(got[2], hess if order >= 2 else 0.0, rtol=1e-6)
+
+
+def test_noise_weights_of_a_segment_inside_a_cached_one_are_its_own() -> None:
+    """The weights ``c`` depend on the kernel offset alone: a narrower segment takes its
+    offsets from a cached wider one, equal to its own full-segment computation."""
+    m = _noise_model(np.random.default_rng(6))
+    obj = m.objective
+    assert isinstance(obj, noise_corrected.NoiseCorrected)
+    obj.set_reference(np.array([0.3, -1.7, 2.2]) * H, np.array([10.0, 20.0, 5.0]) * H * H)
+    wide, narrow = m._segment(-100, 201), m._segment(-20, 41)
+    assert narrow.length < wide.length
+    obj._noise_weights(wide)
+    inside = obj._noise_weights(narrow)
+    assert len(obj._noise_cache) == 1
+    obj._noise_cache = {}
+    own = obj._noise_weights(narrow)
+    assert own.shape == inside.shape
+    np.testing.assert_allclose(inside, own, rtol=1e-12, atol=1e-13 * np.abs(own).max())
+
+
+def test_noise_correction_gradient_and_hessian_match_finite_differences() -> None:
+    m = _noise_model(np.random.default_rng(4))
     mu = np.array([0.3, -1.7, 2.2]) * H
     s2 = np.array([10.0, 20.0, 5.0]) * H * H
     t = m.evaluate(mu, s2, 2)

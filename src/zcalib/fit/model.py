@@ -248,22 +248,39 @@ class TemplateModel:
         """Segment, kernel spectra, template spectrum and Parseval weights (cut alike)."""
         mu = np.asarray(mu, dtype=np.float64)
         s2 = np.asarray(s2, dtype=np.float64)
+        seg = self._kernel_segment(mu, s2)
         dg = self.double_gaussian
-        wide = 1.0 if dg is None else max(1.0, dg[1] * dg[1])
-        dmin, width = kernel_support(mu, wide * s2, self.h, self.n_sigma)
-        seg = self._segment(dmin, width)
         key = (mu.tobytes(), s2.tobytes(), seg.dmin, seg.width, seg.length, order, dg)
         spec = self.spectra_cache.get(key)
         if spec is None:
-            args = (mu, s2, self.h, seg.dmin, seg.width, seg.length, order, self.n_sigma)
-            if dg is None:
-                spec = kernel_spectra(*args)
-            else:
-                spec = mixture_spectra(*args, fraction=dg[0], width_ratio=dg[1])
+            spec = self._kernel_spectra(mu, s2, seg.dmin, seg.width, seg.length, order)
             self.spectra_cache.clear()
             self.spectra_cache[key] = spec
         nk = spec.omega.size
         return seg, spec, seg.spectrum[:, :nk], seg.parseval[:nk]
+
+    def _kernel_support(self, mu: FloatArray, s2: FloatArray) -> tuple[int, int]:
+        """:func:`kernel_support` of the regions' kernels (the wider component's for a
+        double Gaussian)."""
+        dg = self.double_gaussian
+        wide = 1.0 if dg is None else max(1.0, dg[1] * dg[1])
+        return kernel_support(mu, wide * s2, self.h, self.n_sigma)
+
+    def _kernel_segment(self, mu: FloatArray, s2: FloatArray) -> _Segment:
+        """The template segment whose kernel support covers every region's kernel."""
+        return self._segment(*self._kernel_support(mu, s2))
+
+    def _kernel_spectra(
+        self, mu: FloatArray, s2: FloatArray, dmin: int, width: int, length: int, order: int
+    ) -> KernelSpectra:
+        """Spectra (transform length ``length``) of the kernel placed at offsets
+        ``dmin … dmin + width − 1``: :func:`kernel_spectra` or, for the double Gaussian,
+        :func:`mixture_spectra`."""
+        args = (mu, s2, self.h, dmin, width, length, order, self.n_sigma)
+        dg = self.double_gaussian
+        if dg is None:
+            return kernel_spectra(*args)
+        return mixture_spectra(*args, fraction=dg[0], width_ratio=dg[1])
 
     def _rfft(self, arr: FloatArray, length: int) -> Any:
         return sfft.rfft(arr, n=length, axis=-1, workers=_workers(arr.shape[0] * length))

@@ -4,12 +4,14 @@ and ``docs/fit.md``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.fft as sfft
 from numpy.typing import NDArray
 
-from zcalib.fit.kernel import cache_slots
+from zcalib.fit.kernel import KernelSpectra, _multipliers, _workers, cache_slots
 from zcalib.fit.likelihood.base import Likelihood, RegionTerms
 from zcalib.fit.likelihood.multinomial import multinomial_terms
 
@@ -23,6 +25,10 @@ FloatArray = NDArray[np.float64]
 
 #: Evaluations of the correction remembered (:meth:`NoiseCorrected._terms`).
 _MEMO = 3
+#: Box-summed kernel terms ``C'``, ``∂C'/∂s²``, ``∂²C'/∂(s²)²`` (:meth:`KernelSpectra.term` indices).
+_TERMS = (0, 2, 5)
+#: Regions × offsets per block of :meth:`NoiseCorrected.noise_terms` (temporaries of a few MB).
+_BLOCK_ELEMENTS = 1 << 17
 
 
 class NoiseCorrected(Likelihood):
@@ -118,51 +124,60 @@ class NoiseCorrected(Likelihood):
         bounded, ``−½ Σ q V(0) <= C <= 0``, so it cannot drive a fit to a range bound. Value
         and derivatives are exact: ``C = −½ Σ_d C'(d)² c(d)`` with the box-summed kernel
         ``C'`` and the fixed weights ``c`` of :meth:`_noise_weights`.
+
+        ``C'`` is nonzero only on the kernel's support plus one coarse bin, so it is computed
+        by regions in blocks of similar width (sorted by ``s²``), each block on its own tight
+        support with an inverse FFT just long enough to hold it (:func:`_box_kernels`),
+        rather than on the whole template segment; blocks keep the temporaries in cache.
         """
         m = self.model
         if self._q.shape != m.data.shape:
             zero = np.zeros(m.n_regions)
             self.set_reference(zero, zero)
         s2 = np.asarray(s2, dtype=np.float64)
-        seg, spec, _, _ = m._spectra(self._mu_ref, s2, 2 if order >= 2 else min(order, 1))
+        seg = m._kernel_segment(self._mu_ref, s2)
         weights = self._noise_weights(seg)
-        wk = weights.shape[1]
-        nk = spec.omega.size
-        boxhat = m._var_segment(seg, smooth=True)[1][None, :nk]
-
-        def box_kernel(i: int) -> FloatArray:
-            out: FloatArray = m._irfft(spec.term(i) * boxhat, seg.length)[:, :wk].copy()
-            return out
-
-        kc = box_kernel(0)
-        kcw = kc * weights
-        value: FloatArray = -0.5 * (kc * kcw).sum(axis=1)
-        if order < 1:
-            return value, np.zeros_like(value), np.zeros_like(value)
-        kc_s = box_kernel(2)
-        g_s: FloatArray = -(kc_s * kcw).sum(axis=1)
-        if order < 2:
-            return value, g_s, np.zeros_like(value)
-        h_ss: FloatArray = -(kc_s * kc_s * weights).sum(axis=1) - (box_kernel(5) * kcw).sum(axis=1)
-        return value, g_s, h_ss
+        n_terms = min(max(order, 0), 2) + 1
+        out = np.zeros((3, m.n_regions))
+        # regions in blocks of similar width, each with its own tight support and a
+        # transform just long enough for it (cache-sized temporaries)
+        rows = np.argsort(s2, kind="stable")
+        size = max(1, _BLOCK_ELEMENTS // (seg.width + m.rebin))
+        for lo in range(0, rows.size, size):
+            block = rows[lo : lo + size]
+            mu_b, s2_b = self._mu_ref[block], s2[block]
+            dmin, width = m._kernel_support(mu_b, s2_b)
+            dmin = max(dmin, seg.dmin)
+            width = min(dmin + width, seg.dmin + seg.width) - dmin
+            wk = width + m.rebin - 1  # support of C': [0, wk) from dmin
+            length = int(sfft.next_fast_len(wk, real=True))
+            spec = m._kernel_spectra(mu_b, s2_b, dmin, width, length, n_terms - 1)
+            kcs = _box_kernels(spec, _TERMS[:n_terms], m.rebin, length, wk)
+            first = dmin - seg.dmin
+            out[:, block] = _correction(kcs, weights[block, first : first + wk])
+        return out[0], out[1], out[2]
 
     def _noise_weights(self, seg: _Segment) -> FloatArray:
         """``c(d) = Σ_b q_b Var(t)(n_b − d)`` on the offsets of the box-summed kernel ``C'``.
 
         With it the correction is ``C = −½ Σ_d C'(d)² c(d)``, so that its value and its
-        exact ``s²`` derivatives need only ``C'`` and its derivatives (one inverse FFT
-        each). ``c`` depends on the segment, the weights ``q`` and the smoothed Σw² only:
-        it is computed once per segment and reference (cached).
+        exact ``s²`` derivatives need only ``C'`` and its derivatives (one batched short
+        inverse FFT per block of regions, :func:`_box_kernels`). Position ``d`` of the segment is kernel offset ``o = seg.dmin + d`` and
+        ``c`` is a function of ``o`` alone (``Σ_b q_b Var(t)`` at template bin
+        ``j_lo + (b + 1)·rebin − 1 − o``), of the weights ``q`` and of the smoothed Σw²: it
+        is computed once per reference for a segment's offsets (cached), and a segment whose
+        offsets lie inside a cached one's takes them from it.
         """
         m = self.model
-        key = (seg.dmin, seg.width)
-        hit = self._noise_cache.get(key)
-        if hit is not None:
-            return hit
+        wk = seg.width + m.rebin - 1
+        for (dmin, _), cached in self._noise_cache.items():
+            first = seg.dmin - dmin
+            if first >= 0 and first + wk <= cached.shape[1]:
+                hit: FloatArray = cached[:, first : first + wk]
+                return hit
         varhat = m._var_segment(seg, smooth=True)[0]
         nb = m.data.shape[1]
         first = seg.width + m.rebin - 2
-        wk = seg.width + m.rebin - 1
         spread = np.zeros((m.n_regions, seg.length))
         spread[:, first : first + nb * m.rebin : m.rebin] = self._q
         full = m._irfft(m._rfft(spread, seg.length) * np.conj(varhat), seg.length)
@@ -170,5 +185,65 @@ class NoiseCorrected(Likelihood):
         out = full[:, :wk].copy()  # the cache keeps the offsets needed, not the segment
         while self._noise_cache and len(self._noise_cache) >= cache_slots(out.nbytes):
             self._noise_cache.pop(next(iter(self._noise_cache)))
-        self._noise_cache[key] = out
+        self._noise_cache[(seg.dmin, seg.width)] = out
         return out
+
+
+@functools.lru_cache(maxsize=16)
+def _box_spectrum(rebin: int, length: int) -> Any:
+    """Spectrum (length ``length``) of the coarse-bin box, ``rebin`` ones at positions 0…."""
+    box = np.zeros(length)
+    box[:rebin] = 1.0
+    out = sfft.rfft(box)
+    out.flags.writeable = False
+    return out
+
+
+def _correction(kcs: list[FloatArray], weights: FloatArray) -> FloatArray:
+    """``(C, ∂C/∂s², ∂²C/∂(s²)²)`` per region (rows of zeros beyond ``len(kcs) − 1``) from
+    the box-summed kernel terms and the weights ``c`` on the same offsets:
+    ``C = −½ Σ C'² c``, ``∂C = −Σ C' ∂C' c``, ``∂²C = −Σ ((∂C')² + C' ∂²C') c``."""
+    out = np.zeros((3, weights.shape[0]))
+    kcw = kcs[0] * weights
+    out[0] = -0.5 * np.einsum("ij,ij->i", kcs[0], kcw)
+    if len(kcs) > 1:
+        out[1] = -np.einsum("ij,ij->i", kcs[1], kcw)
+    if len(kcs) > 2:
+        out[2] = -np.einsum("ij,ij,ij->i", kcs[1], kcs[1], weights) - np.einsum(
+            "ij,ij->i", kcs[2], kcw
+        )
+    return out
+
+
+def _box_kernels(
+    spec: KernelSpectra, terms: tuple[int, ...], rebin: int, length: int, wk: int
+) -> list[FloatArray]:
+    """Kernel terms ``terms`` (:meth:`KernelSpectra.term` indices) convolved with the
+    coarse-bin box, on positions ``0 … wk − 1``, by one batched inverse FFT of length
+    ``length >= wk``.
+
+    The kernel lies in positions ``[0, width)`` of its spectra and the box in ``[0, rebin)``,
+    so their convolution lies in ``[0, wk)``, ``wk = width + rebin − 1``: no circular
+    wrap-around reaches it for any ``length >= wk``. (The closed-form spectra are those of
+    the Gaussian periodised with the transform length: its tails beyond the support, below
+    ``φ(N_SIGMA)`` ≈ 1e-15 of the peak, fold in at any length, the segment's included.)
+    The spectra are written into a zeroed full-width buffer (the columns left out by the
+    spectral cut stay zero), so the inverse FFT needs no padding copy.
+    """
+    nk = spec.omega.size
+    boxhat = _box_spectrum(rebin, length)[None, :nk]
+    boxed = spec.base * boxhat
+    rows = ~spec.fourier  # regions with explicit derivative spectra
+    buf = np.zeros((len(terms), boxed.shape[0], length // 2 + 1), dtype=np.complex128)
+    mults = _multipliers(spec.omega)
+    for j, i in enumerate(terms):
+        if i == 0:
+            buf[j, :, :nk] = boxed
+            continue
+        if not rows.all():
+            mult = mults[i - 1]  # real for the s² derivatives
+            np.multiply(boxed, mult.real if not mult.imag.any() else mult, out=buf[j, :, :nk])
+        if rows.any():
+            buf[j, rows, :nk] = spec.real_terms[i - 1] * boxhat
+    out = sfft.irfft(buf, n=length, axis=-1, workers=_workers(buf.size))
+    return [out[j, :, :wk] for j in range(len(terms))]
