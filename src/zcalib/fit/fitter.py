@@ -46,7 +46,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -582,14 +583,47 @@ def _covariances(
     return cov, cov_mc, note, bias
 
 
+def _replica_noise(sd: NDArray[np.float32], seed: np.random.SeedSequence) -> NDArray[np.float32]:
+    """The noise of one template replica: every fine bin ``N(0, sd)`` (seeded; single
+    precision, SFC64: the draws are the replicas' largest cost on a big template)."""
+    noise = np.random.Generator(np.random.SFC64(seed)).standard_normal(sd.shape, dtype=np.float32)
+    noise *= sd
+    return noise
+
+
+def _noises(
+    sd: NDArray[np.float32], seeds: Sequence[np.random.SeedSequence]
+) -> Iterator[NDArray[np.float32]]:
+    """:func:`_replica_noise` of each seed in turn, the next one drawn in a thread while the
+    caller works on the current one (numpy draws without the GIL)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = [pool.submit(_replica_noise, sd, ss) for ss in seeds[:1]]
+        for k in range(len(seeds)):
+            if k + 1 < len(seeds):
+                pending.append(pool.submit(_replica_noise, sd, seeds[k + 1]))
+            yield pending.pop(0).result()
+
+
+def _noise_columns(problem: FitProblem, theta: FloatArray) -> slice:
+    """The fine template bins the prediction near ``θ`` reads (the kernel's support around
+    the window): template noise elsewhere changes nothing."""
+    m = problem.model
+    mu, s2 = problem.region_params(theta)
+    seg = m._spectra(mu, m._floored(s2), 0)[0]
+    n_fine = m.template.shape[1]
+    return slice(max(seg.offset, 0), max(min(seg.offset + seg.width - 1 + m.n_out, n_fine), 0))
+
+
 def _replica_template(
-    template: FloatArray, sd: FloatArray, seed: np.random.SeedSequence
+    template: FloatArray, cols: slice, noise: NDArray[np.float32], sign: float = 1.0
 ) -> FloatArray:
-    """One template replica: every fine bin fluctuated by ``N(0, sd)`` (seeded; single-
-    precision draws, a third of the time of double-precision ones on a large template)."""
-    noise = np.random.default_rng(seed).standard_normal(template.shape, dtype=np.float32)
-    np.multiply(noise, sd, out=noise, casting="unsafe")  # no double-precision temporary
-    out: FloatArray = template + noise
+    """``template + sign · noise`` (noise on the columns ``cols``), in double precision."""
+    part = noise.astype(np.float64)
+    if sign < 0:
+        np.negative(part, out=part)
+    part += template[:, cols]
+    out = template.copy()
+    out[:, cols] = part
     return out
 
 
@@ -632,6 +666,33 @@ def _plain_minimum(
     return out
 
 
+#: Antithetic replica pairs (the template plus and minus the same noise) solved to their own
+#: minima for the template-noise bias (``template_bias="bootstrap"``): the mean of a pair has
+#: no term linear in the noise, so a few pairs estimate the second-order bias better than
+#: ``n_bootstrap`` independent replicas (measured in docs/fit.md).
+BIAS_PAIRS = 4
+
+
+def _own_minimum(
+    replica: FitProblem,
+    theta: FloatArray,
+    free: NDArray[np.bool_],
+    hf: FloatArray,
+    chol: FloatArray | None,
+    grad: FloatArray | None = None,
+) -> FloatArray:
+    """Displacement (free parameters) of ``replica``'s own minimum from ``θ̂`` to second
+    order in the template noise: two quasi-Newton steps with the replica's exact gradient
+    and the Hessian ``hf`` at ``θ̂`` (``grad``: the replica's gradient at ``θ̂`` if known)."""
+    trial = theta.copy()
+    for k in range(2):
+        at = np.clip(trial, replica.lower, replica.upper)
+        g = grad if (k == 0 and grad is not None) else replica.nll_grad(at)[1]
+        trial[free] -= _solve(hf, chol, g[free])
+    out: FloatArray = (trial - theta)[free]
+    return out
+
+
 def bootstrap_covariance(
     problem: FitProblem,
     theta: FloatArray,
@@ -644,26 +705,27 @@ def bootstrap_covariance(
     per fine bin (``Var`` the smoothed Σw² of :meth:`TemplateModel.smoothed_variance`), and
     (``bias=True``) the template-noise bias of ``θ̂``.
 
-    Without ``bias`` each replica is solved by one Newton step from the minimum: replica
-    ``k`` moves it to ``θ̂ − H⁻¹ g_k(θ̂)``, ``g_k`` the exact gradient of the objective with
-    the replica template, so every order of the template noise in the gradient (the noise
-    term is quadratic in it, which is why linear propagation underestimates the smearings'
-    MC error) is kept; only the step is linearised. One gradient per replica. A term that
-    is a fixed function of ``θ`` (the noise correction) drops out of those differences, so
-    the replicas use the objective's ``replica`` likelihood.
+    Covariance: each of the ``n_bootstrap`` replicas is solved by one Newton step from the
+    minimum: replica ``k`` moves it to ``θ̂ − H⁻¹ g_k(θ̂)``, ``g_k`` the exact gradient of the
+    objective with the replica template, so every order of the template noise in the
+    gradient (the noise term is quadratic in it, which is why linear propagation
+    underestimates the smearings' MC error) is kept; only the step is linearised. One
+    gradient per replica. A term that is a fixed function of ``θ`` (the noise correction)
+    is the same in every replica and drops out of the spread.
 
-    With ``bias`` each replica is solved to its own minimum of the fit's objective, to second
-    order in the template noise: two quasi-Newton steps from ``θ̂`` with the replica's own
-    exact gradient and the Hessian ``H`` at ``θ̂`` (the second step's gradient holds the
-    replica's curvature along the first step and the third derivative, to second order). A second-order estimator bias (the noise's slope correlated
-    with its curvature, ``E[ξ′ξ″]/H²``, and the curvature of ``θ`` itself), which one
-    linear step cannot see, is ``mean_k θ̂_k − θ̂⁰``: in the bootstrap world the observed
-    template is the truth, and the noise-free estimate there is the plain-NLL minimum
-    ``θ̂⁰`` on it (the noise correction removes the noise its replicas add). The returned
-    covariance is then the replicas' spread times ``1 + 1/B`` (the bias is a mean of ``B``
-    replicas). Parameters at a bound are held and get no bias.
+    Bias: a second-order estimator bias (the noise's slope correlated with its curvature,
+    ``E[ξ′ξ″]/H²``, and the curvature of ``θ`` itself), which one linear step cannot see, is
+    ``E[θ̂_k] − θ̂⁰``: in the bootstrap world the observed template is the truth, and the
+    noise-free estimate there is the plain-NLL minimum ``θ̂⁰`` on it (the noise correction
+    removes the noise its replicas add). ``E[θ̂_k]`` comes from :data:`BIAS_PAIRS`
+    antithetic pairs (template ``± ε_k``, ``ε_k`` the noise of the first replicas), each
+    solved to its own minimum of the full objective (noise correction included, evaluated
+    at the replica's own point: its third derivative in ``s²`` matters) by
+    :func:`_own_minimum`; the pair means carry no linear noise term. Their spread over the
+    pairs, divided by the number of pairs, is the bias estimate's own covariance and is
+    added to the returned covariance. Parameters at a bound are held and get no bias.
 
-    Replica ``k`` draws its template from its own seed (``SeedSequence([seed, 0xB007])``
+    Replica ``k`` draws its noise from its own seed (``SeedSequence([seed, 0xB007])``
     spawned), so replicas are reproducible one by one. ``hess``: the objective Hessian at
     ``θ̂`` (computed when not given).
 
@@ -685,34 +747,41 @@ def bootstrap_covariance(
     # Var(t_k) from the smoothed Σw² (the raw Σw² of an empty fine bin is 0, but its
     # expected content is not: replicas that never fluctuate the empty bins of a sparse
     # template left half the bias; measured in docs/fit.md)
-    sd = np.sqrt(m.smoothed_variance())
+    cols = _noise_columns(problem, theta)
+    sd = np.sqrt(m.smoothed_variance()[:, cols]).astype(np.float32)
     plain = theta
-    if bias and m.likelihood != "none":
+    n_pairs = min(BIAS_PAIRS, len(seeds)) if bias else 0
+    if n_pairs and m.likelihood != "none":
         own = problem.with_template(m.template, likelihood="none")
         _, g0, h0 = own.hessian(theta)
         plain = _plain_minimum(own, theta, free, (g0, h0))
+    # with the bias the replicas need the whole objective anyway (its fixed terms at θ̂ are
+    # shared, so the one-step gradients cost the same)
+    likelihood = None if n_pairs else m.objective.replica
     shifts = []
-    for ss in seeds:
-        t = _replica_template(m.template, sd, ss)
-        if not bias:
-            # a term that is a fixed function of θ (the noise correction) has the same
-            # gradient in every replica and drops out of the covariance
-            _, g = problem.with_template(t, likelihood=m.objective.replica).nll_grad(theta)
-            shifts.append(-_solve(hf, chol, g[free]))
-            continue
-        # the whole objective: the noise correction's third derivative in s² is large
-        # (linearised around θ̂ it made the bias estimate scatter by 2σ)
-        replica = problem.with_template(t)
-        trial = theta.copy()
-        for _ in range(2):
-            at = np.clip(trial, problem.lower, problem.upper)
-            trial[free] -= _solve(hf, chol, replica.nll_grad(at)[1][free])
-        shifts.append((trial - theta)[free])
-    arr = np.array(shifts)
-    cov_f = np.atleast_2d(np.cov(arr, rowvar=False))
-    if bias:
-        cov_f *= 1.0 + 1.0 / len(shifts)
-        bias_out[free] = theta[free] + arr.mean(axis=0) - plain[free]
+    pair_means = []
+    for k, noise in enumerate(_noises(sd, seeds)):
+        replica = problem.with_template(
+            _replica_template(m.template, cols, noise), likelihood=likelihood
+        )
+        g = replica.nll_grad(theta)[1]
+        shifts.append(-_solve(hf, chol, g[free]))
+        if k < n_pairs:
+            plus = _own_minimum(replica, theta, free, hf, chol, g)
+            minus = _own_minimum(
+                problem.with_template(_replica_template(m.template, cols, noise, -1.0)),
+                theta,
+                free,
+                hf,
+                chol,
+            )
+            pair_means.append(0.5 * (plus + minus))
+    cov_f = np.atleast_2d(np.cov(np.array(shifts), rowvar=False))
+    if pair_means:
+        means = np.array(pair_means)
+        bias_out[free] = theta[free] + means.mean(axis=0) - plain[free]
+        if len(means) > 1:
+            cov_f = cov_f + np.atleast_2d(np.cov(means, rowvar=False)) / len(means)
     out[np.ix_(free, free)] = cov_f
     return out, bias_out
 
