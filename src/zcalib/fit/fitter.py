@@ -20,14 +20,16 @@ minimum the restarts did not reach make the fit ``"failed"``, with the reasons i
 Uncertainties: ``stat`` from the inverse exact Hessian of the data NLL; ``mc_stat`` either
 from the sandwich ``H⁻¹ V H⁻¹`` with ``V = Σ_k Var(t_k) (∂g/∂t_k)(∂g/∂t_k)ᵀ`` over MC
 template bins (the linear response of the minimum to the template, ``Var(t_k) = Σw²``) or
-from replicas of Gaussian-fluctuated templates, each solved from the minimum with its
-exact gradient (``mc_stat="bootstrap"``, :func:`bootstrap_covariance`). Parameters at a
-bound get conditional errors ``1/√H_ii`` and ``at_bound=True``.
+from replicas of Gaussian-fluctuated templates (``mc_stat="bootstrap"``,
+:func:`bootstrap_covariance`). Parameters at a bound get conditional errors ``1/√H_ii``
+and ``at_bound=True``.
 
-With ``template_bias="bootstrap"`` (default) the replicas are solved to their own minima
-to second order, and the reported values are the minimum minus the template-noise bias
-they estimate (``mean_k θ̂_k`` minus the plain-NLL minimum on the observed template); the
-status is judged at the minimum itself.
+With ``template_bias="bootstrap"`` (default) the replicas come as antithetic pairs
+(``t ± ε``) solved to their own minima to second order; the reported values are the
+minimum minus the template-noise bias they estimate (the mean pair minimum minus the
+plain-NLL minimum on the observed template), and the MC-statistics covariance is the exact
+linear propagation, scaled by the shrink the pairs measure, plus the pair means' spread;
+the status is judged at the minimum itself.
 
 With ``mc_stat_likelihood="bb-lite"`` (off by default) the template statistics are also in
 the likelihood (Barlow-Beeston lite, :mod:`zcalib.fit.likelihood.bb_lite`); that
