@@ -120,12 +120,14 @@ class FitConfig(BaseModel):
             noise in sparse regions but over-corrects when MC ~ data and does not yet pass
             the MC-vs-MC zero-smearing closure (see ``tests/fit/test_mc_stat_likelihood.py``).
         template_bias: ``"bootstrap"`` (default): subtract the estimator's bias of second
-            order in the template noise, estimated from ``n_bootstrap`` template replicas
-            each solved to its own minimum (the mean replica minimum minus the plain-NLL
-            minimum on the observed template; the replicas also give the MC-statistics
-            covariance when ``mc_stat="bootstrap"``, widened by ``1 + 1/n_bootstrap`` for the
-            bias estimate's own noise). ``"none"``: the minimum as it is. Not applied with
-            ``mc_stat="none"`` (the template taken as exact) nor with
+            order in the template noise, estimated from ``BIAS_PAIRS`` (4) antithetic pairs
+            of template replicas (``t ± ε``) each solved to its own minimum (the mean pair
+            minimum minus the plain-NLL minimum on the observed template). With
+            ``mc_stat="bootstrap"`` the pairs also give the MC-statistics covariance: the
+            exact linear propagation of the smoothed Σw², scaled per parameter by the
+            pairs' measured shrink of its odd part, plus the spread of the pair means
+            (:func:`zcalib.fit.fitter.bootstrap_covariance`). ``"none"``: the minimum as it
+            is. Not applied with ``mc_stat="none"`` (the template taken as exact) nor with
             ``mc_stat_likelihood="bb-lite"`` (see ``docs/fit.md``).
         template_smoothing: soft floor of the smearing kernel in fine mass bins: the MC
             histogram is read as a density smoothed by this many fine bins (``s₀``, 0.058 %
@@ -137,7 +139,10 @@ class FitConfig(BaseModel):
             whose core width ``σ`` is what the fit varies (and reports as the smearing).
         double_gaussian: that shape (``fraction``, ``width_ratio``); used only with
             ``smearing="double-gaussian"``.
-        n_bootstrap: number of template replicas for ``mc_stat="bootstrap"``.
+        n_bootstrap: number of independent template replicas (one Newton step each) of
+            ``mc_stat="bootstrap"`` when the bias is not estimated (``template_bias="none"``,
+            ``mc_stat_likelihood="bb-lite"``, injection toys); the default fit uses the
+            ``template_bias`` pairs instead.
         minimizer: ``"newton"``: Newton iterations with the exact Hessian (damped, in a
             trust region, projected on the bounds), L-BFGS-B only if they do not converge;
             ``"lbfgs"``: L-BFGS-B on the exact gradient (the former default).

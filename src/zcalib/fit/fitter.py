@@ -20,14 +20,16 @@ minimum the restarts did not reach make the fit ``"failed"``, with the reasons i
 Uncertainties: ``stat`` from the inverse exact Hessian of the data NLL; ``mc_stat`` either
 from the sandwich ``H⁻¹ V H⁻¹`` with ``V = Σ_k Var(t_k) (∂g/∂t_k)(∂g/∂t_k)ᵀ`` over MC
 template bins (the linear response of the minimum to the template, ``Var(t_k) = Σw²``) or
-from replicas of Gaussian-fluctuated templates, each solved from the minimum with its
-exact gradient (``mc_stat="bootstrap"``, :func:`bootstrap_covariance`). Parameters at a
-bound get conditional errors ``1/√H_ii`` and ``at_bound=True``.
+from replicas of Gaussian-fluctuated templates (``mc_stat="bootstrap"``,
+:func:`bootstrap_covariance`). Parameters at a bound get conditional errors ``1/√H_ii``
+and ``at_bound=True``.
 
-With ``template_bias="bootstrap"`` (default) the replicas are solved to their own minima
-to second order, and the reported values are the minimum minus the template-noise bias
-they estimate (``mean_k θ̂_k`` minus the plain-NLL minimum on the observed template); the
-status is judged at the minimum itself.
+With ``template_bias="bootstrap"`` (default) the replicas come as antithetic pairs
+(``t ± ε``) solved to their own minima to second order; the reported values are the
+minimum minus the template-noise bias they estimate (the mean pair minimum minus the
+plain-NLL minimum on the observed template), and the MC-statistics covariance is the exact
+linear propagation, scaled by the shrink the pairs measure, plus the pair means' spread;
+the status is judged at the minimum itself.
 
 With ``mc_stat_likelihood="bb-lite"`` (off by default) the template statistics are also in
 the likelihood (Barlow-Beeston lite, :mod:`zcalib.fit.likelihood.bb_lite`); that
@@ -46,7 +48,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -582,14 +585,47 @@ def _covariances(
     return cov, cov_mc, note, bias
 
 
+def _replica_noise(sd: NDArray[np.float32], seed: np.random.SeedSequence) -> NDArray[np.float32]:
+    """The noise of one template replica: every fine bin ``N(0, sd)`` (seeded; single
+    precision, SFC64: the draws are the replicas' largest cost on a big template)."""
+    noise = np.random.Generator(np.random.SFC64(seed)).standard_normal(sd.shape, dtype=np.float32)
+    noise *= sd
+    return noise
+
+
+def _noises(
+    sd: NDArray[np.float32], seeds: Sequence[np.random.SeedSequence]
+) -> Iterator[NDArray[np.float32]]:
+    """:func:`_replica_noise` of each seed in turn, the next one drawn in a thread while the
+    caller works on the current one (numpy draws without the GIL)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = [pool.submit(_replica_noise, sd, ss) for ss in seeds[:1]]
+        for k in range(len(seeds)):
+            if k + 1 < len(seeds):
+                pending.append(pool.submit(_replica_noise, sd, seeds[k + 1]))
+            yield pending.pop(0).result()
+
+
+def _noise_columns(problem: FitProblem, theta: FloatArray) -> slice:
+    """The fine template bins the prediction near ``θ`` reads (the kernel's support around
+    the window): template noise elsewhere changes nothing."""
+    m = problem.model
+    mu, s2 = problem.region_params(theta)
+    seg = m._spectra(mu, m._floored(s2), 0)[0]
+    n_fine = m.template.shape[1]
+    return slice(max(seg.offset, 0), max(min(seg.offset + seg.width - 1 + m.n_out, n_fine), 0))
+
+
 def _replica_template(
-    template: FloatArray, sd: FloatArray, seed: np.random.SeedSequence
+    template: FloatArray, cols: slice, noise: NDArray[np.float32], sign: float = 1.0
 ) -> FloatArray:
-    """One template replica: every fine bin fluctuated by ``N(0, sd)`` (seeded; single-
-    precision draws, a third of the time of double-precision ones on a large template)."""
-    noise = np.random.default_rng(seed).standard_normal(template.shape, dtype=np.float32)
-    np.multiply(noise, sd, out=noise, casting="unsafe")  # no double-precision temporary
-    out: FloatArray = template + noise
+    """``template + sign · noise`` (noise on the columns ``cols``), in double precision."""
+    part = noise.astype(np.float64)
+    if sign < 0:
+        np.negative(part, out=part)
+    part += template[:, cols]
+    out = template.copy()
+    out[:, cols] = part
     return out
 
 
@@ -632,6 +668,33 @@ def _plain_minimum(
     return out
 
 
+#: Antithetic replica pairs (the template plus and minus the same noise) solved to their own
+#: minima for the template-noise bias (``template_bias="bootstrap"``): the mean of a pair has
+#: no term linear in the noise, so a few pairs estimate the second-order bias better than
+#: ``n_bootstrap`` independent replicas (measured in docs/fit.md).
+BIAS_PAIRS = 4
+
+
+def _own_minimum(
+    replica: FitProblem,
+    theta: FloatArray,
+    free: NDArray[np.bool_],
+    hf: FloatArray,
+    chol: FloatArray | None,
+) -> tuple[FloatArray, FloatArray]:
+    """Displacements (free parameters) from ``θ̂`` of ``replica``'s first Newton step and of
+    its own minimum to second order in the template noise: two quasi-Newton steps with the
+    replica's exact gradient and the Hessian ``hf`` at ``θ̂`` (the second step's gradient
+    holds the replica's curvature along the first step and the third derivative)."""
+    trial = theta.copy()
+    steps = []
+    for _ in range(2):
+        at = np.clip(trial, replica.lower, replica.upper)
+        trial[free] -= _solve(hf, chol, replica.nll_grad(at)[1][free])
+        steps.append((trial - theta)[free])
+    return steps[0], steps[1]
+
+
 def bootstrap_covariance(
     problem: FitProblem,
     theta: FloatArray,
@@ -640,36 +703,48 @@ def bootstrap_covariance(
     *,
     bias: bool = False,
 ) -> tuple[FloatArray, FloatArray]:
-    """MC-statistics covariance from replicas of the template fluctuated by ``N(0, √Var)``
-    per fine bin (``Var`` the smoothed Σw² of :meth:`TemplateModel.smoothed_variance`), and
-    (``bias=True``) the template-noise bias of ``θ̂``.
+    """MC-statistics covariance of ``θ̂`` from replicas of the template fluctuated by
+    ``N(0, √Var)`` per fine bin (``Var`` the smoothed Σw² of
+    :meth:`TemplateModel.smoothed_variance`), and (``bias=True``) its template-noise bias.
 
-    Without ``bias`` each replica is solved by one Newton step from the minimum: replica
-    ``k`` moves it to ``θ̂ − H⁻¹ g_k(θ̂)``, ``g_k`` the exact gradient of the objective with
-    the replica template, so every order of the template noise in the gradient (the noise
-    term is quadratic in it, which is why linear propagation underestimates the smearings'
-    MC error) is kept; only the step is linearised. One gradient per replica. A term that
-    is a fixed function of ``θ`` (the noise correction) drops out of those differences, so
-    the replicas use the objective's ``replica`` likelihood.
+    Without ``bias`` (``template_bias="none"``, injection toys, BB-lite): each of the
+    ``n_bootstrap`` independent replicas is solved by one Newton step from the minimum,
+    ``θ̂ − H⁻¹ g_k(θ̂)`` with ``g_k`` the exact gradient of the objective's ``replica``
+    likelihood on the replica template (every order of the template noise in the gradient is
+    kept; a term that is a fixed function of ``θ``, the noise correction, drops out of the
+    spread). The covariance is their spread.
 
-    With ``bias`` each replica is solved to its own minimum of the fit's objective, to second
-    order in the template noise: two quasi-Newton steps from ``θ̂`` with the replica's own
-    exact gradient and the Hessian ``H`` at ``θ̂`` (the second step's gradient holds the
-    replica's curvature along the first step and the third derivative, to second order). A second-order estimator bias (the noise's slope correlated
-    with its curvature, ``E[ξ′ξ″]/H²``, and the curvature of ``θ`` itself), which one
-    linear step cannot see, is ``mean_k θ̂_k − θ̂⁰``: in the bootstrap world the observed
-    template is the truth, and the noise-free estimate there is the plain-NLL minimum
-    ``θ̂⁰`` on it (the noise correction removes the noise its replicas add). The returned
-    covariance is then the replicas' spread times ``1 + 1/B`` (the bias is a mean of ``B``
-    replicas). Parameters at a bound are held and get no bias.
+    With ``bias`` (the default): :data:`BIAS_PAIRS` antithetic pairs, templates ``t ± ε_k``,
+    each solved to its own minimum of the whole objective by :func:`_own_minimum` (two
+    quasi-Newton steps, the noise correction evaluated at the replica's own point). A
+    replica's displacement splits into a part odd in the noise, ``L_k = ½(θ̂₊ − θ̂₋)``, and an
+    even one, ``Q_k = ½(θ̂₊ + θ̂₋) − θ̂``, uncorrelated for Gaussian noise:
 
-    Replica ``k`` draws its template from its own seed (``SeedSequence([seed, 0xB007])``
-    spawned), so replicas are reproducible one by one. ``hess``: the objective Hessian at
-    ``θ̂`` (computed when not given).
+    - the odd part is, to first order, the linear response to the template, whose
+      covariance ``Σ_lin = H⁻¹ (Σ_k Var(t_k) ∂g/∂t_k ∂g/∂t_kᵀ) H⁻¹`` is known exactly
+      (:meth:`FitProblem.mc_stat_information` with the smoothed Σw², ``H`` the objective's
+      Hessian). The replicas' own curvature shrinks it where the template is sparse (the
+      smearings' odd part fell to 0.5-0.8 of ``Σ_lin`` in the sparse fine scheme, so
+      ``Σ_lin`` alone overstated their errors by ≈ 15 %); that factor is measured per
+      parameter as ``Σ_k L_k² / Σ_k L¹_k²``, ``L¹_k`` the odd part of the pair's first
+      Newton steps (the linear response plus noise of the same draws, so the ratio is
+      steady with few pairs: ±6 % in the errors with four), and ``Σ_lin`` is scaled by it
+      (correlations kept);
+    - the even part (the template noise's quadratic terms and the objective's curvature
+      along the replica, which make linear propagation alone wrong for the smearings) has
+      the spread of the ``Q_k`` (× ``1 + 1/BIAS_PAIRS`` for the bias estimate below);
+    - the bias, second order in the noise, is ``mean_k Q_k + θ̂ − θ̂⁰``: in the bootstrap world
+      the observed template is the truth, and the noise-free estimate there is the plain-NLL
+      minimum ``θ̂⁰`` on it (the noise correction removes the noise its replicas add). The
+      pair means carry no linear noise term, so four pairs estimate it better than twenty
+      independent replicas (docs/fit.md).
+
+    Parameters at a bound are held and get no bias. Replica ``k`` draws its noise from its
+    own seed (``SeedSequence([seed, 0xB007])`` spawned), so replicas are reproducible one by
+    one. ``hess``: the objective Hessian at ``θ̂`` (computed when not given).
 
     Returns ``(covariance, bias)`` (bias 0 without ``bias``).
     """
-    seeds = np.random.SeedSequence([config.seed, 0xB007]).spawn(config.n_bootstrap)
     m = problem.model
     if hess is None:
         hess = problem.hessian(theta)[2]
@@ -685,35 +760,49 @@ def bootstrap_covariance(
     # Var(t_k) from the smoothed Σw² (the raw Σw² of an empty fine bin is 0, but its
     # expected content is not: replicas that never fluctuate the empty bins of a sparse
     # template left half the bias; measured in docs/fit.md)
-    sd = np.sqrt(m.smoothed_variance())
+    cols = _noise_columns(problem, theta)
+    sd = np.sqrt(m.smoothed_variance()[:, cols]).astype(np.float32)
+    n_rep = BIAS_PAIRS if bias else config.n_bootstrap
+    seeds = np.random.SeedSequence([config.seed, 0xB007]).spawn(n_rep)
+    if not bias:
+        shifts = []
+        for noise in _noises(sd, seeds):
+            replica = problem.with_template(
+                _replica_template(m.template, cols, noise), likelihood=m.objective.replica
+            )
+            shifts.append(-_solve(hf, chol, replica.nll_grad(theta)[1][free]))
+        out[np.ix_(free, free)] = np.atleast_2d(np.cov(np.array(shifts), rowvar=False))
+        return out, bias_out
     plain = theta
-    if bias and m.likelihood != "none":
+    if m.likelihood != "none":
         own = problem.with_template(m.template, likelihood="none")
         _, g0, h0 = own.hessian(theta)
         plain = _plain_minimum(own, theta, free, (g0, h0))
-    shifts = []
-    for ss in seeds:
-        t = _replica_template(m.template, sd, ss)
-        if not bias:
-            # a term that is a fixed function of θ (the noise correction) has the same
-            # gradient in every replica and drops out of the covariance
-            _, g = problem.with_template(t, likelihood=m.objective.replica).nll_grad(theta)
-            shifts.append(-_solve(hf, chol, g[free]))
-            continue
-        # the whole objective: the noise correction's third derivative in s² is large
-        # (linearised around θ̂ it made the bias estimate scatter by 2σ)
-        replica = problem.with_template(t)
-        trial = theta.copy()
-        for _ in range(2):
-            at = np.clip(trial, problem.lower, problem.upper)
-            trial[free] -= _solve(hf, chol, replica.nll_grad(at)[1][free])
-        shifts.append((trial - theta)[free])
-    arr = np.array(shifts)
-    cov_f = np.atleast_2d(np.cov(arr, rowvar=False))
-    if bias:
-        cov_f *= 1.0 + 1.0 / len(shifts)
-        bias_out[free] = theta[free] + arr.mean(axis=0) - plain[free]
-    out[np.ix_(free, free)] = cov_f
+    even, odd, odd_first = [], [], []
+    for noise in _noises(sd, seeds):
+        (f_plus, plus), (f_minus, minus) = (
+            _own_minimum(
+                problem.with_template(_replica_template(m.template, cols, noise, sign)),
+                theta,
+                free,
+                hf,
+                chol,
+            )
+            for sign in (1.0, -1.0)
+        )
+        even.append(0.5 * (plus + minus))
+        odd.append(0.5 * (plus - minus))
+        odd_first.append(0.5 * (f_plus - f_minus))
+    q = np.array(even)
+    bias_out[free] = theta[free] + q.mean(axis=0) - plain[free]
+    smoothed = problem.with_template(m.template, variance=m.smoothed_variance())
+    info = smoothed.mc_stat_information(theta)[np.ix_(free, free)]
+    lin = _solve(hf, chol, _solve(hf, chol, info).T)
+    first = (np.array(odd_first) ** 2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shrink = np.sqrt(np.where(first > 0, (np.array(odd) ** 2).sum(axis=0) / first, 1.0))
+    cov_q = np.atleast_2d(np.cov(q, rowvar=False)) * (1.0 + 1.0 / len(q))
+    out[np.ix_(free, free)] = 0.5 * (lin + lin.T) * np.outer(shrink, shrink) + cov_q
     return out, bias_out
 
 

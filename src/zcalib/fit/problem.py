@@ -338,6 +338,8 @@ class FitProblem:
         )
         if variance is None:
             m.share_variance(model)
+        if template is m.template:
+            model._cache = m._cache  # the same template: the same segment spectra
         model.objective.copy_reference(m.objective)
         out = dataclasses.replace(self, model=model)
         out.__dict__["_jacobian"] = self._jacobian  # same regions and parameters
