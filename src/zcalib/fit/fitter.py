@@ -611,7 +611,7 @@ def _noise_columns(problem: FitProblem, theta: FloatArray) -> slice:
     the window): template noise elsewhere changes nothing."""
     m = problem.model
     mu, s2 = problem.region_params(theta)
-    seg = m._spectra(mu, m._floored(s2), 0)[0]
+    seg = m._kernel_segment(mu, m._floored(s2))
     n_fine = m.template.shape[1]
     return slice(max(seg.offset, 0), max(min(seg.offset + seg.width - 1 + m.n_out, n_fine), 0))
 
