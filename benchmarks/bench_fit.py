@@ -268,7 +268,17 @@ def main(argv: list[str] | None = None) -> int:
         default="ab",
         help="cases also fitted with sandwich errors for the cost ratio (c doubles the run)",
     )
+    ap.add_argument(
+        "--figure-only",
+        action="store_true",
+        help="redraw the cost-per-region figure from --out without fitting",
+    )
     args = ap.parse_args(argv)
+    if args.figure_only:
+        png = args.out.with_name(args.out.stem + "_cost_per_region.png")
+        cost_figure(json.loads(args.out.read_text())["cases"], png)
+        print(f"wrote {png}")
+        return 0
 
     results = []
     for name in args.cases:
@@ -321,7 +331,45 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2))
     print(f"wrote {args.out}")
+    png = args.out.with_name(args.out.stem + "_cost_per_region.png")
+    cost_figure(results, png)
+    print(f"wrote {png}")
     return 0 if all(r["meets_target"] for r in results) else 1
+
+
+def cost_figure(results: list[dict[str, Any]], path: Path) -> None:
+    """Side-by-side bars: CPU time per region of one NLL, NLL + gradient and Hessian
+    evaluation at the minimum, per case (a flat profile means the cost grows with the number
+    of regions and nothing else)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.6))
+    ax = fig.add_subplot()
+    kinds = (
+        ("nll_cpu_s", "NLL"),
+        ("nll_grad_cpu_s", "NLL + gradient"),
+        ("hessian_cpu_s", "Hessian"),
+    )
+    x = np.arange(len(results))
+    for k, (key, label) in enumerate(kinds):
+        per = [1e6 * r[key] / r["regions_used"] for r in results]
+        bars = ax.bar(x + (k - 1) * 0.27, per, 0.27, label=label)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.set_xticks(
+        x,
+        [
+            f"{r['case']}: {r['scale_categories']}+{r['smear_categories']}\n{r['regions_used']} regions"
+            for r in results
+        ],
+    )
+    ax.set_ylabel("CPU per region [µs]")
+    ax.set_title("Likelihood cost per region (bench_fit.py)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
