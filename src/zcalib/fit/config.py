@@ -120,9 +120,11 @@ class FitConfig(BaseModel):
             noise in sparse regions but over-corrects when MC ~ data and does not yet pass
             the MC-vs-MC zero-smearing closure (see ``tests/fit/test_mc_stat_likelihood.py``).
         template_bias: ``"bootstrap"`` (default): subtract the estimator's bias of second
-            order in the template noise, estimated from ``BIAS_PAIRS`` (4) antithetic pairs
-            of template replicas (``t ± ε``) each solved to its own minimum (the mean pair
-            minimum minus the plain-NLL minimum on the observed template). With
+            order in the template noise, estimated from ``BIAS_PAIRS`` (4; 12 where the
+            noise acts non-linearly) antithetic pairs of template replicas (``t ± ε``), each
+            solved to its own minimum (the mean pair minimum minus the plain-NLL minimum on
+            the observed template; not applied to a smearing in the template-noise well at
+            σ ≈ 0, whose replicas do not leave it). With
             ``mc_stat="bootstrap"`` the pairs also give the MC-statistics covariance: the
             exact linear propagation of the smoothed Σw², scaled per parameter by the
             pairs' measured shrink of its odd part, plus the spread of the pair means
