@@ -120,7 +120,7 @@ class FitConfig(BaseModel):
             noise in sparse regions but over-corrects when MC ~ data and does not yet pass
             the MC-vs-MC zero-smearing closure (see ``tests/fit/test_mc_stat_likelihood.py``).
         template_bias: ``"bootstrap"`` (default): subtract the estimator's bias of second
-            order in the template noise, estimated from ``BIAS_PAIRS`` (4; 12 where the
+            order in the template noise, estimated from ``BIAS_PAIRS`` (4; 8 where the
             noise acts non-linearly) antithetic pairs of template replicas (``t ± ε``), each
             solved to its own minimum (the mean pair minimum minus the plain-NLL minimum on
             the observed template; not applied to a smearing in the template-noise well at

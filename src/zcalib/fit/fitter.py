@@ -680,7 +680,7 @@ WELL_FOLLOW = 0.5
 #: ≈ 5 % for the smearings of the benchmark schemes; up to ≈ 50 % in sparse closure
 #: categories near σ ≈ 0, where four pairs estimate it too roughly).
 EVEN_SHARE = 0.3
-EXTRA_PAIRS = 8
+EXTRA_PAIRS = 4
 
 #: Antithetic replica pairs (the template plus and minus the same noise) solved to their own
 #: minima for the template-noise bias (``template_bias="bootstrap"``): the mean of a pair has
