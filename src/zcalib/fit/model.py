@@ -427,17 +427,19 @@ class TemplateModel:
             da = self._window_coarse(seg, xs * kh_a)
             uhat = self._adjoint(seg, da * w - (c2 * da.sum(axis=1))[:, None], nk)
             dphi = self._irfft(ghat * np.conj(kh_a) + uhat * np.conj(spec.base), seg.length)
-            jac.append(dphi[:, :n_in])
-        var = np.zeros((self.n_regions, n_in))
+            jac.append(dphi)
+        # only the template bins that exist carry variance: sums over them, no padded copy
         i0, n_fine = seg.offset, self.variance.shape[1]
         a, b = max(i0, 0), min(i0 + n_in, n_fine)
-        if b > a:
-            var[:, a - i0 : b - i0] = self.variance[:, a:b]
-        jac[1] = jac[1] * d1[:, None]
-        out = np.empty((self.n_regions, 2, 2))
-        out[:, 0, 0] = (var * jac[0] * jac[0]).sum(axis=1)
-        out[:, 0, 1] = out[:, 1, 0] = (var * jac[0] * jac[1]).sum(axis=1)
-        out[:, 1, 1] = (var * jac[1] * jac[1]).sum(axis=1)
+        out = np.zeros((self.n_regions, 2, 2))
+        if b <= a:
+            return out
+        var = self.variance[:, a:b]
+        j0, j1 = jac[0][:, a - i0 : b - i0], jac[1][:, a - i0 : b - i0]
+        vj0 = var * j0
+        out[:, 0, 0] = np.einsum("ij,ij->i", vj0, j0)
+        out[:, 0, 1] = out[:, 1, 0] = np.einsum("ij,ij->i", vj0, j1) * d1
+        out[:, 1, 1] = np.einsum("ij,ij,ij->i", var, j1, j1) * (d1 * d1)
         return out
 
     # ------------------------------------------------------------------ prediction variance
