@@ -757,6 +757,12 @@ def bootstrap_covariance(
       pair means carry no linear noise term, so four pairs estimate it better than twenty
       independent replicas (docs/fit.md).
 
+    Where the even part is more than :data:`EVEN_SHARE` of a parameter's variance,
+    :data:`EXTRA_PAIRS` more pairs are solved once. A parameter whose replicas do not
+    follow a distant plain-NLL minimum (:data:`WELL_DISTANCE`, :data:`WELL_FOLLOW`: a
+    smearing in the template-noise well at σ ≈ 0) gets no bias, the others' is re-estimated
+    with it held, and the covariance is then the independent one-step bootstrap's.
+
     Parameters at a bound are held and get no bias. Replica ``k`` draws its noise from its
     own seed (``SeedSequence([seed, 0xB007])`` spawned), so replicas are reproducible one by
     one. ``hess``: the objective Hessian at ``θ̂`` (computed when not given).
@@ -781,7 +787,11 @@ def bootstrap_covariance(
     cols = _noise_columns(problem, theta)
     sd = np.sqrt(m.smoothed_variance()[:, cols]).astype(np.float32)
     n_rep = BIAS_PAIRS if bias else config.n_bootstrap
-    seeds = np.random.SeedSequence([config.seed, 0xB007]).spawn(n_rep)
+    # replica k's seed is child k whatever the count drawn (the extra pairs follow)
+    all_seeds = np.random.SeedSequence([config.seed, 0xB007]).spawn(
+        n_rep + (EXTRA_PAIRS if bias else 0)
+    )
+    seeds, more = all_seeds[:n_rep], all_seeds[n_rep:]
     if not bias:
         shifts = []
         for noise in _noises(sd, seeds):
@@ -791,11 +801,11 @@ def bootstrap_covariance(
             shifts.append(-_solve(hf, chol, replica.nll_grad(theta)[1][free]))
         out[np.ix_(free, free)] = np.atleast_2d(np.cov(np.array(shifts), rowvar=False))
         return out, bias_out
-    own = problem.with_template(m.template, likelihood="none")
-    first_plain = own.hessian(theta)[1:] if m.likelihood != "none" else None
+    own = None if m.likelihood == "none" else problem.with_template(m.template, likelihood="none")
+    first_plain = None if own is None else own.hessian(theta)[1:]
 
     def plain_minimum(active: NDArray[np.bool_]) -> FloatArray:
-        if first_plain is None:
+        if own is None or first_plain is None:
             return theta
         return _plain_minimum(own, theta, active, first_plain)
 
@@ -849,8 +859,7 @@ def bootstrap_covariance(
             problem.names[int(np.flatnonzero(free)[worst])],
             EXTRA_PAIRS,
         )
-        more = np.random.SeedSequence([config.seed, 0xB007]).spawn(EXTRA_PAIRS + len(seeds))
-        q2, odd2, first2 = pairs(free, more[len(seeds) :])
+        q2, odd2, first2 = pairs(free, more)
         q, odd, odd_first = (
             np.vstack([q, q2]),
             np.vstack([odd, odd2]),
